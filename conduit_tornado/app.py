@@ -1,0 +1,41 @@
+"""The route table and the Tornado application. Jupyter mounts the same routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+
+from .context import Context
+from .handlers import admin, health, models
+from .handlers.base import NotFoundHandler
+
+Route = tuple[str, type[tornado.web.RequestHandler]]
+
+
+def routes(prefix: str = "/") -> list[Route]:
+    """Every route of the gateway, under ``prefix`` (``/`` standalone, Jupyter's base_url)."""
+    p = prefix.rstrip("/")
+    return [
+        (p + r"/health/live", health.LiveHandler),
+        (p + r"/health/ready", health.ReadyHandler),
+        (p + r"/v1/models", models.ModelListHandler),
+        (p + r"/v1/models/(.+)", models.ModelHandler),
+        (p + r"/admin/v1/keys", admin.KeysHandler),
+        (p + r"/admin/v1/keys/([^/]+)/rotate", admin.KeyRotateHandler),
+        (p + r"/admin/v1/keys/([^/]+)", admin.KeyHandler),
+        (p + r"/admin/v1/providers", admin.ProvidersHandler),
+        (p + r"/admin/v1/providers/(.+)", admin.ProviderHandler),
+        (p + r"/admin/v1/models", admin.ModelsAdminHandler),
+        (p + r"/admin/v1/models/(.+)", admin.ModelAdminHandler),
+    ]
+
+
+def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:
+    return tornado.web.Application(
+        routes(),
+        conduit=ctx,
+        default_handler_class=NotFoundHandler,
+        compress_response=False,  # SSE must not be buffered by a compressor
+        **extra,
+    )

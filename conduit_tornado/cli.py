@@ -1,0 +1,142 @@
+"""The `conduit-tornado` command: serve, keys create|list|revoke, settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from pydantic import ValidationError
+
+from .admin_client import AdminClient, AdminError
+from .config_file import ConfigError
+from .gateway import Gateway
+from .settings import Settings, settings_markdown
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conduit-tornado", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="listen address (CONDUIT_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (CONDUIT_PORT, default 5000)")
+    serve.add_argument("--config", type=Path, help="providers/models file (CONDUIT_CONFIG)")
+
+    sub.add_parser("settings", help="print every CONDUIT_* setting as Markdown")
+
+    keys = sub.add_parser("keys", help="manage virtual keys through the admin API")
+    keys.add_argument("--url", default=os.environ.get("CONDUIT_URL", "http://127.0.0.1:5000"))
+    keys.add_argument("--master-key", default=os.environ.get("CONDUIT_MASTER_KEY"))
+    ksub = keys.add_subparsers(dest="action", required=True)
+    create = ksub.add_parser("create", help="create a key; its secret is printed once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--models", help="comma-separated allowed models or patterns")
+    create.add_argument("--ips", help="comma-separated allowed addresses or CIDRs")
+    for flag in ("rpm", "rpd", "tpm", "max-parallel"):
+        create.add_argument(f"--{flag}", type=int)
+    create.add_argument("--max-budget", type=float)
+    create.add_argument("--budget-duration", choices=["1d", "7d", "30d", "monthly", "total"])
+    create.add_argument("--expires-at", help="ISO 8601 date-time")
+    create.add_argument("--group")
+    lst = ksub.add_parser("list", help="list keys")
+    lst.add_argument("--name")
+    lst.add_argument("--group")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    revoke = ksub.add_parser("revoke", help="disable a key (or delete it with --delete)")
+    revoke.add_argument("id")
+    revoke.add_argument("--delete", action="store_true")
+    return parser
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    if not args.master_key:
+        print("error: set CONDUIT_MASTER_KEY or pass --master-key", file=sys.stderr)
+        return 2
+    async with AdminClient(args.url, args.master_key) as client:
+        if args.action == "create":
+            fields: dict[str, Any] = {
+                "name": args.name,
+                "allowed_models": _split(args.models),
+                "allowed_ips": _split(args.ips),
+                "rpm": args.rpm,
+                "rpd": args.rpd,
+                "tpm": args.tpm,
+                "max_parallel": args.max_parallel,
+                "max_budget": args.max_budget,
+                "budget_duration": args.budget_duration,
+                "expires_at": args.expires_at,
+                "group": args.group,
+            }
+            key = await client.create_key(**{k: v for k, v in fields.items() if v is not None})
+            print(json.dumps(key, indent=2))
+            print("\nStore the key now: it is not shown again.", file=sys.stderr)
+        elif args.action == "list":
+            page = await client.list_keys(name=args.name, group=args.group, limit=1000)
+            if args.json:
+                print(json.dumps(page["data"], indent=2))
+            else:
+                print(f"{'id':<30} {'prefix':<14} {'enabled':<8} name")
+                for k in page["data"]:
+                    print(f"{k['id']:<30} {k['prefix']:<14} {k['enabled']!s:<8} {k['name']}")
+        elif args.delete:
+            await client.delete_key(args.id)
+            print(f"deleted {args.id}")
+        else:
+            await client.update_key(args.id, enabled=False)
+            print(f"revoked {args.id} (disabled; --delete removes it)")
+    return 0
+
+
+async def _serve(settings: Settings) -> int:
+    gateway = Gateway(settings)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("conduit").info("shutting down: finishing in-flight requests")
+    await gateway.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "settings":
+        print(settings_markdown(), end="")
+        return 0
+    if args.command == "keys":
+        try:
+            return asyncio.run(_keys(args))
+        except AdminError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 1
+        except (OSError, httpx2.TransportError) as exc:
+            print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 1
+    overrides = {k: v for k in ("host", "port", "config") if (v := getattr(args, k)) is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,173 @@
+"""Start-up and shutdown as ordered steps; used by the CLI, notebooks and tests alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+
+from .app import make_app
+from .catalog import Catalog
+from .clock import Clock
+from .config_file import load_config
+from .context import Context
+from .keys import KeyService
+from .security import SecretBox, hash_key, new_master_key
+from .settings import Settings
+from .store import DuplicateError, MemoryStore, MongoStore, Store
+
+log = logging.getLogger("conduit")
+_MASTER_META = "master_key"
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.mongodb_uri is not None:
+        return MongoStore(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    return MemoryStore()
+
+
+async def resolve_master_key(settings: Settings, store: Store) -> tuple[str, str | None]:
+    """Return (hash of the master key, the key itself if it was generated just now)."""
+    if settings.master_key is not None:
+        return hash_key(settings.master_key.get_secret_value()), None
+    if store.persistent:
+        stored = await store.get("meta", _MASTER_META)
+        if stored is not None:
+            return str(stored["hash"]), None
+    key = new_master_key()
+    try:
+        await store.insert("meta", {"_id": _MASTER_META, "hash": hash_key(key)})
+    except DuplicateError:  # another instance generated one first: use theirs
+        stored = await store.get("meta", _MASTER_META)
+        assert stored is not None
+        return str(stored["hash"]), None
+    return hash_key(key), key
+
+
+class Gateway:
+    """One running gateway: context, HTTP server, background tasks."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._store = store
+        self._clock = clock or Clock()
+        self.ctx: Context | None = None
+        self.server: tornado.httpserver.HTTPServer | None = None
+        self.port: int | None = None
+        self.generated_master_key: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def url(self) -> str:
+        wildcard = self.settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (a comparison)
+        return f"http://{'127.0.0.1' if wildcard else self.settings.host}:{self.port}"
+
+    async def build(self) -> Context:
+        """Every start-up step but listening; the Jupyter extension stops here."""
+        s = self.settings
+        store = self._store or open_store(s)
+        await store.start()
+        if not store.persistent:
+            log.warning(
+                "using the in-process store: keys, usage and logs are NOT persisted. "
+                "Set CONDUIT_MONGODB_URI for real use."
+            )
+        if s.secret_key is None:
+            if store.persistent:
+                log.warning(
+                    "CONDUIT_SECRET_KEY is not set: provider credentials stored now cannot be "
+                    "decrypted after a restart. Set it for real use."
+                )
+            box = SecretBox(secrets.token_urlsafe(32))
+        else:
+            box = SecretBox(s.secret_key.get_secret_value())
+        master_hash, generated = await resolve_master_key(s, store)
+        self.generated_master_key = generated
+        catalog = Catalog(store, box, self._clock)
+        if s.config is not None:
+            providers, models = load_config(s.config)
+            await catalog.apply(providers, models)
+        await catalog.refresh()
+        self.ctx = Context(
+            settings=s,
+            store=store,
+            clock=self._clock,
+            box=box,
+            keys=KeyService(store, self._clock, s.key_cache_ttl),
+            catalog=catalog,
+            master_key_hash=master_hash,
+        )
+        self._tasks.append(asyncio.create_task(self._refresh_catalog(catalog)))
+        return self.ctx
+
+    async def _refresh_catalog(self, catalog: Catalog) -> None:
+        while True:
+            await asyncio.sleep(self.settings.catalog_refresh)
+            try:
+                await catalog.refresh()
+            except Exception:
+                log.exception("catalog refresh failed; keeping the previous snapshot")
+
+    async def start(self) -> None:
+        ctx = await self.build()
+        s = self.settings
+        app = make_app(ctx)
+        self.server = tornado.httpserver.HTTPServer(
+            app,
+            xheaders=s.trust_proxy_headers,
+            max_body_size=max(s.max_request_bytes, s.max_admin_request_bytes),
+            idle_connection_timeout=75,
+        )
+        sockets = tornado.netutil.bind_sockets(s.port, s.host)
+        self.server.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        log.info("conduit-tornado listening on %s (store: %s)", self.url, ctx.store.kind)
+        if self.generated_master_key:
+            announce_master_key(self.generated_master_key, ctx.store.persistent)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), flush, close clients."""
+        if self.server is not None:
+            self.server.stop()
+        if self.ctx is not None and self.ctx.in_flight > 0:
+            self.ctx.drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ctx.drained.wait(), self.settings.shutdown_timeout)
+        if self.server is not None:
+            await self.server.close_all_connections()
+            self.server = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.ctx is not None:
+            await self.ctx.store.close()
+            self.ctx = None
+
+
+def announce_master_key(key: str, persistent: bool) -> None:
+    """Print a generated master key once, to the terminal only (never to the log)."""
+    where = (
+        "Only its hash is stored; it will not be shown again."
+        if persistent
+        else ("The in-process store forgets it at exit; set CONDUIT_MASTER_KEY to keep one.")
+    )
+    print(
+        f"\n  Generated admin master key (shown once):\n\n    {key}\n\n  {where}\n",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -1,0 +1,1 @@
+"""HTTP handlers. ``base`` holds the shared base; the rest are thin endpoint classes."""

@@ -1,0 +1,288 @@
+"""The one handler base: request ids, body limits, JSON in and out, auth, the error envelope.
+
+Every route is one of three kinds, and a test walks the route table to prove it:
+``PublicHandler`` (health), ``ClientHandler`` (virtual key) or ``AdminHandler`` (master key).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import Any, TypeVar
+
+import orjson
+import tornado.web
+from pydantic import BaseModel, ValidationError
+from tornado.http1connection import HTTP1Connection
+
+from ..context import Context
+from ..errors import ApiError, default_type, error_envelope, invalid_api_key
+from ..keys import VirtualKey
+
+log = logging.getLogger("conduit.http")
+M = TypeVar("M", bound=BaseModel)
+MIB = 1024 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REASONS = {
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+}
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+
+
+def bearer_token(handler: tornado.web.RequestHandler) -> str | None:
+    header = handler.request.headers.get("Authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+    return handler.request.headers.get("api-key") or None  # Azure OpenAI clients send this.
+
+
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    """Reads bodies in chunks so the size limit is enforced before a byte is buffered."""
+
+    max_body_setting = "max_request_bytes"
+    _request_id: str | None = None
+
+    def initialize(self) -> None:
+        self.ctx: Context = self.application.settings["conduit"]
+        self.started = time.perf_counter()
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._counted = False
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            given = self.request.headers.get("x-request-id", "")
+            self._request_id = given if _REQUEST_ID.match(given) else "req_" + secrets.token_hex(12)
+        return self._request_id
+
+    def set_default_headers(self) -> None:
+        self.set_header("x-request-id", self.request_id)
+        self.set_header("Content-Type", "application/json")
+        self.clear_header("Server")
+
+    def compute_etag(self) -> None:
+        return None  # API responses are not cacheable; hashing every body is wasted CPU
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def body_limit(self) -> int:
+        limit: int = getattr(self.ctx.settings, self.max_body_setting)
+        return limit
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        base = tornado.web.RequestHandler
+        return [
+            m
+            for m in ("GET", "POST", "PATCH", "PUT", "DELETE")
+            if getattr(cls, m.lower()) is not getattr(base, m.lower())
+        ]
+
+    async def prepare(self) -> None:
+        allowed = self.allowed_methods()
+        if self.request.method not in allowed:  # before auth: a wrong method is not a 401
+            raise ApiError(
+                405,
+                f"Method {self.request.method} is not allowed on {self.request.path}.",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        self.ctx.in_flight += 1
+        self._counted = True
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
+            raise ApiError(
+                413,
+                f"Request body too large: the limit is {self.body_limit} bytes.",
+                code="request_too_large",
+            )
+        # The connection's hard cap sits above the limit so that a chunked body that
+        # overflows modestly still gets a clean 413 (see data_received); far beyond it
+        # Tornado drops the connection.
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(2 * self.body_limit + MIB)
+        await self.authenticate()
+
+    async def authenticate(self) -> None:
+        raise NotImplementedError  # every route must choose; see the subclasses below
+
+    def data_received(self, chunk: bytes) -> None:
+        # Chunked uploads declare no length: count, and stop buffering past the limit.
+        # Raising here would drop the connection instead of answering.
+        self._received += len(chunk)
+        if self._received <= self.body_limit:
+            self._chunks.append(chunk)
+        else:
+            self._chunks.clear()
+
+    @property
+    def body(self) -> bytes:
+        if self._received > self.body_limit:
+            raise ApiError(
+                413,
+                f"Request body too large: the limit is {self.body_limit} bytes.",
+                code="request_too_large",
+            )
+        if len(self._chunks) > 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0] if self._chunks else b""
+
+    def on_finish(self) -> None:
+        self._release()
+
+    def on_connection_close(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.ctx.in_flight -= 1
+            if self.ctx.in_flight == 0 and self.ctx.drained is not None:
+                self.ctx.drained.set()
+
+    # -- input ----------------------------------------------------------------------------
+
+    def json_body(self) -> dict[str, Any]:
+        raw = self.body
+        if not raw.strip():
+            raise ApiError(400, "The request body is empty; a JSON object is expected.")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly.)",
+            ) from exc
+        if not isinstance(data, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        return data
+
+    def parse(self, model: type[M]) -> M:
+        return validate(model, self.json_body())
+
+    def int_arg(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ApiError(400, f"{name} must be an integer.", param=name) from None
+        if not low <= value <= high:
+            raise ApiError(400, f"{name} must be between {low} and {high}.", param=name)
+        return value
+
+    def bool_arg(self, name: str) -> bool | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return None
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ApiError(400, f"{name} must be true or false.", param=name)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def send_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(dumps(obj))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            body = exc.envelope()
+        elif status_code >= 500:
+            body = error_envelope(
+                f"The server had an error processing your request (request id {self.request_id}).",
+                default_type(status_code),
+            )
+        else:
+            message = _REASONS.get(status_code, self._reason)
+            body = error_envelope(message, default_type(status_code))
+        self.set_header("Content-Type", "application/json")
+        self.finish(dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            return  # client errors are answered, not logged as crashes
+        log.error("request %s failed", self.request_id, exc_info=(typ, value, tb))
+
+
+class PublicHandler(BaseHandler):
+    """Explicitly unauthenticated (health checks)."""
+
+    async def authenticate(self) -> None:
+        return None
+
+
+class ClientHandler(BaseHandler):
+    """Routes under /v1: a virtual key is required."""
+
+    key: VirtualKey
+
+    async def authenticate(self) -> None:
+        self.key = await self.ctx.keys.authenticate(bearer_token(self))
+        if not self.key.allows_ip(self.request.remote_ip or ""):
+            raise ApiError(
+                403,
+                "Requests from this address are not allowed for this key.",
+                code="ip_not_allowed",
+            )
+
+    def check_model(self, model: str) -> None:
+        if not self.key.allows_model(model):
+            raise ApiError(
+                403,
+                f"This key is not allowed to use the model {model!r}.",
+                code="model_not_allowed",
+                param="model",
+            )
+
+
+class AdminHandler(BaseHandler):
+    """Routes under /admin/v1: only the master key. A virtual key gets 401."""
+
+    max_body_setting = "max_admin_request_bytes"
+
+    async def authenticate(self) -> None:
+        if not self.ctx.is_master_key(bearer_token(self)):
+            raise invalid_api_key("A valid master key is required for the admin API.")
+
+
+class NotFoundHandler(PublicHandler):
+    """Unknown paths: the OpenAI-style 404 for every method, without touching the body."""
+
+    async def prepare(self) -> None:
+        raise ApiError(
+            404,
+            f"Unknown request URL: {self.request.method} {self.request.path}.",
+            code="unknown_url",
+        )
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        if first["type"] == "extra_forbidden":
+            message = f"Unrecognized request argument supplied: {param}"
+        else:
+            message = f"Invalid value for {param}: {first['msg']}" if param else first["msg"]
+        raise ApiError(400, message, param=param, code="invalid_value") from None

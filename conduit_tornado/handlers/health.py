@@ -1,0 +1,22 @@
+"""Liveness and readiness: unauthenticated and cheap."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..errors import ApiError
+from .base import PublicHandler
+
+
+class LiveHandler(PublicHandler):
+    def get(self) -> None:
+        self.send_json({"status": "ok"})
+
+
+class ReadyHandler(PublicHandler):
+    async def get(self) -> None:
+        try:
+            await asyncio.wait_for(self.ctx.store.ping(), timeout=2.0)
+        except Exception:
+            raise ApiError(503, "The store is not reachable.", code="store_unavailable") from None
+        self.send_json({"status": "ok", "store": self.ctx.store.kind})

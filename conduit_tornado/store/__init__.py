@@ -1,0 +1,7 @@
+"""Storage: the protocol, and the MongoDB and in-process implementations."""
+
+from .base import Doc, DuplicateError, Store, Where
+from .memory import MemoryStore
+from .mongo import MongoStore
+
+__all__ = ["Doc", "DuplicateError", "MemoryStore", "MongoStore", "Store", "Where"]

@@ -1,0 +1,98 @@
+"""The storage protocol every part of the gateway uses.
+
+It is deliberately small: documents are plain dicts keyed by ``_id``; filters are
+equality plus the range/set operators below; counters are atomic ``$inc`` upserts.
+That is the subset that behaves identically on MongoDB, on the jongodb test server and
+in memory, and it is what scales (pre-aggregated rollups instead of ad-hoc queries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+Doc = dict[str, Any]
+#: Filter: {"field": value} for equality, or {"field": {"$gte"|"$gt"|"$lte"|"$lt"|"$in"|"$ne": v}}
+Where = Mapping[str, Any]
+
+#: Fields with a unique index, per collection. Both stores enforce these.
+UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
+    "keys": ("hash",),
+    "providers": ("name",),
+}
+FILTER_OPERATORS = frozenset({"$gte", "$gt", "$lte", "$lt", "$in", "$ne"})
+
+
+class DuplicateError(Exception):
+    """An insert or update would break a unique field (or reuse an ``_id``)."""
+
+    def __init__(self, collection: str, field: str) -> None:
+        super().__init__(f"duplicate {field} in {collection}")
+        self.collection = collection
+        self.field = field
+
+
+class Store(Protocol):
+    kind: str
+    persistent: bool
+
+    async def start(self) -> None:
+        """Connect and ensure indexes."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot serve requests."""
+
+    async def insert(self, collection: str, doc: Doc) -> None: ...
+
+    async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
+        """Insert a batch. A duplicate ``_id`` raises DuplicateError; which of the other
+        documents were written is then unspecified (jongodb stops, mongod carries on)."""
+
+    async def get(self, collection: str, id: str) -> Doc | None: ...
+
+    async def find_one(self, collection: str, where: Where) -> Doc | None: ...
+
+    async def find(
+        self,
+        collection: str,
+        where: Where,
+        *,
+        sort: str = "_id",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Doc]: ...
+
+    async def count(self, collection: str, where: Where) -> int: ...
+
+    async def update(
+        self,
+        collection: str,
+        id: str,
+        set: Mapping[str, Any] | None = None,
+        unset: Sequence[str] = (),
+        *,
+        where: Where | None = None,
+    ) -> Doc | None:
+        """Set/unset fields of one document (optionally only if it also matches ``where``);
+        return it as updated, or None if no document matched."""
+
+    async def delete(self, collection: str, id: str) -> bool: ...
+
+    async def increment(
+        self,
+        collection: str,
+        id: str,
+        inc: Mapping[str, float | int],
+        *,
+        set_on_insert: Mapping[str, Any] | None = None,
+        upsert: bool = True,
+    ) -> Doc | None:
+        """Atomically add to counters (creating the document if asked) and return it after."""
+
+    async def sum_by(
+        self, collection: str, where: Where, group_by: str, fields: Sequence[str]
+    ) -> dict[Any, dict[str, float]]:
+        """Sum ``fields`` over matching documents grouped by one field."""

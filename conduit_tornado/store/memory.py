@@ -1,0 +1,162 @@
+"""The in-process store: the zero-setup default. Nothing survives a restart."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .base import FILTER_OPERATORS, UNIQUE_FIELDS, Doc, DuplicateError, Where
+
+
+def matches(doc: Mapping[str, Any], where: Where) -> bool:
+    for field, cond in where.items():
+        value = doc.get(field)
+        if isinstance(cond, Mapping) and cond and all(k.startswith("$") for k in cond):
+            for op, arg in cond.items():
+                if not _apply(op, value, arg):
+                    return False
+        elif value != cond:
+            return False
+    return True
+
+
+def _apply(op: str, value: Any, arg: Any) -> bool:
+    if op not in FILTER_OPERATORS:
+        raise ValueError(f"unsupported filter operator {op}")
+    if op == "$in":
+        return value in arg
+    if op == "$ne":
+        return bool(value != arg)
+    if value is None:  # MongoDB: a missing field never satisfies a range.
+        return False
+    if op == "$gte":
+        return bool(value >= arg)
+    if op == "$gt":
+        return bool(value > arg)
+    if op == "$lte":
+        return bool(value <= arg)
+    return bool(value < arg)
+
+
+class MemoryStore:
+    kind = "memory"
+    persistent = False
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, Doc]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    def _coll(self, name: str) -> dict[str, Doc]:
+        return self._data.setdefault(name, {})
+
+    def _check_unique(self, collection: str, doc: Doc, ignore_id: str | None = None) -> None:
+        coll = self._coll(collection)
+        for field in UNIQUE_FIELDS.get(collection, ()):
+            if field not in doc:
+                continue
+            for other in coll.values():
+                if other["_id"] != ignore_id and other.get(field) == doc[field]:
+                    raise DuplicateError(collection, field)
+
+    async def insert(self, collection: str, doc: Doc) -> None:
+        coll = self._coll(collection)
+        if doc["_id"] in coll:
+            raise DuplicateError(collection, "_id")
+        self._check_unique(collection, doc)
+        coll[doc["_id"]] = copy.deepcopy(doc)
+
+    async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
+        for doc in docs:
+            await self.insert(collection, doc)
+
+    async def get(self, collection: str, id: str) -> Doc | None:
+        doc = self._coll(collection).get(id)
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def find_one(self, collection: str, where: Where) -> Doc | None:
+        for doc in self._coll(collection).values():
+            if matches(doc, where):
+                return copy.deepcopy(doc)
+        return None
+
+    async def find(
+        self,
+        collection: str,
+        where: Where,
+        *,
+        sort: str = "_id",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Doc]:
+        found = [d for d in self._coll(collection).values() if matches(d, where)]
+        # Like MongoDB: documents missing the sort field sort first; ties by _id.
+        found.sort(
+            key=lambda d: (d.get(sort) is not None, d.get(sort), d["_id"]), reverse=descending
+        )
+        return [copy.deepcopy(d) for d in found[offset : offset + limit]]
+
+    async def count(self, collection: str, where: Where) -> int:
+        return sum(1 for d in self._coll(collection).values() if matches(d, where))
+
+    async def update(
+        self,
+        collection: str,
+        id: str,
+        set: Mapping[str, Any] | None = None,
+        unset: Sequence[str] = (),
+        *,
+        where: Where | None = None,
+    ) -> Doc | None:
+        doc = self._coll(collection).get(id)
+        if doc is None or (where is not None and not matches(doc, where)):
+            return None
+        changed = {**doc, **copy.deepcopy(dict(set or {}))}
+        for field in unset:
+            changed.pop(field, None)
+        self._check_unique(collection, changed, ignore_id=id)
+        self._coll(collection)[id] = changed
+        return copy.deepcopy(changed)
+
+    async def delete(self, collection: str, id: str) -> bool:
+        return self._coll(collection).pop(id, None) is not None
+
+    async def increment(
+        self,
+        collection: str,
+        id: str,
+        inc: Mapping[str, float | int],
+        *,
+        set_on_insert: Mapping[str, Any] | None = None,
+        upsert: bool = True,
+    ) -> Doc | None:
+        coll = self._coll(collection)
+        doc = coll.get(id)
+        if doc is None:
+            if not upsert:
+                return None
+            doc = {"_id": id, **copy.deepcopy(dict(set_on_insert or {}))}
+            coll[id] = doc
+        for field, amount in inc.items():
+            doc[field] = doc.get(field, 0) + amount
+        return copy.deepcopy(doc)
+
+    async def sum_by(
+        self, collection: str, where: Where, group_by: str, fields: Sequence[str]
+    ) -> dict[Any, dict[str, float]]:
+        out: dict[Any, dict[str, float]] = {}
+        for doc in self._coll(collection).values():
+            if matches(doc, where):
+                row = out.setdefault(doc.get(group_by), dict.fromkeys(fields, 0.0))
+                for f in fields:
+                    row[f] += doc.get(f) or 0
+        return out

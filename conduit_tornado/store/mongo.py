@@ -1,0 +1,147 @@
+"""MongoDB store on PyMongo's native async API (Motor is deprecated; see README)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from .base import UNIQUE_FIELDS, Doc, DuplicateError, Where
+
+# Secondary indexes the queries rely on (unique ones come from UNIQUE_FIELDS).
+_INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    "keys": [[("group", ASCENDING)], [("created_at", DESCENDING)]],
+    "request_logs": [
+        [("created_at", DESCENDING)],
+        [("key_id", ASCENDING), ("created_at", DESCENDING)],
+        [("model", ASCENDING), ("created_at", DESCENDING)],
+    ],
+    "usage": [[("key_id", ASCENDING), ("day", ASCENDING)], [("day", ASCENDING)]],
+}
+
+
+def _duplicate_field(collection: str, exc: DuplicateKeyError | BulkWriteError) -> str:
+    text = str(exc)
+    for field in UNIQUE_FIELDS.get(collection, ()):
+        if field in text:
+            return field
+    return "_id"
+
+
+class MongoStore:
+    kind = "mongodb"
+    persistent = True
+
+    def __init__(self, uri: str, database: str) -> None:
+        # Created here but connects lazily on first use, i.e. on the running loop.
+        self._client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            uri, tz_aware=True, tzinfo=UTC, serverSelectionTimeoutMS=5000, appname="conduit-tornado"
+        )
+        self._db = self._client[database]
+
+    async def start(self) -> None:
+        for collection, fields in UNIQUE_FIELDS.items():
+            for field in fields:
+                await self._db[collection].create_index(field, unique=True)
+        for collection, indexes in _INDEXES.items():
+            for keys in indexes:
+                await self._db[collection].create_index(keys)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> None:
+        await self._db.command("ping")
+
+    async def insert(self, collection: str, doc: Doc) -> None:
+        try:
+            await self._db[collection].insert_one(dict(doc))
+        except DuplicateKeyError as exc:
+            raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
+
+    async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
+        if not docs:
+            return
+        try:
+            await self._db[collection].insert_many([dict(d) for d in docs], ordered=False)
+        except (BulkWriteError, DuplicateKeyError) as exc:  # jongodb raises the latter
+            raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
+
+    async def get(self, collection: str, id: str) -> Doc | None:
+        return await self._db[collection].find_one({"_id": id})
+
+    async def find_one(self, collection: str, where: Where) -> Doc | None:
+        return await self._db[collection].find_one(dict(where))
+
+    async def find(
+        self,
+        collection: str,
+        where: Where,
+        *,
+        sort: str = "_id",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Doc]:
+        direction = DESCENDING if descending else ASCENDING
+        order = [(sort, direction)] + ([("_id", direction)] if sort != "_id" else [])
+        cursor = self._db[collection].find(dict(where)).sort(order).skip(offset).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def count(self, collection: str, where: Where) -> int:
+        return await self._db[collection].count_documents(dict(where))
+
+    async def update(
+        self,
+        collection: str,
+        id: str,
+        set: Mapping[str, Any] | None = None,
+        unset: Sequence[str] = (),
+        *,
+        where: Where | None = None,
+    ) -> Doc | None:
+        change: dict[str, Any] = {}
+        if set:
+            change["$set"] = dict(set)
+        if unset:
+            change["$unset"] = dict.fromkeys(unset, "")
+        query = {**dict(where or {}), "_id": id}
+        if not change:
+            return await self._db[collection].find_one(query)
+        try:
+            return await self._db[collection].find_one_and_update(
+                query, change, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError as exc:
+            raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
+
+    async def delete(self, collection: str, id: str) -> bool:
+        result = await self._db[collection].delete_one({"_id": id})
+        return result.deleted_count == 1
+
+    async def increment(
+        self,
+        collection: str,
+        id: str,
+        inc: Mapping[str, float | int],
+        *,
+        set_on_insert: Mapping[str, Any] | None = None,
+        upsert: bool = True,
+    ) -> Doc | None:
+        change: dict[str, Any] = {"$inc": dict(inc)}
+        if set_on_insert:
+            change["$setOnInsert"] = dict(set_on_insert)
+        return await self._db[collection].find_one_and_update(
+            {"_id": id}, change, upsert=upsert, return_document=ReturnDocument.AFTER
+        )
+
+    async def sum_by(
+        self, collection: str, where: Where, group_by: str, fields: Sequence[str]
+    ) -> dict[Any, dict[str, float]]:
+        group: dict[str, Any] = {"_id": f"${group_by}"}
+        group.update({f: {"$sum": f"${f}"} for f in fields})
+        cursor = await self._db[collection].aggregate([{"$match": dict(where)}, {"$group": group}])
+        return {row.pop("_id"): row async for row in cursor}

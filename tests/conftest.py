@@ -1,0 +1,101 @@
+"""Shared fixtures: the test MongoDB, both stores, and gateways on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from conduit_tornado import AdminClient, Gateway, Settings
+from conduit_tornado.store import MemoryStore, MongoStore, Store
+from tests.mongo_server import JongoServer, jongodb_binary
+
+MASTER_KEY = "condt_master_test_" + "x" * 24
+REAL_MONGO = bool(os.environ.get("CONDUIT_TEST_MONGODB_URI"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if REAL_MONGO:
+        return
+    skip = pytest.mark.skip(reason="needs a genuine mongod: set CONDUIT_TEST_MONGODB_URI")
+    for item in items:
+        if "realmongo" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    if REAL_MONGO:
+        yield os.environ["CONDUIT_TEST_MONGODB_URI"]
+        return
+    server = JongoServer(jongodb_binary(), free_port())
+    yield server.uri
+    server.stop()
+
+
+def new_mongo_store(uri: str) -> MongoStore:
+    # A database per test: jongodb cannot drop, and isolation keeps collections small.
+    return MongoStore(uri, "t_" + uuid.uuid4().hex[:16])
+
+
+@pytest.fixture(params=["memory", "mongodb"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest_asyncio.fixture
+async def store(store_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    s: Store = (
+        MemoryStore()
+        if store_kind == "memory"
+        else new_mongo_store(request.getfixturevalue("mongo_uri"))
+    )
+    await s.start()
+    yield s
+    await s.close()
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest_asyncio.fixture
+async def start_gateway() -> AsyncIterator[GatewayFactory]:
+    """Start gateways on free ports: ``await start_gateway(store=..., **settings)``."""
+    started: list[Gateway] = []
+
+    async def start(store: Store | None = None, **overrides: Any) -> Gateway:
+        fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "master_key": MASTER_KEY}
+        fields.update(overrides)
+        gw = Gateway(Settings(**fields), store=store or MemoryStore())
+        await gw.start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        await gw.stop()
+
+
+@pytest_asyncio.fixture
+async def gateway(start_gateway: GatewayFactory, store: Store) -> Gateway:
+    """A gateway on each store (the test runs once per store)."""
+    return await start_gateway(store=store)
+
+
+@pytest_asyncio.fixture
+async def admin(gateway: Gateway) -> AsyncIterator[AdminClient]:
+    async with AdminClient(gateway.url, MASTER_KEY) as client:
+        yield client

@@ -1,0 +1,129 @@
+"""The same behaviour from every Store: memory, and MongoDB (jongodb or a real mongod)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conduit_tornado.store import DuplicateError, Store
+
+pytestmark = pytest.mark.asyncio
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_insert_get_and_duplicate_id(store: Store) -> None:
+    await store.insert("things", {"_id": "a", "n": 1, "when": T0})
+    assert await store.get("things", "a") == {"_id": "a", "n": 1, "when": T0}
+    assert await store.get("things", "missing") is None
+    with pytest.raises(DuplicateError) as info:
+        await store.insert("things", {"_id": "a", "n": 2})
+    assert info.value.field == "_id"
+
+
+async def test_unique_fields_on_insert_and_update(store: Store) -> None:
+    await store.insert("keys", {"_id": "k1", "hash": "h1"})
+    await store.insert("keys", {"_id": "k2", "hash": "h2"})
+    with pytest.raises(DuplicateError) as info:
+        await store.insert("keys", {"_id": "k3", "hash": "h1"})
+    assert info.value.field == "hash"
+    with pytest.raises(DuplicateError):
+        await store.update("keys", "k2", {"hash": "h1"})
+    assert (await store.get("keys", "k2"))["hash"] == "h2"  # type: ignore[index]
+    assert await store.count("keys", {}) == 2
+
+
+async def test_returned_documents_are_copies(store: Store) -> None:
+    doc = {"_id": "a", "tags": ["x"]}
+    await store.insert("things", doc)
+    doc["tags"].append("mutated")
+    got = await store.get("things", "a")
+    assert got == {"_id": "a", "tags": ["x"]}
+    got["tags"].append("again")  # type: ignore[index]
+    assert (await store.get("things", "a")) == {"_id": "a", "tags": ["x"]}
+
+
+async def test_find_filters_sort_and_paging(store: Store) -> None:
+    for i in range(7):
+        await store.insert(
+            "logs",
+            {"_id": f"l{i}", "k": "a" if i % 2 else "b", "at": T0 + timedelta(minutes=i), "n": i},
+        )
+    assert [d["_id"] for d in await store.find("logs", {"k": "a"})] == ["l1", "l3", "l5"]
+    newest = await store.find("logs", {}, sort="at", descending=True, limit=3)
+    assert [d["n"] for d in newest] == [6, 5, 4]
+    page2 = await store.find("logs", {}, sort="at", descending=True, offset=3, limit=3)
+    assert [d["n"] for d in page2] == [3, 2, 1]
+    window = {"at": {"$gte": T0 + timedelta(minutes=2), "$lt": T0 + timedelta(minutes=5)}}
+    assert [d["n"] for d in await store.find("logs", window, sort="at")] == [2, 3, 4]
+    assert await store.count("logs", {"n": {"$in": [1, 2, 99]}}) == 2
+    assert await store.count("logs", {"k": {"$ne": "a"}}) == 4
+    assert await store.count("logs", {"missing": {"$gte": 0}}) == 0
+    assert await store.find_one("logs", {"k": "b", "n": {"$gt": 4}}) == {
+        "_id": "l6",
+        "k": "b",
+        "at": T0 + timedelta(minutes=6),
+        "n": 6,
+    }
+
+
+async def test_update_set_unset_and_condition(store: Store) -> None:
+    await store.insert("things", {"_id": "a", "x": 1, "y": 2})
+    assert await store.update("things", "a", {"x": 5}, ["y"]) == {"_id": "a", "x": 5}
+    assert await store.update("things", "missing", {"x": 1}) is None
+    assert await store.update("things", "a", {"x": 6}, where={"x": 99}) is None
+    assert await store.update("things", "a", {"x": 6}, where={"x": 5}) == {"_id": "a", "x": 6}
+    assert await store.update("things", "a") == {"_id": "a", "x": 6}
+
+
+async def test_delete(store: Store) -> None:
+    await store.insert("things", {"_id": "a"})
+    assert await store.delete("things", "a") is True
+    assert await store.delete("things", "a") is False
+    assert await store.get("things", "a") is None
+
+
+async def test_increment_upserts_and_is_atomic_under_concurrency(store: Store) -> None:
+    first = await store.increment(
+        "usage", "u1", {"requests": 1, "cost": 0.25}, set_on_insert={"day": "2026-01-01"}
+    )
+    assert first == {"_id": "u1", "day": "2026-01-01", "requests": 1, "cost": 0.25}
+    await asyncio.gather(
+        *(store.increment("usage", "u1", {"requests": 1, "cost": 0.25}) for _ in range(40))
+    )
+    after = await store.get("usage", "u1")
+    assert after is not None
+    assert after["requests"] == 41
+    assert after["cost"] == pytest.approx(41 * 0.25)
+    assert after["day"] == "2026-01-01"
+    assert await store.increment("usage", "nope", {"requests": 1}, upsert=False) is None
+    assert await store.get("usage", "nope") is None
+
+
+async def test_insert_many_and_sum_by(store: Store) -> None:
+    await store.insert_many(
+        "usage",
+        [
+            {"_id": "1", "key_id": "a", "day": "d1", "tokens": 10, "cost": 1.0},
+            {"_id": "2", "key_id": "a", "day": "d2", "tokens": 5, "cost": 0.5},
+            {"_id": "3", "key_id": "b", "day": "d1", "tokens": 7, "cost": 0.25},
+        ],
+    )
+    await store.insert_many("usage", [])
+    sums = await store.sum_by("usage", {"day": {"$in": ["d1", "d2"]}}, "key_id", ["tokens", "cost"])
+    assert sums == {"a": {"tokens": 15, "cost": 1.5}, "b": {"tokens": 7, "cost": 0.25}}
+    assert await store.sum_by("usage", {"day": "d2"}, "key_id", ["tokens"]) == {"a": {"tokens": 5}}
+    with pytest.raises(DuplicateError):
+        await store.insert_many("usage", [{"_id": "4"}, {"_id": "1"}])
+    assert await store.get("usage", "1") == {
+        "_id": "1",
+        "key_id": "a",
+        "day": "d1",
+        "tokens": 10,
+        "cost": 1.0,
+    }
+
+
+async def test_ping(store: Store) -> None:
+    await store.ping()
