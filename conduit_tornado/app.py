@@ -7,7 +7,7 @@ from typing import Any
 import tornado.web
 
 from .context import Context
-from .handlers import admin, health, models
+from .handlers import admin, admin_usage, health, inference, models
 from .handlers.base import NotFoundHandler
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
@@ -21,6 +21,9 @@ def routes(prefix: str = "/") -> list[Route]:
         (p + r"/health/ready", health.ReadyHandler),
         (p + r"/v1/models", models.ModelListHandler),
         (p + r"/v1/models/(.+)", models.ModelHandler),
+        (p + r"/v1/chat/completions", inference.ChatCompletionsHandler),
+        (p + r"/v1/completions", inference.CompletionsHandler),
+        (p + r"/v1/embeddings", inference.EmbeddingsHandler),
         (p + r"/admin/v1/keys", admin.KeysHandler),
         (p + r"/admin/v1/keys/([^/]+)/rotate", admin.KeyRotateHandler),
         (p + r"/admin/v1/keys/([^/]+)", admin.KeyHandler),
@@ -28,6 +31,9 @@ def routes(prefix: str = "/") -> list[Route]:
         (p + r"/admin/v1/providers/(.+)", admin.ProviderHandler),
         (p + r"/admin/v1/models", admin.ModelsAdminHandler),
         (p + r"/admin/v1/models/(.+)", admin.ModelAdminHandler),
+        (p + r"/admin/v1/logs", admin_usage.LogsHandler),
+        (p + r"/admin/v1/usage", admin_usage.UsageHandler),
+        (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
     ]
 
 

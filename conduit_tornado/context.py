@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from .accounting import Recorder
 from .catalog import Catalog
 from .clock import Clock
 from .keys import KeyService
+from .pricing import PriceTable
+from .routing import Router
 from .security import SecretBox, hash_key, hashes_match
 from .settings import Settings
 from .store import Store
+from .upstream import Upstream
 
 
 @dataclass
@@ -21,6 +25,10 @@ class Context:
     box: SecretBox
     keys: KeyService
     catalog: Catalog
+    upstream: Upstream
+    router: Router
+    recorder: Recorder
+    prices: PriceTable
     master_key_hash: str = ""
     in_flight: int = 0
     #: Set by a shutdown that waits for in-flight requests; handlers set it at zero.

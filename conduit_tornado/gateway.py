@@ -12,15 +12,19 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 
+from .accounting import Recorder
 from .app import make_app
 from .catalog import Catalog
 from .clock import Clock
 from .config_file import load_config
 from .context import Context
 from .keys import KeyService
+from .pricing import PriceTable
+from .routing import Router
 from .security import SecretBox, hash_key, new_master_key
 from .settings import Settings
 from .store import DuplicateError, MemoryStore, MongoStore, Store
+from .upstream import Upstream
 
 log = logging.getLogger("conduit")
 _MASTER_META = "master_key"
@@ -100,6 +104,8 @@ class Gateway:
             providers, models = load_config(s.config)
             await catalog.apply(providers, models)
         await catalog.refresh()
+        upstream = Upstream(s.connect_timeout)
+        recorder = Recorder(store, s, self._clock)
         self.ctx = Context(
             settings=s,
             store=store,
@@ -107,9 +113,14 @@ class Gateway:
             box=box,
             keys=KeyService(store, self._clock, s.key_cache_ttl),
             catalog=catalog,
+            upstream=upstream,
+            router=Router(catalog, upstream, s),
+            recorder=recorder,
+            prices=PriceTable.bundled(),
             master_key_hash=master_hash,
         )
         self._tasks.append(asyncio.create_task(self._refresh_catalog(catalog)))
+        self._tasks.append(asyncio.create_task(recorder.run()))
         return self.ctx
 
     async def _refresh_catalog(self, catalog: Catalog) -> None:
@@ -155,6 +166,12 @@ class Gateway:
                 await task
         self._tasks.clear()
         if self.ctx is not None:
+            await self.ctx.recorder.flush()
+            if self.ctx.recorder.pending:
+                log.error(
+                    "%d request logs could not be written before exit", self.ctx.recorder.pending
+                )
+            await self.ctx.upstream.close()
             await self.ctx.store.close()
             self.ctx = None
 

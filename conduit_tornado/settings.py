@@ -77,6 +77,28 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Default total seconds for one upstream call."
     )
     connect_timeout: float = Field(10.0, gt=0, description="Default upstream connect timeout.")
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries after a failed upstream attempt (429, 5xx, timeouts, connection "
+        "errors). Every deployment and fallback still gets at least one attempt.",
+    )
+    retry_backoff: float = Field(
+        0.25, ge=0, description="Base seconds of the exponential backoff (full jitter)."
+    )
+    max_retry_wait: float = Field(
+        8.0, ge=0, description="Longest single wait before a retry, Retry-After included."
+    )
+    cooldown_failures: int = Field(
+        3, ge=1, description="Consecutive failures after which a deployment is cooled down."
+    )
+    cooldown_seconds: float = Field(
+        30.0, ge=0, description="Seconds a failing deployment is skipped (tried last)."
+    )
+    sse_keepalive: float = Field(
+        15.0, gt=0, description="Seconds of stream silence after which a keepalive comment is sent."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
 

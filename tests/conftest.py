@@ -99,3 +99,6 @@ async def gateway(start_gateway: GatewayFactory, store: Store) -> Gateway:
 async def admin(gateway: Gateway) -> AsyncIterator[AdminClient]:
     async with AdminClient(gateway.url, MASTER_KEY) as client:
         yield client
+
+
+pytest_plugins = ["tests.proxy_setup"]

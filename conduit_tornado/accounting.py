@@ -1,0 +1,135 @@
+"""Request logs, usage rollups and spend, written behind the request path.
+
+Handlers call ``record()`` (no I/O). A background task flushes every
+``log_flush_interval``: logs with one ``insert_many``; rollups and spend as one atomic
+``$inc`` per distinct (key, model, user, day) and per key, aggregated since the last flush.
+A failed flush keeps its work for the next one; logs beyond ``log_queue_max`` are dropped
+and counted, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+from .clock import Clock
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("conduit.accounting")
+LOGS = "request_logs"
+USAGE = "usage"
+_SUMMED = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
+
+
+def usage_id(day: str, key_id: str, model: str, user: str) -> str:
+    digest = hashlib.sha256(f"{key_id}\x00{model}\x00{user}".encode()).hexdigest()[:24]
+    return f"{day}:{digest}"
+
+
+class Recorder:
+    def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._logs: deque[dict[str, Any]] = deque()
+        self._rollups: dict[str, tuple[dict[str, Any], dict[str, float]]] = {}
+        self._spend: dict[str, float] = {}
+        self._last_used: dict[str, datetime] = {}
+        self._lock = asyncio.Lock()
+        self.dropped = 0
+        self.written = 0
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Queue one finished request (a request log document)."""
+        if len(self._logs) >= self._settings.log_queue_max:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("request log queue full: %d logs dropped so far", self.dropped)
+        else:
+            self._logs.append(entry)
+        key_id = entry.get("key_id")
+        if not key_id:
+            return
+        self._last_used[key_id] = entry["created_at"]
+        day = entry["created_at"].strftime("%Y-%m-%d")
+        user = entry.get("user") or ""
+        rid = usage_id(day, key_id, entry["model"], user)
+        if rid not in self._rollups:
+            fields = {"day": day, "key_id": key_id, "model": entry["model"], "user": user}
+            self._rollups[rid] = (fields, {})
+        inc = self._rollups[rid][1]
+        inc["requests"] = inc.get("requests", 0) + 1
+        if entry.get("status", 200) >= 400:
+            inc["errors"] = inc.get("errors", 0) + 1
+        for name in _SUMMED:
+            inc[name] = inc.get(name, 0) + (entry.get(name) or 0)
+        cost = entry.get("cost")
+        if cost:
+            inc["cost"] = inc.get("cost", 0.0) + cost
+            self._spend[key_id] = self._spend.get(key_id, 0.0) + cost
+        if entry.get("unpriced"):
+            inc["unpriced_requests"] = inc.get("unpriced_requests", 0) + 1
+        if entry.get("estimated"):
+            inc["estimated_requests"] = inc.get("estimated_requests", 0) + 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._logs)
+
+    async def flush(self) -> None:
+        async with self._lock:  # one flush at a time: the periodic one and shutdown's
+            await self._flush_logs()
+            await self._flush_counters()
+
+    async def _flush_logs(self) -> None:
+        while self._logs:
+            batch = [
+                self._logs.popleft()
+                for _ in range(min(len(self._logs), self._settings.log_batch_size))
+            ]
+            try:
+                await self._store.insert_many(LOGS, batch)
+            except Exception:
+                self._logs.extendleft(reversed(batch))  # keep order; retried next flush
+                log.exception("writing %d request logs failed; will retry", len(batch))
+                return
+            self.written += len(batch)
+
+    async def _flush_counters(self) -> None:
+        rollups, self._rollups = self._rollups, {}
+        spend, self._spend = self._spend, {}
+        used, self._last_used = self._last_used, {}
+        for rid, (fields, inc) in rollups.items():
+            try:
+                await self._store.increment(USAGE, rid, inc, set_on_insert=fields)
+            except Exception:
+                self._merge_back(rid, fields, inc)
+                log.exception("usage rollup %s failed; will retry", rid)
+        for key_id, amount in spend.items():
+            try:
+                await self._store.increment("keys", key_id, {"spend": amount}, upsert=False)
+            except Exception:
+                self._spend[key_id] = self._spend.get(key_id, 0.0) + amount
+                log.exception("spend update for %s failed; will retry", key_id)
+        for key_id, when in used.items():
+            with contextlib.suppress(Exception):  # last_used_at is best effort
+                await self._store.update("keys", key_id, {"last_used_at": when})
+
+    def _merge_back(self, rid: str, fields: dict[str, Any], inc: dict[str, float]) -> None:
+        current = self._rollups.setdefault(rid, (fields, {}))[1]
+        for name, value in inc.items():
+            current[name] = current.get(name, 0) + value
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.log_flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("accounting flush failed")

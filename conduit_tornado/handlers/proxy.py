@@ -1,0 +1,261 @@
+"""What every model-calling route shares: model resolution, the request log entry,
+usage and cost, headers, and the SSE relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+
+from ..catalog import ModelRoute
+from ..errors import ApiError
+from ..pricing import Price
+from ..providers.base import ChunkStream, Json, Usage, estimate_tokens, prompt_text
+from ..routing import Outcome
+from ..upstream import ProviderError
+from .base import ClientHandler, dumps
+
+FREE = Price(0.0, 0.0)
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a relay saw pass: the usage chunk, and streamed characters for estimates."""
+
+    usage: Usage | None = None
+    chars: int = 0
+    reported: str | None = None  # the model the provider says answered
+
+
+class ProxyHandler(ClientHandler):
+    endpoint = ""
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.entry: dict[str, Any] | None = None
+        self.route: ModelRoute | None = None
+        self.outcome: Outcome | None = None
+        self._relay: asyncio.Task[None] | None = None
+        self._client_gone = False
+        self._last_write = 0.0
+
+    # -- request --------------------------------------------------------------------------
+
+    def resolve(self, body: Json) -> ModelRoute:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(
+                400, "You must provide a model parameter.", param="model", code="missing_model"
+            )
+        self.entry = {
+            "_id": "log_" + secrets.token_hex(12),
+            "request_id": self.request_id,
+            "created_at": self.ctx.clock.now(),
+            "key_id": self.key.id,
+            "key_name": self.key.name,
+            "group": self.key.group,
+            "endpoint": self.endpoint,
+            "model": model,
+            "stream": bool(body.get("stream")),
+            "user": body.get("user") if isinstance(body.get("user"), str) else None,
+            "status": 200,
+        }
+        route = self.ctx.catalog.models.get(model)
+        if route is None or not route.enabled:
+            raise ApiError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            )
+        self.check_model(model)
+        self.route = route
+        return route
+
+    # -- accounting -----------------------------------------------------------------------
+
+    def account(self, usage: Usage, outcome: Outcome, reported: str | None = None) -> float | None:
+        """Fill the log entry from an answered request; return its cost (None: unpriced).
+
+        ``reported`` is the model the provider says answered: Azure deployment names are
+        arbitrary, but the answer names the real model, which the price table knows."""
+        target = outcome.target
+        prices = self.ctx.prices
+        price = prices.price(target.model, target.deployment.get("pricing"), target.route.pricing)
+        if price is None and reported:
+            price = prices.lookup(reported)
+        if price is None and target.provider.type == "mock":
+            price = FREE
+        cost = price.cost(usage) if price is not None else None
+        assert self.entry is not None
+        self.entry.update(
+            provider=target.provider.name,
+            deployment=target.model,
+            fallback_model=target.route.name
+            if self.route and target.route.name != self.route.name
+            else None,
+            attempts=outcome.attempts,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            total_tokens=usage.total_tokens,
+            estimated=usage.estimated,
+            cost=cost,
+            unpriced=cost is None,
+            upstream_ms=round(outcome.upstream_seconds * 1000, 3),
+        )
+        return cost
+
+    def routing_headers(self, outcome: Outcome) -> None:
+        self.set_header("x-conduit-provider", outcome.target.provider.name)
+        self.set_header("x-conduit-model", outcome.target.model)
+        self.set_header("x-conduit-attempts", str(outcome.attempts))
+        self.set_header("x-conduit-overhead-ms", f"{self.overhead_ms(outcome):.3f}")
+
+    def overhead_ms(self, outcome: Outcome) -> float:
+        """Time the gateway itself added: elapsed minus upstream calls and retry waits."""
+        elapsed = time.perf_counter() - self.started
+        return max(0.0, (elapsed - outcome.upstream_seconds - outcome.waited_seconds) * 1000)
+
+    def send_answer(self, result: Json, usage: Usage, outcome: Outcome) -> None:
+        reported = result.get("model")
+        cost = self.account(usage, outcome, reported if isinstance(reported, str) else None)
+        self.routing_headers(outcome)
+        if cost is not None:
+            self.set_header("x-conduit-cost-usd", f"{cost:.10f}".rstrip("0").rstrip(".") or "0")
+        result["model"] = self.entry["model"] if self.entry else result.get("model")
+        self.send_json(result)
+
+    def usage_of(self, result: Json, body: Json) -> Usage:
+        usage = Usage.from_openai(result.get("usage"))
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            return usage
+        text = "".join(
+            str((c.get("message") or {}).get("content") or c.get("text") or "")
+            for c in result.get("choices") or []
+        )
+        return Usage(estimate_tokens(prompt_text(body)), estimate_tokens(text), estimated=True)
+
+    # -- streaming ------------------------------------------------------------------------
+
+    async def relay(
+        self,
+        stream: ChunkStream,
+        outcome: Outcome,
+        body: Json,
+        transform: Callable[[Json], Json] | None = None,
+    ) -> None:
+        """Send an opened upstream stream to the client as SSE, one flush per event."""
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # tell nginx-style proxies not to buffer
+        self.routing_headers(outcome)
+        seen = _Seen()
+        model = self.entry["model"] if self.entry else ""
+
+        async def pump() -> None:
+            async for chunk in stream:
+                if seen.reported is None and isinstance(chunk.get("model"), str):
+                    seen.reported = chunk["model"]
+                if chunk.get("usage"):
+                    seen.usage = Usage.from_openai(chunk["usage"])
+                    if not include_usage:
+                        if not chunk.get("choices"):
+                            continue
+                        del chunk["usage"]
+                elif include_usage:
+                    chunk["usage"] = None  # as OpenAI does on every chunk when asked
+                elif "usage" in chunk:
+                    del chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    seen.chars += len(delta.get("content") or choice.get("text") or "")
+                chunk["model"] = model
+                await self._event(dumps(transform(chunk) if transform else chunk))
+            await self._event(b"[DONE]")
+
+        keepalive = asyncio.ensure_future(self._keepalive())
+        self._relay = asyncio.ensure_future(pump())
+        assert self.entry is not None
+        try:
+            await self._relay
+        except ProviderError as exc:  # after the first byte: no retry, an SSE error event
+            error = exc.to_api_error()
+            self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
+            with contextlib.suppress(StreamClosedError):
+                await self._event(dumps(error.envelope()))
+        except (asyncio.CancelledError, StreamClosedError):
+            self._client_gone = True
+            self.entry.update(
+                status=499, error_code="client_disconnected", error_type="client_disconnected"
+            )
+        finally:
+            keepalive.cancel()
+            await stream.aclose()  # closes the upstream connection if it is still open
+        usage = seen.usage
+        if usage is None:  # no usage chunk (the client left, or a terse provider): estimate
+            usage = Usage(
+                estimate_tokens(prompt_text(body)), math.ceil(seen.chars / 4), estimated=True
+            )
+        self.account(usage, outcome, seen.reported)
+        if self._client_gone:
+            self.write_log()
+        else:
+            self.finish()
+
+    async def _event(self, payload: bytes) -> None:
+        self.write(b"data: " + payload + b"\n\n")
+        self._last_write = time.monotonic()
+        await self.flush()
+
+    async def _keepalive(self) -> None:
+        interval = self.ctx.settings.sse_keepalive
+        self._last_write = time.monotonic()
+        while True:
+            await asyncio.sleep(interval - (time.monotonic() - self._last_write))
+            if time.monotonic() - self._last_write >= interval:
+                self.write(b": keepalive\n\n")
+                self._last_write = time.monotonic()
+                with contextlib.suppress(StreamClosedError):
+                    await self.flush()
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._relay is not None and not self._relay.done():
+            self._relay.cancel()  # stop reading upstream at once; relay() bills what was made
+        super().on_connection_close()
+
+    # -- logging --------------------------------------------------------------------------
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if self.entry is not None:
+            exc = kwargs.get("exc_info", (None, None, None))[1]
+            self.entry["status"] = status_code
+            if isinstance(exc, ApiError):
+                self.entry.update(error_code=exc.code, error_type=exc.type)
+            else:
+                self.entry.update(error_code=None, error_type="server_error")
+        super().write_error(status_code, **kwargs)
+
+    def on_finish(self) -> None:
+        self.write_log()
+        super().on_finish()
+
+    def write_log(self) -> None:
+        entry, self.entry = self.entry, None
+        if entry is None:
+            return
+        elapsed = (time.perf_counter() - self.started) * 1000
+        entry["latency_ms"] = round(elapsed, 3)
+        if self.outcome is not None:
+            entry["overhead_ms"] = round(self.overhead_ms(self.outcome), 3)
+        entry["client_ip"] = self.request.remote_ip
+        self.ctx.recorder.record(entry)

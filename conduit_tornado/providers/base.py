@@ -1,0 +1,161 @@
+"""What every provider adapter shares: usage, errors, timeouts, and the adapter interface.
+
+Adapters speak OpenAI's shapes on one side (request dicts in, ``chat.completion`` /
+``chat.completion.chunk`` / ``list`` of embeddings out) and their provider's wire format on
+the other. They never see virtual model names, keys or limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..catalog import Provider
+from ..upstream import ProviderError, Timeouts, Upstream
+
+Json = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.estimated = self.estimated or other.estimated
+
+    def openai(self) -> Json:
+        out: Json = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_tokens:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return out
+
+    @classmethod
+    def from_openai(cls, data: Any) -> Usage | None:
+        if not isinstance(data, dict):
+            return None
+        details = data.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(data.get("prompt_tokens") or 0),
+            completion_tokens=int(data.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0)
+            if isinstance(details, dict)
+            else 0,
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (~4 characters a token), used only when a provider
+    reports nothing; results built on it are marked ``estimated``."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def prompt_text(body: Json) -> str:
+    """All text a request sends, for estimates."""
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        parts.append(prompt)
+    elif isinstance(prompt, list):
+        parts.extend(p for p in prompt if isinstance(p, str))
+    return "\n".join(parts)
+
+
+class ChunkStream:
+    """An opened stream of OpenAI chunk dicts. Opening already awaited the first event, so a
+    failure before anything reached the client can still be retried elsewhere."""
+
+    def __init__(self, first: Json | None, rest: AsyncIterator[Json], close: Any) -> None:
+        self._first = first
+        self._rest = rest
+        self._close = close
+
+    def __aiter__(self) -> AsyncIterator[Json]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Json]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._close()
+
+
+async def open_stream(
+    events: AsyncIterator[Json], close: Any, first_byte: float | None
+) -> ChunkStream:
+    iterator = aiter(events)
+    try:
+        first = (
+            await asyncio.wait_for(anext(iterator), first_byte)
+            if first_byte
+            else await anext(iterator)
+        )
+    except StopAsyncIteration:
+        first = None
+    except TimeoutError:
+        await close()
+        raise ProviderError("timeout", "no first byte in time") from None
+    except BaseException:
+        await close()
+        raise
+    return ChunkStream(first, iterator, close)
+
+
+class Adapter:
+    """Base adapter. Subclasses implement the calls their provider supports."""
+
+    supports_n = True  # the provider honours n > 1 itself
+    native_completions = False  # has a legacy /completions endpoint
+
+    def __init__(self, provider: Provider, upstream: Upstream) -> None:
+        self.provider = provider
+        self.upstream = upstream
+
+    async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError(
+            "unsupported", "This model does not support chat completions.", param="model"
+        )
+
+    async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        raise ProviderError(
+            "unsupported", "This model does not support chat completions.", param="model"
+        )
+
+    async def completion(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError(
+            "unsupported", "This model does not support text completions.", param="model"
+        )
+
+    async def completion_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        raise ProviderError(
+            "unsupported", "This model does not support text completions.", param="model"
+        )
+
+    async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not support embeddings.", param="model")

@@ -1,0 +1,118 @@
+"""OpenAI and every OpenAI-compatible API (Groq, Together, Mistral, vLLM, Ollama's /v1 ...),
+plus Azure OpenAI, which differs only in URLs and the auth header.
+
+Requests pass through unchanged except ``model`` (the deployment's) and, for streams,
+``stream_options.include_usage`` (always asked, so usage is never a guess).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..upstream import ProviderError, Timeouts, parse_event, sse_events
+from .base import Adapter, ChunkStream, Json, open_stream
+
+DONE = b"[DONE]"
+
+
+class OpenAIAdapter(Adapter):
+    native_completions = True
+    default_base = "https://api.openai.com/v1"
+
+    def url(self, path: str, model: str) -> str:
+        return f"{self.provider.base_url or self.default_base}{path}"
+
+    def params(self) -> dict[str, str] | None:
+        return None
+
+    def headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
+        if self.provider.api_key:
+            headers["Authorization"] = f"Bearer {self.provider.api_key}"
+        return headers
+
+    async def _post(self, path: str, body: Json, model: str, t: Timeouts) -> Json:
+        data = await self.upstream.request_json(
+            self.provider.id,
+            "POST",
+            self.url(path, model),
+            t,
+            json={**body, "model": model},
+            headers=self.headers(),
+            params=self.params(),
+        )
+        if not isinstance(data, dict):
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return data
+
+    async def _stream(self, path: str, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True
+        payload = {**body, "model": model, "stream": True, "stream_options": options}
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url(path, model),
+            t,
+            json=payload,
+            headers=self.headers(),
+            params=self.params(),
+        )
+
+        async def events() -> Any:
+            async for _, data in sse_events(response):
+                if data == DONE:
+                    return
+                chunk = parse_event(data)
+                if "error" in chunk:  # some servers report failures inside the stream
+                    err = chunk["error"]
+                    message = err.get("message") if isinstance(err, dict) else str(err)
+                    raise ProviderError("server", str(message)[:500])
+                yield chunk
+
+        async def close() -> None:
+            response.close()
+
+        return await open_stream(events(), close, t.first_byte)
+
+    async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/chat/completions", body, model, t)
+
+    async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        return await self._stream("/chat/completions", body, model, t)
+
+    async def completion(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/completions", body, model, t)
+
+    async def completion_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        return await self._stream("/completions", body, model, t)
+
+    async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/embeddings", body, model, t)
+
+
+class OllamaAdapter(OpenAIAdapter):
+    """Ollama through its OpenAI-compatible /v1 endpoint."""
+
+    default_base = "http://127.0.0.1:11434/v1"
+
+
+class AzureAdapter(OpenAIAdapter):
+    """Azure OpenAI: ``{base}/openai/deployments/{deployment}/...?api-version=``, ``api-key``.
+    The deployment's ``model`` is the Azure deployment name."""
+
+    default_api_version = "2024-10-21"
+
+    def url(self, path: str, model: str) -> str:
+        return f"{self.provider.base_url}/openai/deployments/{model}{path}"
+
+    def params(self) -> dict[str, str]:
+        return {
+            "api-version": str(self.provider.options.get("api_version", self.default_api_version))
+        }
+
+    def headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
+        if self.provider.api_key:
+            headers["api-key"] = self.provider.api_key
+        return headers

@@ -1,0 +1,86 @@
+"""A gateway wired to the fake providers: one provider of each wire format."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest_asyncio
+
+from conduit_tornado import AdminClient, Gateway
+from conduit_tornado.store import Store
+from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.fakes.providers import API_KEY, FakeProviders
+
+# virtual model -> (provider, deployment model)
+MODELS = {
+    "gpt": ("oai", "gpt-4o"),
+    "azure-gpt": ("az", "my-gpt4o-deployment"),
+    "claude": ("ant", "claude-sonnet-4-5"),
+    "gem": ("gem", "gemini-2.5-flash"),
+    "mock": ("mock", "mock-1"),
+    "emb": ("oai", "text-embedding-3-small"),
+    "gem-emb": ("gem", "gemini-embedding-001"),
+}
+CHAT_MODELS = ["gpt", "azure-gpt", "claude", "gem"]
+
+
+@dataclass
+class Wired:
+    gateway: Gateway
+    fake: FakeProviders
+    key: str
+    key_id: str
+    admin: AdminClient
+
+    def client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=self.gateway.url + "/v1", api_key=self.key, max_retries=0, **kwargs
+        )
+
+
+async def wire(gateway: Gateway, fake: FakeProviders, admin: AdminClient) -> Wired:
+    base = fake.url
+    await admin.create_provider(name="oai", type="openai", base_url=base + "/v1", api_key=API_KEY)
+    await admin.create_provider(
+        name="az",
+        type="azure",
+        base_url=base,
+        api_key=API_KEY,
+        options={"api_version": "2024-10-21"},
+    )
+    await admin.create_provider(name="ant", type="anthropic", base_url=base, api_key=API_KEY)
+    await admin.create_provider(name="gem", type="gemini", base_url=base, api_key=API_KEY)
+    await admin.create_provider(name="mock", type="mock")
+    for name, (provider, model) in MODELS.items():
+        await admin.create_model(name=name, deployments=[{"provider": provider, "model": model}])
+    created = await admin.create_key(name="proxy-tests")
+    return Wired(gateway, fake, created["key"], created["id"], admin)
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeProviders]:
+    f = FakeProviders()
+    await f.start()
+    yield f
+    await f.stop()
+
+
+@pytest_asyncio.fixture
+async def wired(start_gateway: GatewayFactory, fake: FakeProviders) -> AsyncIterator[Wired]:
+    """Memory store: most proxy tests are about the wire, not the store."""
+    gw = await start_gateway(retry_backoff=0.01)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        yield await wire(gw, fake, admin)
+
+
+@pytest_asyncio.fixture
+async def wired_store(
+    start_gateway: GatewayFactory, fake: FakeProviders, store: Store
+) -> AsyncIterator[Wired]:
+    """On both stores, for tests that check what was recorded."""
+    gw = await start_gateway(store=store, retry_backoff=0.01)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        yield await wire(gw, fake, admin)

@@ -1,0 +1,159 @@
+"""Usage, cost and request logs as they land in the store (memory and MongoDB)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx2
+import pytest
+
+from conduit_tornado import Settings
+from conduit_tornado.accounting import Recorder
+from conduit_tornado.clock import Clock
+from conduit_tornado.pricing import PriceTable
+from conduit_tornado.providers.base import Usage
+from conduit_tornado.store import MemoryStore
+from tests.conftest import MASTER_KEY
+from tests.fakes.providers import PROMPT_TOKENS
+from tests.proxy_setup import Wired
+
+pytestmark = pytest.mark.asyncio
+HI = [{"role": "user", "content": "Say hello"}]
+
+
+async def test_logs_rollups_and_spend_in_the_store(wired_store: Wired) -> None:
+    w = wired_store
+    async with w.client() as client:
+        await client.chat.completions.create(model="gpt", messages=HI, user="alice")  # type: ignore[arg-type]
+        await client.chat.completions.create(model="gpt", messages=HI, user="alice")  # type: ignore[arg-type]
+        await client.chat.completions.create(model="claude", messages=HI, user="bob")  # type: ignore[arg-type]
+        stream = await client.chat.completions.create(
+            model="gpt", messages=HI, stream=True, user="bob"
+        )  # type: ignore[arg-type]
+        async for _ in stream:
+            pass
+    ctx = w.gateway.ctx
+    assert ctx is not None
+    await ctx.recorder.flush()
+    store = ctx.store
+
+    logs = await store.find("request_logs", {}, sort="created_at")
+    assert len(logs) == 4
+    first = logs[0]
+    assert first["key_id"] == w.key_id and first["model"] == "gpt" and first["provider"] == "oai"
+    assert first["deployment"] == "gpt-4o" and first["status"] == 200 and first["user"] == "alice"
+    assert first["prompt_tokens"] == PROMPT_TOKENS and first["completion_tokens"] == 4
+    gpt4o = PriceTable.bundled().lookup("gpt-4o")
+    assert gpt4o is not None
+    assert first["cost"] == pytest.approx(gpt4o.cost(Usage(PROMPT_TOKENS, 4)))
+    assert first["latency_ms"] > 0 and first["upstream_ms"] > 0 and first["overhead_ms"] >= 0
+    assert [log["stream"] for log in logs] == [False, False, False, True]
+    assert logs[3]["estimated"] is False  # the stream's usage came from the provider
+
+    rollups = await store.find("usage", {"key_id": w.key_id})
+    by = {(r["model"], r["user"]): r for r in rollups}
+    assert set(by) == {("gpt", "alice"), ("claude", "bob"), ("gpt", "bob")}
+    assert by[("gpt", "alice")]["requests"] == 2
+    assert by[("gpt", "alice")]["prompt_tokens"] == 2 * PROMPT_TOKENS
+    assert by[("gpt", "alice")]["day"] == datetime.now(UTC).strftime("%Y-%m-%d")
+
+    key = await store.get("keys", w.key_id)
+    assert key is not None
+    assert key["spend"] == pytest.approx(sum(log["cost"] for log in logs))
+    assert key["last_used_at"] is not None
+
+
+async def test_admin_logs_and_usage_endpoints(wired_store: Wired) -> None:
+    w = wired_store
+    async with w.client() as client:
+        for user in ("alice", "bob", "bob"):
+            await client.chat.completions.create(model="gpt", messages=HI, user=user)  # type: ignore[arg-type]
+        await client.embeddings.create(model="emb", input="x")
+    async with httpx2.AsyncClient(
+        base_url=w.gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as http:
+        r = await http.post(
+            "/v1/chat/completions",
+            json={"model": "missing", "messages": HI},
+            headers={"Authorization": f"Bearer {w.key}"},
+        )
+        assert r.status_code == 404
+        logs = (await http.get("/admin/v1/logs", params={"limit": 10})).json()
+        assert logs["total"] == 5 and logs["data"][0]["status"] == 404  # newest first
+        assert logs["data"][0]["error_code"] == "model_not_found"
+        assert (await http.get("/admin/v1/logs", params={"model": "emb"})).json()["total"] == 1
+        assert (await http.get("/admin/v1/logs", params={"status": "404"})).json()["total"] == 1
+        assert (await http.get("/admin/v1/logs", params={"user": "bob"})).json()["total"] == 2
+        future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        assert (await http.get("/admin/v1/logs", params={"since": future})).json()["total"] == 0
+        assert (await http.get("/admin/v1/logs", params={"since": "yesterday"})).status_code == 400
+
+        usage = (await http.get("/admin/v1/usage", params={"key_id": w.key_id})).json()
+        assert usage["totals"]["requests"] == 5 and usage["totals"]["errors"] == 1
+        by_user = (await http.get("/admin/v1/usage", params={"group_by": "user"})).json()
+        rows = {row["user"]: row for row in by_user["data"]}
+        assert rows["bob"]["requests"] == 2 and rows["alice"]["requests"] == 1
+        by_model = (await http.get("/admin/v1/usage", params={"group_by": "model"})).json()
+        assert {row["model"] for row in by_model["data"]} == {"gpt", "emb", "missing"}
+        today = datetime.now(UTC).date().isoformat()
+        by_day = (
+            await http.get(
+                "/admin/v1/usage", params={"group_by": "day", "start": today, "end": today}
+            )
+        ).json()
+        assert by_day["data"][0]["day"] == today and by_day["data"][0]["requests"] == 5
+        assert by_day["totals"]["cost"] == pytest.approx(sum(r["cost"] for r in by_model["data"]))
+        assert (await http.get("/admin/v1/usage", params={"group_by": "planet"})).status_code == 400
+
+
+async def test_unpriced_models_are_visible_not_free(wired_store: Wired) -> None:
+    w = wired_store
+    await w.admin.create_model(
+        name="odd", deployments=[{"provider": "oai", "model": "some-unknown-model"}]
+    )
+    await w.admin.create_model(
+        name="priced",
+        deployments=[{"provider": "oai", "model": "some-unknown-model"}],
+        pricing={"input_per_mtok": 1000, "output_per_mtok": 2000},
+    )
+    async with w.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(model="odd", messages=HI)  # type: ignore[arg-type]
+        assert "x-conduit-cost-usd" not in raw.headers
+        priced = await client.chat.completions.with_raw_response.create(model="priced", messages=HI)  # type: ignore[arg-type]
+        assert float(priced.headers["x-conduit-cost-usd"]) == pytest.approx(
+            (PROMPT_TOKENS * 1000 + 4 * 2000) / 1e6
+        )
+    ctx = w.gateway.ctx
+    assert ctx is not None
+    await ctx.recorder.flush()
+    odd = await ctx.store.find_one("request_logs", {"model": "odd"})
+    assert odd is not None and odd["unpriced"] is True and odd["cost"] is None
+    rollup = await ctx.store.find_one("usage", {"model": "odd"})
+    assert rollup is not None and rollup["unpriced_requests"] == 1
+
+
+async def test_queue_overflow_is_counted_and_exposed(wired: Wired) -> None:
+    recorder = Recorder(MemoryStore(), Settings(log_queue_max=100), Clock())
+    for i in range(105):
+        recorder.record(
+            {"_id": f"x{i}", "created_at": datetime.now(UTC), "model": "m", "key_id": None}
+        )
+    assert recorder.dropped == 5 and recorder.pending == 100
+    await recorder.flush()
+    assert recorder.pending == 0 and recorder.written == 100
+
+    async with wired.client() as client:
+        await client.chat.completions.create(model="gpt", messages=HI)  # type: ignore[arg-type]
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+        r = await http.get("/admin/v1/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        metrics = dict(
+            line.split(" ") for line in r.text.splitlines() if line and not line.startswith("#")
+        )
+        assert metrics["conduit_logs_dropped_total"] == "0"
+        assert (
+            int(metrics["conduit_logs_written_total"]) + int(metrics["conduit_logs_pending"]) == 1
+        )
+        assert (
+            await http.get("/admin/v1/metrics", headers={"Authorization": f"Bearer {wired.key}"})
+        ).status_code == 401

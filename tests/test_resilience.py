@@ -1,0 +1,273 @@
+"""Retries, fallbacks, cooldown, provider errors, timeouts and broken streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx2
+import openai
+import pytest
+
+from conduit_tornado import AdminClient
+from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.fakes.providers import API_KEY, FakeProviders
+from tests.proxy_setup import Wired, wire
+
+pytestmark = pytest.mark.asyncio
+HI = [{"role": "user", "content": "Say hello"}]
+E500 = {"status": 500, "body": {"error": {"message": "boom", "type": "server_error"}}}
+
+
+async def _post(wired: Wired, body: dict[str, object]) -> httpx2.Response:
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http:
+        return await http.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {wired.key}"}
+        )
+
+
+async def test_retry_after_a_server_error(wired: Wired) -> None:
+    wired.fake.then(**E500)
+    r = await _post(wired, {"model": "gpt", "messages": HI})
+    assert r.status_code == 200 and r.headers["x-conduit-attempts"] == "2"
+    assert len(wired.fake.requests) == 2
+
+
+async def test_retries_are_bounded_and_429_keeps_retry_after(wired: Wired) -> None:
+    for _ in range(3):
+        wired.fake.then(
+            status=429, headers={"Retry-After": "0.01"}, body={"error": {"message": "slow down"}}
+        )
+    r = await _post(wired, {"model": "gpt", "messages": HI})
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "upstream_rate_limited" and r.headers["Retry-After"] == "1"
+    assert len(wired.fake.requests) == 3  # 1 + max_retries(2)
+
+
+@pytest.mark.parametrize(
+    ("directive", "status", "code"),
+    [
+        (
+            {
+                "status": 400,
+                "body": {"error": {"message": "bad temperature", "param": "temperature"}},
+            },
+            400,
+            None,
+        ),
+        ({"status": 404, "body": {"error": {"message": "no such model"}}}, 404, None),
+        ({"status": 422, "body": {"error": {"message": "unprocessable"}}}, 400, None),
+    ],
+)
+async def test_client_errors_are_not_retried(
+    wired: Wired, directive: dict[str, object], status: int, code: str | None
+) -> None:
+    wired.fake.then(**directive)
+    r = await _post(wired, {"model": "gpt", "messages": HI})
+    assert r.status_code == status and len(wired.fake.requests) == 1
+
+
+async def test_upstream_auth_failure_is_a_gateway_error(
+    start_gateway: GatewayFactory, fake: FakeProviders
+) -> None:
+    gw = await start_gateway(max_retries=0)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        await admin.create_provider(
+            name="bad", type="openai", base_url=fake.url + "/v1", api_key="sk-wrong-secret"
+        )
+        await admin.create_model(name="m", deployments=[{"provider": "bad", "model": "gpt-4o"}])
+        key = (await admin.create_key(name="k"))["key"]
+    async with httpx2.AsyncClient(base_url=gw.url) as http:
+        r = await http.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": HI},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert r.status_code == 502  # never the client's 401: its key was fine
+    assert r.json()["error"]["code"] == "upstream_auth_error"
+    assert "sk-wrong-secret" not in r.text and fake.url not in r.text and "127.0.0.1" not in r.text
+
+
+async def test_unreachable_provider(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway(max_retries=1, retry_backoff=0.01)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        await admin.create_provider(
+            name="down", type="openai", base_url="http://127.0.0.1:9/v1", api_key="x"
+        )
+        await admin.create_model(name="m", deployments=[{"provider": "down", "model": "gpt-4o"}])
+        key = (await admin.create_key(name="k"))["key"]
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+    assert info.value.status_code == 502
+    assert "127.0.0.1:9" not in str(info.value.body)
+
+
+async def test_fallback_model_and_cooldown(wired: Wired) -> None:
+    await wired.admin.create_provider(
+        name="flaky", type="openai", base_url=wired.fake.url + "/v1", api_key=API_KEY
+    )
+    await wired.admin.create_model(
+        name="primary",
+        deployments=[{"provider": "flaky", "model": "gpt-4o-flaky"}],
+        fallbacks=["claude"],
+    )
+    for _ in range(3):
+        wired.fake.then(**E500, for_model="gpt-4o-flaky")
+    r = await _post(wired, {"model": "primary", "messages": HI})
+    assert r.status_code == 200
+    assert r.json()["model"] == "primary"  # the client's name, even when a fallback answered
+    assert r.headers["x-conduit-provider"] == "ant" and r.headers["x-conduit-attempts"] == "2"
+    # Two more failures cool the flaky deployment down (3 in a row)...
+    for _ in range(2):
+        assert (await _post(wired, {"model": "primary", "messages": HI})).status_code == 200
+    gw = wired.gateway.ctx
+    assert gw is not None
+    health = gw.router.health("flaky", "gpt-4o-flaky")
+    assert health.failures == 3 and health.cooled_until > 0
+    # ...so the next request goes to the fallback first, without touching it.
+    before = len(wired.fake.requests)
+    r = await _post(wired, {"model": "primary", "messages": HI})
+    assert r.headers["x-conduit-provider"] == "ant"
+    assert [s.path for s in wired.fake.requests[before:]] == ["/v1/messages"]
+
+
+async def test_weighted_deployments_and_failover_within_a_model(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="pair",
+        strategy="round_robin",
+        deployments=[
+            {"provider": "oai", "model": "gpt-4o"},
+            {"provider": "ant", "model": "claude-sonnet-4-5"},
+        ],
+    )
+    seen = set()
+    for _ in range(4):
+        r = await _post(wired, {"model": "pair", "messages": HI})
+        seen.add(r.headers["x-conduit-provider"])
+    assert seen == {"oai", "ant"}
+    await wired.admin.create_model(
+        name="prio",
+        deployments=[
+            {"provider": "oai", "model": "gpt-4o", "priority": 0},
+            {"provider": "ant", "model": "claude-sonnet-4-5", "priority": 1},
+        ],
+    )
+    for _ in range(3):
+        assert (await _post(wired, {"model": "prio", "messages": HI})).headers[
+            "x-conduit-provider"
+        ] == "oai"
+    wired.fake.then(**E500)
+    r = await _post(wired, {"model": "prio", "messages": HI})
+    assert r.headers["x-conduit-provider"] == "ant"  # lower priority takes over at once
+
+
+async def test_slow_first_byte_times_out_and_fails_over(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="slow",
+        deployments=[
+            {"provider": "oai", "model": "gpt-4o", "first_byte_timeout": 0.2},
+            {"provider": "ant", "model": "claude-sonnet-4-5", "priority": 1},
+        ],
+    )
+    wired.fake.then(delay=1.0)
+    r = await _post(wired, {"model": "slow", "messages": HI})
+    assert r.status_code == 200 and r.headers["x-conduit-provider"] == "ant"
+    wired.fake.then(delay=1.0)
+    r = await _post(wired, {"model": "slow", "messages": HI, "stream": True})
+    assert r.status_code == 200 and r.headers["x-conduit-provider"] == "ant"
+
+
+async def test_total_timeout_is_504(start_gateway: GatewayFactory, fake: FakeProviders) -> None:
+    gw = await start_gateway(max_retries=0)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        w = await wire(gw, fake, admin)
+        await admin.create_model(
+            name="t", deployments=[{"provider": "oai", "model": "gpt-4o", "timeout": 0.2}]
+        )
+    fake.then(delay=1.0)
+    r = await _post(w, {"model": "t", "messages": HI})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+
+
+async def test_no_retry_after_the_first_streamed_byte(wired: Wired) -> None:
+    wired.fake.then(drop_after=3)
+    async with wired.client() as client:
+        stream = await client.chat.completions.create(model="gpt", messages=HI, stream=True)  # type: ignore[arg-type]
+        got: list[str] = []
+
+        async def drain() -> None:
+            async for chunk in stream:
+                got.extend(c.delta.content or "" for c in chunk.choices)
+
+        with pytest.raises(openai.APIError):
+            await drain()
+    assert "".join(got) == "Hello from"  # what arrived before the break, then an error event
+    assert len(wired.fake.requests) == 1
+
+
+async def test_malformed_stream_event(wired: Wired) -> None:
+    wired.fake.then(malformed=True)
+    r = await _post(wired, {"model": "gpt", "messages": HI, "stream": True})
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    error = json.loads(events[-1])
+    assert error["error"]["code"] == "upstream_error" and "[DONE]" not in events
+
+
+async def test_client_disconnect_cancels_upstream_and_still_bills(wired: Wired) -> None:
+    wired.fake.then(chunk_delay=0.2)
+    async with (
+        httpx2.AsyncClient(base_url=wired.gateway.url) as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "gpt", "messages": HI, "stream": True},
+            headers={"Authorization": f"Bearer {wired.key}"},
+        ) as r,
+    ):
+        async for line in r.aiter_lines():
+            if "Hello" in line:
+                break  # leave after the first words
+    for _ in range(100):
+        if wired.fake.disconnected:
+            break
+        await asyncio.sleep(0.05)
+    assert wired.fake.disconnected == 1  # the gateway stopped reading and hung up upstream
+    ctx = wired.gateway.ctx
+    assert ctx is not None
+    await ctx.recorder.flush()
+    logs = await ctx.store.find("request_logs", {})
+    assert len(logs) == 1
+    assert logs[0]["status"] == 499 and logs[0]["error_code"] == "client_disconnected"
+    assert (
+        logs[0]["estimated"] is True and logs[0]["completion_tokens"] >= 1 and logs[0]["cost"] > 0
+    )
+
+
+async def test_keepalive_comments_during_silence(
+    start_gateway: GatewayFactory, fake: FakeProviders
+) -> None:
+    gw = await start_gateway(sse_keepalive=0.05)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        w = await wire(gw, fake, admin)
+    fake.then(chunk_delay=0.25)
+    r = await _post(w, {"model": "gpt", "messages": HI, "stream": True})
+    assert ": keepalive" in r.text and r.text.rstrip().endswith("data: [DONE]")
+
+
+async def test_shutdown_lets_in_flight_requests_finish(
+    start_gateway: GatewayFactory, fake: FakeProviders
+) -> None:
+    gw = await start_gateway()
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        w = await wire(gw, fake, admin)
+    fake.then(delay=0.5)
+    pending = asyncio.ensure_future(_post(w, {"model": "gpt", "messages": HI}))
+    await asyncio.sleep(0.2)
+    ctx = gw.ctx
+    assert ctx is not None and ctx.in_flight == 1
+    store = ctx.store
+    await gw.stop()
+    r = await pending
+    assert r.status_code == 200
+    assert len(await store.find("request_logs", {})) == 1  # flushed on the way out
