@@ -1,8 +1,9 @@
 """Request logs, usage rollups and spend, written behind the request path.
 
 Handlers call ``record()`` (no I/O). A background task flushes every
-``log_flush_interval``: logs with one ``insert_many``; rollups and spend as one atomic
-``$inc`` per distinct (key, model, user, day) and per key, aggregated since the last flush.
+``log_flush_interval``: logs with one ``insert_many``; rollups as one atomic ``$inc`` per
+distinct (key, model, user, day), aggregated since the last flush. (Spend, which budgets
+enforce, is charged at once per request by the limiter.)
 A failed flush keeps its work for the next one; logs beyond ``log_queue_max`` are dropped
 and counted, never silently.
 """
@@ -39,7 +40,6 @@ class Recorder:
         self._clock = clock
         self._logs: deque[dict[str, Any]] = deque()
         self._rollups: dict[str, tuple[dict[str, Any], dict[str, float]]] = {}
-        self._spend: dict[str, float] = {}
         self._last_used: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
         self.dropped = 0
@@ -72,7 +72,6 @@ class Recorder:
         cost = entry.get("cost")
         if cost:
             inc["cost"] = inc.get("cost", 0.0) + cost
-            self._spend[key_id] = self._spend.get(key_id, 0.0) + cost
         if entry.get("unpriced"):
             inc["unpriced_requests"] = inc.get("unpriced_requests", 0) + 1
         if entry.get("estimated"):
@@ -103,7 +102,6 @@ class Recorder:
 
     async def _flush_counters(self) -> None:
         rollups, self._rollups = self._rollups, {}
-        spend, self._spend = self._spend, {}
         used, self._last_used = self._last_used, {}
         for rid, (fields, inc) in rollups.items():
             try:
@@ -111,12 +109,6 @@ class Recorder:
             except Exception:
                 self._merge_back(rid, fields, inc)
                 log.exception("usage rollup %s failed; will retry", rid)
-        for key_id, amount in spend.items():
-            try:
-                await self._store.increment("keys", key_id, {"spend": amount}, upsert=False)
-            except Exception:
-                self._spend[key_id] = self._spend.get(key_id, 0.0) + amount
-                log.exception("spend update for %s failed; will retry", key_id)
         for key_id, when in used.items():
             with contextlib.suppress(Exception):  # last_used_at is best effort
                 await self._store.update("keys", key_id, {"last_used_at": when})

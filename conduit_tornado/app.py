@@ -7,7 +7,7 @@ from typing import Any
 import tornado.web
 
 from .context import Context
-from .handlers import admin, admin_usage, health, inference, models
+from .handlers import admin, admin_limits, admin_usage, health, inference, models
 from .handlers.base import NotFoundHandler
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
@@ -26,11 +26,16 @@ def routes(prefix: str = "/") -> list[Route]:
         (p + r"/v1/embeddings", inference.EmbeddingsHandler),
         (p + r"/admin/v1/keys", admin.KeysHandler),
         (p + r"/admin/v1/keys/([^/]+)/rotate", admin.KeyRotateHandler),
+        (p + r"/admin/v1/keys/([^/]+)/spend", admin_limits.KeySpendHandler),
         (p + r"/admin/v1/keys/([^/]+)", admin.KeyHandler),
         (p + r"/admin/v1/providers", admin.ProvidersHandler),
         (p + r"/admin/v1/providers/(.+)", admin.ProviderHandler),
         (p + r"/admin/v1/models", admin.ModelsAdminHandler),
         (p + r"/admin/v1/models/(.+)", admin.ModelAdminHandler),
+        (p + r"/admin/v1/groups", admin_limits.GroupsHandler),
+        (p + r"/admin/v1/groups/([^/]+)/spend", admin_limits.GroupSpendHandler),
+        (p + r"/admin/v1/groups/([^/]+)", admin_limits.GroupHandler),
+        (p + r"/admin/v1/alerts", admin_limits.AlertsHandler),
         (p + r"/admin/v1/logs", admin_usage.LogsHandler),
         (p + r"/admin/v1/usage", admin_usage.UsageHandler),
         (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from .accounting import Recorder
+from .alerts import Alerts
 from .catalog import Catalog
 from .clock import Clock
+from .groups import GroupService
 from .keys import KeyService
+from .limits import Limiter
 from .pricing import PriceTable
 from .routing import Router
 from .security import SecretBox, hash_key, hashes_match
@@ -29,16 +34,23 @@ class Context:
     router: Router
     recorder: Recorder
     prices: PriceTable
+    limiter: Limiter
+    groups: GroupService
+    alerts: Alerts
     master_key_hash: str = ""
     in_flight: int = 0
     #: Set by a shutdown that waits for in-flight requests; handlers set it at zero.
     drained: asyncio.Event | None = None
-    counters: dict[str, int] = field(default_factory=dict)
 
     def is_master_key(self, token: str | None) -> bool:
         if not token or not self.master_key_hash or len(token) > 256:
             return False
         return hashes_match(hash_key(token), self.master_key_hash)
 
-    def count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + amount
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work after a response (settling limits): kept referenced, awaited at stop."""
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

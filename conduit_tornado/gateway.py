@@ -13,12 +13,15 @@ import tornado.httpserver
 import tornado.netutil
 
 from .accounting import Recorder
+from .alerts import Alerts
 from .app import make_app
 from .catalog import Catalog
 from .clock import Clock
 from .config_file import load_config
 from .context import Context
+from .groups import GroupService
 from .keys import KeyService
+from .limits import Limiter
 from .pricing import PriceTable
 from .routing import Router
 from .security import SecretBox, hash_key, new_master_key
@@ -106,6 +109,8 @@ class Gateway:
         await catalog.refresh()
         upstream = Upstream(s.connect_timeout)
         recorder = Recorder(store, s, self._clock)
+        limiter = Limiter(store, self._clock)
+        await limiter.heartbeat()
         self.ctx = Context(
             settings=s,
             store=store,
@@ -117,10 +122,14 @@ class Gateway:
             router=Router(catalog, upstream, s),
             recorder=recorder,
             prices=PriceTable.bundled(),
+            limiter=limiter,
+            groups=GroupService(store, self._clock),
+            alerts=Alerts(store, s, self._clock),
             master_key_hash=master_hash,
         )
         self._tasks.append(asyncio.create_task(self._refresh_catalog(catalog)))
         self._tasks.append(asyncio.create_task(recorder.run()))
+        self._tasks.append(asyncio.create_task(limiter.run_heartbeat()))
         return self.ctx
 
     async def _refresh_catalog(self, catalog: Catalog) -> None:
@@ -166,6 +175,9 @@ class Gateway:
                 await task
         self._tasks.clear()
         if self.ctx is not None:
+            if self.ctx.background:  # limit settlements of requests that just finished
+                await asyncio.gather(*self.ctx.background, return_exceptions=True)
+            await self.ctx.alerts.drain()
             await self.ctx.recorder.flush()
             if self.ctx.recorder.pending:
                 log.error(

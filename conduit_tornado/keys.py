@@ -150,6 +150,10 @@ class KeyService:
             "period_start": now,
             "group": body.group,
             "metadata": body.metadata or {},
+            "model_limits": body.model_dump(exclude_none=True).get("model_limits", {}),
+            "user_limits": body.user_limits.model_dump(exclude_none=True)
+            if body.user_limits
+            else {},
         }
         await self._store.insert(COLLECTION, doc)
         return secret, doc
@@ -162,14 +166,21 @@ class KeyService:
 
     async def update(self, key_id: str, body: KeyUpdate) -> Doc:
         fields = body.model_dump(exclude_unset=True)
+        if fields.get("model_limits") is not None:
+            fields["model_limits"] = body.model_dump(exclude_none=True)["model_limits"]
+        if fields.get("user_limits") is not None:
+            fields["user_limits"] = (
+                body.user_limits.model_dump(exclude_none=True) if body.user_limits else {}
+            )
+        for dict_field in ("metadata", "model_limits", "user_limits"):
+            if dict_field in fields and fields[dict_field] is None:
+                fields[dict_field] = {}
         for required in ("name", "enabled"):
             if required in fields and fields[required] is None:
                 raise ApiError(400, f"{required} cannot be null.", param=required)
         for listish in ("allowed_models", "allowed_ips"):
             if listish in fields and fields[listish] is None:
                 fields[listish] = []
-        if "metadata" in fields and fields["metadata"] is None:
-            fields["metadata"] = {}
         fields["updated_at"] = self._clock.now()
         doc = await self._store.update(COLLECTION, key_id, fields)
         if doc is None:

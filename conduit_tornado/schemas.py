@@ -46,6 +46,24 @@ def _check_patterns(values: list[str]) -> list[str]:
     return values
 
 
+class ModelLimits(Strict):
+    """Limits on one key's use of one model (on top of the key's own)."""
+
+    rpm: PositiveInt | None = None
+    rpd: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+
+
+class UserLimits(Strict):
+    """Limits applied separately to each end user (the OpenAI ``user`` field) of a key."""
+
+    rpm: PositiveInt | None = None
+    rpd: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    max_budget: Usd | None = None
+    budget_duration: BudgetDuration | None = None
+
+
 class KeyFields(Strict):
     """Fields shared by key creation and update (all optional on update)."""
 
@@ -62,6 +80,8 @@ class KeyFields(Strict):
     budget_duration: BudgetDuration | None = None
     group: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     metadata: dict[str, Any] | None = None
+    model_limits: dict[str, ModelLimits] | None = None
+    user_limits: UserLimits | None = None
 
     @field_validator("expires_at")
     @classmethod
@@ -85,6 +105,39 @@ class KeyCreate(KeyFields):
 
 class KeyUpdate(KeyFields):
     """PATCH body: only the fields present change; null clears an optional limit."""
+
+
+class GroupFields(Strict):
+    """A team: keys name it in ``group`` and share its limits and budget."""
+
+    rpm: PositiveInt | None = None
+    rpd: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    max_parallel: PositiveInt | None = None
+    max_budget: Usd | None = None
+    budget_duration: BudgetDuration | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class GroupCreate(GroupFields):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class GroupUpdate(GroupFields):
+    pass
+
+
+class SpendUpdate(Strict):
+    """Set the current period's spend (0 resets it) or add to it (negative to refund)."""
+
+    spend: Usd | None = None
+    add: float | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SpendUpdate:
+        if (self.spend is None) == (self.add is None):
+            raise ValueError("give exactly one of spend or add")
+        return self
 
 
 class ProviderFields(Strict):

@@ -99,6 +99,29 @@ class Settings(BaseSettings):
     sse_keepalive: float = Field(
         15.0, gt=0, description="Seconds of stream silence after which a keepalive comment is sent."
     )
+    budget_alert_thresholds: list[float] = Field(
+        [0.8, 1.0], description="Fractions of a budget at which one alert is emitted per period."
+    )
+    budget_webhook_url: str | None = Field(
+        None, description="URL that receives budget alerts as JSON POSTs."
+    )
+    budget_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signs webhook bodies: header x-conduit-signature = t=<unix>,v1=<hex "
+        "HMAC-SHA256 of '<t>.<body>'>.",
+    )
+    budget_webhook_retries: int = Field(
+        4, ge=0, description="Retries of a failed webhook delivery."
+    )
+    budget_webhook_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first webhook retry (doubling after)."
+    )
+    tpm_default_reserve: int = Field(
+        256,
+        ge=0,
+        description="Completion tokens reserved against tpm when a request sets no max_tokens "
+        "(reconciled with real usage afterwards).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
 

@@ -6,17 +6,37 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from conduit_tornado import AdminClient, Gateway, Settings
+from conduit_tornado.clock import Clock
 from conduit_tornado.store import MemoryStore, MongoStore, Store
 from tests.mongo_server import JongoServer, jongodb_binary
 
 MASTER_KEY = "condt_master_test_" + "x" * 24
 REAL_MONGO = bool(os.environ.get("CONDUIT_TEST_MONGODB_URI"))
+
+
+class FakeClock(Clock):
+    """A clock tests move by hand: window rollovers without sleeping."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._mono = 1000.0
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        self._mono += seconds
 
 
 def free_port() -> int:
@@ -76,10 +96,12 @@ async def start_gateway() -> AsyncIterator[GatewayFactory]:
     """Start gateways on free ports: ``await start_gateway(store=..., **settings)``."""
     started: list[Gateway] = []
 
-    async def start(store: Store | None = None, **overrides: Any) -> Gateway:
+    async def start(
+        store: Store | None = None, clock: Clock | None = None, **overrides: Any
+    ) -> Gateway:
         fields: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "master_key": MASTER_KEY}
         fields.update(overrides)
-        gw = Gateway(Settings(**fields), store=store or MemoryStore())
+        gw = Gateway(Settings(**fields), store=store or MemoryStore(), clock=clock)
         await gw.start()
         started.append(gw)
         return gw

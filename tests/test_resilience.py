@@ -271,3 +271,42 @@ async def test_shutdown_lets_in_flight_requests_finish(
     r = await pending
     assert r.status_code == 200
     assert len(await store.find("request_logs", {})) == 1  # flushed on the way out
+
+
+async def test_lowest_latency_prefers_the_faster_deployment(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="lat",
+        strategy="lowest_latency",
+        deployments=[
+            {"provider": "oai", "model": "gpt-4o"},
+            {"provider": "ant", "model": "claude-sonnet-4-5"},
+        ],
+    )
+    for _ in range(6):
+        wired.fake.then(delay=0.15, for_model="claude-sonnet-4-5")
+    providers = [
+        (await _post(wired, {"model": "lat", "messages": HI})).headers["x-conduit-provider"]
+        for _ in range(6)
+    ]
+    # Each is measured once (unmeasured ones go first), then the fast one wins every time.
+    assert set(providers[:2]) == {"oai", "ant"}
+    assert providers[2:] == ["oai"] * 4
+
+
+async def test_least_busy_avoids_the_deployment_with_requests_in_flight(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="busy",
+        strategy="least_busy",
+        deployments=[
+            {"provider": "oai", "model": "gpt-4o"},
+            {"provider": "ant", "model": "claude-sonnet-4-5"},
+        ],
+    )
+    wired.fake.then(delay=0.6, for_model="gpt-4o").then(delay=0.6, for_model="claude-sonnet-4-5")
+    slow = asyncio.ensure_future(_post(wired, {"model": "busy", "messages": HI}))
+    await asyncio.sleep(0.2)
+    first = wired.fake.requests[-1].body["model"]
+    quick = await _post(wired, {"model": "busy", "messages": HI})
+    other = {"gpt-4o": "ant", "claude-sonnet-4-5": "oai"}[first]
+    assert quick.headers["x-conduit-provider"] == other
+    assert (await slow).status_code == 200

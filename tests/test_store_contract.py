@@ -127,3 +127,48 @@ async def test_insert_many_and_sum_by(store: Store) -> None:
 
 async def test_ping(store: Store) -> None:
     await store.ping()
+
+
+async def test_increment_with_condition_set_and_dotted_paths(store: Store) -> None:
+    doc = await store.increment("c", "x", {"by.a": 1, "n": 1})
+    assert doc == {"_id": "x", "by": {"a": 1}, "n": 1}
+    doc = await store.increment("c", "x", {"by.b": 2})
+    assert doc is not None and doc["by"] == {"a": 1, "b": 2}
+    await store.insert("keys", {"_id": "k", "hash": "h", "period": "p1", "spend": 1.0})
+    assert (
+        await store.increment("keys", "k", {"spend": 0.5}, where={"period": "p2"}, upsert=False)
+        is None
+    )
+    rolled = await store.increment(
+        "keys",
+        "k",
+        {"total": 0.5},
+        set={"spend": 0.5, "period": "p2"},
+        where={"period": {"$ne": "p2"}},
+        upsert=False,
+    )
+    assert (
+        rolled is not None
+        and rolled["spend"] == 0.5
+        and rolled["period"] == "p2"
+        and rolled["total"] == 0.5
+    )
+    again = await store.increment(
+        "keys", "k", {"spend": 0.25}, where={"period": "p2"}, upsert=False
+    )
+    assert again is not None and again["spend"] == 0.75
+
+
+async def test_concurrent_upserts_of_one_counter(store: Store) -> None:
+    results = await asyncio.gather(*(store.increment("w", "win", {"r": 1}) for _ in range(30)))
+    counts = sorted(r["r"] for r in results if r is not None)
+    assert counts == list(
+        range(1, 31)
+    )  # every caller saw a distinct count: the basis of exact limits
+
+
+async def test_filters_reach_into_sub_documents(store: Store) -> None:
+    await store.insert("alerts", {"_id": "a", "subject": {"id": "k1", "type": "key"}})
+    await store.insert("alerts", {"_id": "b", "subject": {"id": "k2", "type": "key"}})
+    assert [d["_id"] for d in await store.find("alerts", {"subject.id": "k2"})] == ["b"]
+    assert await store.count("alerts", {"subject.type": "key"}) == 2

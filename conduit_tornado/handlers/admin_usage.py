@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from ..accounting import LOGS, USAGE
+from ..alerts import ALERTS
 from ..errors import ApiError
 from .admin import PagedHandler
 from .base import AdminHandler
@@ -92,10 +93,25 @@ class UsageHandler(PagedHandler):
         store = self.ctx.store
         sums = await store.sum_by(USAGE, where, "day", _USAGE_FIELDS)
         totals = {f: sum(row.get(f, 0) for row in sums.values()) for f in _USAGE_FIELDS}
+        alert_filter = {"subject.id": where["key_id"]} if "key_id" in where else {}
+        alerts = [
+            {k: v for k, v in a.items() if k != "_id"}
+            for a in await store.find(
+                ALERTS, alert_filter, sort="created_at", descending=True, limit=20
+            )
+        ]
         if group is not None:
             grouped = await store.sum_by(USAGE, where, _GROUPS[group], _USAGE_FIELDS)
             rows = [{group: k, **v} for k, v in sorted(grouped.items(), key=lambda kv: str(kv[0]))]
-            self.send_json({"object": "usage", "group_by": group, "data": rows, "totals": totals})
+            self.send_json(
+                {
+                    "object": "usage",
+                    "group_by": group,
+                    "data": rows,
+                    "totals": totals,
+                    "alerts": alerts,
+                }
+            )
             return
         offset, limit = self.page()
         docs = await store.find(
@@ -107,6 +123,7 @@ class UsageHandler(PagedHandler):
                 "object": "usage",
                 "data": rows,
                 "totals": totals,
+                "alerts": alerts,
                 "total": await store.count(USAGE, where),
                 "offset": offset,
                 "limit": limit,

@@ -16,7 +16,7 @@ from ..fanout import (
     merge_streams,
     offset_choices,
 )
-from ..providers.base import Adapter, ChunkStream, Json, Usage
+from ..providers.base import Adapter, ChunkStream, Json, Usage, estimate_tokens
 from ..routing import Target
 from ..upstream import ProviderError, Timeouts
 from .proxy import ProxyHandler
@@ -72,6 +72,7 @@ class ChatCompletionsHandler(ProxyHandler):
                 code="invalid_value",
             )
         n = _n(body)
+        await self.admit(body)
         if body.get("stream"):
 
             async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
@@ -110,6 +111,7 @@ class CompletionsHandler(ProxyHandler):
                 code="invalid_value",
             )
         n = _n(body)
+        await self.admit(body)
         stream = bool(body.get("stream"))
 
         def chat_prompts() -> list[str]:
@@ -171,6 +173,13 @@ def _valid_input(value: Any) -> bool:
     return all(isinstance(v, list) and v and all(isinstance(i, int) for i in v) for v in value)
 
 
+def _input_tokens(value: Any) -> int:
+    items = value if isinstance(value, list) else [value]
+    if items and isinstance(items[0], int):
+        return len(items)
+    return sum(len(i) if isinstance(i, list) else estimate_tokens(i) for i in items)
+
+
 class EmbeddingsHandler(ProxyHandler):
     endpoint = "embeddings"
 
@@ -192,6 +201,7 @@ class EmbeddingsHandler(ProxyHandler):
         dims = body.get("dimensions")
         if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
             raise ApiError(400, "dimensions must be a positive integer.", param="dimensions")
+        await self.admit(body, prompt_tokens=_input_tokens(body["input"]), completion_reserve=False)
 
         async def call(target: Target, t: Timeouts) -> Json:
             return await target.adapter.embeddings(body, target.model, t)

@@ -16,11 +16,12 @@ from tornado.iostream import StreamClosedError
 
 from ..catalog import ModelRoute
 from ..errors import ApiError
+from ..limits import Grant
 from ..pricing import Price
 from ..providers.base import ChunkStream, Json, Usage, estimate_tokens, prompt_text
 from ..routing import Outcome
 from ..upstream import ProviderError
-from .base import ClientHandler, dumps
+from .base import ClientHandler, dumps, log
 
 FREE = Price(0.0, 0.0)
 
@@ -45,6 +46,7 @@ class ProxyHandler(ClientHandler):
         self._relay: asyncio.Task[None] | None = None
         self._client_gone = False
         self._last_write = 0.0
+        self.grant: Grant | None = None
 
     # -- request --------------------------------------------------------------------------
 
@@ -78,6 +80,23 @@ class ProxyHandler(ClientHandler):
         self.check_model(model)
         self.route = route
         return route
+
+    async def admit(
+        self, body: Json, prompt_tokens: int | None = None, completion_reserve: bool = True
+    ) -> None:
+        """Reserve this request against every limit of its key (429 if any is reached)."""
+        assert self.entry is not None
+        tokens = prompt_tokens if prompt_tokens is not None else estimate_tokens(prompt_text(body))
+        if completion_reserve:
+            most = body.get("max_completion_tokens") or body.get("max_tokens")
+            per_choice = most if isinstance(most, int) else self.ctx.settings.tpm_default_reserve
+            n = body.get("n")
+            tokens += per_choice * (n if isinstance(n, int) and n > 1 else 1)
+        self.grant = await self.ctx.limiter.admit(
+            self.key.doc, self.entry["model"], self.entry["user"], tokens
+        )
+        for name, value in self.grant.headers.items():
+            self.set_header(name, value)
 
     # -- accounting -----------------------------------------------------------------------
 
@@ -207,7 +226,7 @@ class ProxyHandler(ClientHandler):
             )
         self.account(usage, outcome, seen.reported)
         if self._client_gone:
-            self.write_log()
+            self.done()
         else:
             self.finish()
 
@@ -246,16 +265,27 @@ class ProxyHandler(ClientHandler):
         super().write_error(status_code, **kwargs)
 
     def on_finish(self) -> None:
-        self.write_log()
+        self.done()
         super().on_finish()
 
-    def write_log(self) -> None:
+    def done(self) -> None:
+        """The request is over (answered, failed, or abandoned): log it, settle its limits."""
         entry, self.entry = self.entry, None
         if entry is None:
             return
+        if self.grant is not None:
+            grant, self.grant = self.grant, None
+            self.ctx.spawn(self._settle(grant, entry.get("total_tokens") or 0, entry.get("cost")))
         elapsed = (time.perf_counter() - self.started) * 1000
         entry["latency_ms"] = round(elapsed, 3)
         if self.outcome is not None:
             entry["overhead_ms"] = round(self.overhead_ms(self.outcome), 3)
         entry["client_ip"] = self.request.remote_ip
         self.ctx.recorder.record(entry)
+
+    async def _settle(self, grant: Grant, tokens: int, cost: float | None) -> None:
+        try:
+            charges = await self.ctx.limiter.settle(grant, tokens, cost)
+            await self.ctx.alerts.check(charges)
+        except Exception:
+            log.exception("settling limits for request %s failed", self.request_id)

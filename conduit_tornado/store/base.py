@@ -88,9 +88,13 @@ class Store(Protocol):
         inc: Mapping[str, float | int],
         *,
         set_on_insert: Mapping[str, Any] | None = None,
+        set: Mapping[str, Any] | None = None,
+        where: Where | None = None,
         upsert: bool = True,
     ) -> Doc | None:
-        """Atomically add to counters (creating the document if asked) and return it after."""
+        """Atomically add to counters (dotted paths reach into sub-documents), optionally
+        setting fields too, on the document with ``id`` that also matches ``where``; create
+        it if asked. Return it as updated, or None if nothing matched."""
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]

@@ -9,9 +9,18 @@ from typing import Any
 from .base import FILTER_OPERATORS, UNIQUE_FIELDS, Doc, DuplicateError, Where
 
 
+def _get(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
 def matches(doc: Mapping[str, Any], where: Where) -> bool:
     for field, cond in where.items():
-        value = doc.get(field)
+        value = _get(doc, field)
         if isinstance(cond, Mapping) and cond and all(k.startswith("$") for k in cond):
             for op, arg in cond.items():
                 if not _apply(op, value, arg):
@@ -37,6 +46,14 @@ def _apply(op: str, value: Any, arg: Any) -> bool:
     if op == "$lte":
         return bool(value <= arg)
     return bool(value < arg)
+
+
+def _walk(doc: Doc, path: str) -> tuple[Doc, str]:
+    """The sub-document holding a dotted path's last part, created as needed."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        doc = doc.setdefault(part, {})
+    return doc, leaf
 
 
 class MemoryStore:
@@ -137,17 +154,27 @@ class MemoryStore:
         inc: Mapping[str, float | int],
         *,
         set_on_insert: Mapping[str, Any] | None = None,
+        set: Mapping[str, Any] | None = None,
+        where: Where | None = None,
         upsert: bool = True,
     ) -> Doc | None:
         coll = self._coll(collection)
         doc = coll.get(id)
+        if doc is not None and where is not None and not matches(doc, where):
+            doc = None
+            if id in coll:  # exists but does not match: like MongoDB, no upsert over it
+                return None
         if doc is None:
             if not upsert:
                 return None
             doc = {"_id": id, **copy.deepcopy(dict(set_on_insert or {}))}
             coll[id] = doc
-        for field, amount in inc.items():
-            doc[field] = doc.get(field, 0) + amount
+        for path, value in (set or {}).items():
+            parent, leaf = _walk(doc, path)
+            parent[leaf] = copy.deepcopy(value)
+        for path, amount in inc.items():
+            parent, leaf = _walk(doc, path)
+            parent[leaf] = parent.get(leaf, 0) + amount
         return copy.deepcopy(doc)
 
     async def sum_by(

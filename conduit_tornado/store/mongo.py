@@ -129,14 +129,26 @@ class MongoStore:
         inc: Mapping[str, float | int],
         *,
         set_on_insert: Mapping[str, Any] | None = None,
+        set: Mapping[str, Any] | None = None,
+        where: Where | None = None,
         upsert: bool = True,
     ) -> Doc | None:
         change: dict[str, Any] = {"$inc": dict(inc)}
         if set_on_insert:
             change["$setOnInsert"] = dict(set_on_insert)
-        return await self._db[collection].find_one_and_update(
-            {"_id": id}, change, upsert=upsert, return_document=ReturnDocument.AFTER
-        )
+        if set:
+            change["$set"] = dict(set)
+        try:
+            return await self._db[collection].find_one_and_update(
+                {**dict(where or {}), "_id": id},
+                change,
+                upsert=upsert,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # two upserts raced to create it: the loser retries as an update
+            return await self._db[collection].find_one_and_update(
+                {**dict(where or {}), "_id": id}, change, return_document=ReturnDocument.AFTER
+            )
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]

@@ -1,0 +1,261 @@
+"""Rate limits, parallel limits and budgets: exact under concurrency, with OpenAI's 429s."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx2
+import pytest
+
+from conduit_tornado import AdminClient, Gateway
+from conduit_tornado.store import Store
+from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory
+from tests.fakes.providers import FakeProviders
+from tests.proxy_setup import Wired, wire
+
+pytestmark = pytest.mark.asyncio
+HI = [{"role": "user", "content": "Say hello"}]
+
+
+async def _chat(
+    gw: Gateway, key: str, http: httpx2.AsyncClient | None = None, **extra: Any
+) -> httpx2.Response:
+    body = {"model": extra.pop("model", "gpt"), "messages": HI, **extra}
+    if http is not None:
+        return await http.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+    async with httpx2.AsyncClient(timeout=30) as client:
+        return await client.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+
+
+async def test_rpm_is_exact_under_concurrency(
+    start_gateway: GatewayFactory, fake: FakeProviders, store: Store
+) -> None:
+    gw = await start_gateway(store=store)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        w = await wire(gw, fake, admin)
+        key = (await admin.create_key(name="rpm50", rpm=50))["key"]
+    limits = httpx2.Limits(max_connections=200)
+    async with httpx2.AsyncClient(timeout=60, limits=limits) as http:
+        responses = await asyncio.gather(*(_chat(gw, key, http, model="mock") for _ in range(200)))
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {200: 50, 429: 150}
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert w.fake.requests == []  # the mock provider answered; nothing leaked upstream
+
+
+async def test_window_rolls_over_on_the_clock(
+    start_gateway: GatewayFactory, fake: FakeProviders
+) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC))
+    gw = await start_gateway(clock=clock)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        await wire(gw, fake, admin)
+        key = (await admin.create_key(name="k", rpm=2, rpd=3))["key"]
+    first = await _chat(gw, key, model="mock")
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-reset-requests"] == "30s"
+    assert (await _chat(gw, key, model="mock")).status_code == 200
+    third = await _chat(gw, key, model="mock")
+    assert third.status_code == 429 and third.headers["Retry-After"] == "30"
+    clock.advance(30)  # the next minute: a fresh window
+    assert (await _chat(gw, key, model="mock")).status_code == 200
+    daily = await _chat(gw, key, model="mock")  # the fourth today: rpd=3 refuses it
+    assert daily.status_code == 429 and daily.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "per day" in daily.json()["error"]["message"]
+    assert int(daily.headers["Retry-After"]) == 12 * 3600 - 60
+    assert daily.headers["x-should-retry"] == "false"  # beyond what an SDK retry can wait
+    clock.advance(12 * 3600)
+    assert (await _chat(gw, key, model="mock")).status_code == 200
+
+
+async def test_tpm_reserves_then_reconciles(wired_store: Wired) -> None:
+    w = wired_store
+    key = (await w.admin.create_key(name="t", tpm=100))["key"]
+    ok = await _chat(w.gateway, key, max_tokens=10)
+    assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == "100"
+    ctx = w.gateway.ctx
+    assert ctx is not None
+    for _ in range(50):
+        if not ctx.background:
+            break
+        await asyncio.sleep(0.01)
+    windows = await ctx.store.find("limit_windows", {})
+    assert len(windows) == 1
+    assert windows[0]["t"] == 11 + 4  # reconciled to real usage, not the reservation
+    big = await _chat(w.gateway, key, max_tokens=200)
+    assert big.status_code == 429 and big.json()["error"]["code"] == "tokens_rate_limit_exceeded"
+    assert "tokens per minute" in big.json()["error"]["message"]
+    assert (await ctx.store.find("limit_windows", {}))[0]["t"] == 15  # the refusal reserved nothing
+
+
+async def test_parallel_limit_and_release(wired: Wired) -> None:
+    key = (await wired.admin.create_key(name="p", max_parallel=1))["key"]
+    wired.fake.then(delay=0.5)
+    slow = asyncio.ensure_future(_chat(wired.gateway, key))
+    await asyncio.sleep(0.2)
+    busy = await _chat(wired.gateway, key)
+    assert busy.status_code == 429 and busy.json()["error"]["code"] == "parallel_limit_exceeded"
+    assert busy.headers["Retry-After"] == "1"
+    assert (await slow).status_code == 200
+    await asyncio.sleep(0.05)
+    assert (await _chat(wired.gateway, key)).status_code == 200  # the slot came back
+
+
+async def test_slots_of_a_dead_instance_do_not_count(wired_store: Wired) -> None:
+    w = wired_store
+    created = await w.admin.create_key(name="p", max_parallel=2)
+    ctx = w.gateway.ctx
+    assert ctx is not None
+    stale = datetime(2020, 1, 1, tzinfo=UTC)
+    await ctx.store.insert("instances", {"_id": "inst_crashed", "seen": stale})
+    await ctx.store.increment("parallel", created["id"], {"by.inst_crashed": 5})
+    assert (await _chat(w.gateway, created["key"])).status_code == 200
+
+
+async def test_budget_exhausted_mid_stream_finishes_and_bills(wired_store: Wired) -> None:
+    w = wired_store
+    created = await w.admin.create_key(name="b", max_budget=0.00001)
+    key = created["key"]
+    async with httpx2.AsyncClient(timeout=30) as http:
+        r = await http.post(
+            w.gateway.url + "/v1/chat/completions",
+            json={"model": "gpt", "messages": HI, "stream": True},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")  # not cut off
+    await asyncio.sleep(0.05)
+    spent = (await w.admin.get_key(created["id"]))["spend"]
+    assert spent > 0.00001  # billed in full, past the budget
+    refused = await _chat(w.gateway, key)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    assert refused.headers["x-should-retry"] == "false"
+    # The admin resets the spend: the key works again.
+    async with httpx2.AsyncClient(
+        base_url=w.gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as http:
+        reset = await http.post(f"/admin/v1/keys/{created['id']}/spend", json={"spend": 0})
+        assert reset.status_code == 200 and reset.json()["spend"] == 0
+        bad = await http.post(f"/admin/v1/keys/{created['id']}/spend", json={"spend": 1, "add": 1})
+        assert bad.status_code == 400
+    assert (await _chat(w.gateway, key)).status_code == 200
+
+
+async def test_monthly_budget_resets_with_the_month(
+    start_gateway: GatewayFactory, fake: FakeProviders
+) -> None:
+    clock = FakeClock(datetime(2026, 1, 31, 23, 59, 0, tzinfo=UTC))
+    gw = await start_gateway(clock=clock)
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        await wire(gw, fake, admin)
+        key = (await admin.create_key(name="m", max_budget=0.00001, budget_duration="monthly"))[
+            "key"
+        ]
+    assert (await _chat(gw, key)).status_code == 200
+    await asyncio.sleep(0.05)
+    refused = await _chat(gw, key)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+    assert "x-should-retry" not in refused.headers  # a minute: the SDK may wait for it
+    clock.advance(60)
+    assert (await _chat(gw, key)).status_code == 200
+
+
+async def test_group_budget_is_shared(wired_store: Wired) -> None:
+    w = wired_store
+    async with httpx2.AsyncClient(
+        base_url=w.gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as http:
+        created = await http.post(
+            "/admin/v1/groups", json={"name": "research", "max_budget": 0.00001}
+        )
+        assert created.status_code == 201
+        a = (await http.post("/admin/v1/keys", json={"name": "a", "group": "research"})).json()[
+            "key"
+        ]
+        b = (await http.post("/admin/v1/keys", json={"name": "b", "group": "research"})).json()[
+            "key"
+        ]
+        assert (await _chat(w.gateway, a)).status_code == 200
+        await asyncio.sleep(0.05)
+        refused = await _chat(w.gateway, b)  # b never spent: the group did
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+        assert "group 'research'" in refused.json()["error"]["message"]
+        group = (await http.get("/admin/v1/groups/research")).json()
+        assert group["spend"] > 0.00001
+        assert (
+            await http.delete("/admin/v1/groups/research")
+        ).status_code == 409  # keys still in it
+        await http.post("/admin/v1/groups/research/spend", json={"spend": 0})
+        assert (await _chat(w.gateway, b)).status_code == 200
+
+
+async def test_group_rate_limit_spans_its_keys(wired: Wired) -> None:
+    async with httpx2.AsyncClient(
+        base_url=wired.gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as http:
+        await http.post("/admin/v1/groups", json={"name": "g", "rpm": 2})
+        a = (await http.post("/admin/v1/keys", json={"name": "a", "group": "g"})).json()["key"]
+        b = (await http.post("/admin/v1/keys", json={"name": "b", "group": "g"})).json()["key"]
+    assert [(await _chat(wired.gateway, k, model="mock")).status_code for k in (a, b, a)] == [
+        200,
+        200,
+        429,
+    ]
+
+
+async def test_per_user_limits_name_the_user(wired: Wired) -> None:
+    key = (await wired.admin.create_key(name="u", user_limits={"rpm": 1, "max_budget": 1.0}))["key"]
+    assert (await _chat(wired.gateway, key, model="mock", user="alice")).status_code == 200
+    refused = await _chat(wired.gateway, key, model="mock", user="alice")
+    assert (
+        refused.status_code == 429 and refused.json()["error"]["code"] == "user_rate_limit_exceeded"
+    )
+    assert "user 'alice'" in refused.json()["error"]["message"]
+    assert (
+        await _chat(wired.gateway, key, model="mock", user="bob")
+    ).status_code == 200  # bob has his own
+    tight = (await wired.admin.create_key(name="ub", user_limits={"max_budget": 0.00001}))["key"]
+    assert (await _chat(wired.gateway, tight, user="carol")).status_code == 200
+    await asyncio.sleep(0.05)
+    broke = await _chat(wired.gateway, tight, user="carol")
+    assert broke.status_code == 429 and broke.json()["error"]["code"] == "user_budget_exceeded"
+    assert (await _chat(wired.gateway, tight, user="dave")).status_code == 200
+
+
+async def test_per_model_limits(wired: Wired) -> None:
+    key = (await wired.admin.create_key(name="pm", model_limits={"gpt": {"rpm": 1}}))["key"]
+    assert (await _chat(wired.gateway, key, model="gpt")).status_code == 200
+    assert (await _chat(wired.gateway, key, model="gpt")).status_code == 429
+    assert (await _chat(wired.gateway, key, model="mock")).status_code == 200
+
+
+async def test_every_paid_route_counts(wired: Wired) -> None:
+    key = (await wired.admin.create_key(name="all", rpm=3))["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+        assert (
+            await http.post(
+                "/v1/chat/completions", json={"model": "mock", "messages": HI}, headers=auth
+            )
+        ).status_code == 200
+        assert (
+            await http.post("/v1/completions", json={"model": "gpt", "prompt": "x"}, headers=auth)
+        ).status_code == 200
+        assert (
+            await http.post("/v1/embeddings", json={"model": "emb", "input": "x"}, headers=auth)
+        ).status_code == 200
+        assert (
+            await http.post("/v1/embeddings", json={"model": "emb", "input": "x"}, headers=auth)
+        ).status_code == 429
+        assert (
+            await http.get("/v1/models", headers=auth)
+        ).status_code == 200  # free routes are not counted
