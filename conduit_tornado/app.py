@@ -7,7 +7,7 @@ from typing import Any
 import tornado.web
 
 from .context import Context
-from .handlers import admin, admin_limits, admin_usage, health, inference, models
+from .handlers import admin, admin_limits, admin_usage, health, inference, media, models
 from .handlers.base import NotFoundHandler
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
@@ -24,6 +24,11 @@ def routes(prefix: str = "/") -> list[Route]:
         (p + r"/v1/chat/completions", inference.ChatCompletionsHandler),
         (p + r"/v1/completions", inference.CompletionsHandler),
         (p + r"/v1/embeddings", inference.EmbeddingsHandler),
+        (p + r"/v1/images/generations", media.ImagesHandler),
+        (p + r"/v1/audio/transcriptions", media.TranscriptionHandler),
+        (p + r"/v1/audio/translations", media.TranslationHandler),
+        (p + r"/v1/audio/speech", media.SpeechHandler),
+        (p + r"/v1/audio/speech/stream", media.SpeechStreamHandler),
         (p + r"/admin/v1/keys", admin.KeysHandler),
         (p + r"/admin/v1/keys/([^/]+)/rotate", admin.KeyRotateHandler),
         (p + r"/admin/v1/keys/([^/]+)/spend", admin_limits.KeySpendHandler),

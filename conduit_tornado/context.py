@@ -14,7 +14,7 @@ from .clock import Clock
 from .groups import GroupService
 from .keys import KeyService
 from .limits import Limiter
-from .pricing import PriceTable
+from .pricing import MediaPrices, PriceTable
 from .routing import Router
 from .security import SecretBox, hash_key, hashes_match
 from .settings import Settings
@@ -34,6 +34,7 @@ class Context:
     router: Router
     recorder: Recorder
     prices: PriceTable
+    media_prices: MediaPrices
     limiter: Limiter
     groups: GroupService
     alerts: Alerts

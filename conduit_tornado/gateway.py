@@ -22,7 +22,7 @@ from .context import Context
 from .groups import GroupService
 from .keys import KeyService
 from .limits import Limiter
-from .pricing import PriceTable
+from .pricing import MediaPrices, PriceTable
 from .routing import Router
 from .security import SecretBox, hash_key, new_master_key
 from .settings import Settings
@@ -122,6 +122,7 @@ class Gateway:
             router=Router(catalog, upstream, s),
             recorder=recorder,
             prices=PriceTable.bundled(),
+            media_prices=MediaPrices.bundled(),
             limiter=limiter,
             groups=GroupService(store, self._clock),
             alerts=Alerts(store, s, self._clock),

@@ -60,3 +60,47 @@ class PriceTable:
                     override.get("cached_input_per_mtok"),
                 )
         return self.lookup(model)
+
+
+class MediaPrices:
+    """Prices for work not measured in tokens: images, audio minutes, speech characters."""
+
+    def __init__(self, table: dict[str, dict[str, Any]]) -> None:
+        self._table = table
+
+    @classmethod
+    def bundled(cls) -> MediaPrices:
+        raw = json.loads(
+            resources.files("conduit_tornado").joinpath("data/media_prices.json").read_text()
+        )
+        return cls({k: v for k, v in raw.items() if not k.startswith("_")})
+
+    def _entry(self, model: str, override: dict[str, Any] | None, unit: str) -> Any:
+        if override and override.get(unit) is not None:
+            return override[unit]
+        name = model.rsplit("/", 1)[-1]
+        if name not in self._table:  # dated snapshots, as for token prices
+            name = next(
+                (k for k in sorted(self._table, key=len, reverse=True) if name.startswith(k + "-")),
+                name,
+            )
+        return self._table.get(name, {}).get(unit)
+
+    def image(
+        self, model: str, size: str, quality: str, override: dict[str, Any] | None
+    ) -> float | None:
+        entry = self._entry(model, override, "per_image")
+        if isinstance(entry, int | float):
+            return float(entry)
+        if isinstance(entry, dict):
+            price = entry.get(f"{size}/{quality}", entry.get(size))
+            return float(price) if price is not None else None
+        return None
+
+    def per_minute(self, model: str, override: dict[str, Any] | None) -> float | None:
+        entry = self._entry(model, override, "per_minute")
+        return float(entry) if entry is not None else None
+
+    def per_1k_chars(self, model: str, override: dict[str, Any] | None) -> float | None:
+        entry = self._entry(model, override, "per_1k_chars")
+        return float(entry) if entry is not None else None

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * MIB, ge=1024, description="Largest JSON request body accepted (413 beyond)."
     )
+    max_audio_bytes: int = Field(
+        25 * MIB,
+        ge=1024,
+        description="Largest audio upload accepted for transcription (413 beyond).",
+    )
     max_admin_request_bytes: int = Field(
         1 * MIB, ge=1024, description="Largest admin API request body accepted (413 beyond)."
     )

@@ -23,6 +23,12 @@ MODELS = {
     "mock": ("mock", "mock-1"),
     "emb": ("oai", "text-embedding-3-small"),
     "gem-emb": ("gem", "gemini-embedding-001"),
+    "dalle": ("oai", "dall-e-3"),
+    "azure-dalle": ("az", "dall-e-3"),
+    "whisper": ("oai", "whisper-1"),
+    "azure-whisper": ("az", "whisper-1"),
+    "tts": ("oai", "tts-1"),
+    "azure-tts": ("az", "tts-1"),
 }
 CHAT_MODELS = ["gpt", "azure-gpt", "claude", "gem"]
 

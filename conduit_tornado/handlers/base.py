@@ -99,19 +99,21 @@ class BaseHandler(tornado.web.RequestHandler):
             )
         self.ctx.in_flight += 1
         self._counted = True
+        # A body over the limit is answered 413 once it has been read and discarded (see
+        # data_received): answering while the client still sends makes it see a reset,
+        # not our error. Only a body beyond the hard cap is refused at once (clients that
+        # send Expect: 100-continue get that answer before sending anything).
+        hard_cap = 2 * self.body_limit + MIB
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
+        if declared is not None and declared.isdigit() and int(declared) > hard_cap:
             raise ApiError(
                 413,
                 f"Request body too large: the limit is {self.body_limit} bytes.",
                 code="request_too_large",
             )
-        # The connection's hard cap sits above the limit so that a chunked body that
-        # overflows modestly still gets a clean 413 (see data_received); far beyond it
-        # Tornado drops the connection.
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):
-            connection.set_max_body_size(2 * self.body_limit + MIB)
+            connection.set_max_body_size(hard_cap)
         await self.authenticate()
 
     async def authenticate(self) -> None:

@@ -26,6 +26,10 @@ from .base import ClientHandler, dumps, log
 FREE = Price(0.0, 0.0)
 
 
+def _usd(cost: float) -> str:
+    return f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+
+
 @dataclass(slots=True)
 class _Seen:
     """What a relay saw pass: the usage chunk, and streamed characters for estimates."""
@@ -100,11 +104,12 @@ class ProxyHandler(ClientHandler):
 
     # -- accounting -----------------------------------------------------------------------
 
-    def account(self, usage: Usage, outcome: Outcome, reported: str | None = None) -> float | None:
-        """Fill the log entry from an answered request; return its cost (None: unpriced).
-
-        ``reported`` is the model the provider says answered: Azure deployment names are
-        arbitrary, but the answer names the real model, which the price table knows."""
+    def token_cost(
+        self, usage: Usage, outcome: Outcome, reported: str | None = None
+    ) -> float | None:
+        """Cost of tokens (None: unpriced). ``reported`` is the model the provider says
+        answered: Azure deployment names are arbitrary, but the answer names the real
+        model, which the price table knows."""
         target = outcome.target
         prices = self.ctx.prices
         price = prices.price(target.model, target.deployment.get("pricing"), target.route.pricing)
@@ -112,8 +117,29 @@ class ProxyHandler(ClientHandler):
             price = prices.lookup(reported)
         if price is None and target.provider.type == "mock":
             price = FREE
-        cost = price.cost(usage) if price is not None else None
+        return price.cost(usage) if price is not None else None
+
+    def account(
+        self,
+        usage: Usage,
+        outcome: Outcome,
+        reported: str | None = None,
+        *,
+        cost: float | None = None,
+        media: dict[str, Any] | None = None,
+    ) -> float | None:
+        """Fill the log entry from an answered request; return its cost (None: unpriced).
+
+        Token-priced work passes only usage; media work passes ``media`` (what was made:
+        images, audio seconds, characters) and the ``cost`` priced from it."""
+        target = outcome.target
+        if media is None:
+            cost = self.token_cost(usage, outcome, reported)
+        elif cost is None and target.provider.type == "mock":
+            cost = 0.0
         assert self.entry is not None
+        if media is not None:
+            self.entry["media"] = media
         self.entry.update(
             provider=target.provider.name,
             deployment=target.model,
@@ -143,12 +169,17 @@ class ProxyHandler(ClientHandler):
         elapsed = time.perf_counter() - self.started
         return max(0.0, (elapsed - outcome.upstream_seconds - outcome.waited_seconds) * 1000)
 
+    def media_headers(self, outcome: Outcome, cost: float | None) -> None:
+        self.routing_headers(outcome)
+        if cost is not None:
+            self.set_header("x-conduit-cost-usd", _usd(cost))
+
     def send_answer(self, result: Json, usage: Usage, outcome: Outcome) -> None:
         reported = result.get("model")
         cost = self.account(usage, outcome, reported if isinstance(reported, str) else None)
         self.routing_headers(outcome)
         if cost is not None:
-            self.set_header("x-conduit-cost-usd", f"{cost:.10f}".rstrip("0").rstrip(".") or "0")
+            self.set_header("x-conduit-cost-usd", _usd(cost))
         result["model"] = self.entry["model"] if self.entry else result.get("model")
         self.send_json(result)
 

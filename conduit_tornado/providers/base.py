@@ -8,10 +8,11 @@ the other. They never see virtual model names, keys or limits.
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from ..catalog import Provider
 from ..upstream import ProviderError, Timeouts, Upstream
@@ -127,6 +128,63 @@ async def open_stream(
     return ChunkStream(first, iterator, close)
 
 
+class ByteStream:
+    """An opened upstream byte stream (speech audio): iterate chunks as they arrive."""
+
+    def __init__(self, content_type: str, chunks: AsyncIterator[bytes], close: Any) -> None:
+        self.content_type = content_type
+        self._chunks = chunks
+        self._close = close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        await self._close()
+
+
+class Upload:
+    """A spooled uploaded file, readable again for every attempt (retries)."""
+
+    def __init__(self, file: IO[bytes], filename: str, content_type: str, size: int) -> None:
+        self._file = file
+        self.filename = filename
+        self.content_type = content_type
+        self.size = size
+
+    def reader(self) -> io.RawIOBase:
+        self._file.seek(0)
+        return _KeepOpen(self._file)
+
+
+class _KeepOpen(io.RawIOBase):
+    """A view of the spooled file that the HTTP client may 'close' without closing it."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._inner.read(size)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def close(self) -> None:
+        return None
+
+
 class Adapter:
     """Base adapter. Subclasses implement the calls their provider supports."""
 
@@ -159,3 +217,15 @@ class Adapter:
 
     async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError("unsupported", "This model does not support embeddings.", param="model")
+
+    async def images(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not generate images.", param="model")
+
+    async def transcribe(
+        self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
+    ) -> tuple[bytes, str]:
+        """kind is "transcriptions" or "translations"; returns (body, content type)."""
+        raise ProviderError("unsupported", "This model does not transcribe audio.", param="model")
+
+    async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
+        raise ProviderError("unsupported", "This model does not generate speech.", param="model")

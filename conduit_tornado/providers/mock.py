@@ -7,14 +7,39 @@ streamed chunks, ``words`` (reply length; default: echo the last user message).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import secrets
 import struct
 import time
 from collections.abc import AsyncIterator
 
+import orjson
+
 from ..upstream import Timeouts
-from .base import Adapter, ChunkStream, Json, estimate_tokens, open_stream, prompt_text
+from .base import (
+    Adapter,
+    ByteStream,
+    ChunkStream,
+    Json,
+    Upload,
+    estimate_tokens,
+    open_stream,
+    prompt_text,
+)
+
+# The smallest valid PNG (1x1, transparent): what mock image generation returns.
+TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+SPEECH_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
 
 
 def _reply(body: Json, words: int | None) -> str:
@@ -127,3 +152,51 @@ class MockAdapter(Adapter):
             "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    async def images(self, body: Json, model: str, t: Timeouts) -> Json:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        n = int(body.get("n") or 1)
+        encoded = base64.b64encode(TINY_PNG).decode()
+        as_url = body.get("response_format", "url") == "url"
+        item = {"url": "data:image/png;base64," + encoded} if as_url else {"b64_json": encoded}
+        return {
+            "created": int(time.time()),
+            "data": [dict(item, revised_prompt=body.get("prompt")) for _ in range(n)],
+        }
+
+    async def transcribe(
+        self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
+    ) -> tuple[bytes, str]:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        text = f"Mock {kind[:-1]} of {upload.size} bytes."
+        fmt = dict(fields).get("response_format", "json")
+        if fmt in ("text", "srt", "vtt"):
+            return text.encode(), "text/plain; charset=utf-8"
+        if fmt == "verbose_json":
+            return orjson.dumps(
+                {
+                    "task": kind[:-1],
+                    "language": "english",
+                    "duration": 1.0,
+                    "text": text,
+                    "segments": [],
+                }
+            ), "application/json"
+        return orjson.dumps({"text": text}), "application/json"
+
+    async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        delay = self._opt("chunk_ms", 0) / 1000
+        size = max(1, len(str(body.get("input", "")))) * 64  # deterministic "audio" bytes
+        content_type = SPEECH_TYPES.get(str(body.get("response_format", "mp3")), "audio/mpeg")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, size, 1024):
+                if delay:
+                    await asyncio.sleep(delay)
+                yield bytes((i % 251) for i in range(start, min(size, start + 1024)))
+
+        async def close() -> None:
+            return None
+
+        return ByteStream(content_type, chunks(), close)

@@ -7,10 +7,13 @@ Requests pass through unchanged except ``model`` (the deployment's) and, for str
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+
 from ..upstream import ProviderError, Timeouts, parse_event, sse_events
-from .base import Adapter, ChunkStream, Json, open_stream
+from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_stream
 
 DONE = b"[DONE]"
 
@@ -89,6 +92,60 @@ class OpenAIAdapter(Adapter):
 
     async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
         return await self._post("/embeddings", body, model, t)
+
+    async def images(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/images/generations", body, model, t)
+
+    async def transcribe(
+        self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
+    ) -> tuple[bytes, str]:
+        form = aiohttp.FormData()
+        for name, value in fields:
+            form.add_field(name, model if name == "model" else value)
+        form.add_field(
+            "file", upload.reader(), filename=upload.filename, content_type=upload.content_type
+        )
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url(f"/audio/{kind}", model),
+            t,
+            data=form,
+            headers=self.headers(),
+            params=self.params(),
+        )
+        try:
+            body = await response.read()
+        except aiohttp.ClientError:
+            raise ProviderError("server", "the provider closed the connection early") from None
+        finally:
+            response.release()
+        return body, response.headers.get("Content-Type", "application/json")
+
+    async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url("/audio/speech", model),
+            t,
+            json={**body, "model": model},
+            headers=self.headers(),
+            params=self.params(),
+        )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.content.iter_any():
+                    yield chunk
+            except aiohttp.ClientError:
+                raise ProviderError("server", "the provider's audio stream broke off") from None
+
+        async def close() -> None:
+            response.close()
+
+        return ByteStream(
+            response.headers.get("Content-Type", "application/octet-stream"), chunks(), close
+        )
 
 
 class OllamaAdapter(OpenAIAdapter):

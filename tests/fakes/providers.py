@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
 
@@ -50,6 +51,7 @@ class FakeProviders:
     server: tornado.httpserver.HTTPServer | None = None
     port: int = 0
     disconnected: int = 0  # streams whose client (the gateway) went away mid-way
+    speech_done: asyncio.Event = field(default_factory=asyncio.Event)  # last audio chunk sent
 
     @property
     def url(self) -> str:
@@ -74,6 +76,16 @@ class FakeProviders:
                 (r"/v1/embeddings", OpenAIEmbeddings, {"fake": self}),
                 (r"/openai/deployments/([^/]+)/chat/completions", AzureChat, {"fake": self}),
                 (r"/openai/deployments/([^/]+)/embeddings", AzureEmbeddings, {"fake": self}),
+                (r"/v1/images/generations", OpenAIImages, {"fake": self}),
+                (r"/openai/deployments/([^/]+)/images/generations", AzureImages, {"fake": self}),
+                (r"/v1/audio/(transcriptions|translations)", OpenAIAudioText, {"fake": self}),
+                (
+                    r"/openai/deployments/([^/]+)/audio/(transcriptions|translations)",
+                    AzureAudioText,
+                    {"fake": self},
+                ),
+                (r"/v1/audio/speech", OpenAISpeech, {"fake": self}),
+                (r"/openai/deployments/([^/]+)/audio/speech", AzureSpeech, {"fake": self}),
                 (r"/v1/messages", AnthropicMessages, {"fake": self}),
                 (r"/v1beta/models/([^/:]+):(\w+)", GeminiMethod, {"fake": self}),
             ]
@@ -98,7 +110,24 @@ class FakeHandler(tornado.web.RequestHandler):
         return None
 
     async def prepare(self) -> None:
-        body = json.loads(self.request.body or b"{}")
+        if self.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+            args: dict[str, list[bytes]] = {}
+            files: dict[str, list[Any]] = {}
+            tornado.httputil.parse_body_arguments(
+                self.request.headers["Content-Type"], self.request.body, args, files
+            )
+            body: dict[str, Any] = {
+                k: [v.decode() for v in vs] if len(vs) > 1 else vs[0].decode()
+                for k, vs in args.items()
+            }
+            for name, items in files.items():
+                body[name] = {
+                    "filename": items[0].filename,
+                    "content_type": items[0].content_type,
+                    "bytes": items[0].body,
+                }
+        else:
+            body = json.loads(self.request.body or b"{}")
         self.seen = Seen(
             self.request.path,
             {k.lower(): v for k, v in self.request.headers.items()},
@@ -435,6 +464,96 @@ class OpenAIEmbeddings(OpenAIChat):
 
 
 class AzureEmbeddings(OpenAIEmbeddings, AzureChat):
+    pass
+
+
+# -- Images and audio (OpenAI and Azure) ---------------------------------------------------
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+TRANSCRIPT = "The quick brown fox."
+SPEECH_CHUNKS = [bytes([i]) * 4000 for i in range(5)]
+
+
+class OpenAIImages(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        body = self.seen.body
+        n = int(body.get("n") or 1)
+        if body.get("response_format") == "b64_json":
+            item = {"b64_json": PIXEL, "revised_prompt": body["prompt"]}
+        else:
+            item = {"url": "https://images.example.test/fake.png", "revised_prompt": body["prompt"]}
+        self.finish({"created": int(time.time()), "data": [item] * n})
+
+
+class AzureImages(OpenAIImages, AzureChat):
+    pass
+
+
+class OpenAIAudioText(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        body = self.seen.body
+        if not isinstance(body.get("file"), dict) or not body.get("model"):
+            self.set_status(400)
+            self.finish({"error": {"message": "file and model are required"}})
+            return
+        fmt = body.get("response_format", "json")
+        if fmt == "text":
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(TRANSCRIPT + "\n")
+        elif fmt in ("srt", "vtt"):
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            head = "WEBVTT\n\n" if fmt == "vtt" else "1\n"
+            self.finish(f"{head}00:00:00,000 --> 00:00:02,500\n{TRANSCRIPT}\n")
+        elif fmt == "verbose_json":
+            self.finish(
+                {
+                    "task": "transcribe",
+                    "language": "english",
+                    "duration": 2.5,
+                    "text": TRANSCRIPT,
+                    "segments": [
+                        {
+                            "id": 0,
+                            "seek": 0,
+                            "start": 0.0,
+                            "end": 2.5,
+                            "text": TRANSCRIPT,
+                            "tokens": [1, 2],
+                            "temperature": 0.0,
+                            "avg_logprob": -0.1,
+                            "compression_ratio": 1.0,
+                            "no_speech_prob": 0.0,
+                        }
+                    ],
+                }
+            )
+        else:
+            self.finish({"text": TRANSCRIPT})
+
+
+class AzureAudioText(OpenAIAudioText, AzureChat):
+    pass
+
+
+class OpenAISpeech(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        fmt = self.seen.body.get("response_format", "mp3")
+        self.set_header(
+            "Content-Type",
+            {"mp3": "audio/mpeg", "wav": "audio/wav"}.get(fmt, "application/octet-stream"),
+        )
+        try:
+            for chunk in SPEECH_CHUNKS:
+                self.write(chunk)
+                await self.flush()
+                await asyncio.sleep(self.directive.get("chunk_delay", 0.05))
+            self.fake.speech_done.set()
+            self.finish()
+        except StreamClosedError:
+            self.fake.disconnected += 1
+
+
+class AzureSpeech(OpenAISpeech, AzureChat):
     pass
 
 
