@@ -2,11 +2,13 @@
 
 Every decision is one atomic store operation whose answer is the decision:
 
-* rpm / rpd / tpm: ``$inc`` with upsert on a window document (``limit_windows``); a request
-  passes iff the count it sees after its own increment is within the limit. Counts are
-  serialised per document, so with rpm=50 exactly the first 50 increments pass, however
-  many instances race. A refused request undoes its increments so it costs no quota.
-  tpm reserves an estimate (prompt + max_tokens) up front and is reconciled afterwards.
+* rpm / rpd / tpm: a conditional ``$inc`` with upsert on a window document
+  (``limit_windows``) whose filter carries the limit (``r < rpm``, ``t <= tpm - tokens``):
+  the server applies it atomically or not at all, so with rpm=50 exactly 50 pass however
+  many instances race, and a refused request counts nothing. (The decision never relies on
+  the returned document: jongodb, measured, sometimes returns a post-image read after a
+  concurrent update.) Increments already made for other subjects of a refused request are
+  undone. tpm reserves an estimate (prompt + max_tokens) and is reconciled afterwards.
 * max_parallel: one document per key (or group) with a counter per gateway instance; the
   total counts only instances whose heartbeat is fresh, so a crashed instance's slots free
   themselves.
@@ -24,6 +26,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from .clock import Clock
 from .errors import ApiError
@@ -215,36 +218,36 @@ class Limiter:
         now = self._clock.now()
         if s.rpm or s.tpm:
             start, end = minute_window(now)
-            inc: dict[str, float] = {}
+            wait = seconds_until(now, end) or 1
+            if s.tpm and tokens > s.tpm:  # can never fit, whatever the window holds
+                raise self._tokens_refusal(s, tokens, wait)
+            # Both fields always exist on a minute document, so a limit added mid-window
+            # compares against a number, never a missing field.
+            inc: dict[str, float] = {"r": 1 if s.rpm else 0, "t": tokens if s.tpm else 0}
+            cond: dict[str, Any] = {}
             if s.rpm:
-                inc["r"] = 1
+                cond["r"] = {"$lt": s.rpm}
             if s.tpm:
-                inc["t"] = tokens
+                cond["t"] = {"$lte": s.tpm - tokens}
             doc_id = f"{s.id}|m|{int(start.timestamp())}"
             doc = await self._store.increment(
-                WINDOWS, doc_id, inc, set_on_insert={"expires_at": end}
+                WINDOWS, doc_id, inc, set_on_insert={"expires_at": end}, where=cond
             )
-            assert doc is not None
+            if doc is None:  # the server refused atomically; read why, only now
+                current = await self._store.get(WINDOWS, doc_id) or {}
+                if s.rpm and current.get("r", 0) >= s.rpm:
+                    raise refusal(
+                        f"{s.code_prefix}rate_limit_exceeded",
+                        f"Rate limit reached for {s.label}: {s.rpm} requests per minute.",
+                        wait,
+                    )
+                raise self._tokens_refusal(s, tokens, wait)
             if s.rpm:
                 grant.held.append(Held(WINDOWS, doc_id, "r", 1))
             if s.tpm:
                 held = Held(WINDOWS, doc_id, "t", tokens)
                 grant.held.append(held)
                 grant.tokens_reserved.append(held)
-            wait = seconds_until(now, end) or 1
-            if s.rpm and doc["r"] > s.rpm:
-                raise refusal(
-                    f"{s.code_prefix}rate_limit_exceeded",
-                    f"Rate limit reached for {s.label}: {s.rpm} requests per minute.",
-                    wait,
-                )
-            if s.tpm and doc["t"] > s.tpm:
-                raise refusal(
-                    f"{s.code_prefix}tokens_rate_limit_exceeded",
-                    f"Token rate limit reached for {s.label}: {s.tpm} tokens per minute "
-                    f"(this request needs about {tokens}).",
-                    wait,
-                )
             if key_level:
                 reset = openai_duration((end - now).total_seconds())
                 if s.rpm:
@@ -267,16 +270,19 @@ class Limiter:
             start, end = day_window(now)
             doc_id = f"{s.id}|d|{start.date().isoformat()}"
             doc = await self._store.increment(
-                WINDOWS, doc_id, {"r": 1}, set_on_insert={"expires_at": end}
+                WINDOWS,
+                doc_id,
+                {"r": 1},
+                set_on_insert={"expires_at": end},
+                where={"r": {"$lt": s.rpd}},
             )
-            assert doc is not None
-            grant.held.append(Held(WINDOWS, doc_id, "r", 1))
-            if doc["r"] > s.rpd:
+            if doc is None:
                 raise refusal(
                     f"{s.code_prefix}rate_limit_exceeded",
                     f"Rate limit reached for {s.label}: {s.rpd} requests per day.",
                     seconds_until(now, end) or 1,
                 )
+            grant.held.append(Held(WINDOWS, doc_id, "r", 1))
             if key_level and not s.rpm:
                 grant.headers.update(
                     {
@@ -285,6 +291,23 @@ class Limiter:
                         "x-ratelimit-reset-requests": openai_duration((end - now).total_seconds()),
                     }
                 )
+
+    @staticmethod
+    def _tokens_refusal(s: Subject, tokens: int, wait: int) -> ApiError:
+        return refusal(
+            f"{s.code_prefix}tokens_rate_limit_exceeded",
+            f"Token rate limit reached for {s.label}: {s.tpm} tokens per minute "
+            f"(this request needs about {tokens}).",
+            wait,
+        )
+
+    async def hold(self, grant: Grant, doc_id: str, limit: int, label: str) -> None:
+        """Hold one of ``limit`` concurrent slots (e.g. realtime sessions) until settled."""
+        try:
+            await self._parallel(grant, doc_id, limit, label)
+        except ApiError:
+            await self._undo(grant.parallel)
+            raise
 
     async def _parallel(self, grant: Grant, doc_id: str, limit: int, label: str) -> None:
         path = f"by.{self.instance}"
