@@ -7,7 +7,7 @@ from typing import Any
 import tornado.web
 
 from .context import Context
-from .handlers import admin, admin_limits, admin_usage, health, inference, media, models
+from .handlers import admin, admin_limits, admin_usage, health, inference, media, models, realtime
 from .handlers.base import NotFoundHandler
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
@@ -29,6 +29,9 @@ def routes(prefix: str = "/") -> list[Route]:
         (p + r"/v1/audio/translations", media.TranslationHandler),
         (p + r"/v1/audio/speech", media.SpeechHandler),
         (p + r"/v1/audio/speech/stream", media.SpeechStreamHandler),
+        (p + r"/v1/realtime/sessions", realtime.RealtimeSessionsHandler),
+        (p + r"/v1/realtime/sessions/([^/]+)/ws", realtime.RealtimeSocketHandler),
+        (p + r"/v1/realtime", realtime.RealtimeSocketHandler),
         (p + r"/admin/v1/keys", admin.KeysHandler),
         (p + r"/admin/v1/keys/([^/]+)/rotate", admin.KeyRotateHandler),
         (p + r"/admin/v1/keys/([^/]+)/spend", admin_limits.KeySpendHandler),
@@ -47,11 +50,20 @@ def routes(prefix: str = "/") -> list[Route]:
     ]
 
 
+def app_settings(ctx: Context) -> dict[str, Any]:
+    """Tornado application settings the gateway needs (also given to Jupyter's app)."""
+    return {
+        "conduit": ctx,
+        "websocket_max_message_size": ctx.settings.realtime_max_message_bytes,
+        "websocket_ping_interval": ctx.settings.websocket_ping_interval,
+    }
+
+
 def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:
     return tornado.web.Application(
         routes(),
-        conduit=ctx,
         default_handler_class=NotFoundHandler,
         compress_response=False,  # SSE must not be buffered by a compressor
+        **app_settings(ctx),
         **extra,
     )

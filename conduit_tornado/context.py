@@ -15,6 +15,7 @@ from .groups import GroupService
 from .keys import KeyService
 from .limits import Limiter
 from .pricing import MediaPrices, PriceTable
+from .realtime import RealtimeSessions
 from .routing import Router
 from .security import SecretBox, hash_key, hashes_match
 from .settings import Settings
@@ -38,6 +39,7 @@ class Context:
     limiter: Limiter
     groups: GroupService
     alerts: Alerts
+    realtime: RealtimeSessions
     master_key_hash: str = ""
     in_flight: int = 0
     #: Set by a shutdown that waits for in-flight requests; handlers set it at zero.

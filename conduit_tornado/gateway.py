@@ -23,6 +23,7 @@ from .groups import GroupService
 from .keys import KeyService
 from .limits import Limiter
 from .pricing import MediaPrices, PriceTable
+from .realtime import RealtimeSessions
 from .routing import Router
 from .security import SecretBox, hash_key, new_master_key
 from .settings import Settings
@@ -126,6 +127,7 @@ class Gateway:
             limiter=limiter,
             groups=GroupService(store, self._clock),
             alerts=Alerts(store, s, self._clock),
+            realtime=RealtimeSessions(store, self._clock, s.realtime_secret_ttl),
             master_key_hash=master_hash,
         )
         self._tasks.append(asyncio.create_task(self._refresh_catalog(catalog)))

@@ -102,6 +102,10 @@ class KeyService:
                 self._cache[digest] = (now + self._ttl, key)
                 if len(self._cache) > _CACHE_MAX:
                     self._cache.popitem(last=False)
+        return self.check(key)
+
+    def check(self, key: VirtualKey) -> VirtualKey:
+        """Refuse disabled and expired keys (401, and no point retrying)."""
         if not key.enabled:
             raise ApiError(
                 401,
@@ -117,6 +121,13 @@ class KeyService:
                 headers={"x-should-retry": "false"},
             )
         return key
+
+    async def by_id(self, key_id: str) -> VirtualKey:
+        """The key behind a realtime session's ephemeral secret, read fresh."""
+        doc = await self._store.get(COLLECTION, key_id)
+        if doc is None:
+            raise invalid_api_key()
+        return self.check(VirtualKey.from_doc(doc))
 
     def invalidate(self, key_id: str) -> None:
         for digest, (_, key) in list(self._cache.items()):
@@ -144,6 +155,7 @@ class KeyService:
             "rpd": body.rpd,
             "tpm": body.tpm,
             "max_parallel": body.max_parallel,
+            "max_realtime_sessions": body.max_realtime_sessions,
             "max_budget": body.max_budget,
             "budget_duration": body.budget_duration or ("total" if body.max_budget else None),
             "spend": 0.0,

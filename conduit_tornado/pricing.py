@@ -104,3 +104,29 @@ class MediaPrices:
     def per_1k_chars(self, model: str, override: dict[str, Any] | None) -> float | None:
         entry = self._entry(model, override, "per_1k_chars")
         return float(entry) if entry is not None else None
+
+    def realtime(self, model: str, override: dict[str, Any] | None) -> dict[str, float] | None:
+        entry = self._entry(model, override, "realtime")
+        return {k: float(v) for k, v in entry.items()} if isinstance(entry, dict) else None
+
+
+def realtime_cost(rates: dict[str, float], usage: dict[str, Any]) -> float:
+    """Cost of one realtime response from its ``response.done`` usage."""
+    inp = usage.get("input_token_details") or {}
+    out = usage.get("output_token_details") or {}
+    cached = int(inp.get("cached_tokens") or 0)
+    audio_in = int(inp.get("audio_tokens") or 0)
+    text_in = int(inp.get("text_tokens") or max(0, int(usage.get("input_tokens") or 0) - audio_in))
+    audio_out = int(out.get("audio_tokens") or 0)
+    text_out = int(
+        out.get("text_tokens") or max(0, int(usage.get("output_tokens") or 0) - audio_out)
+    )
+    cached_rate = rates.get("cached_in", rates.get("text_in", 0.0))
+    total = (
+        max(0, text_in - cached) * rates.get("text_in", 0.0)
+        + min(cached, text_in) * cached_rate
+        + audio_in * rates.get("audio_in", 0.0)
+        + text_out * rates.get("text_out", 0.0)
+        + audio_out * rates.get("audio_out", 0.0)
+    )
+    return round(total / 1_000_000, 10)

@@ -76,6 +76,7 @@ class KeyFields(Strict):
     rpd: PositiveInt | None = None
     tpm: PositiveInt | None = None
     max_parallel: PositiveInt | None = None
+    max_realtime_sessions: PositiveInt | None = None
     max_budget: Usd | None = None
     budget_duration: BudgetDuration | None = None
     group: Annotated[str, Field(min_length=1, max_length=200)] | None = None
@@ -190,6 +191,7 @@ class Pricing(Strict):
     per_image: Usd | dict[str, Usd] | None = None
     per_minute: Usd | None = None
     per_1k_chars: Usd | None = None
+    realtime: dict[str, Usd] | None = None
 
 
 class Deployment(Strict):

@@ -127,6 +127,23 @@ class Settings(BaseSettings):
         description="Completion tokens reserved against tpm when a request sets no max_tokens "
         "(reconciled with real usage afterwards).",
     )
+    realtime_max_message_bytes: int = Field(
+        16 * MIB,
+        ge=1024,
+        description="Largest realtime WebSocket message, either way (input_audio_buffer.append "
+        "frames carry base64 audio).",
+    )
+    realtime_idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds without a message either way before a session is closed."
+    )
+    realtime_secret_ttl: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a realtime session's client secret stays valid (single use).",
+    )
+    websocket_ping_interval: float = Field(
+        20.0, gt=0, description="Seconds between WebSocket pings to clients."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
 

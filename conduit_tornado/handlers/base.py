@@ -44,19 +44,11 @@ def bearer_token(handler: tornado.web.RequestHandler) -> str | None:
     return handler.request.headers.get("api-key") or None  # Azure OpenAI clients send this.
 
 
-@tornado.web.stream_request_body
-class BaseHandler(tornado.web.RequestHandler):
-    """Reads bodies in chunks so the size limit is enforced before a byte is buffered."""
+class ApiResponses(tornado.web.RequestHandler):
+    """Request ids, JSON defaults and OpenAI's error envelope: shared by every handler,
+    the WebSocket ones included (which cannot take BaseHandler's streamed bodies)."""
 
-    max_body_setting = "max_request_bytes"
     _request_id: str | None = None
-
-    def initialize(self) -> None:
-        self.ctx: Context = self.application.settings["conduit"]
-        self.started = time.perf_counter()
-        self._chunks: list[bytes] = []
-        self._received = 0
-        self._counted = False
 
     @property
     def request_id(self) -> str:
@@ -72,6 +64,42 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def compute_etag(self) -> None:
         return None  # API responses are not cacheable; hashing every body is wasted CPU
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            body = exc.envelope()
+        elif status_code >= 500:
+            body = error_envelope(
+                f"The server had an error processing your request (request id {self.request_id}).",
+                default_type(status_code),
+            )
+        else:
+            message = _REASONS.get(status_code, self._reason)
+            body = error_envelope(message, default_type(status_code))
+        self.set_header("Content-Type", "application/json")
+        self.finish(dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            return  # client errors are answered, not logged as crashes
+        log.error("request %s failed", self.request_id, exc_info=(typ, value, tb))
+
+
+@tornado.web.stream_request_body
+class BaseHandler(ApiResponses):
+    """Reads bodies in chunks so the size limit is enforced before a byte is buffered."""
+
+    max_body_setting = "max_request_bytes"
+
+    def initialize(self) -> None:
+        self.ctx: Context = self.application.settings["conduit"]
+        self.started = time.perf_counter()
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._counted = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -201,28 +229,6 @@ class BaseHandler(tornado.web.RequestHandler):
     def send_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(dumps(obj))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
-            body = exc.envelope()
-        elif status_code >= 500:
-            body = error_envelope(
-                f"The server had an error processing your request (request id {self.request_id}).",
-                default_type(status_code),
-            )
-        else:
-            message = _REASONS.get(status_code, self._reason)
-            body = error_envelope(message, default_type(status_code))
-        self.set_header("Content-Type", "application/json")
-        self.finish(dumps(body))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError):
-            return  # client errors are answered, not logged as crashes
-        log.error("request %s failed", self.request_id, exc_info=(typ, value, tb))
 
 
 class PublicHandler(BaseHandler):

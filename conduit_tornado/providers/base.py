@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ..catalog import Provider
+from ..realtime_upstream import RealtimeSocket
 from ..upstream import ProviderError, Timeouts, Upstream
 
 Json = dict[str, Any]
@@ -229,3 +230,6 @@ class Adapter:
 
     async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
         raise ProviderError("unsupported", "This model does not generate speech.", param="model")
+
+    async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
+        raise ProviderError("unsupported", "This model has no realtime API.", param="model")

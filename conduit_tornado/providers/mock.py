@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from ..realtime_upstream import MockRealtimeSocket, RealtimeSocket
 from ..upstream import Timeouts
 from .base import (
     Adapter,
@@ -200,3 +201,6 @@ class MockAdapter(Adapter):
             return None
 
         return ByteStream(content_type, chunks(), close)
+
+    async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
+        return MockRealtimeSocket(model)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
+from ..realtime_upstream import RealtimeSocket, connect_ws
 from ..upstream import ProviderError, Timeouts, parse_event, sse_events
 from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_stream
 
@@ -147,6 +149,24 @@ class OpenAIAdapter(Adapter):
             response.headers.get("Content-Type", "application/octet-stream"), chunks(), close
         )
 
+    def realtime_url(self, model: str) -> str:
+        base = self.provider.base_url or self.default_base
+        return _ws(base) + "/realtime?" + urlencode({"model": model})
+
+    async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
+        return await connect_ws(
+            self.upstream,
+            self.provider.id,
+            self.realtime_url(model),
+            self.headers(),
+            t,
+            max_message,
+        )
+
+
+def _ws(url: str) -> str:
+    return "ws" + url[4:] if url.startswith("http") else url
+
 
 class OllamaAdapter(OpenAIAdapter):
     """Ollama through its OpenAI-compatible /v1 endpoint."""
@@ -173,3 +193,7 @@ class AzureAdapter(OpenAIAdapter):
         if self.provider.api_key:
             headers["api-key"] = self.provider.api_key
         return headers
+
+    def realtime_url(self, model: str) -> str:
+        query = urlencode({**self.params(), "deployment": model})
+        return f"{_ws(self.provider.base_url or '')}/openai/realtime?{query}"

@@ -1,0 +1,152 @@
+"""The provider side of a realtime session: one WebSocket (or the mock), one interface."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from .upstream import ProviderError, Timeouts, Upstream, classify_status
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: str  # "text" | "binary" | "close"
+    data: str | bytes | None = None
+    code: int | None = None
+    reason: str = ""
+
+
+class RealtimeSocket(Protocol):
+    async def send(self, data: str | bytes) -> None: ...
+
+    async def receive(self) -> Frame: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class AiohttpSocket:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send(self, data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            await self._ws.send_bytes(data)
+        else:
+            await self._ws.send_str(data)
+
+    async def receive(self) -> Frame:
+        msg = await self._ws.receive()
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return Frame("text", msg.data)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            return Frame("binary", msg.data)
+        reason = msg.extra if isinstance(msg.extra, str) else ""
+        return Frame("close", None, self._ws.close_code, reason)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=reason.encode()[:120])
+
+
+async def connect_ws(
+    upstream: Upstream, pool: str, url: str, headers: dict[str, str], t: Timeouts, max_message: int
+) -> AiohttpSocket:
+    try:
+        ws = await upstream.session(pool).ws_connect(
+            url,
+            headers=headers,
+            heartbeat=20.0,
+            max_msg_size=max_message,
+            timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+            autoping=True,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        raise classify_status(exc.status, f"realtime handshake refused ({exc.status})") from None
+    except TimeoutError:
+        raise ProviderError("timeout", "timed out opening the realtime socket") from None
+    except aiohttp.ClientError:
+        raise ProviderError("connect", "could not open the realtime socket") from None
+    return AiohttpSocket(ws)
+
+
+class MockRealtimeSocket:
+    """A realtime peer in process: echoes session updates, answers response.create with a
+    little audio and transcript, and reports usage in response.done."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._out: asyncio.Queue[Frame] = asyncio.Queue()
+        self._audio_bytes = 0
+        self._session: dict[str, Any] = {"id": "sess_mock" + secrets.token_hex(6), "model": model}
+        self._emit({"type": "session.created", "session": self._session})
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        event.setdefault("event_id", "event_" + secrets.token_hex(8))
+        self._out.put_nowait(Frame("text", orjson.dumps(event).decode()))
+
+    async def send(self, data: str | bytes) -> None:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._emit(
+                {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "invalid JSON"},
+                }
+            )
+            return
+        kind = event.get("type")
+        if kind == "session.update":
+            self._session.update(event.get("session") or {})
+            self._emit({"type": "session.updated", "session": self._session})
+        elif kind == "input_audio_buffer.append":
+            self._audio_bytes += len(base64.b64decode(event.get("audio", ""), validate=False))
+        elif kind == "response.create":
+            rid = "resp_" + secrets.token_hex(6)
+            self._emit(
+                {"type": "response.created", "response": {"id": rid, "status": "in_progress"}}
+            )
+            self._emit(
+                {
+                    "type": "response.output_audio.delta",
+                    "response_id": rid,
+                    "delta": base64.b64encode(b"mock-audio").decode(),
+                }
+            )
+            self._emit(
+                {
+                    "type": "response.output_audio_transcript.delta",
+                    "response_id": rid,
+                    "delta": "Mock reply.",
+                }
+            )
+            audio_in = self._audio_bytes // 100
+            self._audio_bytes = 0
+            usage = {
+                "total_tokens": 10 + audio_in + 20,
+                "input_tokens": 10 + audio_in,
+                "output_tokens": 20,
+                "input_token_details": {
+                    "text_tokens": 10,
+                    "audio_tokens": audio_in,
+                    "cached_tokens": 0,
+                },
+                "output_token_details": {"text_tokens": 5, "audio_tokens": 15},
+            }
+            self._emit(
+                {
+                    "type": "response.done",
+                    "response": {"id": rid, "status": "completed", "usage": usage},
+                }
+            )
+
+    async def receive(self) -> Frame:
+        return await self._out.get()
+
+    async def close(self, code: int, reason: str) -> None:
+        self._out.put_nowait(Frame("close", None, code, reason))
