@@ -109,3 +109,16 @@ class AdminClient:
 
     async def delete_model(self, name: str) -> None:
         await self._call("DELETE", f"/models/{quote(name, safe='')}")
+
+    # usage and logs
+    async def usage(self, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "GET", "/usage", params={k: v for k, v in params.items() if v is not None}
+        )
+        return result
+
+    async def logs(self, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "GET", "/logs", params={k: v for k, v in params.items() if v is not None}
+        )
+        return result

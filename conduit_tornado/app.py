@@ -13,10 +13,12 @@ from .handlers.base import NotFoundHandler
 Route = tuple[str, type[tornado.web.RequestHandler]]
 
 
-def routes(prefix: str = "/") -> list[Route]:
-    """Every route of the gateway, under ``prefix`` (``/`` standalone, Jupyter's base_url)."""
+def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
+    """Every route of the gateway, under ``prefix`` (``/`` standalone, ``/conduit`` in
+    Jupyter). ``catch_all`` answers unknown paths under the prefix with our JSON 404, for
+    mounts inside an application whose own 404 is an HTML page."""
     p = prefix.rstrip("/")
-    return [
+    table: list[Route] = [
         (p + r"/health/live", health.LiveHandler),
         (p + r"/health/ready", health.ReadyHandler),
         (p + r"/v1/models", models.ModelListHandler),
@@ -48,15 +50,15 @@ def routes(prefix: str = "/") -> list[Route]:
         (p + r"/admin/v1/usage", admin_usage.UsageHandler),
         (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
     ]
+    if catch_all:
+        table.append((p + r"(?:/.*)?", NotFoundHandler))
+    return table
 
 
 def app_settings(ctx: Context) -> dict[str, Any]:
-    """Tornado application settings the gateway needs (also given to Jupyter's app)."""
-    return {
-        "conduit": ctx,
-        "websocket_max_message_size": ctx.settings.realtime_max_message_bytes,
-        "websocket_ping_interval": ctx.settings.websocket_ping_interval,
-    }
+    """Tornado application settings the gateway needs (also given to Jupyter's app, so
+    nothing here may change how Jupyter's own handlers behave)."""
+    return {"conduit": ctx}
 
 
 def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:

@@ -50,16 +50,24 @@ def load_config(path: Path) -> tuple[list[ProviderCreate], list[ModelCreate]]:
         raise ConfigError(
             f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}"
         ) from exc
-    raw = raw or {}
+    return parse_config(raw or {}, str(path))
+
+
+def parse_config(
+    raw: Any, source: str = "config"
+) -> tuple[list[ProviderCreate], list[ModelCreate]]:
+    """Validate a config structure (from a file, or a dict given to ``start``)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+        raise ConfigError(f"{source}: the top level must be a mapping")
     unknown = set(raw) - {"providers", "models"}
     if unknown:
-        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; expected providers, models")
+        raise ConfigError(
+            f"{source}: unknown sections {sorted(unknown)}; expected providers, models"
+        )
     raw = _expand(raw)
     try:
         providers = [ProviderCreate.model_validate(p) for p in raw.get("providers") or []]
         models = [ModelCreate.model_validate(m) for m in raw.get("models") or []]
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{source}: {exc}") from exc
     return providers, models

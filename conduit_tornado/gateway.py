@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import sys
 from typing import Any
 
 import tornado.httpserver
-import tornado.netutil
 
 from .accounting import Recorder
 from .alerts import Alerts
@@ -153,7 +153,7 @@ class Gateway:
             max_body_size=max(s.max_request_bytes, s.max_admin_request_bytes),
             idle_connection_timeout=75,
         )
-        sockets = tornado.netutil.bind_sockets(s.port, s.host)
+        sockets = bind(s.host, s.port)
         self.server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         log.info("conduit-tornado listening on %s (store: %s)", self.url, ctx.store.kind)
@@ -189,6 +189,33 @@ class Gateway:
             await self.ctx.upstream.close()
             await self.ctx.store.close()
             self.ctx = None
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address of host (tornado.netutil.bind_sockets leaks the
+    socket when bind fails, e.g. on a port in use; this closes it)."""
+    bound: list[socket.socket] = []
+    infos = socket.getaddrinfo(
+        host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        if bound and port == 0:
+            address = (address[0], bound[0].getsockname()[1], *address[2:])  # one port for all
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setblocking(False)
+            sock.bind(address)
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            for other in bound:
+                other.close()
+            raise
+        bound.append(sock)
+    return bound
 
 
 def announce_master_key(key: str, persistent: bool) -> None:

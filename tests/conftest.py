@@ -123,4 +123,4 @@ async def admin(gateway: Gateway) -> AsyncIterator[AdminClient]:
         yield client
 
 
-pytest_plugins = ["tests.proxy_setup"]
+pytest_plugins = ["tests.proxy_setup", "pytest_jupyter.jupyter_server"]

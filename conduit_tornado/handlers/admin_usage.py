@@ -44,7 +44,7 @@ class LogsHandler(PagedHandler):
     async def get(self) -> None:
         offset, limit = self.page()
         where: dict[str, Any] = {}
-        for name in ("key_id", "model", "user", "provider", "endpoint"):
+        for name in ("key_id", "model", "user", "provider", "endpoint", "request_id"):
             value = self.get_query_argument(name, None)
             if value is not None:
                 where[name] = value

@@ -65,6 +65,13 @@ class ApiResponses(tornado.web.RequestHandler):
     def compute_etag(self) -> None:
         return None  # API responses are not cacheable; hashing every body is wasted CPU
 
+    def check_xsrf_cookie(self) -> None:
+        """Called only where the application enables XSRF (Jupyter). A request that
+        authenticates with a header cannot be forged by a third-party page, so only
+        cookie-authenticated requests need the token."""
+        if bearer_token(self) is None:
+            super().check_xsrf_cookie()
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
@@ -263,13 +270,21 @@ class ClientHandler(BaseHandler):
 
 
 class AdminHandler(BaseHandler):
-    """Routes under /admin/v1: only the master key. A virtual key gets 401."""
+    """Routes under /admin/v1: the master key. A virtual key gets 401.
+
+    A host application may also admit its own logged-in users: the Jupyter extension puts
+    an async ``conduit_admin_user(handler) -> bool`` in the application settings."""
 
     max_body_setting = "max_admin_request_bytes"
 
     async def authenticate(self) -> None:
-        if not self.ctx.is_master_key(bearer_token(self)):
-            raise invalid_api_key("A valid master key is required for the admin API.")
+        token = bearer_token(self)
+        if self.ctx.is_master_key(token):
+            return
+        host_check = self.settings.get("conduit_admin_user")
+        if token is None and host_check is not None and await host_check(self):
+            return  # cookie session: check_xsrf_cookie has already run for unsafe methods
+        raise invalid_api_key("A valid master key is required for the admin API.")
 
 
 class NotFoundHandler(PublicHandler):

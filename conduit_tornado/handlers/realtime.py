@@ -155,6 +155,15 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             self.grant = None
             raise
 
+    # Per handler, not application-wide: inside Jupyter these must not touch kernel sockets.
+    @property
+    def max_message_size(self) -> int:
+        return self.ctx.settings.realtime_max_message_bytes
+
+    @property
+    def ping_interval(self) -> float:
+        return self.ctx.settings.websocket_ping_interval
+
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return "realtime" if "realtime" in subprotocols else None
 

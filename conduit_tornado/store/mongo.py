@@ -41,6 +41,7 @@ class MongoStore:
             uri, tz_aware=True, tzinfo=UTC, serverSelectionTimeoutMS=5000, appname="conduit-tornado"
         )
         self._db = self._client[database]
+        self.database = database
 
     async def start(self) -> None:
         for collection, fields in UNIQUE_FIELDS.items():

@@ -1,0 +1,167 @@
+"""The ipywidgets, driven by clicks and traits against a live gateway (no browser)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx2
+import pytest
+import pytest_asyncio
+from conduit_jupyter.widgets import KeyManager, Playground, UsageDashboard
+
+from conduit_tornado import AdminClient, Gateway
+from tests.conftest import MASTER_KEY, GatewayFactory
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def gw(start_gateway: GatewayFactory) -> Gateway:
+    gateway = await start_gateway()
+    async with AdminClient(gateway.url, MASTER_KEY) as admin:
+        await admin.create_provider(name="mock", type="mock", options={"words": 6})
+        await admin.create_model(name="demo", deployments=[{"provider": "mock", "model": "m"}])
+        await admin.create_model(
+            name="priced",
+            deployments=[{"provider": "mock", "model": "m"}],
+            pricing={"input_per_mtok": 1000, "output_per_mtok": 1000},
+        )
+    return gateway
+
+
+async def test_key_manager_create_edit_toggle_rotate_delete(gw: Gateway) -> None:
+    km = KeyManager(url=gw.url, master_key=MASTER_KEY)
+    await km.refresh()
+    assert len(km.rows.children) == 1  # the header only
+
+    km.name.value = "analyst"
+    km.models.value = "demo, gpt-*"
+    km.limits["rpm"].value = "30"
+    km.max_budget.value = "5"
+    km.budget_duration.value = "monthly"
+    km.metadata.value = '{"team": "search"}'
+    km.create_button.click()
+    await km.settle()
+    assert km.status.value == ""
+    assert km.last_secret.startswith("condt_") and km.last_secret in km.secret.value  # shown once
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        stored = (await admin.list_keys())["data"][0]
+    assert stored["name"] == "analyst" and stored["allowed_models"] == ["demo", "gpt-*"]
+    assert (
+        stored["rpm"] == 30
+        and stored["max_budget"] == 5
+        and stored["metadata"] == {"team": "search"}
+    )
+    assert km.name.value == ""  # the form is cleared
+    key_id = stored["id"]
+
+    km.row_buttons(key_id)["Edit"].click()
+    assert (
+        km.name.value == "analyst"
+        and km.limits["rpm"].value == "30"
+        and not km.save_button.disabled
+    )
+    km.limits["rpm"].value = "60"
+    km.save_button.click()
+    await km.settle()
+    km.row_buttons(key_id)["Disable"].click()
+    await km.settle()
+    assert km.secret.value == ""  # the secret is gone after the next action
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        updated = await admin.get_key(key_id)
+    assert updated["rpm"] == 60 and updated["enabled"] is False
+    assert "Enable" in km.row_buttons(key_id)
+
+    old = km.last_secret
+    km.row_buttons(key_id)["Rotate"].click()
+    await km.settle()
+    assert km.last_secret != old and km.last_secret in km.secret.value
+
+    km.row_buttons(key_id)["Delete"].click()
+    await km.settle()
+    assert "Confirm?" in km.row_buttons(key_id)  # asks first
+    km.row_buttons(key_id)["Confirm?"].click()
+    await km.settle()
+    assert len(km.rows.children) == 1
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        assert (await admin.list_keys())["total"] == 0
+
+
+async def test_key_manager_shows_errors_inline(gw: Gateway) -> None:
+    km = KeyManager(url=gw.url, master_key=MASTER_KEY)
+    km.create_button.click()  # no name
+    await km.settle()
+    assert "name" in km.status.value.lower() and "Traceback" not in km.status.value
+    km.name.value = "x"
+    km.limits["tpm"].value = "lots"
+    km.create_button.click()
+    await km.settle()
+    assert "tpm must be a positive whole number" in km.status.value
+    km.limits["tpm"].value = ""
+    km.ips.value = "not-an-ip"
+    km.create_button.click()
+    await km.settle()
+    assert "not an IP address" in km.status.value
+    bad = KeyManager(url=gw.url, master_key="wrong")
+    bad.refresh_button.click()
+    await bad.settle()
+    assert "master key" in bad.status.value
+
+
+async def test_playground_streams_and_reports_cost(gw: Gateway) -> None:
+    pg = Playground(url=gw.url, master_key=MASTER_KEY)
+    await pg.refresh()
+    assert set(pg.model.options) == {"demo", "priced"}
+    pg.temp_key_button.click()
+    await pg.settle()
+    assert pg.key.value.startswith("condt_")
+    pg.model.value = "priced"
+    pg.prompt.value = "Tell me something"
+    seen: list[str] = []
+    pg.output.observe(lambda change: seen.append(change["new"]), names="value")
+    pg.send_button.click()
+    await pg.settle()
+    assert pg.text == "Mock reply: Tell me something Mock"  # options.words=6 cycles the reply
+    assert len(seen) >= 6  # the answer appeared chunk by chunk, not at once
+    assert (
+        "ms total" in pg.stats.value and "$" in pg.stats.value and "unpriced" not in pg.stats.value
+    )
+    pg.model.value = "demo"
+    pg.key.value = "condt_not-a-key"
+    pg.send_button.click()
+    await pg.settle()
+    assert "Invalid API key" in pg.status.value
+
+
+async def test_usage_dashboard_charts_per_day(gw: Gateway) -> None:
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        key = (await admin.create_key(name="k"))["key"]
+    async with httpx2.AsyncClient(
+        base_url=gw.url, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
+        for model in ("demo", "priced", "priced"):
+            r = await http.post(
+                "/v1/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert r.status_code == 200
+    dash = UsageDashboard(url=gw.url, master_key=MASTER_KEY)
+    await dash.refresh()
+    today = datetime.now(UTC).date().isoformat()
+    assert dash.days[-1] == today and len(dash.days) == 7
+    assert list(dash.series) == ["priced", "demo"]  # largest spend first
+    assert dash.series["priced"][-1] > 0 and dash.series["demo"][-1] == 0
+    assert (
+        "<svg" in dash.chart.value
+        and "<rect" in dash.chart.value
+        and "3</b> requests" in dash.summary.value
+    )
+    dash.metric.value = "Requests"  # changing a control redraws
+    await dash.settle()
+    assert dash.series["priced"][-1] == 2 and dash.series["demo"][-1] == 1
+    dash.by.value = "key_id"
+    await dash.settle()
+    assert list(dash.series) == ["k"]
+    dash.range.value = 30
+    await dash.settle()
+    assert len(dash.days) == 30
