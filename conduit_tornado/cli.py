@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,21 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+def run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
+    """Run the server on uvloop when asked for or available ("auto"), else asyncio."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit(
+                    "error: CONDUIT_EVENT_LOOP=uvloop but uvloop is not installed"
+                ) from None
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "settings":
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return asyncio.run(_serve(settings))
+        return run_loop(_serve(settings), settings.event_loop)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from .clock import Clock
 from .groups import GroupService
 from .keys import KeyService
 from .limits import Limiter
+from .metrics import Histogram, overhead_histogram
 from .pricing import MediaPrices, PriceTable
 from .realtime import RealtimeSessions
 from .routing import Router
@@ -51,6 +52,7 @@ class Context:
         return hashes_match(hash_key(token), self.master_key_hash)
 
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    overhead: Histogram = field(default_factory=overhead_histogram)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run work after a response (settling limits): kept referenced, awaited at stop."""

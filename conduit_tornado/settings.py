@@ -8,6 +8,7 @@ from it, and a test keeps the two equal).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -143,6 +144,11 @@ class Settings(BaseSettings):
     )
     websocket_ping_interval: float = Field(
         20.0, gt=0, description="Seconds between WebSocket pings to clients."
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="Event loop for `serve`: uvloop when installed (the `fast` extra) and "
+        "'auto', else asyncio's. Notebooks and Jupyter always use their own loop.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
 

@@ -157,3 +157,24 @@ async def test_queue_overflow_is_counted_and_exposed(wired: Wired) -> None:
         assert (
             await http.get("/admin/v1/metrics", headers={"Authorization": f"Bearer {wired.key}"})
         ).status_code == 401
+
+
+async def test_overhead_histogram_matches_the_headers(wired: Wired) -> None:
+    headers = []
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+        for _ in range(5):
+            r = await http.post(
+                "/v1/chat/completions",
+                json={"model": "gpt", "messages": HI},
+                headers={"Authorization": f"Bearer {wired.key}"},
+            )
+            headers.append(float(r.headers["x-conduit-overhead-ms"]))
+        text = (
+            await http.get("/admin/v1/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        ).text
+    ctx = wired.gateway.ctx
+    assert ctx is not None
+    assert ctx.overhead.count == 5 and 'conduit_overhead_seconds_bucket{le="+Inf"} 5' in text
+    # The header is taken just before the answer goes out; the histogram at the end: the
+    # histogram's total can only be the larger, and not by much.
+    assert ctx.overhead.sum * 1000 >= sum(headers) * 0.999

@@ -160,5 +160,6 @@ class MetricsHandler(AdminHandler):
         lines = []
         for name, kind, help_text, value in rows:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        lines += ctx.overhead.render()
         self.set_header("Content-Type", "text/plain; version=0.0.4")
         self.finish("\n".join(lines) + "\n")

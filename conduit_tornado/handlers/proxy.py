@@ -310,7 +310,9 @@ class ProxyHandler(ClientHandler):
         elapsed = (time.perf_counter() - self.started) * 1000
         entry["latency_ms"] = round(elapsed, 3)
         if self.outcome is not None:
-            entry["overhead_ms"] = round(self.overhead_ms(self.outcome), 3)
+            overhead = self.overhead_ms(self.outcome)
+            entry["overhead_ms"] = round(overhead, 3)
+            self.ctx.overhead.observe(overhead / 1000)
         entry["client_ip"] = self.request.remote_ip
         self.ctx.recorder.record(entry)
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import FILTER_OPERATORS, UNIQUE_FIELDS, Doc, DuplicateError, Where
+
+
+def _copy(value: Any) -> Any:
+    """Copy a document tree. Documents hold dicts, lists and immutable scalars (numbers,
+    strings, datetimes, None), so only containers need copying; this is several times
+    faster than copy.deepcopy, which dominated the hot path in profiles."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _doc(doc: Doc) -> Doc:
+    return {k: _copy(v) for k, v in doc.items()}
 
 
 def _get(doc: Mapping[str, Any], path: str) -> Any:
@@ -89,7 +103,7 @@ class MemoryStore:
         if doc["_id"] in coll:
             raise DuplicateError(collection, "_id")
         self._check_unique(collection, doc)
-        coll[doc["_id"]] = copy.deepcopy(doc)
+        coll[doc["_id"]] = _copy(doc)
 
     async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
         for doc in docs:
@@ -97,12 +111,12 @@ class MemoryStore:
 
     async def get(self, collection: str, id: str) -> Doc | None:
         doc = self._coll(collection).get(id)
-        return copy.deepcopy(doc) if doc is not None else None
+        return _copy(doc) if doc is not None else None
 
     async def find_one(self, collection: str, where: Where) -> Doc | None:
         for doc in self._coll(collection).values():
             if matches(doc, where):
-                return copy.deepcopy(doc)
+                return _doc(doc)
         return None
 
     async def find(
@@ -120,7 +134,7 @@ class MemoryStore:
         found.sort(
             key=lambda d: (d.get(sort) is not None, d.get(sort), d["_id"]), reverse=descending
         )
-        return [copy.deepcopy(d) for d in found[offset : offset + limit]]
+        return [_copy(d) for d in found[offset : offset + limit]]
 
     async def count(self, collection: str, where: Where) -> int:
         return sum(1 for d in self._coll(collection).values() if matches(d, where))
@@ -137,12 +151,12 @@ class MemoryStore:
         doc = self._coll(collection).get(id)
         if doc is None or (where is not None and not matches(doc, where)):
             return None
-        changed = {**doc, **copy.deepcopy(dict(set or {}))}
+        changed = {**doc, **_copy(dict(set or {}))}
         for field in unset:
             changed.pop(field, None)
         self._check_unique(collection, changed, ignore_id=id)
         self._coll(collection)[id] = changed
-        return copy.deepcopy(changed)
+        return _doc(changed)
 
     async def delete(self, collection: str, id: str) -> bool:
         return self._coll(collection).pop(id, None) is not None
@@ -167,15 +181,15 @@ class MemoryStore:
         if doc is None:
             if not upsert:
                 return None
-            doc = {"_id": id, **copy.deepcopy(dict(set_on_insert or {}))}
+            doc = {"_id": id, **_copy(dict(set_on_insert or {}))}
             coll[id] = doc
         for path, value in (set or {}).items():
             parent, leaf = _walk(doc, path)
-            parent[leaf] = copy.deepcopy(value)
+            parent[leaf] = _copy(value)
         for path, amount in inc.items():
             parent, leaf = _walk(doc, path)
             parent[leaf] = parent.get(leaf, 0) + amount
-        return copy.deepcopy(doc)
+        return _doc(doc)
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]

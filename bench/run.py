@@ -1,0 +1,427 @@
+"""Direct-vs-gateway benchmark. One command:
+
+    .venv/bin/python bench/run.py [--duration 5] [--rounds 2] [--mongodb-uri URI]
+
+Starts our fast upstream (bench/upstream.py) and the gateway (`conduit-tornado serve`, a
+real process with the key check, rate limits, budget, routing, usage accounting and
+request logging all on), pins the gateway to core 0 and the upstream and load driver to
+core 1, then runs each scenario as A (direct to upstream) and B (through the gateway)
+interleaved A B A B ..., reporting throughput, latency percentiles, added latency, and the
+gateway's CPU time per request from its own /proc counters. Results go to stdout and to
+bench/results/<date>-<store>.md. Load comes from wrk when installed, else a built-in
+asyncio driver. Never benchmark on the jongodb test server (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+ROOT = Path(__file__).resolve().parent.parent
+MASTER = "condt_master_bench_" + "x" * 24
+CHAT = json.dumps(
+    {
+        "model": "bench",
+        "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+        "max_tokens": 16,
+    }
+)
+STREAM = json.dumps(
+    {
+        "model": "bench",
+        "stream": True,
+        "max_tokens": 32,
+        "messages": [{"role": "user", "content": "Stream twenty tokens."}],
+    }
+)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pinned(cpu: int) -> Any:
+    def pin() -> None:
+        if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > cpu:  # type: ignore[operator]
+            os.sched_setaffinity(0, {cpu})
+
+    return pin
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Run:
+    rps: float
+    p50: float  # ms
+    p90: float
+    p99: float
+    requests: int
+    errors: int
+    cpu_ms_per_req: float | None = None
+
+
+@dataclass
+class Scenario:
+    name: str
+    body: str
+    connections: int
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+
+def wrk(url: str, body: str, key: str, conns: int, seconds: float) -> Run:
+    env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key}
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench/wrk_post.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=pinned(1),
+        check=True,
+    ).stdout
+    data = json.loads(next(line for line in out.splitlines() if line.startswith("BENCH "))[6:])
+    secs = data["duration_us"] / 1e6
+    return Run(
+        data["requests"] / secs,
+        data["p50_us"] / 1000,
+        data["p90_us"] / 1000,
+        data["p99_us"] / 1000,
+        data["requests"],
+        data["errors"] + data["non2xx"],
+    )
+
+
+async def _asyncio_load(url: str, body: str, key: str, conns: int, seconds: float) -> Run:
+    host, port, path = _split(url)
+    payload = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            lower = head.lower()
+            if b"transfer-encoding: chunked" in lower:
+                while True:
+                    size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+                    await reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+            else:
+                at = lower.find(b"content-length:")
+                await reader.readexactly(int(lower[at + 15 :].split(b"\r\n", 1)[0]))
+            latencies.append(time.perf_counter() - t0)
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return Run(
+        len(latencies) / elapsed, q[49] * 1000, q[89] * 1000, q[98] * 1000, len(latencies), errors
+    )
+
+
+def _split(url: str) -> tuple[str, int, str]:
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    return host, int(port), "/" + path
+
+
+def load(url: str, body: str, key: str, conns: int, seconds: float) -> Run:
+    if shutil.which("wrk"):
+        return wrk(url, body, key, conns, seconds)
+    return asyncio.run(_asyncio_load(url, body, key, conns, seconds))
+
+
+async def _ttft(url: str, key: str, count: int) -> tuple[float, float]:
+    """Median time to the first streamed event, and to the end, over sequential streams."""
+    first, total = [], []
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            async with http.stream(
+                "POST",
+                url,
+                content=STREAM,
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            ) as r:
+                got_first = False
+                async for chunk in r.aiter_raw():
+                    if not got_first and b"data:" in chunk:
+                        first.append(time.perf_counter() - t0)
+                        got_first = True
+            total.append(time.perf_counter() - t0)
+    return statistics.median(first) * 1000, statistics.median(total) * 1000
+
+
+def versions() -> str:
+    import aiohttp
+    import pymongo
+    import tornado
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    wrk_version = (
+        subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        if shutil.which("wrk")
+        else "built-in asyncio driver"
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; tornado {tornado.version}; "
+        f"aiohttp {aiohttp.__version__}; pymongo {pymongo.__version__}; load: {wrk_version.strip()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs per scenario")
+    parser.add_argument("--mongodb-uri", help="a real mongod for the store (default: memory)")
+    parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    parser.add_argument(
+        "--soak", type=float, default=0, help="also run N seconds of sustained load, sampling RSS"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    up_port, gw_port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)],
+        preexec_fn=pinned(1),
+        stdout=subprocess.DEVNULL,
+    )
+    tmp = Path(tempfile.mkdtemp())
+    config = tmp / "bench.yaml"
+    config.write_text(
+        f"providers: [{{name: up, type: openai, base_url: 'http://127.0.0.1:{up_port}/v1', api_key: sk-bench}}]\n"
+        "models: [{name: bench, deployments: [{provider: up, model: gpt-4o-mini}]}]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env.update(
+        {
+            "CONDUIT_MASTER_KEY": MASTER,
+            "CONDUIT_LOG_LEVEL": "WARNING",
+            "CONDUIT_SECRET_KEY": "bench",
+            "CONDUIT_EVENT_LOOP": args.event_loop,
+        }
+    )
+    store = "memory"
+    if args.mongodb_uri:
+        env.update(
+            {
+                "CONDUIT_MONGODB_URI": args.mongodb_uri,
+                "CONDUIT_MONGODB_DATABASE": f"bench_{os.getpid()}",
+            }
+        )
+        store = "mongodb"
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conduit_tornado",
+            "serve",
+            "--port",
+            str(gw_port),
+            "--config",
+            str(config),
+        ],
+        env=env,
+        preexec_fn=pinned(0),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        gw = f"http://127.0.0.1:{gw_port}"
+        for _ in range(300):
+            try:
+                if httpx2.get(gw + "/health/ready").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                time.sleep(0.05)
+        admin = {"Authorization": f"Bearer {MASTER}"}
+        limited = httpx2.post(
+            gw + "/admin/v1/keys",
+            headers=admin,
+            json={
+                "name": "bench-limited",
+                "rpm": 100_000_000,
+                "tpm": 10**12,
+                "max_parallel": 100_000,
+                "max_budget": 10**9,
+            },
+        ).json()["key"]
+        plain = httpx2.post(
+            gw + "/admin/v1/keys", headers=admin, json={"name": "bench-plain"}
+        ).json()["key"]
+        direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        through = gw + "/v1/chat/completions"
+        load(through, CHAT, limited, 4, 2)  # warm up: caches, pools, JIT-free but still
+        scenarios = [
+            Scenario("chat, 32 connections", CHAT, 32),
+            Scenario("chat, 8 connections", CHAT, 8),
+            Scenario("chat, 1 connection", CHAT, 1),
+            Scenario("stream (20 chunks), 32 connections", STREAM, 32),
+            Scenario("stream (20 chunks), 1 connection", STREAM, 1),
+        ]
+        for sc in scenarios:
+            variants = [("direct", direct, "none"), ("gateway", through, limited)]
+            if sc.connections == 32 and sc.body is CHAT:
+                variants.append(("gateway, no limits", through, plain))
+            for _ in range(args.rounds):
+                for label, url, key in variants:
+                    cpu0 = cpu_seconds(gateway.pid)
+                    run = load(url, sc.body, key, sc.connections, args.duration)
+                    if label != "direct":
+                        run.cpu_ms_per_req = (
+                            (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, run.requests)
+                        )
+                    sc.runs.setdefault(label, []).append(run)
+        ttft_direct = asyncio.run(_ttft(direct, "none", 100))
+        ttft_gateway = asyncio.run(_ttft(through, limited, 100))
+        metrics = httpx2.get(gw + "/admin/v1/metrics", headers=admin).text
+        soak = _soak(through, limited, gateway.pid, args.soak) if args.soak else None
+        report = _report(scenarios, ttft_direct, ttft_gateway, metrics, store, args, soak)
+        print(report)
+        args.out.mkdir(parents=True, exist_ok=True)
+        target = args.out / f"{datetime.now(UTC).date().isoformat()}-{store}.md"
+        target.write_text(report)
+        print(f"\nsaved {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+    finally:
+        for proc in (gateway, upstream):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    return 0
+
+
+def _soak(url: str, key: str, pid: int, seconds: float) -> list[tuple[float, float]]:
+    samples = [(0.0, rss_mb(pid))]
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        load(url, CHAT, key, 32, min(30.0, seconds))
+        samples.append((time.monotonic() - started, rss_mb(pid)))
+    return samples
+
+
+def _med(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs)
+
+
+def _report(
+    scenarios: list[Scenario],
+    ttft_d: tuple[float, float],
+    ttft_g: tuple[float, float],
+    metrics: str,
+    store: str,
+    args: argparse.Namespace,
+    soak: list[tuple[float, float]] | None,
+) -> str:
+    lines = [
+        f"# conduit-tornado benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {versions()}.",
+        f"Store: {store}. Event loop: {args.event_loop}. Runs: {args.rounds} x {args.duration:g} s per variant, "
+        "interleaved; medians shown. Gateway pinned to core 0; upstream and load driver to core 1.",
+        "",
+        "| scenario | variant | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | gateway CPU ms/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sc in scenarios:
+        base = _med(sc.runs["direct"], "p50")
+        for label, runs in sc.runs.items():
+            added = "" if label == "direct" else f"{_med(runs, 'p50') - base:.2f}"
+            cpu = "" if label == "direct" else f"{_med(runs, 'cpu_ms_per_req'):.3f}"
+            lines.append(
+                f"| {sc.name} | {label} | {_med(runs, 'rps'):,.0f} | {_med(runs, 'p50'):.2f} | "
+                f"{_med(runs, 'p90'):.2f} | {_med(runs, 'p99'):.2f} | {added} | {cpu} | "
+                f"{sum(r.errors for r in runs)} |"
+            )
+    chat32 = scenarios[0].runs
+    limiter = _med(chat32["gateway"], "cpu_ms_per_req") - _med(
+        chat32["gateway, no limits"], "cpu_ms_per_req"
+    )
+    overhead = {
+        line.split("{")[1].split('"')[1]: int(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("conduit_overhead_seconds_bucket")
+    }
+    total = overhead.get("+Inf", 0)
+    p50_bucket = next((le for le, n in overhead.items() if n >= total / 2), "?")
+    lines += [
+        "",
+        f"Limiter (rpm, tpm, max_parallel, budget) cost: {limiter:+.3f} ms of gateway CPU per request "
+        "(gateway vs gateway-no-limits, chat at 32 connections).",
+        f"Time to first streamed event (median of 100 sequential streams): direct {ttft_d[0]:.2f} ms, "
+        f"gateway {ttft_g[0]:.2f} ms (added {ttft_g[0] - ttft_d[0]:.2f} ms); whole stream direct "
+        f"{ttft_d[1]:.2f} ms, gateway {ttft_g[1]:.2f} ms.",
+        f"Gateway's own overhead histogram (x-conduit-overhead-ms) over {total:,} requests: median bucket "
+        f"<= {float(p50_bucket) * 1000 if p50_bucket not in ('?', '+Inf') else p50_bucket} ms.",
+    ]
+    if soak:
+        lines.append(
+            "RSS during the soak (s, MB): " + ", ".join(f"{t:.0f}: {m:.1f}" for t, m in soak)
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
