@@ -124,7 +124,8 @@ def run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
                     "error: CONDUIT_EVENT_LOOP=uvloop but uvloop is not installed"
                 ) from None
         else:
-            return uvloop.run(main)
+            result: int = uvloop.run(main)
+            return result
     return asyncio.run(main)
 
 

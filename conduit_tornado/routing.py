@@ -142,15 +142,13 @@ class Router:
         ]
 
     def timeouts(self, target: Target, deadline: float) -> Timeouts:
-        s = self._settings
-        total = min(
-            float(target.deployment.get("timeout") or s.request_timeout),
-            max(0.001, deadline - time.monotonic()),
-        )
+        """Per deployment: connect, first byte and total, within what the request has left."""
+        s, dep = self._settings, target.deployment
+        left = max(0.001, deadline - time.monotonic())
         return Timeouts(
-            connect=s.connect_timeout,
-            first_byte=target.deployment.get("first_byte_timeout"),
-            total=total,
+            connect=float(dep.get("connect_timeout") or s.connect_timeout),
+            first_byte=dep.get("first_byte_timeout"),
+            total=min(float(dep.get("timeout") or s.request_timeout), left),
         )
 
     async def run(

@@ -200,6 +200,7 @@ class Deployment(Strict):
     weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
     timeout: Annotated[float, Field(gt=0)] | None = None
+    connect_timeout: Annotated[float, Field(gt=0)] | None = None
     first_byte_timeout: Annotated[float, Field(gt=0)] | None = None
     pricing: Pricing | None = None
 

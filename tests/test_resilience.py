@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import httpx2
 import openai
@@ -310,3 +311,28 @@ async def test_least_busy_avoids_the_deployment_with_requests_in_flight(wired: W
     other = {"gpt-4o": "ant", "claude-sonnet-4-5": "oai"}[first]
     assert quick.headers["x-conduit-provider"] == other
     assert (await slow).status_code == 200
+
+
+async def test_connect_timeout_per_deployment(start_gateway: GatewayFactory, fake: FakeProviders) -> None:
+    # A listener whose one-slot backlog is taken: connecting to it hangs, never refuses.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    blocker = socket.create_connection(listener.getsockname())
+    # The global connect timeout outlasts the whole request: only the deployment's own
+    # connect_timeout leaves time to fail over (otherwise this is a 504).
+    gw = await start_gateway(connect_timeout=30, request_timeout=3)
+    try:
+        async with AdminClient(gw.url, MASTER_KEY) as admin:
+            w = await wire(gw, fake, admin)
+            host, port = listener.getsockname()
+            await admin.create_provider(name="stuck", type="openai", base_url=f"http://{host}:{port}/v1", api_key="x")
+            await admin.create_model(name="ct", deployments=[
+                {"provider": "stuck", "model": "m", "connect_timeout": 0.2},
+                {"provider": "oai", "model": "gpt-4o", "priority": 1},
+            ])
+        r = await _post(w, {"model": "ct", "messages": HI})
+        assert r.status_code == 200 and r.headers["x-conduit-provider"] == "oai"
+    finally:
+        blocker.close()
+        listener.close()
