@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 from collections import deque
 from datetime import datetime
 from typing import Any
 
 from .clock import Clock
+from .keys import VirtualKey
 from .settings import Settings
 from .store import Store
 
@@ -26,6 +28,32 @@ log = logging.getLogger("conduit.accounting")
 LOGS = "request_logs"
 USAGE = "usage"
 _SUMMED = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
+
+
+def new_log_entry(
+    request_id: str,
+    now: datetime,
+    key: VirtualKey,
+    endpoint: str,
+    model: str,
+    *,
+    stream: bool,
+    user: str | None,
+) -> dict[str, Any]:
+    """The request-log document every model-calling route starts from."""
+    return {
+        "_id": "log_" + secrets.token_hex(12),
+        "request_id": request_id,
+        "created_at": now,
+        "key_id": key.id,
+        "key_name": key.name,
+        "group": key.group,
+        "endpoint": endpoint,
+        "model": model,
+        "stream": stream,
+        "user": user,
+        "status": 200,
+    }
 
 
 def usage_id(day: str, key_id: str, model: str, user: str) -> str:

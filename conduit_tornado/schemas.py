@@ -46,20 +46,19 @@ def _check_patterns(values: list[str]) -> list[str]:
     return values
 
 
-class ModelLimits(Strict):
+class RateLimits(Strict):
+    rpm: PositiveInt | None = None
+    rpd: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+
+
+class ModelLimits(RateLimits):
     """Limits on one key's use of one model (on top of the key's own)."""
 
-    rpm: PositiveInt | None = None
-    rpd: PositiveInt | None = None
-    tpm: PositiveInt | None = None
 
-
-class UserLimits(Strict):
+class UserLimits(RateLimits):
     """Limits applied separately to each end user (the OpenAI ``user`` field) of a key."""
 
-    rpm: PositiveInt | None = None
-    rpd: PositiveInt | None = None
-    tpm: PositiveInt | None = None
     max_budget: Usd | None = None
     budget_duration: BudgetDuration | None = None
 

@@ -313,7 +313,9 @@ async def test_least_busy_avoids_the_deployment_with_requests_in_flight(wired: W
     assert (await slow).status_code == 200
 
 
-async def test_connect_timeout_per_deployment(start_gateway: GatewayFactory, fake: FakeProviders) -> None:
+async def test_connect_timeout_per_deployment(
+    start_gateway: GatewayFactory, fake: FakeProviders
+) -> None:
     # A listener whose one-slot backlog is taken: connecting to it hangs, never refuses.
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -326,11 +328,16 @@ async def test_connect_timeout_per_deployment(start_gateway: GatewayFactory, fak
         async with AdminClient(gw.url, MASTER_KEY) as admin:
             w = await wire(gw, fake, admin)
             host, port = listener.getsockname()
-            await admin.create_provider(name="stuck", type="openai", base_url=f"http://{host}:{port}/v1", api_key="x")
-            await admin.create_model(name="ct", deployments=[
-                {"provider": "stuck", "model": "m", "connect_timeout": 0.2},
-                {"provider": "oai", "model": "gpt-4o", "priority": 1},
-            ])
+            await admin.create_provider(
+                name="stuck", type="openai", base_url=f"http://{host}:{port}/v1", api_key="x"
+            )
+            await admin.create_model(
+                name="ct",
+                deployments=[
+                    {"provider": "stuck", "model": "m", "connect_timeout": 0.2},
+                    {"provider": "oai", "model": "gpt-4o", "priority": 1},
+                ],
+            )
         r = await _post(w, {"model": "ct", "messages": HI})
         assert r.status_code == 200 and r.headers["x-conduit-provider"] == "oai"
     finally:

@@ -17,6 +17,7 @@ import tornado.web
 from pydantic import BaseModel, ValidationError
 from tornado.http1connection import HTTP1Connection
 
+from ..catalog import ModelRoute
 from ..context import Context
 from ..errors import ApiError, default_type, error_envelope, invalid_api_key
 from ..keys import VirtualKey
@@ -259,15 +260,6 @@ class ClientHandler(BaseHandler):
                 code="ip_not_allowed",
             )
 
-    def check_model(self, model: str) -> None:
-        if not self.key.allows_model(model):
-            raise ApiError(
-                403,
-                f"This key is not allowed to use the model {model!r}.",
-                code="model_not_allowed",
-                param="model",
-            )
-
 
 class AdminHandler(BaseHandler):
     """Routes under /admin/v1: the master key. A virtual key gets 401.
@@ -309,3 +301,31 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         else:
             message = f"Invalid value for {param}: {first['msg']}" if param else first["msg"]
         raise ApiError(400, message, param=param, code="invalid_value") from None
+
+
+def model_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ApiError(
+            400, "You must provide a model parameter.", param="model", code="missing_model"
+        )
+    return value
+
+
+def resolve_model(ctx: Context, key: VirtualKey, model: str) -> ModelRoute:
+    """The route for a model the key may use: 404 if there is none, 403 if not allowed."""
+    route = ctx.catalog.models.get(model)
+    if route is None or not route.enabled:
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+    if not key.allows_model(model):
+        raise ApiError(
+            403,
+            f"This key is not allowed to use the model {model!r}.",
+            code="model_not_allowed",
+            param="model",
+        )
+    return route

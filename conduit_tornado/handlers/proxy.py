@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
+from ..accounting import new_log_entry
 from ..catalog import ModelRoute
 from ..errors import ApiError
 from ..limits import Grant
@@ -21,7 +21,7 @@ from ..pricing import Price
 from ..providers.base import ChunkStream, Json, Usage, estimate_tokens, prompt_text
 from ..routing import Outcome
 from ..upstream import ProviderError
-from .base import ClientHandler, dumps, log
+from .base import ClientHandler, dumps, log, model_name, resolve_model
 
 FREE = Price(0.0, 0.0)
 
@@ -55,35 +55,20 @@ class ProxyHandler(ClientHandler):
     # -- request --------------------------------------------------------------------------
 
     def resolve(self, body: Json) -> ModelRoute:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ApiError(
-                400, "You must provide a model parameter.", param="model", code="missing_model"
-            )
-        self.entry = {
-            "_id": "log_" + secrets.token_hex(12),
-            "request_id": self.request_id,
-            "created_at": self.ctx.clock.now(),
-            "key_id": self.key.id,
-            "key_name": self.key.name,
-            "group": self.key.group,
-            "endpoint": self.endpoint,
-            "model": model,
-            "stream": bool(body.get("stream")),
-            "user": body.get("user") if isinstance(body.get("user"), str) else None,
-            "status": 200,
-        }
-        route = self.ctx.catalog.models.get(model)
-        if route is None or not route.enabled:
-            raise ApiError(
-                404,
-                f"The model '{model}' does not exist or you do not have access to it.",
-                code="model_not_found",
-                param="model",
-            )
-        self.check_model(model)
-        self.route = route
-        return route
+        model = model_name(body.get("model"))
+        user = body.get("user")
+        # The entry exists before the checks, so refusals (404, 403) are logged too.
+        self.entry = new_log_entry(
+            self.request_id,
+            self.ctx.clock.now(),
+            self.key,
+            self.endpoint,
+            model,
+            stream=bool(body.get("stream")),
+            user=user if isinstance(user, str) else None,
+        )
+        self.route = resolve_model(self.ctx, self.key, model)
+        return self.route
 
     async def admit(
         self, body: Json, prompt_tokens: int | None = None, completion_reserve: bool = True

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import tornado.websocket
 
+from ..accounting import new_log_entry
 from ..catalog import ModelRoute
 from ..context import Context
 from ..errors import ApiError, invalid_api_key
@@ -23,7 +24,7 @@ from ..realtime import SECRET_PREFIX, session_object, validate_config
 from ..realtime_upstream import Frame, RealtimeSocket
 from ..routing import Outcome, Target
 from ..upstream import Timeouts
-from .base import ApiResponses, ClientHandler, bearer_token
+from .base import ApiResponses, ClientHandler, bearer_token, model_name, resolve_model
 
 log = logging.getLogger("conduit.realtime")
 BROWSER_AUTH = "openai-insecure-api-key."
@@ -33,26 +34,7 @@ SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011}) | f
 
 
 def _route(ctx: Context, key: VirtualKey, model: Any) -> ModelRoute:
-    if not isinstance(model, str) or not model:
-        raise ApiError(
-            400, "You must provide a model parameter.", param="model", code="missing_model"
-        )
-    route = ctx.catalog.models.get(model)
-    if route is None or not route.enabled:
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist or you do not have access to it.",
-            code="model_not_found",
-            param="model",
-        )
-    if not key.allows_model(model):
-        raise ApiError(
-            403,
-            f"This key is not allowed to use the model {model!r}.",
-            code="model_not_allowed",
-            param="model",
-        )
-    return route
+    return resolve_model(ctx, key, model_name(model))
 
 
 def _ws_base(handler: tornado.web.RequestHandler, trust_proxy: bool) -> str:
@@ -242,19 +224,18 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self._totals["input_tokens"] += inp
         self._totals["output_tokens"] += out
         self._totals["cost"] += cost or 0.0
+        entry = new_log_entry(
+            self.request_id,
+            self.ctx.clock.now(),
+            self.key,
+            "realtime",
+            self.session["model"],
+            stream=True,
+            user=None,
+        )
         self.ctx.recorder.record(
             {
-                "_id": "log_" + secrets.token_hex(12),
-                "request_id": self.request_id,
-                "created_at": self.ctx.clock.now(),
-                "key_id": self.key.id,
-                "key_name": self.key.name,
-                "group": self.key.group,
-                "endpoint": "realtime",
-                "model": self.session["model"],
-                "stream": True,
-                "user": None,
-                "status": 200,
+                **entry,
                 "provider": target.provider.name,
                 "deployment": target.model,
                 "session_id": self.session["_id"],
