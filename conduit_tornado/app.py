@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 import tornado.web
@@ -61,11 +63,36 @@ def app_settings(ctx: Context) -> dict[str, Any]:
     return {"conduit": ctx}
 
 
+_SECRET_PARAMS = re.compile(r"([?&](?:token|key|api-key|api_key)=)[^&]*", re.IGNORECASE)
+access_log = logging.getLogger("tornado.access")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line, with credentials in query strings redacted (browsers
+    may authenticate the realtime socket with ?token=)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
+    request = handler.request
+    uri = _SECRET_PARAMS.sub(r"\1[redacted]", request.uri or "")
+    access_log.log(
+        level,
+        "%d %s %s (%s) %.2fms",
+        status,
+        request.method,
+        uri,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
+
+
 def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:
     return tornado.web.Application(
         routes(),
         default_handler_class=NotFoundHandler,
         compress_response=False,  # SSE must not be buffered by a compressor
+        log_function=log_request,
         **app_settings(ctx),
         **extra,
     )

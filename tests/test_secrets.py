@@ -57,3 +57,15 @@ async def test_no_secret_after_creation_nor_in_logs(
     assert gateway.ctx is not None
     raw = await gateway.ctx.store.get("keys", created["id"])
     assert raw is not None and rotated not in repr(raw) and key not in repr(raw)
+
+
+async def test_tokens_in_query_strings_are_redacted_from_the_access_log(
+    gateway: Gateway, admin: AdminClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tornado.access")
+    key = (await admin.create_key(name="k"))["key"]
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:
+        await http.get("/v1/realtime/sessions/sess_x/ws", params={"token": key, "other": "visible"})
+        await http.get("/v1/models", params={"api-key": key})
+    assert key not in caplog.text
+    assert "token=[redacted]" in caplog.text and "other=visible" in caplog.text
