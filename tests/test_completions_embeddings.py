@@ -106,6 +106,12 @@ async def test_embeddings_float_and_base64(wired: Wired) -> None:
         )
         body = r.json()
         assert [round(v, 5) for v in _floats(body["data"][0]["embedding"])] == [0.1, 0.2, 0.3]
+        assert "_conduit" not in r.text  # the adapter's estimate marker stays internal
+        ctx = wired.gateway.ctx
+        assert ctx is not None
+        await ctx.recorder.flush()
+        logged = await ctx.store.find("request_logs", {"model": "gem-emb"})
+        assert logged and all(entry["estimated"] for entry in logged)  # Gemini reports no counts
         r = await http.post(
             "/v1/embeddings", json={"model": "emb", "input": "x", "encoding_format": "float"}
         )

@@ -101,6 +101,7 @@ class BaseHandler(ApiResponses):
     """Reads bodies in chunks so the size limit is enforced before a byte is buffered."""
 
     max_body_setting = "max_request_bytes"
+    _allowed: tuple[str, ...]
 
     def initialize(self) -> None:
         self.ctx: Context = self.application.settings["conduit"]
@@ -117,13 +118,18 @@ class BaseHandler(ApiResponses):
         return limit
 
     @classmethod
-    def allowed_methods(cls) -> list[str]:
-        base = tornado.web.RequestHandler
-        return [
-            m
-            for m in ("GET", "POST", "PATCH", "PUT", "DELETE")
-            if getattr(cls, m.lower()) is not getattr(base, m.lower())
-        ]
+    def allowed_methods(cls) -> tuple[str, ...]:
+        """The methods this class implements (cached per class: it is asked every request)."""
+        cached: tuple[str, ...] | None = cls.__dict__.get("_allowed")
+        if cached is None:
+            base = tornado.web.RequestHandler
+            cached = tuple(
+                m
+                for m in ("GET", "POST", "PATCH", "PUT", "DELETE")
+                if getattr(cls, m.lower()) is not getattr(base, m.lower())
+            )
+            cls._allowed = cached
+        return cached
 
     async def prepare(self) -> None:
         allowed = self.allowed_methods()

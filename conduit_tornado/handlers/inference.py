@@ -16,7 +16,7 @@ from ..fanout import (
     merge_streams,
     offset_choices,
 )
-from ..providers.base import Adapter, ChunkStream, Json, Usage, estimate_tokens
+from ..providers.base import ESTIMATED_USAGE, Adapter, ChunkStream, Json, Usage, estimate_tokens
 from ..routing import Target
 from ..upstream import ProviderError, Timeouts
 from .proxy import ProxyHandler
@@ -207,7 +207,7 @@ class EmbeddingsHandler(ProxyHandler):
             return await target.adapter.embeddings(body, target.model, t)
 
         result, self.outcome = await self.ctx.router.run(route, call)
-        estimated = bool(result.pop("_estimated", False))
+        estimated = bool(result.pop(ESTIMATED_USAGE, False))
         for item in result.get("data") or []:
             vector = item.get("embedding")
             if encoding == "base64" and isinstance(vector, list):

@@ -19,6 +19,9 @@ from ..realtime_upstream import RealtimeSocket
 from ..upstream import ProviderError, Timeouts, Upstream
 
 Json = dict[str, Any]
+#: An adapter sets this key on an answer whose usage it estimated (the provider reported
+#: none); the handler removes it before the client sees the answer and marks the log.
+ESTIMATED_USAGE = "_conduit_estimated_usage"
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ import orjson
 
 from ..upstream import ProviderError, Timeouts, parse_event, sse_events
 from .anthropic import _arguments, _text
-from .base import Adapter, ChunkStream, Json, estimate_tokens, open_stream
+from .base import ESTIMATED_USAGE, Adapter, ChunkStream, Json, estimate_tokens, open_stream
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 FILTERED = frozenset(
@@ -346,5 +346,5 @@ class GeminiAdapter(Adapter):
             ],
             "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            "_estimated": True,
+            ESTIMATED_USAGE: True,
         }
