@@ -18,6 +18,7 @@ import orjson
 from .errors import ApiError
 
 Json = dict[str, Any]
+MAX_SSE_EVENT = 16 * 1024 * 1024  # one event larger than this is not a chat chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,32 +217,52 @@ class Upstream:
             raise ProviderError("bad_response", "the provider answered with invalid JSON") from None
 
 
+def _sse_block(block: bytes) -> tuple[str, bytes] | None:
+    """One event block (its lines) as (event name, data); None if it carries no data."""
+    event = ""
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue  # comments (keepalives)
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            event = value.decode("utf-8", "replace")
+    return (event or "message", b"\n".join(data)) if data else None
+
+
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
     """Parse a text/event-stream into (event name, data) pairs; comments are skipped.
 
-    Lines may end in LF or CRLF (Gemini uses CRLF). The response is not released here.
+    Reads whatever bytes have arrived and splits out every complete event at once (one
+    await per network read, not per line). Lines may end in LF or CRLF (Gemini uses CRLF).
+    The response is not released here.
     """
-    event = ""
-    data: list[bytes] = []
+    buf = b""
     try:
-        async for raw_line in response.content:
-            line = raw_line.rstrip(b"\r\n")
-            if not line:
-                if data:
-                    yield event or "message", b"\n".join(data)
-                event, data = "", []
-                continue
-            if line.startswith(b":"):
-                continue
-            field, _, value = line.partition(b":")
-            if value.startswith(b" "):
-                value = value[1:]
-            if field == b"data":
-                data.append(value)
-            elif field == b"event":
-                event = value.decode("utf-8", "replace")
-        if data:
-            yield event or "message", b"\n".join(data)
+        async for received in response.content.iter_any():
+            buf += received
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
+            while True:
+                end = buf.find(b"\n\n")
+                if end < 0:
+                    if len(buf) > MAX_SSE_EVENT:
+                        raise ProviderError(
+                            "bad_response", "the provider sent an oversized stream event"
+                        )
+                    break
+                parsed = _sse_block(buf[:end])
+                buf = buf[end + 2 :]
+                if parsed is not None:
+                    yield parsed
+        if buf.strip():
+            parsed = _sse_block(buf.strip(b"\r\n"))
+            if parsed is not None:
+                yield parsed
     except TimeoutError:
         raise ProviderError("timeout", "the provider's stream stalled") from None
     except aiohttp.ClientError:

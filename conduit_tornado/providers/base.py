@@ -90,22 +90,23 @@ def prompt_text(body: Json) -> str:
 
 class ChunkStream:
     """An opened stream of OpenAI chunk dicts. Opening already awaited the first event, so a
-    failure before anything reached the client can still be retried elsewhere."""
+    failure before anything reached the client can still be retried elsewhere.
+
+    It is its own iterator (no extra generator layer per chunk on the streaming path)."""
 
     def __init__(self, first: Json | None, rest: AsyncIterator[Json], close: Any) -> None:
         self._first = first
         self._rest = rest
         self._close = close
 
-    def __aiter__(self) -> AsyncIterator[Json]:
-        return self._iterate()
+    def __aiter__(self) -> ChunkStream:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Json]:
+    async def __anext__(self) -> Json:
         if self._first is not None:
             first, self._first = self._first, None
-            yield first
-        async for chunk in self._rest:
-            yield chunk
+            return first
+        return await self._rest.__anext__()
 
     async def aclose(self) -> None:
         await self._close()

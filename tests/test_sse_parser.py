@@ -1,0 +1,53 @@
+"""The SSE reader on byte streams split at every possible place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conduit_tornado.upstream import ProviderError, sse_events
+
+pytestmark = pytest.mark.asyncio
+
+STREAM = (
+    b': keepalive\r\n\r\nevent: message_start\r\ndata: {"a":1}\r\n\r\n'
+    b"data: line one\ndata: line two\n\n\n\ndata:no-space\n\ndata: [DONE]"
+)
+EXPECTED = [
+    ("message_start", b'{"a":1}'),
+    ("message", b"line one\nline two"),
+    ("message", b"no-space"),
+    ("message", b"[DONE]"),
+]
+
+
+class Body:
+    """Stands in for aiohttp's response: only ``content.iter_any()`` is read."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.content = self
+        self._pieces = pieces
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            yield piece
+
+
+async def events(pieces: list[bytes]) -> list[tuple[str, bytes]]:
+    body: Any = Body(pieces)
+    return [event async for event in sse_events(body)]
+
+
+async def test_every_split_point_gives_the_same_events() -> None:
+    assert await events([STREAM]) == EXPECTED
+    for cut in range(1, len(STREAM)):
+        assert await events([STREAM[:cut], STREAM[cut:]]) == EXPECTED, cut
+    assert await events([bytes([b]) for b in STREAM]) == EXPECTED
+
+
+async def test_an_endless_event_is_refused() -> None:
+    with pytest.raises(ProviderError) as info:
+        await events([b"data: " + b"x" * (1024 * 1024)] * 20)
+    assert info.value.kind == "bad_response"
