@@ -1,0 +1,370 @@
+"""Fake OpenAI and Azure OpenAI: chat, completions, embeddings, images, audio."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+
+from tests.fakes.base import API_KEY, PROMPT_TOKENS, TOOL_ARGS, FakeHandler, sse
+
+# -- OpenAI and Azure ------------------------------------------------------------------------
+
+
+class OpenAIChat(FakeHandler):
+    def auth_problem(self) -> str | None:
+        if self.request.headers.get("Authorization") != f"Bearer {API_KEY}":
+            return "Incorrect API key provided."
+        return None
+
+    def upstream_model(self) -> str:
+        return str(self.seen.body.get("model"))
+
+    async def post(self, *args: str) -> None:
+        body = self.seen.body
+        n = int(body.get("n") or 1)
+        model = self.upstream_model()
+        usage = {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": len(self.words()) * n,
+            "total_tokens": PROMPT_TOKENS + len(self.words()) * n,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+        if not body.get("stream"):
+            choices = []
+            for i in range(n):
+                if self.wants_tool():
+                    message = {
+                        "role": "assistant",
+                        "content": None,
+                        "refusal": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_fake1",
+                                "type": "function",
+                                "function": {
+                                    "name": body["tools"][0]["function"]["name"],
+                                    "arguments": "".join(TOOL_ARGS),
+                                },
+                            }
+                        ],
+                    }
+                    finish = "tool_calls"
+                else:
+                    message = {"role": "assistant", "content": self.text(), "refusal": None}
+                    finish = "stop"
+                choices.append(
+                    {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+                )
+            self.finish(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": choices,
+                    "usage": usage,
+                    "system_fingerprint": "fp_fake",
+                }
+            )
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_fake",
+        }
+        if include_usage:
+            base["usage"] = None
+        events = []
+        for i in range(n):
+            events.append(
+                sse(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": i,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+            )
+            if self.wants_tool():
+                name = body["tools"][0]["function"]["name"]
+                events.append(
+                    sse(
+                        {
+                            **base,
+                            "choices": [
+                                {
+                                    "index": i,
+                                    "delta": {
+                                        "tool_calls": [
+                                            {
+                                                "index": 0,
+                                                "id": "call_fake1",
+                                                "type": "function",
+                                                "function": {"name": name, "arguments": ""},
+                                            }
+                                        ]
+                                    },
+                                    "logprobs": None,
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
+                    )
+                )
+                for piece in TOOL_ARGS:
+                    events.append(
+                        sse(
+                            {
+                                **base,
+                                "choices": [
+                                    {
+                                        "index": i,
+                                        "delta": {
+                                            "tool_calls": [
+                                                {"index": 0, "function": {"arguments": piece}}
+                                            ]
+                                        },
+                                        "logprobs": None,
+                                        "finish_reason": None,
+                                    }
+                                ],
+                            }
+                        )
+                    )
+                finish = "tool_calls"
+            else:
+                for word in self.words():
+                    events.append(
+                        sse(
+                            {
+                                **base,
+                                "choices": [
+                                    {
+                                        "index": i,
+                                        "delta": {"content": word},
+                                        "logprobs": None,
+                                        "finish_reason": None,
+                                    }
+                                ],
+                            }
+                        )
+                    )
+                finish = "stop"
+            events.append(
+                sse(
+                    {
+                        **base,
+                        "choices": [
+                            {"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}
+                        ],
+                    }
+                )
+            )
+        if include_usage:
+            events.append(sse({**base, "choices": [], "usage": usage}))
+        await self.send_events(events, b"data: [DONE]\n\n")
+
+
+class AzureChat(OpenAIChat):
+    def auth_problem(self) -> str | None:
+        if self.request.headers.get("api-key") != API_KEY:
+            return "Access denied due to invalid subscription key."
+        if not self.seen.query.get("api-version"):
+            return "Missing api-version"
+        return None
+
+    def upstream_model(self) -> str:
+        return "gpt-4o-2024-08-06"  # Azure answers with the model behind the deployment
+
+    async def prepare(self) -> None:
+        await super().prepare()
+
+
+class OpenAICompletions(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        body = self.seen.body
+        model = self.upstream_model()
+        usage = {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": len(self.words()),
+            "total_tokens": PROMPT_TOKENS + len(self.words()),
+        }
+        if not body.get("stream"):
+            self.finish(
+                {
+                    "id": "cmpl-fake",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"text": self.text(), "index": 0, "logprobs": None, "finish_reason": "stop"}
+                    ],
+                    "usage": usage,
+                }
+            )
+            return
+        base = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+        events = [
+            sse(
+                {
+                    **base,
+                    "choices": [{"text": w, "index": 0, "logprobs": None, "finish_reason": None}],
+                }
+            )
+            for w in self.words()
+        ]
+        events.append(
+            sse(
+                {
+                    **base,
+                    "choices": [
+                        {"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}
+                    ],
+                }
+            )
+        )
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(sse({**base, "choices": [], "usage": usage}))
+        await self.send_events(events, b"data: [DONE]\n\n")
+
+
+def fake_vector(text: str, dims: int) -> list[float]:
+    return [round((hash((text, i)) % 1000) / 1000, 3) for i in range(dims)]
+
+
+class OpenAIEmbeddings(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        body = self.seen.body
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and isinstance(inputs[0], int):
+            inputs = [inputs]
+        dims = int(body.get("dimensions") or 4)
+        data = []
+        for i in range(len(inputs)):
+            vector = [0.5 + i, -0.25, 0.125, 1.0][:dims] + [0.0] * max(0, dims - 4)
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        tokens = 3 * len(inputs)
+        self.finish(
+            {
+                "object": "list",
+                "data": data,
+                "model": self.upstream_model(),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+
+class AzureEmbeddings(OpenAIEmbeddings, AzureChat):
+    pass
+
+
+# -- Images and audio (OpenAI and Azure) ---------------------------------------------------
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+TRANSCRIPT = "The quick brown fox."
+SPEECH_CHUNKS = [bytes([i]) * 4000 for i in range(5)]
+
+
+class OpenAIImages(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        body = self.seen.body
+        n = int(body.get("n") or 1)
+        if body.get("response_format") == "b64_json":
+            item = {"b64_json": PIXEL, "revised_prompt": body["prompt"]}
+        else:
+            item = {"url": "https://images.example.test/fake.png", "revised_prompt": body["prompt"]}
+        self.finish({"created": int(time.time()), "data": [item] * n})
+
+
+class AzureImages(OpenAIImages, AzureChat):
+    pass
+
+
+class OpenAIAudioText(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        body = self.seen.body
+        if not isinstance(body.get("file"), dict) or not body.get("model"):
+            self.set_status(400)
+            self.finish({"error": {"message": "file and model are required"}})
+            return
+        fmt = body.get("response_format", "json")
+        if fmt == "text":
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(TRANSCRIPT + "\n")
+        elif fmt in ("srt", "vtt"):
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            head = "WEBVTT\n\n" if fmt == "vtt" else "1\n"
+            self.finish(f"{head}00:00:00,000 --> 00:00:02,500\n{TRANSCRIPT}\n")
+        elif fmt == "verbose_json":
+            self.finish(
+                {
+                    "task": "transcribe",
+                    "language": "english",
+                    "duration": 2.5,
+                    "text": TRANSCRIPT,
+                    "segments": [
+                        {
+                            "id": 0,
+                            "seek": 0,
+                            "start": 0.0,
+                            "end": 2.5,
+                            "text": TRANSCRIPT,
+                            "tokens": [1, 2],
+                            "temperature": 0.0,
+                            "avg_logprob": -0.1,
+                            "compression_ratio": 1.0,
+                            "no_speech_prob": 0.0,
+                        }
+                    ],
+                }
+            )
+        else:
+            self.finish({"text": TRANSCRIPT})
+
+
+class AzureAudioText(OpenAIAudioText, AzureChat):
+    pass
+
+
+class OpenAISpeech(OpenAIChat):
+    async def post(self, *args: str) -> None:
+        fmt = self.seen.body.get("response_format", "mp3")
+        self.set_header(
+            "Content-Type",
+            {"mp3": "audio/mpeg", "wav": "audio/wav"}.get(fmt, "application/octet-stream"),
+        )
+        try:
+            for chunk in SPEECH_CHUNKS:
+                self.write(chunk)
+                await self.flush()
+                await asyncio.sleep(self.directive.get("chunk_delay", 0.05))
+            self.fake.speech_done.set()
+            self.finish()
+        except StreamClosedError:
+            self.fake.disconnected += 1
+
+
+class AzureSpeech(OpenAISpeech, AzureChat):
+    pass
