@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -43,7 +42,7 @@ def serve(port: int, loop: str) -> None:
 
 
 def measure(seconds: int) -> None:
-    from run import free_port, pinned
+    from run import free_port, pinned, wrk
 
     for loop in ("asyncio", "uvloop"):
         port = free_port()
@@ -51,27 +50,9 @@ def measure(seconds: int) -> None:
             [sys.executable, __file__, "--serve", str(port), loop], preexec_fn=pinned(0)
         )
         time.sleep(1.5)
-        env = {**os.environ, "BENCH_BODY": '{"model":"x"}', "BENCH_KEY": "x"}
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                "-c32",
-                f"-d{seconds}s",
-                "-s",
-                os.path.join(os.path.dirname(__file__), "wrk_post.lua"),
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            preexec_fn=pinned(1),
-            check=True,
-        ).stdout
-        data = json.loads(next(line for line in out.splitlines() if line.startswith("BENCH "))[6:])
-        rps = data["requests"] / (data["duration_us"] / 1e6)
+        run = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", '{"model":"x"}', "x", 32, seconds)
         print(
-            f"tornado trivial handler, {loop}: {rps:,.0f} req/s, {1000 / rps:.3f} ms per request at 100% of one core"
+            f"tornado trivial handler, {loop}: {run.rps:,.0f} req/s, {1000 / run.rps:.3f} ms per request at 100% of one core"
         )
         server.terminate()
         server.wait()

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import io
 import struct
-import wave
 
 import pytest
 
 from conduit_tornado.audio_duration import duration_seconds
-
-
-def wav_bytes(seconds: float, rate: int = 16000) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x00" * int(seconds * rate))
-    return out.getvalue()
+from tests.audio import wav_bytes
 
 
 def flac_header(seconds: float, rate: int = 44100) -> bytes:

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
-import wave
 
 import httpx2
 import openai
 import pytest
 
 from conduit_tornado import AdminClient
+from tests.audio import wav_bytes
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import PIXEL, SPEECH_CHUNKS, TRANSCRIPT, FakeProviders
 from tests.proxy_setup import Wired, wire
 
 pytestmark = pytest.mark.asyncio
-
-
-def wav(seconds: float, rate: int = 8000) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x01\x00" * int(seconds * rate))
-    return out.getvalue()
 
 
 @pytest.mark.parametrize("model", ["dalle", "azure-dalle", "mock"])
@@ -63,7 +52,7 @@ async def test_image_generation(wired: Wired, model: str) -> None:
 
 @pytest.mark.parametrize("model", ["whisper", "azure-whisper"])
 async def test_transcription_formats(wired: Wired, model: str) -> None:
-    audio = wav(30.0)
+    audio = wav_bytes(30.0, rate=8000, sample=b"\x01\x00")
     async with wired.client() as client:
         raw = await client.audio.transcriptions.with_raw_response.create(
             model=model,
@@ -113,7 +102,7 @@ async def test_upload_errors_are_clean(start_gateway: GatewayFactory, fake: Fake
         big = await http.post(
             "/v1/audio/transcriptions",
             data={"model": "whisper"},
-            files={"file": ("a.wav", wav(10.0))},
+            files={"file": ("a.wav", wav_bytes(10.0, rate=8000, sample=b"\x01\x00"))},
         )
         assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
         for content, ctype in [
