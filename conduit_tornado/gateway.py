@@ -36,7 +36,11 @@ _MASTER_META = "master_key"
 
 def open_store(settings: Settings) -> Store:
     if settings.mongodb_uri is not None:
-        return MongoStore(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+        return MongoStore(
+            settings.mongodb_uri.get_secret_value(),
+            settings.mongodb_database,
+            log_retention_days=settings.log_retention_days,
+        )
     return MemoryStore()
 
 

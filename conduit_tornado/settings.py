@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         20.0, ge=0, description="Seconds to let in-flight requests finish on SIGTERM/SIGINT."
     )
+    log_retention_days: int = Field(
+        30, ge=0, description="Days request logs are kept on MongoDB (a TTL index); 0 keeps them."
+    )
     log_flush_interval: float = Field(
         1.0, gt=0, description="Seconds between batched writes of request logs and usage."
     )

@@ -172,3 +172,23 @@ async def test_filters_reach_into_sub_documents(store: Store) -> None:
     await store.insert("alerts", {"_id": "b", "subject": {"id": "k2", "type": "key"}})
     assert [d["_id"] for d in await store.find("alerts", {"subject.id": "k2"})] == ["b"]
     assert await store.count("alerts", {"subject.type": "key"}) == 2
+
+
+@pytest.mark.realmongo
+async def test_ttl_indexes_on_a_real_mongod(mongo_uri: str) -> None:
+    from pymongo import AsyncMongoClient
+
+    from tests.conftest import new_mongo_store
+
+    store = new_mongo_store(mongo_uri)
+    await store.start()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_uri)
+    try:
+        db = client[store.database]
+        logs = await db["request_logs"].index_information()
+        windows = await db["limit_windows"].index_information()
+        assert any(ix.get("expireAfterSeconds") == 30 * 86_400 for ix in logs.values())
+        assert any(ix.get("expireAfterSeconds") == 0 for ix in windows.values())
+    finally:
+        await client.close()
+        await store.close()
