@@ -73,7 +73,7 @@ async def start(
     resolved = Settings(host=host, port=port, master_key=master_key, **settings)  # + CONDUIT_*
     if isinstance(store, str):
         if store == "memory":
-            store = MemoryStore()
+            store = MemoryStore(max_logs=resolved.memory_log_limit)
         elif store.startswith(("mongodb://", "mongodb+srv://")):
             store = MongoStore(store, resolved.mongodb_database)
         else:

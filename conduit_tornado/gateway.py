@@ -41,7 +41,7 @@ def open_store(settings: Settings) -> Store:
             settings.mongodb_database,
             log_retention_days=settings.log_retention_days,
         )
-    return MemoryStore()
+    return MemoryStore(max_logs=settings.memory_log_limit)
 
 
 async def resolve_master_key(settings: Settings, store: Store) -> tuple[str, str | None]:

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     log_retention_days: int = Field(
         30, ge=0, description="Days request logs are kept on MongoDB (a TTL index); 0 keeps them."
     )
+    memory_log_limit: int = Field(
+        10_000, ge=100, description="Request logs the in-process store keeps (the newest)."
+    )
     log_flush_interval: float = Field(
         1.0, gt=0, description="Seconds between batched writes of request logs and usage."
     )

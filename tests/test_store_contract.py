@@ -192,3 +192,24 @@ async def test_ttl_indexes_on_a_real_mongod(mongo_uri: str) -> None:
     finally:
         await client.close()
         await store.close()
+
+
+async def test_the_memory_store_stays_bounded() -> None:
+    from conduit_tornado.store import MemoryStore
+
+    store = MemoryStore(max_logs=100)
+    for i in range(150):
+        await store.insert("request_logs", {"_id": f"log{i:03d}", "n": i})
+    kept = await store.find("request_logs", {}, limit=1000)
+    assert len(kept) == 100 and kept[0]["_id"] == "log050"  # the newest 100
+    start = T0
+    for minute in range(3 * 24 * 60 // 30):  # three days of half-hour windows
+        end = start + timedelta(minutes=30 * (minute + 1))
+        await store.increment(
+            "limit_windows", f"w{minute}", {"r": 1}, set_on_insert={"expires_at": end}
+        )
+    windows = await store.find("limit_windows", {}, limit=10_000)
+    ends = [w["expires_at"] for w in windows]
+    assert len(windows) <= 49 and max(ends) - min(ends) <= timedelta(
+        days=1
+    )  # a day's worth, not three

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from .base import FILTER_OPERATORS, UNIQUE_FIELDS, Doc, DuplicateError, Where
@@ -17,6 +18,9 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+_GRACE = timedelta(days=1)  # the longest window (a day): see _expire
 
 
 def _doc(doc: Doc) -> Doc:
@@ -71,11 +75,16 @@ def _walk(doc: Doc, path: str) -> tuple[Doc, str]:
 
 
 class MemoryStore:
+    """Bounded, since it lives as long as the process: it keeps the newest ``max_logs``
+    request logs, and drops limit windows once they have ended (what TTL indexes do on
+    MongoDB)."""
+
     kind = "memory"
     persistent = False
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_logs: int = 10_000) -> None:
         self._data: dict[str, dict[str, Doc]] = {}
+        self._max_logs = max_logs
 
     async def start(self) -> None:
         return None
@@ -104,6 +113,8 @@ class MemoryStore:
             raise DuplicateError(collection, "_id")
         self._check_unique(collection, doc)
         coll[doc["_id"]] = _copy(doc)
+        if collection == "request_logs" and len(coll) > self._max_logs:
+            del coll[next(iter(coll))]  # dicts keep insertion order: this is the oldest
 
     async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
         for doc in docs:
@@ -158,6 +169,18 @@ class MemoryStore:
         self._coll(collection)[id] = changed
         return _doc(changed)
 
+    @staticmethod
+    def _expire(coll: dict[str, Doc], new_end: Any) -> None:
+        """Drop windows that have surely ended. The store keeps no clock, but a window being
+        created now ends at most a day from now, so one that ended a day before it is over."""
+        cutoff = new_end - _GRACE
+        for key in [
+            k
+            for k, d in coll.items()
+            if d.get("expires_at") is not None and d["expires_at"] <= cutoff
+        ]:
+            del coll[key]
+
     async def delete(self, collection: str, id: str) -> bool:
         return self._coll(collection).pop(id, None) is not None
 
@@ -182,6 +205,8 @@ class MemoryStore:
             if not upsert:
                 return None
             doc = {"_id": id, **_copy(dict(set_on_insert or {}))}
+            if "expires_at" in doc:  # a new window: a good moment to drop ended ones
+                self._expire(coll, doc["expires_at"])
             coll[id] = doc
         for path, value in (set or {}).items():
             parent, leaf = _walk(doc, path)
