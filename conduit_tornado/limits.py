@@ -419,7 +419,7 @@ class Limiter:
                 delta = tokens_used - held.amount
                 if delta:
                     await self._store.increment(
-                        held.collection, held.id, {held.field: delta}, upsert=False
+                        held.collection, held.id, {held.field: delta}, upsert=False, returning=False
                     )
         charges: list[Charge] = []
         if cost:
@@ -492,7 +492,9 @@ class Limiter:
     async def _undo(self, held: list[Held]) -> None:
         for h in reversed(held):
             try:
-                await self._store.increment(h.collection, h.id, {h.field: -h.amount}, upsert=False)
+                await self._store.increment(
+                    h.collection, h.id, {h.field: -h.amount}, upsert=False, returning=False
+                )
             except Exception:
                 log.exception("could not release %s %s", h.collection, h.id)
         held.clear()

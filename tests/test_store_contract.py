@@ -213,3 +213,16 @@ async def test_the_memory_store_stays_bounded() -> None:
     assert len(windows) <= 49 and max(ends) - min(ends) <= timedelta(
         days=1
     )  # a day's worth, not three
+
+
+async def test_increment_without_returning(store: Store) -> None:
+    assert await store.increment("c", "n", {"v": 2}, returning=False) == {}  # upserted
+    assert await store.increment("c", "n", {"v": 3}, returning=False) == {}
+    assert (
+        await store.increment(
+            "c", "n", {"v": 1}, where={"v": {"$gt": 100}}, upsert=False, returning=False
+        )
+        is None
+    )
+    assert await store.increment("c", "missing", {"v": 1}, upsert=False, returning=False) is None
+    assert await store.get("c", "n") == {"_id": "n", "v": 5}

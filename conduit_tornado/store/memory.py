@@ -194,6 +194,7 @@ class MemoryStore:
         set: Mapping[str, Any] | None = None,
         where: Where | None = None,
         upsert: bool = True,
+        returning: bool = True,
     ) -> Doc | None:
         coll = self._coll(collection)
         doc = coll.get(id)
@@ -214,7 +215,7 @@ class MemoryStore:
         for path, amount in inc.items():
             parent, leaf = _walk(doc, path)
             parent[leaf] = parent.get(leaf, 0) + amount
-        return _doc(doc)
+        return _doc(doc) if returning else {}
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]

@@ -158,23 +158,29 @@ class MongoStore:
         set: Mapping[str, Any] | None = None,
         where: Where | None = None,
         upsert: bool = True,
+        returning: bool = True,
     ) -> Doc | None:
         change: dict[str, Any] = {"$inc": dict(inc)}
         if set_on_insert:
             change["$setOnInsert"] = dict(set_on_insert)
         if set:
             change["$set"] = dict(set)
-        try:
-            return await self._db[collection].find_one_and_update(
-                {**dict(where or {}), "_id": id},
-                change,
-                upsert=upsert,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:  # two upserts raced to create it: the loser retries as an update
-            return await self._db[collection].find_one_and_update(
-                {**dict(where or {}), "_id": id}, change, return_document=ReturnDocument.AFTER
-            )
+        query = {**dict(where or {}), "_id": id}
+        coll = self._db[collection]
+        for attempt in range(2):
+            try:
+                if not returning:
+                    result = await coll.update_one(query, change, upsert=upsert and attempt == 0)
+                    return {} if result.matched_count or result.upserted_id is not None else None
+                return await coll.find_one_and_update(
+                    query,
+                    change,
+                    upsert=upsert and attempt == 0,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue  # two upserts raced to create it: the loser retries as an update
+        return None
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]
