@@ -194,17 +194,24 @@ async def test_secrets_and_keys_at_the_handshake(
             url.replace("ws://", "http://"), headers={"Authorization": f"Bearer {rt.key}"}
         )
         assert plain.status_code == 400 and plain.json()["error"]["code"] == "websocket_required"
+        await rt.admin.create_provider(
+            name="ant", type="anthropic", base_url="http://127.0.0.1:9", api_key="x"
+        )
+        await rt.admin.create_model(
+            name="text-only", deployments=[{"provider": "ant", "model": "claude"}]
+        )
         for body, code in (
             ({"model": "nope"}, 404),
             ({"model": "rt", "temperature": "hot"}, 400),
             ({}, 400),
+            ({"model": "text-only"}, 400),  # no realtime-capable deployment
         ):
             r = await http.post(
                 rt.gw.url + "/v1/realtime/sessions",
                 json=body,
                 headers={"Authorization": f"Bearer {rt.key}"},
             )
-            assert r.status_code == code
+            assert r.status_code == code, body
 
     # An expired secret is refused.
     short, admin = await _setup(start_gateway, upstream, realtime_secret_ttl=0.1)

@@ -28,6 +28,7 @@ from .base import ApiResponses, ClientHandler, bearer_token, model_name, resolve
 
 log = logging.getLogger("conduit.realtime")
 BROWSER_AUTH = "openai-insecure-api-key."
+REALTIME_PROVIDERS = frozenset({"openai", "azure", "mock"})  # adapters with a realtime socket
 SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011}) | frozenset(
     range(3000, 5000)
 )
@@ -48,6 +49,17 @@ class RealtimeSessionsHandler(ClientHandler):
     async def post(self) -> None:
         body = self.json_body()
         route = _route(self.ctx, self.key, body.get("model"))
+        providers = self.ctx.catalog.providers
+        if not any(
+            (p := providers.get(d["provider"])) is not None and p.type in REALTIME_PROVIDERS
+            for d in route.deployments
+        ):
+            raise ApiError(
+                400,
+                f"The model {route.name!r} has no realtime-capable deployment.",
+                code="unsupported_for_model",
+                param="model",
+            )
         config = validate_config(body)
         doc, secret = await self.ctx.realtime.create(self.key.id, route.name, config)
         path = self.request.path.rsplit("/sessions", 1)[0] + f"/sessions/{doc['_id']}/ws"
@@ -71,7 +83,6 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self._last = time.monotonic()
         self._closing = False
         self._totals = {"responses": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
-        self._offered: list[str] = []
 
     def _token(self) -> str | None:
         token = bearer_token(self) or self.get_query_argument("token", None)
@@ -82,7 +93,6 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")
             if p.strip()
         ]
-        self._offered = offered
         return next((p[len(BROWSER_AUTH) :] for p in offered if p.startswith(BROWSER_AUTH)), None)
 
     async def prepare(self) -> None:
