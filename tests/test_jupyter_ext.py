@@ -51,6 +51,26 @@ def call(jp_fetch: Any, *path: str, **kwargs: Any) -> HTTPResponse:
     return go()  # type: ignore[return-value]
 
 
+def provision(run: Any, jp_fetch: Any, provider: dict[str, Any], model: dict[str, Any]) -> str:
+    """Create a provider, a model and a key through the mounted admin API; return the key."""
+    for path, body in (("providers", provider), ("models", model), ("keys", {"name": "k"})):
+        r = run(
+            call(
+                jp_fetch,
+                "conduit",
+                "admin",
+                "v1",
+                path,
+                method="POST",
+                body=json.dumps(body),
+                headers=bearer(MASTER_KEY),
+            )
+        )
+        assert r.code == 201, (path, r.body)
+    key: str = json.loads(r.body)["key"]
+    return key
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -142,28 +162,12 @@ def test_sse_streams_through_jupyter(
     fake = FakeProviders()
     run(fake.start())
     try:
-        for path, body in (
-            (
-                ("providers",),
-                {"name": "oai", "type": "openai", "base_url": fake.url + "/v1", "api_key": API_KEY},
-            ),
-            (("models",), {"name": "gpt", "deployments": [{"provider": "oai", "model": "gpt-4o"}]}),
-            (("keys",), {"name": "k"}),
-        ):
-            r = run(
-                call(
-                    jp_fetch,
-                    "conduit",
-                    "admin",
-                    "v1",
-                    *path,
-                    method="POST",
-                    body=json.dumps(body),
-                    headers=bearer(MASTER_KEY),
-                )
-            )
-            assert r.code == 201
-        key = json.loads(r.body)["key"]
+        key = provision(
+            run,
+            jp_fetch,
+            {"name": "oai", "type": "openai", "base_url": fake.url + "/v1", "api_key": API_KEY},
+            {"name": "gpt", "deployments": [{"provider": "oai", "model": "gpt-4o"}]},
+        )
         fake.then(chunk_delay=0.05)  # events spaced out: each must arrive on its own
         chunks: list[bytes] = []
         request = HTTPRequest(
@@ -189,24 +193,12 @@ def test_realtime_websocket_through_jupyter(
 ) -> None:
     from websockets.asyncio.client import connect
 
-    for path, body in (
-        (("providers",), {"name": "m", "type": "mock"}),
-        (("models",), {"name": "rt", "deployments": [{"provider": "m", "model": "mock-rt"}]}),
-        (("keys",), {"name": "k"}),
-    ):
-        r = run(
-            call(
-                jp_fetch,
-                "conduit",
-                "admin",
-                "v1",
-                *path,
-                method="POST",
-                body=json.dumps(body),
-                headers=bearer(MASTER_KEY),
-            )
-        )
-    key = json.loads(r.body)["key"]
+    key = provision(
+        run,
+        jp_fetch,
+        {"name": "m", "type": "mock"},
+        {"name": "rt", "deployments": [{"provider": "m", "model": "mock-rt"}]},
+    )
 
     async def session() -> list[str]:
         url = f"ws://127.0.0.1:{jp_serverapp.port}{jp_base_url}conduit/v1/realtime?model=rt"
