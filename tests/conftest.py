@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -124,3 +125,13 @@ async def admin(gateway: Gateway) -> AsyncIterator[AdminClient]:
 
 
 pytest_plugins = ["tests.proxy_setup", "pytest_jupyter.jupyter_server"]
+
+
+async def settled(gw: Gateway) -> None:
+    """Wait for the gateway's after-response work (limit settlement, spend, alerts).
+
+    It is spawned inside finish(), before the response reaches the client, so a test
+    holding a response can wait for exactly that instead of sleeping."""
+    assert gw.ctx is not None
+    while gw.ctx.background:
+        await asyncio.gather(*list(gw.ctx.background), return_exceptions=True)

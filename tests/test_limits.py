@@ -12,7 +12,7 @@ import pytest
 
 from conduit_tornado import AdminClient, Gateway
 from conduit_tornado.store import Store
-from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory
+from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, settled
 from tests.fakes.providers import FakeProviders
 from tests.proxy_setup import Wired, wire
 
@@ -85,10 +85,7 @@ async def test_tpm_reserves_then_reconciles(wired_store: Wired) -> None:
     assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == "100"
     ctx = w.gateway.ctx
     assert ctx is not None
-    for _ in range(50):
-        if not ctx.background:
-            break
-        await asyncio.sleep(0.01)
+    await settled(w.gateway)
     windows = await ctx.store.find("limit_windows", {})
     assert len(windows) == 1
     assert windows[0]["t"] == 11 + 4  # reconciled to real usage, not the reservation
@@ -107,7 +104,7 @@ async def test_parallel_limit_and_release(wired: Wired) -> None:
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "parallel_limit_exceeded"
     assert busy.headers["Retry-After"] == "1"
     assert (await slow).status_code == 200
-    await asyncio.sleep(0.05)
+    await settled(wired.gateway)
     assert (await _chat(wired.gateway, key)).status_code == 200  # the slot came back
 
 
@@ -133,7 +130,7 @@ async def test_budget_exhausted_mid_stream_finishes_and_bills(wired_store: Wired
             headers={"Authorization": f"Bearer {key}"},
         )
     assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")  # not cut off
-    await asyncio.sleep(0.05)
+    await settled(w.gateway)
     spent = (await w.admin.get_key(created["id"]))["spend"]
     assert spent > 0.00001  # billed in full, past the budget
     refused = await _chat(w.gateway, key)
@@ -161,7 +158,7 @@ async def test_monthly_budget_resets_with_the_month(
             "key"
         ]
     assert (await _chat(gw, key)).status_code == 200
-    await asyncio.sleep(0.05)
+    await settled(gw)
     refused = await _chat(gw, key)
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
     assert "x-should-retry" not in refused.headers  # a minute: the SDK may wait for it
@@ -185,7 +182,7 @@ async def test_group_budget_is_shared(wired_store: Wired) -> None:
             "key"
         ]
         assert (await _chat(w.gateway, a)).status_code == 200
-        await asyncio.sleep(0.05)
+        await settled(w.gateway)
         refused = await _chat(w.gateway, b)  # b never spent: the group did
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
         assert "group 'research'" in refused.json()["error"]["message"]
@@ -225,7 +222,7 @@ async def test_per_user_limits_name_the_user(wired: Wired) -> None:
     ).status_code == 200  # bob has his own
     tight = (await wired.admin.create_key(name="ub", user_limits={"max_budget": 0.00001}))["key"]
     assert (await _chat(wired.gateway, tight, user="carol")).status_code == 200
-    await asyncio.sleep(0.05)
+    await settled(wired.gateway)
     broke = await _chat(wired.gateway, tight, user="carol")
     assert broke.status_code == 429 and broke.json()["error"]["code"] == "user_budget_exceeded"
     assert (await _chat(wired.gateway, tight, user="dave")).status_code == 200

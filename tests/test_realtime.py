@@ -319,7 +319,13 @@ async def test_concurrent_session_limit(rt: RT) -> None:
                 pass
         assert info.value.response.status_code == 429
         assert b"parallel_limit_exceeded" in info.value.response.body
-    await asyncio.sleep(0.1)
+    ctx = rt.gw.ctx
+    assert ctx is not None
+    for _ in range(500):  # the slot is released by the server's on_close: wait for exactly that
+        slots = await ctx.store.get("parallel", f"rt/{one['id']}")
+        if slots is not None and sum((slots.get("by") or {}).values()) == 0:
+            break
+        await asyncio.sleep(0.01)
     async with connect(url, additional_headers=auth) as ws:  # the slot came back
         await recv(ws, "session.created")
 

@@ -305,7 +305,10 @@ async def test_least_busy_avoids_the_deployment_with_requests_in_flight(wired: W
     )
     wired.fake.then(delay=0.6, for_model="gpt-4o").then(delay=0.6, for_model="claude-sonnet-4-5")
     slow = asyncio.ensure_future(_post(wired, {"model": "busy", "messages": HI}))
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # until the slow one is in flight at the fake
+        if wired.fake.requests:
+            break
+        await asyncio.sleep(0.01)
     first = wired.fake.requests[-1].body["model"]
     quick = await _post(wired, {"model": "busy", "messages": HI})
     other = {"gpt-4o": "ant", "claude-sonnet-4-5": "oai"}[first]
