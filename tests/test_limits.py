@@ -99,7 +99,10 @@ async def test_parallel_limit_and_release(wired: Wired) -> None:
     key = (await wired.admin.create_key(name="p", max_parallel=1))["key"]
     wired.fake.then(delay=0.5)
     slow = asyncio.ensure_future(_chat(wired.gateway, key))
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # until the slow one holds its slot (it has reached the provider)
+        if wired.fake.requests:
+            break
+        await asyncio.sleep(0.01)
     busy = await _chat(wired.gateway, key)
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "parallel_limit_exceeded"
     assert busy.headers["Retry-After"] == "1"

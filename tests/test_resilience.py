@@ -264,7 +264,10 @@ async def test_shutdown_lets_in_flight_requests_finish(
         w = await wire(gw, fake, admin)
     fake.then(delay=0.5)
     pending = asyncio.ensure_future(_post(w, {"model": "gpt", "messages": HI}))
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # until the request is at the provider, i.e. in flight
+        if fake.requests:
+            break
+        await asyncio.sleep(0.01)
     ctx = gw.ctx
     assert ctx is not None and ctx.in_flight == 1
     store = ctx.store
