@@ -68,7 +68,3 @@ def invalid_api_key(message: str = "Invalid API key provided.") -> ApiError:
 
 def not_found(message: str, code: str = "not_found", param: str | None = None) -> ApiError:
     return ApiError(404, message, code=code, param=param)
-
-
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
-    return ApiError(400, message, param=param, code=code)

@@ -37,11 +37,6 @@ def merge_completions(parts: list[Json]) -> Json:
     return merged
 
 
-async def _close_all(streams: list[ChunkStream]) -> None:
-    for stream in streams:
-        await stream.aclose()
-
-
 def merge_streams(streams: list[ChunkStream], per_stream: int = 1) -> ChunkStream:
     """Interleave streams as their chunks arrive; stream i's choice k becomes choice
     ``i * per_stream + k``. Their usage chunks are summed into one at the end."""
@@ -88,7 +83,8 @@ def merge_streams(streams: list[ChunkStream], per_stream: int = 1) -> ChunkStrea
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await _close_all(streams)
+        for stream in streams:
+            await stream.aclose()
 
     return ChunkStream(None, events(), close)
 

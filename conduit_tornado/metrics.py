@@ -19,18 +19,6 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def quantile(self, q: float) -> float | None:
-        """The upper bound of the bucket holding quantile q (what Prometheus would show)."""
-        if not self.count:
-            return None
-        target = q * self.count
-        seen = 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            seen += count
-            if seen >= target:
-                return bound
-        return float("inf")
-
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         seen = 0

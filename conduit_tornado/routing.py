@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .catalog import Catalog, ModelRoute, Provider
@@ -54,7 +54,6 @@ class Outcome:
     attempts: int
     upstream_seconds: float
     waited_seconds: float
-    errors: list[str] = field(default_factory=list)
 
 
 class Router:
@@ -181,7 +180,6 @@ class Router:
                 result = await call(target, self.timeouts(target, deadline))
             except ProviderError as exc:
                 outcome.upstream_seconds += time.monotonic() - started
-                outcome.errors.append(exc.kind)
                 self._failed(target, exc)
                 if not exc.retryable:
                     raise exc.to_api_error() from None

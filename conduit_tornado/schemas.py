@@ -228,7 +228,3 @@ class ModelCreate(ModelFields):
 
 class ModelUpdate(ModelFields):
     pass
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
