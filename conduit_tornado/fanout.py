@@ -110,44 +110,34 @@ def completion_to_chat(body: Json, prompt: str) -> Json:
     return chat
 
 
-def chat_to_completion(result: Json) -> Json:
-    return {
-        "id": str(result.get("id", "")).replace("chatcmpl-", "cmpl-", 1),
+def _as_completion(chat: Json, part: str) -> Json:
+    """A chat answer (part "message") or chunk (part "delta") in text_completion shape."""
+    out: Json = {
+        "id": str(chat.get("id", "")).replace("chatcmpl-", "cmpl-", 1),
         "object": "text_completion",
-        "created": result.get("created"),
-        "model": result.get("model"),
+        "created": chat.get("created"),
+        "model": chat.get("model"),
         "choices": [
             {
-                "text": (c.get("message") or {}).get("content") or "",
+                "text": (c.get(part) or {}).get("content") or "",
                 "index": c.get("index", 0),
                 "logprobs": None,
                 "finish_reason": c.get("finish_reason"),
             }
-            for c in result.get("choices") or []
+            for c in chat.get("choices") or []
         ],
-        "usage": result.get("usage"),
     }
+    if "usage" in chat:
+        out["usage"] = chat["usage"]
+    return out
+
+
+def chat_to_completion(result: Json) -> Json:
+    return _as_completion(result, "message")
 
 
 def chat_chunk_to_completion(chunk: Json) -> Json:
-    out: Json = {
-        "id": str(chunk.get("id", "")).replace("chatcmpl-", "cmpl-", 1),
-        "object": "text_completion",
-        "created": chunk.get("created"),
-        "model": chunk.get("model"),
-        "choices": [
-            {
-                "text": (c.get("delta") or {}).get("content") or "",
-                "index": c.get("index", 0),
-                "logprobs": None,
-                "finish_reason": c.get("finish_reason"),
-            }
-            for c in chunk.get("choices") or []
-        ],
-    }
-    if "usage" in chunk:
-        out["usage"] = chunk["usage"]
-    return out
+    return _as_completion(chunk, "delta")
 
 
 def offset_choices(result: Any, offset: int) -> Any:

@@ -83,7 +83,7 @@ class ImagesHandler(ProxyHandler):
             cost=None if each is None else round(each * images, 10),
             media={"images": images, "size": size, "quality": quality},
         )
-        self.media_headers(self.outcome, cost)
+        self.answer_headers(self.outcome, cost)
         self.send_json(result)
 
 
@@ -183,7 +183,7 @@ class TranscriptionHandler(ProxyHandler):
             cost=None if per_minute is None else round(per_minute * seconds / 60, 10),
             media={"audio_seconds": round(seconds, 3), "bytes": file.size},
         )
-        self.media_headers(self.outcome, cost)
+        self.answer_headers(self.outcome, cost)
         self.set_header(
             "Content-Type", TEXT_TYPES.get(fmt, content_type) if fmt in TEXT_TYPES else content_type
         )

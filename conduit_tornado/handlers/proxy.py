@@ -154,7 +154,8 @@ class ProxyHandler(ClientHandler):
         elapsed = time.perf_counter() - self.started
         return max(0.0, (elapsed - outcome.upstream_seconds - outcome.waited_seconds) * 1000)
 
-    def media_headers(self, outcome: Outcome, cost: float | None) -> None:
+    def answer_headers(self, outcome: Outcome, cost: float | None) -> None:
+        """Headers of a complete answer: routing, and its cost when priced."""
         self.routing_headers(outcome)
         if cost is not None:
             self.set_header("x-conduit-cost-usd", _usd(cost))
@@ -162,9 +163,7 @@ class ProxyHandler(ClientHandler):
     def send_answer(self, result: Json, usage: Usage, outcome: Outcome) -> None:
         reported = result.get("model")
         cost = self.account(usage, outcome, reported if isinstance(reported, str) else None)
-        self.routing_headers(outcome)
-        if cost is not None:
-            self.set_header("x-conduit-cost-usd", _usd(cost))
+        self.answer_headers(outcome, cost)
         result["model"] = self.entry["model"] if self.entry else result.get("model")
         self.send_json(result)
 
