@@ -100,7 +100,7 @@ class ProxyHandler(ClientHandler):
         price = prices.price(target.model, target.deployment.get("pricing"), target.route.pricing)
         if price is None and reported:
             price = prices.lookup(reported)
-        if price is None and target.provider.type == "mock":
+        if price is None and target.adapter.free:
             price = FREE
         return price.cost(usage) if price is not None else None
 
@@ -120,7 +120,7 @@ class ProxyHandler(ClientHandler):
         target = outcome.target
         if media is None:
             cost = self.token_cost(usage, outcome, reported)
-        elif cost is None and target.provider.type == "mock":
+        elif cost is None and target.adapter.free:
             cost = 0.0
         assert self.entry is not None
         if media is not None:

@@ -224,11 +224,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         rates = self.ctx.media_prices.realtime(
             target.model, target.deployment.get("pricing") or target.route.pricing
         )
-        cost = (
-            realtime_cost(rates, usage)
-            if rates
-            else (0.0 if target.provider.type == "mock" else None)
-        )
+        cost = realtime_cost(rates, usage) if rates else (0.0 if target.adapter.free else None)
         inp, out = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
         self._totals["responses"] += 1
         self._totals["input_tokens"] += inp

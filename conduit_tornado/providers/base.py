@@ -194,6 +194,7 @@ class Adapter:
     """Base adapter. Subclasses implement the calls their provider supports."""
 
     supports_n = True  # the provider honours n > 1 itself
+    free = False  # answers cost nothing whatever the price tables say (the mock)
     native_completions = False  # has a legacy /completions endpoint
 
     def __init__(self, provider: Provider, upstream: Upstream) -> None:

@@ -63,6 +63,7 @@ def _reply(body: Json, words: int | None) -> str:
 
 class MockAdapter(Adapter):
     supports_n = False
+    free = True
 
     def _opt(self, name: str, default: float) -> float:
         return float(self.provider.options.get(name, default))
