@@ -98,6 +98,11 @@ class Subject:
     rpd: int | None = None
     tpm: int | None = None
 
+    @classmethod
+    def of(cls, id: str, label: str, limits: Doc, code_prefix: str = "") -> Subject:
+        """A subject whose rpm / rpd / tpm come from a key, group or limits document."""
+        return cls(id, label, code_prefix, limits.get("rpm"), limits.get("rpd"), limits.get("tpm"))
+
 
 def refusal(code: str, message: str, retry_after: int) -> ApiError:
     headers = {"Retry-After": str(retry_after)}
@@ -174,43 +179,18 @@ class Limiter:
         return grant
 
     def _subjects(self, key: Doc, model: str, user: str | None, group: Doc | None) -> list[Subject]:
-        subjects = [
-            Subject(key["_id"], "this key", "", key.get("rpm"), key.get("rpd"), key.get("tpm"))
-        ]
+        subjects = [Subject.of(key["_id"], "this key", key)]
         per_model = (key.get("model_limits") or {}).get(model)
         if per_model:
             subjects.append(
-                Subject(
-                    f"{key['_id']}/m/{model}",
-                    f"this key on model '{model}'",
-                    "",
-                    per_model.get("rpm"),
-                    per_model.get("rpd"),
-                    per_model.get("tpm"),
-                )
+                Subject.of(f"{key['_id']}/m/{model}", f"this key on model '{model}'", per_model)
             )
         if group is not None:
-            subjects.append(
-                Subject(
-                    f"group/{group['_id']}",
-                    f"group '{group['_id']}'",
-                    "",
-                    group.get("rpm"),
-                    group.get("rpd"),
-                    group.get("tpm"),
-                )
-            )
+            subjects.append(Subject.of(f"group/{group['_id']}", f"group '{group['_id']}'", group))
         per_user = key.get("user_limits") or {}
         if user and (per_user.get("rpm") or per_user.get("tpm") or per_user.get("rpd")):
             subjects.append(
-                Subject(
-                    f"{key['_id']}/u/{user}",
-                    f"user '{user}'",
-                    "user_",
-                    per_user.get("rpm"),
-                    per_user.get("rpd"),
-                    per_user.get("tpm"),
-                )
+                Subject.of(f"{key['_id']}/u/{user}", f"user '{user}'", per_user, "user_")
             )
         return subjects
 
