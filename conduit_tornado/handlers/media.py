@@ -3,20 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from typing import Any
 
 import orjson
-from tornado.iostream import StreamClosedError
 
 from ..audio_duration import duration_seconds
 from ..errors import ApiError
 from ..multipart import MultipartError, MultipartParser, Part, boundary_of
 from ..providers.base import ByteStream, Json, Upload, Usage, estimate_tokens
 from ..routing import Outcome, Target
-from ..upstream import ProviderError, Timeouts
+from ..upstream import Timeouts
 from .base import dumps
 from .proxy import ProxyHandler
 
@@ -307,21 +305,11 @@ class SpeechHandler(ProxyHandler):
                 }
                 self.write(b"data: " + dumps(done) + b"\n\n")
 
-        self._relay = asyncio.ensure_future(pump())
-        assert self.entry is not None
+        def error_event(error: ApiError) -> bytes:
+            return b"data: " + dumps({"type": "error", **error.envelope()}) + b"\n\n"
+
         try:
-            await self._relay
-        except (asyncio.CancelledError, StreamClosedError):
-            self._client_gone = True
-            self.entry.update(
-                status=499, error_code="client_disconnected", error_type="client_disconnected"
-            )
-        except ProviderError as exc:  # after bytes went out: nothing to retry, end the stream
-            error = exc.to_api_error()
-            self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
-            if sse:
-                with contextlib.suppress(StreamClosedError):
-                    self.write(b"data: " + dumps({"type": "error", **error.envelope()}) + b"\n\n")
+            await self.run_relay(pump(), error_event if sse else None)
         finally:
             await stream.aclose()
         self.account(

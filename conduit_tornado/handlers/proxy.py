@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,19 +217,9 @@ class ProxyHandler(ClientHandler):
             await self._event(b"[DONE]")
 
         keepalive = asyncio.ensure_future(self._keepalive())
-        self._relay = asyncio.ensure_future(pump())
-        assert self.entry is not None
         try:
-            await self._relay
-        except ProviderError as exc:  # after the first byte: no retry, an SSE error event
-            error = exc.to_api_error()
-            self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
-            with contextlib.suppress(StreamClosedError):
-                await self._event(dumps(error.envelope()))
-        except (asyncio.CancelledError, StreamClosedError):
-            self._client_gone = True
-            self.entry.update(
-                status=499, error_code="client_disconnected", error_type="client_disconnected"
+            await self.run_relay(
+                pump(), lambda error: b"data: " + dumps(error.envelope()) + b"\n\n"
             )
         finally:
             keepalive.cancel()
@@ -244,6 +234,29 @@ class ProxyHandler(ClientHandler):
             self.done()
         else:
             self.finish()
+
+    async def run_relay(
+        self, pump: Coroutine[Any, Any, None], error_event: Callable[[ApiError], bytes] | None
+    ) -> None:
+        """Run a relay so that the client leaving cancels it (on_connection_close): a
+        disconnect is logged as 499, and a provider failure after the first byte (nothing
+        can be retried then) is logged and told to the client as ``error_event``."""
+        assert self.entry is not None
+        self._relay = asyncio.ensure_future(pump)
+        try:
+            await self._relay
+        except ProviderError as exc:
+            error = exc.to_api_error()
+            self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
+            if error_event is not None:
+                with contextlib.suppress(StreamClosedError):
+                    self.write(error_event(error))
+                    await self.flush()
+        except (asyncio.CancelledError, StreamClosedError):
+            self._client_gone = True
+            self.entry.update(
+                status=499, error_code="client_disconnected", error_type="client_disconnected"
+            )
 
     async def _event(self, payload: bytes) -> None:
         self.write(b"data: " + payload + b"\n\n")
