@@ -112,7 +112,7 @@ class Gateway:
             providers, models = load_config(s.config)
             await catalog.apply(providers, models)
         await catalog.refresh()
-        upstream = Upstream(s.connect_timeout)
+        upstream = Upstream()
         recorder = Recorder(store, s, self._clock)
         limiter = Limiter(store, self._clock)
         await limiter.heartbeat()

@@ -130,8 +130,7 @@ def error_message(data: Any, fallback: str) -> str:
 
 
 class Upstream:
-    def __init__(self, connect_timeout: float) -> None:
-        self._connect_timeout = connect_timeout
+    def __init__(self) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     def session(self, pool: str) -> aiohttp.ClientSession:
