@@ -6,13 +6,14 @@ import ipaddress
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from .clock import Clock
 from .errors import ApiError, invalid_api_key, not_found
-from .schemas import KeyCreate, KeyUpdate
+from .schemas import KeyCreate, KeyFields, KeyUpdate
 from .security import KEY_PREFIX, hash_key, new_virtual_key, visible_prefix
 from .store import Doc, Store
 
@@ -65,6 +66,12 @@ class VirtualKey:
         except ValueError:
             return False
         return any(ip in net for net in self.networks)
+
+
+def _nested_limits(body: KeyFields, names: Iterable[str]) -> dict[str, Any]:
+    """model_limits / user_limits as stored: unset limits left out, null meaning none."""
+    compact = body.model_dump(exclude_none=True)
+    return {name: compact.get(name, {}) for name in names}
 
 
 def key_view(doc: Doc) -> dict[str, Any]:
@@ -162,10 +169,7 @@ class KeyService:
             "period_start": now,
             "group": body.group,
             "metadata": body.metadata or {},
-            "model_limits": body.model_dump(exclude_none=True).get("model_limits", {}),
-            "user_limits": body.user_limits.model_dump(exclude_none=True)
-            if body.user_limits
-            else {},
+            **_nested_limits(body, ("model_limits", "user_limits")),
         }
         await self._store.insert(COLLECTION, doc)
         return secret, doc
@@ -178,15 +182,11 @@ class KeyService:
 
     async def update(self, key_id: str, body: KeyUpdate) -> Doc:
         fields = body.model_dump(exclude_unset=True)
-        if fields.get("model_limits") is not None:
-            fields["model_limits"] = body.model_dump(exclude_none=True)["model_limits"]
-        if fields.get("user_limits") is not None:
-            fields["user_limits"] = (
-                body.user_limits.model_dump(exclude_none=True) if body.user_limits else {}
-            )
-        for dict_field in ("metadata", "model_limits", "user_limits"):
-            if dict_field in fields and fields[dict_field] is None:
-                fields[dict_field] = {}
+        fields.update(
+            _nested_limits(body, [n for n in ("model_limits", "user_limits") if n in fields])
+        )
+        if "metadata" in fields and fields["metadata"] is None:
+            fields["metadata"] = {}
         for required in ("name", "enabled"):
             if required in fields and fields[required] is None:
                 raise ApiError(400, f"{required} cannot be null.", param=required)

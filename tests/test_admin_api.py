@@ -204,3 +204,18 @@ async def test_model_mapping_crud_and_references(gateway: Gateway, admin: AdminC
         assert [m["name"] for m in listed["data"]] == ["my-gpt4", "openai/gpt-4o"]
         assert (await http.delete("/admin/v1/models/my-gpt4")).status_code == 200
         assert (await http.get("/admin/v1/models/my-gpt4")).status_code == 404
+
+
+async def test_nested_limits_are_stored_compact_and_cleared_by_null(admin: AdminClient) -> None:
+    created = await admin.create_key(
+        name="n", model_limits={"gpt": {"rpm": 5, "tpm": None}}, user_limits={"rpm": 2}
+    )
+    assert created["model_limits"] == {"gpt": {"rpm": 5}} and created["user_limits"] == {"rpm": 2}
+    plain = await admin.create_key(name="p")
+    assert plain["model_limits"] == {} and plain["user_limits"] == {}
+    patched = await admin.update_key(
+        created["id"], model_limits={"claude": {"tpm": 100}}, user_limits=None
+    )
+    assert patched["model_limits"] == {"claude": {"tpm": 100}} and patched["user_limits"] == {}
+    untouched = await admin.update_key(created["id"], rpm=9)
+    assert untouched["model_limits"] == {"claude": {"tpm": 100}}
