@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from .clock import Clock
-from .errors import ApiError, not_found
+from .errors import ApiError, not_found, reject_nulls
 from .schemas import ModelCreate, ModelUpdate, ProviderCreate, ProviderUpdate
 from .security import CredentialError, SecretBox
 from .store import Doc, DuplicateError, Store
@@ -186,10 +186,7 @@ class Catalog:
                 "A provider cannot be renamed: model mappings refer to it by name.",
                 param="name",
             )
-        if "type" in fields and fields["type"] is None:
-            raise ApiError(400, "type cannot be null.", param="type")
-        if fields.get("enabled", True) is None:
-            raise ApiError(400, "enabled cannot be null.", param="enabled")
+        reject_nulls(fields, "type", "enabled")
         if "options" in fields and fields["options"] is None:
             fields["options"] = {}
         if "api_key" in body.model_fields_set or "headers" in body.model_fields_set:
@@ -279,9 +276,7 @@ class Catalog:
         fields = body.model_dump(exclude_unset=True)
         if "name" in fields and fields.pop("name") != name:
             raise ApiError(400, "A model cannot be renamed; create a new one.", param="name")
-        for required in ("deployments", "strategy", "enabled"):
-            if required in fields and fields[required] is None:
-                raise ApiError(400, f"{required} cannot be null.", param=required)
+        reject_nulls(fields, "deployments", "strategy", "enabled")
         if fields.get("deployments"):
             self._check_deployments(fields["deployments"])
         if "fallbacks" in fields:

@@ -62,6 +62,13 @@ def default_type(status: int) -> str:
     return _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
+def reject_nulls(fields: dict[str, Any], *required: str) -> None:
+    """PATCH bodies may null optional fields; these ones must keep a value."""
+    for name in required:
+        if name in fields and fields[name] is None:
+            raise ApiError(400, f"{name} cannot be null.", param=name)
+
+
 def invalid_api_key(message: str = "Invalid API key provided.") -> ApiError:
     return ApiError(401, message, code="invalid_api_key")
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from .clock import Clock
-from .errors import ApiError, invalid_api_key, not_found
+from .errors import ApiError, invalid_api_key, not_found, reject_nulls
 from .schemas import KeyCreate, KeyFields, KeyUpdate
 from .security import KEY_PREFIX, hash_key, new_virtual_key, visible_prefix
 from .store import Doc, Store
@@ -187,9 +187,7 @@ class KeyService:
         )
         if "metadata" in fields and fields["metadata"] is None:
             fields["metadata"] = {}
-        for required in ("name", "enabled"):
-            if required in fields and fields[required] is None:
-                raise ApiError(400, f"{required} cannot be null.", param=required)
+        reject_nulls(fields, "name", "enabled")
         for listish in ("allowed_models", "allowed_ips"):
             if listish in fields and fields[listish] is None:
                 fields[listish] = []

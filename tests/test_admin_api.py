@@ -219,3 +219,24 @@ async def test_nested_limits_are_stored_compact_and_cleared_by_null(admin: Admin
     assert patched["model_limits"] == {"claude": {"tpm": 100}} and patched["user_limits"] == {}
     untouched = await admin.update_key(created["id"], rpm=9)
     assert untouched["model_limits"] == {"claude": {"tpm": 100}}
+
+
+async def test_required_fields_cannot_be_nulled(gateway: Gateway, admin: AdminClient) -> None:
+    key = await admin.create_key(name="k")
+    await admin.create_provider(name="p", type="mock")
+    await admin.create_model(name="m", deployments=[{"provider": "p", "model": "x"}])
+    async with httpx2.AsyncClient(base_url=gateway.url, headers=hdr()) as http:
+        for path, field in (
+            (f"/admin/v1/keys/{key['id']}", "name"),
+            (f"/admin/v1/keys/{key['id']}", "enabled"),
+            ("/admin/v1/providers/p", "type"),
+            ("/admin/v1/providers/p", "enabled"),
+            ("/admin/v1/models/m", "strategy"),
+            ("/admin/v1/models/m", "deployments"),
+        ):
+            r = await http.patch(path, json={field: None})
+            assert r.status_code == 400 and r.json()["error"]["param"] == field, (
+                path,
+                field,
+                r.text,
+            )
