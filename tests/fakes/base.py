@@ -13,6 +13,8 @@ import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from tests.conftest import free_port
+
 if TYPE_CHECKING:
     from tests.fakes.providers import FakeProviders
 
@@ -121,6 +123,27 @@ class FakeHandler(tornado.web.RequestHandler):
             self.finish()
         except StreamClosedError:
             self.fake.disconnected += 1
+
+
+class Loopback:
+    """A fake served over real HTTP on a free loopback port."""
+
+    server: tornado.httpserver.HTTPServer | None
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def listen(self, app: tornado.web.Application) -> None:
+        self.port = free_port()
+        self.server = tornado.httpserver.HTTPServer(app)
+        self.server.listen(self.port, "127.0.0.1")
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            await self.server.close_all_connections()
 
 
 def sse(obj: Any, event: str | None = None, crlf: bool = False) -> bytes:

@@ -22,8 +22,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.web
 
-from tests.conftest import free_port
-from tests.fakes.base import API_KEY, PROMPT_TOKENS, Seen
+from tests.fakes.base import API_KEY, PROMPT_TOKENS, Loopback, Seen
 from tests.fakes.openai import PIXEL, SPEECH_CHUNKS, TRANSCRIPT
 
 __all__ = [
@@ -38,17 +37,13 @@ __all__ = [
 
 
 @dataclass
-class FakeProviders:
+class FakeProviders(Loopback):
     requests: list[Seen] = field(default_factory=list)
     script: deque[dict[str, Any]] = field(default_factory=deque)
     server: tornado.httpserver.HTTPServer | None = None
     port: int = 0
     disconnected: int = 0  # streams whose client (the gateway) went away mid-way
     speech_done: asyncio.Event = field(default_factory=asyncio.Event)  # last audio chunk sent
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def then(self, **directive: Any) -> FakeProviders:
         self.script.append(directive)
@@ -99,11 +94,4 @@ class FakeProviders:
                 (r"/v1beta/models/([^/:]+):(\w+)", GeminiMethod, {"fake": self}),
             ]
         )
-        self.port = free_port()
-        self.server = tornado.httpserver.HTTPServer(app)
-        self.server.listen(self.port, "127.0.0.1")
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            await self.server.close_all_connections()
+        self.listen(app)

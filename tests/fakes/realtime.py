@@ -17,7 +17,7 @@ import tornado.httpserver
 import tornado.web
 import tornado.websocket
 
-from tests.conftest import free_port
+from tests.fakes.base import Loopback
 from tests.fakes.providers import API_KEY
 
 
@@ -33,14 +33,10 @@ class Conn:
 
 
 @dataclass
-class FakeRealtime:
+class FakeRealtime(Loopback):
     conns: list[Conn] = field(default_factory=list)
     port: int = 0
     server: tornado.httpserver.HTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         app = tornado.web.Application(
@@ -49,14 +45,7 @@ class FakeRealtime:
                 (r"/openai/realtime", RealtimePeer, {"fake": self, "azure": True}),
             ]
         )
-        self.port = free_port()
-        self.server = tornado.httpserver.HTTPServer(app)
-        self.server.listen(self.port, "127.0.0.1")
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            await self.server.close_all_connections()
+        self.listen(app)
 
 
 USAGE = {
