@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,19 +74,34 @@ async def fake() -> AsyncIterator[FakeProviders]:
     await f.stop()
 
 
+WiredFactory = Callable[..., Awaitable[Wired]]
+
+
 @pytest_asyncio.fixture
-async def wired(start_gateway: GatewayFactory, fake: FakeProviders) -> AsyncIterator[Wired]:
+async def wired_with(
+    start_gateway: GatewayFactory, fake: FakeProviders
+) -> AsyncIterator[WiredFactory]:
+    """``await wired_with(**settings)``: a gateway with those settings, wired to the fakes;
+    its admin client stays open until the test ends."""
+    admins: list[AdminClient] = []
+
+    async def make(**settings: Any) -> Wired:
+        gw = await start_gateway(**settings)
+        admins.append(AdminClient(gw.url, MASTER_KEY))
+        return await wire(gw, fake, admins[-1])
+
+    yield make
+    for admin in admins:
+        await admin.aclose()
+
+
+@pytest_asyncio.fixture
+async def wired(wired_with: WiredFactory) -> Wired:
     """Memory store: most proxy tests are about the wire, not the store."""
-    gw = await start_gateway(retry_backoff=0.01)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        yield await wire(gw, fake, admin)
+    return await wired_with(retry_backoff=0.01)
 
 
 @pytest_asyncio.fixture
-async def wired_store(
-    start_gateway: GatewayFactory, fake: FakeProviders, store: Store
-) -> AsyncIterator[Wired]:
+async def wired_store(wired_with: WiredFactory, store: Store) -> Wired:
     """On both stores, for tests that check what was recorded."""
-    gw = await start_gateway(store=store, retry_backoff=0.01)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        yield await wire(gw, fake, admin)
+    return await wired_with(store=store, retry_backoff=0.01)

@@ -10,11 +10,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from conduit_tornado import AdminClient, Gateway
+from conduit_tornado import Gateway
 from conduit_tornado.store import Store
-from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, settled
-from tests.fakes.providers import FakeProviders
-from tests.proxy_setup import Wired, wire
+from tests.conftest import MASTER_KEY, FakeClock, settled
+from tests.proxy_setup import Wired, WiredFactory
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -34,13 +33,10 @@ async def _chat(
         )
 
 
-async def test_rpm_is_exact_under_concurrency(
-    start_gateway: GatewayFactory, fake: FakeProviders, store: Store
-) -> None:
-    gw = await start_gateway(store=store)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        w = await wire(gw, fake, admin)
-        key = (await admin.create_key(name="rpm50", rpm=50))["key"]
+async def test_rpm_is_exact_under_concurrency(wired_with: WiredFactory, store: Store) -> None:
+    w = await wired_with(store=store)
+    gw = w.gateway
+    key = (await w.admin.create_key(name="rpm50", rpm=50))["key"]
     limits = httpx2.Limits(max_connections=200)
     async with httpx2.AsyncClient(timeout=60, limits=limits) as http:
         responses = await asyncio.gather(*(_chat(gw, key, http, model="mock") for _ in range(200)))
@@ -53,13 +49,12 @@ async def test_rpm_is_exact_under_concurrency(
 
 
 async def test_window_rolls_over_on_the_clock(
-    start_gateway: GatewayFactory, fake: FakeProviders
+    wired_with: WiredFactory,
 ) -> None:
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC))
-    gw = await start_gateway(clock=clock)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        await wire(gw, fake, admin)
-        key = (await admin.create_key(name="k", rpm=2, rpd=3))["key"]
+    w = await wired_with(clock=clock)
+    gw = w.gateway
+    key = (await w.admin.create_key(name="k", rpm=2, rpd=3))["key"]
     first = await _chat(gw, key, model="mock")
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
@@ -151,15 +146,12 @@ async def test_budget_exhausted_mid_stream_finishes_and_bills(wired_store: Wired
 
 
 async def test_monthly_budget_resets_with_the_month(
-    start_gateway: GatewayFactory, fake: FakeProviders
+    wired_with: WiredFactory,
 ) -> None:
     clock = FakeClock(datetime(2026, 1, 31, 23, 59, 0, tzinfo=UTC))
-    gw = await start_gateway(clock=clock)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        await wire(gw, fake, admin)
-        key = (await admin.create_key(name="m", max_budget=0.00001, budget_duration="monthly"))[
-            "key"
-        ]
+    w = await wired_with(clock=clock)
+    gw = w.gateway
+    key = (await w.admin.create_key(name="m", max_budget=0.00001, budget_duration="monthly"))["key"]
     assert (await _chat(gw, key)).status_code == 200
     await settled(gw)
     refused = await _chat(gw, key)

@@ -21,9 +21,8 @@ import tornado.httpserver
 import tornado.web
 
 from conduit_tornado import AdminClient
-from tests.conftest import MASTER_KEY, GatewayFactory, free_port
-from tests.fakes.providers import FakeProviders
-from tests.proxy_setup import wire
+from tests.conftest import MASTER_KEY, free_port
+from tests.proxy_setup import WiredFactory
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -120,9 +119,7 @@ def verify(secret: str, header: str, body: bytes) -> bool:
     return fresh and hmac.compare_digest(expected, parts["v1"])
 
 
-async def test_budget_alerts_reach_a_signed_webhook(
-    start_gateway: GatewayFactory, fake: FakeProviders
-) -> None:
+async def test_budget_alerts_reach_a_signed_webhook(wired_with: WiredFactory) -> None:
     got: list[tuple[dict[str, str], bytes]] = []
     fail_first = [1]  # the first delivery fails: the retry must bring it
     port = free_port()
@@ -132,15 +129,14 @@ async def test_budget_alerts_reach_a_signed_webhook(
     server.listen(port, "127.0.0.1")
     secret = "whsec-test-123"
     try:
-        gw = await start_gateway(
+        w = await wired_with(
             budget_webhook_url=f"http://127.0.0.1:{port}/hook",
             budget_webhook_secret=secret,
             budget_webhook_backoff=0.01,
             budget_alert_thresholds=[0.5, 1.0],
         )
-        async with AdminClient(gw.url, MASTER_KEY) as admin:
-            await wire(gw, fake, admin)
-            created = await admin.create_key(name="alerted", max_budget=0.00002)
+        gw = w.gateway
+        created = await w.admin.create_key(name="alerted", max_budget=0.00002)
         async with httpx2.AsyncClient(timeout=30) as http:
             for _ in range(2):  # each costs ~0.0000675: the first crosses 50% and 100% at once
                 await http.post(

@@ -10,11 +10,9 @@ import httpx2
 import openai
 import pytest
 
-from conduit_tornado import AdminClient
 from tests.audio import wav_bytes
-from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import PIXEL, SPEECH_CHUNKS, TRANSCRIPT, FakeProviders
-from tests.proxy_setup import Wired, wire
+from tests.proxy_setup import Wired, WiredFactory
 
 pytestmark = pytest.mark.asyncio
 
@@ -93,10 +91,9 @@ async def test_transcription_formats(wired: Wired, model: str) -> None:
     assert wired.fake.requests[-1].path.endswith("/audio/translations")
 
 
-async def test_upload_errors_are_clean(start_gateway: GatewayFactory, fake: FakeProviders) -> None:
-    gw = await start_gateway(max_audio_bytes=64 * 1024)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        w = await wire(gw, fake, admin)
+async def test_upload_errors_are_clean(wired_with: WiredFactory, fake: FakeProviders) -> None:
+    w = await wired_with(max_audio_bytes=64 * 1024)
+    gw = w.gateway
     auth = {"Authorization": f"Bearer {w.key}"}
     async with httpx2.AsyncClient(base_url=gw.url, headers=auth) as http:
         big = await http.post(

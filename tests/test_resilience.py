@@ -13,7 +13,7 @@ import pytest
 from conduit_tornado import AdminClient
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import API_KEY, FakeProviders
-from tests.proxy_setup import Wired, wire
+from tests.proxy_setup import Wired, WiredFactory
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -179,13 +179,11 @@ async def test_slow_first_byte_times_out_and_fails_over(wired: Wired) -> None:
     assert r.status_code == 200 and r.headers["x-conduit-provider"] == "ant"
 
 
-async def test_total_timeout_is_504(start_gateway: GatewayFactory, fake: FakeProviders) -> None:
-    gw = await start_gateway(max_retries=0)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        w = await wire(gw, fake, admin)
-        await admin.create_model(
-            name="t", deployments=[{"provider": "oai", "model": "gpt-4o", "timeout": 0.2}]
-        )
+async def test_total_timeout_is_504(wired_with: WiredFactory, fake: FakeProviders) -> None:
+    w = await wired_with(max_retries=0)
+    await w.admin.create_model(
+        name="t", deployments=[{"provider": "oai", "model": "gpt-4o", "timeout": 0.2}]
+    )
     fake.then(delay=1.0)
     r = await _post(w, {"model": "t", "messages": HI})
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
@@ -246,22 +244,19 @@ async def test_client_disconnect_cancels_upstream_and_still_bills(wired: Wired) 
 
 
 async def test_keepalive_comments_during_silence(
-    start_gateway: GatewayFactory, fake: FakeProviders
+    wired_with: WiredFactory, fake: FakeProviders
 ) -> None:
-    gw = await start_gateway(sse_keepalive=0.05)
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        w = await wire(gw, fake, admin)
+    w = await wired_with(sse_keepalive=0.05)
     fake.then(chunk_delay=0.25)
     r = await _post(w, {"model": "gpt", "messages": HI, "stream": True})
     assert ": keepalive" in r.text and r.text.rstrip().endswith("data: [DONE]")
 
 
 async def test_shutdown_lets_in_flight_requests_finish(
-    start_gateway: GatewayFactory, fake: FakeProviders
+    wired_with: WiredFactory, fake: FakeProviders
 ) -> None:
-    gw = await start_gateway()
-    async with AdminClient(gw.url, MASTER_KEY) as admin:
-        w = await wire(gw, fake, admin)
+    w = await wired_with()
+    gw = w.gateway
     fake.then(delay=0.5)
     pending = asyncio.ensure_future(_post(w, {"model": "gpt", "messages": HI}))
     for _ in range(500):  # until the request is at the provider, i.e. in flight
@@ -320,7 +315,7 @@ async def test_least_busy_avoids_the_deployment_with_requests_in_flight(wired: W
 
 
 async def test_connect_timeout_per_deployment(
-    start_gateway: GatewayFactory, fake: FakeProviders
+    wired_with: WiredFactory, fake: FakeProviders
 ) -> None:
     # A listener whose one-slot backlog is taken: connecting to it hangs, never refuses.
     listener = socket.socket()
@@ -329,21 +324,19 @@ async def test_connect_timeout_per_deployment(
     blocker = socket.create_connection(listener.getsockname())
     # The global connect timeout outlasts the whole request: only the deployment's own
     # connect_timeout leaves time to fail over (otherwise this is a 504).
-    gw = await start_gateway(connect_timeout=30, request_timeout=3)
+    w = await wired_with(connect_timeout=30, request_timeout=3)
     try:
-        async with AdminClient(gw.url, MASTER_KEY) as admin:
-            w = await wire(gw, fake, admin)
-            host, port = listener.getsockname()
-            await admin.create_provider(
-                name="stuck", type="openai", base_url=f"http://{host}:{port}/v1", api_key="x"
-            )
-            await admin.create_model(
-                name="ct",
-                deployments=[
-                    {"provider": "stuck", "model": "m", "connect_timeout": 0.2},
-                    {"provider": "oai", "model": "gpt-4o", "priority": 1},
-                ],
-            )
+        host, port = listener.getsockname()
+        await w.admin.create_provider(
+            name="stuck", type="openai", base_url=f"http://{host}:{port}/v1", api_key="x"
+        )
+        await w.admin.create_model(
+            name="ct",
+            deployments=[
+                {"provider": "stuck", "model": "m", "connect_timeout": 0.2},
+                {"provider": "oai", "model": "gpt-4o", "priority": 1},
+            ],
+        )
         r = await _post(w, {"model": "ct", "messages": HI})
         assert r.status_code == 200 and r.headers["x-conduit-provider"] == "oai"
     finally:
