@@ -230,6 +230,91 @@ def versions() -> str:
     )
 
 
+class Stack:
+    """Our fast upstream on core 1 and a real gateway process on core 0, with two keys:
+    `limited` (every limit and a budget on, all generous) and `plain` (none)."""
+
+    def __init__(self, event_loop: str = "auto", mongodb_uri: str | None = None) -> None:
+        self.event_loop, self.mongodb_uri = event_loop, mongodb_uri
+        self.store = "mongodb" if mongodb_uri else "memory"
+
+    def __enter__(self) -> Stack:
+        up_port, gw_port = free_port(), free_port()
+        self.upstream = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)],
+            preexec_fn=pinned(1),
+            stdout=subprocess.DEVNULL,
+        )
+        tmp = Path(tempfile.mkdtemp())
+        config = tmp / "bench.yaml"
+        config.write_text(
+            f"providers: [{{name: up, type: openai, base_url: 'http://127.0.0.1:{up_port}/v1', api_key: sk-bench}}]\n"
+            "models: [{name: bench, deployments: [{provider: up, model: gpt-4o-mini}]}]\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+        env.update(
+            {
+                "CONDUIT_MASTER_KEY": MASTER,
+                "CONDUIT_LOG_LEVEL": "WARNING",
+                "CONDUIT_SECRET_KEY": "bench",
+                "CONDUIT_EVENT_LOOP": self.event_loop,
+            }
+        )
+        if self.mongodb_uri:
+            env.update(
+                {
+                    "CONDUIT_MONGODB_URI": self.mongodb_uri,
+                    "CONDUIT_MONGODB_DATABASE": f"bench_{os.getpid()}",
+                }
+            )
+        self.gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "conduit_tornado",
+                "serve",
+                "--port",
+                str(gw_port),
+                "--config",
+                str(config),
+            ],
+            env=env,
+            preexec_fn=pinned(0),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = gw = f"http://127.0.0.1:{gw_port}"
+        for _ in range(300):
+            try:
+                if httpx2.get(gw + "/health/ready").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                time.sleep(0.05)
+        self.admin = {"Authorization": f"Bearer {MASTER}"}
+        self.limited = httpx2.post(
+            gw + "/admin/v1/keys",
+            headers=self.admin,
+            json={
+                "name": "bench-limited",
+                "rpm": 100_000_000,
+                "tpm": 10**12,
+                "max_parallel": 100_000,
+                "max_budget": 10**9,
+            },
+        ).json()["key"]
+        self.plain = httpx2.post(
+            gw + "/admin/v1/keys", headers=self.admin, json={"name": "bench-plain"}
+        ).json()["key"]
+        self.direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        self.through = gw + "/v1/chat/completions"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for proc in (self.gateway, self.upstream):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -244,77 +329,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
-    up_port, gw_port = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)],
-        preexec_fn=pinned(1),
-        stdout=subprocess.DEVNULL,
-    )
-    tmp = Path(tempfile.mkdtemp())
-    config = tmp / "bench.yaml"
-    config.write_text(
-        f"providers: [{{name: up, type: openai, base_url: 'http://127.0.0.1:{up_port}/v1', api_key: sk-bench}}]\n"
-        "models: [{name: bench, deployments: [{provider: up, model: gpt-4o-mini}]}]\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(
-        {
-            "CONDUIT_MASTER_KEY": MASTER,
-            "CONDUIT_LOG_LEVEL": "WARNING",
-            "CONDUIT_SECRET_KEY": "bench",
-            "CONDUIT_EVENT_LOOP": args.event_loop,
-        }
-    )
-    store = "memory"
-    if args.mongodb_uri:
-        env.update(
-            {
-                "CONDUIT_MONGODB_URI": args.mongodb_uri,
-                "CONDUIT_MONGODB_DATABASE": f"bench_{os.getpid()}",
-            }
-        )
-        store = "mongodb"
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conduit_tornado",
-            "serve",
-            "--port",
-            str(gw_port),
-            "--config",
-            str(config),
-        ],
-        env=env,
-        preexec_fn=pinned(0),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        gw = f"http://127.0.0.1:{gw_port}"
-        for _ in range(300):
-            try:
-                if httpx2.get(gw + "/health/ready").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.05)
-        admin = {"Authorization": f"Bearer {MASTER}"}
-        limited = httpx2.post(
-            gw + "/admin/v1/keys",
-            headers=admin,
-            json={
-                "name": "bench-limited",
-                "rpm": 100_000_000,
-                "tpm": 10**12,
-                "max_parallel": 100_000,
-                "max_budget": 10**9,
-            },
-        ).json()["key"]
-        plain = httpx2.post(
-            gw + "/admin/v1/keys", headers=admin, json={"name": "bench-plain"}
-        ).json()["key"]
-        direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-        through = gw + "/v1/chat/completions"
+    with Stack(args.event_loop, args.mongodb_uri) as stack:
+        direct, through, limited, plain = stack.direct, stack.through, stack.limited, stack.plain
+        pid = stack.gateway.pid
         load(through, CHAT, limited, 4, 2)  # warm up: caches, pools, JIT-free but still
         scenarios = [
             Scenario("chat, 32 connections", CHAT, 32),
@@ -329,27 +346,21 @@ def main() -> int:
                 variants.append(("gateway, no limits", through, plain))
             for _ in range(args.rounds):
                 for label, url, key in variants:
-                    cpu0 = cpu_seconds(gateway.pid)
+                    cpu0 = cpu_seconds(pid)
                     run = load(url, sc.body, key, sc.connections, args.duration)
                     if label != "direct":
-                        run.cpu_ms_per_req = (
-                            (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, run.requests)
-                        )
+                        run.cpu_ms_per_req = (cpu_seconds(pid) - cpu0) * 1000 / max(1, run.requests)
                     sc.runs.setdefault(label, []).append(run)
         ttft_direct = asyncio.run(_ttft(direct, "none", 100))
         ttft_gateway = asyncio.run(_ttft(through, limited, 100))
-        metrics = httpx2.get(gw + "/admin/v1/metrics", headers=admin).text
-        soak = _soak(through, limited, gateway.pid, args.soak) if args.soak else None
-        report = _report(scenarios, ttft_direct, ttft_gateway, metrics, store, args, soak)
+        metrics = httpx2.get(stack.url + "/admin/v1/metrics", headers=stack.admin).text
+        soak = _soak(through, limited, pid, args.soak) if args.soak else None
+        report = _report(scenarios, ttft_direct, ttft_gateway, metrics, stack.store, args, soak)
         print(report)
         args.out.mkdir(parents=True, exist_ok=True)
-        target = args.out / f"{datetime.now(UTC).date().isoformat()}-{store}.md"
+        target = args.out / f"{datetime.now(UTC).date().isoformat()}-{stack.store}.md"
         target.write_text(report)
         print(f"\nsaved {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
-    finally:
-        for proc in (gateway, upstream):
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
     return 0
 
 

@@ -1,14 +1,13 @@
-"""The one module that talks HTTP to providers (aiohttp: the fastest client measured here).
+"""The one module that talks HTTP to providers, through our lean client (http_client.py).
 
-One pooled keep-alive session per provider, created on the running loop and closed on
-stop. Failures become ``ProviderError`` with a kind that routing understands.
+One keep-alive pool per provider, created on the running loop and closed on stop.
+Failures become ``ProviderError`` with a kind that routing understands.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import aiohttp
 import orjson
 
 from .errors import ApiError
+from .http_client import ClientError, HttpClient, Response
 
 Json = dict[str, Any]
 MAX_SSE_EVENT = 16 * 1024 * 1024  # one event larger than this is not a chat chunk
@@ -130,20 +130,20 @@ def error_message(data: Any, fallback: str) -> str:
 
 
 class Upstream:
+    """Provider HTTP calls go through our lean client; aiohttp sessions remain only for
+    provider WebSockets (realtime), where they are opened once per session, not per call."""
+
     def __init__(self) -> None:
+        self.http = HttpClient()
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     def session(self, pool: str) -> aiohttp.ClientSession:
+        """An aiohttp session for WebSocket connections to this pool's provider."""
         session = self._sessions.get(pool)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0, keepalive_timeout=60, enable_cleanup_closed=False
-            )
             session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda o: orjson.dumps(o).decode(),
+                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False),
                 skip_auto_headers=("User-Agent",),
-                auto_decompress=True,
             )
             self._sessions[pool] = session
         return session
@@ -152,6 +152,7 @@ class Upstream:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
+        await self.http.close()
 
     async def request(
         self,
@@ -161,32 +162,40 @@ class Upstream:
         t: Timeouts,
         *,
         json: Json | None = None,
-        data: Any = None,
+        data: bytes | None = None,
+        stream: AsyncIterable[bytes] | None = None,
+        length: int | None = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send a request and return the response once its headers arrived with a 2xx
         status; anything else raises ProviderError. The caller releases the response."""
-        timeout = aiohttp.ClientTimeout(total=t.total, connect=min(t.connect, t.total))
-        body = orjson.dumps(json) if json is not None else data
         hdrs = dict(headers or {})
+        body: bytes | AsyncIterable[bytes]
         if json is not None:
+            body = orjson.dumps(json)
             hdrs["Content-Type"] = "application/json"
+        else:
+            body = stream if stream is not None else (data or b"")
         try:
-            call = self.session(pool).request(
-                method, url, data=body, headers=hdrs, params=params, timeout=timeout
+            response = await self.http.request(
+                pool,
+                method,
+                url,
+                body=body,
+                length=length,
+                headers=hdrs,
+                params=params,
+                connect_timeout=t.connect,
+                first_byte_timeout=t.first_byte,
+                total_timeout=t.total,
             )
-            response = await (asyncio.wait_for(call, t.first_byte) if t.first_byte else call)
-        except TimeoutError:
-            raise ProviderError("timeout", "timed out waiting for the provider") from None
-        except aiohttp.ClientConnectorError:
-            raise ProviderError("connect", "connection refused or failed") from None
-        except aiohttp.ClientError as exc:
-            raise ProviderError("connect", type(exc).__name__) from None
+        except ClientError as exc:
+            raise _provider_error(exc) from None
         if response.status >= 400:
             try:
                 raw = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except ClientError:
                 raw = b""
             finally:
                 response.release()
@@ -202,18 +211,45 @@ class Upstream:
         self, pool: str, method: str, url: str, t: Timeouts, **kwargs: Any
     ) -> Any:
         response = await self.request(pool, method, url, t, **kwargs)
-        try:
-            raw = await response.read()
-        except TimeoutError:
-            raise ProviderError("timeout", "timed out reading the provider's answer") from None
-        except aiohttp.ClientError:
-            raise ProviderError("server", "the provider closed the connection early") from None
-        finally:
-            response.release()
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ProviderError("bad_response", "the provider answered with invalid JSON") from None
+        return parse_json(await read_body(response))
+
+
+async def read_body(response: Response) -> bytes:
+    """The whole body, then the connection goes back to the pool."""
+    try:
+        return await response.read()
+    except ClientError as exc:
+        raise _provider_error(exc, early="the provider closed the connection early") from None
+    finally:
+        response.release()
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProviderError("bad_response", "the provider answered with invalid JSON") from None
+
+
+def _provider_error(exc: ClientError, early: str | None = None) -> ProviderError:
+    if exc.timeout:
+        return ProviderError("timeout", "timed out waiting for the provider")
+    if exc.connect:
+        return ProviderError("connect", "connection refused or failed")
+    if early:
+        return ProviderError("server", early)
+    return ProviderError("connect", str(exc))
+
+
+async def body_chunks(response: Response, broke_off: str) -> AsyncIterator[bytes]:
+    """The body as it arrives; a failure midway is a ProviderError saying ``broke_off``."""
+    try:
+        async for piece in response.iter_any():
+            yield piece
+    except ClientError as exc:
+        if exc.timeout:
+            raise ProviderError("timeout", "the provider's stream stalled") from None
+        raise ProviderError("server", broke_off) from None
 
 
 def _sse_block(block: bytes) -> tuple[str, bytes] | None:
@@ -233,7 +269,7 @@ def _sse_block(block: bytes) -> tuple[str, bytes] | None:
     return (event or "message", b"\n".join(data)) if data else None
 
 
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
+async def sse_events(response: Response) -> AsyncIterator[tuple[str, bytes]]:
     """Parse a text/event-stream into (event name, data) pairs; comments are skipped.
 
     Reads whatever bytes have arrived and splits out every complete event at once (one
@@ -241,31 +277,26 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[st
     The response is not released here.
     """
     buf = b""
-    try:
-        async for received in response.content.iter_any():
-            buf += received
-            if b"\r" in buf:
-                buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
-            while True:
-                end = buf.find(b"\n\n")
-                if end < 0:
-                    if len(buf) > MAX_SSE_EVENT:
-                        raise ProviderError(
-                            "bad_response", "the provider sent an oversized stream event"
-                        )
-                    break
-                parsed = _sse_block(buf[:end])
-                buf = buf[end + 2 :]
-                if parsed is not None:
-                    yield parsed
-        if buf.strip():
-            parsed = _sse_block(buf.strip(b"\r\n"))
+    async for received in body_chunks(response, "the provider's stream broke off"):
+        buf += received
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                if len(buf) > MAX_SSE_EVENT:
+                    raise ProviderError(
+                        "bad_response", "the provider sent an oversized stream event"
+                    )
+                break
+            parsed = _sse_block(buf[:end])
+            buf = buf[end + 2 :]
             if parsed is not None:
                 yield parsed
-    except TimeoutError:
-        raise ProviderError("timeout", "the provider's stream stalled") from None
-    except aiohttp.ClientError:
-        raise ProviderError("server", "the provider's stream broke off") from None
+    if buf.strip():
+        parsed = _sse_block(buf.strip(b"\r\n"))
+        if parsed is not None:
+            yield parsed
 
 
 def parse_event(data: bytes) -> Json:

@@ -326,6 +326,6 @@ class AnthropicAdapter(Adapter):
                     )
 
         async def close() -> None:
-            response.close()
+            response.release()
 
         return await open_stream(events(), close, t.first_byte)

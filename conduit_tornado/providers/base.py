@@ -8,8 +8,8 @@ the other. They never see virtual model names, keys or limits.
 from __future__ import annotations
 
 import asyncio
-import io
 import math
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -148,6 +148,9 @@ class ByteStream:
         await self._close()
 
 
+UPLOAD_PIECE = 256 * 1024  # bytes read from the spooled upload per write
+
+
 class Upload:
     """A spooled uploaded file, readable again for every attempt (retries)."""
 
@@ -157,37 +160,38 @@ class Upload:
         self.content_type = content_type
         self.size = size
 
-    def reader(self) -> io.RawIOBase:
-        self._file.seek(0)
-        return _KeepOpen(self._file)
+    def form(self, fields: list[tuple[str, str]]) -> tuple[str, int, AsyncIterator[bytes]]:
+        """The fields and this file as a multipart/form-data body: (content type, length,
+        the bytes in pieces), re-read from the spool on every call so retries resend it."""
+        boundary = secrets.token_hex(16)
+        head = "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"'
+            f"\r\n\r\n{value}\r\n"
+            for name, value in fields
+        ).encode()
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{_quoted(self.filename)}"\r\nContent-Type: {self.content_type}\r\n\r\n'
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield head
+            self._file.seek(0)
+            while piece := self._file.read(UPLOAD_PIECE):
+                yield piece
+            yield tail
+
+        return (
+            f"multipart/form-data; boundary={boundary}",
+            len(head) + self.size + len(tail),
+            pieces(),
+        )
 
 
-class _KeepOpen(io.RawIOBase):
-    """A view of the spooled file that the HTTP client may 'close' without closing it."""
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        self._inner = inner
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        return self._inner.read(size)
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._inner.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._inner.tell()
-
-    def fileno(self) -> int:
-        return self._inner.fileno()
-
-    def close(self) -> None:
-        return None
+def _quoted(value: str) -> str:
+    # Field names and filenames go inside quotes; quotes and line breaks must not.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
 
 
 class Adapter:

@@ -302,7 +302,7 @@ class GeminiAdapter(Adapter):
             }
 
         async def close() -> None:
-            response.close()
+            response.release()
 
         return await open_stream(events(), close, t.first_byte)
 

@@ -7,14 +7,11 @@ Requests pass through unchanged except ``model`` (the deployment's) and, for str
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-
 from ..realtime_upstream import RealtimeSocket, connect_ws
-from ..upstream import ProviderError, Timeouts, parse_event, sse_events
+from ..upstream import ProviderError, Timeouts, body_chunks, parse_event, read_body, sse_events
 from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_stream
 
 DONE = b"[DONE]"
@@ -76,7 +73,7 @@ class OpenAIAdapter(Adapter):
                 yield chunk
 
         async def close() -> None:
-            response.close()
+            response.release()
 
         return await open_stream(events(), close, t.first_byte)
 
@@ -101,27 +98,20 @@ class OpenAIAdapter(Adapter):
     async def transcribe(
         self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
     ) -> tuple[bytes, str]:
-        form = aiohttp.FormData()
-        for name, value in fields:
-            form.add_field(name, model if name == "model" else value)
-        form.add_field(
-            "file", upload.reader(), filename=upload.filename, content_type=upload.content_type
+        content_type, length, pieces = upload.form(
+            [(name, model if name == "model" else value) for name, value in fields]
         )
         response = await self.upstream.request(
             self.provider.id,
             "POST",
             self.url(f"/audio/{kind}", model),
             t,
-            data=form,
-            headers=self.headers(),
+            stream=pieces,
+            length=length,
+            headers={**self.headers(), "Content-Type": content_type},
             params=self.params(),
         )
-        try:
-            body = await response.read()
-        except aiohttp.ClientError:
-            raise ProviderError("server", "the provider closed the connection early") from None
-        finally:
-            response.release()
+        body = await read_body(response)
         return body, response.headers.get("Content-Type", "application/json")
 
     async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
@@ -135,18 +125,13 @@ class OpenAIAdapter(Adapter):
             params=self.params(),
         )
 
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in response.content.iter_any():
-                    yield chunk
-            except aiohttp.ClientError:
-                raise ProviderError("server", "the provider's audio stream broke off") from None
-
         async def close() -> None:
-            response.close()
+            response.release()
 
         return ByteStream(
-            response.headers.get("Content-Type", "application/octet-stream"), chunks(), close
+            response.headers.get("Content-Type", "application/octet-stream"),
+            body_chunks(response, "the provider's audio stream broke off"),
+            close,
         )
 
     def realtime_url(self, model: str) -> str:
