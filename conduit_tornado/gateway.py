@@ -10,8 +10,6 @@ import socket
 import sys
 from typing import Any
 
-import tornado.httpserver
-
 from .accounting import Recorder
 from .alerts import Alerts
 from .app import make_app
@@ -20,6 +18,7 @@ from .clock import Clock
 from .config_file import load_config
 from .context import Context
 from .groups import GroupService
+from .http_server import HttpServer
 from .keys import KeyService
 from .limits import Limiter
 from .pricing import MediaPrices, PriceTable
@@ -76,7 +75,7 @@ class Gateway:
         self._store = store
         self._clock = clock or Clock()
         self.ctx: Context | None = None
-        self.server: tornado.httpserver.HTTPServer | None = None
+        self.server: HttpServer | None = None
         self.port: int | None = None
         self.generated_master_key: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -151,14 +150,14 @@ class Gateway:
         ctx = await self.build()
         s = self.settings
         app = make_app(ctx)
-        self.server = tornado.httpserver.HTTPServer(
+        self.server = HttpServer(
             app,
             xheaders=s.trust_proxy_headers,
             max_body_size=max(s.max_request_bytes, s.max_admin_request_bytes),
-            idle_connection_timeout=75,
+            idle_timeout=75,
         )
         sockets = bind(s.host, s.port)
-        self.server.add_sockets(sockets)
+        await self.server.start(sockets)
         self.port = sockets[0].getsockname()[1]
         log.info("conduit-tornado listening on %s (store: %s)", self.url, ctx.store.kind)
         if self.generated_master_key:
@@ -167,7 +166,7 @@ class Gateway:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), flush, close clients."""
         if self.server is not None:
-            self.server.stop()
+            self.server.stop_listening()
         if self.ctx is not None and self.ctx.in_flight > 0:
             self.ctx.drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):

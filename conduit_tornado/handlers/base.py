@@ -20,6 +20,7 @@ from tornado.http1connection import HTTP1Connection
 from ..catalog import ModelRoute
 from ..context import Context
 from ..errors import ApiError, default_type, error_envelope, invalid_api_key
+from ..http_server import Exchange
 from ..keys import VirtualKey
 
 log = logging.getLogger("conduit.http")
@@ -154,7 +155,7 @@ class BaseHandler(ApiResponses):
                 code="request_too_large",
             )
         connection = self.request.connection
-        if isinstance(connection, HTTP1Connection):
+        if isinstance(connection, HTTP1Connection | Exchange):
             connection.set_max_body_size(hard_cap)
         await self.authenticate()
 
