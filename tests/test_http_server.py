@@ -197,3 +197,34 @@ async def test_idle_connections_are_closed_and_busy_ones_are_not() -> None:
     finally:
         server.stop_listening()
         await server.close_all_connections()
+
+
+async def test_a_client_leaving_mid_upload_ends_its_request(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw, key = await _gateway(start_gateway)
+    assert gw.ctx is not None
+    _reader, writer = await _open(gw)
+    writer.write(_post(key, CHAT)[: -len(CHAT) // 2])  # headers and half the body
+    await writer.drain()
+    for _ in range(200):  # the request is admitted and waits for the rest of its body
+        if gw.ctx.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    assert gw.ctx.in_flight == 1
+    writer.close()
+    for _ in range(200):
+        if not gw.ctx.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(200):
+        if not _handlers_running():
+            break
+        await asyncio.sleep(0.01)
+    assert not _handlers_running()  # not left waiting for a body that will never come
+
+
+def _handlers_running() -> list[asyncio.Task[Any]]:
+    return [
+        t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "RequestHandler._execute"
+    ]  # type: ignore[union-attr]

@@ -188,6 +188,7 @@ class BaseHandler(ApiResponses):
 
     def on_connection_close(self) -> None:
         self._release()
+        super().on_connection_close()  # fails a body still awaited, so the handler ends
 
     def _release(self) -> None:
         if self._counted:
