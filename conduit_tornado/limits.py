@@ -38,6 +38,8 @@ WINDOWS = "limit_windows"
 PARALLEL = "parallel"
 INSTANCES = "instances"
 USER_BUDGETS = "user_budgets"
+# What a budget check reads of a key or group document (never the whole of it).
+BUDGET_FIELDS = ("max_budget", "budget_duration", "created_at", "spend", "period_start")
 HEARTBEAT_SECONDS = 5.0
 INSTANCE_TTL = timedelta(seconds=20)
 SDK_RETRY_HORIZON = 120  # the openai SDK waits at most this long for Retry-After
@@ -309,7 +311,10 @@ class Limiter:
         now = self._clock.now()
         if key.get("max_budget") is not None:
             self._budget_gate(
-                await self._store.get("keys", key["_id"]) or key, "this key", "budget_exceeded", now
+                await self._store.get("keys", key["_id"], BUDGET_FIELDS) or key,
+                "this key",
+                "budget_exceeded",
+                now,
             )
         grant.budgets.append(
             Budget(
@@ -326,7 +331,7 @@ class Limiter:
             label = f"group '{group['_id']}'"
             if group.get("max_budget") is not None:
                 self._budget_gate(
-                    await self._store.get("groups", group["_id"]) or group,
+                    await self._store.get("groups", group["_id"], BUDGET_FIELDS) or group,
                     label,
                     "budget_exceeded",
                     now,
@@ -372,6 +377,7 @@ class Limiter:
             )
 
     def _budget_gate(self, doc: Doc, label: str, code: str, now: datetime) -> None:
+        """429 if the budget of ``doc`` (its BUDGET_FIELDS) is spent for this period."""
         start, end = budget_period(doc.get("budget_duration"), doc["created_at"], now)
         spend = (doc.get("spend") or 0.0) if doc.get("period_start") == start else 0.0
         limit = float(doc["max_budget"])

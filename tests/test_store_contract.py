@@ -44,6 +44,15 @@ async def test_returned_documents_are_copies(store: Store) -> None:
     assert (await store.get("things", "a")) == {"_id": "a", "tags": ["x"]}
 
 
+async def test_get_can_read_only_some_fields(store: Store) -> None:
+    await store.insert("things", {"_id": "a", "spend": 1.5, "limits": {"rpm": 3}, "big": "x" * 99})
+    got = await store.get("things", "a", ("spend", "limits", "absent"))
+    assert got == {"_id": "a", "spend": 1.5, "limits": {"rpm": 3}}
+    got["limits"]["rpm"] = 9  # type: ignore[index]
+    assert (await store.get("things", "a", ("limits",))) == {"_id": "a", "limits": {"rpm": 3}}
+    assert await store.get("things", "nope", ("spend",)) is None
+
+
 async def test_find_filters_sort_and_paging(store: Store) -> None:
     for i in range(7):
         await store.insert(

@@ -6,13 +6,17 @@ Every route is one of three kinds, and a test walks the route table to prove it:
 
 from __future__ import annotations
 
+import email.utils
+import functools
 import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import orjson
+import tornado.httputil
 import tornado.web
 from pydantic import BaseModel, ValidationError
 from tornado.http1connection import HTTP1Connection
@@ -32,6 +36,16 @@ _REASONS = {
     405: "Method not allowed.",
     413: "Request body too large.",
 }
+
+
+def http_date() -> str:
+    """The Date header's value, formatted once per second."""
+    return _formatted_date(int(time.time()))
+
+
+@functools.lru_cache(maxsize=2)
+def _formatted_date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def dumps(obj: Any) -> bytes:
@@ -59,10 +73,24 @@ class ApiResponses(tornado.web.RequestHandler):
             self._request_id = given if _REQUEST_ID.match(given) else "req_" + secrets.token_hex(12)
         return self._request_id
 
-    def set_default_headers(self) -> None:
-        self.set_header("x-request-id", self.request_id)
-        self.set_header("Content-Type", "application/json")
-        self.clear_header("Server")
+    def clear(self) -> None:
+        """Tornado's clear(), minus its per-request cost: it formats the Date header with
+        email.utils every time (~20 µs here) and sets a Server header we would remove."""
+        self._headers = tornado.httputil.HTTPHeaders(
+            {
+                "Date": http_date(),
+                "Content-Type": "application/json",
+                "x-request-id": self.request_id,
+            }
+        )
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = "OK"
+
+    def put_headers(self, headers: Mapping[str, str]) -> None:
+        """Set headers the gateway composed itself, without set_header's per-value checks:
+        both HTTP servers refuse CR or LF in any header when writing it out anyway."""
+        self._headers.update(headers)
 
     def compute_etag(self) -> None:
         return None  # API responses are not cacheable; hashing every body is wasted CPU

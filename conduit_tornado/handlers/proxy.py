@@ -84,8 +84,7 @@ class ProxyHandler(ClientHandler):
         self.grant = await self.ctx.limiter.admit(
             self.key.doc, self.entry["model"], self.entry["user"], tokens
         )
-        for name, value in self.grant.headers.items():
-            self.set_header(name, value)
+        self.put_headers(self.grant.headers)
 
     # -- accounting -----------------------------------------------------------------------
 
@@ -144,10 +143,14 @@ class ProxyHandler(ClientHandler):
         return cost
 
     def routing_headers(self, outcome: Outcome) -> None:
-        self.set_header("x-conduit-provider", outcome.target.provider.name)
-        self.set_header("x-conduit-model", outcome.target.model)
-        self.set_header("x-conduit-attempts", str(outcome.attempts))
-        self.set_header("x-conduit-overhead-ms", f"{self.overhead_ms(outcome):.3f}")
+        self.put_headers(
+            {
+                "x-conduit-provider": outcome.target.provider.name,
+                "x-conduit-model": outcome.target.model,
+                "x-conduit-attempts": str(outcome.attempts),
+                "x-conduit-overhead-ms": f"{self.overhead_ms(outcome):.3f}",
+            }
+        )
 
     def overhead_ms(self, outcome: Outcome) -> float:
         """Time the gateway itself added: elapsed minus upstream calls and retry waits."""

@@ -50,7 +50,10 @@ class Store(Protocol):
         """Insert a batch. A duplicate ``_id`` raises DuplicateError; which of the other
         documents were written is then unspecified (jongodb stops, mongod carries on)."""
 
-    async def get(self, collection: str, id: str) -> Doc | None: ...
+    async def get(
+        self, collection: str, id: str, fields: Sequence[str] | None = None
+    ) -> Doc | None:
+        """One document by id; with ``fields``, only those (and ``_id``)."""
 
     async def find_one(self, collection: str, where: Where) -> Doc | None: ...
 

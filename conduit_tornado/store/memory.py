@@ -120,9 +120,15 @@ class MemoryStore:
         for doc in docs:
             await self.insert(collection, doc)
 
-    async def get(self, collection: str, id: str) -> Doc | None:
+    async def get(
+        self, collection: str, id: str, fields: Sequence[str] | None = None
+    ) -> Doc | None:
         doc = self._coll(collection).get(id)
-        return _copy(doc) if doc is not None else None
+        if doc is None:
+            return None
+        if fields is None:
+            return _doc(doc)
+        return {k: _copy(doc[k]) for k in ("_id", *fields) if k in doc}
 
     async def find_one(self, collection: str, where: Where) -> Doc | None:
         for doc in self._coll(collection).values():

@@ -96,8 +96,15 @@ class MongoStore:
         except (BulkWriteError, DuplicateKeyError) as exc:  # jongodb raises the latter
             raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
 
-    async def get(self, collection: str, id: str) -> Doc | None:
-        return await self._db[collection].find_one({"_id": id})
+    async def get(
+        self, collection: str, id: str, fields: Sequence[str] | None = None
+    ) -> Doc | None:
+        if fields is None:
+            return await self._db[collection].find_one({"_id": id})
+        doc = await self._db[collection].find_one({"_id": id}, dict.fromkeys(fields, True))
+        # The projection saves transfer on mongod; the jongodb test server ignores it, so
+        # the contract (only these fields) is kept here as well.
+        return {k: v for k, v in doc.items() if k == "_id" or k in fields} if doc else None
 
     async def find_one(self, collection: str, where: Where) -> Doc | None:
         return await self._db[collection].find_one(dict(where))
