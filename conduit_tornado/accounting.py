@@ -85,7 +85,7 @@ class Recorder:
         if not key_id:
             return
         self._last_used[key_id] = entry["created_at"]
-        day = entry["created_at"].strftime("%Y-%m-%d")
+        day = entry["created_at"].date().isoformat()  # YYYY-MM-DD, without strftime's cost
         user = entry.get("user") or ""
         rid = usage_id(day, key_id, entry["model"], user)
         if rid not in self._rollups:

@@ -40,6 +40,7 @@ INSTANCES = "instances"
 USER_BUDGETS = "user_budgets"
 # What a budget check reads of a key or group document (never the whole of it).
 BUDGET_FIELDS = ("max_budget", "budget_duration", "created_at", "spend", "period_start")
+SPEND = ("spend",)
 HEARTBEAT_SECONDS = 5.0
 INSTANCE_TTL = timedelta(seconds=20)
 SDK_RETRY_HORIZON = 120  # the openai SDK waits at most this long for Retry-After
@@ -433,6 +434,7 @@ class Limiter:
                 {"spend": cost, "total_spend": cost},
                 where={"period_start": start},
                 upsert=False,
+                returning=SPEND,
             )
             if doc is None:  # a new period began: reset it, unless another instance just did
                 doc = await store.increment(
@@ -442,8 +444,9 @@ class Limiter:
                     set={"spend": cost, "period_start": start},
                     where={"period_start": {"$ne": start}},
                     upsert=False,
+                    returning=SPEND,
                 )
-            if doc is None and await store.get(coll, doc_id) is None:
+            if doc is None and await store.get(coll, doc_id, SPEND) is None:
                 if not budget.upsert:
                     return None  # deleted meanwhile
                 doc = await store.increment(
@@ -451,6 +454,7 @@ class Limiter:
                     doc_id,
                     {"spend": cost, "total_spend": cost},
                     set_on_insert={"period_start": start, "created_at": budget.anchor},
+                    returning=SPEND,
                 )
             if doc is not None:
                 after = float(doc["spend"])

@@ -51,6 +51,8 @@ async def test_get_can_read_only_some_fields(store: Store) -> None:
     got["limits"]["rpm"] = 9  # type: ignore[index]
     assert (await store.get("things", "a", ("limits",))) == {"_id": "a", "limits": {"rpm": 3}}
     assert await store.get("things", "nope", ("spend",)) is None
+    after = await store.increment("things", "a", {"spend": 1}, returning=("spend",))
+    assert after == {"_id": "a", "spend": 2.5}
 
 
 async def test_find_filters_sort_and_paging(store: Store) -> None:

@@ -94,13 +94,13 @@ class Store(Protocol):
         set: Mapping[str, Any] | None = None,
         where: Where | None = None,
         upsert: bool = True,
-        returning: bool = True,
+        returning: bool | Sequence[str] = True,
     ) -> Doc | None:
         """Atomically add to counters (dotted paths reach into sub-documents), optionally
         setting fields too, on the document with ``id`` that also matches ``where``; create
         it if asked. Return it as updated, or None if nothing matched; with
         ``returning=False`` an empty dict stands for "matched" (cheaper: no copy, and a
-        plain update on MongoDB)."""
+        plain update on MongoDB), and with a list of field names only those come back."""
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]

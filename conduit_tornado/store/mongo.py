@@ -33,6 +33,12 @@ def _duplicate_field(collection: str, exc: DuplicateKeyError | BulkWriteError) -
     return "_id"
 
 
+def _only(doc: Doc, fields: Sequence[str]) -> Doc:
+    # Projections save transfer on mongod; the jongodb test server ignores them, so the
+    # contract (only these fields) is kept here as well.
+    return {k: v for k, v in doc.items() if k == "_id" or k in fields}
+
+
 class MongoStore:
     kind = "mongodb"
     persistent = True
@@ -102,9 +108,7 @@ class MongoStore:
         if fields is None:
             return await self._db[collection].find_one({"_id": id})
         doc = await self._db[collection].find_one({"_id": id}, dict.fromkeys(fields, True))
-        # The projection saves transfer on mongod; the jongodb test server ignores it, so
-        # the contract (only these fields) is kept here as well.
-        return {k: v for k, v in doc.items() if k == "_id" or k in fields} if doc else None
+        return _only(doc, fields) if doc is not None else None
 
     async def find_one(self, collection: str, where: Where) -> Doc | None:
         return await self._db[collection].find_one(dict(where))
@@ -165,7 +169,7 @@ class MongoStore:
         set: Mapping[str, Any] | None = None,
         where: Where | None = None,
         upsert: bool = True,
-        returning: bool = True,
+        returning: bool | Sequence[str] = True,
     ) -> Doc | None:
         change: dict[str, Any] = {"$inc": dict(inc)}
         if set_on_insert:
@@ -179,12 +183,15 @@ class MongoStore:
                 if not returning:
                     result = await coll.update_one(query, change, upsert=upsert and attempt == 0)
                     return {} if result.matched_count or result.upserted_id is not None else None
-                return await coll.find_one_and_update(
+                fields = None if returning is True else returning
+                doc = await coll.find_one_and_update(
                     query,
                     change,
+                    projection=dict.fromkeys(fields, True) if fields is not None else None,
                     upsert=upsert and attempt == 0,
                     return_document=ReturnDocument.AFTER,
                 )
+                return _only(doc, fields) if doc is not None and fields is not None else doc
             except DuplicateKeyError:
                 continue  # two upserts raced to create it: the loser retries as an update
         return None
