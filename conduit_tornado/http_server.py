@@ -198,6 +198,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._queued_bytes = 0
         self._write_ready: asyncio.Future[None] | None = None
+        self._corked: list[bytes] | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._awaiting_head = False  # from a message's first byte to the end of its head
@@ -446,26 +447,38 @@ class _ServerProtocol(asyncio.Protocol):
     # output
 
     def send(self, data: bytes) -> asyncio.Future[None]:
-        transport = self.transport
-        if transport is None or self.closed:
+        """Queue bytes for the socket. Everything sent during one step of the event loop
+        goes out in one write at the end of that step (call_soon, no timer): SSE events
+        that arrived together from upstream cost one system call, not one each, and
+        nothing waits for more data."""
+        if self.transport is None or self.closed:
             return _failed()
-        transport.write(data)
-        if self._write_ready is not None:
-            return self._write_ready
-        return _done()
+        if self._corked is None:
+            self._corked = [data]
+            asyncio.get_running_loop().call_soon(self._uncork)
+        else:
+            self._corked.append(data)
+        return self._write_ready if self._write_ready is not None else _done()
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            self._uncork()
             self.closed = True
             self.transport.close()
 
     def _refuse(self, answer: bytes) -> None:
         if self.transport is not None and not self.closed:
             if self._exchange is None or not self._exchange.headers_written:
-                self.transport.write(answer)
+                self.send(answer)
             self.close()
 
     def detach(self) -> tornado.iostream.IOStream:
+        self._uncork()  # the 101 answer goes out before the stream takes over
         transport = self.transport
         assert transport is not None
         transport.pause_reading()
