@@ -21,13 +21,14 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
     mounts inside an application whose own 404 is an HTML page."""
     p = prefix.rstrip("/")
     table: list[Route] = [
+        # Tornado tries patterns in order: the busiest routes come first.
+        (p + r"/v1/chat/completions", inference.ChatCompletionsHandler),
+        (p + r"/v1/completions", inference.CompletionsHandler),
+        (p + r"/v1/embeddings", inference.EmbeddingsHandler),
         (p + r"/health/live", health.LiveHandler),
         (p + r"/health/ready", health.ReadyHandler),
         (p + r"/v1/models", models.ModelListHandler),
         (p + r"/v1/models/(.+)", models.ModelHandler),
-        (p + r"/v1/chat/completions", inference.ChatCompletionsHandler),
-        (p + r"/v1/completions", inference.CompletionsHandler),
-        (p + r"/v1/embeddings", inference.EmbeddingsHandler),
         (p + r"/v1/images/generations", media.ImagesHandler),
         (p + r"/v1/audio/transcriptions", media.TranscriptionHandler),
         (p + r"/v1/audio/translations", media.TranslationHandler),

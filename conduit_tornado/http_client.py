@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import socket
 import ssl
 import time
@@ -254,6 +255,19 @@ class Response:
             self._client._give_back(self._pool, conn)
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_url(url: str) -> tuple[tuple[str, str, int], str, str, str]:
+    """(pool key, Host header, path, query) of a URL; a handful of provider URLs repeat
+    on every call, and urllib's host parsing is not free."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ClientError(f"unsupported URL scheme {scheme!r}", connect=True)
+    port = parts.port or (443 if scheme == "https" else 80)
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return (scheme, parts.hostname, port), host_header, parts.path or "/", parts.query
+
+
 class HttpClient:
     """Keep-alive pools keyed by a caller's name (one per provider), then by origin.
     HTTPS trusts the system's certificate authorities unless given another context."""
@@ -279,14 +293,7 @@ class HttpClient:
     ) -> Response:
         """Send one request; returns once the response's headers arrived. A streamed body
         needs its ``length``. The total deadline covers reading the body too."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ClientError(f"unsupported URL scheme {scheme!r}", connect=True)
-        host = parts.hostname
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = parts.path or "/"
-        query = parts.query
+        key, host_header, target, query = _parse_url(url)
         if params:
             query = (query + "&" if query else "") + urlencode(params)
         if query:
@@ -294,14 +301,12 @@ class HttpClient:
         size = len(body) if isinstance(body, bytes) else length
         if size is None:
             raise ValueError("a streamed body needs its length")
-        host_header = parts.netloc.rsplit("@", 1)[-1]
         lines = [f"{method} {target} HTTP/1.1", f"Host: {host_header}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if size or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {size}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-        key = (scheme, host, port)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + total_timeout
         head_deadline = (
