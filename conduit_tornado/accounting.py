@@ -127,6 +127,7 @@ class Recorder:
                 log.exception("writing %d request logs failed; will retry", len(batch))
                 return
             self.written += len(batch)
+            await asyncio.sleep(0)  # let requests run between batches: no long stalls
 
     async def _flush_counters(self) -> None:
         rollups, self._rollups = self._rollups, {}

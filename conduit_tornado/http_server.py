@@ -79,12 +79,6 @@ class RequestContext:
         return self.remote_ip
 
 
-def _done() -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
-
-
 def _failed() -> asyncio.Future[None]:
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     future.set_exception(_CLOSED())
@@ -160,12 +154,13 @@ class Exchange(HTTPConnection):
 
     def write(self, chunk: bytes) -> asyncio.Future[None]:
         if not chunk:
-            return _done() if not self._conn.closed else _failed()
+            return self._conn.done if not self._conn.closed else _failed()
         return self._conn.send(self._frame(chunk))
 
     def finish(self) -> None:
         if self._chunked:
             self._conn.send(b"0\r\n\r\n")
+        self._conn.uncork()  # the answer is whole: out now, before on_finish's bookkeeping
         if self._conn.completed < self.seq and not self.detached:
             # Answered before the request body arrived (a refusal): as Tornado does, close
             # once the answer is out rather than read an upload nobody wants.
@@ -199,6 +194,10 @@ class _ServerProtocol(asyncio.Protocol):
         self._queued_bytes = 0
         self._write_ready: asyncio.Future[None] | None = None
         self._corked: list[bytes] | None = None
+        # What send() returns while the socket keeps up: one resolved future, shared,
+        # rather than a new one per write (a stream writes once per event).
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.done.set_result(None)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._awaiting_head = False  # from a message's first byte to the end of its head
@@ -455,19 +454,19 @@ class _ServerProtocol(asyncio.Protocol):
             return _failed()
         if self._corked is None:
             self._corked = [data]
-            asyncio.get_running_loop().call_soon(self._uncork)
+            asyncio.get_running_loop().call_soon(self.uncork)
         else:
             self._corked.append(data)
-        return self._write_ready if self._write_ready is not None else _done()
+        return self._write_ready if self._write_ready is not None else self.done
 
-    def _uncork(self) -> None:
+    def uncork(self) -> None:
         corked, self._corked = self._corked, None
         if corked and self.transport is not None and not self.transport.is_closing():
             self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            self._uncork()
+            self.uncork()
             self.closed = True
             self.transport.close()
 
@@ -478,7 +477,7 @@ class _ServerProtocol(asyncio.Protocol):
             self.close()
 
     def detach(self) -> tornado.iostream.IOStream:
-        self._uncork()  # the 101 answer goes out before the stream takes over
+        self.uncork()  # the 101 answer goes out before the stream takes over
         transport = self.transport
         assert transport is not None
         transport.pause_reading()

@@ -78,7 +78,12 @@ class Settings(BaseSettings):
     log_flush_interval: float = Field(
         1.0, gt=0, description="Seconds between batched writes of request logs and usage."
     )
-    log_batch_size: int = Field(500, ge=1, description="Most request logs written in one batch.")
+    log_batch_size: int = Field(
+        100,
+        ge=1,
+        description="Most request logs written in one batch (the event loop runs requests "
+        "between batches, so smaller batches mean shorter pauses).",
+    )
     log_queue_max: int = Field(
         50_000,
         ge=100,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from .base import FILTER_OPERATORS, UNIQUE_FIELDS, Doc, DuplicateError, Where
 
 _CONTAINERS = (dict, list)
+YIELD_EVERY = 20  # documents inserted between giving the event loop a turn
 
 
 def _copy(value: Any) -> Any:
@@ -124,8 +126,10 @@ class MemoryStore:
             del coll[next(iter(coll))]  # dicts keep insertion order: this is the oldest
 
     async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
-        for doc in docs:
+        for i, doc in enumerate(docs, 1):
             await self.insert(collection, doc)
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # copying is CPU work: let requests run between
 
     async def get(
         self, collection: str, id: str, fields: Sequence[str] | None = None
