@@ -99,6 +99,7 @@ class Exchange(HTTPConnection):
     ) -> None:
         self._conn = conn
         self.seq = seq
+        self.started = time.perf_counter()  # the request's head has just been parsed
         self.context = context
         self._start = start
         self.keep_alive = keep
