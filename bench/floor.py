@@ -1,6 +1,7 @@
 """The server-side floor: a trivial Tornado handler (fixed JSON, no upstream call) on one
-core under wrk. Whatever the gateway does costs at least this per request, so it says
-how far tuning our own code can go before the HTTP server layer itself must change.
+core under wrk, served by Tornado's own HTTP server and by ours (conduit_tornado's
+http_server), and a bare httptools protocol for reference. Whatever the gateway does costs
+at least this per request, so it says how much of a request's CPU is the HTTP layer.
 
     .venv/bin/python bench/floor.py [--seconds 5]
 """
@@ -15,44 +16,70 @@ import sys
 import time
 
 ANSWER = b'{"id":"x","object":"chat.completion","choices":[]}'
+SERVERS = ("tornado", "conduit", "httptools")
 
 
-def serve(port: int, loop: str) -> None:
-    import tornado.httpserver
-    import tornado.web
-
-    class Fixed(tornado.web.RequestHandler):
-        def post(self) -> None:
-            self.set_header("Content-Type", "application/json")
-            self.finish(ANSWER)
+def serve(port: int, kind: str) -> None:
+    import uvloop
 
     async def main() -> None:
-        server = tornado.httpserver.HTTPServer(
-            tornado.web.Application([(r"/v1/chat/completions", Fixed)])
-        )
-        server.listen(port, "127.0.0.1")
+        if kind == "httptools":
+            await _bare_protocol(port)
+        else:
+            import tornado.httpserver
+            import tornado.web
+
+            class Fixed(tornado.web.RequestHandler):
+                def post(self) -> None:
+                    self.set_header("Content-Type", "application/json")
+                    self.finish(ANSWER)
+
+            app = tornado.web.Application([(r"/v1/chat/completions", Fixed)])
+            if kind == "tornado":
+                tornado.httpserver.HTTPServer(app).listen(port, "127.0.0.1")
+            else:
+                from conduit_tornado.gateway import bind
+                from conduit_tornado.http_server import HttpServer
+
+                await HttpServer(app).start(bind("127.0.0.1", port))
         await asyncio.Event().wait()
 
-    if loop == "uvloop":
-        import uvloop
+    uvloop.run(main())
 
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+
+async def _bare_protocol(port: int) -> None:
+    import httptools
+
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+
+    class Bare(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.parser = httptools.HttpRequestParser(self)
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_complete(self) -> None:
+            self.transport.write(response % (len(ANSWER), ANSWER))  # type: ignore[attr-defined]
+
+    await asyncio.get_running_loop().create_server(Bare, "127.0.0.1", port)
 
 
 def measure(seconds: int) -> None:
-    from run import free_port, pinned, wrk
+    from run import cpu_seconds, free_port, pinned, wrk
 
-    for loop in ("asyncio", "uvloop"):
+    for kind in SERVERS:
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), loop], preexec_fn=pinned(0)
+            [sys.executable, __file__, "--serve", str(port), kind], preexec_fn=pinned(0)
         )
         time.sleep(1.5)
+        cpu0 = cpu_seconds(server.pid)
         run = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", '{"model":"x"}', "x", 32, seconds)
+        per_request = (cpu_seconds(server.pid) - cpu0) * 1000 / max(1, run.requests)
         print(
-            f"tornado trivial handler, {loop}: {run.rps:,.0f} req/s, {1000 / run.rps:.3f} ms per request at 100% of one core"
+            f"{kind:>9} server, uvloop: {run.rps:8,.0f} req/s, {per_request:.3f} ms CPU per request"
         )
         server.terminate()
         server.wait()
@@ -61,7 +88,7 @@ def measure(seconds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--serve", nargs=2, metavar=("PORT", "LOOP"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=2, metavar=("PORT", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(int(args.serve[0]), args.serve[1])
