@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -103,6 +104,7 @@ async def _keys(args: argparse.Namespace) -> int:
 async def _serve(settings: Settings) -> int:
     gateway = Gateway(settings)
     await gateway.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,6 +113,18 @@ async def _serve(settings: Settings) -> int:
     logging.getLogger("conduit").info("shutting down: finishing in-flight requests")
     await gateway.stop()
     return 0
+
+
+def tune_gc() -> None:
+    """The serving process owns its collector (notebooks and embedding apps keep theirs).
+
+    Nearly everything a request allocates is freed by reference counting, yet with
+    Python's default thresholds the cyclic collector ran ~45 times a second under load and
+    cost ~22 µs per request (bench, memory store), with occasional full passes over every
+    stored object. Start-up objects are frozen out of its view, and it runs after 50,000
+    net allocations instead of 700."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from tornado.iostream import StreamClosedError
 
 from ..accounting import new_log_entry
@@ -50,6 +51,7 @@ class ProxyHandler(ClientHandler):
         self._relay: asyncio.Task[None] | None = None
         self._client_gone = False
         self._last_write = 0.0
+        self._streaming = False  # the response head has gone out; events go direct
         self.grant: Grant | None = None
 
     # -- request --------------------------------------------------------------------------
@@ -216,7 +218,7 @@ class ProxyHandler(ClientHandler):
                     delta = choice.get("delta") or {}
                     seen.chars += len(delta.get("content") or choice.get("text") or "")
                 chunk["model"] = model
-                await self._event(dumps(transform(chunk) if transform else chunk))
+                await self._event(orjson.dumps(transform(chunk) if transform else chunk))
             await self._event(b"[DONE]")
 
         keepalive = asyncio.ensure_future(self._keepalive())
@@ -262,9 +264,17 @@ class ProxyHandler(ClientHandler):
             )
 
     async def _event(self, payload: bytes) -> None:
-        self.write(b"data: " + payload + b"\n\n")
         self._last_write = time.monotonic()
+        if self._streaming:
+            # Headers are out: straight to the connection (Tornado's HTTPConnection API),
+            # skipping RequestHandler's per-write buffering, once per event.
+            connection = self.request.connection
+            assert connection is not None
+            await connection.write(b"data: " + payload + b"\n\n")
+            return
+        self.write(b"data: " + payload + b"\n\n")
         await self.flush()
+        self._streaming = True
 
     async def _keepalive(self) -> None:
         interval = self.ctx.settings.sse_keepalive
