@@ -66,23 +66,29 @@ async def _bare_protocol(port: int) -> None:
     await asyncio.get_running_loop().create_server(Bare, "127.0.0.1", port)
 
 
-def measure(seconds: int) -> None:
-    from run import cpu_seconds, free_port, pinned, wrk
+def floor(kind: str, seconds: float) -> tuple[float, float]:
+    """(req/s, ms of CPU per request) of a trivial handler on server ``kind``."""
+    from run import cpu_seconds, free_port, load, pinned
 
-    for kind in SERVERS:
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), kind], preexec_fn=pinned(0)
-        )
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), kind], preexec_fn=pinned(0)
+    )
+    try:
         time.sleep(1.5)
         cpu0 = cpu_seconds(server.pid)
-        run = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", '{"model":"x"}', "x", 32, seconds)
-        per_request = (cpu_seconds(server.pid) - cpu0) * 1000 / max(1, run.requests)
-        print(
-            f"{kind:>9} server, uvloop: {run.rps:8,.0f} req/s, {per_request:.3f} ms CPU per request"
-        )
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        run = load(url, '{"model":"x"}', "x", 32, seconds)
+        return run.rps, (cpu_seconds(server.pid) - cpu0) * 1000 / max(1, run.requests)
+    finally:
         server.terminate()
         server.wait()
+
+
+def measure(seconds: int) -> None:
+    for kind in SERVERS:
+        rps, per_request = floor(kind, seconds)
+        print(f"{kind:>9} server, uvloop: {rps:8,.0f} req/s, {per_request:.3f} ms CPU per request")
 
 
 if __name__ == "__main__":

@@ -330,6 +330,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
+    from floor import floor
+
+    floors = [floor("tornado", args.duration)]  # this machine's speed now, for the ratio
     with Stack(args.event_loop, args.mongodb_uri) as stack:
         direct, through, limited, plain = stack.direct, stack.through, stack.limited, stack.plain
         pid = stack.gateway.pid
@@ -355,8 +358,11 @@ def main() -> int:
         ttft_direct = asyncio.run(_ttft(direct, "none", 100))
         ttft_gateway = asyncio.run(_ttft(through, limited, 100))
         overhead = _overhead(stack, OVERHEAD_SAMPLE)
+        floors.append(floor("tornado", args.duration))
         soak = _soak(through, limited, pid, args.soak) if args.soak else None
-        report = _report(scenarios, ttft_direct, ttft_gateway, overhead, stack.store, args, soak)
+        report = _report(
+            scenarios, ttft_direct, ttft_gateway, overhead, floors, stack.store, args, soak
+        )
         print(report)
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / f"{datetime.now(UTC).date().isoformat()}-{stack.store}.md"
@@ -437,6 +443,7 @@ def _report(
     ttft_d: tuple[float, float],
     ttft_g: tuple[float, float],
     overhead: Overhead,
+    floors: list[tuple[float, float]],
     store: str,
     args: argparse.Namespace,
     soak: list[tuple[float, float]] | None,
@@ -480,6 +487,14 @@ def _report(
         "answer, without upstream time; the client also sees HTTP parsing, writing and one more "
         "loopback hop.",
     ]
+    floor_ms = statistics.mean(cpu for _, cpu in floors)
+    lines.append(
+        "Machine speed check: a trivial handler on Tornado's own HTTP server cost "
+        + " and ".join(f"{cpu:.3f} ms ({rps:,.0f} req/s)" for rps, cpu in floors)
+        + " of CPU per request at the start and end of this run (bench/floor.py; this "
+        "machine's speed drifts by up to ~40% between runs). The gateway, every limit on, "
+        f"cost {_med(chat32['gateway'], 'cpu_ms_per_req') / floor_ms:.2f}x that per chat request."
+    )
     if soak:
         lines.append(
             "RSS during the soak (s, MB): " + ", ".join(f"{t:.0f}: {m:.1f}" for t, m in soak)
