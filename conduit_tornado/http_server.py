@@ -151,7 +151,9 @@ class Exchange(HTTPConnection):
         data = head.encode("latin-1") + b"\r\n\r\n"
         if chunk:
             data += self._frame(chunk)
-        return self._conn.send(data)
+        sent = self._conn.send(data)
+        self._conn.uncork()  # the head (and a stream's first event) never waits
+        return sent
 
     def write(self, chunk: bytes) -> asyncio.Future[None]:
         if not chunk:

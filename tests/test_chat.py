@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import httpx2
 import openai
@@ -173,6 +175,39 @@ async def test_streaming(wired: Wired, model: str, include_usage: bool) -> None:
         assert usage_chunks == [] and all("usage" not in c for c in chunks)
     if model in ("gpt", "azure-gpt"):  # usage is always asked of upstream, to bill exactly
         assert wired.fake.requests[-1].body["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+async def test_a_streamed_event_is_forwarded_before_the_next_exists(
+    wired: Wired, model: str
+) -> None:
+    """No buffering: the provider sends one event and then waits for the test, which
+    waits for that event to reach the client through the gateway."""
+    wired.fake.release.clear()
+    wired.fake.then(hold_after_first=True)
+    body = {"model": model, "messages": HI, "stream": True}
+    async with (
+        httpx2.AsyncClient(base_url=wired.gateway.url) as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {wired.key}"},
+        ) as r,
+    ):
+        lines = r.aiter_lines()
+        first = await asyncio.wait_for(_next_data(lines), 5)
+        assert json.loads(first)["object"] == "chat.completion.chunk"
+        wired.fake.release.set()
+        rest = [line async for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+
+
+async def _next_data(lines: AsyncIterator[str]) -> str:
+    async for line in lines:
+        if line.startswith("data: "):
+            return line[6:]
+    raise AssertionError("the stream ended without an event")
 
 
 @pytest.mark.parametrize("model", CHAT_MODELS)

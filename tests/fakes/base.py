@@ -104,7 +104,8 @@ class FakeHandler(tornado.web.RequestHandler):
         return bool(body.get("tools")) and choice not in (None, "auto", "none", {"type": "auto"})
 
     async def send_events(self, events: list[bytes], done: bytes | None = None) -> None:
-        """Write SSE frames one by one, honouring drop_after / malformed / chunk_delay."""
+        """Write SSE frames one by one, honouring drop_after / malformed / chunk_delay /
+        hold_after_first (wait for ``fake.release`` after the first frame)."""
         self.set_header("Content-Type", "text/event-stream")
         drop_after = self.directive.get("drop_after")
         try:
@@ -116,6 +117,8 @@ class FakeHandler(tornado.web.RequestHandler):
                     frame = b"data: {this is not json\n\n"
                 self.write(frame)
                 await self.flush()
+                if i == 0 and self.directive.get("hold_after_first"):
+                    await self.fake.release.wait()  # the test lets the rest go
                 if self.directive.get("chunk_delay"):
                     await asyncio.sleep(self.directive["chunk_delay"])
             if done:

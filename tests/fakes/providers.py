@@ -44,6 +44,7 @@ class FakeProviders(Loopback):
     port: int = 0
     disconnected: int = 0  # streams whose client (the gateway) went away mid-way
     speech_done: asyncio.Event = field(default_factory=asyncio.Event)  # last audio chunk sent
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # see hold_after_first
 
     def then(self, **directive: Any) -> FakeProviders:
         self.script.append(directive)
