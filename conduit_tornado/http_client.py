@@ -178,13 +178,17 @@ class _Connection(asyncio.Protocol):
             await self._write_ready
 
     async def next_piece(self) -> bytes | None:
-        """The next piece of body as it arrived, or None at the end."""
+        """All body bytes that have arrived, or None at the end. Pieces are joined: a
+        chunked stream delivers one piece per HTTP chunk (an SSE event each), and the
+        reader above is cheaper per network read than per event."""
         while True:
             if self.body:
-                piece = self.body.popleft()
-                self.buffered -= len(piece)
-                if self.buffered <= READ_HIGH_WATER // 2 and self.transport is not None:
-                    self.transport.resume_reading()
+                body = self.body
+                piece = body.popleft() if len(body) == 1 else b"".join(body)
+                body.clear()
+                self.buffered = 0
+                if self.transport is not None:
+                    self.transport.resume_reading()  # a no-op unless on_body paused it
                 return piece
             if self.complete:
                 return None

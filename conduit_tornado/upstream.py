@@ -254,6 +254,8 @@ async def body_chunks(response: Response, broke_off: str) -> AsyncIterator[bytes
 
 def _sse_block(block: bytes) -> tuple[str, bytes] | None:
     """One event block (its lines) as (event name, data); None if it carries no data."""
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return "message", block[6:]  # the usual shape (OpenAI and its kin): one data line
     event = ""
     data: list[bytes] = []
     for line in block.split(b"\n"):
@@ -281,18 +283,18 @@ async def sse_events(response: Response) -> AsyncIterator[tuple[str, bytes]]:
         buf += received
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
+        start = 0  # walk the buffer by offset: a burst of events is not re-copied per event
         while True:
-            end = buf.find(b"\n\n")
+            end = buf.find(b"\n\n", start)
             if end < 0:
-                if len(buf) > MAX_SSE_EVENT:
-                    raise ProviderError(
-                        "bad_response", "the provider sent an oversized stream event"
-                    )
                 break
-            parsed = _sse_block(buf[:end])
-            buf = buf[end + 2 :]
+            parsed = _sse_block(buf[start:end])
+            start = end + 2
             if parsed is not None:
                 yield parsed
+        buf = buf[start:]
+        if len(buf) > MAX_SSE_EVENT:
+            raise ProviderError("bad_response", "the provider sent an oversized stream event")
     if buf.strip():
         parsed = _sse_block(buf.strip(b"\r\n"))
         if parsed is not None:

@@ -24,10 +24,9 @@ EXPECTED = [
 
 
 class Body:
-    """Stands in for aiohttp's response: only ``content.iter_any()`` is read."""
+    """Stands in for the HTTP client's response: the parser only calls ``iter_any()``."""
 
     def __init__(self, pieces: list[bytes]) -> None:
-        self.content = self
         self._pieces = pieces
 
     async def iter_any(self) -> AsyncIterator[bytes]:
@@ -51,3 +50,9 @@ async def test_an_endless_event_is_refused() -> None:
     with pytest.raises(ProviderError) as info:
         await events([b"data: " + b"x" * (1024 * 1024)] * 20)
     assert info.value.kind == "bad_response"
+
+
+async def test_a_burst_of_events_in_one_read_comes_out_whole_and_in_order() -> None:
+    burst = b"".join(b'data: {"n":%d}\n\n' % i for i in range(5000))
+    got = await events([burst[:-7], burst[-7:]])  # the last event completes in a later read
+    assert got == [("message", b'{"n":%d}' % i) for i in range(5000)]
