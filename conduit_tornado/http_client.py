@@ -23,6 +23,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 
+from .write_flow import WriteFlow
+
 IDLE_SECONDS = 60.0  # a pooled connection idle longer is closed rather than reused
 READ_HIGH_WATER = 1 << 20  # stop reading the socket while this much body is unconsumed
 
@@ -44,7 +46,7 @@ class Headers(dict[str, str]):
         return dict.get(self, name.lower(), default)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(WriteFlow):
     """One keep-alive connection; it carries one exchange at a time."""
 
     def __init__(self, key: tuple[str, str, int]) -> None:
@@ -54,7 +56,6 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         self._timer: asyncio.TimerHandle | None = None
-        self._write_ready: asyncio.Future[None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -120,14 +121,7 @@ class _Connection(asyncio.Protocol):
             self._fail(ClientError("the provider closed the connection"))
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_exception(ClientError("the provider closed the connection"))
-
-    def pause_writing(self) -> None:
-        self._write_ready = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._write_ready is not None and not self._write_ready.done():
-            self._write_ready.set_result(None)
-        self._write_ready = None
+            self._write_ready.exception()  # a sender may not be waiting; that is fine
 
     # httptools callbacks
 

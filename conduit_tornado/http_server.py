@@ -38,6 +38,8 @@ from tornado.httputil import (
 )
 from tornado.netutil import is_valid_ip
 
+from .write_flow import WriteFlow
+
 log = logging.getLogger("conduit.http")
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -182,7 +184,7 @@ class Exchange(HTTPConnection):
         return b"%x\r\n%s\r\n" % (len(chunk), chunk) if self._chunked else chunk
 
 
-class _ServerProtocol(asyncio.Protocol):
+class _ServerProtocol(WriteFlow):
     """One client connection: httptools feeds events into a queue that one task per
     connection hands to the application's delegate, a request at a time."""
 
@@ -195,7 +197,6 @@ class _ServerProtocol(asyncio.Protocol):
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._queued_bytes = 0
-        self._write_ready: asyncio.Future[None] | None = None
         self._corked: list[bytes] | None = None
         # What send() returns while the socket keeps up: one resolved future, shared,
         # rather than a new one per write (a stream writes once per event).
@@ -282,14 +283,6 @@ class _ServerProtocol(asyncio.Protocol):
             self._call_close_callback()
             if not exchange.finished.done():
                 exchange.finished.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_ready = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._write_ready is not None and not self._write_ready.done():
-            self._write_ready.set_result(None)
-        self._write_ready = None
 
     # httptools callbacks
 
