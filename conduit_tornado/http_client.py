@@ -56,6 +56,7 @@ class _Connection(WriteFlow):
         self.idle_since = 0.0
         self.reused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._done_by = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -72,10 +73,13 @@ class _Connection(WriteFlow):
         self._name = b""
         self.disarm()
 
-    def arm(self, when: float) -> None:
-        """Fail the exchange with a timeout at loop time ``when`` (one timer, re-armed)."""
+    def arm(self, head_by: float, done_by: float) -> None:
+        """Fail the exchange with a timeout unless the response's head arrives by loop time
+        ``head_by`` and the whole of it by ``done_by``. One timer: it is moved on to
+        ``done_by`` only if it fires with the head in (most answers end before that)."""
         self.disarm()
-        self._timer = asyncio.get_running_loop().call_at(when, self._expire)
+        self._done_by = done_by
+        self._timer = asyncio.get_running_loop().call_at(head_by, self._expire)
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -84,6 +88,10 @@ class _Connection(WriteFlow):
 
     def _expire(self) -> None:
         self._timer = None
+        loop = asyncio.get_running_loop()
+        if self.head.done() and loop.time() < self._done_by:
+            self._timer = loop.call_at(self._done_by, self._expire)
+            return
         self._fail(ClientError("timed out waiting for the provider", timeout=True))
         if self.transport is not None:
             self.transport.abort()
@@ -312,7 +320,7 @@ class HttpClient:
         )
         for _ in range(2):
             conn = await self._checkout(pool, key, min(connect_timeout, total_timeout))
-            conn.arm(head_deadline)
+            conn.arm(head_deadline, deadline)
             try:
                 if isinstance(body, bytes):
                     assert conn.transport is not None
@@ -336,8 +344,6 @@ class HttpClient:
                 if conn.transport is not None:
                     conn.transport.abort()
                 raise
-            if head_deadline != deadline:
-                conn.arm(deadline)
             return Response(self, pool, conn)
         raise AssertionError("unreachable")
 

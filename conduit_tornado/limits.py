@@ -164,9 +164,10 @@ class Limiter:
         group = await self.group(key["group"]) if key.get("group") else None
         subjects = self._subjects(key, model, user, group)
         try:
-            await self._check_budgets(grant, key, group, user)
+            now = self._clock.now()  # one instant for every check of this request
+            await self._check_budgets(grant, key, group, user, now)
             for subject in subjects:
-                await self._windows(grant, subject, tokens, key_level=subject.id == key["_id"])
+                await self._windows(grant, subject, tokens, subject.id == key["_id"], now)
             if key.get("max_parallel"):
                 await self._parallel(grant, key["_id"], int(key["max_parallel"]), "this key")
             if group is not None and group.get("max_parallel"):
@@ -197,8 +198,9 @@ class Limiter:
             )
         return subjects
 
-    async def _windows(self, grant: Grant, s: Subject, tokens: int, key_level: bool) -> None:
-        now = self._clock.now()
+    async def _windows(
+        self, grant: Grant, s: Subject, tokens: int, key_level: bool, now: datetime
+    ) -> None:
         if s.rpm or s.tpm:
             start, end = minute_window(now)
             wait = seconds_until(now, end) or 1
@@ -307,9 +309,8 @@ class Limiter:
             )
 
     async def _check_budgets(
-        self, grant: Grant, key: Doc, group: Doc | None, user: str | None
+        self, grant: Grant, key: Doc, group: Doc | None, user: str | None, now: datetime
     ) -> None:
-        now = self._clock.now()
         if key.get("max_budget") is not None:
             self._budget_gate(
                 await self._store.get("keys", key["_id"], BUDGET_FIELDS) or key,

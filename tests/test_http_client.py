@@ -191,6 +191,24 @@ async def test_the_total_deadline_covers_a_stalled_body() -> None:
         response.release()
 
 
+async def test_the_first_byte_deadline_ends_once_the_head_is_in() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nfirst")
+        await writer.drain()
+        await asyncio.sleep(0.3)  # well past the first-byte deadline, within the total
+        writer.write(b" end")
+        await writer.drain()
+        await reader.read()
+
+    async with serving(serve) as (raw, client):
+        response = await client.request(
+            "p", "POST", raw.url(), body=b"{}", first_byte_timeout=0.1, total_timeout=5
+        )
+        assert await response.read() == b"first end"
+        response.release()
+
+
 async def test_malformed_answers_and_early_closes_are_errors() -> None:
     replies = iter(
         [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort"]
