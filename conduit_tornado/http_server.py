@@ -153,9 +153,7 @@ class Exchange(HTTPConnection):
         data = head.encode("latin-1") + b"\r\n\r\n"
         if chunk:
             data += self._frame(chunk)
-        sent = self._conn.send(data)
-        self._conn.uncork()  # the head (and a stream's first event) never waits
-        return sent
+        return self._conn.send(data, now=True)  # a head (and a first event) never waits
 
     def write(self, chunk: bytes) -> asyncio.Future[None]:
         if not chunk:
@@ -163,9 +161,11 @@ class Exchange(HTTPConnection):
         return self._conn.send(self._frame(chunk))
 
     def finish(self) -> None:
+        # The answer is whole: out now, before on_finish's bookkeeping.
         if self._chunked:
-            self._conn.send(b"0\r\n\r\n")
-        self._conn.uncork()  # the answer is whole: out now, before on_finish's bookkeeping
+            self._conn.send(b"0\r\n\r\n", now=True)
+        else:
+            self._conn.uncork()
         if self._conn.completed < self.seq and not self.detached:
             # Answered before the request body arrived (a refusal): as Tornado does, close
             # once the answer is out rather than read an upload nobody wants.
@@ -311,9 +311,17 @@ class _ServerProtocol(WriteFlow):
         parser = self.parser
         version = "HTTP/" + parser.get_http_version()
         start = RequestStartLine(parser.get_method().decode(), self._url.decode("latin-1"), version)
+        # httptools has already refused malformed names and values, so a first occurrence
+        # is set directly; HTTPHeaders.add (which checks each again) only for repeats.
         headers = HTTPHeaders()
+        seen: set[bytes] = set()
         for name, value in self._headers:
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+            lowered = name.lower()
+            if lowered in seen:
+                headers.add(name.decode("latin-1"), value.decode("latin-1"))
+            else:
+                seen.add(lowered)
+                headers[name.decode("latin-1")] = value.decode("latin-1")
         self.started += 1
         self._push(("head", start, headers, parser.should_keep_alive(), self.started))
 
@@ -441,18 +449,22 @@ class _ServerProtocol(WriteFlow):
 
     # output
 
-    def send(self, data: bytes) -> asyncio.Future[None]:
+    def send(self, data: bytes, now: bool = False) -> asyncio.Future[None]:
         """Queue bytes for the socket. Everything sent during one step of the event loop
         goes out in one write at the end of that step (call_soon, no timer): SSE events
         that arrived together from upstream cost one system call, not one each, and
-        nothing waits for more data."""
+        nothing waits for more data. ``now`` writes at once (with anything queued)."""
         if self.transport is None or self.closed:
             return _failed()
-        if self._corked is None:
+        if self._corked is not None:
+            self._corked.append(data)
+            if now:
+                self.uncork()
+        elif now:
+            self.transport.write(data)
+        else:
             self._corked = [data]
             asyncio.get_running_loop().call_soon(self.uncork)
-        else:
-            self._corked.append(data)
         return self._write_ready if self._write_ready is not None else self.done
 
     def uncork(self) -> None:

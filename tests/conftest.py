@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -125,6 +125,15 @@ async def admin(gateway: Gateway) -> AsyncIterator[AdminClient]:
 
 
 pytest_plugins = ["tests.proxy_setup", "pytest_jupyter.jupyter_server"]
+
+
+async def clear_of_minute_end(needed: float = 3.0) -> None:
+    """For tests of per-minute limits on a real clock: start where the next ``needed``
+    seconds stay inside one calendar minute, since a new minute rightly opens a new window."""
+    now = datetime.now(UTC)
+    second = now.second + now.microsecond / 1e6
+    if second > 60 - needed:
+        await asyncio.sleep(60.2 - second)
 
 
 async def settled(gw: Gateway) -> None:

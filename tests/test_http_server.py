@@ -175,6 +175,33 @@ async def test_unparseable_requests_get_an_openai_error_and_a_close(
         assert (await admin.list_keys())["data"] == []
 
 
+async def test_request_headers_reach_the_handler_whole_repeats_included() -> None:
+    class Echo(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.finish(
+                {
+                    "cookies": self.request.headers.get_list("Cookie"),
+                    "agent": self.request.headers.get("user-agent"),
+                }
+            )
+
+    server = HttpServer(tornado.web.Application([(r"/echo", Echo)]))
+    sockets = bind("127.0.0.1", 0)
+    await server.start(sockets)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sockets[0].getsockname()[1])
+        writer.write(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nUSER-AGENT: t/1\r\n"
+            b"cookie: b=2\r\n\r\n"
+        )
+        status, _, body = await _response(reader)
+        assert status == 200
+        assert json.loads(body) == {"cookies": ["a=1", "b=2"], "agent": "t/1"}
+        writer.close()
+    finally:
+        await server.stop()
+
+
 async def test_idle_connections_are_closed_and_busy_ones_are_not() -> None:
     class Slow(tornado.web.RequestHandler):
         async def get(self) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from conduit_tornado import Gateway
 from conduit_tornado.store import Store
-from tests.conftest import MASTER_KEY, FakeClock, settled
+from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end, settled
 from tests.proxy_setup import Wired, WiredFactory
 
 pytestmark = pytest.mark.asyncio
@@ -34,7 +34,9 @@ async def _chat(
 
 
 async def test_rpm_is_exact_under_concurrency(wired_with: WiredFactory, store: Store) -> None:
-    w = await wired_with(store=store)
+    # A frozen clock: a burst that crossed a real minute boundary would rightly get a
+    # second window of 50 (seen as an occasional 100/100 split).
+    w = await wired_with(store=store, clock=FakeClock(datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)))
     gw = w.gateway
     key = (await w.admin.create_key(name="rpm50", rpm=50))["key"]
     limits = httpx2.Limits(max_connections=200)
@@ -191,6 +193,7 @@ async def test_group_budget_is_shared(wired_store: Wired) -> None:
 
 
 async def test_group_rate_limit_spans_its_keys(wired: Wired) -> None:
+    await clear_of_minute_end()
     async with httpx2.AsyncClient(
         base_url=wired.gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
     ) as http:
@@ -205,6 +208,7 @@ async def test_group_rate_limit_spans_its_keys(wired: Wired) -> None:
 
 
 async def test_per_user_limits_name_the_user(wired: Wired) -> None:
+    await clear_of_minute_end()
     key = (await wired.admin.create_key(name="u", user_limits={"rpm": 1, "max_budget": 1.0}))["key"]
     assert (await _chat(wired.gateway, key, model="mock", user="alice")).status_code == 200
     refused = await _chat(wired.gateway, key, model="mock", user="alice")
@@ -224,6 +228,7 @@ async def test_per_user_limits_name_the_user(wired: Wired) -> None:
 
 
 async def test_per_model_limits(wired: Wired) -> None:
+    await clear_of_minute_end()
     key = (await wired.admin.create_key(name="pm", model_limits={"gpt": {"rpm": 1}}))["key"]
     assert (await _chat(wired.gateway, key, model="gpt")).status_code == 200
     assert (await _chat(wired.gateway, key, model="gpt")).status_code == 429
@@ -231,6 +236,7 @@ async def test_per_model_limits(wired: Wired) -> None:
 
 
 async def test_every_paid_route_counts(wired: Wired) -> None:
+    await clear_of_minute_end()
     key = (await wired.admin.create_key(name="all", rpm=3))["key"]
     auth = {"Authorization": f"Bearer {key}"}
     async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.audio import wav_bytes
+from tests.conftest import clear_of_minute_end
 from tests.fakes.providers import PIXEL, SPEECH_CHUNKS, TRANSCRIPT, FakeProviders
 from tests.proxy_setup import Wired, WiredFactory
 
@@ -231,6 +232,7 @@ async def test_speech_disconnect_cancels_upstream(wired: Wired) -> None:
 
 
 async def test_media_routes_obey_keys_limits_and_logs(wired: Wired) -> None:
+    await clear_of_minute_end()
     limited = (await wired.admin.create_key(name="m", allowed_models=["tts"], rpm=1))["key"]
     async with openai.AsyncOpenAI(
         base_url=wired.gateway.url + "/v1", api_key=limited, max_retries=0
