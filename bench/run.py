@@ -483,9 +483,10 @@ def _report(
         f"x-conduit-overhead-ms median {overhead.header_ms:.3f} ms; its overhead histogram over the "
         f"same requests mean {overhead.histogram_mean_ms:.3f} ms, median bucket <= "
         f"{overhead.histogram_median_le_ms:g} ms; latency the client saw added (median, gateway minus "
-        f"direct) {overhead.added_ms:.3f} ms. The header counts from the handler's start to the "
-        "answer, without upstream time; the client also sees HTTP parsing, writing and one more "
-        "loopback hop.",
+        f"direct) {overhead.added_ms:.3f} ms. The header counts from the parsed request head to the "
+        "answer, without upstream time; the histogram is taken later, after the answer is "
+        "written; the client also sees the upstream call's own CPU, the socket writes and one "
+        "more loopback hop.",
     ]
     floor_ms = statistics.mean(cpu for _, cpu in floors)
     lines.append(

@@ -109,7 +109,6 @@ class Exchange(HTTPConnection):
         self.close_callback: Callable[[], None] | None = None
         self.headers_written = False
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.status = 0
         self._chunked = False
         self.detached = False
 
@@ -128,7 +127,7 @@ class Exchange(HTTPConnection):
         chunk: bytes | None = None,
     ) -> asyncio.Future[None]:
         assert isinstance(start_line, ResponseStartLine)
-        self.status = code = start_line.code
+        code = start_line.code
         request = self._start
         self._chunked = (
             request.version == "HTTP/1.1"
@@ -394,7 +393,7 @@ class _ServerProtocol(WriteFlow):
                 and not exchange.headers_written
                 and not self.closed
             ):
-                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n", now=True)
             while True:
                 event = await self._next()
                 kind = event[0]
