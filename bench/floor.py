@@ -1,6 +1,7 @@
 """The server-side floor: a trivial Tornado handler (fixed JSON, no upstream call) on one
 core under wrk, served by Tornado's own HTTP server and by ours (conduit_tornado's
-http_server), and a bare httptools protocol for reference. Whatever the gateway does costs
+http_server), our server alone with a bare delegate instead of Tornado's Application
+(``conduit-bare``), and a bare httptools protocol for reference. Whatever the gateway does costs
 at least this per request, so it says how much of a request's CPU is the HTTP layer.
 
     .venv/bin/python bench/floor.py [--seconds 5]
@@ -14,9 +15,10 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 ANSWER = b'{"id":"x","object":"chat.completion","choices":[]}'
-SERVERS = ("tornado", "conduit", "httptools")
+SERVERS = ("tornado", "conduit", "conduit-bare", "httptools")
 
 
 def serve(port: int, kind: str) -> None:
@@ -25,6 +27,11 @@ def serve(port: int, kind: str) -> None:
     async def main() -> None:
         if kind == "httptools":
             await _bare_protocol(port)
+        elif kind == "conduit-bare":
+            from conduit_tornado.gateway import bind
+            from conduit_tornado.http_server import HttpServer
+
+            await HttpServer(_FixedDelegate()).start(bind("127.0.0.1", port))
         else:
             import tornado.httpserver
             import tornado.web
@@ -45,6 +52,37 @@ def serve(port: int, kind: str) -> None:
         await asyncio.Event().wait()
 
     uvloop.run(main())
+
+
+class _FixedDelegate:
+    """Our server's own per-request work, without Tornado's Application and handlers:
+    the same fixed answer from a bare HTTPServerConnectionDelegate."""
+
+    def start_request(self, server_conn: object, request_conn: Any) -> Any:
+        return _FixedAnswer(request_conn)
+
+
+class _FixedAnswer:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def headers_received(self, start_line: object, headers: object) -> None:
+        return None
+
+    def data_received(self, chunk: bytes) -> None:
+        return None
+
+    def finish(self) -> None:
+        from tornado.httputil import HTTPHeaders, ResponseStartLine
+
+        headers = HTTPHeaders(
+            {"Content-Type": "application/json", "Content-Length": str(len(ANSWER))}
+        )
+        self.conn.write_headers(ResponseStartLine("HTTP/1.1", 200, "OK"), headers, ANSWER)
+        self.conn.finish()
+
+    def on_connection_close(self) -> None:
+        return None
 
 
 async def _bare_protocol(port: int) -> None:
