@@ -31,7 +31,6 @@ from tornado.httputil import (
     HTTPConnection,
     HTTPHeaders,
     HTTPInputError,
-    HTTPMessageDelegate,
     HTTPServerConnectionDelegate,
     RequestStartLine,
     ResponseStartLine,
@@ -165,7 +164,7 @@ class Exchange(HTTPConnection):
             self._conn.send(b"0\r\n\r\n", now=True)
         else:
             self._conn.uncork()
-        if self._conn.completed < self.seq and not self.detached:
+        if self._conn.requests_read < self.seq and not self.detached:
             # Answered before the request body arrived (a refusal): as Tornado does, close
             # once the answer is out rather than read an upload nobody wants.
             self.keep_alive = False
@@ -207,12 +206,11 @@ class _ServerProtocol(WriteFlow):
         self._pending_head = 0
         self._head_size = 0
         self._head_too_large = False
-        self.started = 0  # requests whose headers were parsed
-        self.completed = 0  # requests read to their end
+        self.heads_parsed = 0  # requests on this connection whose head was parsed
+        self.requests_read = 0  # requests read to their end
         self._upgrading = False
         self._leftover = b""
         self._exchange: Exchange | None = None
-        self._delegate: HTTPMessageDelegate | None = None
         self._task: asyncio.Task[None] | None = None
         self._peer = ""
 
@@ -321,14 +319,14 @@ class _ServerProtocol(WriteFlow):
             else:
                 seen.add(lowered)
                 headers[name.decode("latin-1")] = value.decode("latin-1")
-        self.started += 1
-        self._push(("head", start, headers, parser.should_keep_alive(), self.started))
+        self.heads_parsed += 1
+        self._push(("head", start, headers, parser.should_keep_alive(), self.heads_parsed))
 
     def on_body(self, body: bytes) -> None:
         self._push(("body", body))
 
     def on_message_complete(self) -> None:
-        self.completed += 1
+        self.requests_read += 1
         self._push(("end",))
 
     # the connection's task
@@ -378,7 +376,7 @@ class _ServerProtocol(WriteFlow):
         """Drive one request through the application; True to go on with the next."""
         exchange = Exchange(self, self._context(headers), start, keep, seq)
         self._exchange = exchange
-        delegate = self._delegate = self.server.delegate.start_request(self, exchange)
+        delegate = self.server.delegate.start_request(self, exchange)
         received = 0
         try:
             try:
@@ -418,7 +416,6 @@ class _ServerProtocol(WriteFlow):
             await exchange.finished  # connection_lost resolves it too
         finally:
             self._exchange = None
-            self._delegate = None
         if exchange.detached:
             return False
         if self._upgrading or not exchange.keep_alive or self.closed:

@@ -162,7 +162,6 @@ class Upstream:
         t: Timeouts,
         *,
         json: Json | None = None,
-        data: bytes | None = None,
         stream: AsyncIterable[bytes] | None = None,
         length: int | None = None,
         headers: Mapping[str, str] | None = None,
@@ -171,12 +170,10 @@ class Upstream:
         """Send a request and return the response once its headers arrived with a 2xx
         status; anything else raises ProviderError. The caller releases the response."""
         hdrs = dict(headers or {})
-        body: bytes | AsyncIterable[bytes]
+        body: bytes | AsyncIterable[bytes] = stream if stream is not None else b""
         if json is not None:
             body = orjson.dumps(json)
             hdrs["Content-Type"] = "application/json"
-        else:
-            body = stream if stream is not None else (data or b"")
         try:
             response = await self.http.request(
                 pool,

@@ -218,6 +218,7 @@ class ProxyHandler(ClientHandler):
                     delta = choice.get("delta") or {}
                     seen.chars += len(delta.get("content") or choice.get("text") or "")
                 chunk["model"] = model
+                # Plain orjson: chunks from providers have string keys (dumps allows others).
                 await self._event(orjson.dumps(transform(chunk) if transform else chunk))
             await self._event(b"[DONE]")
 
@@ -265,14 +266,15 @@ class ProxyHandler(ClientHandler):
 
     async def _event(self, payload: bytes) -> None:
         self._last_write = time.monotonic()
+        event = b"data: " + payload + b"\n\n"
         if self._streaming:
             # Headers are out: straight to the connection (Tornado's HTTPConnection API),
             # skipping RequestHandler's per-write buffering, once per event.
             connection = self.request.connection
             assert connection is not None
-            await connection.write(b"data: " + payload + b"\n\n")
+            await connection.write(event)
             return
-        self.write(b"data: " + payload + b"\n\n")
+        self.write(event)
         await self.flush()
         self._streaming = True
 

@@ -33,9 +33,15 @@ def _duplicate_field(collection: str, exc: DuplicateKeyError | BulkWriteError) -
     return "_id"
 
 
-def _only(doc: Doc, fields: Sequence[str]) -> Doc:
+def _projection(fields: Sequence[str] | None) -> dict[str, bool] | None:
+    return dict.fromkeys(fields, True) if fields is not None else None
+
+
+def _only(doc: Doc | None, fields: Sequence[str] | None) -> Doc | None:
     # Projections save transfer on mongod; the jongodb test server ignores them, so the
     # contract (only these fields) is kept here as well.
+    if doc is None or fields is None:
+        return doc
     return {k: v for k, v in doc.items() if k == "_id" or k in fields}
 
 
@@ -105,10 +111,8 @@ class MongoStore:
     async def get(
         self, collection: str, id: str, fields: Sequence[str] | None = None
     ) -> Doc | None:
-        if fields is None:
-            return await self._db[collection].find_one({"_id": id})
-        doc = await self._db[collection].find_one({"_id": id}, dict.fromkeys(fields, True))
-        return _only(doc, fields) if doc is not None else None
+        doc = await self._db[collection].find_one({"_id": id}, _projection(fields))
+        return _only(doc, fields)
 
     async def find_one(self, collection: str, where: Where) -> Doc | None:
         return await self._db[collection].find_one(dict(where))
@@ -187,11 +191,11 @@ class MongoStore:
                 doc = await coll.find_one_and_update(
                     query,
                     change,
-                    projection=dict.fromkeys(fields, True) if fields is not None else None,
+                    projection=_projection(fields),
                     upsert=upsert and attempt == 0,
                     return_document=ReturnDocument.AFTER,
                 )
-                return _only(doc, fields) if doc is not None and fields is not None else doc
+                return _only(doc, fields)
             except DuplicateKeyError:
                 continue  # two upserts raced to create it: the loser retries as an update
         return None
