@@ -82,98 +82,33 @@ class OpenAIChat(FakeHandler):
         }
         if include_usage:
             base["usage"] = None
+
+        def chunk(i: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return sse({**base, "choices": [choice]})
+
         events = []
         for i in range(n):
-            events.append(
-                sse(
-                    {
-                        **base,
-                        "choices": [
-                            {
-                                "index": i,
-                                "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ],
-                    }
-                )
-            )
+            events.append(chunk(i, {"role": "assistant", "content": ""}))
             if self.wants_tool():
                 name = body["tools"][0]["function"]["name"]
-                events.append(
-                    sse(
-                        {
-                            **base,
-                            "choices": [
-                                {
-                                    "index": i,
-                                    "delta": {
-                                        "tool_calls": [
-                                            {
-                                                "index": 0,
-                                                "id": "call_fake1",
-                                                "type": "function",
-                                                "function": {"name": name, "arguments": ""},
-                                            }
-                                        ]
-                                    },
-                                    "logprobs": None,
-                                    "finish_reason": None,
-                                }
-                            ],
-                        }
-                    )
-                )
+                call = {
+                    "index": 0,
+                    "id": "call_fake1",
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }
+                events.append(chunk(i, {"tool_calls": [call]}))
                 for piece in TOOL_ARGS:
                     events.append(
-                        sse(
-                            {
-                                **base,
-                                "choices": [
-                                    {
-                                        "index": i,
-                                        "delta": {
-                                            "tool_calls": [
-                                                {"index": 0, "function": {"arguments": piece}}
-                                            ]
-                                        },
-                                        "logprobs": None,
-                                        "finish_reason": None,
-                                    }
-                                ],
-                            }
-                        )
+                        chunk(i, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
                     )
                 finish = "tool_calls"
             else:
                 for word in self.words():
-                    events.append(
-                        sse(
-                            {
-                                **base,
-                                "choices": [
-                                    {
-                                        "index": i,
-                                        "delta": {"content": word},
-                                        "logprobs": None,
-                                        "finish_reason": None,
-                                    }
-                                ],
-                            }
-                        )
-                    )
+                    events.append(chunk(i, {"content": word}))
                 finish = "stop"
-            events.append(
-                sse(
-                    {
-                        **base,
-                        "choices": [
-                            {"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}
-                        ],
-                    }
-                )
-            )
+            events.append(chunk(i, {}, finish))
         if include_usage:
             events.append(sse({**base, "choices": [], "usage": usage}))
         await self.send_events(events, b"data: [DONE]\n\n")
