@@ -9,6 +9,7 @@ from typing import Any
 import tornado.web
 
 from .context import Context
+from .dispatch import GatewayApplication
 from .handlers import admin, admin_limits, admin_usage, health, inference, media, models, realtime
 from .handlers.base import NotFoundHandler
 
@@ -89,7 +90,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:
-    return tornado.web.Application(
+    return GatewayApplication(
         routes(),
         default_handler_class=NotFoundHandler,
         compress_response=False,  # SSE must not be buffered by a compressor

@@ -1,0 +1,105 @@
+"""Tornado's Application, with a direct path to the gateway's plain routes.
+
+Tornado routes every request through two router layers (hosts, then the rules in order)
+and a delegate per request before a handler exists. The busiest paths
+(``/v1/chat/completions`` and the like) are plain strings, so a dict finds their handler;
+the handler is then driven exactly as Tornado's ``_HandlerDelegate`` drives a handler that
+streams its body. Any other path, and every request in debug mode, takes Tornado's own
+routing. Used by the standalone server only: inside Jupyter, Jupyter's application routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import tornado.web
+from tornado.httputil import (
+    HTTPConnection,
+    HTTPHeaders,
+    HTTPMessageDelegate,
+    HTTPServerRequest,
+    RequestStartLine,
+    ResponseStartLine,
+)
+from tornado.routing import _RoutingDelegate
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789/_")
+
+
+class GatewayApplication(tornado.web.Application):
+    def __init__(
+        self, handlers: list[tuple[str, type[tornado.web.RequestHandler]]], **settings: Any
+    ) -> None:
+        super().__init__(handlers, **settings)
+        self.plain_routes: dict[str, type[tornado.web.RequestHandler]] = {}
+        if not self.settings.get("debug"):
+            for pattern, handler in handlers:
+                streamed = getattr(handler, "_stream_request_body", False)
+                if streamed and set(pattern) <= _PLAIN:  # no regex syntax: matches itself
+                    self.plain_routes.setdefault(pattern, handler)
+
+    def start_request(self, server_conn: object, request_conn: HTTPConnection) -> _Dispatch:
+        return _Dispatch(self, server_conn, request_conn)
+
+
+def _surface(task: asyncio.Task[None]) -> None:
+    # What Tornado does with a handler's _execute: it catches everything, so this only
+    # surfaces a bug in the handler machinery itself.
+    if not task.cancelled():
+        task.result()
+
+
+class _Dispatch(HTTPMessageDelegate):
+    __slots__ = ("_app", "_conn", "_fallback", "_handler", "_request", "_server_conn")
+
+    def __init__(self, app: GatewayApplication, server_conn: object, conn: HTTPConnection) -> None:
+        self._app = app
+        self._server_conn = server_conn
+        self._conn = conn
+        self._fallback: HTTPMessageDelegate | None = None
+        self._handler: tornado.web.RequestHandler | None = None
+        self._request: HTTPServerRequest | None = None
+
+    def headers_received(
+        self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders
+    ) -> asyncio.Future[None] | None:
+        assert isinstance(start_line, RequestStartLine)
+        app = self._app
+        handler_class = app.plain_routes.get(start_line.path.partition("?")[0])
+        if handler_class is None:
+            self._fallback = _RoutingDelegate(app, self._server_conn, self._conn)
+            return self._fallback.headers_received(start_line, headers)  # type: ignore[return-value]
+        request = HTTPServerRequest(
+            connection=self._conn,
+            server_connection=self._server_conn,
+            start_line=start_line,
+            headers=headers,
+        )
+        loop = asyncio.get_running_loop()
+        request._body_future = loop.create_future()
+        self._request = request
+        handler = self._handler = handler_class(app, request)
+        prepared: asyncio.Future[None] = loop.create_future()
+        handler._prepared_future = prepared  # type: ignore[assignment]  # typed None in Tornado
+        transforms = [t(request) for t in app.transforms]
+        loop.create_task(handler._execute(transforms)).add_done_callback(_surface)
+        return prepared
+
+    def data_received(self, chunk: bytes) -> Any:
+        if self._fallback is not None:
+            return self._fallback.data_received(chunk)
+        assert self._handler is not None
+        return self._handler.data_received(chunk)
+
+    def finish(self) -> None:
+        if self._fallback is not None:
+            self._fallback.finish()
+        elif self._request is not None and not self._request._body_future.done():
+            self._request._body_future.set_result(None)
+
+    def on_connection_close(self) -> None:
+        if self._fallback is not None:
+            self._fallback.on_connection_close()
+        elif self._handler is not None:
+            self._handler.on_connection_close()
