@@ -113,7 +113,7 @@ class Gateway:
         await catalog.refresh()
         upstream = Upstream()
         recorder = Recorder(store, s, self._clock)
-        limiter = Limiter(store, self._clock)
+        limiter = Limiter(store, self._clock, spend_ttl=s.spend_cache_ttl)
         await limiter.heartbeat()
         self.ctx = Context(
             settings=s,

@@ -13,8 +13,13 @@ Every decision is one atomic store operation whose answer is the decision:
   total counts only instances whose heartbeat is fresh, so a crashed instance's slots free
   themselves.
 * budgets: the current period's spend lives on the key / group document (and per end user
-  in ``user_budgets``); a request starts only if the spend read just now is under budget,
-  and its cost is added atomically when it ends, resetting at the period boundary.
+  in ``user_budgets``); a request starts only if the spend is under budget, and its cost
+  is added atomically when it ends, resetting at the period boundary. The spend a check
+  reads is cached per instance for ``spend_ttl`` seconds: this instance's own charges
+  update the cache at once, other instances' show within the TTL. (A check before the
+  request and a charge after it are never exact across concurrent requests anyway; the
+  TTL bounds how much later another instance's spend is seen, and saves a store round
+  trip per request.)
 
 A key with no limits costs no store operation here.
 """
@@ -38,9 +43,11 @@ WINDOWS = "limit_windows"
 PARALLEL = "parallel"
 INSTANCES = "instances"
 USER_BUDGETS = "user_budgets"
-# What a budget check reads of a key or group document (never the whole of it).
-BUDGET_FIELDS = ("max_budget", "budget_duration", "created_at", "spend", "period_start")
+# What a budget check reads of an account's document (never the whole of it); the
+# budget's own settings come from the key or group document the request already holds.
+SPENT = ("spend", "period_start")
 SPEND = ("spend",)
+_SPENT_CACHE_MAX = 100_000
 HEARTBEAT_SECONDS = 5.0
 INSTANCE_TTL = timedelta(seconds=20)
 SDK_RETRY_HORIZON = 120  # the openai SDK waits at most this long for Retry-After
@@ -115,13 +122,22 @@ def refusal(code: str, message: str, retry_after: int) -> ApiError:
 
 
 class Limiter:
-    def __init__(self, store: Store, clock: Clock, instance_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        instance_id: str | None = None,
+        *,
+        spend_ttl: float = 1.0,
+    ) -> None:
         self._store = store
         self._clock = clock
         self.instance = instance_id or "inst_" + secrets.token_hex(6)
         self._live: set[str] = {self.instance}
         self._groups: dict[str, tuple[float, Doc | None]] = {}
         self.group_ttl = 5.0
+        self.spend_ttl = spend_ttl
+        self._spent: dict[tuple[str, str], tuple[float, Doc]] = {}
 
     # -- instances ------------------------------------------------------------------------
 
@@ -312,12 +328,8 @@ class Limiter:
         self, grant: Grant, key: Doc, group: Doc | None, user: str | None, now: datetime
     ) -> None:
         if key.get("max_budget") is not None:
-            self._budget_gate(
-                await self._store.get("keys", key["_id"], BUDGET_FIELDS) or key,
-                "this key",
-                "budget_exceeded",
-                now,
-            )
+            spent = await self._spent_of("keys", key["_id"])
+            self._budget_gate(key, spent, "this key", "budget_exceeded", now)
         grant.budgets.append(
             Budget(
                 "keys",
@@ -332,12 +344,8 @@ class Limiter:
         if group is not None:
             label = f"group '{group['_id']}'"
             if group.get("max_budget") is not None:
-                self._budget_gate(
-                    await self._store.get("groups", group["_id"], BUDGET_FIELDS) or group,
-                    label,
-                    "budget_exceeded",
-                    now,
-                )
+                spent = await self._spent_of("groups", group["_id"])
+                self._budget_gate(group, spent, label, "budget_exceeded", now)
             grant.budgets.append(
                 Budget(
                     "groups",
@@ -353,14 +361,13 @@ class Limiter:
         if user and per_user.get("max_budget") is not None:
             duration = per_user.get("budget_duration") or key.get("budget_duration")
             doc_id = f"{key['_id']}|{user}"
-            stored = await self._store.get(USER_BUDGETS, doc_id) or {}
             self._budget_gate(
                 {
-                    **stored,
                     "created_at": key["created_at"],
                     "max_budget": per_user["max_budget"],
                     "budget_duration": duration,
                 },
+                await self._spent_of(USER_BUDGETS, doc_id),
                 f"user '{user}'",
                 "user_budget_exceeded",
                 now,
@@ -378,11 +385,33 @@ class Limiter:
                 )
             )
 
-    def _budget_gate(self, doc: Doc, label: str, code: str, now: datetime) -> None:
-        """429 if the budget of ``doc`` (its BUDGET_FIELDS) is spent for this period."""
-        start, end = budget_period(doc.get("budget_duration"), doc["created_at"], now)
-        spend = (doc.get("spend") or 0.0) if doc.get("period_start") == start else 0.0
-        limit = float(doc["max_budget"])
+    async def _spent_of(self, collection: str, id: str) -> Doc:
+        """An account's current spend (its SPENT fields), cached for ``spend_ttl``."""
+        now = self._clock.monotonic()
+        hit = self._spent.get((collection, id))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        doc = await self._store.get(collection, id, SPENT) or {}
+        if self.spend_ttl > 0:
+            if len(self._spent) >= _SPENT_CACHE_MAX:
+                self._spent = {k: v for k, v in self._spent.items() if v[0] > now}
+            self._spent[(collection, id)] = (now + self.spend_ttl, doc)
+        return doc
+
+    def _note_spent(self, collection: str, id: str, spend: float, start: datetime) -> None:
+        """This instance's own charge: a cached spend reflects it at once."""
+        hit = self._spent.get((collection, id))
+        if hit is not None:
+            hit[1].update(spend=spend, period_start=start)
+
+    def forget_spent(self, collection: str, id: str) -> None:
+        self._spent.pop((collection, id), None)
+
+    def _budget_gate(self, account: Doc, spent: Doc, label: str, code: str, now: datetime) -> None:
+        """429 if ``account``'s budget is used up by ``spent`` in the current period."""
+        start, end = budget_period(account.get("budget_duration"), account["created_at"], now)
+        spend = (spent.get("spend") or 0.0) if spent.get("period_start") == start else 0.0
+        limit = float(account["max_budget"])
         if spend >= limit:
             wait = seconds_until(now, end)
             raise refusal(
@@ -459,6 +488,7 @@ class Limiter:
                 )
             if doc is not None:
                 after = float(doc["spend"])
+                self._note_spent(coll, doc_id, after, start)
                 return Charge(budget, after - cost, after, start)
         return None
 
@@ -466,19 +496,22 @@ class Limiter:
         self, collection: str, doc: Doc, *, spend: float | None, add: float | None
     ) -> Doc | None:
         """Admin: set the current period's spend (0 resets it) or add to it."""
-        if spend is not None:
-            start, _ = budget_period(
-                doc.get("budget_duration"), doc["created_at"], self._clock.now()
+        try:
+            if spend is not None:
+                start, _ = budget_period(
+                    doc.get("budget_duration"), doc["created_at"], self._clock.now()
+                )
+                return await self._store.update(
+                    collection, doc["_id"], {"spend": spend, "period_start": start}
+                )
+            assert add is not None
+            budget = Budget(
+                collection, doc["_id"], "", "", doc.get("budget_duration"), doc["created_at"], None
             )
-            return await self._store.update(
-                collection, doc["_id"], {"spend": spend, "period_start": start}
-            )
-        assert add is not None
-        budget = Budget(
-            collection, doc["_id"], "", "", doc.get("budget_duration"), doc["created_at"], None
-        )
-        await self.add_spend(budget, add)
-        return await self._store.get(collection, doc["_id"])
+            await self.add_spend(budget, add)
+            return await self._store.get(collection, doc["_id"])
+        finally:
+            self.forget_spent(collection, doc["_id"])  # the next check reads the new spend
 
     async def _undo(self, held: list[Held]) -> None:
         for h in reversed(held):

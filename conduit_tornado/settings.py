@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         description="Seconds a virtual key lookup is cached per instance. Changes made "
         "through this instance apply at once; other instances see them within this time.",
     )
+    spend_cache_ttl: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a key's, group's or end user's current spend is cached per "
+        "instance for budget checks. This instance's own charges count at once; other "
+        "instances' within this time. 0 reads the spend from the store on every request.",
+    )
     catalog_refresh: float = Field(
         10.0,
         ge=0.5,

@@ -11,6 +11,8 @@ import httpx2
 import pytest
 
 from conduit_tornado import Gateway
+from conduit_tornado.errors import ApiError
+from conduit_tornado.limits import Limiter
 from conduit_tornado.store import Store
 from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end, settled
 from tests.proxy_setup import Wired, WiredFactory
@@ -145,6 +147,31 @@ async def test_budget_exhausted_mid_stream_finishes_and_bills(wired_store: Wired
         bad = await http.post(f"/admin/v1/keys/{created['id']}/spend", json={"spend": 1, "add": 1})
         assert bad.status_code == 400
     assert (await _chat(w.gateway, key)).status_code == 200
+
+
+@pytest.mark.parametrize("spend_ttl", [1.0, 0.0])
+async def test_another_instances_spend_counts_within_the_spend_ttl(
+    store: Store, spend_ttl: float
+) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    key = {"_id": "key_b", "name": "b", "created_at": clock.now(), "max_budget": 1.0}
+    await store.insert("keys", key)
+    here = Limiter(store, clock, "inst_here", spend_ttl=spend_ttl)
+    there = Limiter(store, clock, "inst_there", spend_ttl=spend_ttl)
+    await here.release(await here.admit(key, "gpt", None, 0))  # reads (and caches) spend 0
+    await there.settle(await there.admit(key, "gpt", None, 0), None, 2.0)  # spends past it
+    with pytest.raises(ApiError) as own:
+        await there.admit(key, "gpt", None, 0)  # its own charge counts at once
+    assert own.value.code == "budget_exceeded"
+    if spend_ttl:
+        await here.release(await here.admit(key, "gpt", None, 0))  # still within the TTL
+        clock.advance(spend_ttl)
+    with pytest.raises(ApiError) as seen:
+        await here.admit(key, "gpt", None, 0)
+    assert seen.value.code == "budget_exceeded"
+    # An admin reset through this instance applies here at once, cache or not.
+    await here.adjust_spend("keys", key, spend=0.0, add=None)
+    await here.release(await here.admit(key, "gpt", None, 0))
 
 
 async def test_monthly_budget_resets_with_the_month(
