@@ -163,7 +163,7 @@ class ProxyHandler(ClientHandler):
         """Headers of a complete answer: routing, and its cost when priced."""
         self.routing_headers(outcome)
         if cost is not None:
-            self.set_header("x-conduit-cost-usd", _usd(cost))
+            self.put_headers({"x-conduit-cost-usd": _usd(cost)})
 
     def send_answer(self, result: Json, usage: Usage, outcome: Outcome) -> None:
         reported = result.get("model")

@@ -38,6 +38,8 @@ def _only(doc: Doc, fields: Sequence[str]) -> Doc:
 
 
 def _get(doc: Mapping[str, Any], path: str) -> Any:
+    if "." not in path:  # most fields: no walk
+        return doc.get(path)
     value: Any = doc
     for part in path.split("."):
         if not isinstance(value, Mapping):
@@ -49,7 +51,7 @@ def _get(doc: Mapping[str, Any], path: str) -> Any:
 def matches(doc: Mapping[str, Any], where: Where) -> bool:
     for field, cond in where.items():
         value = _get(doc, field)
-        if isinstance(cond, Mapping) and cond and all(k.startswith("$") for k in cond):
+        if type(cond) is dict and cond and all(k[0] == "$" for k in cond):
             for op, arg in cond.items():
                 if not _apply(op, value, arg):
                     return False
@@ -78,6 +80,8 @@ def _apply(op: str, value: Any, arg: Any) -> bool:
 
 def _walk(doc: Doc, path: str) -> tuple[Doc, str]:
     """The sub-document holding a dotted path's last part, created as needed."""
+    if "." not in path:
+        return doc, path
     *parents, leaf = path.split(".")
     for part in parents:
         doc = doc.setdefault(part, {})
