@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
-import secrets
 from collections import deque
 from datetime import datetime
 from typing import Any
 
 from .clock import Clock
+from .ids import IdSequence
 from .keys import VirtualKey
 from .settings import Settings
 from .store import Store
@@ -28,6 +29,7 @@ log = logging.getLogger("conduit.accounting")
 LOGS = "request_logs"
 USAGE = "usage"
 _SUMMED = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
+new_log_id = IdSequence("log_")
 
 
 def new_log_entry(
@@ -42,7 +44,7 @@ def new_log_entry(
 ) -> dict[str, Any]:
     """The request-log document every model-calling route starts from."""
     return {
-        "_id": "log_" + secrets.token_hex(12),
+        "_id": new_log_id(),
         "request_id": request_id,
         "created_at": now,
         "key_id": key.id,
@@ -56,6 +58,7 @@ def new_log_entry(
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def usage_id(day: str, key_id: str, model: str, user: str) -> str:
     digest = hashlib.sha256(f"{key_id}\x00{model}\x00{user}".encode()).hexdigest()[:24]
     return f"{day}:{digest}"

@@ -213,6 +213,7 @@ class _ServerProtocol(WriteFlow):
         self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._peer = ""
+        self._own_context: RequestContext | None = None
 
     # asyncio.Protocol
 
@@ -431,16 +432,19 @@ class _ServerProtocol(WriteFlow):
             callback()
 
     def _context(self, headers: HTTPHeaders) -> RequestContext:
+        if not self.server.xheaders:  # the same for every request on this connection
+            if self._own_context is None:
+                self._own_context = RequestContext(self._peer, "http")
+            return self._own_context
         ip, protocol = self._peer, "http"
-        if self.server.xheaders:
-            forwarded = headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-            candidate = headers.get("X-Real-Ip", forwarded).strip()
-            if candidate and is_valid_ip(candidate):
-                ip = candidate
-            proto = headers.get("X-Scheme", headers.get("X-Forwarded-Proto", ""))
-            proto = proto.split(",")[-1].strip().lower()
-            if proto in ("http", "https"):
-                protocol = proto
+        forwarded = headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        candidate = headers.get("X-Real-Ip", forwarded).strip()
+        if candidate and is_valid_ip(candidate):
+            ip = candidate
+        proto = headers.get("X-Scheme", headers.get("X-Forwarded-Proto", ""))
+        proto = proto.split(",")[-1].strip().lower()
+        if proto in ("http", "https"):
+            protocol = proto
         return RequestContext(ip, protocol)
 
     # output

@@ -178,3 +178,12 @@ async def test_overhead_histogram_matches_the_headers(wired: Wired) -> None:
     # The header is taken just before the answer goes out; the histogram at the end: the
     # histogram's total can only be the larger, and not by much.
     assert ctx.overhead.sum * 1000 >= sum(headers) * 0.999
+
+
+async def test_clock_keeps_whole_milliseconds_in_utc() -> None:
+    clock = Clock()
+    for _ in range(2000):  # MongoDB keeps milliseconds: both stores must see the same time
+        before = datetime.now(UTC)
+        now = clock.now()
+        assert now.tzinfo is UTC and now.microsecond % 1000 == 0
+        assert before - timedelta(milliseconds=1) <= now <= datetime.now(UTC)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import itertools
 import logging
 import re
-import secrets
 import time
 from asyncio import Future
 from collections.abc import Mapping
@@ -27,6 +25,7 @@ from ..catalog import ModelRoute
 from ..context import Context
 from ..errors import ApiError, default_type, error_envelope, invalid_api_key
 from ..http_server import Exchange
+from ..ids import IdSequence
 from ..keys import VirtualKey
 
 log = logging.getLogger("conduit.http")
@@ -40,14 +39,7 @@ _REASONS = {
 }
 
 
-# Generated request ids: a random per-process prefix and a counter. They need to be unique,
-# not secret, and a counter costs no getrandom(2) call per request.
-_ID_PREFIX = "req_" + secrets.token_hex(6)
-_ID_COUNTER = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+new_request_id = IdSequence("req_")
 
 
 def http_date() -> str:
