@@ -268,18 +268,18 @@ def _sse_block(block: bytes) -> tuple[str, bytes] | None:
     return (event or "message", b"\n".join(data)) if data else None
 
 
-async def sse_events(response: Response) -> AsyncIterator[tuple[str, bytes]]:
-    """Parse a text/event-stream into (event name, data) pairs; comments are skipped.
-
-    Reads whatever bytes have arrived and splits out every complete event at once (one
-    await per network read, not per line). Lines may end in LF or CRLF (Gemini uses CRLF).
-    The response is not released here.
+async def sse_batches(response: Response) -> AsyncIterator[list[tuple[str, bytes]]]:
+    """Parse a text/event-stream into (event name, data) pairs, comments skipped: every
+    complete event that has arrived, as one list per network read (one await per read,
+    not per event or line). Lines may end in LF or CRLF (Gemini uses CRLF). The response
+    is not released here.
     """
     buf = b""
     async for received in body_chunks(response, "the provider's stream broke off"):
         buf += received
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
+        batch = []
         start = 0  # walk the buffer by offset: a burst of events is not re-copied per event
         while True:
             end = buf.find(b"\n\n", start)
@@ -288,14 +288,23 @@ async def sse_events(response: Response) -> AsyncIterator[tuple[str, bytes]]:
             parsed = _sse_block(buf[start:end])
             start = end + 2
             if parsed is not None:
-                yield parsed
+                batch.append(parsed)
         buf = buf[start:]
         if len(buf) > MAX_SSE_EVENT:
             raise ProviderError("bad_response", "the provider sent an oversized stream event")
+        if batch:
+            yield batch
     if buf.strip():
         parsed = _sse_block(buf.strip(b"\r\n"))
         if parsed is not None:
-            yield parsed
+            yield [parsed]
+
+
+async def sse_events(response: Response) -> AsyncIterator[tuple[str, bytes]]:
+    """sse_batches, an event at a time."""
+    async for batch in sse_batches(response):
+        for event in batch:
+            yield event
 
 
 def parse_event(data: bytes) -> Json:

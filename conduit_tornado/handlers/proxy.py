@@ -51,6 +51,7 @@ class ProxyHandler(ClientHandler):
         self._relay: asyncio.Task[None] | None = None
         self._client_gone = False
         self._last_write = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
         self._streaming = False  # the response head has gone out; events go direct
         self.grant: Grant | None = None
 
@@ -219,16 +220,22 @@ class ProxyHandler(ClientHandler):
                     seen.chars += len(delta.get("content") or choice.get("text") or "")
                 chunk["model"] = model
                 # Plain orjson: chunks from providers have string keys (dumps allows others).
-                await self._event(orjson.dumps(transform(chunk) if transform else chunk))
-            await self._event(b"[DONE]")
+                behind = self._event(orjson.dumps(transform(chunk) if transform else chunk))
+                if behind is not None:
+                    await behind
+            behind = self._event(b"[DONE]")
+            if behind is not None:
+                await behind
 
-        keepalive = asyncio.ensure_future(self._keepalive())
+        self._last_write = time.monotonic()
+        self._keepalive_tick()
         try:
             await self.run_relay(
                 pump(), lambda error: b"data: " + dumps(error.envelope()) + b"\n\n"
             )
         finally:
-            keepalive.cancel()
+            if self._keepalive is not None:
+                self._keepalive.cancel()
             await stream.aclose()  # closes the upstream connection if it is still open
         usage = seen.usage
         if usage is None:  # no usage chunk (the client left, or a terse provider): estimate
@@ -264,7 +271,9 @@ class ProxyHandler(ClientHandler):
                 status=499, error_code="client_disconnected", error_type="client_disconnected"
             )
 
-    async def _event(self, payload: bytes) -> None:
+    def _event(self, payload: bytes) -> asyncio.Future[None] | None:
+        """Write one SSE event. Returns a future to await only when the client is behind
+        (or gone): a stream that keeps up costs no coroutine per event."""
         self._last_write = time.monotonic()
         event = b"data: " + payload + b"\n\n"
         if self._streaming:
@@ -272,22 +281,26 @@ class ProxyHandler(ClientHandler):
             # skipping RequestHandler's per-write buffering, once per event.
             connection = self.request.connection
             assert connection is not None
-            await connection.write(event)
-            return
-        self.write(event)
-        await self.flush()
-        self._streaming = True
+            sent = connection.write(event)
+        else:
+            self.write(event)
+            sent = self.flush()
+            self._streaming = True
+        return None if sent.done() and sent.exception() is None else sent
 
-    async def _keepalive(self) -> None:
+    def _keepalive_tick(self) -> None:
+        """A comment after sse_keepalive seconds of silence: one timer per stream,
+        re-armed from the last write."""
         interval = self.ctx.settings.sse_keepalive
-        self._last_write = time.monotonic()
-        while True:
-            await asyncio.sleep(interval - (time.monotonic() - self._last_write))
-            if time.monotonic() - self._last_write >= interval:
-                self.write(b": keepalive\n\n")
-                self._last_write = time.monotonic()
-                with contextlib.suppress(StreamClosedError):
-                    await self.flush()
+        idle = time.monotonic() - self._last_write
+        if idle >= interval:
+            self.write(b": keepalive\n\n")
+            with contextlib.suppress(StreamClosedError):  # a closed stream ends the relay
+                self.flush().add_done_callback(_retrieved)
+            self._last_write = time.monotonic()
+            idle = 0.0
+        loop = asyncio.get_running_loop()
+        self._keepalive = loop.call_later(interval - idle, self._keepalive_tick)
 
     def on_connection_close(self) -> None:
         self._client_gone = True
@@ -334,3 +347,8 @@ class ProxyHandler(ClientHandler):
             await self.ctx.alerts.check(charges)
         except Exception:
             log.exception("settling limits for request %s failed", self.request_id)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # a write to a closed stream: the relay sees the close itself

@@ -117,11 +117,11 @@ async def open_stream(
 ) -> ChunkStream:
     iterator = aiter(events)
     try:
-        first = (
-            await asyncio.wait_for(anext(iterator), first_byte)
-            if first_byte
-            else await anext(iterator)
-        )
+        if first_byte:
+            async with asyncio.timeout(first_byte):  # a timer; wait_for would add a task
+                first = await anext(iterator)
+        else:
+            first = await anext(iterator)
     except StopAsyncIteration:
         first = None
     except TimeoutError:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..realtime_upstream import RealtimeSocket, connect_ws
-from ..upstream import ProviderError, Timeouts, body_chunks, parse_event, read_body, sse_events
+from ..upstream import ProviderError, Timeouts, body_chunks, parse_event, read_body, sse_batches
 from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_stream
 
 DONE = b"[DONE]"
@@ -62,15 +62,16 @@ class OpenAIAdapter(Adapter):
         )
 
         async def events() -> Any:
-            async for _, data in sse_events(response):
-                if data == DONE:
-                    return
-                chunk = parse_event(data)
-                if "error" in chunk:  # some servers report failures inside the stream
-                    err = chunk["error"]
-                    message = err.get("message") if isinstance(err, dict) else str(err)
-                    raise ProviderError("server", str(message)[:500])
-                yield chunk
+            async for batch in sse_batches(response):
+                for _, data in batch:
+                    if data == DONE:
+                        return
+                    chunk = parse_event(data)
+                    if "error" in chunk:  # some servers report failures inside the stream
+                        err = chunk["error"]
+                        message = err.get("message") if isinstance(err, dict) else str(err)
+                        raise ProviderError("server", str(message)[:500])
+                    yield chunk
 
         async def close() -> None:
             response.release()
