@@ -113,7 +113,9 @@ class Gateway:
         await catalog.refresh()
         upstream = Upstream()
         recorder = Recorder(store, s, self._clock)
+        alerts = Alerts(store, s, self._clock)
         limiter = Limiter(store, self._clock, spend_ttl=s.spend_cache_ttl)
+        limiter.on_charges = alerts.check
         await limiter.heartbeat()
         self.ctx = Context(
             settings=s,
@@ -129,7 +131,7 @@ class Gateway:
             media_prices=MediaPrices.bundled(),
             limiter=limiter,
             groups=GroupService(store, self._clock),
-            alerts=Alerts(store, s, self._clock),
+            alerts=alerts,
             realtime=RealtimeSessions(store, self._clock, s.realtime_secret_ttl),
             master_key_hash=master_hash,
         )
@@ -181,8 +183,9 @@ class Gateway:
                 await task
         self._tasks.clear()
         if self.ctx is not None:
-            if self.ctx.background:  # limit settlements of requests that just finished
+            if self.ctx.background:
                 await asyncio.gather(*self.ctx.background, return_exceptions=True)
+            await self.ctx.limiter.flush()  # settlements of requests that just finished
             await self.ctx.alerts.drain()
             await self.ctx.recorder.flush()
             if self.ctx.recorder.pending:

@@ -142,5 +142,9 @@ async def settled(gw: Gateway) -> None:
     It is spawned inside finish(), before the response reaches the client, so a test
     holding a response can wait for exactly that instead of sleeping."""
     assert gw.ctx is not None
-    while gw.ctx.background:
-        await asyncio.gather(*list(gw.ctx.background), return_exceptions=True)
+    while True:
+        while gw.ctx.background:
+            await asyncio.gather(*list(gw.ctx.background), return_exceptions=True)
+        await gw.ctx.limiter.flush()  # settlements are written behind
+        if not gw.ctx.background:
+            return

@@ -13,7 +13,7 @@ from conduit_tornado.clock import Clock
 from conduit_tornado.pricing import PriceTable
 from conduit_tornado.providers.base import Usage
 from conduit_tornado.store import MemoryStore
-from tests.conftest import MASTER_KEY
+from tests.conftest import MASTER_KEY, settled
 from tests.fakes.providers import PROMPT_TOKENS
 from tests.proxy_setup import Wired
 
@@ -35,6 +35,7 @@ async def test_logs_rollups_and_spend_in_the_store(wired_store: Wired) -> None:
     ctx = w.gateway.ctx
     assert ctx is not None
     await ctx.recorder.flush()
+    await settled(w.gateway)  # spend is written behind the requests
     store = ctx.store
 
     logs = await store.find("request_logs", {}, sort="created_at")

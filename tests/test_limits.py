@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -159,7 +159,8 @@ async def test_another_instances_spend_counts_within_the_spend_ttl(
     here = Limiter(store, clock, "inst_here", spend_ttl=spend_ttl)
     there = Limiter(store, clock, "inst_there", spend_ttl=spend_ttl)
     await here.release(await here.admit(key, "gpt", None, 0))  # reads (and caches) spend 0
-    await there.settle(await there.admit(key, "gpt", None, 0), None, 2.0)  # spends past it
+    there.settle(await there.admit(key, "gpt", None, 0), None, 2.0)  # spends past it
+    await there.flush()
     with pytest.raises(ApiError) as own:
         await there.admit(key, "gpt", None, 0)  # its own charge counts at once
     assert own.value.code == "budget_exceeded"
@@ -284,3 +285,103 @@ async def test_every_paid_route_counts(wired: Wired) -> None:
         assert (
             await http.get("/v1/models", headers=auth)
         ).status_code == 200  # free routes are not counted
+
+
+class Counted:
+    """A real store that counts the operations made through it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.ops: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.ops[name] += 1
+            return await attr(*args, **kwargs)
+
+        return counted
+
+
+async def _admitted(limiter: Limiter, key: dict[str, Any]) -> bool:
+    try:
+        await limiter.admit(key, "gpt", None, 0)
+    except ApiError:
+        return False
+    return True
+
+
+async def test_window_leases_stay_exact_with_few_round_trips(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    counted = Counted(store)
+    a = Limiter(cast(Store, counted), clock, "inst_a")
+    b = Limiter(cast(Store, counted), clock, "inst_b")
+    key = {"_id": "key_l", "name": "l", "created_at": clock.now(), "rpm": 1000}
+    # Two instances, 500 requests each at once: leases of 20 (a fiftieth of 1000).
+    admitted = await asyncio.gather(*(_admitted(a if i % 2 else b, key) for i in range(1000)))
+    assert all(admitted)
+    assert counted.ops["increment"] == 1000 // 20  # one store operation per lease
+    refused = await asyncio.gather(*(_admitted(a if i % 2 else b, key) for i in range(50)))
+    assert not any(refused)  # the window is full, across both instances
+    windows = await store.find("limit_windows", {})
+    assert [w["r"] for w in windows] == [1000]
+    clock.advance(60)  # a new window, new leases
+    assert await _admitted(a, key) and await _admitted(b, key)
+
+
+async def test_small_limits_count_every_request_in_the_store(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    counted = Counted(store)
+    a = Limiter(cast(Store, counted), clock, "inst_a")
+    b = Limiter(cast(Store, counted), clock, "inst_b")
+    key = {"_id": "key_s", "name": "s", "created_at": clock.now(), "rpm": 99, "tpm": 10_000}
+    results = await asyncio.gather(*(_admitted(a if i % 2 else b, key) for i in range(120)))
+    assert sum(results) == 99  # below 100: no leases, so nothing is held back unused
+    windows = await store.find("limit_windows", {})
+    assert [w["r"] for w in windows] == [99]
+
+
+async def test_settlements_are_written_behind_in_one_batch(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    key = {
+        "_id": "key_w",
+        "name": "w",
+        "created_at": clock.now(),
+        "tpm": 1_000_000,
+        "max_parallel": 500,
+        "max_budget": 100.0,
+    }
+    await store.insert("keys", {**key, "spend": 0.0, "period_start": key["created_at"]})
+    counted = Counted(store)
+    limiter = Limiter(cast(Store, counted), clock, "inst_w")
+    charged: list[Any] = []
+
+    async def on_charges(charges: list[Any]) -> None:
+        charged.extend(charges)
+
+    limiter.on_charges = on_charges
+    grants = [await limiter.admit(key, "gpt", None, 10) for _ in range(100)]
+    parallel = await store.get("parallel", "key_w")
+    assert parallel is not None and parallel["by"]["inst_w"] == 100
+    before = counted.ops.copy()
+    for grant in grants:
+        limiter.settle(grant, 4, 0.01)  # 4 tokens used of 10 reserved; a cent each
+    assert counted.ops == before  # nothing is written on the request path
+    for _ in range(500):  # written behind, within a few SETTLE_DELAYs
+        parallel = await store.get("parallel", "key_w")
+        if parallel is not None and parallel["by"]["inst_w"] == 0:
+            break
+        await asyncio.sleep(0.01)
+    await limiter.flush()
+    written = counted.ops - before
+    assert written["increment_many"] == 2  # parallel slots and tpm windows: one batch each
+    assert written["increment"] == 1  # all 100 charges to the key: one spend update
+    # Two token leases of 64 requests' worth (640) were counted; the reservations came
+    # back less what was used: 6 of each request's 10 tokens.
+    assert [w["t"] for w in await store.find("limit_windows", {})] == [2 * 640 - 100 * 6]
+    spent = await store.get("keys", "key_w")
+    assert spent is not None and spent["spend"] == pytest.approx(1.0)
+    assert [(c.before, c.after) for c in charged] == [(0.0, pytest.approx(1.0))]

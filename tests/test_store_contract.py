@@ -237,3 +237,15 @@ async def test_increment_without_returning(store: Store) -> None:
     )
     assert await store.increment("c", "missing", {"v": 1}, upsert=False, returning=False) is None
     assert await store.get("c", "n") == {"_id": "n", "v": 5}
+
+
+async def test_increment_many_adds_to_existing_documents_only(store: Store) -> None:
+    await store.increment("c", "a", {"v": 1, "by.x": 2})
+    await store.increment("c", "b", {"v": 10})
+    await store.increment_many(
+        "c", {"a": {"v": 4, "by.x": -2}, "b": {"v": -1.5, "w": 1}, "gone": {"v": 1}}
+    )
+    await store.increment_many("c", {})
+    assert await store.get("c", "a") == {"_id": "a", "v": 5, "by": {"x": 0}}
+    assert await store.get("c", "b") == {"_id": "b", "v": 8.5, "w": 1}
+    assert await store.get("c", "gone") is None  # never created

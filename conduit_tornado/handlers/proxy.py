@@ -22,7 +22,7 @@ from ..pricing import Price
 from ..providers.base import ChunkStream, Json, Usage, estimate_tokens, prompt_text
 from ..routing import Outcome
 from ..upstream import ProviderError
-from .base import ClientHandler, dumps, log, model_name, resolve_model
+from .base import ClientHandler, dumps, model_name, resolve_model
 
 FREE = Price(0.0, 0.0)
 
@@ -331,7 +331,7 @@ class ProxyHandler(ClientHandler):
             return
         if self.grant is not None:
             grant, self.grant = self.grant, None
-            self.ctx.spawn(self._settle(grant, entry.get("total_tokens") or 0, entry.get("cost")))
+            self.ctx.limiter.settle(grant, entry.get("total_tokens") or 0, entry.get("cost"))
         elapsed = (time.perf_counter() - self.started) * 1000
         entry["latency_ms"] = round(elapsed, 3)
         if self.outcome is not None:
@@ -340,13 +340,6 @@ class ProxyHandler(ClientHandler):
             self.ctx.overhead.observe(overhead / 1000)
         entry["client_ip"] = self.request.remote_ip
         self.ctx.recorder.record(entry)
-
-    async def _settle(self, grant: Grant, tokens: int, cost: float | None) -> None:
-        try:
-            charges = await self.ctx.limiter.settle(grant, tokens, cost)
-            await self.ctx.alerts.check(charges)
-        except Exception:
-            log.exception("settling limits for request %s failed", self.request_id)
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

@@ -326,6 +326,6 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                 await self.upstream.close(*close_upstream)
         if self.grant is not None:
             grant, self.grant = self.grant, None
-            await self.ctx.limiter.settle(grant, None, None)
+            self.ctx.limiter.settle(grant, None, None)
         if self.session is not None:
             await self.ctx.realtime.ended(self.session["_id"], dict(self._totals))

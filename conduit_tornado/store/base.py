@@ -102,6 +102,12 @@ class Store(Protocol):
         ``returning=False`` an empty dict stands for "matched" (cheaper: no copy, and a
         plain update on MongoDB), and with a list of field names only those come back."""
 
+    async def increment_many(
+        self, collection: str, changes: Mapping[str, Mapping[str, float | int]]
+    ) -> None:
+        """Add to counters of several existing documents ({id: {path: amount}}), each
+        change atomic, all in one round trip; ids with no document are skipped."""
+
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]
     ) -> dict[Any, dict[str, float]]:

@@ -239,6 +239,17 @@ class MemoryStore:
             return _doc(doc)
         return _only(doc, returning) if returning else {}
 
+    async def increment_many(
+        self, collection: str, changes: Mapping[str, Mapping[str, float | int]]
+    ) -> None:
+        coll = self._coll(collection)
+        for id, inc in changes.items():
+            doc = coll.get(id)
+            if doc is not None:
+                for path, amount in inc.items():
+                    parent, leaf = _walk(doc, path)
+                    parent[leaf] = parent.get(leaf, 0) + amount
+
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]
     ) -> dict[Any, dict[str, float]]:

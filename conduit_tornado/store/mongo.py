@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from .base import UNIQUE_FIELDS, Doc, DuplicateError, Where
@@ -199,6 +199,15 @@ class MongoStore:
             except DuplicateKeyError:
                 continue  # two upserts raced to create it: the loser retries as an update
         return None
+
+    async def increment_many(
+        self, collection: str, changes: Mapping[str, Mapping[str, float | int]]
+    ) -> None:
+        if changes:
+            await self._db[collection].bulk_write(
+                [UpdateOne({"_id": id}, {"$inc": dict(inc)}) for id, inc in changes.items()],
+                ordered=False,
+            )
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]
