@@ -14,9 +14,12 @@ Every decision is an atomic store operation whose answer is the decision:
   window's limit unused at its end; below 100 every request is its own operation. tpm
   reserves an estimate (prompt + max_tokens) and is reconciled afterwards. Increments
   already made for other subjects of a refused request are given back.
-* max_parallel: one document per key (or group) with a counter per gateway instance; the
-  total counts only instances whose heartbeat is fresh, so a crashed instance's slots free
-  themselves.
+* max_parallel: one document per key (or group) with a counter per gateway instance of
+  the slots it holds; the total counts only instances whose heartbeat is fresh, so a
+  crashed instance's slots free themselves. An instance takes slots as it needs them (a
+  fiftieth of the limit at a time, at most 64; one at a time below 100), gives back any
+  it took past the limit at once, reuses the slots its finished requests free, and
+  returns idle ones with the next settlement batch (keeping fewer than a lease's worth).
 * budgets: the current period's spend lives on the key / group document (and per end user
   in ``user_budgets``); a request starts only if the spend is under budget, and its cost
   is added atomically when it ends, resetting at the period boundary. The spend a check
@@ -125,6 +128,15 @@ class Lease:
 
 
 @dataclass(slots=True)
+class Slots:
+    """Parallel slots of one key or group this instance holds (counted in the store)."""
+
+    limit: int
+    held: int = 0
+    in_use: int = 0
+
+
+@dataclass(slots=True)
 class Grant:
     """What an admitted request holds until it ends."""
 
@@ -180,6 +192,9 @@ class Limiter:
         self._leases: dict[str, Lease] = {}
         self._leasing: dict[str, asyncio.Future[None]] = {}
         self._leases_pruned = 0.0  # monotonic time ended leases were last dropped
+        self._slots: dict[str, Slots] = {}
+        self._growing: dict[str, asyncio.Future[None]] = {}
+        self._idle: set[str] = set()  # slot documents with slots freed since the last batch
         # Written behind (see the module docstring): {collection: {id: {field: amount}}}
         # and {budget account: cost}, with the timer or task that writes them.
         self._deferred: dict[str, dict[str, dict[str, float]]] = {}
@@ -419,18 +434,81 @@ class Limiter:
             raise
 
     async def _parallel(self, grant: Grant, doc_id: str, limit: int, label: str) -> None:
-        path = f"by.{self.instance}"
-        doc = await self._store.increment(PARALLEL, doc_id, {path: 1})
-        assert doc is not None
-        held = Held(PARALLEL, doc_id, path, 1)
-        grant.parallel.append(held)
-        running = sum(n for inst, n in (doc.get("by") or {}).items() if inst in self._live)
-        if running > limit:
+        if not await self._slot(doc_id, limit):
             raise refusal(
                 "parallel_limit_exceeded",
                 f"Too many requests in flight for {label}: the limit is {limit}.",
                 1,
             )
+        grant.parallel.append(Held(PARALLEL, doc_id, f"by.{self.instance}", 1))
+
+    async def _slot(self, doc_id: str, limit: int) -> bool:
+        """Take one of ``limit`` parallel slots: one this instance holds idle, else more
+        from the store (one such operation per document at a time)."""
+        while True:
+            slots = self._slots.get(doc_id)
+            if slots is None:
+                slots = self._slots[doc_id] = Slots(limit)
+            slots.limit = limit
+            if slots.in_use < slots.held:
+                slots.in_use += 1
+                return True
+            growing = self._growing.get(doc_id)
+            if growing is None:
+                break
+            await growing
+        growing = asyncio.get_running_loop().create_future()
+        self._growing[doc_id] = growing
+        try:
+            return await self._grow(doc_id, slots)
+        finally:
+            del self._growing[doc_id]
+            growing.set_result(None)
+
+    async def _grow(self, doc_id: str, slots: Slots) -> bool:
+        path = f"by.{self.instance}"
+        ask = max(1, min(LEASE_MAX, slots.limit // LEASE_SHARE))
+        doc = await self._store.increment(PARALLEL, doc_id, {path: ask})
+        assert doc is not None
+        slots.held += ask
+        running = sum(n for inst, n in (doc.get("by") or {}).items() if inst in self._live)
+        over = min(running - slots.limit, ask)
+        if over > 0:  # past the limit: give back what does not fit, at once
+            slots.held -= over
+            await self._store.increment(
+                PARALLEL, doc_id, {path: -over}, upsert=False, returning=False
+            )
+        if slots.in_use < slots.held:
+            slots.in_use += 1
+            return True
+        return False
+
+    def _free_slot(self, doc_id: str) -> None:
+        """A request holding a slot ended: the slot is idle, for this instance to reuse
+        until the next settlement batch returns what is idle to the store."""
+        slots = self._slots.get(doc_id)
+        if slots is not None and slots.in_use > 0:
+            slots.in_use -= 1
+            self._idle.add(doc_id)
+            self._arm()
+
+    def _idle_slots(self) -> dict[str, dict[str, float]]:
+        """Slots to return now: all idle ones below 100, else those past a lease's worth."""
+        path = f"by.{self.instance}"
+        returned: dict[str, dict[str, float]] = {}
+        for doc_id in self._idle:
+            slots = self._slots.get(doc_id)
+            if slots is None:
+                continue
+            keep = max(1, min(LEASE_MAX, slots.limit // LEASE_SHARE)) - 1
+            extra = slots.held - slots.in_use - keep
+            if extra > 0:
+                slots.held -= extra
+                returned[doc_id] = {path: -extra}
+            if slots.held == 0 and doc_id not in self._growing:
+                del self._slots[doc_id]  # nothing held: forget it (keys come and go)
+        self._idle.clear()
+        return returned
 
     async def _check_budgets(
         self, grant: Grant, key: Doc, group: Doc | None, user: str | None, now: datetime
@@ -538,7 +616,7 @@ class Limiter:
             return
         grant.settled = True
         for held in grant.parallel:
-            self._defer(held.collection, held.id, held.field, -held.amount)
+            self._free_slot(held.id)
         grant.parallel.clear()
         if tokens_used is not None:
             for held in grant.tokens_reserved:
@@ -576,7 +654,7 @@ class Limiter:
             log.exception("writing settled limits failed")
         finally:
             self._settling = None
-            if self._deferred or self._charges:
+            if self._deferred or self._charges or self._idle:
                 self._arm()
 
     async def flush(self) -> None:
@@ -590,6 +668,10 @@ class Limiter:
 
     async def _write_behind(self) -> None:
         deferred, self._deferred = self._deferred, {}
+        for doc_id, change in self._idle_slots().items():
+            counters = deferred.setdefault(PARALLEL, {}).setdefault(doc_id, {})
+            for name, amount in change.items():
+                counters[name] = counters.get(name, 0) + amount
         charges, self._charges = self._charges, {}
         for collection, changes in deferred.items():
             live = {id: inc for id, inc in changes.items() if any(inc.values())}
@@ -679,6 +761,9 @@ class Limiter:
         """Give back what a refused or failed request took: window counts to this
         instance's lease when it still holds one (no round trip), the rest to the store."""
         for h in reversed(held):
+            if h.collection == PARALLEL:
+                self._free_slot(h.id)
+                continue
             lease = self._leases.get(h.id) if h.collection == WINDOWS else None
             if lease is not None:
                 lease.have[h.field] = lease.have.get(h.field, 0) + int(h.amount)
