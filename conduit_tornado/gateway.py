@@ -185,7 +185,7 @@ class Gateway:
         if self.ctx is not None:
             if self.ctx.background:
                 await asyncio.gather(*self.ctx.background, return_exceptions=True)
-            await self.ctx.limiter.flush()  # settlements of requests that just finished
+            await self.ctx.limiter.close()  # settlements, and capacity this instance held
             await self.ctx.alerts.drain()
             await self.ctx.recorder.flush()
             if self.ctx.recorder.pending:

@@ -109,6 +109,7 @@ class Lease:
     used yet ({field: amount}), and the document's counts when last leased."""
 
     end: datetime
+    limits: dict[str, int]  # what it was taken under: a changed limit voids it
     have: dict[str, int] = field(default_factory=dict)
     counted: dict[str, int] = field(default_factory=dict)
 
@@ -354,6 +355,11 @@ class Limiter:
         concurrent requests wait for it). None: the window is full."""
         while True:
             lease = self._leases.get(doc_id)
+            if lease is not None and lease.limits != limits:
+                # The limit changed: what is left of the lease stays counted (never more
+                # than the old limit allowed) and this instance leases under the new one.
+                lease.have.clear()
+                lease.limits = limits
             if lease is not None and lease.take(need):
                 return lease
             leasing = self._leasing.get(doc_id)
@@ -385,7 +391,7 @@ class Limiter:
             return None
         if lease is None:
             self._drop_ended_leases()
-            lease = self._leases[doc_id] = Lease(end)
+            lease = self._leases[doc_id] = Lease(end, limits)
         for name, amount in ask.items():
             lease.have[name] = lease.have.get(name, 0) + amount
         lease.counted = {f: int(doc.get(f) or 0) for f in limits}
@@ -656,6 +662,22 @@ class Limiter:
             self._settling = None
             if self._deferred or self._charges or self._idle:
                 self._arm()
+
+    async def close(self) -> None:
+        """Shutting down (no request in flight): give back every slot and the unused part
+        of every current lease, so other instances can use them at once, then flush."""
+        now = self._clock.now()
+        for doc_id, lease in self._leases.items():
+            if lease.end > now:
+                for name, amount in lease.have.items():
+                    if amount:
+                        self._defer(WINDOWS, doc_id, name, -amount)
+                lease.have.clear()
+        for doc_id, slots in self._slots.items():
+            if slots.held > slots.in_use:
+                self._defer(PARALLEL, doc_id, f"by.{self.instance}", -(slots.held - slots.in_use))
+                slots.held = slots.in_use
+        await self.flush()
 
     async def flush(self) -> None:
         """Write everything settled so far now (shutdown, and tests that read the store)."""

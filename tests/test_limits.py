@@ -414,3 +414,22 @@ async def test_parallel_slots_are_reused_here_and_returned_for_others(store: Sto
     await b.flush()
     parallel = await store.get("parallel", "key_p")
     assert parallel is not None and parallel["by"] == {"inst_a": 0, "inst_b": 0}
+
+
+async def test_a_changed_limit_voids_a_lease_and_close_gives_capacity_back(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    limiter = Limiter(store, clock, "inst_c")
+    key = {"_id": "key_c", "name": "c", "created_at": clock.now(), "rpm": 1000}
+    assert await _admitted(limiter, key)  # leases 20, uses 1
+    lowered = {**key, "rpm": 10}  # the admin lowers the limit
+    assert not await _admitted(limiter, lowered)  # 20 counted already: the rest is void
+    kept = {**key, "rpm": 1000, "max_parallel": 500}
+    grants = [await limiter.admit(kept, "gpt", None, 0) for _ in range(3)]
+    for grant in grants:
+        limiter.settle(grant, None, None)
+    await limiter.close()  # shutting down: unused lease and idle slots go back
+    windows = await store.find("limit_windows", {})
+    # The voided lease stays counted (20); of the next one, only the 3 used remain.
+    assert [w["r"] for w in windows] == [20 + 3]
+    parallel = await store.get("parallel", "key_c")
+    assert parallel is not None and parallel["by"]["inst_c"] == 0
