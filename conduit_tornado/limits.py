@@ -369,14 +369,22 @@ class Limiter:
         leasing = asyncio.get_running_loop().create_future()
         self._leasing[doc_id] = leasing
         try:
-            return await self._lease(doc_id, end, limits, need)
+            # Shielded: a request cancelled meanwhile must not lose what the store counted.
+            lease = await asyncio.shield(self._lease(doc_id, end, limits, need))
         finally:
             del self._leasing[doc_id]
             leasing.set_result(None)
+        if lease is None:
+            return None
+        taken = lease.take(need)
+        assert taken  # nothing ran between the lease and this take
+        return lease
 
     async def _lease(
         self, doc_id: str, end: datetime, limits: dict[str, int], need: dict[str, int]
     ) -> Lease | None:
+        """Count more of a window for this instance: a lease's worth if it fits, else
+        just ``need``. None if not even that fits."""
         lease = self._leases.get(doc_id)
         have = lease.have if lease is not None else {}
         short = {f: n for f, n in need.items() if n and have.get(f, 0) < n}
@@ -395,8 +403,6 @@ class Limiter:
         for name, amount in ask.items():
             lease.have[name] = lease.have.get(name, 0) + amount
         lease.counted = {f: int(doc.get(f) or 0) for f in limits}
-        taken = lease.take(need)
-        assert taken  # the lease now holds at least what this request needs
         return lease
 
     async def _lease_op(
@@ -466,12 +472,18 @@ class Limiter:
         growing = asyncio.get_running_loop().create_future()
         self._growing[doc_id] = growing
         try:
-            return await self._grow(doc_id, slots)
+            # Shielded: a request cancelled meanwhile must not lose what the store counted.
+            await asyncio.shield(self._grow(doc_id, slots))
         finally:
             del self._growing[doc_id]
             growing.set_result(None)
+        if slots.in_use < slots.held:
+            slots.in_use += 1
+            return True
+        return False
 
-    async def _grow(self, doc_id: str, slots: Slots) -> bool:
+    async def _grow(self, doc_id: str, slots: Slots) -> None:
+        """Hold more slots: a lease's worth, less any that would pass the limit."""
         path = f"by.{self.instance}"
         ask = max(1, min(LEASE_MAX, slots.limit // LEASE_SHARE))
         doc = await self._store.increment(PARALLEL, doc_id, {path: ask})
@@ -484,10 +496,6 @@ class Limiter:
             await self._store.increment(
                 PARALLEL, doc_id, {path: -over}, upsert=False, returning=False
             )
-        if slots.in_use < slots.held:
-            slots.in_use += 1
-            return True
-        return False
 
     def _free_slot(self, doc_id: str) -> None:
         """A request holding a slot ended: the slot is idle, for this instance to reuse

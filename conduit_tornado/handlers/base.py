@@ -142,7 +142,8 @@ class BaseHandler(ApiResponses):
     # use: the per-request template namespace (UI modules), ETag hashing, output transforms
     # and cookies. Anything unusual (a transform such as Jupyter's compression, HEAD, a
     # status without a body, a cookie) takes Tornado's own code. Together with the direct
-    # dispatch in dispatch.py this is ~20 µs of CPU per request (bench/floor.py).
+    # dispatch in dispatch.py this is ~20 µs of CPU per request (106 -> 87 µs for a
+    # trivial handler driven in-process).
 
     def __init__(
         self,
