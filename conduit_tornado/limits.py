@@ -363,22 +363,19 @@ class Limiter:
             if lease is not None and lease.take(need):
                 return lease
             leasing = self._leasing.get(doc_id)
-            if leasing is None:
-                break
-            await leasing
-        leasing = asyncio.get_running_loop().create_future()
-        self._leasing[doc_id] = leasing
-        try:
-            # Shielded: a request cancelled meanwhile must not lose what the store counted.
-            lease = await asyncio.shield(self._lease(doc_id, end, limits, need))
-        finally:
-            del self._leasing[doc_id]
-            leasing.set_result(None)
-        if lease is None:
-            return None
-        taken = lease.take(need)
-        assert taken  # nothing ran between the lease and this take
-        return lease
+            if leasing is not None:
+                await leasing
+                continue
+            leasing = asyncio.get_running_loop().create_future()
+            self._leasing[doc_id] = leasing
+            try:
+                # Shielded: a request cancelled meanwhile must not lose what the store
+                # counted. Another request may use the new capacity first: take in turn.
+                if await asyncio.shield(self._lease(doc_id, end, limits, need)) is None:
+                    return None
+            finally:
+                del self._leasing[doc_id]
+                leasing.set_result(None)
 
     async def _lease(
         self, doc_id: str, end: datetime, limits: dict[str, int], need: dict[str, int]
@@ -466,36 +463,35 @@ class Limiter:
                 slots.in_use += 1
                 return True
             growing = self._growing.get(doc_id)
-            if growing is None:
-                break
-            await growing
-        growing = asyncio.get_running_loop().create_future()
-        self._growing[doc_id] = growing
-        try:
-            # Shielded: a request cancelled meanwhile must not lose what the store counted.
-            await asyncio.shield(self._grow(doc_id, slots))
-        finally:
-            del self._growing[doc_id]
-            growing.set_result(None)
-        if slots.in_use < slots.held:
-            slots.in_use += 1
-            return True
-        return False
+            if growing is not None:
+                await growing
+                continue
+            growing = asyncio.get_running_loop().create_future()
+            self._growing[doc_id] = growing
+            try:
+                # Shielded as leases are; the slots gained may go to another request
+                # first, so take in turn.
+                if not await asyncio.shield(self._grow(doc_id, slots)):
+                    return False
+            finally:
+                del self._growing[doc_id]
+                growing.set_result(None)
 
-    async def _grow(self, doc_id: str, slots: Slots) -> None:
-        """Hold more slots: a lease's worth, less any that would pass the limit."""
+    async def _grow(self, doc_id: str, slots: Slots) -> int:
+        """Hold more slots: a lease's worth, less any that would pass the limit. Returns
+        how many were gained."""
         path = f"by.{self.instance}"
         ask = max(1, min(LEASE_MAX, slots.limit // LEASE_SHARE))
         doc = await self._store.increment(PARALLEL, doc_id, {path: ask})
         assert doc is not None
-        slots.held += ask
-        running = sum(n for inst, n in (doc.get("by") or {}).items() if inst in self._live)
-        over = min(running - slots.limit, ask)
-        if over > 0:  # past the limit: give back what does not fit, at once
-            slots.held -= over
+        running: int = sum(n for inst, n in (doc.get("by") or {}).items() if inst in self._live)
+        over = max(0, min(running - slots.limit, ask))
+        slots.held += ask - over
+        if over:  # past the limit: give back what does not fit, at once
             await self._store.increment(
                 PARALLEL, doc_id, {path: -over}, upsert=False, returning=False
             )
+        return ask - over
 
     def _free_slot(self, doc_id: str) -> None:
         """A request holding a slot ended: the slot is idle, for this instance to reuse
