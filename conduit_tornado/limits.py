@@ -193,6 +193,7 @@ class Limiter:
         self._leases: dict[str, Lease] = {}
         self._leasing: dict[str, asyncio.Future[None]] = {}
         self._leases_pruned = 0.0  # monotonic time ended leases were last dropped
+        self._minute_cache: tuple[datetime, datetime, str] | None = None
         self._slots: dict[str, Slots] = {}
         self._growing: dict[str, asyncio.Future[None]] = {}
         self._idle: set[str] = set()  # slot documents with slots freed since the last batch
@@ -284,7 +285,7 @@ class Limiter:
         self, grant: Grant, s: Subject, tokens: int, key_level: bool, now: datetime
     ) -> None:
         if s.rpm or s.tpm:
-            start, end = minute_window(now)
+            start, end, start_id = self._minute(now)
             wait = seconds_until(now, end) or 1
             if s.tpm and tokens > s.tpm:  # can never fit, whatever the window holds
                 raise self._tokens_refusal(s, tokens, wait)
@@ -292,7 +293,7 @@ class Limiter:
             # compares against a number, never a missing field.
             limits = {"r": s.rpm or 0, "t": s.tpm or 0}
             need = {"r": 1 if s.rpm else 0, "t": tokens if s.tpm else 0}
-            doc_id = f"{s.id}|m|{int(start.timestamp())}"
+            doc_id = f"{s.id}|m|{start_id}"
             lease = await self._take(doc_id, end, limits, need)
             if lease is None:  # the server refused atomically; read why, only now
                 current = await self._store.get(WINDOWS, doc_id) or {}
@@ -310,7 +311,7 @@ class Limiter:
                 grant.held.append(held)
                 grant.tokens_reserved.append(held)
             if key_level:
-                reset = openai_duration((end - now).total_seconds())
+                reset = openai_duration(wait)
                 if s.rpm:
                     grant.headers.update(
                         {
@@ -346,6 +347,15 @@ class Limiter:
                         "x-ratelimit-reset-requests": openai_duration((end - now).total_seconds()),
                     }
                 )
+
+    def _minute(self, now: datetime) -> tuple[datetime, datetime, str]:
+        """The minute window holding ``now``: start, end, and the start as it appears in
+        document ids; worked out once a minute rather than per request."""
+        cached = self._minute_cache
+        if cached is None or not cached[0] <= now < cached[1]:
+            start, end = minute_window(now)
+            cached = self._minute_cache = (start, end, str(int(start.timestamp())))
+        return cached
 
     async def _take(
         self, doc_id: str, end: datetime, limits: dict[str, int], need: dict[str, int]

@@ -7,6 +7,7 @@ and 30d repeat from the owner's creation time; ``monthly`` follows calendar mont
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timedelta
 
@@ -51,6 +52,7 @@ def seconds_until(now: datetime, end: datetime | None) -> int | None:
     return max(1, math.ceil((end - now).total_seconds()))
 
 
+@functools.lru_cache(maxsize=256)
 def openai_duration(seconds: float) -> str:
     """OpenAI's reset format in x-ratelimit-reset-*: "1s", "6m0s", "1h2m3s"."""
     whole = max(0, math.ceil(seconds))
