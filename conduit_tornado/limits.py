@@ -41,12 +41,13 @@ A key with no limits costs no store operation here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from .clock import Clock
 from .errors import ApiError
@@ -54,6 +55,7 @@ from .periods import budget_period, day_window, minute_window, openai_duration, 
 from .store import Doc, Store
 
 log = logging.getLogger("conduit.limits")
+T = TypeVar("T")
 WINDOWS = "limit_windows"
 PARALLEL = "parallel"
 INSTANCES = "instances"
@@ -164,6 +166,26 @@ class Subject:
     def of(cls, id: str, label: str, limits: Doc, code_prefix: str = "") -> Subject:
         """A subject whose rpm / rpd / tpm come from a key, group or limits document."""
         return cls(id, label, code_prefix, limits.get("rpm"), limits.get("rpd"), limits.get("tpm"))
+
+
+async def _in_turn(
+    flights: dict[str, asyncio.Future[None]], doc_id: str, work: Callable[[], Awaitable[T]]
+) -> tuple[bool, T | None]:
+    """One store operation per document at a time: wait for the one in flight and return
+    (False, None), or run ``work`` as it and return (True, its result). The caller then
+    takes what it needs in turn with the others (what ``work`` added may go to another
+    request first). Shielded: a request cancelled meanwhile must not lose what the store
+    counted for this instance."""
+    flight = flights.get(doc_id)
+    if flight is not None:
+        await flight
+        return False, None
+    flight = flights[doc_id] = asyncio.get_running_loop().create_future()
+    try:
+        return True, await asyncio.shield(work())
+    finally:
+        del flights[doc_id]
+        flight.set_result(None)
 
 
 def refusal(code: str, message: str, retry_after: int) -> ApiError:
@@ -372,20 +394,10 @@ class Limiter:
                 lease.limits = limits
             if lease is not None and lease.take(need):
                 return lease
-            leasing = self._leasing.get(doc_id)
-            if leasing is not None:
-                await leasing
-                continue
-            leasing = asyncio.get_running_loop().create_future()
-            self._leasing[doc_id] = leasing
-            try:
-                # Shielded: a request cancelled meanwhile must not lose what the store
-                # counted. Another request may use the new capacity first: take in turn.
-                if await asyncio.shield(self._lease(doc_id, end, limits, need)) is None:
-                    return None
-            finally:
-                del self._leasing[doc_id]
-                leasing.set_result(None)
+            lease_more = functools.partial(self._lease, doc_id, end, limits, need)
+            ran, leased = await _in_turn(self._leasing, doc_id, lease_more)
+            if ran and leased is None:
+                return None
 
     async def _lease(
         self, doc_id: str, end: datetime, limits: dict[str, int], need: dict[str, int]
@@ -472,20 +484,10 @@ class Limiter:
             if slots.in_use < slots.held:
                 slots.in_use += 1
                 return True
-            growing = self._growing.get(doc_id)
-            if growing is not None:
-                await growing
-                continue
-            growing = asyncio.get_running_loop().create_future()
-            self._growing[doc_id] = growing
-            try:
-                # Shielded as leases are; the slots gained may go to another request
-                # first, so take in turn.
-                if not await asyncio.shield(self._grow(doc_id, slots)):
-                    return False
-            finally:
-                del self._growing[doc_id]
-                growing.set_result(None)
+            grow = functools.partial(self._grow, doc_id, slots)
+            ran, gained = await _in_turn(self._growing, doc_id, grow)
+            if ran and not gained:
+                return False
 
     async def _grow(self, doc_id: str, slots: Slots) -> int:
         """Hold more slots: a lease's worth, less any that would pass the limit. Returns
