@@ -19,7 +19,8 @@ Every decision is an atomic store operation whose answer is the decision:
   crashed instance's slots free themselves. An instance takes slots as it needs them (a
   fiftieth of the limit at a time, at most 64; one at a time below 100), gives back any
   it took past the limit at once, reuses the slots its finished requests free, and
-  returns idle ones with the next settlement batch (keeping fewer than a lease's worth).
+  returns idle ones with the next settlement batch (keeping fewer than a lease's worth,
+  and none once the key or group has gone a heartbeat without a request).
 * budgets: the current period's spend lives on the key / group document (and per end user
   in ``user_budgets``); a request starts only if the spend is under budget, and its cost
   is added atomically when it ends, resetting at the period boundary. The spend a check
@@ -137,6 +138,7 @@ class Slots:
     limit: int
     held: int = 0
     in_use: int = 0
+    used: bool = True  # since the last heartbeat
 
 
 @dataclass(slots=True)
@@ -238,6 +240,7 @@ class Limiter:
             INSTANCES, {"seen": {"$gte": now - INSTANCE_TTL}}, limit=10_000
         )
         self._live = {d["_id"] for d in live} | {self.instance}
+        self._sweep_slots()
 
     async def run_heartbeat(self) -> None:
         while True:
@@ -483,6 +486,7 @@ class Limiter:
             slots.limit = limit
             if slots.in_use < slots.held:
                 slots.in_use += 1
+                slots.used = True
                 return True
             grow = functools.partial(self._grow, doc_id, slots)
             ran, gained = await _in_turn(self._growing, doc_id, grow)
@@ -513,6 +517,16 @@ class Limiter:
             slots.in_use -= 1
             self._idle.add(doc_id)
             self._arm()
+
+    def _sweep_slots(self) -> None:
+        """Give back every slot of a key or group unused for a whole heartbeat, so idle
+        keys hold nothing other instances could use."""
+        for doc_id, slots in list(self._slots.items()):
+            if not slots.used and slots.in_use == 0 and doc_id not in self._growing:
+                if slots.held:
+                    self._defer(PARALLEL, doc_id, f"by.{self.instance}", -slots.held)
+                del self._slots[doc_id]
+            slots.used = False
 
     def _idle_slots(self) -> dict[str, dict[str, float]]:
         """Slots to return now: all idle ones below 100, else those past a lease's worth."""

@@ -387,6 +387,14 @@ async def test_settlements_are_written_behind_in_one_batch(store: Store) -> None
     spent = await store.get("keys", "key_w")
     assert spent is not None and spent["spend"] == pytest.approx(1.0)
     assert [(c.before, c.after) for c in charged] == [(0.0, pytest.approx(1.0))]
+    await limiter.heartbeat()  # the slots were used since the last heartbeat: kept
+    await limiter.flush()
+    parallel = await store.get("parallel", "key_w")
+    assert parallel is not None and parallel["by"]["inst_w"] == 9
+    await limiter.heartbeat()  # unused for a whole heartbeat: all given back
+    await limiter.flush()
+    parallel = await store.get("parallel", "key_w")
+    assert parallel is not None and parallel["by"]["inst_w"] == 0
 
 
 async def test_parallel_slots_are_reused_here_and_returned_for_others(store: Store) -> None:
