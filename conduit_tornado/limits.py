@@ -621,7 +621,7 @@ class Limiter:
         return doc
 
     def _note_spent(self, collection: str, id: str, spend: float, start: datetime) -> None:
-        """This instance's own charge: a cached spend reflects it at once."""
+        """This instance's own charge, as written: a cached spend reflects it."""
         hit = self._spent.get((collection, id))
         if hit is not None:
             hit[1].update(spend=spend, period_start=start)
