@@ -14,8 +14,8 @@ from typing import Any
 import httpx2
 import orjson
 
+from .budgets import Charge
 from .clock import Clock
-from .limits import Charge
 from .settings import Settings
 from .store import DuplicateError, Store
 

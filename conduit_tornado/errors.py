@@ -75,3 +75,14 @@ def invalid_api_key(message: str = "Invalid API key provided.") -> ApiError:
 
 def not_found(message: str, code: str = "not_found", param: str | None = None) -> ApiError:
     return ApiError(404, message, code=code, param=param)
+
+
+SDK_RETRY_HORIZON = 120  # the openai SDK waits at most this long for Retry-After
+
+
+def refusal(code: str, message: str, retry_after: int) -> ApiError:
+    """A limit's 429: Retry-After, and x-should-retry: false when no SDK retry can wait."""
+    headers = {"Retry-After": str(retry_after)}
+    if retry_after > SDK_RETRY_HORIZON:
+        headers["x-should-retry"] = "false"  # waiting inside one call cannot help
+    return ApiError(429, message, code=code, type="rate_limit_error", headers=headers)

@@ -171,7 +171,7 @@ async def test_another_instances_spend_counts_within_the_spend_ttl(
         await here.admit(key, "gpt", None, 0)
     assert seen.value.code == "budget_exceeded"
     # An admin reset through this instance applies here at once, cache or not.
-    await here.adjust_spend("keys", key, spend=0.0, add=None)
+    await here.budgets.adjust_spend("keys", key, spend=0.0, add=None)
     await here.release(await here.admit(key, "gpt", None, 0))
 
 

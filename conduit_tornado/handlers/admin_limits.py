@@ -43,7 +43,9 @@ class KeySpendHandler(AdminHandler):
     async def post(self, key_id: str) -> None:
         body = self.parse(SpendUpdate)
         doc = await self.ctx.keys.get(key_id)
-        updated = await self.ctx.limiter.adjust_spend("keys", doc, spend=body.spend, add=body.add)
+        updated = await self.ctx.limiter.budgets.adjust_spend(
+            "keys", doc, spend=body.spend, add=body.add
+        )
         if updated is None:
             raise not_found(f"No key with id {key_id!r}.", code="key_not_found")
         self.ctx.keys.invalidate(key_id)
@@ -54,7 +56,9 @@ class GroupSpendHandler(AdminHandler):
     async def post(self, name: str) -> None:
         body = self.parse(SpendUpdate)
         doc = await self.ctx.groups.get(name)
-        updated = await self.ctx.limiter.adjust_spend("groups", doc, spend=body.spend, add=body.add)
+        updated = await self.ctx.limiter.budgets.adjust_spend(
+            "groups", doc, spend=body.spend, add=body.add
+        )
         if updated is None:
             raise not_found(f"No group {name!r}.", code="group_not_found")
         self.ctx.limiter.forget_group(name)

@@ -262,7 +262,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             return
         exhausted = None
         for budget in self.grant.budgets:
-            charge = await self.ctx.limiter.add_spend(budget, cost)
+            charge = await self.ctx.limiter.budgets.add_spend(budget, cost)
             if charge is None:
                 continue
             await self.ctx.alerts.check([charge])
