@@ -2,7 +2,7 @@
 under wrk load, sampled by py-spy, summarised as the top functions by own time and by
 inclusive time, as a share of all samples.
 
-    .venv/bin/python bench/profile.py [--stream] [--seconds 8] [--top 25]
+    .venv/bin/python bench/profile.py [--stream] [--connections 32] [--seconds 8] [--top 25]
 
 Needs py-spy on PATH (``pip install py-spy``); it is a profiler, not a dependency.
 """
@@ -55,6 +55,7 @@ def main() -> int:
     parser.add_argument("--stream", action="store_true", help="profile 20-chunk streams")
     parser.add_argument("--plain", action="store_true", help="use the key without limits")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     if not shutil.which("py-spy"):
         print("py-spy is not on PATH: pip install py-spy", file=sys.stderr)
@@ -66,9 +67,9 @@ def main() -> int:
         key = stack.plain if args.plain else stack.limited
         body = STREAM if args.stream else CHAT
         load(stack.through, body, key, 8, 2)  # warm up
-        out = Path(tempfile.mkdtemp()) / "profile.txt"
+        out = Path(os.environ.get("PROFILE_RAW") or Path(tempfile.mkdtemp()) / "profile.txt")
         loader = threading.Thread(
-            target=load, args=(stack.through, body, key, 32, args.seconds + 2)
+            target=load, args=(stack.through, body, key, args.connections, args.seconds + 2)
         )
         loader.start()
         subprocess.run(

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+import pytest
+from tornado.httputil import HTTPHeaders, HTTPInputError, HTTPServerRequest, RequestStartLine
 
 from conduit_tornado.app import routes
-from conduit_tornado.dispatch import GatewayApplication
+from conduit_tornado.dispatch import GatewayApplication, PlainRequest
 from conduit_tornado.handlers.base import (
     AdminHandler,
     ClientHandler,
     NotFoundHandler,
     PublicHandler,
 )
+from conduit_tornado.handlers.inference import ChatCompletionsHandler
+from conduit_tornado.handlers.media import TranscriptionHandler
 from conduit_tornado.handlers.realtime import RealtimeSocketHandler
+from conduit_tornado.http_server import RequestContext
 
 # WebSocket routes cannot share BaseHandler's streamed bodies; this one authenticates
 # virtual keys and session secrets itself (tests/test_realtime.py covers its refusals).
@@ -57,3 +61,44 @@ def test_direct_dispatch_agrees_with_tornado_routing() -> None:
             assert miss not in plain
             assert _routed(app, miss) is not handler
     assert GatewayApplication(routes(), debug=True).plain_routes == {}
+
+
+class _Conn:
+    context = RequestContext("10.1.2.3", "https")
+
+
+@pytest.mark.parametrize(
+    ("uri", "version", "host"),
+    [
+        ("/v1/chat/completions", "HTTP/1.1", "gw.example:5000"),
+        ("/v1/chat/completions", "HTTP/1.1", "[::1]:5000"),
+        ("/v1/chat/completions", "HTTP/1.0", None),
+        ("/v1/models?limit=2&after=a&after=b", "HTTP/1.1", "GW"),
+    ],
+)
+def test_plain_request_is_tornados_request(uri: str, version: str, host: str | None) -> None:
+    start = RequestStartLine("POST", uri, version)
+    headers = HTTPHeaders({"Host": host} if host else {})
+    conn = _Conn()
+    ours = vars(PlainRequest(conn, "server", start, headers))  # type: ignore[arg-type]
+    theirs = vars(HTTPServerRequest(start_line=start, headers=headers, connection=conn))
+    theirs["server_connection"] = "server"
+    ours.pop("_start_time"), theirs.pop("_start_time")
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("host", [None, "a b", "a,b", "x/y"])
+def test_plain_request_refuses_what_tornado_refuses(host: str | None) -> None:
+    start = RequestStartLine("POST", "/v1/chat/completions", "HTTP/1.1")
+    headers = HTTPHeaders({"Host": host} if host else {})
+    with pytest.raises(HTTPInputError):
+        HTTPServerRequest(start_line=start, headers=headers)
+    for _ in range(2):  # the second time is not answered from a cache
+        with pytest.raises(HTTPInputError):
+            PlainRequest(_Conn(), None, start, headers)  # type: ignore[arg-type]
+
+
+def test_only_buffering_handlers_take_the_body_before_prepare() -> None:
+    # A handler that parses its body as it arrives (uploads) needs prepare() to have run.
+    assert ChatCompletionsHandler.body_before_prepare
+    assert not TranscriptionHandler.body_before_prepare

@@ -137,6 +137,13 @@ class BaseHandler(ApiResponses):
 
     max_body_setting = "max_request_bytes"
     _allowed: tuple[str, ...]
+    # Whether the body may be handed over before prepare() has run: true while the class
+    # keeps this base's data_received, which only buffers (dispatch.py uses it).
+    body_before_prepare = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.body_before_prepare = cls.data_received is BaseHandler.data_received
 
     # Tornado's RequestHandler.__init__, finish and flush, minus what these handlers never
     # use: the per-request template namespace (UI modules), ETag hashing, output transforms
