@@ -43,6 +43,17 @@ class Budget:
 
 
 @dataclass(slots=True)
+class Account:
+    """A budget a request is charged to, and what its check needs: the document holding
+    the limit and period settings (None: no budget to enforce), and the refusal's words."""
+
+    budget: Budget
+    gate: Doc | None
+    label: str
+    code: str
+
+
+@dataclass(slots=True)
 class Charge:
     budget: Budget
     before: float
@@ -57,70 +68,76 @@ class Budgets:
         self.spend_ttl = spend_ttl
         self._spent: dict[tuple[str, str], tuple[float, Doc]] = {}
 
-    async def check(
-        self, key: Doc, group: Doc | None, user: str | None, now: datetime
-    ) -> list[Budget]:
-        """The accounts a request of ``key`` is charged to (its own, its group's, its end
-        user's), having refused it (429) if any of them has spent its budget."""
-        budgets: list[Budget] = []
-        if key.get("max_budget") is not None:
-            spent = await self._spent_of("keys", key["_id"])
-            self._gate(key, spent, "this key", "budget_exceeded", now)
-        budgets.append(
-            Budget(
-                "keys",
-                key["_id"],
-                "key",
-                key["name"],
-                key.get("budget_duration"),
-                key["created_at"],
-                key.get("max_budget"),
-            )
-        )
-        if group is not None:
-            label = f"group '{group['_id']}'"
-            if group.get("max_budget") is not None:
-                spent = await self._spent_of("groups", group["_id"])
-                self._gate(group, spent, label, "budget_exceeded", now)
-            budgets.append(
+    def accounts(self, key: Doc, group: Doc | None, user: str | None) -> list[Account]:
+        """The accounts a request of ``key`` (for ``user``) is charged to: its own, its
+        group's, its end user's. Pure: the limiter works this out once per key document."""
+        accounts = [
+            Account(
                 Budget(
-                    "groups",
-                    group["_id"],
-                    "group",
-                    group["_id"],
-                    group.get("budget_duration"),
-                    group["created_at"],
-                    group.get("max_budget"),
+                    "keys",
+                    key["_id"],
+                    "key",
+                    key["name"],
+                    key.get("budget_duration"),
+                    key["created_at"],
+                    key.get("max_budget"),
+                ),
+                key if key.get("max_budget") is not None else None,
+                "this key",
+                "budget_exceeded",
+            )
+        ]
+        if group is not None:
+            accounts.append(
+                Account(
+                    Budget(
+                        "groups",
+                        group["_id"],
+                        "group",
+                        group["_id"],
+                        group.get("budget_duration"),
+                        group["created_at"],
+                        group.get("max_budget"),
+                    ),
+                    group if group.get("max_budget") is not None else None,
+                    f"group '{group['_id']}'",
+                    "budget_exceeded",
                 )
             )
         per_user = key.get("user_limits") or {}
         if user and per_user.get("max_budget") is not None:
             duration = per_user.get("budget_duration") or key.get("budget_duration")
-            doc_id = f"{key['_id']}|{user}"
-            self._gate(
-                {
-                    "created_at": key["created_at"],
-                    "max_budget": per_user["max_budget"],
-                    "budget_duration": duration,
-                },
-                await self._spent_of(USER_BUDGETS, doc_id),
-                f"user '{user}'",
-                "user_budget_exceeded",
-                now,
+            budget = Budget(
+                USER_BUDGETS,
+                f"{key['_id']}|{user}",
+                "user",
+                user,
+                duration,
+                key["created_at"],
+                float(per_user["max_budget"]),
+                upsert=True,
             )
-            budgets.append(
-                Budget(
-                    USER_BUDGETS,
-                    doc_id,
-                    "user",
-                    user,
-                    duration,
-                    key["created_at"],
-                    float(per_user["max_budget"]),
-                    upsert=True,
-                )
-            )
-        return budgets
+            gate = {
+                "created_at": key["created_at"],
+                "max_budget": per_user["max_budget"],
+                "budget_duration": duration,
+            }
+            accounts.append(Account(budget, gate, f"user '{user}'", "user_budget_exceeded"))
+        return accounts
+
+    async def check(self, accounts: list[Account], now: datetime) -> None:
+        """Refuse (429) if any of ``accounts`` with a budget has spent it."""
+        for account in accounts:
+            if account.gate is not None:
+                budget = account.budget
+                spent = self._cached_spent(budget.collection, budget.id)
+                if spent is None:
+                    spent = await self._spent_of(budget.collection, budget.id)
+                self._gate(account.gate, spent, account.label, account.code, now)
+
+    def _cached_spent(self, collection: str, id: str) -> Doc | None:
+        hit = self._spent.get((collection, id))
+        return hit[1] if hit is not None and hit[0] > self._clock.monotonic() else None
 
     async def _spent_of(self, collection: str, id: str) -> Doc:
         """An account's current spend (its SPENT fields), cached for ``spend_ttl``."""

@@ -108,6 +108,14 @@ class Holdings:
 
     # -- windows --------------------------------------------------------------------------
 
+    def take_held(self, doc_id: str, limits: dict[str, int], need: dict[str, int]) -> Lease | None:
+        """take()'s usual case, without a coroutine: ``need`` from the lease this instance
+        holds under these limits. None: ask take()."""
+        lease = self._leases.get(doc_id)
+        if lease is not None and lease.limits == limits and lease.take(need):
+            return lease
+        return None
+
     async def take(
         self, doc_id: str, end: datetime, limits: dict[str, int], need: dict[str, int]
     ) -> Lease | None:
@@ -184,6 +192,16 @@ class Holdings:
         self._leases = {k: v for k, v in self._leases.items() if v.end > now}
 
     # -- parallel slots -------------------------------------------------------------------
+
+    def slot_held(self, doc_id: str, limit: int) -> bool:
+        """slot()'s usual case, without a coroutine: reuse a slot this instance holds idle.
+        False: ask slot()."""
+        slots = self._slots.get(doc_id)
+        if slots is None or slots.limit != limit or slots.in_use >= slots.held:
+            return False
+        slots.in_use += 1
+        slots.used = True
+        return True
 
     async def slot(self, doc_id: str, limit: int) -> bool:
         """Take one of ``limit`` parallel slots: one this instance holds idle, else more

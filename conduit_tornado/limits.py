@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .budgets import Budget, Budgets, Charge
+from .budgets import Account, Budget, Budgets, Charge
 from .capacity import PARALLEL, WINDOWS, Holdings
 from .clock import Clock
 from .errors import ApiError, refusal
@@ -52,6 +52,7 @@ INSTANCES = "instances"
 HEARTBEAT_SECONDS = 5.0
 INSTANCE_TTL = timedelta(seconds=20)
 SETTLE_DELAY = 0.01  # seconds settlements gather before they are written together
+_PLANS_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -76,7 +77,7 @@ class Grant:
     settled: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Subject:
     """Something limits apply to: a key, a key's use of one model, a group, an end user."""
 
@@ -86,11 +87,33 @@ class Subject:
     rpm: int | None = None
     rpd: int | None = None
     tpm: int | None = None
+    # Worked out with the subject rather than per request. Both fields always exist on a
+    # minute document, so a limit added mid-window compares against a number.
+    minute_limits: dict[str, int] = field(init=False)
+    rpm_text: str = field(init=False)
+    tpm_text: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.minute_limits = {"r": self.rpm or 0, "t": self.tpm or 0}
+        self.rpm_text, self.tpm_text = str(self.rpm), str(self.tpm)
 
     @classmethod
     def of(cls, id: str, label: str, limits: Doc, code_prefix: str = "") -> Subject:
         """A subject whose rpm / rpd / tpm come from a key, group or limits document."""
         return cls(id, label, code_prefix, limits.get("rpm"), limits.get("rpd"), limits.get("tpm"))
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What admitting a request of one key, model and end user involves, worked out once
+    per key (and group) document: the documents are replaced, never changed, when the
+    key or group is, so holding the same ones means the plan still stands."""
+
+    key: Doc
+    group: Doc | None
+    subjects: list[Subject]
+    accounts: list[Account]
+    parallel: list[tuple[str, int, str]]  # (slot document, limit, label)
 
 
 class Limiter:
@@ -113,7 +136,8 @@ class Limiter:
         # Written behind (see the module docstring): {collection: {id: {field: amount}}}
         # and {budget account: cost}, with the timer or task that writes them.
         self._deferred: dict[str, dict[str, dict[str, float]]] = {}
-        self._charges: dict[Budget, float] = {}
+        self._charges: dict[tuple[str, str], tuple[Budget, float]] = {}
+        self._plans: dict[tuple[str, str, str | None], _Plan] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settling: asyncio.Task[None] | None = None
         #: Told of every charge written (budget alerts).
@@ -160,25 +184,47 @@ class Limiter:
         """Reserve everything this request needs, or raise 429 having reserved nothing."""
         grant = Grant()
         group = await self.group(key["group"]) if key.get("group") else None
-        subjects = self._subjects(key, model, user, group)
+        plan = self._plan(key, model, user, group)
         try:
             now = self._clock.now()  # one instant for every check of this request
-            grant.budgets = await self.budgets.check(key, group, user, now)
-            for subject in subjects:
-                await self._windows(grant, subject, tokens, subject.id == key["_id"], now)
-            if key.get("max_parallel"):
-                await self._parallel(grant, key["_id"], int(key["max_parallel"]), "this key")
-            if group is not None and group.get("max_parallel"):
-                await self._parallel(
-                    grant,
-                    f"group/{group['_id']}",
-                    int(group["max_parallel"]),
-                    f"group '{group['_id']}'",
-                )
+            grant.budgets = [a.budget for a in plan.accounts]
+            await self.budgets.check(plan.accounts, now)
+            for subject in plan.subjects:
+                if subject.rpm or subject.tpm:
+                    await self._per_minute(grant, subject, tokens, subject.id == key["_id"], now)
+                if subject.rpd:
+                    await self._per_day(grant, subject, subject.id == key["_id"], now)
+            for doc_id, limit, label in plan.parallel:
+                await self._parallel(grant, doc_id, limit, label)
         except ApiError:
             await self._undo(grant.held + grant.parallel)
             raise
         return grant
+
+    def _plan(self, key: Doc, model: str, user: str | None, group: Doc | None) -> _Plan:
+        per_user = key.get("user_limits") or {}
+        user_part = user if user and per_user else None  # end users matter only then
+        cache_key = (key["_id"], model, user_part)
+        plan = self._plans.get(cache_key)
+        if plan is not None and plan.key is key and plan.group is group:
+            return plan
+        parallel = []
+        if key.get("max_parallel"):
+            parallel.append((key["_id"], int(key["max_parallel"]), "this key"))
+        if group is not None and group.get("max_parallel"):
+            label = f"group '{group['_id']}'"
+            parallel.append((f"group/{group['_id']}", int(group["max_parallel"]), label))
+        plan = _Plan(
+            key,
+            group,
+            self._subjects(key, model, user, group),
+            self.budgets.accounts(key, group, user),
+            parallel,
+        )
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()
+        self._plans[cache_key] = plan
+        return plan
 
     def _subjects(self, key: Doc, model: str, user: str | None, group: Doc | None) -> list[Subject]:
         subjects = [Subject.of(key["_id"], "this key", key)]
@@ -196,72 +242,66 @@ class Limiter:
             )
         return subjects
 
-    async def _windows(
+    async def _per_minute(
         self, grant: Grant, s: Subject, tokens: int, key_level: bool, now: datetime
     ) -> None:
-        if s.rpm or s.tpm:
-            start, end, start_id = self._minute(now)
-            wait = seconds_until(now, end) or 1
-            if s.tpm and tokens > s.tpm:  # can never fit, whatever the window holds
-                raise self._tokens_refusal(s, tokens, wait)
-            # Both fields always exist on a minute document, so a limit added mid-window
-            # compares against a number, never a missing field.
-            limits = {"r": s.rpm or 0, "t": s.tpm or 0}
-            need = {"r": 1 if s.rpm else 0, "t": tokens if s.tpm else 0}
-            doc_id = f"{s.id}|m|{start_id}"
-            lease = await self._holdings.take(doc_id, end, limits, need)
-            if lease is None:  # the server refused atomically; read why, only now
-                current = await self._store.get(WINDOWS, doc_id) or {}
-                if s.rpm and current.get("r", 0) + 1 > s.rpm:
-                    raise refusal(
-                        f"{s.code_prefix}rate_limit_exceeded",
-                        f"Rate limit reached for {s.label}: {s.rpm} requests per minute.",
-                        wait,
-                    )
-                raise self._tokens_refusal(s, tokens, wait)
-            if s.rpm:
-                grant.held.append(Held(WINDOWS, doc_id, "r", 1))
-            if s.tpm:
-                held = Held(WINDOWS, doc_id, "t", tokens)
-                grant.held.append(held)
-                grant.tokens_reserved.append(held)
-            if key_level:
-                reset = openai_duration(wait)
-                if s.rpm:
-                    grant.headers.update(
-                        {
-                            "x-ratelimit-limit-requests": str(s.rpm),
-                            "x-ratelimit-remaining-requests": str(lease.remaining("r", s.rpm)),
-                            "x-ratelimit-reset-requests": reset,
-                        }
-                    )
-                if s.tpm:
-                    grant.headers.update(
-                        {
-                            "x-ratelimit-limit-tokens": str(s.tpm),
-                            "x-ratelimit-remaining-tokens": str(lease.remaining("t", s.tpm)),
-                            "x-ratelimit-reset-tokens": reset,
-                        }
-                    )
-        if s.rpd:
-            start, end = day_window(now)
-            doc_id = f"{s.id}|d|{start.date().isoformat()}"
-            lease = await self._holdings.take(doc_id, end, {"r": s.rpd}, {"r": 1})
-            if lease is None:
+        _, end, start_id = self._minute(now)
+        wait = seconds_until(now, end) or 1
+        if s.tpm and tokens > s.tpm:  # can never fit, whatever the window holds
+            raise self._tokens_refusal(s, tokens, wait)
+        need = {"r": 1 if s.rpm else 0, "t": tokens if s.tpm else 0}
+        doc_id = f"{s.id}|m|{start_id}"
+        holdings = self._holdings
+        lease = holdings.take_held(doc_id, s.minute_limits, need)
+        if lease is None:
+            lease = await holdings.take(doc_id, end, s.minute_limits, need)
+        if lease is None:  # the server refused atomically; read why, only now
+            current = await self._store.get(WINDOWS, doc_id) or {}
+            if s.rpm and current.get("r", 0) + 1 > s.rpm:
                 raise refusal(
                     f"{s.code_prefix}rate_limit_exceeded",
-                    f"Rate limit reached for {s.label}: {s.rpd} requests per day.",
-                    seconds_until(now, end) or 1,
+                    f"Rate limit reached for {s.label}: {s.rpm} requests per minute.",
+                    wait,
                 )
+            raise self._tokens_refusal(s, tokens, wait)
+        if s.rpm:
             grant.held.append(Held(WINDOWS, doc_id, "r", 1))
-            if key_level and not s.rpm:
-                grant.headers.update(
-                    {
-                        "x-ratelimit-limit-requests": str(s.rpd),
-                        "x-ratelimit-remaining-requests": str(lease.remaining("r", s.rpd)),
-                        "x-ratelimit-reset-requests": openai_duration((end - now).total_seconds()),
-                    }
-                )
+        if s.tpm:
+            held = Held(WINDOWS, doc_id, "t", tokens)
+            grant.held.append(held)
+            grant.tokens_reserved.append(held)
+        if key_level:
+            headers = grant.headers
+            reset = openai_duration(wait)
+            if s.rpm:
+                headers["x-ratelimit-limit-requests"] = s.rpm_text
+                headers["x-ratelimit-remaining-requests"] = str(lease.remaining("r", s.rpm))
+                headers["x-ratelimit-reset-requests"] = reset
+            if s.tpm:
+                headers["x-ratelimit-limit-tokens"] = s.tpm_text
+                headers["x-ratelimit-remaining-tokens"] = str(lease.remaining("t", s.tpm))
+                headers["x-ratelimit-reset-tokens"] = reset
+
+    async def _per_day(self, grant: Grant, s: Subject, key_level: bool, now: datetime) -> None:
+        assert s.rpd
+        start, end = day_window(now)
+        doc_id = f"{s.id}|d|{start.date().isoformat()}"
+        lease = await self._holdings.take(doc_id, end, {"r": s.rpd}, {"r": 1})
+        if lease is None:
+            raise refusal(
+                f"{s.code_prefix}rate_limit_exceeded",
+                f"Rate limit reached for {s.label}: {s.rpd} requests per day.",
+                seconds_until(now, end) or 1,
+            )
+        grant.held.append(Held(WINDOWS, doc_id, "r", 1))
+        if key_level and not s.rpm:
+            grant.headers.update(
+                {
+                    "x-ratelimit-limit-requests": str(s.rpd),
+                    "x-ratelimit-remaining-requests": str(lease.remaining("r", s.rpd)),
+                    "x-ratelimit-reset-requests": openai_duration((end - now).total_seconds()),
+                }
+            )
 
     def _minute(self, now: datetime) -> tuple[datetime, datetime, str]:
         """The minute window holding ``now``: start, end, and the start as it appears in
@@ -290,7 +330,8 @@ class Limiter:
             raise
 
     async def _parallel(self, grant: Grant, doc_id: str, limit: int, label: str) -> None:
-        if not await self._holdings.slot(doc_id, limit):
+        holdings = self._holdings
+        if not (holdings.slot_held(doc_id, limit) or await holdings.slot(doc_id, limit)):
             raise refusal(
                 "parallel_limit_exceeded",
                 f"Too many requests in flight for {label}: the limit is {limit}.",
@@ -315,7 +356,7 @@ class Limiter:
                     self._defer(held.collection, held.id, held.field, tokens_used - held.amount)
         if cost:
             for budget in grant.budgets:
-                self._charges[budget] = self._charges.get(budget, 0.0) + cost
+                self._charge(budget, cost)
             self._arm()
 
     async def release(self, grant: Grant) -> None:
@@ -323,6 +364,11 @@ class Limiter:
         if not grant.settled:
             grant.settled = True
             await self._undo(grant.held + grant.parallel)
+
+    def _charge(self, budget: Budget, cost: float) -> None:
+        account = (budget.collection, budget.id)  # cheaper to hash than the Budget
+        charged = self._charges.get(account)
+        self._charges[account] = (budget, cost + charged[1] if charged else cost)
 
     def _free_slot(self, doc_id: str) -> None:
         if self._holdings.free_slot(doc_id):
@@ -385,12 +431,12 @@ class Limiter:
                     for name, amount in inc.items():
                         self._defer(collection, id, name, amount)
         made: list[Charge] = []
-        for budget, cost in charges.items():
+        for budget, cost in charges.values():
             try:
                 charge = await self.budgets.add_spend(budget, cost)
             except Exception:
                 log.exception("charging %s %s failed; will retry", budget.kind, budget.name)
-                self._charges[budget] = self._charges.get(budget, 0.0) + cost
+                self._charge(budget, cost)
                 self._arm()
                 continue
             if charge is not None:
