@@ -228,6 +228,16 @@ class Response:
         )
 
     async def read(self) -> bytes:
+        conn = self._conn
+        if conn is not None and conn.complete and self._inflate is None:
+            # The usual answer: all of it arrived with its head. No async iteration.
+            body = conn.body
+            whole = body.popleft() if len(body) == 1 else b"".join(body)
+            body.clear()
+            if conn.buffered > READ_HIGH_WATER and conn.transport is not None:
+                conn.transport.resume_reading()  # on_body paused it; the pool needs it reading
+            conn.buffered = 0
+            return whole
         return b"".join([piece async for piece in self.iter_any()])
 
     async def iter_any(self) -> AsyncIterator[bytes]:

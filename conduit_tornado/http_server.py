@@ -142,7 +142,7 @@ class Exchange(HTTPConnection):
         elif self.keep_alive and request.version == "HTTP/1.0":
             headers["Connection"] = "Keep-Alive"
         lines = [f"HTTP/1.1 {code} {start_line.reason}"]
-        lines += [f"{name}: {value}" for name, value in headers.get_all()]
+        lines.extend(map(": ".join, headers.get_all()))
         head = "\r\n".join(lines)
         separators = len(lines) - 1  # any other CR or LF would be header injection
         if head.count("\n") != separators or head.count("\r") != separators:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit_tornado.http_client import ClientError, HttpClient
+from conduit_tornado.http_client import READ_HIGH_WATER, ClientError, HttpClient
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -106,6 +106,36 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_request_exactly() 
         assert first.startswith("POST /v1/things?x=1&y=2 HTTP/1.1\r\n")
         assert f"Host: 127.0.0.1:{raw.port}\r\n" in first
         assert "X-Test: yes\r\n" in first and "Content-Length: 1\r\n" in first
+
+
+async def test_a_large_answer_read_whole_leaves_its_connection_reusable() -> None:
+    # Past READ_HIGH_WATER the client stops reading the socket until the body is taken.
+    # One byte past it, the last byte both pauses reading and completes the answer; taken
+    # whole, the connection must read again before it goes back to the pool.
+    big = b"x" * (READ_HIGH_WATER + 1)
+    sent = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        writer.write(answer(big))
+        await writer.drain()
+        sent.set()
+        await raw.read_request(reader)
+        writer.write(answer(b"small"))
+
+    async with serving(serve) as (raw, client):
+        response = await client.request("p", "POST", raw.url(), body=b"{}")
+        await sent.wait()
+        for _ in range(500):  # the whole body is buffered before it is read
+            if response._conn is None or response._conn.complete:
+                break
+            await asyncio.sleep(0.01)
+        assert await response.read() == big
+        response.release()
+        response = await client.request("p", "POST", raw.url(), body=b"{}")
+        assert await asyncio.wait_for(response.read(), 5) == b"small"
+        response.release()
+        assert raw.connections == 1
 
 
 async def test_chunked_gzip_body_arrives_decoded_piece_by_piece() -> None:
