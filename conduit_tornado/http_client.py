@@ -51,6 +51,8 @@ class _Connection(WriteFlow):
 
     def __init__(self, key: tuple[str, str, int]) -> None:
         self.key = key
+        # Looked up once: each get_running_loop() is a getpid(2) system call on 3.11.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
@@ -62,7 +64,7 @@ class _Connection(WriteFlow):
     def _reset(self) -> None:
         self.status = 0
         self.headers = Headers()
-        self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.head: asyncio.Future[None] = self.loop.create_future()
         self.body: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.complete = False
@@ -78,7 +80,7 @@ class _Connection(WriteFlow):
         ``done_by`` only if it fires with the head in (most answers end before that)."""
         self.disarm()
         self._done_by = done_by
-        self._timer = asyncio.get_running_loop().call_at(head_by, self._expire)
+        self._timer = self.loop.call_at(head_by, self._expire)
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -193,7 +195,7 @@ class _Connection(WriteFlow):
                 return None
             if self.error is not None:
                 raise self.error
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.loop.create_future()
             try:
                 await self._waiter
             finally:

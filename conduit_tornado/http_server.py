@@ -107,7 +107,7 @@ class Exchange(HTTPConnection):
         self.max_body_size = conn.server.max_body_size
         self.close_callback: Callable[[], None] | None = None
         self.headers_written = False
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.finished: asyncio.Future[None] = conn.loop.create_future()
         self._chunked = False
         self.detached = False
 
@@ -198,7 +198,9 @@ class _ServerProtocol(WriteFlow):
         self._corked: list[bytes] | None = None
         # What send() returns while the socket keeps up: one resolved future, shared,
         # rather than a new one per write (a stream writes once per event).
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Looked up once: each get_running_loop() is a getpid(2) system call on 3.11.
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
         self.done.set_result(None)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -225,7 +227,7 @@ class _ServerProtocol(WriteFlow):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.connections.add(self)
-        self._task = asyncio.get_running_loop().create_task(self._serve())
+        self._task = self.loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
         if self._upgrading:
@@ -344,7 +346,7 @@ class _ServerProtocol(WriteFlow):
 
     async def _next(self) -> tuple[Any, ...]:
         while not self._events:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.loop.create_future()
             await self._waiter
             self._waiter = None
         event = self._events.popleft()
@@ -464,7 +466,7 @@ class _ServerProtocol(WriteFlow):
             self.transport.write(data)
         else:
             self._corked = [data]
-            asyncio.get_running_loop().call_soon(self.uncork)
+            self.loop.call_soon(self.uncork)
         return self._write_ready if self._write_ready is not None else self.done
 
     def uncork(self) -> None:
