@@ -71,9 +71,15 @@ class Router:
         self._health: dict[tuple[str, str], Health] = {}
         self._adapters: dict[str, tuple[Provider, Adapter]] = {}
         self._turns: dict[str, int] = {}
+        # Per model: its usable targets grouped by priority, built once per catalog
+        # snapshot (a refresh replaces the route and provider objects, never edits them).
+        self._groups: dict[str, tuple[ModelRoute, dict[str, Provider], list[list[Target]]]] = {}
 
     def health(self, provider: str, model: str) -> Health:
-        return self._health.setdefault((provider, model), Health())
+        health = self._health.get((provider, model))
+        if health is None:
+            health = self._health[(provider, model)] = Health()
+        return health
 
     def adapter(self, provider: Provider) -> Adapter:
         cached = self._adapters.get(provider.name)
@@ -83,6 +89,20 @@ class Router:
         return cached[1]
 
     def targets(self, route: ModelRoute) -> list[Target]:
+        providers = self._catalog.providers
+        cached = self._groups.get(route.name)
+        if cached is None or cached[0] is not route or cached[1] is not providers:
+            cached = (route, providers, self._priority_groups(route))
+            self._groups[route.name] = cached
+        groups = cached[2]
+        if len(groups) == 1:
+            return self._order(route, groups[0])
+        ordered: list[Target] = []
+        for group in groups:
+            ordered.extend(self._order(route, group))
+        return ordered
+
+    def _priority_groups(self, route: ModelRoute) -> list[list[Target]]:
         usable: list[Target] = []
         for dep in route.deployments:
             provider = self._catalog.providers.get(dep["provider"])
@@ -97,18 +117,14 @@ class Router:
                     self.health(provider.name, dep["model"]),
                 )
             )
-        ordered: list[Target] = []
-        for priority in sorted({t.deployment.get("priority", 0) for t in usable}):
-            ordered.extend(
-                self._order(
-                    route, [t for t in usable if t.deployment.get("priority", 0) == priority]
-                )
-            )
-        return ordered
+        return [
+            [t for t in usable if t.deployment.get("priority", 0) == priority]
+            for priority in sorted({t.deployment.get("priority", 0) for t in usable})
+        ]
 
     def _order(self, route: ModelRoute, group: list[Target]) -> list[Target]:
         if len(group) < 2:
-            return group
+            return list(group)  # callers extend the plan: never the cached group itself
         strategy = route.strategy
         if strategy == "round_robin":
             turn = self._turns.get(route.name, 0)
@@ -136,9 +152,10 @@ class Router:
         # Cooled-down deployments stay in the plan, after every healthy one (fallbacks
         # included): better a likely failure than no answer at all.
         now = time.monotonic()
-        return [t for t in plan if t.health.cooled_until <= now] + [
-            t for t in plan if t.health.cooled_until > now
-        ]
+        cooled = [t for t in plan if t.health.cooled_until > now]
+        if not cooled:
+            return plan
+        return [t for t in plan if t.health.cooled_until <= now] + cooled
 
     def timeouts(self, target: Target, deadline: float) -> Timeouts:
         """Per deployment: connect, first byte and total, within what the request has left."""

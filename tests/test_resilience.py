@@ -163,6 +163,29 @@ async def test_weighted_deployments_and_failover_within_a_model(wired: Wired) ->
     assert r.headers["x-conduit-provider"] == "ant"  # lower priority takes over at once
 
 
+async def test_plans_follow_admin_changes_at_once(wired: Wired) -> None:
+    # The router keeps each model's targets per catalog snapshot: an edit must show.
+    await wired.admin.create_model(
+        name="moving", deployments=[{"provider": "oai", "model": "gpt-4o"}]
+    )
+    assert (await _post(wired, {"model": "moving", "messages": HI})).headers[
+        "x-conduit-provider"
+    ] == "oai"
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, headers=admin) as http:
+        r = await http.patch(
+            "/admin/v1/models/moving",
+            json={"deployments": [{"provider": "ant", "model": "claude-sonnet-4-5"}]},
+        )
+        assert r.status_code == 200, r.text
+        assert (await _post(wired, {"model": "moving", "messages": HI})).headers[
+            "x-conduit-provider"
+        ] == "ant"
+        assert (await http.patch("/admin/v1/providers/ant", json={"enabled": False})).is_success
+    r = await _post(wired, {"model": "moving", "messages": HI})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_deployment_available"
+
+
 async def test_slow_first_byte_times_out_and_fails_over(wired: Wired) -> None:
     await wired.admin.create_model(
         name="slow",
