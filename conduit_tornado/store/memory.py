@@ -122,19 +122,23 @@ class MemoryStore:
                     raise DuplicateError(collection, field)
 
     async def insert(self, collection: str, doc: Doc) -> None:
-        coll = self._coll(collection)
-        if doc["_id"] in coll:
-            raise DuplicateError(collection, "_id")
-        self._check_unique(collection, doc)
-        coll[doc["_id"]] = _copy(doc)
-        if collection == "request_logs" and len(coll) > self._max_logs:
-            del coll[next(iter(coll))]  # dicts keep insertion order: this is the oldest
+        self._add(collection, doc)
 
     async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
         for i, doc in enumerate(docs, 1):
-            await self.insert(collection, doc)
+            self._add(collection, doc)
             if i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # copying is CPU work: let requests run between
+
+    def _add(self, collection: str, doc: Doc) -> None:
+        coll = self._coll(collection)
+        if doc["_id"] in coll:
+            raise DuplicateError(collection, "_id")
+        if collection in UNIQUE_FIELDS:
+            self._check_unique(collection, doc)
+        coll[doc["_id"]] = _copy(doc)
+        if collection == "request_logs" and len(coll) > self._max_logs:
+            del coll[next(iter(coll))]  # dicts keep insertion order: this is the oldest
 
     async def get(
         self, collection: str, id: str, fields: Sequence[str] | None = None
