@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
-from .providers.base import ChunkStream, Json, Usage
+from .providers.base import ChunkStream, Json, Usage, one_at_a_time
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def merge_streams(streams: list[ChunkStream], per_stream: int = 1) -> ChunkStrea
         for stream in streams:
             await stream.aclose()
 
-    return ChunkStream(None, events(), close)
+    return ChunkStream(None, one_at_a_time(events()), close)
 
 
 def completion_to_chat(body: Json, prompt: str) -> Json:

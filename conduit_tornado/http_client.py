@@ -145,12 +145,14 @@ class _Connection(WriteFlow):
         if not self.head.done():
             self.head.set_result(None)
 
-    def on_body(self, body: bytes) -> None:
+    def on_body(self, body: bytes) -> None:  # once per HTTP chunk: an SSE event each
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > READ_HIGH_WATER and self.transport is not None:
             self.transport.pause_reading()
-        self._wake()
+        waiter = self._waiter  # _wake(), inline
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         if self.status == 100:
@@ -222,6 +224,7 @@ class Response:
         self._conn: _Connection | None = conn
         self.status = conn.status
         self.headers = conn.headers
+        self._ended = False
         encoding = conn.headers.get("content-encoding", "").lower()
         self._inflate = (
             zlib.decompressobj(wbits=47 if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS)
@@ -244,22 +247,27 @@ class Response:
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive from the network, decoded if compressed."""
+        while (piece := await self.next_chunk()) is not None:
+            yield piece
+
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes that have arrived since the last call (waiting for some), decoded
+        if compressed; None at the end. A coroutine rather than a generator: a stream
+        read this way leaves no suspended generator to be closed by a task later."""
         conn = self._conn
-        if conn is None:
-            return
+        if conn is None or self._ended:
+            return None
         while True:
             piece = await conn.next_piece()
             if piece is None:
-                break
+                self._ended = True
+                tail = self._inflate.flush() if self._inflate is not None else b""
+                return tail or None
             if self._inflate is not None:
                 piece = self._inflate.decompress(piece)
                 if not piece:
                     continue
-            yield piece
-        if self._inflate is not None:
-            tail = self._inflate.flush()
-            if tail:
-                yield tail
+            return piece
 
     def release(self) -> None:
         """Done with the response: its connection goes back to the pool if the body was read

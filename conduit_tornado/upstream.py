@@ -240,9 +240,14 @@ def _provider_error(exc: ClientError, early: str | None = None) -> ProviderError
 
 async def body_chunks(response: Response, broke_off: str) -> AsyncIterator[bytes]:
     """The body as it arrives; a failure midway is a ProviderError saying ``broke_off``."""
+    while (piece := await next_chunk(response, broke_off)) is not None:
+        yield piece
+
+
+async def next_chunk(response: Response, broke_off: str) -> bytes | None:
+    """Response.next_chunk, with a failure midway as a ProviderError saying ``broke_off``."""
     try:
-        async for piece in response.iter_any():
-            yield piece
+        return await response.next_chunk()
     except ClientError as exc:
         if exc.timeout:
             raise ProviderError("timeout", "the provider's stream stalled") from None
@@ -251,8 +256,6 @@ async def body_chunks(response: Response, broke_off: str) -> AsyncIterator[bytes
 
 def _sse_block(block: bytes) -> tuple[str, bytes] | None:
     """One event block (its lines) as (event name, data); None if it carries no data."""
-    if block.startswith(b"data: ") and b"\n" not in block:
-        return "message", block[6:]  # the usual shape (OpenAI and its kin): one data line
     event = ""
     data: list[bytes] = []
     for line in block.split(b"\n"):
@@ -268,36 +271,53 @@ def _sse_block(block: bytes) -> tuple[str, bytes] | None:
     return (event or "message", b"\n".join(data)) if data else None
 
 
+class SseReader:
+    """Parses a text/event-stream into (event name, data) pairs, comments skipped.
+    ``next_batch()`` returns every complete event that has arrived, as one list per
+    network read (one await per read, not per event or line), and None at the end. Lines
+    may end in LF or CRLF (Gemini uses CRLF). The response is not released here."""
+
+    def __init__(self, response: Response) -> None:
+        self._response = response
+        self._buf = b""
+        self._ended = False
+
+    async def next_batch(self) -> list[tuple[str, bytes]] | None:
+        while not self._ended:
+            received = await next_chunk(self._response, "the provider's stream broke off")
+            if received is None:
+                self._ended = True
+                rest = self._buf.strip(b"\r\n")
+                parsed = _sse_block(rest) if rest.strip() else None
+                return [parsed] if parsed is not None else None
+            buf = self._buf + received
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
+            batch = []
+            start = 0  # walk the buffer by offset: a burst is not re-copied per event
+            while True:
+                end = buf.find(b"\n\n", start)
+                if end < 0:
+                    break
+                block = buf[start:end]
+                start = end + 2
+                if block.startswith(b"data: ") and b"\n" not in block:
+                    batch.append(("message", block[6:]))  # the usual shape, without a call
+                elif (parsed := _sse_block(block)) is not None:
+                    batch.append(parsed)
+            self._buf = buf[start:]
+            if len(self._buf) > MAX_SSE_EVENT:
+                raise ProviderError("bad_response", "the provider sent an oversized stream event")
+            if batch:
+                return batch
+        return None
+
+
 async def sse_batches(response: Response) -> AsyncIterator[list[tuple[str, bytes]]]:
-    """Parse a text/event-stream into (event name, data) pairs, comments skipped: every
-    complete event that has arrived, as one list per network read (one await per read,
-    not per event or line). Lines may end in LF or CRLF (Gemini uses CRLF). The response
-    is not released here.
-    """
-    buf = b""
-    async for received in body_chunks(response, "the provider's stream broke off"):
-        buf += received
-        if b"\r" in buf:
-            buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
-        batch = []
-        start = 0  # walk the buffer by offset: a burst of events is not re-copied per event
-        while True:
-            end = buf.find(b"\n\n", start)
-            if end < 0:
-                break
-            parsed = _sse_block(buf[start:end])
-            start = end + 2
-            if parsed is not None:
-                batch.append(parsed)
-        buf = buf[start:]
-        if len(buf) > MAX_SSE_EVENT:
-            raise ProviderError("bad_response", "the provider sent an oversized stream event")
-        if batch:
-            yield batch
-    if buf.strip():
-        parsed = _sse_block(buf.strip(b"\r\n"))
-        if parsed is not None:
-            yield [parsed]
+    """SseReader's batches as an async iterator."""
+    reader = SseReader(response)
+    while (batch := await reader.next_batch()) is not None:
+        yield batch
 
 
 async def sse_events(response: Response) -> AsyncIterator[tuple[str, bytes]]:

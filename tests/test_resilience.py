@@ -236,6 +236,18 @@ async def test_malformed_stream_event(wired: Wired) -> None:
     assert error["error"]["code"] == "upstream_error" and "[DONE]" not in events
 
 
+async def test_events_before_a_failure_in_the_same_read_still_go_out(wired: Wired) -> None:
+    # The relay takes every event of a network read at once; a bad one among them must
+    # not swallow those before it.
+    wired.fake.then(malformed=True, burst=True)
+    r = await _post(wired, {"model": "gpt", "messages": HI, "stream": True})
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    first = json.loads(events[0])
+    assert first["choices"][0]["delta"].get("role") == "assistant"
+    assert json.loads(events[-1])["error"]["code"] == "upstream_error"
+    assert len(events) == 2  # the first event, then the error; nothing after the bad one
+
+
 async def test_client_disconnect_cancels_upstream_and_still_bills(wired: Wired) -> None:
     wired.fake.then(chunk_delay=0.2)
     async with (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,13 @@ EXPECTED = [
 
 
 class Body:
-    """Stands in for the HTTP client's response: the parser only calls ``iter_any()``."""
+    """Stands in for the HTTP client's response: the parser only calls ``next_chunk()``."""
 
     def __init__(self, pieces: list[bytes]) -> None:
-        self._pieces = pieces
+        self._pieces = list(pieces)
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for piece in self._pieces:
-            yield piece
+    async def next_chunk(self) -> bytes | None:
+        return self._pieces.pop(0) if self._pieces else None
 
 
 async def events(pieces: list[bytes]) -> list[tuple[str, bytes]]:

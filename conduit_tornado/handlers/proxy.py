@@ -202,28 +202,41 @@ class ProxyHandler(ClientHandler):
         model = self.entry["model"] if self.entry else ""
 
         async def pump() -> None:
-            async for chunk in stream:
-                if seen.reported is None and isinstance(chunk.get("model"), str):
-                    seen.reported = chunk["model"]
-                if chunk.get("usage"):
-                    seen.usage = Usage.from_openai(chunk["usage"])
-                    if not include_usage:
-                        if not chunk.get("choices"):
-                            continue
+            # A batch is what one network read from upstream held: its events go to the
+            # client together, in one write, as soon as it is parsed.
+            while (batch := await stream.next_batch()) is not None:
+                events = []
+                chars = 0
+                for chunk in batch:
+                    if seen.reported is None and isinstance(chunk.get("model"), str):
+                        seen.reported = chunk["model"]
+                    usage = chunk.get("usage")
+                    if usage:
+                        seen.usage = Usage.from_openai(usage)
+                        if not include_usage:
+                            if not chunk.get("choices"):
+                                continue
+                            del chunk["usage"]
+                    elif include_usage:
+                        chunk["usage"] = None  # as OpenAI does on every chunk when asked
+                    elif "usage" in chunk:
                         del chunk["usage"]
-                elif include_usage:
-                    chunk["usage"] = None  # as OpenAI does on every chunk when asked
-                elif "usage" in chunk:
-                    del chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    seen.chars += len(delta.get("content") or choice.get("text") or "")
-                chunk["model"] = model
-                # Plain orjson: chunks from providers have string keys (dumps allows others).
-                behind = self._event(orjson.dumps(transform(chunk) if transform else chunk))
-                if behind is not None:
-                    await behind
-            behind = self._event(b"[DONE]")
+                    choices = chunk.get("choices")
+                    if choices:
+                        for choice in choices:
+                            delta = choice.get("delta")
+                            text = (delta.get("content") if delta else None) or choice.get("text")
+                            if text:
+                                chars += len(text)
+                    chunk["model"] = model
+                    # Plain orjson: chunks from providers have string keys.
+                    events.append(orjson.dumps(transform(chunk) if transform else chunk))
+                seen.chars += chars
+                if events:
+                    behind = self._events(events)
+                    if behind is not None:
+                        await behind
+            behind = self._events([b"[DONE]"])
             if behind is not None:
                 await behind
 
@@ -271,11 +284,14 @@ class ProxyHandler(ClientHandler):
                 status=499, error_code="client_disconnected", error_type="client_disconnected"
             )
 
-    def _event(self, payload: bytes) -> asyncio.Future[None] | None:
-        """Write one SSE event. Returns a future to await only when the client is behind
-        (or gone): a stream that keeps up costs no coroutine per event."""
+    def _events(self, payloads: list[bytes]) -> asyncio.Future[None] | None:
+        """Write SSE events, in one write. Returns a future to await only when the client
+        is behind (or gone): a stream that keeps up costs no coroutine per write."""
         self._last_write = time.monotonic()
-        event = b"data: " + payload + b"\n\n"
+        if len(payloads) == 1:
+            event = b"data: " + payloads[0] + b"\n\n"
+        else:
+            event = b"".join([b"data: " + p + b"\n\n" for p in payloads])
         if self._streaming:
             # Headers are out: straight to the connection (Tornado's HTTPConnection API),
             # skipping RequestHandler's per-write buffering, once per event.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -88,49 +88,93 @@ def prompt_text(body: Json) -> str:
     return "\n".join(parts)
 
 
+NextBatch = Callable[[], Awaitable[list["Json"] | None]]
+
+
 class ChunkStream:
     """An opened stream of OpenAI chunk dicts. Opening already awaited the first event, so a
     failure before anything reached the client can still be retried elsewhere.
 
-    It is its own iterator (no extra generator layer per chunk on the streaming path)."""
+    Chunks come in batches: every chunk parsed from one network read, as one list. The
+    relay takes a batch at a time (one await and one client write per read, not per
+    chunk); ``async for`` still gives one chunk at a time. ``rest`` is a coroutine
+    function giving the next batch (None at the end): no generator is left suspended
+    when a stream ends early, which asyncio would close later with a task of its own."""
 
-    def __init__(self, first: Json | None, rest: AsyncIterator[Json], close: Any) -> None:
-        self._first = first
+    def __init__(self, first: list[Json] | None, rest: NextBatch, close: Any) -> None:
+        self._pending: list[Json] = first or []
         self._rest = rest
+        self._ended = False
         self._close = close
 
     def __aiter__(self) -> ChunkStream:
         return self
 
     async def __anext__(self) -> Json:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        return await self._rest.__anext__()
+        while not self._pending:
+            batch = await self.next_batch()
+            if batch is None:
+                raise StopAsyncIteration
+            self._pending = batch
+        return self._pending.pop(0)
+
+    async def next_batch(self) -> list[Json] | None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            return pending
+        if self._ended:
+            return None
+        batch = await self._rest()
+        if batch is None:
+            self._ended = True
+        return batch
 
     async def aclose(self) -> None:
         await self._close()
 
 
+def one_at_a_time(chunks: AsyncIterator[Json]) -> NextBatch:
+    """Batches of one, for streams that translate an event at a time."""
+    iterator = aiter(chunks)
+
+    async def rest() -> list[Json] | None:
+        try:
+            return [await anext(iterator)]
+        except StopAsyncIteration:
+            return None
+
+    return rest
+
+
 async def open_stream(
     events: AsyncIterator[Json], close: Any, first_byte: float | None
 ) -> ChunkStream:
-    iterator = aiter(events)
+    """A stream of chunks an event at a time (translating adapters)."""
+    return await open_batches(one_at_a_time(events), close, first_byte)
+
+
+async def open_batches(rest: NextBatch, close: Any, first_byte: float | None) -> ChunkStream:
+    """Open a stream: wait (up to ``first_byte`` seconds) for its first chunks."""
     try:
         if first_byte:
             async with asyncio.timeout(first_byte):  # a timer; wait_for would add a task
-                first = await anext(iterator)
+                first = await _first_batch(rest)
         else:
-            first = await anext(iterator)
-    except StopAsyncIteration:
-        first = None
+            first = await _first_batch(rest)
     except TimeoutError:
         await close()
         raise ProviderError("timeout", "no first byte in time") from None
     except BaseException:
         await close()
         raise
-    return ChunkStream(first, iterator, close)
+    return ChunkStream(first, rest, close)
+
+
+async def _first_batch(rest: NextBatch) -> list[Json] | None:
+    while (batch := await rest()) is not None:
+        if batch:
+            return batch
+    return None
 
 
 class ByteStream:

@@ -7,12 +7,21 @@ Requests pass through unchanged except ``model`` (the deployment's) and, for str
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlencode
 
+import orjson
+
+from ..http_client import Response
 from ..realtime_upstream import RealtimeSocket, connect_ws
-from ..upstream import ProviderError, Timeouts, body_chunks, parse_event, read_body, sse_batches
-from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_stream
+from ..upstream import (
+    ProviderError,
+    SseReader,
+    Timeouts,
+    body_chunks,
+    parse_event,
+    read_body,
+)
+from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_batches
 
 DONE = b"[DONE]"
 
@@ -61,22 +70,10 @@ class OpenAIAdapter(Adapter):
             params=self.params(),
         )
 
-        async def events() -> Any:
-            async for batch in sse_batches(response):
-                for _, data in batch:
-                    if data == DONE:
-                        return
-                    chunk = parse_event(data)
-                    if "error" in chunk:  # some servers report failures inside the stream
-                        err = chunk["error"]
-                        message = err.get("message") if isinstance(err, dict) else str(err)
-                        raise ProviderError("server", str(message)[:500])
-                    yield chunk
-
         async def close() -> None:
             response.release()
 
-        return await open_stream(events(), close, t.first_byte)
+        return await open_batches(_Chunks(response).next_batch, close, t.first_byte)
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         return await self._post("/chat/completions", body, model, t)
@@ -183,3 +180,47 @@ class AzureAdapter(OpenAIAdapter):
     def realtime_url(self, model: str) -> str:
         query = urlencode({**self.params(), "deployment": model})
         return f"{_ws(self.provider.base_url or '')}/openai/realtime?{query}"
+
+
+class _Chunks:
+    """An OpenAI-style event stream as batches of chunk dicts, up to ``[DONE]``."""
+
+    def __init__(self, response: Response) -> None:
+        self._reader = SseReader(response)
+        self._done = False
+        self._failure: ProviderError | None = None
+
+    async def next_batch(self) -> list[Json] | None:
+        while not self._done:
+            if self._failure is not None:
+                self._done = True
+                raise self._failure
+            events = await self._reader.next_batch()
+            if events is None:
+                self._done = True
+                break
+            chunks: list[Json] = []
+            for _, data in events:
+                if data == DONE:
+                    self._done = True
+                    break
+                try:
+                    try:
+                        chunk = orjson.loads(data)  # parse_event, inline: once per event
+                    except orjson.JSONDecodeError:
+                        chunk = None
+                    if type(chunk) is not dict:
+                        chunk = parse_event(data)  # raises its error
+                    if "error" in chunk:  # some servers report failures in the stream
+                        err = chunk["error"]
+                        message = err.get("message") if isinstance(err, dict) else err
+                        raise ProviderError("server", str(message)[:500])
+                except ProviderError as exc:
+                    if not chunks:
+                        raise
+                    self._failure = exc  # what came before it goes out first
+                    break
+                chunks.append(chunk)
+            if chunks:
+                return chunks
+        return None

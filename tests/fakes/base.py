@@ -105,7 +105,8 @@ class FakeHandler(tornado.web.RequestHandler):
 
     async def send_events(self, events: list[bytes], done: bytes | None = None) -> None:
         """Write SSE frames one by one, honouring drop_after / malformed / chunk_delay /
-        hold_after_first (wait for ``fake.release`` after the first frame)."""
+        hold_after_first (wait for ``fake.release`` after the first frame) / burst (all
+        frames in one write)."""
         self.set_header("Content-Type", "text/event-stream")
         drop_after = self.directive.get("drop_after")
         try:
@@ -116,6 +117,8 @@ class FakeHandler(tornado.web.RequestHandler):
                 if self.directive.get("malformed") and i == 1:
                     frame = b"data: {this is not json\n\n"
                 self.write(frame)
+                if self.directive.get("burst"):
+                    continue  # every frame in one write, so they arrive in one read
                 await self.flush()
                 if i == 0 and self.directive.get("hold_after_first"):
                     await self.fake.release.wait()  # the test lets the rest go

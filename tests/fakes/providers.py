@@ -7,6 +7,7 @@ Behaviour is scripted per request with ``fake.then(...)`` directives, consumed i
   drop_after           stream N events, then cut the connection;
   malformed            stream one event that is not JSON;
   chunk_delay          seconds between streamed events;
+  burst                stream every event in one write (they arrive in one read);
   text                 the assistant's reply;
   for_model            apply only to requests for this upstream model (others skip it).
 Without a directive the answer is "Hello from the fake" with fixed usage.
