@@ -151,7 +151,9 @@ class Exchange(HTTPConnection):
         data = head.encode("latin-1") + b"\r\n\r\n"
         if chunk:
             data += self._frame(chunk)
-        return self._conn.send(data, now=True)  # a head (and a first event) never waits
+        # Out at the end of this step of the loop, with whatever else the step writes: a
+        # stream's first events, or a whole short stream and its [DONE], in one write.
+        return self._conn.send(data)
 
     def write(self, chunk: bytes) -> asyncio.Future[None]:
         if not chunk:
