@@ -268,9 +268,12 @@ class ProxyHandler(ClientHandler):
         disconnect is logged as 499, and a provider failure after the first byte (nothing
         can be retried then) is logged and told to the client as ``error_event``."""
         assert self.entry is not None
-        self._relay = asyncio.ensure_future(pump)
+        # The pump runs in this handler's own task (a task of its own would cost a
+        # scheduling round and a write more per stream); a client that leaves cancels
+        # this task while it pumps, and the cancellation is taken back once handled.
+        self._relay = asyncio.current_task()
         try:
-            await self._relay
+            await pump
         except ProviderError as exc:
             error = exc.to_api_error()
             self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
@@ -278,11 +281,18 @@ class ProxyHandler(ClientHandler):
                 with contextlib.suppress(StreamClosedError):
                     self.write(error_event(error))
                     await self.flush()
-        except (asyncio.CancelledError, StreamClosedError):
+        except (asyncio.CancelledError, StreamClosedError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if not self._client_gone:
+                    raise  # cancelled for another reason (shutdown): not ours to handle
+                assert self._relay is not None
+                self._relay.uncancel()
             self._client_gone = True
             self.entry.update(
                 status=499, error_code="client_disconnected", error_type="client_disconnected"
             )
+        finally:
+            self._relay = None
 
     def _events(self, payloads: list[bytes]) -> asyncio.Future[None] | None:
         """Write SSE events, in one write. Returns a future to await only when the client
@@ -320,7 +330,7 @@ class ProxyHandler(ClientHandler):
 
     def on_connection_close(self) -> None:
         self._client_gone = True
-        if self._relay is not None and not self._relay.done():
+        if self._relay is not None:
             self._relay.cancel()  # stop reading upstream at once; relay() bills what was made
         super().on_connection_close()
 
