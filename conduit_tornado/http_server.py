@@ -21,7 +21,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httptools
@@ -124,7 +124,10 @@ class Exchange(HTTPConnection):
         start_line: RequestStartLine | ResponseStartLine,
         headers: HTTPHeaders,
         chunk: bytes | None = None,
+        more: Mapping[str, str] | None = None,
     ) -> asyncio.Future[None]:
+        """Tornado's write_headers; ``more`` adds headers kept outside HTTPHeaders (the
+        handler base's own), written as they are named."""
         assert isinstance(start_line, ResponseStartLine)
         code = start_line.code
         request = self._start
@@ -143,6 +146,8 @@ class Exchange(HTTPConnection):
             headers["Connection"] = "Keep-Alive"
         lines = [f"HTTP/1.1 {code} {start_line.reason}"]
         lines.extend(map(": ".join, headers.get_all()))
+        if more:
+            lines.extend(map(": ".join, more.items()))
         head = "\r\n".join(lines)
         separators = len(lines) - 1  # any other CR or LF would be header injection
         if head.count("\n") != separators or head.count("\r") != separators:

@@ -181,6 +181,8 @@ def test_sse_streams_through_jupyter(
         )
         response = run(AsyncHTTPClient().fetch(request))
         assert response.headers["Content-Type"].startswith("text/event-stream")
+        # The gateway's own headers reach clients through Jupyter's server as well.
+        assert response.headers["x-conduit-provider"] == "oai"
         text = b"".join(chunks).decode()
         assert text.rstrip().endswith("data: [DONE]") and "Hello" in text
         assert len(chunks) >= 5  # delivered event by event, not buffered whole
