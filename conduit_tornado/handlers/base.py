@@ -181,8 +181,12 @@ class BaseHandler(ApiResponses):
         return future
 
     def clear(self) -> None:
-        super().clear()
-        self._own_headers: dict[str, str] = {}
+        # Date and x-request-id are set here only: the plain dict serves them too.
+        self._headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json"})
+        self._own_headers: dict[str, str] = {"Date": http_date(), "x-request-id": self.request_id}
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = "OK"
 
     def put_headers(self, headers: Mapping[str, str]) -> None:
         """Set headers the gateway composes itself (x-ratelimit-*, x-conduit-*; names no

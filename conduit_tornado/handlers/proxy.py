@@ -194,9 +194,13 @@ class ProxyHandler(ClientHandler):
     ) -> None:
         """Send an opened upstream stream to the client as SSE, one flush per event."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")  # tell nginx-style proxies not to buffer
+        self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        self.put_headers(
+            {
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer
+            }
+        )
         self.routing_headers(outcome)
         seen = _Seen()
         model = self.entry["model"] if self.entry else ""
