@@ -134,7 +134,8 @@ class Limiter:
         self._holdings = Holdings(store, clock, self.instance)
         self._minute_cache: tuple[datetime, datetime, str] | None = None
         # Written behind (see the module docstring): {collection: {id: {field: amount}}}
-        # and {budget account: cost}, with the timer or task that writes them.
+        # and {(collection, id) of a budget account: (its budget, cost)}, with the timer
+        # or task that writes them.
         self._deferred: dict[str, dict[str, dict[str, float]]] = {}
         self._charges: dict[tuple[str, str], tuple[Budget, float]] = {}
         self._plans: dict[tuple[str, str, str | None], _Plan] = {}

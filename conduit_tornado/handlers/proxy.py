@@ -192,7 +192,8 @@ class ProxyHandler(ClientHandler):
         body: Json,
         transform: Callable[[Json], Json] | None = None,
     ) -> None:
-        """Send an opened upstream stream to the client as SSE, one flush per event."""
+        """Send an opened upstream stream to the client as SSE: what each network read
+        from upstream held, in one write, as soon as it is parsed."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
         self.put_headers(
@@ -308,7 +309,7 @@ class ProxyHandler(ClientHandler):
             event = b"".join([b"data: " + p + b"\n\n" for p in payloads])
         if self._streaming:
             # Headers are out: straight to the connection (Tornado's HTTPConnection API),
-            # skipping RequestHandler's per-write buffering, once per event.
+            # skipping RequestHandler's per-write buffering.
             connection = self.request.connection
             assert connection is not None
             sent = connection.write(event)
