@@ -263,8 +263,16 @@ class Stack:
     """Our fast upstream on core 1 and a real gateway process on core 0, with two keys:
     `limited` (every limit and a budget on, all generous) and `plain` (none)."""
 
-    def __init__(self, event_loop: str = "auto", mongodb_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        event_loop: str = "auto",
+        mongodb_uri: str | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
         self.event_loop, self.mongodb_uri = event_loop, mongodb_uri
+        self.wrapper = wrapper or []  # a command the gateway runs under (bench/instructions.py)
+        # Under an instrumenting wrapper the gateway is ~50x slower to start and answer.
+        self.timeout = 120.0 if wrapper else 5.0
         self.store = "mongodb" if mongodb_uri else "memory"
 
     def __enter__(self) -> Stack:
@@ -298,6 +306,7 @@ class Stack:
             )
         self.gateway = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "conduit_tornado",
@@ -313,15 +322,17 @@ class Stack:
             stderr=subprocess.DEVNULL,
         )
         self.url = gw = f"http://127.0.0.1:{gw_port}"
-        for _ in range(300):
+        started = time.monotonic()
+        while time.monotonic() - started < 15 * self.timeout:
             try:
-                if httpx2.get(gw + "/health/ready").status_code == 200:
+                if httpx2.get(gw + "/health/ready", timeout=self.timeout).status_code == 200:
                     break
             except httpx2.TransportError:
                 time.sleep(0.05)
         self.admin = {"Authorization": f"Bearer {MASTER}"}
         self.limited = httpx2.post(
             gw + "/admin/v1/keys",
+            timeout=self.timeout,
             headers=self.admin,
             json={
                 "name": "bench-limited",
@@ -332,7 +343,10 @@ class Stack:
             },
         ).json()["key"]
         self.plain = httpx2.post(
-            gw + "/admin/v1/keys", headers=self.admin, json={"name": "bench-plain"}
+            gw + "/admin/v1/keys",
+            timeout=self.timeout,
+            headers=self.admin,
+            json={"name": "bench-plain"},
         ).json()["key"]
         self.direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         self.through = gw + "/v1/chat/completions"
