@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai
 import pytest_asyncio
 
@@ -45,6 +47,20 @@ class Wired:
         return openai.AsyncOpenAI(
             base_url=self.gateway.url + "/v1", api_key=self.key, max_retries=0, **kwargs
         )
+
+    @contextlib.asynccontextmanager
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[httpx2.Response]:
+        """POST /v1/chat/completions with this key, its response read as it arrives."""
+        async with (
+            httpx2.AsyncClient(base_url=self.gateway.url, timeout=30) as http,
+            http.stream(
+                "POST",
+                "/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {self.key}"},
+            ) as response,
+        ):
+            yield response
 
 
 async def wire(gateway: Gateway, fake: FakeProviders, admin: AdminClient) -> Wired:

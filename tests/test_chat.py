@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx2
 import openai
@@ -142,7 +140,7 @@ async def test_streaming(wired: Wired, model: str, include_usage: bool) -> None:
     body = {"model": model, "messages": HI, "stream": True}
     if include_usage:
         body["stream_options"] = {"include_usage": True}
-    async with _stream(wired, body) as r:
+    async with wired.stream(body) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-conduit-provider"] == MODELS[model][0]
@@ -180,27 +178,13 @@ async def test_a_streamed_event_is_forwarded_before_the_next_exists(
     wired.fake.release.clear()
     wired.fake.then(hold_after_first=True)
     body = {"model": model, "messages": HI, "stream": True}
-    async with _stream(wired, body) as r:
+    async with wired.stream(body) as r:
         lines = r.aiter_lines()
         first = await asyncio.wait_for(_next_data(lines), 5)
         assert json.loads(first)["object"] == "chat.completion.chunk"
         wired.fake.release.set()
         rest = [line async for line in lines if line.startswith("data: ")]
     assert rest[-1] == "data: [DONE]"
-
-
-@contextlib.asynccontextmanager
-async def _stream(wired: Wired, body: dict[str, Any]) -> AsyncIterator[httpx2.Response]:
-    async with (
-        httpx2.AsyncClient(base_url=wired.gateway.url) as http,
-        http.stream(
-            "POST",
-            "/v1/chat/completions",
-            json=body,
-            headers={"Authorization": f"Bearer {wired.key}"},
-        ) as r,
-    ):
-        yield r
 
 
 async def _next_data(lines: AsyncIterator[str]) -> str:

@@ -250,15 +250,7 @@ async def test_events_before_a_failure_in_the_same_read_still_go_out(wired: Wire
 
 async def test_client_disconnect_cancels_upstream_and_still_bills(wired: Wired) -> None:
     wired.fake.then(chunk_delay=0.2)
-    async with (
-        httpx2.AsyncClient(base_url=wired.gateway.url) as http,
-        http.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={"model": "gpt", "messages": HI, "stream": True},
-            headers={"Authorization": f"Bearer {wired.key}"},
-        ) as r,
-    ):
+    async with wired.stream({"model": "gpt", "messages": HI, "stream": True}) as r:
         async for line in r.aiter_lines():
             if "Hello" in line:
                 break  # leave after the first words

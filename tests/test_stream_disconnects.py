@@ -13,6 +13,7 @@ from tests.proxy_setup import Wired
 pytestmark = pytest.mark.asyncio
 
 HI = [{"role": "user", "content": "hi"}]
+STREAM = {"model": "gpt", "messages": HI, "stream": True}
 
 
 async def test_concurrent_streams_with_clients_leaving(wired: Wired) -> None:
@@ -21,15 +22,7 @@ async def test_concurrent_streams_with_clients_leaving(wired: Wired) -> None:
         wired.fake.then(chunk_delay=0.05)
 
     async def one(leave: bool) -> None:
-        async with (
-            httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http,
-            http.stream(
-                "POST",
-                "/v1/chat/completions",
-                json={"model": "gpt", "messages": HI, "stream": True},
-                headers={"Authorization": f"Bearer {wired.key}"},
-            ) as r,
-        ):
+        async with wired.stream(STREAM) as r:
             assert r.status_code == 200
             async for line in r.aiter_lines():
                 if leave and "Hello" in line:
@@ -62,15 +55,7 @@ async def test_a_client_leaving_during_upstream_silence_hangs_up_at_once(wired: 
     # The upstream sends one event and then nothing: only cancelling the relay (not a
     # failed write, since there is nothing to write) can notice the client has gone.
     wired.fake.then(hold_after_first=True)
-    async with (
-        httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http,
-        http.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={"model": "gpt", "messages": HI, "stream": True},
-            headers={"Authorization": f"Bearer {wired.key}"},
-        ) as r,
-    ):
+    async with wired.stream(STREAM) as r:
         async for line in r.aiter_lines():
             if line.startswith("data: "):
                 break  # leave after the first event
