@@ -132,19 +132,18 @@ class Budgets:
                 budget = account.budget
                 spent = self._cached_spent(budget.collection, budget.id)
                 if spent is None:
-                    spent = await self._spent_of(budget.collection, budget.id)
+                    spent = await self._read_spent(budget.collection, budget.id)
                 self._gate(account.gate, spent, account.label, account.code, now)
 
     def _cached_spent(self, collection: str, id: str) -> Doc | None:
+        """An account's spend as read within ``spend_ttl`` (None: read it again)."""
         hit = self._spent.get((collection, id))
         return hit[1] if hit is not None and hit[0] > self._clock.monotonic() else None
 
-    async def _spent_of(self, collection: str, id: str) -> Doc:
-        """An account's current spend (its SPENT fields), cached for ``spend_ttl``."""
+    async def _read_spent(self, collection: str, id: str) -> Doc:
+        """An account's current spend (its SPENT fields) from the store, kept for
+        ``spend_ttl``."""
         now = self._clock.monotonic()
-        hit = self._spent.get((collection, id))
-        if hit is not None and hit[0] > now:
-            return hit[1]
         doc = await self._store.get(collection, id, SPENT) or {}
         if self.spend_ttl > 0:
             if len(self._spent) >= _SPENT_CACHE_MAX:

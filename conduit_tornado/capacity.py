@@ -211,9 +211,7 @@ class Holdings:
             if slots is None:
                 slots = self._slots[doc_id] = Slots(limit)
             slots.limit = limit
-            if slots.in_use < slots.held:
-                slots.in_use += 1
-                slots.used = True
+            if self.slot_held(doc_id, limit):
                 return True
             grow = functools.partial(self._grow, doc_id, slots)
             ran, gained = await _in_turn(self._growing, doc_id, grow)

@@ -150,9 +150,7 @@ class _Connection(WriteFlow):
         self.buffered += len(body)
         if self.buffered > READ_HIGH_WATER and self.transport is not None:
             self.transport.pause_reading()
-        waiter = self._waiter  # _wake(), inline
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def on_message_complete(self) -> None:
         if self.status == 100:
@@ -186,13 +184,7 @@ class _Connection(WriteFlow):
         reader above is cheaper per network read than per event."""
         while True:
             if self.body:
-                body = self.body
-                piece = body.popleft() if len(body) == 1 else b"".join(body)
-                body.clear()
-                self.buffered = 0
-                if self.transport is not None:
-                    self.transport.resume_reading()  # a no-op unless on_body paused it
-                return piece
+                return self.take_body()
             if self.complete:
                 return None
             if self.error is not None:
@@ -202,6 +194,16 @@ class _Connection(WriteFlow):
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def take_body(self) -> bytes:
+        """Every body byte that has arrived and not been taken, as one piece."""
+        body = self.body
+        piece = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self.buffered = 0
+        if self.transport is not None:
+            self.transport.resume_reading()  # a no-op unless on_body paused it
+        return piece
 
     @property
     def reusable(self) -> bool:
@@ -236,13 +238,7 @@ class Response:
         conn = self._conn
         if conn is not None and conn.complete and self._inflate is None:
             # The usual answer: all of it arrived with its head. No async iteration.
-            body = conn.body
-            whole = body.popleft() if len(body) == 1 else b"".join(body)
-            body.clear()
-            if conn.buffered > READ_HIGH_WATER and conn.transport is not None:
-                conn.transport.resume_reading()  # on_body paused it; the pool needs it reading
-            conn.buffered = 0
-            return whole
+            return conn.take_body() if conn.body else b""
         return b"".join([piece async for piece in self.iter_any()])
 
     async def iter_any(self) -> AsyncIterator[bytes]:

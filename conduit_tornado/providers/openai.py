@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-import orjson
-
 from ..http_client import Response
 from ..realtime_upstream import RealtimeSocket, connect_ws
 from ..upstream import (
@@ -205,12 +203,7 @@ class _Chunks:
                     self._done = True
                     break
                 try:
-                    try:
-                        chunk = orjson.loads(data)  # parse_event, inline: once per event
-                    except orjson.JSONDecodeError:
-                        chunk = None
-                    if type(chunk) is not dict:
-                        chunk = parse_event(data)  # raises its error
+                    chunk = parse_event(data)
                     if "error" in chunk:  # some servers report failures in the stream
                         err = chunk["error"]
                         message = err.get("message") if isinstance(err, dict) else err
