@@ -23,7 +23,7 @@ from .clock import Clock
 from .ids import IdSequence
 from .keys import VirtualKey
 from .settings import Settings
-from .store import Store
+from .store import DuplicateError, Store, log_failure
 
 log = logging.getLogger("conduit.accounting")
 LOGS = "request_logs"
@@ -124,13 +124,23 @@ class Recorder:
                 for _ in range(min(len(self._logs), self._settings.log_batch_size))
             ]
             try:
-                await self._store.insert_many(LOGS, batch)
-            except Exception:
+                await self._write_logs(batch)
+            except Exception as exc:
                 self._logs.extendleft(reversed(batch))  # keep order; retried next flush
-                log.exception("writing %d request logs failed; will retry", len(batch))
+                log_failure(log, exc, "writing %d request logs failed; will retry", len(batch))
                 return
             self.written += len(batch)
             await asyncio.sleep(0)  # let requests run between batches: no long stalls
+
+    async def _write_logs(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            await self._store.insert_many(LOGS, batch)
+        except DuplicateError:
+            # Some of these were written before: an earlier try failed (a timeout, say)
+            # after the server had applied part of it. Write the others one at a time.
+            for entry in batch:
+                with contextlib.suppress(DuplicateError):
+                    await self._store.insert(LOGS, entry)
 
     async def _flush_counters(self) -> None:
         rollups, self._rollups = self._rollups, {}
@@ -138,9 +148,9 @@ class Recorder:
         for rid, (fields, inc) in rollups.items():
             try:
                 await self._store.increment(USAGE, rid, inc, set_on_insert=fields)
-            except Exception:
+            except Exception as exc:
                 self._merge_back(rid, fields, inc)
-                log.exception("usage rollup %s failed; will retry", rid)
+                log_failure(log, exc, "usage rollup %s failed; will retry", rid)
         for key_id, when in used.items():
             with contextlib.suppress(Exception):  # last_used_at is best effort
                 await self._store.update("keys", key_id, {"last_used_at": when})
@@ -155,5 +165,5 @@ class Recorder:
             await asyncio.sleep(self._settings.log_flush_interval)
             try:
                 await self.flush()
-            except Exception:
-                log.exception("accounting flush failed")
+            except Exception as exc:
+                log_failure(log, exc, "accounting flush failed")

@@ -17,9 +17,9 @@ from typing import Any
 
 from .admin_client import AdminClient
 from .config_file import load_config, parse_config
-from .gateway import Gateway
+from .gateway import Gateway, open_store
 from .settings import Settings
-from .store import MemoryStore, MongoStore, Store
+from .store import MemoryStore, Store
 
 
 class RunningGateway:
@@ -70,14 +70,15 @@ async def start(
     Store; ``config`` a YAML/TOML file or the same structure as a dict; other keyword
     arguments are settings (as ``CONDUIT_*`` would set them)."""
     master_key = master_key or "condt_master_" + secrets.token_urlsafe(32)
-    resolved = Settings(host=host, port=port, master_key=master_key, **settings)  # + CONDUIT_*
-    if isinstance(store, str):
-        if store == "memory":
-            store = MemoryStore(max_logs=resolved.memory_log_limit)
-        elif store.startswith(("mongodb://", "mongodb+srv://")):
-            store = MongoStore(store, resolved.mongodb_database)
-        else:
+    if isinstance(store, str) and store != "memory":
+        if not store.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError('store must be "memory", a mongodb:// URI, or a Store')
+        settings["mongodb_uri"] = store
+    resolved = Settings(host=host, port=port, master_key=master_key, **settings)  # + CONDUIT_*
+    if store == "memory":
+        store = MemoryStore(max_logs=resolved.memory_log_limit)
+    elif isinstance(store, str):
+        store = open_store(resolved)
     gateway = Gateway(resolved, store=store)
     try:
         await gateway.start()

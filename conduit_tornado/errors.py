@@ -86,3 +86,13 @@ def refusal(code: str, message: str, retry_after: int) -> ApiError:
     if retry_after > SDK_RETRY_HORIZON:
         headers["x-should-retry"] = "false"  # waiting inside one call cannot help
     return ApiError(429, message, code=code, type="rate_limit_error", headers=headers)
+
+
+def store_unavailable() -> ApiError:
+    """The store is down or too slow: an outage the client may retry, never a 500."""
+    return ApiError(
+        503,
+        "The gateway's store is not reachable; try again shortly.",
+        code="store_unavailable",
+        headers={"Retry-After": "1"},
+    )

@@ -26,7 +26,7 @@ from .realtime import RealtimeSessions
 from .routing import Router
 from .security import SecretBox, hash_key, new_master_key
 from .settings import Settings
-from .store import DuplicateError, MemoryStore, MongoStore, Store
+from .store import DuplicateError, MemoryStore, MongoStore, Store, log_failure
 from .upstream import Upstream
 
 log = logging.getLogger("conduit")
@@ -39,6 +39,7 @@ def open_store(settings: Settings) -> Store:
             settings.mongodb_uri.get_secret_value(),
             settings.mongodb_database,
             log_retention_days=settings.log_retention_days,
+            timeout=settings.mongodb_timeout,
         )
     return MemoryStore(max_logs=settings.memory_log_limit)
 
@@ -145,8 +146,8 @@ class Gateway:
             await asyncio.sleep(self.settings.catalog_refresh)
             try:
                 await catalog.refresh()
-            except Exception:
-                log.exception("catalog refresh failed; keeping the previous snapshot")
+            except Exception as exc:
+                log_failure(log, exc, "catalog refresh failed; keeping the previous snapshot")
 
     async def start(self) -> None:
         ctx = await self.build()
@@ -179,6 +180,12 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            # A cancel can be lost inside a library (Python 3.11's asyncio.wait_for drops
+            # one that races a result, and PyMongo waits with it under timeoutMS), and
+            # these loops would go on: ask again until the task has ended.
+            while not task.done():
+                await asyncio.wait([task], timeout=0.1)
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()

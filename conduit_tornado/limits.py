@@ -45,7 +45,7 @@ from .capacity import PARALLEL, WINDOWS, Holdings
 from .clock import Clock
 from .errors import ApiError, refusal
 from .periods import day_window, minute_window, openai_duration, seconds_until
-from .store import Doc, Store
+from .store import Doc, Store, log_failure
 
 log = logging.getLogger("conduit.limits")
 INSTANCES = "instances"
@@ -161,8 +161,8 @@ class Limiter:
         while True:
             try:
                 await self.heartbeat()
-            except Exception:
-                log.exception("instance heartbeat failed")
+            except Exception as exc:
+                log_failure(log, exc, "instance heartbeat failed")
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     # -- groups ---------------------------------------------------------------------------
@@ -182,7 +182,8 @@ class Limiter:
     # -- admission ------------------------------------------------------------------------
 
     async def admit(self, key: Doc, model: str, user: str | None, tokens: int) -> Grant:
-        """Reserve everything this request needs, or raise 429 having reserved nothing."""
+        """Reserve everything this request needs, or raise (429, or the store's outage)
+        having reserved nothing."""
         grant = Grant()
         group = await self.group(key["group"]) if key.get("group") else None
         plan = self._plan(key, model, user, group)
@@ -197,7 +198,7 @@ class Limiter:
                     await self._per_day(grant, subject, subject.id == key["_id"], now)
             for doc_id, limit, label in plan.parallel:
                 await self._parallel(grant, doc_id, limit, label)
-        except ApiError:
+        except Exception:  # a refusal, or the store failing part way: give back what was taken
             await self._undo(grant.held + grant.parallel)
             raise
         return grant
@@ -392,8 +393,8 @@ class Limiter:
     async def _settle_batch(self) -> None:
         try:
             await self._write_behind()
-        except Exception:
-            log.exception("writing settled limits failed")
+        except Exception as exc:
+            log_failure(log, exc, "writing settled limits failed")
         finally:
             self._settling = None
             if self._deferred or self._charges or self._holdings.has_idle:
@@ -426,8 +427,10 @@ class Limiter:
             live = {id: inc for id, inc in changes.items() if any(inc.values())}
             try:
                 await self._store.increment_many(collection, live)
-            except Exception:
-                log.exception("settling %d %s counters failed; will retry", len(live), collection)
+            except Exception as exc:
+                log_failure(
+                    log, exc, "settling %d %s counters failed; will retry", len(live), collection
+                )
                 for id, inc in live.items():
                     for name, amount in inc.items():
                         self._defer(collection, id, name, amount)
@@ -435,8 +438,8 @@ class Limiter:
         for budget, cost in charges.values():
             try:
                 charge = await self.budgets.add_spend(budget, cost)
-            except Exception:
-                log.exception("charging %s %s failed; will retry", budget.kind, budget.name)
+            except Exception as exc:
+                log_failure(log, exc, "charging %s %s failed; will retry", budget.kind, budget.name)
                 self._charge(budget, cost)
                 self._arm()
                 continue
@@ -458,6 +461,6 @@ class Limiter:
                 await self._store.increment(
                     h.collection, h.id, {h.field: -h.amount}, upsert=False, returning=False
                 )
-            except Exception:
-                log.exception("could not release %s %s", h.collection, h.id)
+            except Exception as exc:
+                log_failure(log, exc, "could not release %s %s", h.collection, h.id)
         held.clear()

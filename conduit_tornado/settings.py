@@ -29,6 +29,13 @@ class Settings(BaseSettings):
         description="MongoDB connection string. Unset: the in-process store (not persisted).",
     )
     mongodb_database: str = Field("conduit", description="MongoDB database name.")
+    mongodb_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a MongoDB operation may take, finding the server included. "
+        "Past it, a request that needs the store is answered 503 (store_unavailable) and "
+        "background writes are retried later.",
+    )
     master_key: SecretStr | None = Field(
         None,
         description="Admin API key. Unset: generated at first start, printed once, and on "

@@ -12,7 +12,7 @@ from conduit_tornado.accounting import Recorder
 from conduit_tornado.clock import Clock
 from conduit_tornado.pricing import PriceTable
 from conduit_tornado.providers.base import Usage
-from conduit_tornado.store import MemoryStore
+from conduit_tornado.store import MemoryStore, Store
 from tests.conftest import MASTER_KEY, settled
 from tests.fakes.providers import PROMPT_TOKENS
 from tests.proxy_setup import Wired
@@ -188,3 +188,25 @@ async def test_clock_keeps_whole_milliseconds_in_utc() -> None:
         now = clock.now()
         assert now.tzinfo is UTC and now.microsecond % 1000 == 0
         assert before - timedelta(milliseconds=1) <= now <= datetime.now(UTC)
+
+
+async def test_a_log_batch_partly_written_before_is_completed(store: Store) -> None:
+    """A write that timed out after the server applied part of it is retried: what is
+    there already stays once, the rest is written, and later batches still flow."""
+    recorder = Recorder(store, Settings(), Clock())
+    entries = [
+        {"_id": f"log_{i}", "created_at": datetime.now(UTC), "model": "m", "key_id": None}
+        for i in range(6)
+    ]
+    await store.insert("request_logs", dict(entries[1]))
+    await store.insert("request_logs", dict(entries[4]))
+    for entry in entries:
+        recorder.record(entry)
+    await recorder.flush()
+    assert recorder.pending == 0
+    written = await store.find("request_logs", {}, limit=100)
+    assert sorted(doc["_id"] for doc in written) == [entry["_id"] for entry in entries]
+
+    recorder.record({"_id": "log_6", "created_at": datetime.now(UTC), "model": "m"})
+    await recorder.flush()
+    assert await store.count("request_logs", {}) == 7 and recorder.pending == 0

@@ -13,7 +13,7 @@ import pytest
 from conduit_tornado import Gateway
 from conduit_tornado.errors import ApiError
 from conduit_tornado.limits import Limiter
-from conduit_tornado.store import Store
+from conduit_tornado.store import Store, StoreUnavailable
 from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end, settled
 from tests.proxy_setup import Wired, WiredFactory
 
@@ -306,6 +306,27 @@ class Counted:
         return counted
 
 
+class DayWindowsDown:
+    """A real store whose day-window operations fail while ``down``: a store that
+    stops answering part way through an admission."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down and len(args) > 1 and "|d|" in str(args[1]):
+                raise StoreUnavailable("MongoDB: timed out")
+            return await attr(*args, **kwargs)
+
+        return call
+
+
 async def _admitted(limiter: Limiter, key: dict[str, Any]) -> bool:
     try:
         await limiter.admit(key, "gpt", None, 0)
@@ -441,3 +462,17 @@ async def test_a_changed_limit_voids_a_lease_and_close_gives_capacity_back(store
     assert [w["r"] for w in windows] == [20 + 3]
     parallel = await store.get("parallel", "key_c")
     assert parallel is not None and parallel["by"]["inst_c"] == 0
+
+
+async def test_a_store_failure_part_way_gives_back_what_admission_took(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    faulty = DayWindowsDown(store)
+    limiter = Limiter(cast(Store, faulty), clock, "inst_f")
+    key = {"_id": "key_f", "name": "f", "created_at": clock.now(), "rpm": 2, "rpd": 1000}
+    faulty.down = True  # the minute window is counted, then the day window fails
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await limiter.admit(key, "gpt", None, 0)
+    faulty.down = False
+    assert await _admitted(limiter, key) and await _admitted(limiter, key)
+    assert not await _admitted(limiter, key)  # the limit itself still holds

@@ -23,10 +23,11 @@ from tornado.http1connection import HTTP1Connection
 
 from ..catalog import ModelRoute
 from ..context import Context
-from ..errors import ApiError, default_type, error_envelope, invalid_api_key
+from ..errors import ApiError, default_type, error_envelope, invalid_api_key, store_unavailable
 from ..http_server import Exchange
 from ..ids import IdSequence
 from ..keys import VirtualKey
+from ..store import StoreUnavailable
 
 log = logging.getLogger("conduit.http")
 M = TypeVar("M", bound=BaseModel)
@@ -118,9 +119,19 @@ class ApiResponses(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(body))
 
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info", (None, None, None))[1], StoreUnavailable):
+            error = store_unavailable()  # an outage, not a bug: 503, which clients retry
+            kwargs["exc_info"] = (ApiError, error, None)
+            status_code = error.status
+        super().send_error(status_code, **kwargs)
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, tornado.web.HTTPError):
             return  # client errors are answered, not logged as crashes
+        if isinstance(value, StoreUnavailable):
+            log.warning("request %s: %s", self.request_id, value)  # the outage, in a line
+            return
         log.error("request %s failed", self.request_id, exc_info=(typ, value, tb))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..errors import ApiError
+from ..errors import store_unavailable
 from .base import PublicHandler
 
 
@@ -18,5 +18,5 @@ class ReadyHandler(PublicHandler):
         try:
             await asyncio.wait_for(self.ctx.store.ping(), timeout=2.0)
         except Exception:
-            raise ApiError(503, "The store is not reachable.", code="store_unavailable") from None
+            raise store_unavailable() from None
         self.send_json({"status": "ok", "store": self.ctx.store.kind})

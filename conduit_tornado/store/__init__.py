@@ -1,7 +1,16 @@
 """Storage: the protocol, and the MongoDB and in-process implementations."""
 
-from .base import Doc, DuplicateError, Store, Where
+from .base import Doc, DuplicateError, Store, StoreUnavailable, Where, log_failure
 from .memory import MemoryStore
 from .mongo import MongoStore
 
-__all__ = ["Doc", "DuplicateError", "MemoryStore", "MongoStore", "Store", "Where"]
+__all__ = [
+    "Doc",
+    "DuplicateError",
+    "MemoryStore",
+    "MongoStore",
+    "Store",
+    "StoreUnavailable",
+    "Where",
+    "log_failure",
+]

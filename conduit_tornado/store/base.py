@@ -8,6 +8,7 @@ in memory, and it is what scales (pre-aggregated rollups instead of ad-hoc queri
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -30,6 +31,20 @@ class DuplicateError(Exception):
         super().__init__(f"duplicate {field} in {collection}")
         self.collection = collection
         self.field = field
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached, or did not answer in time: an outage, not a bug.
+    Requests that need the store are answered 503; background writes try again later."""
+
+
+def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:
+    """A background store write failed: an outage as one warning line (it repeats while
+    the outage lasts, and its cause is elsewhere), anything else with its traceback."""
+    if isinstance(exc, StoreUnavailable):
+        logger.warning(message + ": %s", *args, exc)
+    else:
+        logger.error(message, *args, exc_info=exc)
 
 
 class Store(Protocol):

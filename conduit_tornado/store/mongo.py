@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
 
-from .base import UNIQUE_FIELDS, Doc, DuplicateError, Where
+from .base import UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
 
 log = logging.getLogger("conduit.store")
 
@@ -33,6 +40,26 @@ def _duplicate_field(collection: str, exc: DuplicateKeyError | BulkWriteError) -
     return "_id"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _outages(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Raise an unreachable or slow server as StoreUnavailable, which callers treat as an
+    outage (503, retry later) rather than as a bug."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except PyMongoError as exc:
+            if isinstance(exc, ConnectionFailure) or exc.timeout:
+                raise StoreUnavailable(f"MongoDB: {exc}") from exc
+            raise
+
+    return call
+
+
 def _projection(fields: Sequence[str] | None) -> dict[str, bool] | None:
     return dict.fromkeys(fields, True) if fields is not None else None
 
@@ -49,15 +76,25 @@ class MongoStore:
     kind = "mongodb"
     persistent = True
 
-    def __init__(self, uri: str, database: str, *, log_retention_days: int = 30) -> None:
-        # Created here but connects lazily on first use, i.e. on the running loop.
+    def __init__(
+        self, uri: str, database: str, *, log_retention_days: int = 30, timeout: float = 5.0
+    ) -> None:
+        # Created here but connects lazily on first use, i.e. on the running loop. Every
+        # operation has a deadline (timeoutMS), so a server that hangs cannot hang requests.
+        millis = max(1, round(timeout * 1000))
         self._client: AsyncMongoClient[Doc] = AsyncMongoClient(
-            uri, tz_aware=True, tzinfo=UTC, serverSelectionTimeoutMS=5000, appname="conduit-tornado"
+            uri,
+            tz_aware=True,
+            tzinfo=UTC,
+            timeoutMS=millis,
+            serverSelectionTimeoutMS=millis,
+            appname="conduit-tornado",
         )
         self._db = self._client[database]
         self.database = database
         self._retention = log_retention_days
 
+    @_outages
     async def start(self) -> None:
         for collection, fields in UNIQUE_FIELDS.items():
             for field in fields:
@@ -91,32 +128,43 @@ class MongoStore:
     async def close(self) -> None:
         await self._client.close()
 
+    @_outages
     async def ping(self) -> None:
         await self._db.command("ping")
 
+    @_outages
     async def insert(self, collection: str, doc: Doc) -> None:
         try:
             await self._db[collection].insert_one(dict(doc))
         except DuplicateKeyError as exc:
             raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
 
+    @_outages
     async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
         if not docs:
             return
         try:
             await self._db[collection].insert_many([dict(d) for d in docs], ordered=False)
-        except (BulkWriteError, DuplicateKeyError) as exc:  # jongodb raises the latter
+        except DuplicateKeyError as exc:  # jongodb's answer
             raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
+        except BulkWriteError as exc:  # mongod's: duplicates only, or something else too
+            errors = exc.details.get("writeErrors") or []
+            if errors and all(e.get("code") == 11000 for e in errors):
+                raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
+            raise
 
+    @_outages
     async def get(
         self, collection: str, id: str, fields: Sequence[str] | None = None
     ) -> Doc | None:
         doc = await self._db[collection].find_one({"_id": id}, _projection(fields))
         return _only(doc, fields)
 
+    @_outages
     async def find_one(self, collection: str, where: Where) -> Doc | None:
         return await self._db[collection].find_one(dict(where))
 
+    @_outages
     async def find(
         self,
         collection: str,
@@ -132,9 +180,11 @@ class MongoStore:
         cursor = self._db[collection].find(dict(where)).sort(order).skip(offset).limit(limit)
         return [doc async for doc in cursor]
 
+    @_outages
     async def count(self, collection: str, where: Where) -> int:
         return await self._db[collection].count_documents(dict(where))
 
+    @_outages
     async def update(
         self,
         collection: str,
@@ -159,10 +209,12 @@ class MongoStore:
         except DuplicateKeyError as exc:
             raise DuplicateError(collection, _duplicate_field(collection, exc)) from exc
 
+    @_outages
     async def delete(self, collection: str, id: str) -> bool:
         result = await self._db[collection].delete_one({"_id": id})
         return result.deleted_count == 1
 
+    @_outages
     async def increment(
         self,
         collection: str,
@@ -200,6 +252,7 @@ class MongoStore:
                 continue  # two upserts raced to create it: the loser retries as an update
         return None
 
+    @_outages
     async def increment_many(
         self, collection: str, changes: Mapping[str, Mapping[str, float | int]]
     ) -> None:
@@ -209,6 +262,7 @@ class MongoStore:
                 ordered=False,
             )
 
+    @_outages
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]
     ) -> dict[Any, dict[str, float]]:

@@ -1,0 +1,176 @@
+"""A MongoDB that stops answering: requests that need it get a 503 they can retry, within
+the store timeout, and the gateway recovers by itself when the server answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+import pytest_asyncio
+
+from conduit_tornado import AdminClient
+from conduit_tornado.store import MongoStore
+from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.fakes.providers import FakeProviders
+from tests.proxy_setup import wire
+
+pytestmark = pytest.mark.asyncio
+CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "Say hello"}]}
+
+
+class Relay:
+    """A TCP relay in front of the test database that can stop passing bytes, the way a
+    server that hangs (or a network that drops packets) looks to the driver."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._open = asyncio.Event()
+        self._open.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def pause(self) -> None:
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
+
+    async def close(self) -> None:
+        """Go away: open connections are reset and new ones refused."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        for pipe in (self._pipe(reader, up_writer), self._pipe(up_reader, writer)):
+            task = asyncio.create_task(pipe)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                await self._open.wait()  # paused: held here, as if the server never answered
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()
+
+
+@pytest_asyncio.fixture
+async def relay(mongo_uri: str) -> AsyncIterator[tuple[Relay, str]]:
+    parts = urlsplit(mongo_uri)
+    assert parts.hostname is not None
+    relay = Relay(parts.hostname, parts.port or 27017)
+    port = await relay.start()
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
+    # directConnection: a replica set would otherwise lead the driver past the relay.
+    yield relay, f"mongodb://{netloc}/?directConnection=true"
+    await relay.close()
+
+
+async def test_a_hung_store_answers_503_and_the_gateway_recovers(
+    relay: tuple[Relay, str],
+    fake: FakeProviders,
+    start_gateway: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hold, uri = relay
+    store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
+    # Spend read on every request: a budgeted key needs the store even when it is cached.
+    gw = await start_gateway(store=store, retry_backoff=0.01, spend_cache_ttl=0)
+    async with (
+        AdminClient(gw.url, MASTER_KEY) as admin,
+        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
+    ):
+        w = await wire(gw, fake, admin)
+        fresh = await admin.create_key(name="never used, so not cached")
+        budgeted = await admin.create_key(name="budgeted", max_budget=100)
+        as_fresh = {"Authorization": f"Bearer {fresh['key']}"}
+        as_budgeted = {"Authorization": f"Bearer {budgeted['key']}"}
+        as_admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+        answered = await http.post(
+            "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {w.key}"}
+        )
+        assert answered.status_code == 200
+        assert (await http.post("/v1/chat/completions", json=CHAT, headers=as_budgeted)).is_success
+
+        hold.pause()
+        caplog.clear()
+        started = time.monotonic()
+        refused = await http.post("/v1/chat/completions", json=CHAT, headers=as_fresh)
+        took = time.monotonic() - started
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "store_unavailable"
+        assert refused.json()["error"]["type"] == "service_unavailable"
+        assert refused.headers["Retry-After"] == "1"
+        assert took < 3  # the store timeout (0.5 s) bounds it, not the driver's defaults
+        over_budget_check = await http.post("/v1/chat/completions", json=CHAT, headers=as_budgeted)
+        assert over_budget_check.status_code == 503
+        assert over_budget_check.json()["error"]["code"] == "store_unavailable"
+        listing = await http.get("/admin/v1/keys", headers=as_admin)
+        assert listing.status_code == 503 and listing.json()["error"]["code"] == "store_unavailable"
+        assert (await http.get("/health/ready")).status_code == 503
+        crashes = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+        assert not crashes  # an outage is a warning line, not a traceback per request
+
+        hold.resume()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            again = await http.post("/v1/chat/completions", json=CHAT, headers=as_fresh)
+            if again.status_code != 503:
+                break
+            await asyncio.sleep(0.1)
+        assert again.status_code == 200, again.text
+        assert (await http.get("/admin/v1/keys", headers=as_admin)).status_code == 200
+
+        assert gw.ctx is not None
+        await gw.ctx.recorder.flush()
+        assert gw.ctx.recorder.pending == 0
+        # Logs held back during the outage are written once it ends, each exactly once.
+        # (A refusal at authentication has no key to log it under, like a 401.)
+        logs = (await admin.logs(limit=100))["data"]
+        assert sorted((entry["key_id"], entry["status"]) for entry in logs) == sorted(
+            [(w.key_id, 200), (budgeted["id"], 200), (budgeted["id"], 503), (fresh["id"], 200)]
+        )
+        refusal = next(entry for entry in logs if entry["status"] == 503)
+        assert refusal["error_code"] == "store_unavailable"
+
+
+async def test_a_store_that_went_away_answers_503(
+    relay: tuple[Relay, str], fake: FakeProviders, start_gateway: GatewayFactory
+) -> None:
+    hold, uri = relay
+    store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
+    gw = await start_gateway(store=store, retry_backoff=0.01)
+    async with (
+        AdminClient(gw.url, MASTER_KEY) as admin,
+        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
+    ):
+        await wire(gw, fake, admin)
+        fresh = await admin.create_key(name="never used, so not cached")
+        await hold.close()  # connections reset, new ones refused
+        started = time.monotonic()
+        r = await http.post(
+            "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {fresh['key']}"}
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+        assert time.monotonic() - started < 3
