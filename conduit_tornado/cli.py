@@ -21,6 +21,7 @@ from .admin_client import AdminClient, AdminError
 from .config_file import ConfigError
 from .gateway import Gateway
 from .settings import Settings, settings_markdown
+from .store import StoreUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,3 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:  # exit, and let the supervisor start us again
+        print(f"error: cannot reach the store at start-up: {exc}", file=sys.stderr)
+        return 1

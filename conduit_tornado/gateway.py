@@ -90,7 +90,12 @@ class Gateway:
         """Every start-up step but listening; the Jupyter extension stops here."""
         s = self.settings
         store = self._store or open_store(s)
-        await store.start()
+        try:
+            await store.start()
+        except BaseException:
+            if self._store is None:
+                await store.close()  # ours: its client's background tasks end with it
+            raise
         if not store.persistent:
             log.warning(
                 "using the in-process store: keys, usage and logs are NOT persisted. "

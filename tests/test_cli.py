@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import httpx2
 import pytest
 
 from conduit_tornado import Gateway
 from conduit_tornado.cli import main
-from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.conftest import MASTER_KEY, GatewayFactory, free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,3 +70,24 @@ async def test_cli_errors_are_clear(
     assert "master key" in capsys.readouterr()[1]
     assert await _cli("keys", "--url", "http://127.0.0.1:9", "--master-key", "x", "list") == 1
     assert "cannot reach" in capsys.readouterr()[1]
+
+
+async def test_serve_without_its_store_exits_with_a_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once this socket is closed
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env.update(CONDUIT_MONGODB_URI=f"mongodb://127.0.0.1:{closed}/", CONDUIT_MONGODB_TIMEOUT="0.5")
+    started = time.monotonic()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "conduit_tornado", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot reach the store at start-up: MongoDB:")
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 20  # the store timeout, not the driver's 30 s

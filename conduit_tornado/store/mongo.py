@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC
 from typing import Any, ParamSpec, TypeVar
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import (
     BulkWriteError,
@@ -20,6 +21,7 @@ from pymongo.errors import (
 from .base import UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
 
 log = logging.getLogger("conduit.store")
+INDEX_BUILD_SECONDS = 600.0  # start-up index builds: not bound by CONDUIT_MONGODB_TIMEOUT
 
 # Secondary indexes the queries rely on (unique ones come from UNIQUE_FIELDS).
 _INDEXES: dict[str, list[list[tuple[str, int]]]] = {
@@ -96,6 +98,12 @@ class MongoStore:
 
     @_outages
     async def start(self) -> None:
+        await self.ping()  # an unreachable server fails within the usual timeout
+        # Building an index on a large existing collection can take minutes.
+        with pymongo.timeout(INDEX_BUILD_SECONDS):
+            await self._ensure_indexes()
+
+    async def _ensure_indexes(self) -> None:
         for collection, fields in UNIQUE_FIELDS.items():
             for field in fields:
                 await self._db[collection].create_index(field, unique=True)
