@@ -18,7 +18,7 @@ from datetime import datetime
 from .clock import Clock
 from .errors import refusal
 from .periods import budget_period, seconds_until
-from .store import Doc, Store
+from .store import SETTLED, Doc, Store
 
 USER_BUDGETS = "user_budgets"
 # What a check reads of an account's document (never the whole of it); the budget's own
@@ -174,17 +174,26 @@ class Budgets:
                 wait if wait is not None else 86_400 * 365,
             )
 
-    async def add_spend(self, budget: Budget, cost: float) -> Charge | None:
+    async def add_spend(
+        self, budget: Budget, cost: float, once: tuple[str, int] | None = None
+    ) -> Charge | None:
         """Add cost to the current period's spend, starting a new period if one began.
-        Returns None if the account no longer exists."""
+        Returns None if the account no longer exists, or, with ``once=(writer, batch)``
+        (see Store.increment_many), if it took this batch already."""
         start, _ = budget_period(budget.duration, budget.anchor, self._clock.now())
         store, coll, doc_id = self._store, budget.collection, budget.id
+        mark: Doc = {}
+        fresh: Doc = {}  # matches only a document that has not taken this batch
+        if once is not None:
+            mark = {f"{SETTLED}.{once[0]}": once[1]}
+            fresh = {f"{SETTLED}.{once[0]}": {"$ne": once[1]}}
         for _ in range(3):
             doc = await store.increment(
                 coll,
                 doc_id,
                 {"spend": cost, "total_spend": cost},
-                where={"period_start": start},
+                set=mark,
+                where={"period_start": start, **fresh},
                 upsert=False,
                 returning=SPEND,
             )
@@ -193,21 +202,28 @@ class Budgets:
                     coll,
                     doc_id,
                     {"total_spend": cost},
-                    set={"spend": cost, "period_start": start},
-                    where={"period_start": {"$ne": start}},
+                    set={"spend": cost, "period_start": start, **mark},
+                    where={"period_start": {"$ne": start}, **fresh},
                     upsert=False,
                     returning=SPEND,
                 )
-            if doc is None and await store.get(coll, doc_id, SPEND) is None:
-                if not budget.upsert:
+            if doc is None:
+                current = await store.get(coll, doc_id, (*SPEND, SETTLED))
+                if current is not None:
+                    if once and (current.get(SETTLED) or {}).get(once[0]) == once[1]:
+                        return None  # added before, by a try whose answer was lost
+                elif not budget.upsert:
                     return None  # deleted meanwhile
-                doc = await store.increment(
-                    coll,
-                    doc_id,
-                    {"spend": cost, "total_spend": cost},
-                    set_on_insert={"period_start": start, "created_at": budget.anchor},
-                    returning=SPEND,
-                )
+                else:
+                    doc = await store.increment(
+                        coll,
+                        doc_id,
+                        {"spend": cost, "total_spend": cost},
+                        set_on_insert={"period_start": start, "created_at": budget.anchor},
+                        set=mark,
+                        where=fresh,
+                        returning=SPEND,
+                    )
             if doc is not None:
                 after = float(doc["spend"])
                 self._note_spent(coll, doc_id, after, start)

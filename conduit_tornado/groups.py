@@ -7,13 +7,13 @@ from typing import Any
 from .clock import Clock
 from .errors import ApiError, not_found
 from .schemas import GroupCreate, GroupUpdate
-from .store import Doc, DuplicateError, Store
+from .store import SETTLED, Doc, DuplicateError, Store
 
 COLLECTION = "groups"
 
 
 def group_view(doc: Doc) -> dict[str, Any]:
-    return {"name": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
+    return {"name": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", SETTLED)}}
 
 
 class GroupService:

@@ -15,10 +15,10 @@ from .clock import Clock
 from .errors import ApiError, invalid_api_key, not_found, reject_nulls
 from .schemas import KeyCreate, KeyFields, KeyUpdate
 from .security import KEY_PREFIX, hash_key, new_virtual_key, visible_prefix
-from .store import Doc, Store
+from .store import SETTLED, Doc, Store
 
 COLLECTION = "keys"
-_HIDDEN = frozenset({"_id", "hash"})
+_HIDDEN = frozenset({"_id", "hash", SETTLED})  # SETTLED: the limiter's bookkeeping
 _CACHE_MAX = 100_000
 
 

@@ -24,9 +24,14 @@ Every decision is an atomic store operation whose answer is the decision:
 Settling a request (freeing its parallel slot, reconciling its tpm reservation, charging
 its cost) needs no answer, so it is written behind: changes are summed per document for
 SETTLE_DELAY and go out together, one bulk write per collection and one charge per budget
-account, whatever the request rate. On MongoDB a store operation costs ~0.35 ms of
-PyMongo CPU on our 2-core machine, more than the whole memory-store request path, so the
-hot path avoids per-request round trips wherever the guarantees above allow.
+account, whatever the request rate. Each batch counts once: a batch the store failed
+on, perhaps after applying it (a timeout), is sent again as it was under its number, which
+the documents that took it remember (Store.increment_many's ``once``), and newer changes
+to the same collection or account wait until it is through.
+
+On MongoDB a store operation costs ~0.35 ms of PyMongo CPU on our 2-core machine, more
+than the whole memory-store request path, so the hot path avoids per-request round trips
+wherever the guarantees above allow.
 
 A key with no limits costs no store operation here.
 """
@@ -34,6 +39,7 @@ A key with no limits costs no store operation here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -138,6 +144,12 @@ class Limiter:
         # or task that writes them.
         self._deferred: dict[str, dict[str, dict[str, float]]] = {}
         self._charges: dict[tuple[str, str], tuple[Budget, float]] = {}
+        # Batches whose outcome is unknown (the store failed, maybe after applying them):
+        # each goes again as it was, under its number, before anything newer for its
+        # collection or account, so that it counts once (Store.increment_many's ``once``).
+        self._batches = itertools.count(1)
+        self._unsure: dict[str, tuple[int, dict[str, dict[str, float]]]] = {}
+        self._unsure_charges: dict[tuple[str, str], tuple[int, Budget, float]] = {}
         self._plans: dict[tuple[str, str, str | None], _Plan] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settling: asyncio.Task[None] | None = None
@@ -397,7 +409,7 @@ class Limiter:
             log_failure(log, exc, "writing settled limits failed")
         finally:
             self._settling = None
-            if self._deferred or self._charges or self._holdings.has_idle:
+            if self._deferred or self._charges or self._holdings.has_idle or self._unsure_any:
                 self._arm()
 
     async def close(self) -> None:
@@ -416,6 +428,10 @@ class Limiter:
             self._settle_timer = None
         await self._write_behind()
 
+    @property
+    def _unsure_any(self) -> bool:
+        return bool(self._unsure or self._unsure_charges)
+
     async def _write_behind(self) -> None:
         deferred, self._deferred = self._deferred, {}
         path = self._holdings.slot_path
@@ -423,30 +439,69 @@ class Limiter:
             counters = deferred.setdefault(PARALLEL, {}).setdefault(doc_id, {})
             counters[path] = counters.get(path, 0) - count
         charges, self._charges = self._charges, {}
-        for collection, changes in deferred.items():
-            live = {id: inc for id, inc in changes.items() if any(inc.values())}
-            try:
-                await self._store.increment_many(collection, live)
-            except Exception as exc:
-                log_failure(
-                    log, exc, "settling %d %s counters failed; will retry", len(live), collection
-                )
-                for id, inc in live.items():
-                    for name, amount in inc.items():
-                        self._defer(collection, id, name, amount)
+        for collection in {**deferred, **self._unsure}:
+            await self._settle_counters(collection, deferred.get(collection, {}))
         made: list[Charge] = []
-        for budget, cost in charges.values():
-            try:
-                charge = await self.budgets.add_spend(budget, cost)
-            except Exception as exc:
-                log_failure(log, exc, "charging %s %s failed; will retry", budget.kind, budget.name)
-                self._charge(budget, cost)
-                self._arm()
-                continue
-            if charge is not None:
-                made.append(charge)
+        for account in {**charges, **self._unsure_charges}:
+            made += await self._settle_charges(account, charges.get(account))
         if made and self.on_charges is not None:
             await self.on_charges(made)
+
+    async def _settle_counters(self, collection: str, changes: dict[str, dict[str, float]]) -> None:
+        unsure = self._unsure.pop(collection, None)
+        if unsure is not None and not await self._increment(collection, *unsure):
+            self._unsure[collection] = unsure
+            for id, inc in changes.items():  # newer changes wait their turn
+                for name, amount in inc.items():
+                    self._defer(collection, id, name, amount)
+            return
+        live = {id: inc for id, inc in changes.items() if any(inc.values())}
+        if live:
+            batch = next(self._batches)
+            if not await self._increment(collection, batch, live):
+                self._unsure[collection] = (batch, live)
+
+    async def _increment(
+        self, collection: str, batch: int, changes: dict[str, dict[str, float]]
+    ) -> bool:
+        try:
+            await self._store.increment_many(collection, changes, once=(self.instance, batch))
+        except Exception as exc:
+            log_failure(
+                log, exc, "settling %d %s counters failed; will retry", len(changes), collection
+            )
+            return False
+        return True
+
+    async def _settle_charges(
+        self, account: tuple[str, str], new: tuple[Budget, float] | None
+    ) -> list[Charge]:
+        made: list[Charge] = []
+        unsure = self._unsure_charges.pop(account, None)
+        if unsure is not None:
+            done, charge = await self._add_spend(*unsure)
+            if not done:
+                self._unsure_charges[account] = unsure
+                if new is not None:
+                    self._charge(*new)  # waits its turn
+                return made
+            made += [charge] if charge else []
+        if new is not None:
+            batch = next(self._batches)
+            done, charge = await self._add_spend(batch, *new)
+            if not done:
+                self._unsure_charges[account] = (batch, *new)
+            made += [charge] if charge else []
+        return made
+
+    async def _add_spend(
+        self, batch: int, budget: Budget, cost: float
+    ) -> tuple[bool, Charge | None]:
+        try:
+            return True, await self.budgets.add_spend(budget, cost, once=(self.instance, batch))
+        except Exception as exc:
+            log_failure(log, exc, "charging %s %s failed; will retry", budget.kind, budget.name)
+            return False, None
 
     async def _undo(self, held: list[Held]) -> None:
         """Give back what a refused or failed request took: window counts to this

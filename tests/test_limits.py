@@ -327,6 +327,30 @@ class DayWindowsDown:
         return call
 
 
+class AnswersLost:
+    """A real store that, while ``losing``, applies writes but loses their answers: the
+    writer hears a timeout for a write that was done (a connection cut just after it)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.losing = False
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name not in ("increment", "increment_many"):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await attr(*args, **kwargs)
+            if self.losing:
+                self.lost += 1
+                raise StoreUnavailable("MongoDB: timed out")
+            return result
+
+        return call
+
+
 async def _admitted(limiter: Limiter, key: dict[str, Any]) -> bool:
     try:
         await limiter.admit(key, "gpt", None, 0)
@@ -476,3 +500,33 @@ async def test_a_store_failure_part_way_gives_back_what_admission_took(store: St
     faulty.down = False
     assert await _admitted(limiter, key) and await _admitted(limiter, key)
     assert not await _admitted(limiter, key)  # the limit itself still holds
+
+
+async def test_a_settlement_whose_answer_was_lost_counts_once(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    key = {
+        "_id": "key_x",
+        "name": "x",
+        "created_at": clock.now(),
+        "tpm": 1_000_000,
+        "max_parallel": 500,
+        "max_budget": 100.0,
+    }
+    await store.insert("keys", {**key, "spend": 0.0, "period_start": key["created_at"]})
+    lossy = AnswersLost(store)
+    limiter = Limiter(cast(Store, lossy), clock, "inst_x")
+    grants = [await limiter.admit(key, "gpt", None, 10) for _ in range(100)]
+    for grant in grants:
+        limiter.settle(grant, 4, 0.01)
+    lossy.losing = True  # the settlement reaches the store; its answers do not, twice
+    await limiter.flush()
+    await limiter.flush()
+    assert lossy.lost == 6  # slots, token windows and the spend, each sent twice
+    lossy.losing = False
+    await limiter.flush()
+    # As if each had been written once (test_settlements_are_written_behind_in_one_batch).
+    parallel = await store.get("parallel", "key_x")
+    assert parallel is not None and parallel["by"]["inst_x"] == 9
+    assert [w["t"] for w in await store.find("limit_windows", {})] == [2 * 640 - 100 * 6]
+    spent = await store.get("keys", "key_x")
+    assert spent is not None and spent["spend"] == pytest.approx(1.0)

@@ -249,3 +249,16 @@ async def test_increment_many_adds_to_existing_documents_only(store: Store) -> N
     assert await store.get("c", "a") == {"_id": "a", "v": 5, "by": {"x": 0}}
     assert await store.get("c", "b") == {"_id": "b", "v": 8.5, "w": 1}
     assert await store.get("c", "gone") is None  # never created
+
+
+async def test_increment_many_once_takes_a_batch_at_most_once(store: Store) -> None:
+    await store.increment("c", "a", {"v": 1})
+    await store.increment("c", "b", {"v": 1})
+    await store.increment_many("c", {"a": {"v": 2}}, once=("w1", 1))
+    # The same batch again (its first outcome unknown), now with b, which missed it.
+    await store.increment_many("c", {"a": {"v": 2}, "b": {"v": 2}}, once=("w1", 1))
+    await store.increment_many("c", {"a": {"v": 5}}, once=("w2", 1))  # another writer
+    await store.increment_many("c", {"a": {"v": 10}}, once=("w1", 2))  # w1's next batch
+    a, b = await store.get("c", "a"), await store.get("c", "b")
+    assert a is not None and b is not None
+    assert a["v"] == 1 + 2 + 5 + 10 and b["v"] == 1 + 2

@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from conduit_tornado import AdminClient
 from conduit_tornado.store import MongoStore
-from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.conftest import MASTER_KEY, GatewayFactory, settled
 from tests.fakes.providers import FakeProviders
 from tests.proxy_setup import wire
 
@@ -153,6 +153,10 @@ async def test_a_hung_store_answers_503_and_the_gateway_recovers(
         )
         refusal = next(entry for entry in logs if entry["status"] == 503)
         assert refusal["error_code"] == "store_unavailable"
+        await settled(gw)
+        await gw.ctx.limiter.flush()
+        view = await admin.get_key(budgeted["id"])
+        assert view["spend"] > 0 and "settled" not in view  # the batch marks stay inside
 
 
 async def test_a_store_that_went_away_answers_503(

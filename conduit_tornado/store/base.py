@@ -22,6 +22,8 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "providers": ("name",),
 }
 FILTER_OPERATORS = frozenset({"$gte", "$gt", "$lte", "$lt", "$in", "$ne"})
+#: Where documents keep each writer's last batch (``increment_many``'s ``once``).
+SETTLED = "settled"
 
 
 class DuplicateError(Exception):
@@ -118,10 +120,18 @@ class Store(Protocol):
         plain update on MongoDB), and with a list of field names only those come back."""
 
     async def increment_many(
-        self, collection: str, changes: Mapping[str, Mapping[str, float | int]]
+        self,
+        collection: str,
+        changes: Mapping[str, Mapping[str, float | int]],
+        *,
+        once: tuple[str, int] | None = None,
     ) -> None:
         """Add to counters of several existing documents ({id: {path: amount}}), each
-        change atomic, all in one round trip; ids with no document are skipped."""
+        change atomic, all in one round trip; ids with no document are skipped.
+
+        ``once=(writer, batch)``: a document takes a batch at most once (it keeps the
+        writer's last batch number under ``settled``), so a batch whose outcome was
+        unknown (a timeout) can be sent again as it was without counting twice."""
 
     async def sum_by(
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]

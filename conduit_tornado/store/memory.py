@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from .base import FILTER_OPERATORS, UNIQUE_FIELDS, Doc, DuplicateError, Where
+from .base import FILTER_OPERATORS, SETTLED, UNIQUE_FIELDS, Doc, DuplicateError, Where
 
 _CONTAINERS = (dict, list)
 YIELD_EVERY = 20  # documents inserted between giving the event loop a turn
@@ -244,12 +244,21 @@ class MemoryStore:
         return _only(doc, returning) if returning else {}
 
     async def increment_many(
-        self, collection: str, changes: Mapping[str, Mapping[str, float | int]]
+        self,
+        collection: str,
+        changes: Mapping[str, Mapping[str, float | int]],
+        *,
+        once: tuple[str, int] | None = None,
     ) -> None:
         coll = self._coll(collection)
         for id, inc in changes.items():
             doc = coll.get(id)
             if doc is not None:
+                if once is not None:
+                    settled = doc.setdefault(SETTLED, {})
+                    if settled.get(once[0]) == once[1]:
+                        continue  # took this batch already
+                    settled[once[0]] = once[1]
                 for path, amount in inc.items():
                     parent, leaf = _walk(doc, path)
                     parent[leaf] = parent.get(leaf, 0) + amount

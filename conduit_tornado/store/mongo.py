@@ -18,7 +18,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from .base import UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
+from .base import SETTLED, UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
 
 log = logging.getLogger("conduit.store")
 INDEX_BUILD_SECONDS = 600.0  # start-up index builds: not bound by CONDUIT_MONGODB_TIMEOUT
@@ -262,13 +262,25 @@ class MongoStore:
 
     @_outages
     async def increment_many(
-        self, collection: str, changes: Mapping[str, Mapping[str, float | int]]
+        self,
+        collection: str,
+        changes: Mapping[str, Mapping[str, float | int]],
+        *,
+        once: tuple[str, int] | None = None,
     ) -> None:
-        if changes:
-            await self._db[collection].bulk_write(
-                [UpdateOne({"_id": id}, {"$inc": dict(inc)}) for id, inc in changes.items()],
-                ordered=False,
-            )
+        if not changes:
+            return
+        if once is None:
+            updates = [UpdateOne({"_id": id}, {"$inc": dict(inc)}) for id, inc in changes.items()]
+        else:
+            path, batch = f"{SETTLED}.{once[0]}", once[1]
+            updates = [
+                UpdateOne(
+                    {"_id": id, path: {"$ne": batch}}, {"$inc": dict(inc), "$set": {path: batch}}
+                )
+                for id, inc in changes.items()
+            ]
+        await self._db[collection].bulk_write(updates, ordered=False)
 
     @_outages
     async def sum_by(
