@@ -4,7 +4,8 @@ Handlers call ``record()`` (no I/O). A background task flushes every
 ``log_flush_interval``: logs with one ``insert_many``; rollups as one atomic ``$inc`` per
 distinct (key, model, user, day), aggregated since the last flush. (Spend, which budgets
 enforce, is charged at once per request by the limiter.)
-A failed flush keeps its work for the next one; logs beyond ``log_queue_max`` are dropped
+A failed flush keeps its work for the next one, and counts it once when it goes through
+(logs by their ids, rollups by batch numbers); logs beyond ``log_queue_max`` are dropped
 and counted, never silently.
 """
 
@@ -14,7 +15,9 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import itertools
 import logging
+import secrets
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -23,7 +26,7 @@ from .clock import Clock
 from .ids import IdSequence
 from .keys import VirtualKey
 from .settings import Settings
-from .store import DuplicateError, Store, log_failure
+from .store import SETTLED, DuplicateError, Store, log_failure
 
 log = logging.getLogger("conduit.accounting")
 LOGS = "request_logs"
@@ -75,6 +78,11 @@ class Recorder:
         self._lock = asyncio.Lock()
         self.dropped = 0
         self.written = 0
+        # Rollups whose write failed, perhaps after the store applied it: sent again as
+        # they were, under their batch number, before newer counts for the same rollup.
+        self._writer = "rec_" + secrets.token_hex(6)
+        self._batches = itertools.count(1)
+        self._unsure: dict[str, tuple[int, dict[str, Any], dict[str, float]]] = {}
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one finished request (a request log document)."""
@@ -145,15 +153,41 @@ class Recorder:
     async def _flush_counters(self) -> None:
         rollups, self._rollups = self._rollups, {}
         used, self._last_used = self._last_used, {}
-        for rid, (fields, inc) in rollups.items():
-            try:
-                await self._store.increment(USAGE, rid, inc, set_on_insert=fields)
-            except Exception as exc:
-                self._merge_back(rid, fields, inc)
-                log_failure(log, exc, "usage rollup %s failed; will retry", rid)
+        for rid in {**rollups, **self._unsure}:
+            unsure = self._unsure.pop(rid, None)
+            if unsure is not None and not await self._roll_up(rid, *unsure):
+                self._unsure[rid] = unsure
+                if rid in rollups:
+                    self._merge_back(rid, *rollups[rid])  # newer counts wait their turn
+                continue
+            if rid in rollups:
+                batch = next(self._batches)
+                if not await self._roll_up(rid, batch, *rollups[rid]):
+                    self._unsure[rid] = (batch, *rollups[rid])
         for key_id, when in used.items():
             with contextlib.suppress(Exception):  # last_used_at is best effort
                 await self._store.update("keys", key_id, {"last_used_at": when})
+
+    async def _roll_up(
+        self, rid: str, batch: int, fields: dict[str, Any], inc: dict[str, float]
+    ) -> bool:
+        """Add one rollup's counts; a retry of the same batch adds nothing twice (like the
+        limiter's settlements: see Store.increment_many's ``once``)."""
+        mark = f"{SETTLED}.{self._writer}"
+        try:
+            await self._store.increment(
+                USAGE,
+                rid,
+                inc,
+                set_on_insert=fields,
+                set={mark: batch},
+                where={mark: {"$ne": batch}},
+                returning=False,
+            )
+        except Exception as exc:
+            log_failure(log, exc, "usage rollup %s failed; will retry", rid)
+            return False
+        return True
 
     def _merge_back(self, rid: str, fields: dict[str, Any], inc: dict[str, float]) -> None:
         current = self._rollups.setdefault(rid, (fields, {}))[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import httpx2
 import pytest
@@ -16,6 +17,7 @@ from conduit_tornado.store import MemoryStore, Store
 from tests.conftest import MASTER_KEY, settled
 from tests.fakes.providers import PROMPT_TOKENS
 from tests.proxy_setup import Wired
+from tests.store_faults import AnswersLost
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -91,6 +93,7 @@ async def test_admin_logs_and_usage_endpoints(wired_store: Wired) -> None:
 
         usage = (await http.get("/admin/v1/usage", params={"key_id": w.key_id})).json()
         assert usage["totals"]["requests"] == 5 and usage["totals"]["errors"] == 1
+        assert usage["data"] and not any("settled" in row for row in usage["data"])
         by_user = (await http.get("/admin/v1/usage", params={"group_by": "user"})).json()
         rows = {row["user"]: row for row in by_user["data"]}
         assert rows["bob"]["requests"] == 2 and rows["alice"]["requests"] == 1
@@ -210,3 +213,25 @@ async def test_a_log_batch_partly_written_before_is_completed(store: Store) -> N
     recorder.record({"_id": "log_6", "created_at": datetime.now(UTC), "model": "m"})
     await recorder.flush()
     assert await store.count("request_logs", {}) == 7 and recorder.pending == 0
+
+
+async def test_logs_and_usage_whose_answers_were_lost_count_once(store: Store) -> None:
+    lossy = AnswersLost(store)
+    recorder = Recorder(cast(Store, lossy), Settings(), Clock())
+    now = datetime.now(UTC)
+    for i in range(3):
+        recorder.record(
+            {"_id": f"log_{i}", "created_at": now, "key_id": "key_u", "model": "m"}
+            | {"user": None, "status": 200, "prompt_tokens": 5, "cost": 0.5}
+        )
+    lossy.losing = True  # each write is applied, and the gateway hears a timeout
+    await recorder.flush()
+    await recorder.flush()
+    assert lossy.lost >= 2  # the log batch and the rollup, at least once each
+    lossy.losing = False
+    await recorder.flush()
+    assert recorder.pending == 0
+    assert await store.count("request_logs", {}) == 3
+    (rollup,) = await store.find("usage", {})
+    assert rollup["requests"] == 3 and rollup["prompt_tokens"] == 15
+    assert rollup["cost"] == pytest.approx(1.5)

@@ -16,6 +16,7 @@ from conduit_tornado.limits import Limiter
 from conduit_tornado.store import Store, StoreUnavailable
 from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end, settled
 from tests.proxy_setup import Wired, WiredFactory
+from tests.store_faults import AnswersLost, DayWindowsDown
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -304,51 +305,6 @@ class Counted:
             return await attr(*args, **kwargs)
 
         return counted
-
-
-class DayWindowsDown:
-    """A real store whose day-window operations fail while ``down``: a store that
-    stops answering part way through an admission."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.down = False
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down and len(args) > 1 and "|d|" in str(args[1]):
-                raise StoreUnavailable("MongoDB: timed out")
-            return await attr(*args, **kwargs)
-
-        return call
-
-
-class AnswersLost:
-    """A real store that, while ``losing``, applies writes but loses their answers: the
-    writer hears a timeout for a write that was done (a connection cut just after it)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.losing = False
-        self.lost = 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if name not in ("increment", "increment_many"):
-            return attr
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            result = await attr(*args, **kwargs)
-            if self.losing:
-                self.lost += 1
-                raise StoreUnavailable("MongoDB: timed out")
-            return result
-
-        return call
 
 
 async def _admitted(limiter: Limiter, key: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 from ..accounting import LOGS, USAGE
 from ..alerts import ALERTS
 from ..errors import ApiError
+from ..store import SETTLED
 from .admin import PagedHandler
 from .base import AdminHandler
 
@@ -117,7 +118,7 @@ class UsageHandler(PagedHandler):
         docs = await store.find(
             USAGE, where, sort="day", descending=True, offset=offset, limit=limit
         )
-        rows = [{k: v for k, v in d.items() if k != "_id"} for d in docs]
+        rows = [{k: v for k, v in d.items() if k not in ("_id", SETTLED)} for d in docs]
         self.send_json(
             {
                 "object": "usage",

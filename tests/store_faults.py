@@ -1,0 +1,52 @@
+"""Real stores with faults let in: for what the gateway does when the store fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conduit_tornado.store import Store, StoreUnavailable
+
+
+class DayWindowsDown:
+    """A real store whose day-window operations fail while ``down``: a store that
+    stops answering part way through an admission."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down and len(args) > 1 and "|d|" in str(args[1]):
+                raise StoreUnavailable("MongoDB: timed out")
+            return await attr(*args, **kwargs)
+
+        return call
+
+
+class AnswersLost:
+    """A real store that, while ``losing``, applies writes but loses their answers: the
+    writer hears a timeout for a write that was done (a connection cut just after it)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.losing = False
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name not in ("increment", "increment_many", "insert_many"):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await attr(*args, **kwargs)
+            if self.losing:
+                self.lost += 1
+                raise StoreUnavailable("MongoDB: timed out")
+            return result
+
+        return call
