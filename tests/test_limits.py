@@ -345,17 +345,35 @@ async def test_small_limits_count_every_request_in_the_store(store: Store) -> No
     assert [w["r"] for w in windows] == [99]
 
 
-async def test_settlements_are_written_behind_in_one_batch(store: Store) -> None:
-    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+async def _stored_key(store: Store, clock: FakeClock, key_id: str) -> dict[str, Any]:
+    """A key with tpm, max_parallel and a budget, stored as the limiter finds it."""
     key = {
-        "_id": "key_w",
-        "name": "w",
+        "_id": key_id,
+        "name": key_id,
         "created_at": clock.now(),
         "tpm": 1_000_000,
         "max_parallel": 500,
         "max_budget": 100.0,
     }
     await store.insert("keys", {**key, "spend": 0.0, "period_start": key["created_at"]})
+    return key
+
+
+async def _hundred_settled(store: Store, key_id: str, instance: str) -> None:
+    """What 100 admitted requests of a _stored_key leave once settled and flushed, with 4
+    of their 10 reserved tokens used and a cent each."""
+    parallel = await store.get("parallel", key_id)
+    assert parallel is not None and parallel["by"][instance] == 9  # idle: keeps < a lease
+    # Two token leases of 64 requests' worth (640) were counted; the reservations came
+    # back less what was used: 6 of each request's 10 tokens.
+    assert [w["t"] for w in await store.find("limit_windows", {})] == [2 * 640 - 100 * 6]
+    spent = await store.get("keys", key_id)
+    assert spent is not None and spent["spend"] == pytest.approx(1.0)
+
+
+async def test_settlements_are_written_behind_in_one_batch(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    key = await _stored_key(store, clock, "key_w")
     counted = Counted(store)
     limiter = Limiter(cast(Store, counted), clock, "inst_w")
     charged: list[Any] = []
@@ -377,16 +395,10 @@ async def test_settlements_are_written_behind_in_one_batch(store: Store) -> None
             break
         await asyncio.sleep(0.01)
     await limiter.flush()
-    parallel = await store.get("parallel", "key_w")
-    assert parallel is not None and parallel["by"]["inst_w"] == 9  # idle: keeps < a lease
+    await _hundred_settled(store, "key_w", "inst_w")
     written = counted.ops - before
     assert written["increment_many"] == 2  # parallel slots and tpm windows: one batch each
     assert written["increment"] == 1  # all 100 charges to the key: one spend update
-    # Two token leases of 64 requests' worth (640) were counted; the reservations came
-    # back less what was used: 6 of each request's 10 tokens.
-    assert [w["t"] for w in await store.find("limit_windows", {})] == [2 * 640 - 100 * 6]
-    spent = await store.get("keys", "key_w")
-    assert spent is not None and spent["spend"] == pytest.approx(1.0)
     assert [(c.before, c.after) for c in charged] == [(0.0, pytest.approx(1.0))]
     await limiter.heartbeat()  # the slots were used since the last heartbeat: kept
     await limiter.flush()
@@ -460,15 +472,7 @@ async def test_a_store_failure_part_way_gives_back_what_admission_took(store: St
 
 async def test_a_settlement_whose_answer_was_lost_counts_once(store: Store) -> None:
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
-    key = {
-        "_id": "key_x",
-        "name": "x",
-        "created_at": clock.now(),
-        "tpm": 1_000_000,
-        "max_parallel": 500,
-        "max_budget": 100.0,
-    }
-    await store.insert("keys", {**key, "spend": 0.0, "period_start": key["created_at"]})
+    key = await _stored_key(store, clock, "key_x")
     lossy = AnswersLost(store)
     limiter = Limiter(cast(Store, lossy), clock, "inst_x")
     grants = [await limiter.admit(key, "gpt", None, 10) for _ in range(100)]
@@ -480,9 +484,4 @@ async def test_a_settlement_whose_answer_was_lost_counts_once(store: Store) -> N
     assert lossy.lost == 6  # slots, token windows and the spend, each sent twice
     lossy.losing = False
     await limiter.flush()
-    # As if each had been written once (test_settlements_are_written_behind_in_one_batch).
-    parallel = await store.get("parallel", "key_x")
-    assert parallel is not None and parallel["by"]["inst_x"] == 9
-    assert [w["t"] for w in await store.find("limit_windows", {})] == [2 * 640 - 100 * 6]
-    spent = await store.get("keys", "key_x")
-    assert spent is not None and spent["spend"] == pytest.approx(1.0)
+    await _hundred_settled(store, "key_x", "inst_x")  # as if each was written once
