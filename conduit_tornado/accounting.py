@@ -26,7 +26,7 @@ from .clock import Clock
 from .ids import IdSequence
 from .keys import VirtualKey
 from .settings import Settings
-from .store import SETTLED, DuplicateError, Store, log_failure
+from .store import SETTLED, DuplicateError, Store, StoreUnavailable, log_failure
 
 log = logging.getLogger("conduit.accounting")
 LOGS = "request_logs"
@@ -83,6 +83,7 @@ class Recorder:
         self._writer = "rec_" + secrets.token_hex(6)
         self._batches = itertools.count(1)
         self._unsure: dict[str, tuple[int, dict[str, Any], dict[str, float]]] = {}
+        self._store_down = False  # found unreachable in this flush: stop trying
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one finished request (a request log document)."""
@@ -151,6 +152,7 @@ class Recorder:
                     await self._store.insert(LOGS, entry)
 
     async def _flush_counters(self) -> None:
+        self._store_down = False
         rollups, self._rollups = self._rollups, {}
         used, self._last_used = self._last_used, {}
         for rid in {**rollups, **self._unsure}:
@@ -165,7 +167,9 @@ class Recorder:
                 if not await self._roll_up(rid, batch, *rollups[rid]):
                     self._unsure[rid] = (batch, *rollups[rid])
         for key_id, when in used.items():
-            with contextlib.suppress(Exception):  # last_used_at is best effort
+            if self._store_down:
+                break  # last_used_at is best effort: not worth a timeout per key
+            with contextlib.suppress(Exception):
                 await self._store.update("keys", key_id, {"last_used_at": when})
 
     async def _roll_up(
@@ -173,6 +177,8 @@ class Recorder:
     ) -> bool:
         """Add one rollup's counts; a retry of the same batch adds nothing twice (like the
         limiter's settlements: see Store.increment_many's ``once``)."""
+        if self._store_down:
+            return False  # each write would wait out the timeout again: leave it for later
         mark = f"{SETTLED}.{self._writer}"
         try:
             await self._store.increment(
@@ -185,6 +191,7 @@ class Recorder:
                 returning=False,
             )
         except Exception as exc:
+            self._store_down = isinstance(exc, StoreUnavailable)
             log_failure(log, exc, "usage rollup %s failed; will retry", rid)
             return False
         return True

@@ -51,7 +51,7 @@ from .capacity import PARALLEL, WINDOWS, Holdings
 from .clock import Clock
 from .errors import ApiError, refusal
 from .periods import day_window, minute_window, openai_duration, seconds_until
-from .store import Doc, Store, log_failure
+from .store import Doc, Store, StoreUnavailable, log_failure
 
 log = logging.getLogger("conduit.limits")
 INSTANCES = "instances"
@@ -150,6 +150,7 @@ class Limiter:
         self._batches = itertools.count(1)
         self._unsure: dict[str, tuple[int, dict[str, dict[str, float]]]] = {}
         self._unsure_charges: dict[tuple[str, str], tuple[int, Budget, float]] = {}
+        self._store_down = False  # found unreachable in this round of writes: stop trying
         self._plans: dict[tuple[str, str, str | None], _Plan] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settling: asyncio.Task[None] | None = None
@@ -433,6 +434,7 @@ class Limiter:
         return bool(self._unsure or self._unsure_charges)
 
     async def _write_behind(self) -> None:
+        self._store_down = False
         deferred, self._deferred = self._deferred, {}
         path = self._holdings.slot_path
         for doc_id, count in self._holdings.idle_slots().items():
@@ -464,9 +466,12 @@ class Limiter:
     async def _increment(
         self, collection: str, batch: int, changes: dict[str, dict[str, float]]
     ) -> bool:
+        if self._store_down:
+            return False  # each write would wait out the timeout again: leave it for later
         try:
             await self._store.increment_many(collection, changes, once=(self.instance, batch))
         except Exception as exc:
+            self._store_down = isinstance(exc, StoreUnavailable)
             log_failure(
                 log, exc, "settling %d %s counters failed; will retry", len(changes), collection
             )
@@ -497,9 +502,12 @@ class Limiter:
     async def _add_spend(
         self, batch: int, budget: Budget, cost: float
     ) -> tuple[bool, Charge | None]:
+        if self._store_down:
+            return False, None
         try:
             return True, await self.budgets.add_spend(budget, cost, once=(self.instance, batch))
         except Exception as exc:
+            self._store_down = isinstance(exc, StoreUnavailable)
             log_failure(log, exc, "charging %s %s failed; will retry", budget.kind, budget.name)
             return False, None
 

@@ -29,22 +29,23 @@ class DayWindowsDown:
 
 
 class AnswersLost:
-    """A real store that, while ``losing``, applies writes but loses their answers: the
-    writer hears a timeout for a write that was done (a connection cut just after it)."""
+    """A real store that applies writes but loses the answers of the operations named in
+    ``losing``: the writer hears a timeout for a write that was done (a connection cut
+    just after it)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.losing = False
+        self.losing: set[str] = set()
         self.lost = 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
-        if name not in ("increment", "increment_many", "insert_many"):
+        if not callable(attr):
             return attr
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             result = await attr(*args, **kwargs)
-            if self.losing:
+            if name in self.losing:
                 self.lost += 1
                 raise StoreUnavailable("MongoDB: timed out")
             return result

@@ -224,11 +224,11 @@ async def test_logs_and_usage_whose_answers_were_lost_count_once(store: Store) -
             {"_id": f"log_{i}", "created_at": now, "key_id": "key_u", "model": "m"}
             | {"user": None, "status": 200, "prompt_tokens": 5, "cost": 0.5}
         )
-    lossy.losing = True  # each write is applied, and the gateway hears a timeout
+    lossy.losing = {"insert_many", "increment"}  # applied, and the gateway hears a timeout
     await recorder.flush()
     await recorder.flush()
     assert lossy.lost >= 2  # the log batch and the rollup, at least once each
-    lossy.losing = False
+    lossy.losing = set()
     await recorder.flush()
     assert recorder.pending == 0
     assert await store.count("request_logs", {}) == 3

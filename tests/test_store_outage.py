@@ -178,3 +178,34 @@ async def test_a_store_that_went_away_answers_503(
         )
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
         assert time.monotonic() - started < 3
+
+
+async def test_stopping_during_an_outage_takes_one_timeout_per_kind_of_write(
+    relay: tuple[Relay, str], fake: FakeProviders, start_gateway: GatewayFactory
+) -> None:
+    """Logs, rollups and settlements for many keys wait on a hung store at shutdown: each
+    kind of write finds the store down once, not once per key, and the rest is given up
+    (logged), so stopping stays bounded."""
+    hold, uri = relay
+    store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
+    gw = await start_gateway(store=store, retry_backoff=0.01)
+    async with (
+        AdminClient(gw.url, MASTER_KEY) as admin,
+        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
+    ):
+        await wire(gw, fake, admin)
+        keys = [await admin.create_key(name=f"k{i}", max_budget=10) for i in range(8)]
+        for key in keys:  # a key's first request reads it from the store: before the outage
+            auth = {"Authorization": f"Bearer {key['key']}"}
+            assert (await http.post("/v1/chat/completions", json=CHAT, headers=auth)).is_success
+        assert gw.ctx is not None
+        await gw.ctx.recorder.flush()
+        await settled(gw)
+        await gw.ctx.limiter.flush()
+        hold.pause()
+        for key in keys:  # served from memory: new logs, rollups and charges for each key
+            auth = {"Authorization": f"Bearer {key['key']}"}
+            assert (await http.post("/v1/chat/completions", json=CHAT, headers=auth)).is_success
+    started = time.monotonic()
+    await gw.stop()
+    assert time.monotonic() - started < 5  # 8 keys x (rollup + charge) x 0.5 s would be 8
