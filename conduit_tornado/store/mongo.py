@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
@@ -44,20 +45,58 @@ def _duplicate_field(collection: str, exc: DuplicateKeyError | BulkWriteError) -
 
 P = ParamSpec("P")
 R = TypeVar("R")
+BREAK_SECONDS = 1.0  # how long operations fail at once after the server was unreachable
 
 
-def _outages(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+class _Breaker:
+    """Fails operations at once while the server is known to be unreachable, so that
+    requests do not each wait out the timeout: after a connection failure, for
+    BREAK_SECONDS; then one operation goes through to find out, the others still failing
+    at once until it has."""
+
+    def __init__(self) -> None:
+        self._open_until = 0.0  # 0: closed, the usual case
+        self._probing = False
+
+    def check(self) -> None:
+        if not self._open_until:
+            return
+        if self._probing or time.monotonic() < self._open_until:
+            raise StoreUnavailable("MongoDB: unreachable moments ago; not tried again yet")
+        self._probing = True
+
+    def record(self, unreachable: bool | None) -> None:
+        """How an operation ended: the server unreachable, answering, or None: unknown."""
+        if unreachable:
+            self._open_until = time.monotonic() + BREAK_SECONDS
+        elif unreachable is not None and self._open_until:
+            self._open_until = 0.0
+        self._probing = False
+
+
+def _outages(
+    method: Callable[Concatenate[MongoStore, P], Awaitable[R]],
+) -> Callable[Concatenate[MongoStore, P], Coroutine[Any, Any, R]]:
     """Raise an unreachable or slow server as StoreUnavailable, which callers treat as an
-    outage (503, retry later) rather than as a bug."""
+    outage (503, retry later) rather than as a bug. Only a connection failure opens the
+    breaker: a query over its time limit says nothing about the server."""
 
     @functools.wraps(method)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def call(store: MongoStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        store.breaker.check()
         try:
-            return await method(*args, **kwargs)
+            result = await method(store, *args, **kwargs)
         except PyMongoError as exc:
-            if isinstance(exc, ConnectionFailure) or exc.timeout:
+            unreachable = isinstance(exc, ConnectionFailure)
+            store.breaker.record(unreachable)
+            if unreachable or exc.timeout:
                 raise StoreUnavailable(f"MongoDB: {exc}") from exc
             raise
+        except BaseException:
+            store.breaker.record(None)  # cancelled, say: no news of the server
+            raise
+        store.breaker.record(False)
+        return result
 
     return call
 
@@ -95,6 +134,8 @@ class MongoStore:
         self._db = self._client[database]
         self.database = database
         self._retention = log_retention_days
+        self.breaker = _Breaker()
+        self._timeout = timeout
 
     @_outages
     async def start(self) -> None:
@@ -134,7 +175,9 @@ class MongoStore:
             )
 
     async def close(self) -> None:
-        await self._client.close()
+        # Closing ends the server sessions with a command: bounded like any operation.
+        with pymongo.timeout(self._timeout):
+            await self._client.close()
 
     @_outages
     async def ping(self) -> None:
