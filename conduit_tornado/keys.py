@@ -15,7 +15,7 @@ from .clock import Clock
 from .errors import ApiError, invalid_api_key, not_found, reject_nulls
 from .schemas import KeyCreate, KeyFields, KeyUpdate
 from .security import KEY_PREFIX, hash_key, new_virtual_key, visible_prefix
-from .store import SETTLED, Doc, Store
+from .store import SETTLED, Doc, Store, StoreUnavailable
 
 COLLECTION = "keys"
 _HIDDEN = frozenset({"_id", "hash", SETTLED})  # SETTLED: the limiter's bookkeeping
@@ -100,7 +100,14 @@ class KeyService:
         if hit is not None and hit[0] > now:
             key = hit[1]
         else:
-            doc = await self._store.find_one(COLLECTION, {"hash": digest})
+            try:
+                doc = await self._store.find_one(COLLECTION, {"hash": digest})
+            except StoreUnavailable:
+                if hit is None:
+                    raise
+                # Stale if the store is down: a key read before the outage still serves.
+                # (Its admin changes need the store too, so none can be missed meanwhile.)
+                return self.check(hit[1])
             if doc is None:
                 self._cache.pop(digest, None)
                 raise invalid_api_key()

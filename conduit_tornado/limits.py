@@ -185,7 +185,12 @@ class Limiter:
         hit = self._groups.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
-        doc = await self._store.get("groups", name)
+        try:
+            doc = await self._store.get("groups", name)
+        except StoreUnavailable:
+            if hit is None:
+                raise
+            return hit[1]  # stale if the store is down, as keys are (keys.py)
         self._groups[name] = (now + self.group_ttl, doc)
         return doc
 

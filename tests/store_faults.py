@@ -28,6 +28,27 @@ class DayWindowsDown:
         return call
 
 
+class Down:
+    """A real store that, while ``down``, fails every operation as an unreachable
+    server does."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable("MongoDB: connection refused")
+            return await attr(*args, **kwargs)
+
+        return call
+
+
 class AnswersLost:
     """A real store that applies writes but loses the answers of the operations named in
     ``losing``: the writer hears a timeout for a write that was done (a connection cut

@@ -16,7 +16,7 @@ from conduit_tornado.limits import Limiter
 from conduit_tornado.store import Store, StoreUnavailable
 from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end, settled
 from tests.proxy_setup import Wired, WiredFactory
-from tests.store_faults import AnswersLost, DayWindowsDown
+from tests.store_faults import AnswersLost, DayWindowsDown, Down
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -489,3 +489,17 @@ async def test_a_settlement_whose_answer_was_lost_counts_once(store: Store) -> N
     lossy.losing = set()
     await limiter.flush()
     await _hundred_settled(store, "key_x", "inst_x")  # as if each was written once
+
+
+async def test_a_group_read_before_an_outage_still_serves(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
+    await store.insert("groups", {"_id": "team", "created_at": clock.now(), "rpm": 10})
+    flaky = Down(store)
+    limiter = Limiter(cast(Store, flaky), clock, "inst_g")
+    key = {"_id": "key_g", "name": "g", "created_at": clock.now(), "group": "team"}
+    assert await _admitted(limiter, key)
+    clock.advance(limiter.group_ttl + 1)  # the group's cache time is over
+    flaky.down = True
+    assert await limiter.group("team") == await store.get("groups", "team")
+    with pytest.raises(StoreUnavailable):  # a group never read cannot be made up
+        await limiter.group("other")

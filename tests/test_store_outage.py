@@ -96,7 +96,7 @@ async def test_a_hung_store_answers_503_and_the_gateway_recovers(
     hold, uri = relay
     store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
     # Spend read on every request: a budgeted key needs the store even when it is cached.
-    gw = await start_gateway(store=store, retry_backoff=0.01, spend_cache_ttl=0)
+    gw = await start_gateway(store=store, retry_backoff=0.01, spend_cache_ttl=0, key_cache_ttl=0.2)
     async with (
         AdminClient(gw.url, MASTER_KEY) as admin,
         httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
@@ -123,6 +123,12 @@ async def test_a_hung_store_answers_503_and_the_gateway_recovers(
         assert refused.json()["error"]["type"] == "service_unavailable"
         assert refused.headers["Retry-After"] == "1"
         assert took < 3  # the store timeout (0.5 s) bounds it, not the driver's defaults
+        # A key read before the outage, with no limit to check, is served from memory even
+        # once its cache time is over (the first refusal took longer than that).
+        served = await http.post(
+            "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {w.key}"}
+        )
+        assert served.status_code == 200, served.text
         over_budget_check = await http.post("/v1/chat/completions", json=CHAT, headers=as_budgeted)
         assert over_budget_check.status_code == 503
         assert over_budget_check.json()["error"]["code"] == "store_unavailable"
@@ -151,7 +157,8 @@ async def test_a_hung_store_answers_503_and_the_gateway_recovers(
         # (A refusal at authentication has no key to log it under, like a 401.)
         logs = (await admin.logs(limit=100))["data"]
         assert sorted((entry["key_id"], entry["status"]) for entry in logs) == sorted(
-            [(w.key_id, 200), (budgeted["id"], 200), (budgeted["id"], 503), (fresh["id"], 200)]
+            [(w.key_id, 200)] * 2
+            + [(budgeted["id"], 200), (budgeted["id"], 503), (fresh["id"], 200)]
         )
         refusal = next(entry for entry in logs if entry["status"] == 503)
         assert refusal["error_code"] == "store_unavailable"
