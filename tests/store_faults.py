@@ -7,33 +7,13 @@ from typing import Any
 from conduit_tornado.store import Store, StoreUnavailable
 
 
-class DayWindowsDown:
-    """A real store whose day-window operations fail while ``down``: a store that
-    stops answering part way through an admission."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.down = False
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down and len(args) > 1 and "|d|" in str(args[1]):
-                raise StoreUnavailable("MongoDB: timed out")
-            return await attr(*args, **kwargs)
-
-        return call
-
-
 class Down:
-    """A real store that, while ``down``, fails every operation as an unreachable
-    server does."""
+    """A real store that, while ``down``, fails as an unreachable server does: every
+    operation, or those whose document id holds ``only``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, only: str | None = None) -> None:
         self._store = store
+        self._only = only
         self.down = False
 
     def __getattr__(self, name: str) -> Any:
@@ -42,8 +22,8 @@ class Down:
             return attr
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down:
-                raise StoreUnavailable("MongoDB: connection refused")
+            if self.down and (self._only is None or self._only in str(args[1:2])):
+                raise StoreUnavailable("MongoDB: timed out")
             return await attr(*args, **kwargs)
 
         return call

@@ -16,7 +16,7 @@ from conduit_tornado.limits import Limiter
 from conduit_tornado.store import Store, StoreUnavailable
 from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end, settled
 from tests.proxy_setup import Wired, WiredFactory
-from tests.store_faults import AnswersLost, DayWindowsDown, Down
+from tests.store_faults import AnswersLost, Down
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -458,7 +458,7 @@ async def test_a_changed_limit_voids_a_lease_and_close_gives_capacity_back(store
 
 async def test_a_store_failure_part_way_gives_back_what_admission_took(store: Store) -> None:
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
-    faulty = DayWindowsDown(store)
+    faulty = Down(store, only="|d|")  # day windows: the last check of an admission
     limiter = Limiter(cast(Store, faulty), clock, "inst_f")
     key = {"_id": "key_f", "name": "f", "created_at": clock.now(), "rpm": 2, "rpd": 1000}
     faulty.down = True  # the minute window is counted, then the day window fails

@@ -4,10 +4,12 @@ the store timeout, and the gateway recovers by itself when the server answers ag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
@@ -18,7 +20,7 @@ from conduit_tornado import AdminClient
 from conduit_tornado.store import MongoStore
 from tests.conftest import MASTER_KEY, GatewayFactory, settled
 from tests.fakes.providers import FakeProviders
-from tests.proxy_setup import wire
+from tests.proxy_setup import Wired, wire
 
 pytestmark = pytest.mark.asyncio
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -87,6 +89,21 @@ async def relay(mongo_uri: str) -> AsyncIterator[tuple[Relay, str]]:
     await relay.close()
 
 
+@contextlib.asynccontextmanager
+async def behind(
+    uri: str, fake: FakeProviders, start_gateway: GatewayFactory, **settings: Any
+) -> AsyncIterator[tuple[Wired, httpx2.AsyncClient]]:
+    """A gateway whose MongoDB is reached through the relay, with a 0.5 s store timeout,
+    wired to the fake providers; and an HTTP client for it."""
+    store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
+    gw = await start_gateway(store=store, retry_backoff=0.01, **settings)
+    async with (
+        AdminClient(gw.url, MASTER_KEY) as admin,
+        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
+    ):
+        yield await wire(gw, fake, admin), http
+
+
 async def test_a_hung_store_answers_503_and_the_gateway_recovers(
     relay: tuple[Relay, str],
     fake: FakeProviders,
@@ -94,14 +111,10 @@ async def test_a_hung_store_answers_503_and_the_gateway_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hold, uri = relay
-    store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
     # Spend read on every request: a budgeted key needs the store even when it is cached.
-    gw = await start_gateway(store=store, retry_backoff=0.01, spend_cache_ttl=0, key_cache_ttl=0.2)
-    async with (
-        AdminClient(gw.url, MASTER_KEY) as admin,
-        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
-    ):
-        w = await wire(gw, fake, admin)
+    settings = {"spend_cache_ttl": 0, "key_cache_ttl": 0.2}
+    async with behind(uri, fake, start_gateway, **settings) as (w, http):
+        gw, admin = w.gateway, w.admin
         fresh = await admin.create_key(name="never used, so not cached")
         budgeted = await admin.create_key(name="budgeted", max_budget=100)
         as_fresh = {"Authorization": f"Bearer {fresh['key']}"}
@@ -172,14 +185,8 @@ async def test_a_store_that_went_away_answers_503(
     relay: tuple[Relay, str], fake: FakeProviders, start_gateway: GatewayFactory
 ) -> None:
     hold, uri = relay
-    store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
-    gw = await start_gateway(store=store, retry_backoff=0.01)
-    async with (
-        AdminClient(gw.url, MASTER_KEY) as admin,
-        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
-    ):
-        await wire(gw, fake, admin)
-        fresh = await admin.create_key(name="never used, so not cached")
+    async with behind(uri, fake, start_gateway) as (w, http):
+        fresh = await w.admin.create_key(name="never used, so not cached")
         await hold.close()  # connections reset, new ones refused
         started = time.monotonic()
         r = await http.post(
@@ -196,13 +203,8 @@ async def test_stopping_during_an_outage_takes_one_timeout_per_kind_of_write(
     kind of write finds the store down once, not once per key, and the rest is given up
     (logged), so stopping stays bounded."""
     hold, uri = relay
-    store = MongoStore(uri, "t_" + uuid.uuid4().hex[:16], timeout=0.5)
-    gw = await start_gateway(store=store, retry_backoff=0.01)
-    async with (
-        AdminClient(gw.url, MASTER_KEY) as admin,
-        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
-    ):
-        await wire(gw, fake, admin)
+    async with behind(uri, fake, start_gateway) as (w, http):
+        gw, admin = w.gateway, w.admin
         keys = [await admin.create_key(name=f"k{i}", max_budget=10) for i in range(8)]
         for key in keys:  # a key's first request reads it from the store: before the outage
             auth = {"Authorization": f"Bearer {key['key']}"}
