@@ -4,6 +4,7 @@ an optional webhook (signed with HMAC-SHA256, retried with backoff)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -17,7 +18,7 @@ import orjson
 from .budgets import Charge
 from .clock import Clock
 from .settings import Settings
-from .store import DuplicateError, Store
+from .store import DuplicateError, Store, StoreUnavailable, log_failure
 
 log = logging.getLogger("conduit.alerts")
 ALERTS = "alerts"
@@ -39,8 +40,10 @@ class Alerts:
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
         self.failed = 0
+        self._unrecorded: list[dict[str, Any]] = []  # alerts the store was down for
 
     async def check(self, charges: list[Charge]) -> None:
+        await self._record_unrecorded()
         for charge in charges:
             limit = charge.budget.max_budget
             if not limit:
@@ -67,6 +70,12 @@ class Alerts:
             await self._store.insert(ALERTS, event)  # the unique _id makes it once, everywhere
         except DuplicateError:
             return
+        except StoreUnavailable as exc:
+            # Only this instance saw this crossing (the charge's before and after come from
+            # one atomic increment), so the alert goes out now; its record, once the store
+            # is back.
+            self._unrecorded.append(event)
+            log_failure(log, exc, "recording budget alert %s failed; will retry", event["id"])
         log.warning(
             "budget alert: %s %s crossed %d%% (spent $%.4f of $%.4f)",
             b.kind,
@@ -98,9 +107,11 @@ class Alerts:
                     response = await http.post(url, content=body, headers=headers)
                     if response.status_code < 300:
                         self.delivered += 1
-                        await self._store.update(
-                            ALERTS, event["_id"], {"delivered_at": self._clock.now()}
-                        )
+                        event["delivered_at"] = self._clock.now()  # if still unrecorded
+                        with contextlib.suppress(StoreUnavailable):
+                            await self._store.update(
+                                ALERTS, event["_id"], {"delivered_at": event["delivered_at"]}
+                            )
                         return
                     reason = f"HTTP {response.status_code}"
                 except httpx2.HTTPError as exc:
@@ -119,3 +130,14 @@ class Alerts:
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._record_unrecorded()
+
+    async def _record_unrecorded(self) -> None:
+        while self._unrecorded:
+            try:
+                await self._store.insert(ALERTS, self._unrecorded[0])
+            except DuplicateError:
+                pass
+            except StoreUnavailable:
+                return  # still down: next time
+            self._unrecorded.pop(0)

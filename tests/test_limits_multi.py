@@ -14,16 +14,21 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
 import tornado.httpserver
 import tornado.web
 
-from conduit_tornado import AdminClient
+from conduit_tornado import AdminClient, Settings
+from conduit_tornado.alerts import Alerts
+from conduit_tornado.budgets import Budget, Charge
+from conduit_tornado.clock import Clock
+from conduit_tornado.store import Store
 from tests.conftest import MASTER_KEY, free_port
 from tests.proxy_setup import WiredFactory
+from tests.store_faults import Down
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -174,5 +179,36 @@ async def test_budget_alerts_reach_a_signed_webhook(wired_with: WiredFactory) ->
             usage = (await http.get("/admin/v1/usage", params={"key_id": created["id"]})).json()
         assert sorted(a["threshold"] for a in usage["alerts"]) == [0.5, 1.0]
         assert listed["total"] == 2 and all(a["delivered_at"] for a in listed["data"])
+    finally:
+        server.stop()
+
+
+async def test_an_alert_during_a_store_outage_is_sent_and_recorded_later(store: Store) -> None:
+    got: list[tuple[dict[str, str], bytes]] = []
+    port = free_port()
+    server = tornado.httpserver.HTTPServer(
+        tornado.web.Application([(r"/hook", Receiver, {"got": got, "fail_first": [0]})])
+    )
+    server.listen(port, "127.0.0.1")
+    try:
+        flaky = Down(store, only="key:key_a:")  # the alert's record: the charge went through
+        settings = Settings(
+            budget_webhook_url=f"http://127.0.0.1:{port}/hook", budget_alert_thresholds=[0.5]
+        )
+        alerts = Alerts(cast(Store, flaky), settings, Clock())
+        start = datetime(2026, 3, 1, tzinfo=UTC)
+        budget = Budget("keys", "key_a", "key", "a", None, start, 1.0)
+        flaky.down = True
+        await alerts.check([Charge(budget, 0.4, 0.6, start)])
+        await alerts.drain()
+        assert alerts.delivered == 1 and len(got) == 1  # sent although it is not recorded
+        assert await store.count("alerts", {}) == 0
+        flaky.down = False
+        await alerts.drain()
+        (recorded,) = await store.find("alerts", {})
+        assert recorded["id"] == json.loads(got[0][1])["id"] and recorded["delivered_at"]
+        await alerts.check([Charge(budget, 0.4, 0.6, start)])  # the same crossing again
+        await alerts.drain()
+        assert alerts.delivered == 1 and await store.count("alerts", {}) == 1
     finally:
         server.stop()
