@@ -9,7 +9,8 @@ core 1, then runs each scenario as A (direct to upstream) and B (through the gat
 interleaved A B A B ..., reporting throughput, latency percentiles, added latency, and the
 gateway's CPU time per request from its own /proc counters. Results go to stdout and to
 bench/results/<date>-<store>.md. Load comes from wrk when installed, else a built-in
-asyncio driver. Never benchmark on the jongodb test server (see DESIGN.md).
+asyncio driver. With --mongodb-uri the report names the server's version; the jongodb
+test server is refused (see DESIGN.md).
 """
 
 from __future__ import annotations
@@ -259,6 +260,15 @@ def versions() -> str:
     )
 
 
+def mongodb_version(uri: str) -> str:
+    """The server's version, for the report (and to refuse the jongodb test server)."""
+    import pymongo
+
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        info = client.admin.command("buildInfo")
+    return str(info.get("version", "unknown"))
+
+
 class Stack:
     """Our fast upstream on core 1 and a real gateway process on core 0, with two keys:
     `limited` (every limit and a budget on, all generous) and `plain` (none)."""
@@ -374,6 +384,18 @@ def main() -> int:
 
     from floor import floor
 
+    store = "memory"
+    if args.mongodb_uri:
+        version = mongodb_version(args.mongodb_uri)
+        if "jongodb" in version:
+            print(
+                "error: that is the jongodb test server, not a benchmark target: it falls "
+                "behind on request-log inserts and takes the upstream's core (DESIGN.md). "
+                "Give a genuine mongod.",
+                file=sys.stderr,
+            )
+            return 2
+        store = f"mongodb (server {version})"
     floors = [floor("tornado", args.duration)]  # this machine's speed now, for the ratio
     with Stack(args.event_loop, args.mongodb_uri) as stack:
         direct, through, limited, plain = stack.direct, stack.through, stack.limited, stack.plain
@@ -405,9 +427,7 @@ def main() -> int:
         overhead = _overhead(stack, OVERHEAD_SAMPLE)
         floors.append(floor("tornado", args.duration))
         soak = _soak(through, limited, pid, args.soak) if args.soak else None
-        report = _report(
-            scenarios, ttft_direct, ttft_gateway, overhead, floors, stack.store, args, soak
-        )
+        report = _report(scenarios, ttft_direct, ttft_gateway, overhead, floors, store, args, soak)
         print(report)
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / f"{datetime.now(UTC).date().isoformat()}-{stack.store}.md"
