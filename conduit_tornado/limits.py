@@ -379,6 +379,12 @@ class Limiter:
                 self._charge(budget, cost)
             self._arm()
 
+    def charge_later(self, budget: Budget, cost: float) -> None:
+        """Charge a budget with the next settlement batch (a realtime charge that could
+        not be made at once because the store was down)."""
+        self._charge(budget, cost)
+        self._arm()
+
     async def release(self, grant: Grant) -> None:
         """A request that will not be charged (failed before any upstream work)."""
         if not grant.settled:

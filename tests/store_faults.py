@@ -13,7 +13,7 @@ class Down:
 
     def __init__(self, store: Store, only: str | None = None) -> None:
         self._store = store
-        self._only = only
+        self.only = only
         self.down = False
 
     def __getattr__(self, name: str) -> Any:
@@ -22,7 +22,7 @@ class Down:
             return attr
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down and (self._only is None or self._only in str(args[1:2])):
+            if self.down and (self.only is None or self.only in str(args[1:2])):
                 raise StoreUnavailable("MongoDB: timed out")
             return await attr(*args, **kwargs)
 

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import openai
@@ -16,9 +16,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from conduit_tornado import AdminClient, Gateway
-from tests.conftest import MASTER_KEY, GatewayFactory
+from conduit_tornado.store import MemoryStore, Store
+from tests.conftest import MASTER_KEY, GatewayFactory, settled
 from tests.fakes.providers import API_KEY
 from tests.fakes.realtime import FakeRealtime
+from tests.store_faults import Down
 
 pytestmark = pytest.mark.asyncio
 
@@ -364,3 +366,37 @@ async def test_twenty_sessions_without_cross_talk(rt: RT) -> None:
             return f"marker-{i}"
 
     assert await asyncio.gather(*(one(i) for i in range(20))) == [f"marker-{i}" for i in range(20)]
+
+
+async def test_a_store_outage_mid_session_neither_stops_it_nor_loses_a_charge(
+    start_gateway: GatewayFactory, upstream: FakeRealtime
+) -> None:
+    store = MemoryStore()
+    flaky = Down(store)
+    env, admin = await _setup(start_gateway, upstream, store=cast(Store, flaky))
+    try:
+        budgeted = await admin.create_key(name="budgeted", max_budget=100)
+        flaky.only = budgeted["id"]  # once down: the key's document, where its spend is
+        ctx = env.gw.ctx
+        assert ctx is not None
+        async with connect(
+            f"ws://127.0.0.1:{env.gw.port}/v1/realtime?model=rt",
+            additional_headers={"Authorization": f"Bearer {budgeted['key']}"},
+        ) as ws:
+            await recv(ws, "session.created")
+            await ws.send(json.dumps({"type": "response.create"}))
+            await recv(ws, "response.done")
+            await settled(env.gw)
+            one = (await store.get("keys", budgeted["id"]) or {})["spend"]
+            assert one > 0
+            flaky.down = True
+            for _ in range(2):  # the relay goes on while the charges cannot be made
+                await ws.send(json.dumps({"type": "response.create"}))
+                await recv(ws, "response.done")
+            flaky.down = False
+        await settled(env.gw)
+        await ctx.limiter.flush()
+        spent = (await store.get("keys", budgeted["id"]) or {})["spend"]
+        assert spent == pytest.approx(3 * one)  # the two deferred charges, once each
+    finally:
+        await admin.aclose()

@@ -23,6 +23,7 @@ from ..pricing import realtime_cost
 from ..realtime import SECRET_PREFIX, session_object, validate_config
 from ..realtime_upstream import Frame, RealtimeSocket
 from ..routing import Outcome, Target
+from ..store import StoreUnavailable
 from ..upstream import Timeouts
 from .base import ApiResponses, ClientHandler, bearer_token, model_name, resolve_model
 
@@ -262,7 +263,14 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             return
         exhausted = None
         for budget in self.grant.budgets:
-            charge = await self.ctx.limiter.budgets.add_spend(budget, cost)
+            try:
+                charge = await self.ctx.limiter.budgets.add_spend(budget, cost)
+            except StoreUnavailable as exc:
+                # The session goes on; the charge goes with the settlement batches, written
+                # when the store is back (and this response's budget check is skipped).
+                log.warning("realtime charge to %s %s deferred: %s", budget.kind, budget.name, exc)
+                self.ctx.limiter.charge_later(budget, cost)
+                continue
             if charge is None:
                 continue
             await self.ctx.alerts.check([charge])
@@ -328,4 +336,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             grant, self.grant = self.grant, None
             self.ctx.limiter.settle(grant, None, None)
         if self.session is not None:
-            await self.ctx.realtime.ended(self.session["_id"], dict(self._totals))
+            try:
+                await self.ctx.realtime.ended(self.session["_id"], dict(self._totals))
+            except StoreUnavailable as exc:  # its responses are in the request logs anyway
+                log.warning("realtime session %s: end not recorded: %s", self.session["_id"], exc)
