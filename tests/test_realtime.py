@@ -39,6 +39,13 @@ class RT:
     ) -> None:
         self.gw, self.admin, self.key, self.key_id, self.fake = gw, admin, key, key_id, fake
 
+    def connect(self, key: str | None = None) -> Any:
+        """The realtime socket of model "rt", opened with a key (this one by default)."""
+        return connect(
+            f"ws://127.0.0.1:{self.gw.port}/v1/realtime?model=rt",
+            additional_headers={"Authorization": f"Bearer {key or self.key}"},
+        )
+
     async def session(self, key: str | None = None, **config: Any) -> dict[str, Any]:
         async with httpx2.AsyncClient(base_url=self.gw.url) as http:
             r = await http.post(
@@ -289,10 +296,7 @@ async def test_drops_and_closes_propagate(rt: RT) -> None:
 
 async def test_budget_exhaustion_closes_the_session(rt: RT) -> None:
     tight = await rt.admin.create_key(name="tight", max_budget=0.001)
-    async with connect(
-        f"ws://127.0.0.1:{rt.gw.port}/v1/realtime?model=rt",
-        additional_headers={"Authorization": f"Bearer {tight['key']}"},
-    ) as ws:
+    async with rt.connect(tight["key"]) as ws:
         await recv(ws, "session.created")
         await ws.send(json.dumps({"type": "response.create"}))
         events = await recv(ws, "error")
@@ -302,10 +306,7 @@ async def test_budget_exhaustion_closes_the_session(rt: RT) -> None:
             await asyncio.wait_for(ws.recv(), 10)
     assert ws.close_code == 1008
     with pytest.raises(InvalidStatus) as refused:  # and no new session starts
-        async with connect(
-            f"ws://127.0.0.1:{rt.gw.port}/v1/realtime?model=rt",
-            additional_headers={"Authorization": f"Bearer {tight['key']}"},
-        ):
+        async with rt.connect(tight["key"]):
             pass
     assert refused.value.response.status_code == 429
 
@@ -379,10 +380,7 @@ async def test_a_store_outage_mid_session_neither_stops_it_nor_loses_a_charge(
         flaky.only = budgeted["id"]  # once down: the key's document, where its spend is
         ctx = env.gw.ctx
         assert ctx is not None
-        async with connect(
-            f"ws://127.0.0.1:{env.gw.port}/v1/realtime?model=rt",
-            additional_headers={"Authorization": f"Bearer {budgeted['key']}"},
-        ) as ws:
+        async with env.connect(budgeted["key"]) as ws:
             await recv(ws, "session.created")
             await ws.send(json.dumps({"type": "response.create"}))
             await recv(ws, "response.done")
