@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import itertools
 import logging
 import secrets
 from collections import deque
@@ -26,7 +25,8 @@ from .clock import Clock
 from .ids import IdSequence
 from .keys import VirtualKey
 from .settings import Settings
-from .store import SETTLED, DuplicateError, Store, StoreUnavailable, log_failure
+from .store import DuplicateError, Store, log_failure
+from .store.once import Once, OnceWrites, marks
 
 log = logging.getLogger("conduit.accounting")
 LOGS = "request_logs"
@@ -67,6 +67,9 @@ def usage_id(day: str, key_id: str, model: str, user: str) -> str:
     return f"{day}:{digest}"
 
 
+_Rollup = tuple[dict[str, Any], dict[str, float]]  # (fields set on creation, counts to add)
+
+
 class Recorder:
     def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
         self._store = store
@@ -78,12 +81,10 @@ class Recorder:
         self._lock = asyncio.Lock()
         self.dropped = 0
         self.written = 0
-        # Rollups whose write failed, perhaps after the store applied it: sent again as
-        # they were, under their batch number, before newer counts for the same rollup.
-        self._writer = "rec_" + secrets.token_hex(6)
-        self._batches = itertools.count(1)
-        self._unsure: dict[str, tuple[int, dict[str, Any], dict[str, float]]] = {}
-        self._store_down = False  # found unreachable in this flush: stop trying
+        # Each rollup write counts once (store/once.py).
+        self._rollup_writes: OnceWrites[str, _Rollup, None] = OnceWrites(
+            "rec_" + secrets.token_hex(6), self._roll_up, log, lambda rid, _: f"usage rollup {rid}"
+        )
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one finished request (a request log document)."""
@@ -152,49 +153,27 @@ class Recorder:
                     await self._store.insert(LOGS, entry)
 
     async def _flush_counters(self) -> None:
-        self._store_down = False
+        writes = self._rollup_writes
+        writes.new_round()
         rollups, self._rollups = self._rollups, {}
         used, self._last_used = self._last_used, {}
-        for rid in {**rollups, **self._unsure}:
-            unsure = self._unsure.pop(rid, None)
-            if unsure is not None and not await self._roll_up(rid, *unsure):
-                self._unsure[rid] = unsure
-                if rid in rollups:
-                    self._merge_back(rid, *rollups[rid])  # newer counts wait their turn
-                continue
-            if rid in rollups:
-                batch = next(self._batches)
-                if not await self._roll_up(rid, batch, *rollups[rid]):
-                    self._unsure[rid] = (batch, *rollups[rid])
+        for rid in {**rollups, **writes.unsure}:
+            rollup = rollups.get(rid)
+            had_turn, _ = await writes.send(rid, rollup)
+            if not had_turn and rollup is not None:
+                self._merge_back(rid, *rollup)  # newer counts wait their turn
         for key_id, when in used.items():
-            if self._store_down:
+            if writes.store_down:
                 break  # last_used_at is best effort: not worth a timeout per key
             with contextlib.suppress(Exception):
                 await self._store.update("keys", key_id, {"last_used_at": when})
 
-    async def _roll_up(
-        self, rid: str, batch: int, fields: dict[str, Any], inc: dict[str, float]
-    ) -> bool:
-        """Add one rollup's counts; a retry of the same batch adds nothing twice (like the
-        limiter's settlements: see Store.increment_many's ``once``)."""
-        if self._store_down:
-            return False  # each write would wait out the timeout again: leave it for later
-        mark = f"{SETTLED}.{self._writer}"
-        try:
-            await self._store.increment(
-                USAGE,
-                rid,
-                inc,
-                set_on_insert=fields,
-                set={mark: batch},
-                where={mark: {"$ne": batch}},
-                returning=False,
-            )
-        except Exception as exc:
-            self._store_down = isinstance(exc, StoreUnavailable)
-            log_failure(log, exc, "usage rollup %s failed; will retry", rid)
-            return False
-        return True
+    async def _roll_up(self, rid: str, rollup: _Rollup, once: Once) -> None:
+        fields, inc = rollup
+        mark, fresh = marks(once)
+        await self._store.increment(
+            USAGE, rid, inc, set_on_insert=fields, set=mark, where=fresh, returning=False
+        )
 
     def _merge_back(self, rid: str, fields: dict[str, Any], inc: dict[str, float]) -> None:
         current = self._rollups.setdefault(rid, (fields, {}))[1]

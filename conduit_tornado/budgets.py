@@ -19,6 +19,7 @@ from .clock import Clock
 from .errors import refusal
 from .periods import budget_period, seconds_until
 from .store import SETTLED, Doc, Store
+from .store.once import marks
 
 USER_BUDGETS = "user_budgets"
 # What a check reads of an account's document (never the whole of it); the budget's own
@@ -182,11 +183,7 @@ class Budgets:
         (see Store.increment_many), if it took this batch already."""
         start, _ = budget_period(budget.duration, budget.anchor, self._clock.now())
         store, coll, doc_id = self._store, budget.collection, budget.id
-        mark: Doc = {}
-        fresh: Doc = {}  # matches only a document that has not taken this batch
-        if once is not None:
-            mark = {f"{SETTLED}.{once[0]}": once[1]}
-            fresh = {f"{SETTLED}.{once[0]}": {"$ne": once[1]}}
+        mark, fresh = marks(once)  # fresh: matches only a document without this batch
         for _ in range(3):
             doc = await store.increment(
                 coll,

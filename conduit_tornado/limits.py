@@ -39,7 +39,6 @@ A key with no limits costs no store operation here.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -52,6 +51,7 @@ from .clock import Clock
 from .errors import ApiError, refusal
 from .periods import day_window, minute_window, openai_duration, seconds_until
 from .store import Doc, Store, StoreUnavailable, log_failure
+from .store.once import OnceWrites
 
 log = logging.getLogger("conduit.limits")
 INSTANCES = "instances"
@@ -144,13 +144,20 @@ class Limiter:
         # or task that writes them.
         self._deferred: dict[str, dict[str, dict[str, float]]] = {}
         self._charges: dict[tuple[str, str], tuple[Budget, float]] = {}
-        # Batches whose outcome is unknown (the store failed, maybe after applying them):
-        # each goes again as it was, under its number, before anything newer for its
-        # collection or account, so that it counts once (Store.increment_many's ``once``).
-        self._batches = itertools.count(1)
-        self._unsure: dict[str, tuple[int, dict[str, dict[str, float]]]] = {}
-        self._unsure_charges: dict[tuple[str, str], tuple[int, Budget, float]] = {}
-        self._store_down = False  # found unreachable in this round of writes: stop trying
+        # Each batch counts once (store/once.py): by collection, and by budget account.
+        # The two touch different collections, so they share this instance's name.
+        self._counters: OnceWrites[str, dict[str, dict[str, float]], None] = OnceWrites(
+            self.instance,
+            lambda collection, changes, once: store.increment_many(collection, changes, once=once),
+            log,
+            lambda collection, changes: f"settling {len(changes)} {collection} counters",
+        )
+        self._spends: OnceWrites[tuple[str, str], tuple[Budget, float], Charge | None] = OnceWrites(
+            self.instance,
+            lambda _, charge, once: self.budgets.add_spend(*charge, once=once),
+            log,
+            lambda _, charge: f"charging {charge[0].kind} {charge[0].name}",
+        )
         self._plans: dict[tuple[str, str, str | None], _Plan] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settling: asyncio.Task[None] | None = None
@@ -421,7 +428,8 @@ class Limiter:
             log_failure(log, exc, "writing settled limits failed")
         finally:
             self._settling = None
-            if self._deferred or self._charges or self._holdings.has_idle or self._unsure_any:
+            unsure = self._counters.unsure or self._spends.unsure
+            if self._deferred or self._charges or self._holdings.has_idle or unsure:
                 self._arm()
 
     async def close(self) -> None:
@@ -440,87 +448,32 @@ class Limiter:
             self._settle_timer = None
         await self._write_behind()
 
-    @property
-    def _unsure_any(self) -> bool:
-        return bool(self._unsure or self._unsure_charges)
-
     async def _write_behind(self) -> None:
-        self._store_down = False
+        self._counters.new_round()
         deferred, self._deferred = self._deferred, {}
         path = self._holdings.slot_path
         for doc_id, count in self._holdings.idle_slots().items():
             counters = deferred.setdefault(PARALLEL, {}).setdefault(doc_id, {})
             counters[path] = counters.get(path, 0) - count
         charges, self._charges = self._charges, {}
-        for collection in {**deferred, **self._unsure}:
-            await self._settle_counters(collection, deferred.get(collection, {}))
+        for collection in {**deferred, **self._counters.unsure}:
+            changes = deferred.get(collection, {})
+            live = {id: inc for id, inc in changes.items() if any(inc.values())}
+            had_turn, _ = await self._counters.send(collection, live or None)
+            if not had_turn:  # newer changes wait their turn
+                for id, inc in changes.items():
+                    for name, amount in inc.items():
+                        self._defer(collection, id, name, amount)
         made: list[Charge] = []
-        for account in {**charges, **self._unsure_charges}:
-            made += await self._settle_charges(account, charges.get(account))
+        self._spends.store_down = self._counters.store_down  # one round for both kinds
+        for account in {**charges, **self._spends.unsure}:
+            charge = charges.get(account)
+            had_turn, written = await self._spends.send(account, charge)
+            made += [c for c in written if c is not None]
+            if not had_turn and charge is not None:
+                self._charge(*charge)  # waits its turn
         if made and self.on_charges is not None:
             await self.on_charges(made)
-
-    async def _settle_counters(self, collection: str, changes: dict[str, dict[str, float]]) -> None:
-        unsure = self._unsure.pop(collection, None)
-        if unsure is not None and not await self._increment(collection, *unsure):
-            self._unsure[collection] = unsure
-            for id, inc in changes.items():  # newer changes wait their turn
-                for name, amount in inc.items():
-                    self._defer(collection, id, name, amount)
-            return
-        live = {id: inc for id, inc in changes.items() if any(inc.values())}
-        if live:
-            batch = next(self._batches)
-            if not await self._increment(collection, batch, live):
-                self._unsure[collection] = (batch, live)
-
-    async def _increment(
-        self, collection: str, batch: int, changes: dict[str, dict[str, float]]
-    ) -> bool:
-        if self._store_down:
-            return False  # each write would wait out the timeout again: leave it for later
-        try:
-            await self._store.increment_many(collection, changes, once=(self.instance, batch))
-        except Exception as exc:
-            self._store_down = isinstance(exc, StoreUnavailable)
-            log_failure(
-                log, exc, "settling %d %s counters failed; will retry", len(changes), collection
-            )
-            return False
-        return True
-
-    async def _settle_charges(
-        self, account: tuple[str, str], new: tuple[Budget, float] | None
-    ) -> list[Charge]:
-        made: list[Charge] = []
-        unsure = self._unsure_charges.pop(account, None)
-        if unsure is not None:
-            done, charge = await self._add_spend(*unsure)
-            if not done:
-                self._unsure_charges[account] = unsure
-                if new is not None:
-                    self._charge(*new)  # waits its turn
-                return made
-            made += [charge] if charge else []
-        if new is not None:
-            batch = next(self._batches)
-            done, charge = await self._add_spend(batch, *new)
-            if not done:
-                self._unsure_charges[account] = (batch, *new)
-            made += [charge] if charge else []
-        return made
-
-    async def _add_spend(
-        self, batch: int, budget: Budget, cost: float
-    ) -> tuple[bool, Charge | None]:
-        if self._store_down:
-            return False, None
-        try:
-            return True, await self.budgets.add_spend(budget, cost, once=(self.instance, batch))
-        except Exception as exc:
-            self._store_down = isinstance(exc, StoreUnavailable)
-            log_failure(log, exc, "charging %s %s failed; will retry", budget.kind, budget.name)
-            return False, None
 
     async def _undo(self, held: list[Held]) -> None:
         """Give back what a refused or failed request took: window counts to this

@@ -19,7 +19,8 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from .base import SETTLED, UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
+from .base import UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
+from .once import marks
 
 log = logging.getLogger("conduit.store")
 INDEX_BUILD_SECONDS = 600.0  # start-up index builds: not bound by CONDUIT_MONGODB_TIMEOUT
@@ -313,16 +314,12 @@ class MongoStore:
     ) -> None:
         if not changes:
             return
-        if once is None:
-            updates = [UpdateOne({"_id": id}, {"$inc": dict(inc)}) for id, inc in changes.items()]
-        else:
-            path, batch = f"{SETTLED}.{once[0]}", once[1]
-            updates = [
-                UpdateOne(
-                    {"_id": id, path: {"$ne": batch}}, {"$inc": dict(inc), "$set": {path: batch}}
-                )
-                for id, inc in changes.items()
-            ]
+        mark, fresh = marks(once)
+        change: dict[str, Any] = {"$set": mark} if mark else {}
+        updates = [
+            UpdateOne({"_id": id, **fresh}, {"$inc": dict(inc), **change})
+            for id, inc in changes.items()
+        ]
         await self._db[collection].bulk_write(updates, ordered=False)
 
     @_outages
