@@ -62,6 +62,21 @@ class Charge:
     period_start: datetime
 
 
+def _own_account(collection: str, kind: str, name: str, doc: Doc, label: str) -> Account:
+    """The account of a key or group document, whose budget settings are its own."""
+    budget = Budget(
+        collection,
+        doc["_id"],
+        kind,
+        name,
+        doc.get("budget_duration"),
+        doc["created_at"],
+        doc.get("max_budget"),
+    )
+    gate = doc if doc.get("max_budget") is not None else None
+    return Account(budget, gate, label, "budget_exceeded")
+
+
 class Budgets:
     def __init__(self, store: Store, clock: Clock, spend_ttl: float = 1.0) -> None:
         self._store = store
@@ -72,39 +87,10 @@ class Budgets:
     def accounts(self, key: Doc, group: Doc | None, user: str | None) -> list[Account]:
         """The accounts a request of ``key`` (for ``user``) is charged to: its own, its
         group's, its end user's. Pure: the limiter works this out once per key document."""
-        accounts = [
-            Account(
-                Budget(
-                    "keys",
-                    key["_id"],
-                    "key",
-                    key["name"],
-                    key.get("budget_duration"),
-                    key["created_at"],
-                    key.get("max_budget"),
-                ),
-                key if key.get("max_budget") is not None else None,
-                "this key",
-                "budget_exceeded",
-            )
-        ]
+        accounts = [_own_account("keys", "key", key["name"], key, "this key")]
         if group is not None:
-            accounts.append(
-                Account(
-                    Budget(
-                        "groups",
-                        group["_id"],
-                        "group",
-                        group["_id"],
-                        group.get("budget_duration"),
-                        group["created_at"],
-                        group.get("max_budget"),
-                    ),
-                    group if group.get("max_budget") is not None else None,
-                    f"group '{group['_id']}'",
-                    "budget_exceeded",
-                )
-            )
+            label = f"group '{group['_id']}'"
+            accounts.append(_own_account("groups", "group", group["_id"], group, label))
         per_user = key.get("user_limits") or {}
         if user and per_user.get("max_budget") is not None:
             duration = per_user.get("budget_duration") or key.get("budget_duration")
