@@ -29,7 +29,7 @@ def serve(port: int, kind: str) -> None:
             await _bare_protocol(port)
         elif kind == "conduit-bare":
             from conduit_tornado.gateway import bind
-            from conduit_tornado.http_server import HttpServer
+            from conduit_tornado.server.http import HttpServer
 
             await HttpServer(_FixedDelegate()).start(bind("127.0.0.1", port))
         else:
@@ -46,7 +46,7 @@ def serve(port: int, kind: str) -> None:
                 tornado.httpserver.HTTPServer(app).listen(port, "127.0.0.1")
             else:
                 from conduit_tornado.gateway import bind
-                from conduit_tornado.http_server import HttpServer
+                from conduit_tornado.server.http import HttpServer
 
                 await HttpServer(app).start(bind("127.0.0.1", port))
         await asyncio.Event().wait()

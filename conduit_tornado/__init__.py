@@ -1,10 +1,11 @@
 """conduit-tornado: an OpenAI-compatible LLM gateway on Tornado."""
 
+from conduit_tornado.api.routes import make_app, routes
+from conduit_tornado.core.settings import Settings
+
 from .admin_client import AdminClient, AdminError
-from .app import make_app, routes
 from .embedded import RunningGateway, start
 from .gateway import Gateway
-from .settings import Settings
 
 __version__ = "0.1.0"
 __all__ = [

@@ -17,10 +17,11 @@ from typing import Any
 import httpx2
 from pydantic import ValidationError
 
+from conduit_tornado.core.settings import Settings, settings_markdown
+
 from .admin_client import AdminClient, AdminError
 from .config_file import ConfigError
 from .gateway import Gateway
-from .settings import Settings, settings_markdown
 from .store import StoreUnavailable
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .schemas import ModelCreate, ProviderCreate
+from conduit_tornado.core.schemas import ModelCreate, ProviderCreate
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

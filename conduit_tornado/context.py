@@ -7,21 +7,22 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from .accounting import Recorder
-from .alerts import Alerts
-from .catalog import Catalog
-from .clock import Clock
-from .groups import GroupService
-from .keys import KeyService
-from .limits import Limiter
-from .metrics import Histogram, overhead_histogram
-from .pricing import MediaPrices, PriceTable
-from .realtime import RealtimeSessions
-from .routing import Router
-from .security import SecretBox, hash_key, hashes_match
-from .settings import Settings
+from conduit_tornado.admission.groups import GroupService
+from conduit_tornado.admission.keys import KeyService
+from conduit_tornado.admission.limits import Limiter
+from conduit_tornado.admission.realtime import RealtimeSessions
+from conduit_tornado.core.clock import Clock
+from conduit_tornado.core.security import SecretBox, hash_key, hashes_match
+from conduit_tornado.core.settings import Settings
+from conduit_tornado.metering.alerts import Alerts
+from conduit_tornado.metering.metrics import Histogram, overhead_histogram
+from conduit_tornado.metering.pricing import MediaPrices, PriceTable
+from conduit_tornado.metering.recorder import Recorder
+from conduit_tornado.routing.catalog import Catalog
+from conduit_tornado.routing.router import Router
+from conduit_tornado.routing.upstream import Upstream
+
 from .store import Store
-from .upstream import Upstream
 
 
 @dataclass

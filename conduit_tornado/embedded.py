@@ -15,10 +15,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from conduit_tornado.core.settings import Settings
+
 from .admin_client import AdminClient
 from .config_file import load_config, parse_config
 from .gateway import Gateway, open_store
-from .settings import Settings
 from .store import MemoryStore, Store
 
 

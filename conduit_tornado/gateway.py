@@ -10,24 +10,25 @@ import socket
 import sys
 from typing import Any
 
-from .accounting import Recorder
-from .alerts import Alerts
-from .app import make_app
-from .catalog import Catalog
-from .clock import Clock
+from conduit_tornado.admission.groups import GroupService
+from conduit_tornado.admission.keys import KeyService
+from conduit_tornado.admission.limits import Limiter
+from conduit_tornado.admission.realtime import RealtimeSessions
+from conduit_tornado.api.routes import make_app
+from conduit_tornado.core.clock import Clock
+from conduit_tornado.core.security import SecretBox, hash_key, new_master_key
+from conduit_tornado.core.settings import Settings
+from conduit_tornado.metering.alerts import Alerts
+from conduit_tornado.metering.pricing import MediaPrices, PriceTable
+from conduit_tornado.metering.recorder import Recorder
+from conduit_tornado.routing.catalog import Catalog
+from conduit_tornado.routing.router import Router
+from conduit_tornado.routing.upstream import Upstream
+from conduit_tornado.server.http import HttpServer
+
 from .config_file import load_config
 from .context import Context
-from .groups import GroupService
-from .http_server import HttpServer
-from .keys import KeyService
-from .limits import Limiter
-from .pricing import MediaPrices, PriceTable
-from .realtime import RealtimeSessions
-from .routing import Router
-from .security import SecretBox, hash_key, new_master_key
-from .settings import Settings
 from .store import DuplicateError, MemoryStore, MongoStore, Store, log_failure
-from .upstream import Upstream
 
 log = logging.getLogger("conduit")
 _MASTER_META = "master_key"

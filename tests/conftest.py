@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from conduit_tornado import AdminClient, Gateway, Settings
-from conduit_tornado.clock import Clock
+from conduit_tornado.core.clock import Clock
 from conduit_tornado.store import MemoryStore, MongoStore, Store
 from tests.mongo_server import JongoServer, jongodb_binary
 

@@ -9,10 +9,10 @@ import httpx2
 import pytest
 
 from conduit_tornado import Settings
-from conduit_tornado.accounting import Recorder
-from conduit_tornado.clock import Clock
-from conduit_tornado.pricing import PriceTable
-from conduit_tornado.providers.base import Usage
+from conduit_tornado.core.clock import Clock
+from conduit_tornado.metering.pricing import PriceTable
+from conduit_tornado.metering.recorder import Recorder
+from conduit_tornado.routing.providers.base import Usage
 from conduit_tornado.store import MemoryStore, Store
 from tests.conftest import MASTER_KEY, settled
 from tests.fakes.providers import PROMPT_TOKENS

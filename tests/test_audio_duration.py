@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from conduit_tornado.audio_duration import duration_seconds
+from conduit_tornado.metering.audio_duration import duration_seconds
 from tests.audio import wav_bytes
 
 

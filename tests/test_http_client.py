@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit_tornado.http_client import READ_HIGH_WATER, ClientError, HttpClient
+from conduit_tornado.routing.http_client import READ_HIGH_WATER, ClientError, HttpClient
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -13,7 +13,7 @@ import tornado.web
 
 from conduit_tornado import AdminClient, Gateway
 from conduit_tornado.gateway import bind
-from conduit_tornado.http_server import HttpServer
+from conduit_tornado.server.http import HttpServer
 from tests.conftest import MASTER_KEY, GatewayFactory
 
 pytestmark = pytest.mark.asyncio

@@ -11,8 +11,8 @@ import httpx2
 import pytest
 
 from conduit_tornado import Gateway
-from conduit_tornado.errors import ApiError
-from conduit_tornado.limits import Limiter
+from conduit_tornado.admission.limits import Limiter
+from conduit_tornado.core.errors import ApiError
 from conduit_tornado.store import Store, StoreUnavailable
 from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end, settled
 from tests.proxy_setup import Wired, WiredFactory

@@ -22,9 +22,9 @@ import tornado.httpserver
 import tornado.web
 
 from conduit_tornado import AdminClient, Settings
-from conduit_tornado.alerts import Alerts
-from conduit_tornado.budgets import Budget, Charge
-from conduit_tornado.clock import Clock
+from conduit_tornado.admission.budgets import Budget, Charge
+from conduit_tornado.core.clock import Clock
+from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.store import Store
 from tests.conftest import MASTER_KEY, free_port
 from tests.proxy_setup import WiredFactory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conduit_tornado.multipart import MultipartError, MultipartParser, boundary_of
+from conduit_tornado.server.multipart import MultipartError, MultipartParser, boundary_of
 
 BOUNDARY = b"----conduitBoundary7MA4YWxk"
 AUDIO = bytes(range(256)) * 40 + b"\r\n--not-the-boundary\r\n" + b"tail"

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 from tornado.httputil import HTTPHeaders, HTTPInputError, HTTPServerRequest, RequestStartLine
 
-from conduit_tornado.app import routes
-from conduit_tornado.dispatch import GatewayApplication, PlainRequest
-from conduit_tornado.handlers.base import (
+from conduit_tornado.api.base import (
     AdminHandler,
     ClientHandler,
     NotFoundHandler,
     PublicHandler,
 )
-from conduit_tornado.handlers.inference import ChatCompletionsHandler
-from conduit_tornado.handlers.media import TranscriptionHandler
-from conduit_tornado.handlers.realtime import RealtimeSocketHandler
-from conduit_tornado.http_server import RequestContext
+from conduit_tornado.api.inference import ChatCompletionsHandler
+from conduit_tornado.api.media import TranscriptionHandler
+from conduit_tornado.api.realtime import RealtimeSocketHandler
+from conduit_tornado.api.routes import routes
+from conduit_tornado.server.application import GatewayApplication, PlainRequest
+from conduit_tornado.server.http import RequestContext
 
 # WebSocket routes cannot share BaseHandler's streamed bodies; this one authenticates
 # virtual keys and session secrets itself (tests/test_realtime.py covers its refusals).

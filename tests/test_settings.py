@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit_tornado.settings import Settings, settings_markdown
+from conduit_tornado.core.settings import Settings, settings_markdown
 
 
 def test_settings_doc_is_generated_from_the_model() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conduit_tornado.upstream import ProviderError, sse_events
+from conduit_tornado.routing.upstream import ProviderError, sse_events
 
 pytestmark = pytest.mark.asyncio
 

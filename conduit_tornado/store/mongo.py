@@ -20,7 +20,7 @@ from pymongo.errors import (
 )
 
 from .base import UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
-from .once import marks
+from .once_writes import marks
 
 log = logging.getLogger("conduit.store")
 INDEX_BUILD_SECONDS = 600.0  # start-up index builds: not bound by CONDUIT_MONGODB_TIMEOUT

@@ -9,9 +9,9 @@ import tornado.web
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Unicode
 
-from conduit_tornado.app import app_settings, routes
+from conduit_tornado.api.routes import app_settings, routes
+from conduit_tornado.core.settings import Settings
 from conduit_tornado.gateway import Gateway
-from conduit_tornado.settings import Settings
 
 
 class ConduitExtension(ExtensionApp):

@@ -1,0 +1,4 @@
+"""Who may make a request, and how many.
+
+Keys, groups, rate limits, parallel slots, budgets and realtime session secrets.
+"""

@@ -1,0 +1,236 @@
+"""Budgets: what keys, groups and end users spend per period, checked before a request
+and charged after it.
+
+The current period's spend lives on the key / group document (and per end user in
+``user_budgets``). A request starts only if the spend is under budget, and its cost is
+added atomically when it ends, resetting at the period boundary. The spend a check reads
+is cached per instance for ``spend_ttl`` seconds: this instance's own charges update the
+cache when written, other instances' show within the TTL. (A check before the request and
+a charge after it are never exact across concurrent requests anyway; the TTL bounds how
+much later another instance's spend is seen, and saves a store round trip per request.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from conduit_tornado.core.clock import Clock
+from conduit_tornado.core.errors import refusal
+from conduit_tornado.store import SETTLED, Doc, Store
+from conduit_tornado.store.once_writes import marks
+
+from .periods import budget_period, seconds_until
+
+USER_BUDGETS = "user_budgets"
+# What a check reads of an account's document (never the whole of it); the budget's own
+# settings come from the key or group document the request already holds.
+SPENT = ("spend", "period_start")
+SPEND = ("spend",)
+_SPENT_CACHE_MAX = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spend account a request is charged to: a key, a group, or one end user of a key."""
+
+    collection: str
+    id: str
+    kind: str  # "key" | "group" | "user"
+    name: str
+    duration: str | None
+    anchor: datetime
+    max_budget: float | None
+    upsert: bool = False  # user accounts are created on first spend
+
+
+@dataclass(slots=True)
+class Account:
+    """A budget a request is charged to, and what its check needs: the document holding
+    the limit and period settings (None: no budget to enforce), and the refusal's words."""
+
+    budget: Budget
+    gate: Doc | None
+    label: str
+    code: str
+
+
+@dataclass(slots=True)
+class Charge:
+    budget: Budget
+    before: float
+    after: float
+    period_start: datetime
+
+
+def _own_account(collection: str, kind: str, name: str, doc: Doc, label: str) -> Account:
+    """The account of a key or group document, whose budget settings are its own."""
+    budget = Budget(
+        collection,
+        doc["_id"],
+        kind,
+        name,
+        doc.get("budget_duration"),
+        doc["created_at"],
+        doc.get("max_budget"),
+    )
+    gate = doc if doc.get("max_budget") is not None else None
+    return Account(budget, gate, label, "budget_exceeded")
+
+
+class Budgets:
+    def __init__(self, store: Store, clock: Clock, spend_ttl: float = 1.0) -> None:
+        self._store = store
+        self._clock = clock
+        self.spend_ttl = spend_ttl
+        self._spent: dict[tuple[str, str], tuple[float, Doc]] = {}
+
+    def accounts(self, key: Doc, group: Doc | None, user: str | None) -> list[Account]:
+        """The accounts a request of ``key`` (for ``user``) is charged to: its own, its
+        group's, its end user's. Pure: the limiter works this out once per key document."""
+        accounts = [_own_account("keys", "key", key["name"], key, "this key")]
+        if group is not None:
+            label = f"group '{group['_id']}'"
+            accounts.append(_own_account("groups", "group", group["_id"], group, label))
+        per_user = key.get("user_limits") or {}
+        if user and per_user.get("max_budget") is not None:
+            duration = per_user.get("budget_duration") or key.get("budget_duration")
+            budget = Budget(
+                USER_BUDGETS,
+                f"{key['_id']}|{user}",
+                "user",
+                user,
+                duration,
+                key["created_at"],
+                float(per_user["max_budget"]),
+                upsert=True,
+            )
+            gate = {
+                "created_at": key["created_at"],
+                "max_budget": per_user["max_budget"],
+                "budget_duration": duration,
+            }
+            accounts.append(Account(budget, gate, f"user '{user}'", "user_budget_exceeded"))
+        return accounts
+
+    async def check(self, accounts: list[Account], now: datetime) -> None:
+        """Refuse (429) if any of ``accounts`` with a budget has spent it."""
+        for account in accounts:
+            if account.gate is not None:
+                budget = account.budget
+                spent = self._cached_spent(budget.collection, budget.id)
+                if spent is None:
+                    spent = await self._read_spent(budget.collection, budget.id)
+                self._gate(account.gate, spent, account.label, account.code, now)
+
+    def _cached_spent(self, collection: str, id: str) -> Doc | None:
+        """An account's spend as read within ``spend_ttl`` (None: read it again)."""
+        hit = self._spent.get((collection, id))
+        return hit[1] if hit is not None and hit[0] > self._clock.monotonic() else None
+
+    async def _read_spent(self, collection: str, id: str) -> Doc:
+        """An account's current spend (its SPENT fields) from the store, kept for
+        ``spend_ttl``."""
+        now = self._clock.monotonic()
+        doc = await self._store.get(collection, id, SPENT) or {}
+        if self.spend_ttl > 0:
+            if len(self._spent) >= _SPENT_CACHE_MAX:
+                self._spent = {k: v for k, v in self._spent.items() if v[0] > now}
+            self._spent[(collection, id)] = (now + self.spend_ttl, doc)
+        return doc
+
+    def _note_spent(self, collection: str, id: str, spend: float, start: datetime) -> None:
+        """This instance's own charge, as written: a cached spend reflects it."""
+        hit = self._spent.get((collection, id))
+        if hit is not None:
+            hit[1].update(spend=spend, period_start=start)
+
+    def forget_spent(self, collection: str, id: str) -> None:
+        self._spent.pop((collection, id), None)
+
+    def _gate(self, account: Doc, spent: Doc, label: str, code: str, now: datetime) -> None:
+        """429 if ``account``'s budget is used up by ``spent`` in the current period."""
+        start, end = budget_period(account.get("budget_duration"), account["created_at"], now)
+        spend = (spent.get("spend") or 0.0) if spent.get("period_start") == start else 0.0
+        limit = float(account["max_budget"])
+        if spend >= limit:
+            wait = seconds_until(now, end)
+            raise refusal(
+                code,
+                f"Budget exhausted for {label}: spent ${spend:.4f} of ${limit:.4f}"
+                + (f"; it resets at {end.isoformat()}." if end else "."),
+                wait if wait is not None else 86_400 * 365,
+            )
+
+    async def add_spend(
+        self, budget: Budget, cost: float, once: tuple[str, int] | None = None
+    ) -> Charge | None:
+        """Add cost to the current period's spend, starting a new period if one began.
+        Returns None if the account no longer exists, or, with ``once=(writer, batch)``
+        (see Store.increment_many), if it took this batch already."""
+        start, _ = budget_period(budget.duration, budget.anchor, self._clock.now())
+        store, coll, doc_id = self._store, budget.collection, budget.id
+        mark, fresh = marks(once)  # fresh: matches only a document without this batch
+        for _ in range(3):
+            doc = await store.increment(
+                coll,
+                doc_id,
+                {"spend": cost, "total_spend": cost},
+                set=mark,
+                where={"period_start": start, **fresh},
+                upsert=False,
+                returning=SPEND,
+            )
+            if doc is None:  # a new period began: reset it, unless another instance just did
+                doc = await store.increment(
+                    coll,
+                    doc_id,
+                    {"total_spend": cost},
+                    set={"spend": cost, "period_start": start, **mark},
+                    where={"period_start": {"$ne": start}, **fresh},
+                    upsert=False,
+                    returning=SPEND,
+                )
+            if doc is None:
+                current = await store.get(coll, doc_id, (*SPEND, SETTLED))
+                if current is not None:
+                    if once and (current.get(SETTLED) or {}).get(once[0]) == once[1]:
+                        return None  # added before, by a try whose answer was lost
+                elif not budget.upsert:
+                    return None  # deleted meanwhile
+                else:
+                    doc = await store.increment(
+                        coll,
+                        doc_id,
+                        {"spend": cost, "total_spend": cost},
+                        set_on_insert={"period_start": start, "created_at": budget.anchor},
+                        set=mark,
+                        where=fresh,
+                        returning=SPEND,
+                    )
+            if doc is not None:
+                after = float(doc["spend"])
+                self._note_spent(coll, doc_id, after, start)
+                return Charge(budget, after - cost, after, start)
+        return None
+
+    async def adjust_spend(
+        self, collection: str, doc: Doc, *, spend: float | None, add: float | None
+    ) -> Doc | None:
+        """Admin: set the current period's spend (0 resets it) or add to it."""
+        try:
+            if spend is not None:
+                start, _ = budget_period(
+                    doc.get("budget_duration"), doc["created_at"], self._clock.now()
+                )
+                return await self._store.update(
+                    collection, doc["_id"], {"spend": spend, "period_start": start}
+                )
+            assert add is not None
+            budget = Budget(
+                collection, doc["_id"], "", "", doc.get("budget_duration"), doc["created_at"], None
+            )
+            await self.add_spend(budget, add)
+            return await self._store.get(collection, doc["_id"])
+        finally:
+            self.forget_spent(collection, doc["_id"])  # the next check reads the new spend

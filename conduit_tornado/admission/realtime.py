@@ -1,0 +1,115 @@
+"""Realtime sessions: created over HTTP, bound to a key, with a short-lived single-use
+client secret stored as a hash."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from conduit_tornado.core.clock import Clock
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.core.security import hash_key, hashes_match
+from conduit_tornado.store import Doc, Store
+
+SESSIONS = "realtime_sessions"
+SECRET_PREFIX = "ek_"  # noqa: S105 (a prefix that marks client secrets, not a secret)
+DEFAULTS: dict[str, Any] = {
+    "modalities": ["text", "audio"],
+    "instructions": "",
+    "voice": "alloy",
+    "input_audio_format": "pcm16",
+    "output_audio_format": "pcm16",
+    "input_audio_transcription": None,
+    "turn_detection": {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 200,
+    },
+    "tools": [],
+    "tool_choice": "auto",
+    "temperature": 0.8,
+    "max_response_output_tokens": "inf",
+}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "modalities": list,
+    "instructions": str,
+    "voice": str,
+    "input_audio_format": str,
+    "output_audio_format": str,
+    "turn_detection": (dict, type(None)),
+    "tools": list,
+    "tool_choice": (str, dict),
+    "temperature": (int, float),
+    "max_response_output_tokens": (int, str),
+    "input_audio_transcription": (dict, type(None)),
+}
+
+
+def validate_config(body: dict[str, Any]) -> dict[str, Any]:
+    """The session settings a client chose (unknown fields pass through, for newer APIs)."""
+    config = {k: v for k, v in body.items() if k != "model"}
+    for name, kinds in _TYPES.items():
+        if name in config and not isinstance(config[name], kinds):
+            raise ApiError(400, f"Invalid type for {name}.", param=name, code="invalid_type")
+    if "modalities" in config and not set(config["modalities"]) <= {"text", "audio"}:
+        raise ApiError(400, "modalities may contain 'text' and 'audio'.", param="modalities")
+    return config
+
+
+class RealtimeSessions:
+    def __init__(self, store: Store, clock: Clock, secret_ttl: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._ttl = timedelta(seconds=secret_ttl)
+
+    async def create(self, key_id: str, model: str, config: dict[str, Any]) -> tuple[Doc, str]:
+        now = self._clock.now()
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        doc: Doc = {
+            "_id": "sess_" + secrets.token_hex(12),
+            "key_id": key_id,
+            "model": model,
+            "config": config,
+            "secret_hash": hash_key(secret),
+            "secret_expires_at": now + self._ttl,
+            "secret_used_at": None,
+            "created_at": now,
+            "status": "created",
+        }
+        await self._store.insert(SESSIONS, doc)
+        return doc, secret
+
+    async def get(self, session_id: str) -> Doc | None:
+        return await self._store.get(SESSIONS, session_id)
+
+    async def redeem(self, session: Doc, secret: str) -> bool:
+        """Accept a client secret once, before it expires."""
+        if not hashes_match(hash_key(secret), session["secret_hash"]):
+            return False
+        if session["secret_expires_at"] <= self._clock.now():
+            return False
+        used = await self._store.update(
+            SESSIONS,
+            session["_id"],
+            {"secret_used_at": self._clock.now()},
+            where={"secret_used_at": None},
+        )
+        return used is not None  # another connection already redeemed it
+
+    async def ended(self, session_id: str, usage: dict[str, Any]) -> None:
+        await self._store.update(
+            SESSIONS, session_id, {"status": "closed", "ended_at": self._clock.now(), **usage}
+        )
+
+
+def session_object(doc: Doc, secret: str | None, websocket_url: str) -> dict[str, Any]:
+    """OpenAI's realtime.session shape, plus where to connect."""
+    expires: datetime = doc["secret_expires_at"]
+    out: dict[str, Any] = {"id": doc["_id"], "object": "realtime.session", "model": doc["model"]}
+    out.update({**DEFAULTS, **doc["config"]})
+    if secret is not None:
+        out["client_secret"] = {"value": secret, "expires_at": int(expires.timestamp())}
+    out["websocket_url"] = websocket_url
+    return out

@@ -1,0 +1,225 @@
+"""POST /v1/chat/completions, /v1/completions and /v1/embeddings."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.routing.fanout import (
+    chat_chunk_to_completion,
+    chat_to_completion,
+    completion_to_chat,
+    gather_all,
+    merge_completions,
+    merge_streams,
+    offset_choices,
+)
+from conduit_tornado.routing.providers.base import (
+    ESTIMATED_USAGE,
+    Adapter,
+    ChunkStream,
+    Json,
+    Usage,
+    estimate_tokens,
+)
+from conduit_tornado.routing.router import Target
+from conduit_tornado.routing.upstream import ProviderError, Timeouts
+
+from .proxy import ProxyHandler
+
+MAX_N = 128
+
+
+def _n(body: Json) -> int:
+    n = body.get("n", 1)
+    if n is None:
+        return 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_N:
+        raise ApiError(
+            400, f"n must be an integer from 1 to {MAX_N}.", param="n", code="invalid_value"
+        )
+    return n
+
+
+async def chat_call(adapter: Adapter, body: Json, model: str, t: Timeouts, n: int) -> Json:
+    if n > 1 and not adapter.supports_n:
+        single = {**body, "n": 1}
+        return merge_completions(await gather_all(adapter.chat(single, model, t) for _ in range(n)))
+    return await adapter.chat(body, model, t)
+
+
+async def chat_stream_call(
+    adapter: Adapter, body: Json, model: str, t: Timeouts, n: int
+) -> ChunkStream:
+    if n > 1 and not adapter.supports_n:
+        single = {**body, "n": 1}
+        return merge_streams(
+            await gather_all(adapter.chat_stream(single, model, t) for _ in range(n))
+        )
+    return await adapter.chat_stream(body, model, t)
+
+
+class ChatCompletionsHandler(ProxyHandler):
+    endpoint = "chat.completions"
+
+    async def post(self) -> None:
+        body = self.json_body()
+        route = self.resolve(body)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ApiError(
+                400, "messages must be a non-empty array.", param="messages", code="invalid_value"
+            )
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+            raise ApiError(
+                400,
+                "Each message must be an object with a role.",
+                param="messages",
+                code="invalid_value",
+            )
+        n = _n(body)
+        await self.admit(body)
+        if body.get("stream"):
+
+            async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
+                return await chat_stream_call(target.adapter, body, target.model, t, n)
+
+            stream, self.outcome = await self.ctx.router.run(route, open_stream)
+            await self.relay(stream, self.outcome, body)
+            return
+
+        async def call(target: Target, t: Timeouts) -> Json:
+            return await chat_call(target.adapter, body, target.model, t, n)
+
+        result, self.outcome = await self.ctx.router.run(route, call)
+        self.send_answer(result, self.usage_of(result, body), self.outcome)
+
+
+class CompletionsHandler(ProxyHandler):
+    """Legacy text completions. Chat-only providers get the prompt as a user message and the
+    answer is translated back; the response says so in ``x-conduit-translated``."""
+
+    endpoint = "completions"
+
+    async def post(self) -> None:
+        body = self.json_body()
+        route = self.resolve(body)
+        prompt = body.get("prompt")
+        if isinstance(prompt, str):
+            prompts: list[Any] = [prompt]
+        elif isinstance(prompt, list) and prompt:
+            prompts = prompt
+        else:
+            raise ApiError(
+                400,
+                "prompt must be a string or a non-empty array.",
+                param="prompt",
+                code="invalid_value",
+            )
+        n = _n(body)
+        await self.admit(body)
+        stream = bool(body.get("stream"))
+
+        def chat_prompts() -> list[str]:
+            if not all(isinstance(p, str) for p in prompts):
+                raise ProviderError(
+                    "unsupported",
+                    "This model accepts text prompts only, not token arrays.",
+                    param="prompt",
+                )
+            return prompts
+
+        async def call(target: Target, t: Timeouts) -> Any:
+            adapter = target.adapter
+            if adapter.native_completions:
+                if stream:
+                    return await adapter.completion_stream(body, target.model, t)
+                return await adapter.completion(body, target.model, t)
+            texts = chat_prompts()
+            if stream:
+                streams = await gather_all(
+                    chat_stream_call(adapter, completion_to_chat(body, p), target.model, t, n)
+                    for p in texts
+                )
+                return streams[0] if len(streams) == 1 else merge_streams(streams, per_stream=n)
+            answers = await gather_all(
+                chat_call(adapter, completion_to_chat(body, p), target.model, t, n) for p in texts
+            )
+            for i, answer in enumerate(answers):
+                offset_choices(answer, i * n)
+            return merge_completions(answers)
+
+        result, self.outcome = await self.ctx.router.run(route, call)
+        translated = not self.outcome.target.adapter.native_completions
+        if translated:
+            self.set_header("x-conduit-translated", "chat.completions")
+        if stream:
+            await self.relay(
+                result, self.outcome, body, chat_chunk_to_completion if translated else None
+            )
+            return
+        if translated:
+            result = chat_to_completion(result)
+        self.send_answer(result, self.usage_of(result, body), self.outcome)
+
+
+def _b64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def _valid_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(v, str) and v for v in value):
+        return True
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return True
+    return all(isinstance(v, list) and v and all(isinstance(i, int) for i in v) for v in value)
+
+
+def _input_tokens(value: Any) -> int:
+    items = value if isinstance(value, list) else [value]
+    if items and isinstance(items[0], int):
+        return len(items)
+    return sum(len(i) if isinstance(i, list) else estimate_tokens(i) for i in items)
+
+
+class EmbeddingsHandler(ProxyHandler):
+    endpoint = "embeddings"
+
+    async def post(self) -> None:
+        body = self.json_body()
+        route = self.resolve(body)
+        if not _valid_input(body.get("input")):
+            raise ApiError(
+                400,
+                "input must be a non-empty string, array of strings, or array(s) of token ids.",
+                param="input",
+                code="invalid_value",
+            )
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise ApiError(
+                400, "encoding_format must be 'float' or 'base64'.", param="encoding_format"
+            )
+        dims = body.get("dimensions")
+        if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+            raise ApiError(400, "dimensions must be a positive integer.", param="dimensions")
+        await self.admit(body, prompt_tokens=_input_tokens(body["input"]), completion_reserve=False)
+
+        async def call(target: Target, t: Timeouts) -> Json:
+            return await target.adapter.embeddings(body, target.model, t)
+
+        result, self.outcome = await self.ctx.router.run(route, call)
+        estimated = bool(result.pop(ESTIMATED_USAGE, False))
+        for item in result.get("data") or []:
+            vector = item.get("embedding")
+            if encoding == "base64" and isinstance(vector, list):
+                item["embedding"] = _b64(vector)
+        usage = Usage.from_openai(result.get("usage")) or Usage()
+        usage.estimated = estimated
+        self.send_answer(result, usage, self.outcome)

@@ -1,0 +1,385 @@
+"""What every model-calling route shares: model resolution, the request log entry,
+usage and cost, headers, and the SSE relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from tornado.iostream import StreamClosedError
+
+from conduit_tornado.admission.limits import Grant
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.metering.pricing import Price
+from conduit_tornado.metering.recorder import new_log_entry
+from conduit_tornado.routing.catalog import ModelRoute
+from conduit_tornado.routing.providers.base import (
+    ChunkStream,
+    Json,
+    Usage,
+    estimate_tokens,
+    prompt_text,
+)
+from conduit_tornado.routing.router import Outcome
+from conduit_tornado.routing.upstream import ProviderError
+
+from .base import ClientHandler, dumps, model_name, resolve_model
+
+FREE = Price(0.0, 0.0)
+
+
+def _usd(cost: float) -> str:
+    return f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a relay saw pass: the usage chunk, and streamed characters for estimates."""
+
+    usage: Usage | None = None
+    chars: int = 0
+    reported: str | None = None  # the model the provider says answered
+
+
+class ProxyHandler(ClientHandler):
+    endpoint = ""
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.entry: dict[str, Any] | None = None
+        self.route: ModelRoute | None = None
+        self.outcome: Outcome | None = None
+        self._relay: asyncio.Task[None] | None = None
+        self._client_gone = False
+        self._last_write = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._streaming = False  # the response head has gone out; events go direct
+        self.grant: Grant | None = None
+
+    # -- request --------------------------------------------------------------------------
+
+    def resolve(self, body: Json) -> ModelRoute:
+        model = model_name(body.get("model"))
+        user = body.get("user")
+        # The entry exists before the checks, so refusals (404, 403) are logged too.
+        self.entry = new_log_entry(
+            self.request_id,
+            self.ctx.clock.now(),
+            self.key,
+            self.endpoint,
+            model,
+            stream=bool(body.get("stream")),
+            user=user if isinstance(user, str) else None,
+        )
+        self.route = resolve_model(self.ctx, self.key, model)
+        return self.route
+
+    async def admit(
+        self, body: Json, prompt_tokens: int | None = None, completion_reserve: bool = True
+    ) -> None:
+        """Reserve this request against every limit of its key (429 if any is reached)."""
+        assert self.entry is not None
+        tokens = prompt_tokens if prompt_tokens is not None else estimate_tokens(prompt_text(body))
+        if completion_reserve:
+            most = body.get("max_completion_tokens") or body.get("max_tokens")
+            per_choice = most if isinstance(most, int) else self.ctx.settings.tpm_default_reserve
+            n = body.get("n")
+            tokens += per_choice * (n if isinstance(n, int) and n > 1 else 1)
+        self.grant = await self.ctx.limiter.admit(
+            self.key.doc, self.entry["model"], self.entry["user"], tokens
+        )
+        self.put_headers(self.grant.headers)
+
+    # -- accounting -----------------------------------------------------------------------
+
+    def token_cost(
+        self, usage: Usage, outcome: Outcome, reported: str | None = None
+    ) -> float | None:
+        """Cost of tokens (None: unpriced). ``reported`` is the model the provider says
+        answered: Azure deployment names are arbitrary, but the answer names the real
+        model, which the price table knows."""
+        target = outcome.target
+        prices = self.ctx.prices
+        price = prices.price(target.model, target.deployment.get("pricing"), target.route.pricing)
+        if price is None and reported:
+            price = prices.lookup(reported)
+        if price is None and target.adapter.free:
+            price = FREE
+        return price.cost(usage) if price is not None else None
+
+    def account(
+        self,
+        usage: Usage,
+        outcome: Outcome,
+        reported: str | None = None,
+        *,
+        cost: float | None = None,
+        media: dict[str, Any] | None = None,
+    ) -> float | None:
+        """Fill the log entry from an answered request; return its cost (None: unpriced).
+
+        Token-priced work passes only usage; media work passes ``media`` (what was made:
+        images, audio seconds, characters) and the ``cost`` priced from it."""
+        target = outcome.target
+        if media is None:
+            cost = self.token_cost(usage, outcome, reported)
+        elif cost is None and target.adapter.free:
+            cost = 0.0
+        assert self.entry is not None
+        if media is not None:
+            self.entry["media"] = media
+        self.entry.update(
+            provider=target.provider.name,
+            deployment=target.model,
+            fallback_model=target.route.name
+            if self.route and target.route.name != self.route.name
+            else None,
+            attempts=outcome.attempts,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            total_tokens=usage.total_tokens,
+            estimated=usage.estimated,
+            cost=cost,
+            unpriced=cost is None,
+            upstream_ms=round(outcome.upstream_seconds * 1000, 3),
+        )
+        return cost
+
+    def routing_headers(self, outcome: Outcome) -> None:
+        self.put_headers(
+            {
+                "x-conduit-provider": outcome.target.provider.name,
+                "x-conduit-model": outcome.target.model,
+                "x-conduit-attempts": str(outcome.attempts),
+                "x-conduit-overhead-ms": f"{self.overhead_ms(outcome):.3f}",
+            }
+        )
+
+    def overhead_ms(self, outcome: Outcome) -> float:
+        """Time the gateway itself added: elapsed minus upstream calls and retry waits."""
+        elapsed = time.perf_counter() - self.started
+        return max(0.0, (elapsed - outcome.upstream_seconds - outcome.waited_seconds) * 1000)
+
+    def answer_headers(self, outcome: Outcome, cost: float | None) -> None:
+        """Headers of a complete answer: routing, and its cost when priced."""
+        self.routing_headers(outcome)
+        if cost is not None:
+            self.put_headers({"x-conduit-cost-usd": _usd(cost)})
+
+    def send_answer(self, result: Json, usage: Usage, outcome: Outcome) -> None:
+        reported = result.get("model")
+        cost = self.account(usage, outcome, reported if isinstance(reported, str) else None)
+        self.answer_headers(outcome, cost)
+        result["model"] = self.entry["model"] if self.entry else result.get("model")
+        self.send_json(result)
+
+    def usage_of(self, result: Json, body: Json) -> Usage:
+        usage = Usage.from_openai(result.get("usage"))
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            return usage
+        text = "".join(
+            str((c.get("message") or {}).get("content") or c.get("text") or "")
+            for c in result.get("choices") or []
+        )
+        return Usage(estimate_tokens(prompt_text(body)), estimate_tokens(text), estimated=True)
+
+    # -- streaming ------------------------------------------------------------------------
+
+    async def relay(
+        self,
+        stream: ChunkStream,
+        outcome: Outcome,
+        body: Json,
+        transform: Callable[[Json], Json] | None = None,
+    ) -> None:
+        """Send an opened upstream stream to the client as SSE: what each network read
+        from upstream held, in one write, as soon as it is parsed."""
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        self.put_headers(
+            {
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer
+            }
+        )
+        self.routing_headers(outcome)
+        seen = _Seen()
+        model = self.entry["model"] if self.entry else ""
+
+        async def pump() -> None:
+            # A batch is what one network read from upstream held: its events go to the
+            # client together, in one write, as soon as it is parsed.
+            while (batch := await stream.next_batch()) is not None:
+                events = []
+                chars = 0
+                for chunk in batch:
+                    if seen.reported is None and isinstance(chunk.get("model"), str):
+                        seen.reported = chunk["model"]
+                    usage = chunk.get("usage")
+                    if usage:
+                        seen.usage = Usage.from_openai(usage)
+                        if not include_usage:
+                            if not chunk.get("choices"):
+                                continue
+                            del chunk["usage"]
+                    elif include_usage:
+                        chunk["usage"] = None  # as OpenAI does on every chunk when asked
+                    elif "usage" in chunk:
+                        del chunk["usage"]
+                    choices = chunk.get("choices")
+                    if choices:
+                        for choice in choices:
+                            delta = choice.get("delta")
+                            text = (delta.get("content") if delta else None) or choice.get("text")
+                            if text:
+                                chars += len(text)
+                    chunk["model"] = model
+                    # Plain orjson: chunks from providers have string keys.
+                    events.append(orjson.dumps(transform(chunk) if transform else chunk))
+                seen.chars += chars
+                if events:
+                    behind = self._events(events)
+                    if behind is not None:
+                        await behind
+            behind = self._events([b"[DONE]"])
+            if behind is not None:
+                await behind
+
+        self._last_write = time.monotonic()
+        self._keepalive_tick()
+        try:
+            await self.run_relay(
+                pump(), lambda error: b"data: " + dumps(error.envelope()) + b"\n\n"
+            )
+        finally:
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+            await stream.aclose()  # closes the upstream connection if it is still open
+        usage = seen.usage
+        if usage is None:  # no usage chunk (the client left, or a terse provider): estimate
+            usage = Usage(
+                estimate_tokens(prompt_text(body)), math.ceil(seen.chars / 4), estimated=True
+            )
+        self.account(usage, outcome, seen.reported)
+        if self._client_gone:
+            self.done()
+        else:
+            self.finish()
+
+    async def run_relay(
+        self, pump: Coroutine[Any, Any, None], error_event: Callable[[ApiError], bytes] | None
+    ) -> None:
+        """Run a relay so that the client leaving cancels it (on_connection_close): a
+        disconnect is logged as 499, and a provider failure after the first byte (nothing
+        can be retried then) is logged and told to the client as ``error_event``."""
+        assert self.entry is not None
+        # The pump runs in this handler's own task (a task of its own would cost a
+        # scheduling round and a write more per stream); a client that leaves cancels
+        # this task while it pumps, and the cancellation is taken back once handled.
+        self._relay = asyncio.current_task()
+        try:
+            await pump
+        except ProviderError as exc:
+            error = exc.to_api_error()
+            self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
+            if error_event is not None:
+                with contextlib.suppress(StreamClosedError):
+                    self.write(error_event(error))
+                    await self.flush()
+        except (asyncio.CancelledError, StreamClosedError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if not self._client_gone:
+                    raise  # cancelled for another reason (shutdown): not ours to handle
+                assert self._relay is not None
+                self._relay.uncancel()
+            self._client_gone = True
+            self.entry.update(
+                status=499, error_code="client_disconnected", error_type="client_disconnected"
+            )
+        finally:
+            self._relay = None
+
+    def _events(self, payloads: list[bytes]) -> asyncio.Future[None] | None:
+        """Write SSE events, in one write. Returns a future to await only when the client
+        is behind (or gone): a stream that keeps up costs no coroutine per write."""
+        self._last_write = time.monotonic()
+        if len(payloads) == 1:
+            event = b"data: " + payloads[0] + b"\n\n"
+        else:
+            event = b"".join([b"data: " + p + b"\n\n" for p in payloads])
+        if self._streaming:
+            # Headers are out: straight to the connection (Tornado's HTTPConnection API),
+            # skipping RequestHandler's per-write buffering.
+            connection = self.request.connection
+            assert connection is not None
+            sent = connection.write(event)
+        else:
+            self.write(event)
+            sent = self.flush()
+            self._streaming = True
+        return None if sent.done() and sent.exception() is None else sent
+
+    def _keepalive_tick(self) -> None:
+        """A comment after sse_keepalive seconds of silence: one timer per stream,
+        re-armed from the last write."""
+        interval = self.ctx.settings.sse_keepalive
+        idle = time.monotonic() - self._last_write
+        if idle >= interval:
+            self.write(b": keepalive\n\n")
+            with contextlib.suppress(StreamClosedError):  # a closed stream ends the relay
+                self.flush().add_done_callback(_retrieved)
+            self._last_write = time.monotonic()
+            idle = 0.0
+        loop = asyncio.get_running_loop()
+        self._keepalive = loop.call_later(interval - idle, self._keepalive_tick)
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._relay is not None:
+            self._relay.cancel()  # stop reading upstream at once; relay() bills what was made
+        super().on_connection_close()
+
+    # -- logging --------------------------------------------------------------------------
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if self.entry is not None:
+            exc = kwargs.get("exc_info", (None, None, None))[1]
+            self.entry["status"] = status_code
+            if isinstance(exc, ApiError):
+                self.entry.update(error_code=exc.code, error_type=exc.type)
+            else:
+                self.entry.update(error_code=None, error_type="server_error")
+        super().write_error(status_code, **kwargs)
+
+    def on_finish(self) -> None:
+        self.done()
+        super().on_finish()
+
+    def done(self) -> None:
+        """The request is over (answered, failed, or abandoned): log it, settle its limits."""
+        entry, self.entry = self.entry, None
+        if entry is None:
+            return
+        if self.grant is not None:
+            grant, self.grant = self.grant, None
+            self.ctx.limiter.settle(grant, entry.get("total_tokens") or 0, entry.get("cost"))
+        elapsed = (time.perf_counter() - self.started) * 1000
+        entry["latency_ms"] = round(elapsed, 3)
+        if self.outcome is not None:
+            overhead = self.overhead_ms(self.outcome)
+            entry["overhead_ms"] = round(overhead, 3)
+            self.ctx.overhead.observe(overhead / 1000)
+        entry["client_ip"] = self.request.remote_ip
+        self.ctx.recorder.record(entry)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # a write to a closed stream: the relay sees the close itself

@@ -1,0 +1,101 @@
+"""The route table and the Tornado application. Jupyter mounts the same routes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import tornado.web
+
+from conduit_tornado.context import Context
+from conduit_tornado.server.application import GatewayApplication
+
+from . import admin, admin_limits, admin_usage, health, inference, media, models, realtime
+from .base import NotFoundHandler
+
+Route = tuple[str, type[tornado.web.RequestHandler]]
+
+
+def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
+    """Every route of the gateway, under ``prefix`` (``/`` standalone, ``/conduit`` in
+    Jupyter). ``catch_all`` answers unknown paths under the prefix with our JSON 404, for
+    mounts inside an application whose own 404 is an HTML page."""
+    p = prefix.rstrip("/")
+    table: list[Route] = [
+        # Tornado tries patterns in order: the busiest routes come first.
+        (p + r"/v1/chat/completions", inference.ChatCompletionsHandler),
+        (p + r"/v1/completions", inference.CompletionsHandler),
+        (p + r"/v1/embeddings", inference.EmbeddingsHandler),
+        (p + r"/health/live", health.LiveHandler),
+        (p + r"/health/ready", health.ReadyHandler),
+        (p + r"/v1/models", models.ModelListHandler),
+        (p + r"/v1/models/(.+)", models.ModelHandler),
+        (p + r"/v1/images/generations", media.ImagesHandler),
+        (p + r"/v1/audio/transcriptions", media.TranscriptionHandler),
+        (p + r"/v1/audio/translations", media.TranslationHandler),
+        (p + r"/v1/audio/speech", media.SpeechHandler),
+        (p + r"/v1/audio/speech/stream", media.SpeechStreamHandler),
+        (p + r"/v1/realtime/sessions", realtime.RealtimeSessionsHandler),
+        (p + r"/v1/realtime/sessions/([^/]+)/ws", realtime.RealtimeSocketHandler),
+        (p + r"/v1/realtime", realtime.RealtimeSocketHandler),
+        (p + r"/admin/v1/keys", admin.KeysHandler),
+        (p + r"/admin/v1/keys/([^/]+)/rotate", admin.KeyRotateHandler),
+        (p + r"/admin/v1/keys/([^/]+)/spend", admin_limits.KeySpendHandler),
+        (p + r"/admin/v1/keys/([^/]+)", admin.KeyHandler),
+        (p + r"/admin/v1/providers", admin.ProvidersHandler),
+        (p + r"/admin/v1/providers/(.+)", admin.ProviderHandler),
+        (p + r"/admin/v1/models", admin.ModelsAdminHandler),
+        (p + r"/admin/v1/models/(.+)", admin.ModelAdminHandler),
+        (p + r"/admin/v1/groups", admin_limits.GroupsHandler),
+        (p + r"/admin/v1/groups/([^/]+)/spend", admin_limits.GroupSpendHandler),
+        (p + r"/admin/v1/groups/([^/]+)", admin_limits.GroupHandler),
+        (p + r"/admin/v1/alerts", admin_limits.AlertsHandler),
+        (p + r"/admin/v1/logs", admin_usage.LogsHandler),
+        (p + r"/admin/v1/usage", admin_usage.UsageHandler),
+        (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
+    ]
+    if catch_all:
+        table.append((p + r"(?:/.*)?", NotFoundHandler))
+    return table
+
+
+def app_settings(ctx: Context) -> dict[str, Any]:
+    """Tornado application settings the gateway needs (also given to Jupyter's app, so
+    nothing here may change how Jupyter's own handlers behave)."""
+    return {"conduit": ctx}
+
+
+_SECRET_PARAMS = re.compile(r"([?&](?:token|key|api-key|api_key)=)[^&]*", re.IGNORECASE)
+access_log = logging.getLogger("tornado.access")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line, with credentials in query strings redacted (browsers
+    may authenticate the realtime socket with ?token=)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
+    request = handler.request
+    uri = _SECRET_PARAMS.sub(r"\1[redacted]", request.uri or "")
+    access_log.log(
+        level,
+        "%d %s %s (%s) %.2fms",
+        status,
+        request.method,
+        uri,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
+
+
+def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:
+    return GatewayApplication(
+        routes(),
+        default_handler_class=NotFoundHandler,
+        compress_response=False,  # SSE must not be buffered by a compressor
+        log_function=log_request,
+        **app_settings(ctx),
+        **extra,
+    )

@@ -1,0 +1,195 @@
+"""Every setting the gateway reads, declared once with its description.
+
+Values come from ``CONDUIT_*`` environment variables; the CLI may override a few.
+``conduit-tornado settings`` prints this table as Markdown (docs/settings.md is generated
+from it, and a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", env_ignore_empty=True)
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
+    port: int = Field(5000, ge=0, le=65535, description="TCP port to listen on.")
+    config: Path | None = Field(
+        None, description="Optional YAML or TOML file declaring providers and model mappings."
+    )
+    mongodb_uri: SecretStr | None = Field(
+        None,
+        description="MongoDB connection string. Unset: the in-process store (not persisted).",
+    )
+    mongodb_database: str = Field("conduit", description="MongoDB database name.")
+    mongodb_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a MongoDB operation may take, finding the server included. "
+        "Past it, a request that needs the store is answered 503 (store_unavailable) and "
+        "background writes are retried later.",
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="Admin API key. Unset: generated at first start, printed once, and on "
+        "MongoDB only its hash is kept.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Secret that encrypts provider credentials at rest. Set it whenever "
+        "MongoDB is used, or stored credentials cannot be read after a restart.",
+    )
+    max_request_bytes: int = Field(
+        16 * MIB, ge=1024, description="Largest JSON request body accepted (413 beyond)."
+    )
+    max_audio_bytes: int = Field(
+        25 * MIB,
+        ge=1024,
+        description="Largest audio upload accepted for transcription (413 beyond).",
+    )
+    max_admin_request_bytes: int = Field(
+        1 * MIB, ge=1024, description="Largest admin API request body accepted (413 beyond)."
+    )
+    key_cache_ttl: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a virtual key lookup is cached per instance. Changes made "
+        "through this instance apply at once; other instances see them within this time.",
+    )
+    spend_cache_ttl: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a key's, group's or end user's current spend is cached per "
+        "instance for budget checks. This instance's own charges count at once; other "
+        "instances' within this time. 0 reads the spend from the store on every request.",
+    )
+    catalog_refresh: float = Field(
+        10.0,
+        ge=0.5,
+        description="Seconds between reloads of providers and model mappings from the store.",
+    )
+    trust_proxy_headers: bool = Field(
+        False,
+        description="Take the client address from X-Forwarded-For / X-Real-Ip. Enable only "
+        "behind a proxy you control: otherwise clients can forge their address.",
+    )
+    shutdown_timeout: float = Field(
+        20.0, ge=0, description="Seconds to let in-flight requests finish on SIGTERM/SIGINT."
+    )
+    log_retention_days: int = Field(
+        30, ge=0, description="Days request logs are kept on MongoDB (a TTL index); 0 keeps them."
+    )
+    memory_log_limit: int = Field(
+        10_000, ge=100, description="Request logs the in-process store keeps (the newest)."
+    )
+    log_flush_interval: float = Field(
+        1.0, gt=0, description="Seconds between batched writes of request logs and usage."
+    )
+    log_batch_size: int = Field(
+        100,
+        ge=1,
+        description="Most request logs written in one batch (the event loop runs requests "
+        "between batches, so smaller batches mean shorter pauses).",
+    )
+    log_queue_max: int = Field(
+        50_000,
+        ge=100,
+        description="Request logs held in memory awaiting a write; beyond it new logs are "
+        "dropped and counted (conduit_logs_dropped_total).",
+    )
+    request_timeout: float = Field(
+        600.0, gt=0, description="Default total seconds for one upstream call."
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="Default upstream connect timeout.")
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries after a failed upstream attempt (429, 5xx, timeouts, connection "
+        "errors). Every deployment and fallback still gets at least one attempt.",
+    )
+    retry_backoff: float = Field(
+        0.25, ge=0, description="Base seconds of the exponential backoff (full jitter)."
+    )
+    max_retry_wait: float = Field(
+        8.0, ge=0, description="Longest single wait before a retry, Retry-After included."
+    )
+    cooldown_failures: int = Field(
+        3, ge=1, description="Consecutive failures after which a deployment is cooled down."
+    )
+    cooldown_seconds: float = Field(
+        30.0, ge=0, description="Seconds a failing deployment is skipped (tried last)."
+    )
+    sse_keepalive: float = Field(
+        15.0, gt=0, description="Seconds of stream silence after which a keepalive comment is sent."
+    )
+    budget_alert_thresholds: list[float] = Field(
+        [0.8, 1.0], description="Fractions of a budget at which one alert is emitted per period."
+    )
+    budget_webhook_url: str | None = Field(
+        None, description="URL that receives budget alerts as JSON POSTs."
+    )
+    budget_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signs webhook bodies: header x-conduit-signature = t=<unix>,v1=<hex "
+        "HMAC-SHA256 of '<t>.<body>'>.",
+    )
+    budget_webhook_retries: int = Field(
+        4, ge=0, description="Retries of a failed webhook delivery."
+    )
+    budget_webhook_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first webhook retry (doubling after)."
+    )
+    tpm_default_reserve: int = Field(
+        256,
+        ge=0,
+        description="Completion tokens reserved against tpm when a request sets no max_tokens "
+        "(reconciled with real usage afterwards).",
+    )
+    realtime_max_message_bytes: int = Field(
+        16 * MIB,
+        ge=1024,
+        description="Largest realtime WebSocket message, either way (input_audio_buffer.append "
+        "frames carry base64 audio).",
+    )
+    realtime_idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds without a message either way before a session is closed."
+    )
+    realtime_secret_ttl: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a realtime session's client secret stays valid (single use).",
+    )
+    websocket_ping_interval: float = Field(
+        20.0, gt=0, description="Seconds between WebSocket pings to clients."
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="Event loop for `serve`: uvloop when installed (the `fast` extra) and "
+        "'auto', else asyncio's. Notebooks and Jupyter always use their own loop.",
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+
+def settings_markdown() -> str:
+    """The settings table, for docs/settings.md and `conduit-tornado settings`."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated by `conduit-tornado settings` from `conduit_tornado/core/settings.py`.",
+        "",
+        "| variable | default | description |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        lines.append(f"| `CONDUIT_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"

@@ -1,1 +1,0 @@
-"""HTTP handlers. ``base`` holds the shared base; the rest are thin endpoint classes."""

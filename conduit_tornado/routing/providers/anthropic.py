@@ -1,0 +1,332 @@
+"""Anthropic's Messages API, translated to and from OpenAI chat completions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from conduit_tornado.routing.upstream import ProviderError, Timeouts, parse_event, sse_events
+
+from .base import Adapter, ChunkStream, Json, open_stream
+
+VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+ERROR_KINDS = {
+    "rate_limit_error": "rate_limit",
+    "overloaded_error": "server",
+    "api_error": "server",
+}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _image(url: str) -> Json:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        media_type = header[5:].split(";")[0] or "image/png"
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _blocks(content: Any) -> list[Json]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[Json] = []
+    for part in content or []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str):
+                blocks.append(_image(url))
+    return blocks
+
+
+def _arguments(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = orjson.loads(raw or "{}")
+    except orjson.JSONDecodeError:
+        raise ProviderError(
+            "client", "tool call arguments must be a JSON object", param="messages"
+        ) from None
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def to_anthropic(body: Json, model: str) -> Json:
+    system: list[str] = []
+    messages: list[Json] = []
+
+    def push(role: str, blocks: list[Json]) -> None:
+        if messages and messages[-1]["role"] == role:  # Anthropic wants alternating turns
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+
+    for m in body.get("messages") or []:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.append(_text(m.get("content")))
+        elif role == "user":
+            push("user", _blocks(m.get("content")))
+        elif role == "assistant":
+            blocks = _blocks(m.get("content"))
+            for call in m.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id"),
+                        "name": fn.get("name"),
+                        "input": _arguments(fn.get("arguments")),
+                    }
+                )
+            push("assistant", blocks)
+        elif role == "tool":
+            push(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": m.get("tool_call_id"),
+                        "content": _text(m.get("content")),
+                    }
+                ],
+            )
+    out: Json = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": body.get("max_completion_tokens")
+        or body.get("max_tokens")
+        or DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        out["system"] = "\n\n".join(s for s in system if s)
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
+        if body.get(ours) is not None:
+            out[theirs] = body[ours]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("tools"):
+        out["tools"] = [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters")
+                or {"type": "object", "properties": {}},
+            }
+            for t in body["tools"]
+            if t.get("type") == "function"
+        ]
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if choice == "required":
+            out["tool_choice"] = {"type": "any"}
+        elif isinstance(choice, dict):
+            out["tool_choice"] = {
+                "type": "tool",
+                "name": (choice.get("function") or {}).get("name"),
+            }
+        else:
+            out["tool_choice"] = {"type": str(choice)}
+    if body.get("parallel_tool_calls") is False and body.get("tools"):
+        out.setdefault("tool_choice", {"type": "auto"})["disable_parallel_tool_use"] = True
+    if body.get("user"):
+        out["metadata"] = {"user_id": str(body["user"])}
+    return out
+
+
+def _usage(u: Json) -> Json:
+    cached = int(u.get("cache_read_input_tokens") or 0)
+    prompt = (
+        int(u.get("input_tokens") or 0) + cached + int(u.get("cache_creation_input_tokens") or 0)
+    )
+    completion = int(u.get("output_tokens") or 0)
+    out: Json = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+def from_anthropic(data: Json, model: str) -> Json:
+    text = []
+    calls = []
+    for block in data.get("content") or []:
+        if block.get("type") == "text":
+            text.append(block.get("text", ""))
+        elif block.get("type") == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+    message: Json = {
+        "role": "assistant",
+        "content": "".join(text) if text or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": "chatcmpl-" + str(data.get("id", "")),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model", model),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": FINISH.get(data.get("stop_reason") or "", "stop"),
+            }
+        ],
+        "usage": _usage(data.get("usage") or {}),
+    }
+
+
+class AnthropicAdapter(Adapter):
+    supports_n = False
+    default_base = "https://api.anthropic.com"
+
+    def _url(self) -> str:
+        return f"{self.provider.base_url or self.default_base}/v1/messages"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": VERSION, **self.provider.headers}
+        if self.provider.api_key:
+            headers["x-api-key"] = self.provider.api_key
+        return headers
+
+    async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
+        data = await self.upstream.request_json(
+            self.provider.id,
+            "POST",
+            self._url(),
+            t,
+            json=to_anthropic(body, model),
+            headers=self._headers(),
+        )
+        if not isinstance(data, dict) or data.get("type") != "message":
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return from_anthropic(data, model)
+
+    async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        payload = {**to_anthropic(body, model), "stream": True}
+        response = await self.upstream.request(
+            self.provider.id, "POST", self._url(), t, json=payload, headers=self._headers()
+        )
+        created = int(time.time())
+
+        async def events() -> AsyncIterator[Json]:
+            base: Json = {
+                "id": "",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+            }
+            usage: Json = {}
+            tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
+
+            def chunk(delta: Json, finish: str | None = None) -> Json:
+                return {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    ],
+                }
+
+            async for name, data in sse_events(response):
+                event = parse_event(data)
+                kind = event.get("type", name)
+                if kind == "message_start":
+                    message = event.get("message") or {}
+                    base["id"] = "chatcmpl-" + str(message.get("id", ""))
+                    base["model"] = message.get("model", model)
+                    usage.update(message.get("usage") or {})
+                    yield chunk({"role": "assistant", "content": ""})
+                elif kind == "content_block_start":
+                    block = event.get("content_block") or {}
+                    if block.get("type") == "tool_use":
+                        tool_index[event["index"]] = len(tool_index)
+                        yield chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": tool_index[event["index"]],
+                                        "id": block.get("id"),
+                                        "type": "function",
+                                        "function": {"name": block.get("name"), "arguments": ""},
+                                    }
+                                ]
+                            }
+                        )
+                elif kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    if delta.get("type") == "text_delta":
+                        yield chunk({"content": delta.get("text", "")})
+                    elif delta.get("type") == "input_json_delta":
+                        yield chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": tool_index.get(event.get("index", 0), 0),
+                                        "function": {"arguments": delta.get("partial_json", "")},
+                                    }
+                                ]
+                            }
+                        )
+                elif kind == "message_delta":
+                    usage.update(
+                        {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+                    )
+                    reason = (event.get("delta") or {}).get("stop_reason")
+                    if reason:
+                        yield chunk({}, FINISH.get(reason, "stop"))
+                elif kind == "message_stop":
+                    yield {**base, "choices": [], "usage": _usage(usage)}
+                    return
+                elif kind == "error":
+                    err = event.get("error") or {}
+                    raise ProviderError(
+                        ERROR_KINDS.get(err.get("type", ""), "server"),
+                        str(err.get("message", "stream error"))[:500],
+                    )
+
+        async def close() -> None:
+            response.release()
+
+        return await open_stream(events(), close, t.first_byte)

@@ -1,0 +1,288 @@
+"""What every provider adapter shares: usage, errors, timeouts, and the adapter interface.
+
+Adapters speak OpenAI's shapes on one side (request dicts in, ``chat.completion`` /
+``chat.completion.chunk`` / ``list`` of embeddings out) and their provider's wire format on
+the other. They never see virtual model names, keys or limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from conduit_tornado.routing.catalog import Provider
+from conduit_tornado.routing.realtime import RealtimeSocket
+from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
+
+Json = dict[str, Any]
+#: An adapter sets this key on an answer whose usage it estimated (the provider reported
+#: none); the handler removes it before the client sees the answer and marks the log.
+ESTIMATED_USAGE = "_conduit_estimated_usage"
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.estimated = self.estimated or other.estimated
+
+    def openai(self) -> Json:
+        out: Json = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_tokens:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return out
+
+    @classmethod
+    def from_openai(cls, data: Any) -> Usage | None:
+        if not isinstance(data, dict):
+            return None
+        details = data.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(data.get("prompt_tokens") or 0),
+            completion_tokens=int(data.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0)
+            if isinstance(details, dict)
+            else 0,
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (~4 characters a token), used only when a provider
+    reports nothing; results built on it are marked ``estimated``."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def prompt_text(body: Json) -> str:
+    """All text a request sends, for estimates."""
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        parts.append(prompt)
+    elif isinstance(prompt, list):
+        parts.extend(p for p in prompt if isinstance(p, str))
+    return "\n".join(parts)
+
+
+NextBatch = Callable[[], Awaitable[list["Json"] | None]]
+
+
+class ChunkStream:
+    """An opened stream of OpenAI chunk dicts. Opening already awaited the first event, so a
+    failure before anything reached the client can still be retried elsewhere.
+
+    Chunks come in batches: every chunk parsed from one network read, as one list. The
+    relay takes a batch at a time (one await and one client write per read, not per
+    chunk); ``async for`` still gives one chunk at a time. ``rest`` is a coroutine
+    function giving the next batch (None at the end): no generator is left suspended
+    when a stream ends early, which asyncio would close later with a task of its own."""
+
+    def __init__(self, first: list[Json] | None, rest: NextBatch, close: Any) -> None:
+        self._pending: list[Json] = first or []
+        self._rest = rest
+        self._ended = False
+        self._close = close
+
+    def __aiter__(self) -> ChunkStream:
+        return self
+
+    async def __anext__(self) -> Json:
+        while not self._pending:
+            batch = await self.next_batch()
+            if batch is None:
+                raise StopAsyncIteration
+            self._pending = batch
+        return self._pending.pop(0)
+
+    async def next_batch(self) -> list[Json] | None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            return pending
+        if self._ended:
+            return None
+        batch = await self._rest()
+        if batch is None:
+            self._ended = True
+        return batch
+
+    async def aclose(self) -> None:
+        await self._close()
+
+
+def one_at_a_time(chunks: AsyncIterator[Json]) -> NextBatch:
+    """Batches of one, for streams that translate an event at a time."""
+    iterator = aiter(chunks)
+
+    async def rest() -> list[Json] | None:
+        try:
+            return [await anext(iterator)]
+        except StopAsyncIteration:
+            return None
+
+    return rest
+
+
+async def open_stream(
+    events: AsyncIterator[Json], close: Any, first_byte: float | None
+) -> ChunkStream:
+    """A stream of chunks an event at a time (translating adapters)."""
+    return await open_batches(one_at_a_time(events), close, first_byte)
+
+
+async def open_batches(rest: NextBatch, close: Any, first_byte: float | None) -> ChunkStream:
+    """Open a stream: wait (up to ``first_byte`` seconds) for its first chunks."""
+    try:
+        if first_byte:
+            async with asyncio.timeout(first_byte):  # a timer; wait_for would add a task
+                first = await _first_batch(rest)
+        else:
+            first = await _first_batch(rest)
+    except TimeoutError:
+        await close()
+        raise ProviderError("timeout", "no first byte in time") from None
+    except BaseException:
+        await close()
+        raise
+    return ChunkStream(first, rest, close)
+
+
+async def _first_batch(rest: NextBatch) -> list[Json] | None:
+    while (batch := await rest()) is not None:
+        if batch:
+            return batch
+    return None
+
+
+class ByteStream:
+    """An opened upstream byte stream (speech audio): iterate chunks as they arrive."""
+
+    def __init__(self, content_type: str, chunks: AsyncIterator[bytes], close: Any) -> None:
+        self.content_type = content_type
+        self._chunks = chunks
+        self._close = close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        await self._close()
+
+
+UPLOAD_PIECE = 256 * 1024  # bytes read from the spooled upload per write
+
+
+class Upload:
+    """A spooled uploaded file, readable again for every attempt (retries)."""
+
+    def __init__(self, file: IO[bytes], filename: str, content_type: str, size: int) -> None:
+        self._file = file
+        self.filename = filename
+        self.content_type = content_type
+        self.size = size
+
+    def form(self, fields: list[tuple[str, str]]) -> tuple[str, int, AsyncIterator[bytes]]:
+        """The fields and this file as a multipart/form-data body: (content type, length,
+        the bytes in pieces), re-read from the spool on every call so retries resend it."""
+        boundary = secrets.token_hex(16)
+        head = "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"'
+            f"\r\n\r\n{value}\r\n"
+            for name, value in fields
+        ).encode()
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{_quoted(self.filename)}"\r\nContent-Type: {self.content_type}\r\n\r\n'
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield head
+            self._file.seek(0)
+            while piece := self._file.read(UPLOAD_PIECE):
+                yield piece
+            yield tail
+
+        return (
+            f"multipart/form-data; boundary={boundary}",
+            len(head) + self.size + len(tail),
+            pieces(),
+        )
+
+
+def _quoted(value: str) -> str:
+    # Field names and filenames go inside quotes; quotes and line breaks must not.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+
+
+class Adapter:
+    """Base adapter. Subclasses implement the calls their provider supports."""
+
+    supports_n = True  # the provider honours n > 1 itself
+    free = False  # answers cost nothing whatever the price tables say (the mock)
+    native_completions = False  # has a legacy /completions endpoint
+
+    def __init__(self, provider: Provider, upstream: Upstream) -> None:
+        self.provider = provider
+        self.upstream = upstream
+
+    async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError(
+            "unsupported", "This model does not support chat completions.", param="model"
+        )
+
+    async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        raise ProviderError(
+            "unsupported", "This model does not support chat completions.", param="model"
+        )
+
+    async def completion(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError(
+            "unsupported", "This model does not support text completions.", param="model"
+        )
+
+    async def completion_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        raise ProviderError(
+            "unsupported", "This model does not support text completions.", param="model"
+        )
+
+    async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not support embeddings.", param="model")
+
+    async def images(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not generate images.", param="model")
+
+    async def transcribe(
+        self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
+    ) -> tuple[bytes, str]:
+        """kind is "transcriptions" or "translations"; returns (body, content type)."""
+        raise ProviderError("unsupported", "This model does not transcribe audio.", param="model")
+
+    async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
+        raise ProviderError("unsupported", "This model does not generate speech.", param="model")
+
+    async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
+        raise ProviderError("unsupported", "This model has no realtime API.", param="model")

@@ -1,0 +1,351 @@
+"""Google Gemini's generateContent / streamGenerateContent / batchEmbedContents,
+translated to and from OpenAI's shapes."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from conduit_tornado.routing.upstream import ProviderError, Timeouts, parse_event, sse_events
+
+from .anthropic import _arguments, _text
+from .base import ESTIMATED_USAGE, Adapter, ChunkStream, Json, estimate_tokens, open_stream
+
+FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+FILTERED = frozenset(
+    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+)
+
+
+def _parts(content: Any) -> list[Json]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts: list[Json] = []
+    for part in content or []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            parts.append({"text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url.startswith("data:"):
+                header, _, data = url.partition(",")
+                parts.append({"inlineData": {"mimeType": header[5:].split(";")[0], "data": data}})
+            elif isinstance(url, str):
+                parts.append({"fileData": {"mimeType": "image/*", "fileUri": url}})
+    return parts
+
+
+def to_gemini(body: Json) -> Json:
+    system: list[str] = []
+    contents: list[Json] = []
+    call_names: dict[str, str] = {}
+
+    def push(role: str, parts: list[Json]) -> None:
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for m in body.get("messages") or []:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.append(_text(m.get("content")))
+        elif role == "user":
+            push("user", _parts(m.get("content")))
+        elif role == "assistant":
+            parts = _parts(m.get("content"))
+            for call in m.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                call_names[str(call.get("id"))] = fn.get("name", "")
+                parts.append(
+                    {
+                        "functionCall": {
+                            "name": fn.get("name"),
+                            "args": _arguments(fn.get("arguments")),
+                        }
+                    }
+                )
+            push("model", parts)
+        elif role == "tool":
+            text = _text(m.get("content"))
+            try:
+                result = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                result = text
+            name = call_names.get(str(m.get("tool_call_id")), "tool")
+            push("user", [{"functionResponse": {"name": name, "response": {"content": result}}}])
+    out: Json = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    config: Json = {}
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+        ("n", "candidateCount"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
+        if body.get(ours) is not None:
+            config[theirs] = body[ours]
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if limit:
+        config["maxOutputTokens"] = limit
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if schema:
+            config["responseJsonSchema"] = schema
+    if config:
+        out["generationConfig"] = config
+    if body.get("tools"):
+        out["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        k: v
+                        for k, v in t["function"].items()
+                        if k in ("name", "description", "parameters")
+                    }
+                    for t in body["tools"]
+                    if t.get("type") == "function"
+                ]
+            }
+        ]
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if isinstance(choice, dict):
+            fn_name = (choice.get("function") or {}).get("name")
+            mode: Json = {"mode": "ANY", "allowedFunctionNames": [fn_name]}
+        else:
+            mode = {
+                "mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}.get(str(choice), "AUTO")
+            }
+        out["toolConfig"] = {"functionCallingConfig": mode}
+    return out
+
+
+def _usage(meta: Json | None) -> Json:
+    meta = meta or {}
+    prompt = int(meta.get("promptTokenCount") or 0)
+    completion = int(meta.get("candidatesTokenCount") or 0) + int(
+        meta.get("thoughtsTokenCount") or 0
+    )
+    out: Json = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    cached = int(meta.get("cachedContentTokenCount") or 0)
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+def _finish(reason: str | None, has_calls: bool) -> str | None:
+    if not reason:
+        return None
+    if reason in FILTERED:
+        return "content_filter"
+    if has_calls:
+        return "tool_calls"
+    return FINISH.get(reason, "stop")
+
+
+def _candidate(candidate: Json) -> tuple[str, list[Json]]:
+    text = []
+    calls = []
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        if "text" in part and not part.get("thought"):
+            text.append(part["text"])
+        elif "functionCall" in part:
+            fn = part["functionCall"]
+            calls.append(
+                {
+                    "id": "call_" + secrets.token_hex(12),
+                    "type": "function",
+                    "function": {
+                        "name": fn.get("name"),
+                        "arguments": orjson.dumps(fn.get("args") or {}).decode(),
+                    },
+                }
+            )
+    return "".join(text), calls
+
+
+def from_gemini(data: Json, model: str) -> Json:
+    choices = []
+    for i, candidate in enumerate(data.get("candidates") or []):
+        text, calls = _candidate(candidate)
+        message: Json = {
+            "role": "assistant",
+            "content": text if text or not calls else None,
+            "refusal": None,
+        }
+        if calls:
+            message["tool_calls"] = calls
+        choices.append(
+            {
+                "index": candidate.get("index", i),
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _finish(candidate.get("finishReason"), bool(calls)) or "stop",
+            }
+        )
+    if not choices:
+        reason = (data.get("promptFeedback") or {}).get("blockReason", "no candidates")
+        raise ProviderError("client", f"The provider returned no answer ({reason}).")
+    return {
+        "id": "chatcmpl-" + str(data.get("responseId") or secrets.token_hex(12)),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("modelVersion", model),
+        "choices": choices,
+        "usage": _usage(data.get("usageMetadata")),
+    }
+
+
+class GeminiAdapter(Adapter):
+    default_base = "https://generativelanguage.googleapis.com"
+
+    def _url(self, model: str, method: str) -> str:
+        return f"{self.provider.base_url or self.default_base}/v1beta/models/{model}:{method}"
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
+        if self.provider.api_key:
+            headers["x-goog-api-key"] = self.provider.api_key
+        return headers
+
+    async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
+        data = await self.upstream.request_json(
+            self.provider.id,
+            "POST",
+            self._url(model, "generateContent"),
+            t,
+            json=to_gemini(body),
+            headers=self._headers(),
+        )
+        if not isinstance(data, dict):
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return from_gemini(data, model)
+
+    async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self._url(model, "streamGenerateContent"),
+            t,
+            json=to_gemini(body),
+            headers=self._headers(),
+            params={"alt": "sse"},
+        )
+        created = int(time.time())
+        chunk_id = "chatcmpl-" + secrets.token_hex(12)
+
+        async def events() -> AsyncIterator[Json]:
+            usage: Json | None = None
+            started: set[int] = set()
+            tools_seen: dict[int, int] = {}
+            async for _, data in sse_events(response):
+                event = parse_event(data)
+                if "error" in event:
+                    err = event["error"]
+                    raise ProviderError(
+                        "server", str(err.get("message") if isinstance(err, dict) else err)[:500]
+                    )
+                usage = event.get("usageMetadata") or usage
+                choices = []
+                for i, candidate in enumerate(event.get("candidates") or []):
+                    index = candidate.get("index", i)
+                    text, calls = _candidate(candidate)
+                    delta: Json = {}
+                    if index not in started:
+                        started.add(index)
+                        delta["role"] = "assistant"
+                    if text or not calls:
+                        delta["content"] = text
+                    if calls:
+                        first = tools_seen.get(index, 0)
+                        tools_seen[index] = first + len(calls)
+                        delta["tool_calls"] = [
+                            {"index": first + j, **c} for j, c in enumerate(calls)
+                        ]
+                    finish = _finish(candidate.get("finishReason"), index in tools_seen)
+                    choices.append(
+                        {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    )
+                if choices:
+                    yield {
+                        "id": chunk_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": event.get("modelVersion", model),
+                        "choices": choices,
+                    }
+            yield {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(usage),
+            }
+
+        async def close() -> None:
+            response.release()
+
+        return await open_stream(events(), close, t.first_byte)
+
+    async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if not all(isinstance(i, str) for i in inputs):
+            raise ProviderError(
+                "client", "This model accepts text input only, not token arrays.", param="input"
+            )
+        request: Json = {
+            "requests": [
+                {
+                    "model": f"models/{model}",
+                    "content": {"parts": [{"text": text}]},
+                    **(
+                        {"outputDimensionality": body["dimensions"]}
+                        if body.get("dimensions")
+                        else {}
+                    ),
+                }
+                for text in inputs
+            ]
+        }
+        data = await self.upstream.request_json(
+            self.provider.id,
+            "POST",
+            self._url(model, "batchEmbedContents"),
+            t,
+            json=request,
+            headers=self._headers(),
+        )
+        vectors = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(vectors, list) or len(vectors) != len(inputs):
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        tokens = sum(estimate_tokens(text) for text in inputs)  # Gemini reports no counts here
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v.get("values", [])}
+                for i, v in enumerate(vectors)
+            ],
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            ESTIMATED_USAGE: True,
+        }

@@ -1,0 +1,208 @@
+"""An in-process provider with deterministic output, for demos, notebooks and load tests.
+
+Options (provider ``options``): ``latency_ms`` before the answer, ``chunk_ms`` between
+streamed chunks, ``words`` (reply length; default: echo the last user message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import struct
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+
+from conduit_tornado.routing.realtime import MockRealtimeSocket, RealtimeSocket
+from conduit_tornado.routing.upstream import Timeouts
+
+from .base import (
+    Adapter,
+    ByteStream,
+    ChunkStream,
+    Json,
+    Upload,
+    estimate_tokens,
+    open_stream,
+    prompt_text,
+)
+
+# The smallest valid PNG (1x1, transparent): what mock image generation returns.
+TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+SPEECH_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+
+
+def _reply(body: Json, words: int | None) -> str:
+    last = ""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            last = (
+                content
+                if isinstance(content, str)
+                else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+            )
+            break
+    text = f"Mock reply: {last}".strip()
+    if words is not None:
+        base = text.split() or ["mock"]
+        text = " ".join(base[i % len(base)] for i in range(words))
+    return text
+
+
+class MockAdapter(Adapter):
+    supports_n = False
+    free = True
+
+    def _opt(self, name: str, default: float) -> float:
+        return float(self.provider.options.get(name, default))
+
+    async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        words = self.provider.options.get("words")
+        text = _reply(body, int(words) if words is not None else None)
+        prompt = estimate_tokens(prompt_text(body))
+        completion = len(text.split())
+        return {
+            "id": "chatcmpl-mock" + secrets.token_hex(8),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+
+    async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        whole = await self.chat(body, model, t)
+        delay = self._opt("chunk_ms", 0) / 1000
+        base = {
+            "id": whole["id"],
+            "object": "chat.completion.chunk",
+            "created": whole["created"],
+            "model": model,
+        }
+        words = whole["choices"][0]["message"]["content"].split(" ")
+
+        async def events() -> AsyncIterator[Json]:
+            yield {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for i, word in enumerate(words):
+                if delay:
+                    await asyncio.sleep(delay)
+                piece = word if i == 0 else " " + word
+                yield {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield {**base, "choices": [], "usage": whole["usage"]}
+
+        async def close() -> None:
+            return None
+
+        return await open_stream(events(), close, t.first_byte)
+
+    async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and isinstance(inputs[0], int):
+            inputs = [inputs]
+        dims = int(body.get("dimensions") or self.provider.options.get("dimensions", 8))
+        data = []
+        tokens = 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += estimate_tokens(text) if isinstance(item, str) else len(item)
+            seed = hashlib.sha256(text.encode()).digest()
+            while len(seed) < dims * 4:
+                seed += hashlib.sha256(seed).digest()
+            values = [v / 2**32 - 0.5 for v in struct.unpack(f"<{dims}I", seed[: dims * 4])]
+            data.append({"object": "embedding", "index": i, "embedding": values})
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def images(self, body: Json, model: str, t: Timeouts) -> Json:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        n = int(body.get("n") or 1)
+        encoded = base64.b64encode(TINY_PNG).decode()
+        as_url = body.get("response_format", "url") == "url"
+        item = {"url": "data:image/png;base64," + encoded} if as_url else {"b64_json": encoded}
+        return {
+            "created": int(time.time()),
+            "data": [dict(item, revised_prompt=body.get("prompt")) for _ in range(n)],
+        }
+
+    async def transcribe(
+        self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
+    ) -> tuple[bytes, str]:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        text = f"Mock {kind[:-1]} of {upload.size} bytes."
+        fmt = dict(fields).get("response_format", "json")
+        if fmt in ("text", "srt", "vtt"):
+            return text.encode(), "text/plain; charset=utf-8"
+        if fmt == "verbose_json":
+            return orjson.dumps(
+                {
+                    "task": kind[:-1],
+                    "language": "english",
+                    "duration": 1.0,
+                    "text": text,
+                    "segments": [],
+                }
+            ), "application/json"
+        return orjson.dumps({"text": text}), "application/json"
+
+    async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
+        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        delay = self._opt("chunk_ms", 0) / 1000
+        size = max(1, len(str(body.get("input", "")))) * 64  # deterministic "audio" bytes
+        content_type = SPEECH_TYPES.get(str(body.get("response_format", "mp3")), "audio/mpeg")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, size, 1024):
+                if delay:
+                    await asyncio.sleep(delay)
+                yield bytes((i % 251) for i in range(start, min(size, start + 1024)))
+
+        async def close() -> None:
+            return None
+
+        return ByteStream(content_type, chunks(), close)
+
+    async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
+        return MockRealtimeSocket(model)

@@ -1,0 +1,220 @@
+"""OpenAI and every OpenAI-compatible API (Groq, Together, Mistral, vLLM, Ollama's /v1 ...),
+plus Azure OpenAI, which differs only in URLs and the auth header.
+
+Requests pass through unchanged except ``model`` (the deployment's) and, for streams,
+``stream_options.include_usage`` (always asked, so usage is never a guess).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from conduit_tornado.routing.http_client import Response
+from conduit_tornado.routing.realtime import RealtimeSocket, connect_ws
+from conduit_tornado.routing.upstream import (
+    ProviderError,
+    SseReader,
+    Timeouts,
+    body_chunks,
+    parse_event,
+    read_body,
+)
+
+from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_batches
+
+DONE = b"[DONE]"
+
+
+class OpenAIAdapter(Adapter):
+    native_completions = True
+    default_base = "https://api.openai.com/v1"
+
+    def url(self, path: str, model: str) -> str:
+        return f"{self.provider.base_url or self.default_base}{path}"
+
+    def params(self) -> dict[str, str] | None:
+        return None
+
+    def headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
+        if self.provider.api_key:
+            headers["Authorization"] = f"Bearer {self.provider.api_key}"
+        return headers
+
+    async def _post(self, path: str, body: Json, model: str, t: Timeouts) -> Json:
+        data = await self.upstream.request_json(
+            self.provider.id,
+            "POST",
+            self.url(path, model),
+            t,
+            json={**body, "model": model},
+            headers=self.headers(),
+            params=self.params(),
+        )
+        if not isinstance(data, dict):
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return data
+
+    async def _stream(self, path: str, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True
+        payload = {**body, "model": model, "stream": True, "stream_options": options}
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url(path, model),
+            t,
+            json=payload,
+            headers=self.headers(),
+            params=self.params(),
+        )
+
+        async def close() -> None:
+            response.release()
+
+        return await open_batches(_Chunks(response).next_batch, close, t.first_byte)
+
+    async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/chat/completions", body, model, t)
+
+    async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        return await self._stream("/chat/completions", body, model, t)
+
+    async def completion(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/completions", body, model, t)
+
+    async def completion_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        return await self._stream("/completions", body, model, t)
+
+    async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/embeddings", body, model, t)
+
+    async def images(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/images/generations", body, model, t)
+
+    async def transcribe(
+        self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
+    ) -> tuple[bytes, str]:
+        content_type, length, pieces = upload.form(
+            [(name, model if name == "model" else value) for name, value in fields]
+        )
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url(f"/audio/{kind}", model),
+            t,
+            stream=pieces,
+            length=length,
+            headers={**self.headers(), "Content-Type": content_type},
+            params=self.params(),
+        )
+        body = await read_body(response)
+        return body, response.headers.get("Content-Type", "application/json")
+
+    async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url("/audio/speech", model),
+            t,
+            json={**body, "model": model},
+            headers=self.headers(),
+            params=self.params(),
+        )
+
+        async def close() -> None:
+            response.release()
+
+        return ByteStream(
+            response.headers.get("Content-Type", "application/octet-stream"),
+            body_chunks(response, "the provider's audio stream broke off"),
+            close,
+        )
+
+    def realtime_url(self, model: str) -> str:
+        base = self.provider.base_url or self.default_base
+        return _ws(base) + "/realtime?" + urlencode({"model": model})
+
+    async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
+        return await connect_ws(
+            self.upstream,
+            self.provider.id,
+            self.realtime_url(model),
+            self.headers(),
+            t,
+            max_message,
+        )
+
+
+def _ws(url: str) -> str:
+    return "ws" + url[4:] if url.startswith("http") else url
+
+
+class OllamaAdapter(OpenAIAdapter):
+    """Ollama through its OpenAI-compatible /v1 endpoint."""
+
+    default_base = "http://127.0.0.1:11434/v1"
+
+
+class AzureAdapter(OpenAIAdapter):
+    """Azure OpenAI: ``{base}/openai/deployments/{deployment}/...?api-version=``, ``api-key``.
+    The deployment's ``model`` is the Azure deployment name."""
+
+    default_api_version = "2024-10-21"
+
+    def url(self, path: str, model: str) -> str:
+        return f"{self.provider.base_url}/openai/deployments/{model}{path}"
+
+    def params(self) -> dict[str, str]:
+        return {
+            "api-version": str(self.provider.options.get("api_version", self.default_api_version))
+        }
+
+    def headers(self) -> dict[str, str]:
+        headers = dict(self.provider.headers)
+        if self.provider.api_key:
+            headers["api-key"] = self.provider.api_key
+        return headers
+
+    def realtime_url(self, model: str) -> str:
+        query = urlencode({**self.params(), "deployment": model})
+        return f"{_ws(self.provider.base_url or '')}/openai/realtime?{query}"
+
+
+class _Chunks:
+    """An OpenAI-style event stream as batches of chunk dicts, up to ``[DONE]``."""
+
+    def __init__(self, response: Response) -> None:
+        self._reader = SseReader(response)
+        self._done = False
+        self._failure: ProviderError | None = None
+
+    async def next_batch(self) -> list[Json] | None:
+        while not self._done:
+            if self._failure is not None:
+                self._done = True
+                raise self._failure
+            events = await self._reader.next_batch()
+            if events is None:
+                self._done = True
+                break
+            chunks: list[Json] = []
+            for _, data in events:
+                if data == DONE:
+                    self._done = True
+                    break
+                try:
+                    chunk = parse_event(data)
+                    if "error" in chunk:  # some servers report failures in the stream
+                        err = chunk["error"]
+                        message = err.get("message") if isinstance(err, dict) else err
+                        raise ProviderError("server", str(message)[:500])
+                except ProviderError as exc:
+                    if not chunks:
+                        raise
+                    self._failure = exc  # what came before it goes out first
+                    break
+                chunks.append(chunk)
+            if chunks:
+                return chunks
+        return None
