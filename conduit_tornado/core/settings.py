@@ -170,6 +170,67 @@ class Settings(BaseSettings):
     websocket_ping_interval: float = Field(
         20.0, gt=0, description="Seconds between WebSocket pings to clients."
     )
+    # The HTTP front (server/): limits every connection is held to.
+    http_server: Literal["conduit", "tornado"] = Field(
+        "conduit",
+        description="HTTP/1.1 server: 'conduit' (httptools, the default) or 'tornado' "
+        "(Tornado's own HTTPServer, a fallback serving the same application).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open client connections per process; beyond it a new connection is "
+        "answered 503 and closed.",
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Comma-separated proxy addresses or CIDRs (or '*') whose X-Forwarded-For "
+        "and X-Forwarded-Proto are believed. Empty: proxy headers are ignored.",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client may take to send a request's head."
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may stall (no bytes arriving) before the "
+        "connection is closed.",
+    )
+    write_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a response may wait for a client that does not read before "
+        "the connection is closed.",
+    )
+    keepalive_timeout: float = Field(
+        30.0, gt=0, description="Seconds an idle keep-alive connection is kept open."
+    )
+    # Calls to providers (routing/upstream.py): one client configuration for all of them.
+    ca_bundle: Path | None = Field(
+        None,
+        description="PEM file of CA certificates for provider TLS. Unset: the system's.",
+    )
+    max_upstream_bytes: int = Field(
+        64 * MIB,
+        ge=1024,
+        description="Largest provider answer accepted, after decompression (502 beyond).",
+    )
+    upstream_pool_size: int = Field(
+        64, ge=1, description="Idle keep-alive connections kept per provider host."
+    )
+    upstream_pool_idle: float = Field(
+        60.0, gt=0, description="Seconds an idle provider connection is kept before closing."
+    )
+    # Work one request may cause (api/, routing/).
+    max_fanout: int = Field(
+        16,
+        ge=1,
+        description="Most upstream calls one request may fan out into (prompts x n on "
+        "providers without n); beyond it the request is refused with 400.",
+    )
+    max_embedding_inputs: int = Field(
+        2048, ge=1, description="Most inputs in one embeddings request (400 beyond)."
+    )
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto",
         description="Event loop for `serve`: uvloop when installed (the `fast` extra) and "
