@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 from conduit_tornado.admission.groups import GroupService
 from conduit_tornado.admission.keys import KeyService
 from conduit_tornado.admission.limits import Limiter
 from conduit_tornado.admission.realtime import RealtimeSessions
 from conduit_tornado.core.clock import Clock
+from conduit_tornado.core.in_flight import InFlight
 from conduit_tornado.core.security import SecretBox, hash_key, hashes_match
 from conduit_tornado.core.settings import Settings
 from conduit_tornado.metering.alerts import Alerts
@@ -43,20 +41,10 @@ class Context:
     alerts: Alerts
     realtime: RealtimeSessions
     master_key_hash: str = ""
-    in_flight: int = 0
-    #: Set by a shutdown that waits for in-flight requests; handlers set it at zero.
-    drained: asyncio.Event | None = None
+    in_flight: InFlight = field(default_factory=InFlight)
+    overhead: Histogram = field(default_factory=overhead_histogram)
 
     def is_master_key(self, token: str | None) -> bool:
         if not token or not self.master_key_hash or len(token) > 256:
             return False
         return hashes_match(hash_key(token), self.master_key_hash)
-
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-    overhead: Histogram = field(default_factory=overhead_histogram)
-
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run work after a response (settling limits): kept referenced, awaited at stop."""
-        task = asyncio.ensure_future(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)

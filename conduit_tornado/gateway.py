@@ -121,8 +121,7 @@ class Gateway:
         upstream = Upstream()
         recorder = Recorder(store, s, self._clock)
         alerts = Alerts(store, s, self._clock)
-        limiter = Limiter(store, self._clock, spend_ttl=s.spend_cache_ttl)
-        limiter.on_charges = alerts.check
+        limiter = Limiter(store, self._clock, spend_ttl=s.spend_cache_ttl, on_charges=alerts.check)
         await limiter.heartbeat()
         self.ctx = Context(
             settings=s,
@@ -176,10 +175,8 @@ class Gateway:
         """Stop accepting, let in-flight requests finish (bounded), flush, close clients."""
         if self.server is not None:
             self.server.stop_listening()
-        if self.ctx is not None and self.ctx.in_flight > 0:
-            self.ctx.drained = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ctx.drained.wait(), self.settings.shutdown_timeout)
+        if self.ctx is not None:
+            await self.ctx.in_flight.drain(self.settings.shutdown_timeout)
         if self.server is not None:
             await self.server.close_all_connections()
             self.server = None
@@ -196,8 +193,7 @@ class Gateway:
                 await task
         self._tasks.clear()
         if self.ctx is not None:
-            if self.ctx.background:
-                await asyncio.gather(*self.ctx.background, return_exceptions=True)
+            await self.ctx.in_flight.settle()
             await self.ctx.limiter.close()  # settlements, and capacity this instance held
             await self.ctx.alerts.drain()
             await self.ctx.recorder.flush()

@@ -40,11 +40,28 @@ class FakeClock(Clock):
         self._mono += seconds
 
 
+_HELD_PORTS: list[socket.socket] = []
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port that stays ours for the rest of the session.
+
+    The port is taken by binding port 0 and the socket is kept bound (not listening), so
+    neither another bind(0) nor an outgoing connection can be given it meanwhile. Binding
+    it again with SO_REUSEADDR, as Tornado, the gateway, jongodb and Jupyter do, succeeds
+    on Linux while no socket listens on it; a plain bind is refused, and a connection to
+    it is refused until the server listens."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(held)
+    port: int = held.getsockname()[1]
+    return port
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _HELD_PORTS:
+        _HELD_PORTS.pop().close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -143,8 +160,7 @@ async def settled(gw: Gateway) -> None:
     holding a response can wait for exactly that instead of sleeping."""
     assert gw.ctx is not None
     while True:
-        while gw.ctx.background:
-            await asyncio.gather(*list(gw.ctx.background), return_exceptions=True)
+        await gw.ctx.in_flight.settle()
         await gw.ctx.limiter.flush()  # settlements are written behind
-        if not gw.ctx.background:
+        if not gw.ctx.in_flight.background:
             return

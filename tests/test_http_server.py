@@ -235,13 +235,13 @@ async def test_a_client_leaving_mid_upload_ends_its_request(
     writer.write(_post(key, CHAT)[: -len(CHAT) // 2])  # headers and half the body
     await writer.drain()
     for _ in range(200):  # the request is admitted and waits for the rest of its body
-        if gw.ctx.in_flight:
+        if gw.ctx.in_flight.requests:
             break
         await asyncio.sleep(0.01)
-    assert gw.ctx.in_flight == 1
+    assert gw.ctx.in_flight.requests == 1
     writer.close()
     for _ in range(200):
-        if not gw.ctx.in_flight:
+        if not gw.ctx.in_flight.requests:
             break
         await asyncio.sleep(0.01)
     for _ in range(200):

@@ -375,13 +375,12 @@ async def test_settlements_are_written_behind_in_one_batch(store: Store) -> None
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC))
     key = await _stored_key(store, clock, "key_w")
     counted = Counted(store)
-    limiter = Limiter(cast(Store, counted), clock, "inst_w")
     charged: list[Any] = []
 
     async def on_charges(charges: list[Any]) -> None:
         charged.extend(charges)
 
-    limiter.on_charges = on_charges
+    limiter = Limiter(cast(Store, counted), clock, "inst_w", on_charges=on_charges)
     grants = [await limiter.admit(key, "gpt", None, 10) for _ in range(100)]
     parallel = await store.get("parallel", "key_w")
     assert parallel is not None and parallel["by"]["inst_w"] == 100  # 10 leases of 10 slots

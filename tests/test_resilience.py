@@ -291,7 +291,7 @@ async def test_shutdown_lets_in_flight_requests_finish(
             break
         await asyncio.sleep(0.01)
     ctx = gw.ctx
-    assert ctx is not None and ctx.in_flight == 1
+    assert ctx is not None and ctx.in_flight.requests == 1
     store = ctx.store
     await gw.stop()
     r = await pending

@@ -32,10 +32,10 @@ async def test_concurrent_streams_with_clients_leaving(wired: Wired) -> None:
     ctx = wired.gateway.ctx
     assert ctx is not None
     for _ in range(200):  # the streams whose client left end on the gateway's side too
-        if ctx.in_flight == 0 and wired.fake.disconnected == count // 2:
+        if ctx.in_flight.requests == 0 and wired.fake.disconnected == count // 2:
             break
         await asyncio.sleep(0.05)
-    assert ctx.in_flight == 0
+    assert ctx.in_flight.requests == 0
     assert wired.fake.disconnected == count // 2
     await ctx.recorder.flush()
     logs = await ctx.store.find("request_logs", {}, limit=100)
@@ -62,10 +62,10 @@ async def test_a_client_leaving_during_upstream_silence_hangs_up_at_once(wired: 
     ctx = wired.gateway.ctx
     assert ctx is not None
     for _ in range(100):  # the request ends while the upstream is still silent
-        if ctx.in_flight == 0:
+        if ctx.in_flight.requests == 0:
             break
         await asyncio.sleep(0.02)
-    assert ctx.in_flight == 0
+    assert ctx.in_flight.requests == 0
     await ctx.recorder.flush()
     logs = await ctx.store.find("request_logs", {})
     assert [log["status"] for log in logs] == [499]

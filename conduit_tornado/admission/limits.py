@@ -29,9 +29,9 @@ on, perhaps after applying it (a timeout), is sent again as it was under its num
 the documents that took it remember (Store.increment_many's ``once``), and newer changes
 to the same collection or account wait until it is through.
 
-On MongoDB a store operation costs ~0.35 ms of PyMongo CPU on our 2-core machine, more
-than the whole memory-store request path, so the hot path avoids per-request round trips
-wherever the guarantees above allow.
+On MongoDB a store operation costs more CPU than the whole memory-store request path
+(bench/store_ops.py counts them per request), so the hot path avoids per-request round
+trips wherever the guarantees above allow.
 
 A key with no limits costs no store operation here.
 """
@@ -131,6 +131,7 @@ class Limiter:
         instance_id: str | None = None,
         *,
         spend_ttl: float = 1.0,
+        on_charges: Callable[[list[Charge]], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -163,7 +164,7 @@ class Limiter:
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settling: asyncio.Task[None] | None = None
         #: Told of every charge written (budget alerts).
-        self.on_charges: Callable[[list[Charge]], Awaitable[None]] | None = None
+        self._on_charges = on_charges
 
     # -- instances ------------------------------------------------------------------------
 
@@ -473,8 +474,8 @@ class Limiter:
             made += [c for c in written if c is not None]
             if not had_turn and charge is not None:
                 self._charge(*charge)  # waits its turn
-        if made and self.on_charges is not None:
-            await self.on_charges(made)
+        if made and self._on_charges is not None:
+            await self._on_charges(made)
 
     async def _undo(self, held: list[Held]) -> None:
         """Give back what a refused or failed request took: window counts to this

@@ -139,7 +139,12 @@ class MetricsHandler(AdminHandler):
     def get(self) -> None:
         ctx = self.ctx
         rows = [
-            ("conduit_in_flight_requests", "gauge", "Requests being served now.", ctx.in_flight),
+            (
+                "conduit_in_flight_requests",
+                "gauge",
+                "Requests being served now.",
+                ctx.in_flight.requests,
+            ),
             (
                 "conduit_logs_written_total",
                 "counter",

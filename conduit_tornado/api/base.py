@@ -279,7 +279,7 @@ class BaseHandler(ApiResponses):
                 f"Method {self.request.method} is not allowed on {self.request.path}.",
                 headers={"Allow": ", ".join(allowed)},
             )
-        self.ctx.in_flight += 1
+        self.ctx.in_flight.request_started()
         self._counted = True
         # A body over the limit is answered 413 once it has been read and discarded (see
         # data_received): answering while the client still sends makes it see a reset,
@@ -332,9 +332,7 @@ class BaseHandler(ApiResponses):
     def _release(self) -> None:
         if self._counted:
             self._counted = False
-            self.ctx.in_flight -= 1
-            if self.ctx.in_flight == 0 and self.ctx.drained is not None:
-                self.ctx.drained.set()
+            self.ctx.in_flight.request_ended()
 
     # -- input ----------------------------------------------------------------------------
 

@@ -317,14 +317,14 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             return
         self._closing = True
         self.close(code, reason)
-        self.ctx.spawn(self._finish(None if upstream_gone else (code, reason)))
+        self.ctx.in_flight.spawn(self._finish(None if upstream_gone else (code, reason)))
 
     def on_close(self) -> None:
         if self._closing:
             return
         self._closing = True
         code = self.close_code if self.close_code in SENDABLE else 1001
-        self.ctx.spawn(self._finish((code, self.close_reason or "client went away")))
+        self.ctx.in_flight.spawn(self._finish((code, self.close_reason or "client went away")))
 
     async def _finish(self, close_upstream: tuple[int, str] | None) -> None:
         for task in (self._pump, self._idle):
