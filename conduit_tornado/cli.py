@@ -121,10 +121,10 @@ def tune_gc() -> None:
     """The serving process owns its collector (notebooks and embedding apps keep theirs).
 
     Nearly everything a request allocates is freed by reference counting, yet with
-    Python's default thresholds the cyclic collector ran ~45 times a second under load and
-    cost ~22 µs per request (bench, memory store), with occasional full passes over every
-    stored object. Start-up objects are frozen out of its view, and it runs after 50,000
-    net allocations instead of 700."""
+    Python's default thresholds the cyclic collector runs many times a second under load,
+    with occasional full passes over every stored object (bench/MEASUREMENTS.md has the
+    cost). Start-up objects are frozen out of its view, and it runs after 50,000 net
+    allocations instead of 700."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 
