@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conduit_tornado.store import DuplicateError, Store
+from conduit_tornado.store import DuplicateError, MongoStore, Store, StoreUnavailable
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.asyncio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -136,8 +137,21 @@ async def test_insert_many_and_sum_by(store: Store) -> None:
     }
 
 
-async def test_ping(store: Store) -> None:
-    await store.ping()
+async def test_ping(store: Store, store_kind: str) -> None:
+    assert await store.ping() is None  # a serving store answers, and keeps serving
+    await store.insert("things", {"_id": "after-ping"})
+    assert await store.get("things", "after-ping") == {"_id": "after-ping"}
+    if store_kind != "mongodb":
+        return
+    # The same question to a port where nothing answers is an outage, within the timeout.
+    dead = MongoStore(
+        f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", "t_dead", timeout=0.5
+    )
+    try:
+        with pytest.raises(StoreUnavailable):
+            await dead.ping()
+    finally:
+        await dead.close()
 
 
 async def test_increment_with_condition_set_and_dotted_paths(store: Store) -> None:
