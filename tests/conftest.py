@@ -88,7 +88,14 @@ def new_mongo_store(uri: str) -> MongoStore:
     return MongoStore(uri, "t_" + uuid.uuid4().hex[:16])
 
 
-@pytest.fixture(params=["memory", "mongodb"])
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway started with no store (a notebook, the Jupyter extension, `serve`) opens
+    the local store in CONDUIT_DATA_DIR: a fresh one per test, never the user's own."""
+    monkeypatch.setenv("CONDUIT_DATA_DIR", str(tmp_path / "conduit-data"))
+
+
+@pytest.fixture(params=["memory", "sqlite", "mongodb"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
@@ -96,9 +103,13 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest_asyncio.fixture
 async def store(store_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    from conduit_tornado.store import SQLiteStore
+
     s: Store = (
         MemoryStore()
         if store_kind == "memory"
+        else SQLiteStore(request.getfixturevalue("tmp_path") / "store.sqlite3")
+        if store_kind == "sqlite"
         else new_mongo_store(request.getfixturevalue("mongo_uri"))
     )
     await s.start()

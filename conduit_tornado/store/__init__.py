@@ -1,8 +1,9 @@
-"""Storage: the protocol, and the MongoDB and in-process implementations."""
+"""Storage: the protocol, and the MongoDB, local-file (SQLite) and in-process implementations."""
 
 from .base import SETTLED, Doc, DuplicateError, Store, StoreUnavailable, Where, log_failure
 from .memory import MemoryStore
 from .mongo import MongoStore
+from .sqlite import SQLiteStore
 
 __all__ = [
     "SETTLED",
@@ -10,6 +11,7 @@ __all__ = [
     "DuplicateError",
     "MemoryStore",
     "MongoStore",
+    "SQLiteStore",
     "Store",
     "StoreUnavailable",
     "Where",
