@@ -16,9 +16,9 @@ from typing import IO, Any
 
 from conduit_tornado.routing.catalog import Provider
 from conduit_tornado.routing.realtime import RealtimeSocket
+from conduit_tornado.routing.upstream import Json as Json  # one definition, re-exported
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
 
-Json = dict[str, Any]
 #: An adapter sets this key on an answer whose usage it estimated (the provider reported
 #: none); the handler removes it before the client sees the answer and marks the log.
 ESTIMATED_USAGE = "_conduit_estimated_usage"
@@ -248,6 +248,7 @@ class Adapter:
     def __init__(self, provider: Provider, upstream: Upstream) -> None:
         self.provider = provider
         self.upstream = upstream
+        upstream.configure(provider.id, provider.options)  # its client certificate, if any
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError(
