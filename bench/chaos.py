@@ -54,6 +54,7 @@ UPSTREAM_KEY = "sk-chaos-upstream"  # bench/chaos_upstream.py API_KEY
 HOST = "127.0.0.1"
 CLIENT_TIMEOUT = 60.0  # no request may take longer: the slowest planned path is ~25 s
 BODY_TIMEOUT = 3.0  # CONDUIT_BODY_TIMEOUT / CONDUIT_HEADER_TIMEOUT for this run
+CUT_SLACK = 12.0  # seconds past it before a stalled upload counts as never cut
 FIRST_BYTE_TIMEOUT = 1.5  # the deployment's first_byte_timeout
 MAX_REQUEST_BYTES = 1024 * 1024  # CONDUIT_MAX_REQUEST_BYTES for this run
 LOG_OVERLAP = timedelta(seconds=60)  # pulls re-read this much: logs are written at the end
@@ -175,6 +176,18 @@ class Run:
     gateway_died: str | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def _subset(self, table: dict[str, int], names: str | None) -> dict[str, int]:
+        chosen = set(names.split(",")) if names else set(table)
+        return {k: v for k, v in table.items() if k in chosen}
+
+    @property
+    def scenarios(self) -> dict[str, int]:
+        return self._subset(SCENARIOS, self.args.scenarios)
+
+    @property
+    def faults(self) -> dict[str, int]:
+        return self._subset(FAULTS, self.args.faults)
+
     def elapsed(self) -> float:
         return time.monotonic() - (self.deadline - float(self.args.duration))
 
@@ -217,13 +230,18 @@ class Processes:
                 "CONDUIT_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
             }
         )
+        # Never the user's own data: the store is in-process, a fresh file in this run's
+        # directory, or a database of its own (dropped at the end).
+        env["CONDUIT_STORE"] = self.args.store
+        env["CONDUIT_DATA_DIR"] = str(self.tmp / "data")
         if self.args.mongodb_uri:
+            env["CONDUIT_STORE"] = "mongodb"
             env["CONDUIT_MONGODB_URI"] = self.args.mongodb_uri
             env["CONDUIT_MONGODB_DATABASE"] = f"chaos_{os.getpid()}"
         proc = subprocess.Popen(
             [python(), "-m", "conduit_tornado", "serve", "--port", str(port)],
             env=env,
-            cwd=ROOT,
+            cwd=self.args.gateway_src,  # python -m imports the package from here
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / "gateway.err", "wb"),  # noqa: SIM115
         )
@@ -442,6 +460,7 @@ async def streamed(
                         rec.planned_hangup = True
                         return  # leaving the block closes the connection
         done = False
+        content = 0
         for line in lines:
             if not line.startswith("data: "):
                 continue
@@ -455,10 +474,14 @@ async def streamed(
             elif event.get("usage"):
                 u = event["usage"]
                 rec.usage = (u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
+            for choice in event.get("choices") or []:
+                content += bool((choice.get("delta") or {}).get("content"))
         if rec.code is None:
             rec.outcome = "stream complete" if done else "stream ended without [DONE]"
             if not done:
                 rec.code = "stream ended without [DONE]"
+            elif not content:
+                rec.code = rec.outcome = "empty stream: 200, [DONE], no content, no error"
 
 
 def invalid_request(rid: str, variant: str, key: str) -> tuple[str, bytes, dict[str, str]]:
@@ -519,7 +542,7 @@ async def raw_upload(run: Run, rec: Rec, stalled_head: bool, abandon: bool) -> N
             rec.planned_hangup = True
             return
         t0 = time.monotonic()
-        limit = BODY_TIMEOUT + 7
+        limit = BODY_TIMEOUT + CUT_SLACK
         try:
             data = await asyncio.wait_for(reader.read(4096), limit)
             while data and not data.endswith(b"}") and b"\r\n\r\n" not in data:
@@ -554,7 +577,8 @@ async def raw_upload(run: Run, rec: Rec, stalled_head: bool, abandon: bool) -> N
 async def one_request(run: Run, http: httpx2.AsyncClient, rng: random.Random, rec: Rec) -> None:
     s = rec.scenario
     if s in ("chat", "stream", "embeddings"):
-        rec.fault = rng.choices(list(FAULTS), weights=list(FAULTS.values()))[0]
+        faults = run.faults
+        rec.fault = rng.choices(list(faults), weights=list(faults.values()))[0]
     if s == "chat":
         await plain(http, rec, "/v1/chat/completions", chat_body(rec.rid, rec.fault))
     elif s == "stream":
@@ -622,7 +646,8 @@ async def client(run: Run, index: int) -> None:
         for n in range(limit):
             if time.monotonic() >= run.deadline or run.stop.is_set():
                 break
-            scenario = rng.choices(list(SCENARIOS), weights=list(SCENARIOS.values()))[0]
+            mix = run.scenarios
+            scenario = rng.choices(list(mix), weights=list(mix.values()))[0]
             rec = Rec(f"cx{run.args.seed}-{index}-{n}", scenario)
             run.inflight[rec.rid] = datetime.now(UTC)
             t0 = time.monotonic()
@@ -899,7 +924,7 @@ def report(
         f"# conduit-tornado chaos run, {run.started_wall:%Y-%m-%d %H:%M} UTC",
         "",
         f"Duration {a.duration:g} s, {a.clients} clients, seed {a.seed}, store "
-        f"{'mongodb' if a.mongodb_uri else 'memory'}; {os.cpu_count()} cores, load average "
+        f"{'mongodb' if a.mongodb_uri else a.store}; {os.cpu_count()} cores, load average "
         f"{load[0]} at start and {load[1]} at the end (the machine is shared: other work runs "
         "beside this, so latencies are indicative only). Gateway settings: header/body timeout "
         f"{BODY_TIMEOUT:g} s, max request {MAX_REQUEST_BYTES // 1024} KiB, deployment "
@@ -933,7 +958,9 @@ def report(
     for (status, code), n in sorted(error_causes.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
         lines.append(f"| {status} | {code} | {n} |")
     stream_errors = Counter(
-        r.code for r in run.records if r.status == 200 and r.code and r.code.startswith("stream")
+        r.code
+        for r in run.records
+        if r.status == 200 and r.code and r.code.startswith(("stream", "empty"))
     )
     for code, n in stream_errors.most_common():
         lines.append(f"| 200 | {code} | {n} |")
@@ -976,8 +1003,14 @@ def report(
     if uncut:
         failures.append(
             f"{len(uncut)} stalled uploads or request heads were not cut within "
-            f"{BODY_TIMEOUT:g} s (+7 s slack): "
+            f"{BODY_TIMEOUT:g} s (+{CUT_SLACK:g} s slack for a loaded machine): "
             + ", ".join(f"{r.rid} ({r.scenario})" for r in uncut[:10])
+        )
+    empty = [r for r in run.records if r.outcome.startswith("empty stream")]
+    if empty:
+        failures.append(
+            f"{len(empty)} streams ended as a success with no content and no error event: "
+            + ", ".join(f"{r.rid} ({r.scenario}/{r.fault})" for r in empty[:10])
         )
     accepted = [r for r in run.records if r.outcome == "invalid body accepted"]
     if accepted:
@@ -1151,10 +1184,35 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mongodb-uri", help="a MongoDB for the store (default: in-process)")
+    parser.add_argument(
+        "--store",
+        choices=["memory", "local"],
+        default="memory",
+        help="without --mongodb-uri: in-process, or a fresh local (SQLite) file in the run's "
+        "working directory",
+    )
     parser.add_argument("--out", type=Path, help="also write the report here")
     parser.add_argument("--probe-interval", type=float, default=0.2)
     parser.add_argument("--max-rss-growth-mb", type=float, default=64.0)
+    parser.add_argument(
+        "--gateway-src",
+        type=Path,
+        default=ROOT,
+        help="checkout whose conduit_tornado runs (default: this one), e.g. a git worktree "
+        "of a fixed commit while the working tree is being edited",
+    )
+    parser.add_argument(
+        "--scenarios",
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (to reproduce one finding)",
+    )
+    parser.add_argument(
+        "--faults", help=f"comma-separated subset of {','.join(FAULTS)} for chat/stream/embeddings"
+    )
     args = parser.parse_args()
+    for name, table in (("scenarios", SCENARIOS), ("faults", FAULTS)):
+        unknown = set((getattr(args, name) or "").split(",")) - set(table) - {""}
+        if unknown:
+            parser.error(f"unknown {name}: {', '.join(sorted(unknown))}")
     if not 1 <= args.clients <= 256 or not 1 <= args.duration <= 24 * 3600:
         parser.error("--clients must be 1-256 and --duration 1 s to 24 h")
     tmp = Path(tempfile.mkdtemp(prefix="conduit-chaos-"))
@@ -1182,6 +1240,9 @@ def main() -> int:
                 mongo.drop_database(f"chaos_{os.getpid()}")
     load_end = Path("/proc/loadavg").read_text().split()[0]
     rec = reconcile(run, ledger, usage)
+    (tmp / "ledger.json").write_text(json.dumps(ledger))
+    (tmp / "logs.json").write_text(json.dumps(list(run.logs.values()), default=str))
+    (tmp / "records.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in run.records))
     text, failures = report(run, ledger, rec, tmp, (load_start, load_end))
     print(text)
     if args.out:

@@ -86,6 +86,7 @@ class Fake:
         self.storm_answers: Counter[int] = Counter()
         self.holds: Counter[str] = Counter()  # how each hold ended: closed / timeout
         self.unmarked = 0
+        self.timeline: dict[str, list[str]] = {}  # id -> "t+s what" per attempt event
         self.unauthorized = 0
 
     def storm(self) -> int | None:
@@ -111,6 +112,7 @@ class Fake:
             ],
             "holds": dict(self.holds),
             "unmarked": self.unmarked,
+            "timeline": self.timeline,
             "unauthorized": self.unauthorized,
         }
 
@@ -179,6 +181,7 @@ class Fake:
         status = self.storm()
         if status is not None:
             self.storm_answers[status] += 1
+            self.note(rid, f"storm {status}")
             await send(
                 writer,
                 status,
@@ -189,6 +192,7 @@ class Fake:
         if fault not in ("hold", "big") and self.attempts[rid] > 1:
             fault = "none"  # the retry of a faulted attempt is served normally
         self.faults[fault] += 1
+        self.note(rid, f"attempt {self.attempts[rid]}: {fault}")
         request = json.loads(body)
         if path.endswith("/embeddings"):
             return await self.embeddings(rid, fault, request, reader, writer)
@@ -229,7 +233,11 @@ class Fake:
                 return True
         return False
 
+    def note(self, rid: str, what: str) -> None:
+        self.timeline.setdefault(rid, []).append(f"{time.monotonic() - self.started:.3f} {what}")
+
     def serve(self, rid: str, endpoint: str, prompt: int, completion: int) -> None:
+        self.note(rid, "served")
         if rid in self.served:
             self.duplicates.append(rid)  # once per extra answer
         self.served[rid] = {"endpoint": endpoint, "prompt": prompt, "completion": completion}
