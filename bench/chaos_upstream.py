@@ -21,7 +21,8 @@ to every attempt. Faults:
   (its client left), at most 20 s; a plain answer waits the same way, at most 1 s. Either
   then answers in full, as if nothing happened: a gateway that keeps a dead client's call
   open shows up in the reconciliation.
-- ``big``: a 300-event stream of ~1 kB events (for slow readers).
+- ``big``: a 2,000-event stream of ~1 kB events, ~2 MB: more than the socket buffers hold,
+  so a slow reader makes the gateway wait (for slow readers).
 
 On top of that, seeded storms: 3-second windows (one in each 30 s, the first after ~10 s)
 during which every call is answered 429 or 503 with ``Retry-After: 1``.
@@ -328,7 +329,7 @@ class Fake:
         self, rid: str, fault: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         prompt = tokens_for(rid, 1)
-        count = 300 if fault == "big" else 8
+        count = 2000 if fault == "big" else 8
         text = ("x" * 1000 + " ") if fault == "big" else "tok "
         base = {
             "id": f"chatcmpl-{rid}",
