@@ -18,9 +18,19 @@ and pulls /admin/v1/logs (so the in-process store's log cap never hides a log).
 Every request carries its id both as x-request-id (the gateway logs it) and in a marker in
 its prompt (the fake upstream keys its ledger by it), so each log can be matched with what
 was served. The report (Markdown, stdout and --out) gives requests and errors by cause,
-RSS over time, loop lag, and the reconciliation; the exit status is 1 on a usage mismatch,
-any 500, an error answer without the OpenAI envelope, a request that hung, the gateway
-dying, or RSS growing more than --max-rss-growth-mb after warm-up.
+RSS over time, loop lag, and the reconciliation. The exit status is 1 on a usage mismatch,
+any 500, an error answer without the OpenAI envelope, a request that hung, a stream that
+"succeeded" with no content and no error, an invalid body accepted, a stalled upload not
+cut, an upstream call tried more than 1 + 2 times or left open after the gateway gave up
+on it, dropped logs, the gateway dying, or RSS growing more than --max-rss-growth-mb after
+warm-up. Records, the fake's ledger (with a per-attempt timeline) and the logs are kept in
+the run's working directory (printed on stderr) for digging.
+
+To reproduce one finding, narrow the mix: ``--scenarios stream --faults gzip_bomb``.
+``--gateway-src DIR`` runs the gateway from another checkout (a git worktree of a fixed
+commit, while this one is being edited). The store is in-process unless ``--store local``
+(a fresh SQLite file in the working directory) or ``--mongodb-uri`` (a database of its
+own, dropped at the end): never the user's data directory.
 
 Bounded: every loop stops at the deadline and after a fixed number of iterations, every
 request has a timeout, and only 127.0.0.1 is contacted.
@@ -111,15 +121,15 @@ def python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def rss_kb(pid: int) -> tuple[int, int]:
-    """VmRSS and VmHWM (peak) of a process, in kB."""
+def proc_sample(pid: int) -> tuple[int, int, int]:
+    """VmRSS and VmHWM (peak) of a process, in kB, and its open file descriptors."""
     rss = hwm = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
         elif line.startswith("VmHWM:"):
             hwm = int(line.split()[1])
-    return rss, hwm
+    return rss, hwm, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -167,7 +177,7 @@ class Run:
     deadline: float = 0.0
     records: list[Rec] = field(default_factory=list)
     inflight: dict[str, datetime] = field(default_factory=dict)
-    rss: list[tuple[float, int, int]] = field(default_factory=list)  # (s, rss kB, hwm kB)
+    rss: list[tuple[float, int, int, int]] = field(default_factory=list)  # s, kB, peak kB, fds
     metrics: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)  # log id -> log
     pulls: list[tuple[float, int, float]] = field(default_factory=list)  # (s, logs, seconds)
@@ -679,8 +689,7 @@ async def sample_rss(run: Run, gateway: subprocess.Popen[bytes]) -> None:
             run.gateway_died = f"exit status {gateway.returncode} at {run.elapsed():.0f} s"
             run.stop.set()
             return
-        rss, hwm = rss_kb(gateway.pid)
-        run.rss.append((run.elapsed(), rss, hwm))
+        run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
         if run.stop.is_set():
             return
         with contextlib.suppress(TimeoutError):
@@ -793,8 +802,7 @@ async def drive(
             usage[key_id] = r.json()["totals"]
         r = await admin.get("/admin/v1/metrics")
         run.metrics.append((run.elapsed(), parse_metrics(r.text)))
-        rss, hwm = rss_kb(gateway.pid)
-        run.rss.append((run.elapsed(), rss, hwm))
+        run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
     async with httpx2.AsyncClient(timeout=60) as http:
         ledger = (await http.get(run.upstream_url + "/__chaos/ledger")).json()
     await admin.aclose()
@@ -1062,17 +1070,17 @@ def report(
             )
 
     # RSS
-    lines += ["", "## Gateway memory (VmRSS, sampled every 2 s)", ""]
+    lines += ["", "## Gateway memory and descriptors (/proc, sampled every 2 s)", ""]
     if run.rss:
         step = max(1, -(-len(run.rss) // 12))
         shown_rss = run.rss[::step] + ([run.rss[-1]] if (len(run.rss) - 1) % step else [])
-        lines.append("| t (s) | RSS (MB) | peak so far (MB) |")
-        lines.append("|---:|---:|---:|")
-        for t, rss, hwm in shown_rss:
-            lines.append(f"| {t:.0f} | {rss / 1024:.1f} | {hwm / 1024:.1f} |")
-        warm = [rss for t, rss, _ in run.rss if t >= a.duration * 0.2] or [run.rss[-1][1]]
+        lines.append("| t (s) | RSS (MB) | peak so far (MB) | open fds |")
+        lines.append("|---:|---:|---:|---:|")
+        for t, rss, hwm, fds in shown_rss:
+            lines.append(f"| {t:.0f} | {rss / 1024:.1f} | {hwm / 1024:.1f} | {fds} |")
+        warm = [rss for t, rss, _, _ in run.rss if t >= a.duration * 0.2] or [run.rss[-1][1]]
         growth = (run.rss[-1][1] - warm[0]) / 1024
-        peak = max(h for _, _, h in run.rss) / 1024
+        peak = max(h for _, _, h, _ in run.rss) / 1024
         lines.append(
             f"\nGrowth after warm-up (20% of the run to the end): {growth:+.1f} MB "
             f"(threshold {a.max_rss_growth_mb:g} MB); peak {peak:.1f} MB."
