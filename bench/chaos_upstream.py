@@ -21,8 +21,9 @@ to every attempt. Faults:
   (its client left), at most 20 s; a plain answer waits the same way, at most 1 s. Either
   then answers in full, as if nothing happened: a gateway that keeps a dead client's call
   open shows up in the reconciliation.
-- ``big``: a 2,000-event stream of ~1 kB events, ~2 MB: more than the socket buffers hold,
-  so a slow reader makes the gateway wait (for slow readers).
+- ``big``: a 2,000-event stream of ~1 kB events, ~2 MB, for slow readers. (Loopback socket
+  buffers grow to tens of MB, so this upstream is never held back: what is checked is that
+  the gateway's own memory does not take the difference.)
 
 On top of that, seeded storms: 3-second windows (one in each 30 s, the first after ~10 s)
 during which every call is answered 429 or 503 with ``Retry-After: 1``.
