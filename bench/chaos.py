@@ -1159,7 +1159,16 @@ def report(
     if rec.mismatches:
         failures.append(f"{len(rec.mismatches)} reconciliation mismatches")
         lines += ["", f"Mismatches ({len(rec.mismatches)}, first 50):", ""]
-        lines += [f"- {m}" for m in rec.mismatches[:50]]
+        by_rid = {r.rid: r for r in run.records}
+
+        def context(line: str) -> str:
+            r = by_rid.get(line.split(":", 1)[0])
+            if r is None:
+                return line
+            saw = r.cause if r.status is not None else r.outcome
+            return f"{line} [{r.scenario}/{r.variant or r.fault}; the client saw {saw or '?'} after {r.seconds:.1f} s]"
+
+        lines += [f"- {context(m)}" for m in rec.mismatches[:50]]
     else:
         lines.append("\nNo mismatch: every served request is logged once with exactly its tokens.")
 
@@ -1177,6 +1186,12 @@ def report(
     lines += ["", "## Verdict", ""]
     if failures:
         lines += ["FAIL:", ""] + [f"- {f}" for f in failures]
+        lines.append(
+            "\nTo reproduce one, narrow the run to its scenario and fault (shown as "
+            "scenario/fault above), e.g. `bench/chaos.py --duration 15 --clients 2 "
+            "--scenarios stream --faults bad_json`; the working directory keeps the records, "
+            "the upstream's per-attempt timeline and the logs."
+        )
     else:
         lines.append("PASS: no mismatch, no 500, no hang, RSS within the threshold.")
     return "\n".join(lines) + "\n", failures
