@@ -69,6 +69,7 @@ FIRST_BYTE_TIMEOUT = 1.5  # the deployment's first_byte_timeout
 MAX_REQUEST_BYTES = 1024 * 1024  # CONDUIT_MAX_REQUEST_BYTES for this run
 LOG_OVERLAP = timedelta(seconds=60)  # pulls re-read this much: logs are written at the end
 PULL_EVERY = 10.0
+MEMORY_LOG_LIMIT = 3000  # logs the in-process store keeps; one pull reads at most ~70 s of them
 RSS_EVERY = 2.0
 METRICS_EVERY = 5.0
 
@@ -238,6 +239,9 @@ class Processes:
                 "CONDUIT_HEADER_TIMEOUT": str(BODY_TIMEOUT),
                 "CONDUIT_BODY_TIMEOUT": str(BODY_TIMEOUT),
                 "CONDUIT_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+                # A small cap, so the in-process store stops growing early in the run and
+                # RSS growth after warm-up means something; the pulls read every log first.
+                "CONDUIT_MEMORY_LOG_LIMIT": str(MEMORY_LOG_LIMIT),
             }
         )
         # Never the user's own data: the store is in-process, a fresh file in this run's
@@ -1128,6 +1132,17 @@ def report(
             f"Log pulls (GET /admin/v1/logs every {PULL_EVERY:g} s, pages of 1000): {len(run.pulls)}, "
             f"{sum(p[1] for p in run.pulls)} logs read, duration ms {_ms(pull_s)}; the in-process "
             "store sorts in the loop, so pulls show in the lag above."
+        )
+    if (
+        run.pulls
+        and max(p[1] for p in run.pulls) > 0.8 * MEMORY_LOG_LIMIT
+        and a.store == "memory"
+        and not a.mongodb_uri
+    ):
+        failures.append(
+            f"a log pull read {max(p[1] for p in run.pulls)} logs, near the in-process store's "
+            f"cap ({MEMORY_LOG_LIMIT}): logs may have been pruned unread (fewer clients, or "
+            "--store local)"
         )
     if run.metrics:
         last = run.metrics[-1][1]
