@@ -225,12 +225,8 @@ class Gateway:
         ctx = await self.build()
         s = self.settings
         app = make_app(ctx)
-        self.server = HttpServer(
-            app,
-            xheaders=s.trust_proxy_headers,
-            max_body_size=max(s.max_request_bytes, s.max_admin_request_bytes),
-            idle_timeout=75,
-        )
+        # Ours or Tornado's (CONDUIT_HTTP_SERVER), held to the settings' connection limits.
+        self.server = HttpServer.for_settings(app, s)
         sockets = bind(s.host, s.port)
         await self.server.start(sockets)
         self.port = sockets[0].getsockname()[1]
