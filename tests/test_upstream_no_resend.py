@@ -17,6 +17,7 @@ import pytest
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, read_body
 from tests.fakes.raw import Received, close_after_answer, drop_from, response, serving, stall_from
 
+pytestmark = pytest.mark.asyncio
 T = Timeouts(connect=5.0, first_byte=None, total=10.0)
 
 

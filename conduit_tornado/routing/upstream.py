@@ -272,14 +272,17 @@ class Upstream:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.factory = ClientFactory(self.settings)
+        # Building a client loads the system's trust store (tens of milliseconds of CPU),
+        # so clients are built in a thread when first needed, never on the event loop.
         self._clients: dict[tuple[float, str], Client] = {}
+        self._building = asyncio.Lock()
         self._identities: dict[str, Identity | None] = {}
         self._broken: dict[str, str] = {}  # pools whose client certificate does not load
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     def configure(self, pool: str, options: Mapping[str, Any]) -> None:
         """Take a provider's client certificate options (clients.CLIENT_CERT/CLIENT_KEY).
-        A bad pair is remembered as an error each call to that provider reports."""
+        A pair that does not load makes each call to that provider fail with its reason."""
         try:
             self._identities[pool] = client_identity(options)
         except ClientConfigError as exc:
@@ -288,19 +291,25 @@ class Upstream:
             return
         self._broken.pop(pool, None)
 
-    def _client(self, pool: str, connect: float) -> Client:
+    async def _client(self, pool: str, connect: float) -> Client:
         broken = self._broken.get(pool)
         if broken is not None:
             raise ProviderError("config", broken)
         identity = self._identities.get(pool)
         key = (connect, identity.digest if identity is not None else "")
         client = self._clients.get(key)
-        if client is None:
-            try:
-                client = self.factory.client(connect_timeout=connect, identity=identity)
-            except ClientConfigError as exc:
-                raise ProviderError("config", str(exc)) from None
-            self._clients[key] = client
+        if client is not None:
+            return client
+        async with self._building:  # one build per key, off the event loop
+            client = self._clients.get(key)
+            if client is None:
+                try:
+                    client = await asyncio.to_thread(
+                        self.factory.client, connect_timeout=connect, identity=identity
+                    )
+                except ClientConfigError as exc:
+                    raise ProviderError("config", str(exc)) from None
+                self._clients[key] = client
         return client
 
     def session(self, pool: str) -> aiohttp.ClientSession:
@@ -313,7 +322,9 @@ class Upstream:
                 raise ProviderError("config", broken)
             context = self.factory.ssl_context(self._identities.get(pool))
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False, ssl=context),
+                connector=aiohttp.TCPConnector(
+                    limit=0, enable_cleanup_closed=False, ssl=context or True
+                ),
                 skip_auto_headers=("User-Agent",),
             )
             self._sessions[pool] = session
@@ -350,7 +361,7 @@ class Upstream:
         hdrs = dict(headers or {})
         hdrs["Via"] = via.outgoing()
         check_headers(hdrs)
-        builder = self._client(pool, t.connect).request(method, url)
+        builder = (await self._client(pool, t.connect)).request(method, url)
         if params:
             builder = builder.query(dict(params))
         if json is not None:
