@@ -65,7 +65,9 @@ HOST = "127.0.0.1"
 CLIENT_TIMEOUT = 60.0  # no request may take longer: the slowest planned path is ~25 s
 BODY_TIMEOUT = 3.0  # CONDUIT_BODY_TIMEOUT / CONDUIT_HEADER_TIMEOUT for this run
 CUT_SLACK = 12.0  # seconds past it before a stalled upload counts as never cut
-FIRST_BYTE_TIMEOUT = 1.5  # the deployment's first_byte_timeout
+FIRST_BYTE_TIMEOUT = (
+    3.0  # the deployment's; 2 s above HOLD_PLAIN, so a loaded machine does not race them
+)
 MAX_REQUEST_BYTES = 1024 * 1024  # CONDUIT_MAX_REQUEST_BYTES for this run
 LOG_OVERLAP = timedelta(seconds=60)  # pulls re-read this much: logs are written at the end
 PULL_EVERY = 10.0

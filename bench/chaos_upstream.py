@@ -52,7 +52,7 @@ MARKER = re.compile(rb"\[chaos id=([A-Za-z0-9._:-]+) fault=([a-z0-9_]+)\]")
 STORM_LENGTH = 3.0
 STORM_PERIOD = 30.0
 HOLD_STREAM = 20.0
-HOLD_PLAIN = 1.0  # below the deployment's first-byte timeout (1.5 s in bench/chaos.py)
+HOLD_PLAIN = 1.0  # well below the deployment's first-byte timeout (3 s in bench/chaos.py)
 HANG_MAX = 10.0
 BOMB_INFLATED = 128 * 1024 * 1024
 
