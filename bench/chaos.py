@@ -366,6 +366,18 @@ def configure(run: Run) -> None:
 # -- the prober (its own process) -----------------------------------------------------------
 
 
+def complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole HTTP answer with a Content-Length body."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
 def probe(port: int, interval: float, seconds: float) -> int:
     """GET /health/live every ``interval`` on a keep-alive connection; print
     ``elapsed_s latency_ms`` per probe (latency -1: failed). Bounded by ``seconds``."""
@@ -382,11 +394,13 @@ def probe(port: int, interval: float, seconds: float) -> int:
                 sock = socket.create_connection((HOST, port), timeout=5)
             sock.sendall(request)
             data = b""
-            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            for _ in range(64):  # the answer is ~150 bytes; a bound all the same
                 piece = sock.recv(4096)
                 if not piece:
                     raise ConnectionError("closed")
                 data += piece
+                if complete(data):
+                    break
             latency = (time.perf_counter() - t0) * 1000
         except OSError:
             latency = -1.0
@@ -561,7 +575,9 @@ async def raw_upload(run: Run, rec: Rec, stalled_head: bool, abandon: bool) -> N
         limit = BODY_TIMEOUT + CUT_SLACK
         try:
             data = await asyncio.wait_for(reader.read(4096), limit)
-            while data and not data.endswith(b"}") and b"\r\n\r\n" not in data:
+            for _ in range(64):
+                if not data or complete(data):
+                    break
                 more = await asyncio.wait_for(reader.read(4096), limit)
                 if not more:
                     break
