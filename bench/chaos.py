@@ -462,11 +462,8 @@ async def streamed(
     *,
     leave_after: int | None = None,
     slow: bool = False,
-    key: str | None = None,
 ) -> None:
     headers = {"x-request-id": rec.rid}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
     async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
         if r.status_code != 200:
             read_error(rec, r, await r.aread())
