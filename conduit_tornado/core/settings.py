@@ -133,8 +133,10 @@ class Settings(BaseSettings):
         2,
         ge=0,
         le=10,
-        description="Retries after a failed upstream attempt (429, 5xx, timeouts, connection "
-        "errors). Every deployment and fallback still gets at least one attempt.",
+        description="Retries of a request after failed upstream attempts (429, 5xx, timeouts, "
+        "connection errors), counted per request in upstream calls: every deployment and "
+        "fallback gets one try, and a request makes at most max(k x deployments, k + "
+        "max_retries) calls, k its fan-out. 401/403 are not retried on the same deployment.",
     )
     retry_backoff: float = Field(
         0.25, ge=0, description="Base seconds of the exponential backoff (full jitter)."
