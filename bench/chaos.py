@@ -22,9 +22,10 @@ RSS over time, loop lag, and the reconciliation. The exit status is 1 on a usage
 any 500, an error answer without the OpenAI envelope, a request that hung, a stream that
 "succeeded" with no content and no error, an invalid body accepted, a stalled upload not
 cut, an upstream call tried more than 1 + 2 times or left open after the gateway gave up
-on it, dropped logs, the gateway dying, or RSS growing more than --max-rss-growth-mb after
-warm-up. Records, the fake's ledger (with a per-attempt timeline) and the logs are kept in
-the run's working directory (printed on stderr) for digging.
+on it, dropped logs, the gateway dying, RSS growing more than --max-rss-growth-mb after
+warm-up, or a /health/live probe slower than --max-lag-ms (a blocked event loop). Records,
+the fake's ledger (with a per-attempt timeline) and the logs are kept in the run's working
+directory (printed on stderr) for digging.
 
 To reproduce one finding, narrow the mix: ``--scenarios stream --faults gzip_bomb``.
 ``--gateway-src DIR`` runs the gateway from another checkout (a git worktree of a fixed
@@ -1121,8 +1122,16 @@ def report(
         "## Loop lag, from outside",
         "",
         f"GET /health/live every {a.probe_interval:g} s from a separate process, {len(probes)} "
-        f"probes, {len(probes) - len(ok)} failed. Latency ms: {_ms(ok)}.",
+        f"probes, {len(probes) - len(ok)} failed (no answer within 5 s). Latency ms: {_ms(ok)}.",
     ]
+    stalls = [(t, ms) for t, ms in probes if ms < 0 or ms > a.max_lag_ms]
+    if stalls:
+        worst = max(5000.0 if ms < 0 else ms for _, ms in stalls)
+        failures.append(
+            f"the gateway's event loop stalled: {len(stalls)} /health/live probes took over "
+            f"{a.max_lag_ms:g} ms or got no answer within 5 s (worst {worst:.0f} ms; first at "
+            f"{stalls[0][0]:.0f} s)"
+        )
     if probes:
         lines += [
             "",
@@ -1223,7 +1232,7 @@ def report(
             "the upstream's per-attempt timeline and the logs."
         )
     else:
-        lines.append("PASS: no mismatch, no 500, no hang, RSS within the threshold.")
+        lines.append("PASS: no mismatch, no 500, no hang, no loop stall, RSS within the threshold.")
     return "\n".join(lines) + "\n", failures
 
 
@@ -1247,6 +1256,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the report here")
     parser.add_argument("--probe-interval", type=float, default=0.2)
     parser.add_argument("--max-rss-growth-mb", type=float, default=64.0)
+    parser.add_argument(
+        "--max-lag-ms",
+        type=float,
+        default=2000.0,
+        help="a /health/live probe slower than this fails the run (a blocked event loop; "
+        "generous, because the machine may be shared)",
+    )
     parser.add_argument(
         "--gateway-src",
         type=Path,
