@@ -376,8 +376,9 @@ class Upstream:
         request = builder.streamed_read_buffer_limit(READ_BUFFER).build_streamed()
         try:
             if t.first_byte:
-                # Cancelling the send drops hyper's exchange and its connection; the
-                # request is not sent again.
+                # pyreqwest detaches (does not abort) its Rust task when the await is
+                # cancelled: the exchange runs on until its head arrives or its total
+                # deadline passes, then its connection is closed. It is never sent again.
                 async with asyncio.timeout(t.first_byte):
                     raw = await request.__aenter__()
             else:
