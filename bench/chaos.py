@@ -1154,8 +1154,14 @@ def report(
         pull_s = [p[2] * 1000 for p in run.pulls]
         lines.append(
             f"Log pulls (GET /admin/v1/logs every {PULL_EVERY:g} s, pages of 1000): {len(run.pulls)}, "
-            f"{sum(p[1] for p in run.pulls)} logs read, duration ms {_ms(pull_s)}; the in-process "
-            "store sorts in the loop, so pulls show in the lag above."
+            f"{sum(p[1] for p in run.pulls)} logs read, duration ms {_ms(pull_s)} (as the driver "
+            "saw them)."
+            + (
+                " The in-process store filters and sorts in the event loop, so pulls show in "
+                "the lag above."
+                if a.store == "memory" and not a.mongodb_uri
+                else ""
+            )
         )
     if (
         run.pulls
