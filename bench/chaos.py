@@ -188,6 +188,7 @@ class Run:
     pulled_until: datetime | None = None
     driver_lag: list[float] = field(default_factory=list)
     gateway_died: str | None = None
+    final_error: str | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _subset(self, table: dict[str, int], names: str | None) -> dict[str, int]:
@@ -813,16 +814,20 @@ async def drive(
         await asyncio.gather(*background, return_exceptions=True)
     usage: dict[str, Any] = {}
     ledger: dict[str, Any] = {}
-    if run.gateway_died is None:
-        await asyncio.sleep(3)  # two flush intervals: every finished request is recorded
-        await pull_logs(run, admin)
-        for key_id in (run.key_id, run.tight_id):
-            r = await admin.get("/admin/v1/usage", params={"key_id": key_id, "group_by": "key"})
-            r.raise_for_status()
-            usage[key_id] = r.json()["totals"]
-        r = await admin.get("/admin/v1/metrics")
-        run.metrics.append((run.elapsed(), parse_metrics(r.text)))
-        run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
+    try:
+        if run.gateway_died is None:
+            await asyncio.sleep(3)  # two flush intervals: every finished request is recorded
+            await pull_logs(run, admin)
+            for key_id in (run.key_id, run.tight_id):
+                params = {"key_id": key_id, "group_by": "key"}
+                r = await admin.get("/admin/v1/usage", params=params)
+                r.raise_for_status()
+                usage[key_id] = r.json()["totals"]
+            r = await admin.get("/admin/v1/metrics")
+            run.metrics.append((run.elapsed(), parse_metrics(r.text)))
+            run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
+    except (httpx2.HTTPError, ValueError, KeyError, OSError) as exc:
+        run.final_error = f"reading logs and usage after the run failed: {exc!r}"[:300]
     async with httpx2.AsyncClient(timeout=60) as http:
         ledger = (await http.get(run.upstream_url + "/__chaos/ledger")).json()
     await admin.aclose()
@@ -1051,6 +1056,8 @@ def report(
         failures.append(f"{len(crashed)} client exceptions (a driver bug?): {crashed[0].outcome}")
     if run.gateway_died:
         failures.append(f"the gateway died: {run.gateway_died}")
+    if run.final_error:
+        failures.append(run.final_error)
 
     # upstream
     lines += [
