@@ -25,7 +25,7 @@ cut, an upstream call tried more than 1 + 2 times or left open after the gateway
 on it, dropped logs, the gateway dying, RSS growing more than --max-rss-growth-mb after
 warm-up, or a /health/live probe slower than --max-lag-ms (a blocked event loop). Records,
 the fake's ledger (with a per-attempt timeline) and the logs are kept in the run's working
-directory (printed on stderr) for digging.
+directory (printed on stderr) when it fails, or with --keep.
 
 To reproduce one finding, narrow the mix: ``--scenarios stream --faults gzip_bomb``.
 ``--gateway-src DIR`` runs the gateway from another checkout (a git worktree of a fixed
@@ -45,6 +45,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -1270,6 +1271,9 @@ def main() -> int:
     parser.add_argument("--probe-interval", type=float, default=0.2)
     parser.add_argument("--max-rss-growth-mb", type=float, default=64.0)
     parser.add_argument(
+        "--keep", action="store_true", help="keep the working directory after a passing run too"
+    )
+    parser.add_argument(
         "--max-lag-ms",
         type=float,
         default=2000.0,
@@ -1329,7 +1333,10 @@ def main() -> int:
     print(text)
     if args.out:
         args.out.write_text(text)
-    print(f"(working files: {tmp})", file=sys.stderr)
+    if failures or args.keep:
+        print(f"(working files: {tmp})", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failures else 0
 
 
