@@ -10,6 +10,7 @@ import httpx2
 import pytest
 import pytest_asyncio
 
+from conduit_tornado import Gateway
 from tests.conftest import MASTER_KEY
 from tests.proxy_setup import Wired
 
@@ -132,6 +133,8 @@ async def test_realtime_session_settings_nesting_is_capped(calls: Calls) -> None
     refused(r, "tools")
     r = await calls.client("/v1/realtime/sessions", {"model": "rt", "modalities": [[]]})
     refused(r, "modalities")
+    r = await calls.client("/v1/realtime/sessions", {"model": "rt", "temperature": 2**63})
+    refused(r, "temperature")
     small = {"type": "function", "name": "f", "parameters": nested(5)}
     r = await calls.client("/v1/realtime/sessions", {"model": "rt", "tools": [small]})
     assert r.status_code == 200 and r.json()["tools"] == [small]
@@ -287,3 +290,22 @@ async def test_translated_fields_of_the_wrong_shape(calls: Calls, model: str) ->
             r = await calls.client("/v1/chat/completions", {**body, "stream": stream})
             refused(r, param)
     assert calls.wired.fake.requests == []
+
+
+async def test_stored_values_every_store_can_hold(gateway: Gateway) -> None:
+    """What MongoDB cannot encode (integers past 64 bits, NUL in keys) is a 400 on every
+    store, not a 500 on one of them."""
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    async with httpx2.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        for path, extra in (("/admin/v1/keys", {"name": "k"}), ("/admin/v1/groups", {"name": "g"})):
+            for metadata in ({"n": 2**63}, {"n": [2**64 - 1]}, {"a\x00b": 1}):
+                r = await http.post(path, json={**extra, "metadata": metadata})
+                refused(r, "metadata")
+            r = await http.post(path, json={**extra, "rpm": 2**63})
+            refused(r, "rpm")
+            fine = {"big": 2**63 - 1, "small": -(2**63), "text": "nul \x00 in a value"}
+            r = await http.post(path, json={**extra, "metadata": fine})
+            assert r.status_code == 201, r.text
+            assert r.json()["metadata"] == fine
+        listed = await http.get("/admin/v1/keys")
+        assert listed.status_code == 200 and listed.json()["total"] == 1
