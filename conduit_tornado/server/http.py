@@ -30,7 +30,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -58,7 +58,7 @@ READ_HIGH_WATER = 1 << 20  # stop reading while this much request body waits for
 CORK_LIMIT = 64 * 1024  # asyncio's write high-water mark: write at once past it
 SWEEP_SECONDS = 5.0  # the longest a deadline may be overrun
 ACCEPT_BATCH = 64  # connections taken per readiness of a listening socket
-ACCEPT_RETRY_SECONDS = 1.0  # after an accept error such as EMFILE
+ACCEPT_RETRY_SECONDS = 0.25  # after an accept error such as EMFILE (reported once a second)
 OVERLOAD_LINGER = 1.0  # seconds a refused connection is read (and dropped) before closing
 MAX_OVERLOADED = 64  # refused connections lingering at once; beyond, closed unanswered
 _CLOSED = tornado.iostream.StreamClosedError
@@ -730,7 +730,7 @@ class _Overloaded(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.overloaded += 1
         transport.write(overload_answer())
         if transport.can_write_eof():
