@@ -309,3 +309,17 @@ async def test_stored_values_every_store_can_hold(gateway: Gateway) -> None:
             assert r.json()["metadata"] == fine
         listed = await http.get("/admin/v1/keys")
         assert listed.status_code == 200 and listed.json()["total"] == 1
+
+
+async def test_any_admin_body_must_fit_every_store(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    async with httpx2.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        r = await http.post("/admin/v1/providers", json={"name": "m", "type": "mock"})
+        assert r.status_code == 201
+        deployment = {"provider": "m", "model": "m", "pricing": {"per_image": {"a\x00": 1}}}
+        r = await http.post("/admin/v1/models", json={"name": "x", "deployments": [deployment]})
+        assert "NUL" in refused(r, None)["message"]
+        r = await http.post("/admin/v1/keys", json={"name": "k", "model_limits": {"m\x00": {}}})
+        refused(r, None)
+        listed = await http.get("/admin/v1/models")
+        assert listed.status_code == 200 and listed.json()["total"] == 0

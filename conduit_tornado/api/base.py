@@ -32,6 +32,7 @@ from conduit_tornado.core.errors import (
     store_unavailable,
 )
 from conduit_tornado.core.ids import IdSequence
+from conduit_tornado.core.schemas import MAX_STORED_DEPTH, unstorable
 from conduit_tornado.core.settings import MIB
 from conduit_tornado.routing.catalog import ModelRoute
 from conduit_tornado.server.http import Exchange
@@ -426,6 +427,20 @@ class AdminHandler(BaseHandler):
     an async ``conduit_admin_user(handler) -> bool`` in the application settings."""
 
     max_body_setting = "max_admin_request_bytes"
+
+    def parse(self, model: type[M]) -> M:
+        """Admin bodies are stored: besides the model's own checks, nothing in them may
+        be what a store cannot hold and serve back (deep nesting, integers past 64 bits,
+        NUL in keys). Field validators name the field where they can; this catches the
+        rest (keys of free-form maps such as pricing or model_limits)."""
+        data = self.json_body()
+        parsed = validate(model, data)
+        problem = unstorable(data, MAX_STORED_DEPTH + 4)
+        if problem is not None:
+            raise ApiError(
+                400, f"The request body cannot be stored: {problem}.", code="invalid_value"
+            )
+        return parsed
 
     async def authenticate(self) -> None:
         token = bearer_token(self)
