@@ -323,3 +323,21 @@ async def test_any_admin_body_must_fit_every_store(gateway: Gateway) -> None:
         refused(r, None)
         listed = await http.get("/admin/v1/models")
         assert listed.status_code == 200 and listed.json()["total"] == 0
+
+
+async def test_names_that_are_logged_are_bounded(calls: Calls) -> None:
+    """The model and user of every request go into its log entry (refusals included) and
+    the user keys a limit bucket: megabytes of either would be held and written."""
+    hi = [{"role": "user", "content": "x"}]
+    r = await calls.client("/v1/chat/completions", {"model": "m" * 100_000, "messages": hi})
+    refused(r, "model")
+    body = {"model": "mock", "messages": hi, "user": "u" * 257}
+    refused(await calls.client("/v1/chat/completions", body), "user")
+    refused(await calls.client("/v1/embeddings", {**body, "input": "x"}), "user")
+    ok = await calls.client("/v1/chat/completions", {**body, "user": "u" * 256})
+    assert ok.status_code == 200
+    ctx = calls.wired.gateway.ctx
+    assert ctx is not None
+    await ctx.recorder.flush()
+    logged = await ctx.store.find("request_logs", {})
+    assert logged and max(len(str(e.get("user") or "")) + len(e["model"]) for e in logged) < 300

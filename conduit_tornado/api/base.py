@@ -476,10 +476,20 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         raise ApiError(400, message, param=param, code="invalid_value") from None
 
 
+MAX_MODEL_NAME = 256  # names are at most 200 characters (schemas.NAME_RE)
+
+
 def model_name(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(
             400, "You must provide a model parameter.", param="model", code="missing_model"
+        )
+    if len(value) > MAX_MODEL_NAME:  # no such model; and it would be logged whole
+        raise ApiError(
+            400,
+            f"model is limited to {MAX_MODEL_NAME} characters.",
+            param="model",
+            code="string_above_max_length",
         )
     return value
 
