@@ -55,7 +55,7 @@ async def test_encoding_keeps_types_and_tag_like_strings() -> None:
     assert loads(dumps(doc)) == doc
     naive = datetime(2026, 1, 1, 12)
     assert loads(dumps({"t": naive}))["t"] == naive.replace(tzinfo=UTC)  # as MongoDB does
-    with pytest.raises(TypeError, match="cannot hold"):
+    with pytest.raises(TypeError):  # a type JSON has no place for: refused, not mangled
         dumps({"x": {1, 2}})
 
 
