@@ -4,6 +4,7 @@ reads fail on, nothing sent upstream that could add headers of its own."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -12,6 +13,7 @@ import pytest_asyncio
 
 from conduit_tornado import Gateway
 from tests.conftest import MASTER_KEY
+from tests.fakes.tls import make_pki
 from tests.proxy_setup import Wired
 
 pytestmark = pytest.mark.asyncio
@@ -341,3 +343,31 @@ async def test_names_that_are_logged_are_bounded(calls: Calls) -> None:
     await ctx.recorder.flush()
     logged = await ctx.store.find("request_logs", {})
     assert logged and max(len(str(e.get("user") or "")) + len(e["model"]) for e in logged) < 300
+
+
+async def test_client_certificate_options_are_checked_on_write(
+    calls: Calls, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path)
+    cert_text, key_text = pki.client_cert.read_text(), pki.client_key.read_text()
+    base = {"name": "mtls", "type": "openai", "base_url": "https://models.internal/v1"}
+    for options in (
+        {"client_cert": cert_text},  # half a pair
+        {"client_cert": key_text, "client_key": key_text},  # a key is no certificate
+        {"client_cert": str(tmp_path / "absent.pem"), "client_key": key_text},
+    ):
+        r = await calls.admin("POST", "/admin/v1/providers", {**base, "options": options})
+        error = refused(r, "options")
+        assert "BEGIN" not in error["message"]  # key material is never echoed
+    r = await calls.admin(
+        "POST",
+        "/admin/v1/providers",
+        {**base, "options": {"client_cert": cert_text, "client_key": key_text}},
+    )
+    assert r.status_code == 201, r.text
+    for shown in (r.text, (await calls.admin("GET", "/admin/v1/providers/mtls")).text):
+        assert "PRIVATE KEY" not in shown and '"client_key":"(set)"' in shown
+    r = await calls.admin(
+        "PATCH", "/admin/v1/providers/mtls", {"options": {"client_key": key_text}}
+    )
+    refused(r, "options")

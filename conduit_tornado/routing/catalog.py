@@ -26,6 +26,8 @@ from conduit_tornado.core.schemas import (
 from conduit_tornado.core.security import CredentialError, SecretBox
 from conduit_tornado.store import Doc, DuplicateError, Store
 
+from .clients import ClientConfigError, client_identity
+
 log = logging.getLogger("conduit.catalog")
 PROVIDERS = "providers"
 MODELS = "models"
@@ -88,6 +90,16 @@ def provider_view(doc: Doc) -> dict[str, Any]:
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
     }
+
+
+def _check_identity(options: dict[str, Any]) -> None:
+    """A client certificate in the options must load now, not fail every call later."""
+    try:
+        client_identity(options)
+    except ClientConfigError as exc:
+        raise ApiError(
+            400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
+        ) from None
 
 
 def model_view(doc: Doc) -> dict[str, Any]:
@@ -162,6 +174,7 @@ class Catalog:
         }
 
     async def create_provider(self, body: ProviderCreate) -> Doc:
+        _check_identity(body.options or {})
         now = self._clock.now()
         doc: Doc = {
             "_id": "prov_" + secrets.token_hex(8),
@@ -223,6 +236,7 @@ class Catalog:
                 raise ApiError(
                     400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
                 ) from None
+            _check_identity(fields["options"])
         if "api_key" in body.model_fields_set or "headers" in body.model_fields_set:
             current = self.providers.get(doc["name"])
             api_key = current.api_key if current else None
