@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -182,16 +183,31 @@ class Response:
     at ``limit`` bytes after decompression. ``aclose()`` (or ``release()``) must be
     called unless the body was read to its end."""
 
-    __slots__ = ("_closed", "_ended", "_left", "_raw", "_reader", "_request", "headers", "status")
+    __slots__ = (
+        "_closed",
+        "_ended",
+        "_left",
+        "_raw",
+        "_reader",
+        "_request",
+        "_unread",
+        "headers",
+        "status",
+    )
 
-    def __init__(self, request: StreamRequest, raw: RawResponse, limit: int) -> None:
+    def __init__(
+        self, request: StreamRequest, raw: RawResponse, limit: int, declared: int | None = None
+    ) -> None:
         self._request = request
         self._raw = raw
         self.status = raw.status
         self.headers = Headers(raw)
         self._reader = raw.body_reader
         self._left = limit
-        self._ended = False
+        # Bytes still due by the answer's Content-Length (-1: unknown, e.g. chunked or
+        # decompressed): once all arrived, the end is known without another read.
+        self._unread = -1 if declared is None else declared
+        self._ended = declared == 0
         self._closed = False
 
     async def next_chunk(self) -> bytes | None:
@@ -211,6 +227,9 @@ class Response:
         if self._left < 0:
             await self.aclose()  # stops the reading and inflating at once
             raise ProviderError("too_large", "its answer is larger than the gateway accepts")
+        if self._unread > 0:
+            self._unread -= len(piece)
+            self._ended = self._unread <= 0  # hyper pools the connection by itself
         return piece.to_bytes()
 
     async def read(self) -> bytes:
@@ -249,17 +268,17 @@ def check_headers(headers: Mapping[str, str]) -> None:
     ASCII, spaces and tabs may go out (pyreqwest would send other text as UTF-8, which no
     provider expects in a header). Raises ProviderError("config") naming the header."""
     for name, value in headers.items():
-        if not name or not name.isascii() or not _TOKEN.issuperset(name):
+        if _NOT_TOKEN.search(name) or not name:
             raise ProviderError("config", f"a header name ({name[:40]!r}) is not a valid token")
-        if not value.isascii() or not _VALUE.issuperset(value):
+        if _NOT_VALUE.search(value):
             raise ProviderError(
                 "config",
                 f"the value of header {name!r} holds a line break, control or non-ASCII character",
             )
 
 
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_VALUE = frozenset(chr(c) for c in range(0x20, 0x7F)) | {"\t"}
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_NOT_VALUE = re.compile(r"[^\t\x20-\x7e]")
 
 
 class Upstream:
@@ -390,12 +409,12 @@ class Upstream:
         except PyreqwestError as exc:
             raise _failure(exc) from None
         limit = self.settings.max_upstream_bytes
-        response = Response(request, raw, limit)
         try:
-            _check_head(raw, limit)
+            declared = _check_head(raw, limit)
         except ProviderError:
-            await response.aclose()
+            await request.__aexit__(None, None, None)
             raise
+        response = Response(request, raw, limit, declared)
         if response.status >= 300:
             raw_body = await _error_body(response)
             if response.status < 400:  # redirects are not followed: a paid POST, twice
@@ -419,15 +438,19 @@ class Upstream:
         return parse_json(await read_body(response))
 
 
-def _check_head(raw: RawResponse, limit: int) -> None:
+def _check_head(raw: RawResponse, limit: int) -> int | None:
+    """Refuse a head over the caps; the body's declared length, if it has one."""
     size = 0
     for name, value in raw.headers.items():
         size += len(name) + len(value) + 4
     if size > MAX_HEADER_BYTES:
         raise ProviderError("too_large", "its answer's headers are larger than the gateway accepts")
     declared = raw.get_header("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is None or not declared.isdigit():
+        return None
+    if int(declared) > limit:
         raise ProviderError("too_large", "its answer is larger than the gateway accepts")
+    return int(declared)
 
 
 async def _error_body(response: Response) -> bytes:
