@@ -236,12 +236,15 @@ class Settings(BaseSettings):
     # Calls to providers (routing/upstream.py): one client configuration for all of them.
     ca_bundle: Path | None = Field(
         None,
-        description="PEM file of CA certificates for provider TLS. Unset: the system's.",
+        description="PEM file of CA certificates trusted for provider TLS (calls, realtime "
+        "and budget webhooks) in addition to the system's store. Unset: the system's alone. "
+        "Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY.",
     )
     max_upstream_bytes: int = Field(
         64 * MIB,
         ge=1024,
-        description="Largest provider answer accepted, after decompression (502 beyond).",
+        description="Largest provider answer accepted, after decompression, whole or "
+        "streamed (502 upstream_too_large beyond, not retried).",
     )
     upstream_pool_size: int = Field(
         64, ge=1, description="Idle keep-alive connections kept per provider host."
