@@ -297,10 +297,10 @@ def _settle(results: list[_Result]) -> None:
 
 
 class _Worker:
-    """One thread running jobs in order. Lighter than a ThreadPoolExecutor awaited with
-    run_in_executor (which this replaced: measured in bench/MEASUREMENTS.md): a job is a
-    tuple on a SimpleQueue, and the jobs that queued up meanwhile are answered together
-    with one wake-up of the event loop."""
+    """One thread running jobs in order. Lighter than a one-thread ThreadPoolExecutor
+    awaited with run_in_executor: a job is a tuple on a SimpleQueue, no
+    concurrent.futures.Future is chained to an asyncio one, and the jobs that queued up
+    meanwhile are answered together with one wake-up of the event loop."""
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
