@@ -359,6 +359,9 @@ class _ServerProtocol(WriteFlow):
         self.server.connections.discard(self)
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
+        # Requests read but not yet started could only be answered into a closed socket.
+        self._events.clear()
+        self._queued_bytes = 0
         self._push(("lost",))
         exchange = self._exchange
         if exchange is not None:  # the handler learns now, even mid-response
@@ -607,10 +610,13 @@ class _ServerProtocol(WriteFlow):
             self._exchange = None
         if exchange.detached:
             return False
+        transport = self.transport
         if self._upgrading or not exchange.keep_alive or self.closed:
             self.close()
             return False
-        return True
+        # A write that found the client gone closes the transport at once but tells us
+        # (connection_lost) a step later: no next request for a departed client.
+        return transport is not None and not transport.is_closing()
 
     def _call_close_callback(self) -> None:
         exchange = self._exchange
