@@ -11,7 +11,17 @@ import tornado.web
 from conduit_tornado.context import Context
 from conduit_tornado.server.application import GatewayApplication
 
-from . import admin, admin_limits, admin_usage, health, inference, media, models, realtime
+from . import (
+    admin,
+    admin_limits,
+    admin_usage,
+    health,
+    inference,
+    media,
+    models,
+    openapi,
+    realtime,
+)
 from .base import NotFoundHandler
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
@@ -29,6 +39,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/embeddings", inference.EmbeddingsHandler),
         (p + r"/health/live", health.LiveHandler),
         (p + r"/health/ready", health.ReadyHandler),
+        (p + r"/openapi\.json", openapi.OpenApiHandler),
         (p + r"/v1/models", models.ModelListHandler),
         (p + r"/v1/models/(.+)", models.ModelHandler),
         (p + r"/v1/images/generations", media.ImagesHandler),
