@@ -204,6 +204,10 @@ class Exchange(HTTPConnection):
         return self._conn.send(self._body(chunk))
 
     def finish(self) -> None:
+        # Counted now, not when the connection's task next runs: the client may already
+        # be sending its next request, which is then not taken for a pipelined one.
+        if not self.finished.done():
+            self._conn.answered += 1
         if self._remaining:
             self._misframed(f"{self._remaining} bytes fewer than")
         # The answer is whole: out now, before on_finish's bookkeeping.
@@ -544,7 +548,6 @@ class _ServerProtocol(WriteFlow):
                     continue  # the remains of a request we stopped delivering
                 if not await self._exchange_one(*event[1:]):
                     return
-                self.answered += 1
                 if self._write_ready is not None:
                     # A client that sends requests without reading the answers: the next
                     # answer waits until this one is taken (the write deadline applies).
