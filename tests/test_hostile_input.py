@@ -371,3 +371,35 @@ async def test_client_certificate_options_are_checked_on_write(
         "PATCH", "/admin/v1/providers/mtls", {"options": {"client_key": key_text}}
     )
     refused(r, "options")
+
+
+WRONG = [None, 5, -1, "x", "", [], {}, [[]], [None], [5], [{}], True, 1e300, {"a": None}]
+
+
+@pytest.mark.parametrize("model", ["mock", "claude", "gem", "gpt"])
+async def test_no_wrong_type_anywhere_is_a_server_error(calls: Calls, model: str) -> None:
+    """Every top-level field of a chat request, given values of every wrong type: the
+    gateway answers each with a 4xx (or relays the provider's refusal), never a 500."""
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    valid = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+        "n": 1,
+        "tools": [tool],
+        "tool_choice": "auto",
+        "stop": ["x"],
+        "temperature": 1,
+        "user": "u",
+        "response_format": {"type": "text"},
+        "stream_options": {"include_usage": True},
+        "max_completion_tokens": 5,
+    }
+    seen = set()
+    for field in valid:
+        for value in WRONG:
+            for stream in (False, True):
+                body = {**valid, "model": model, field: value, "stream": stream}
+                r = await calls.client("/v1/chat/completions", body)
+                assert r.status_code < 500 or r.status_code in (502, 503), (field, value, r.text)
+                seen.add(r.status_code)
+    assert 400 in seen and 200 in seen  # both kinds of answer happened
