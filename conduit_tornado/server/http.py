@@ -2,7 +2,7 @@
 parser in place of Tornado's IOStream and pure-Python HTTP1Connection.
 
 Why: for a trivial handler most of a request's CPU under Tornado's own server is its HTTP
-layer; bench/floor.py measures the floor of each server (figures in bench/MEASUREMENTS.md).
+layer; bench/floor.py measures the floor of each server (its docstring records runs).
 The handlers stay Tornado RequestHandlers: each request gets an ``Exchange``, our
 implementation of Tornado's ``HTTPConnection`` interface, and the application's delegate
 is driven exactly as Tornado's server drives it (headers, then body chunks once
