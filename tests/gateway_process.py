@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 from conduit_tornado import AdminClient, Gateway, Settings
 from conduit_tornado.store import MemoryStore
 from tests.conftest import MASTER_KEY, LoopWatchdog
 
 MODEL = "m"  # the one virtual model, on the mock provider
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def main() -> None:
@@ -39,6 +43,43 @@ async def main() -> None:
     finally:
         await gateway.stop()
         watchdog.stop()
+
+
+class GatewayProcess:
+    """This module run as a process beside the test process; ``env`` adds settings."""
+
+    def __init__(self, **env: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.gateway_process"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None and self.process.stdin is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        ready = json.loads(self.stdout.readline() or "null")
+        assert ready is not None, "the gateway process did not start"
+        self.url: str = ready["url"]
+        self.key: str = ready["key"]
+
+    def stalls(self) -> list[float]:
+        """The loop stalls so far (the loop has turned since the last answer it sent)."""
+        self.stdin.write("?\n")
+        self.stdin.flush()
+        stalls: list[float] = json.loads(self.stdout.readline())
+        return stalls
+
+    def stop(self) -> None:
+        self.stdin.close()
+        try:
+            self.process.wait(timeout=20)
+        finally:
+            self.stdout.close()
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,7 @@ and real keys get no 5xx and no answer outside the document."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
@@ -29,9 +26,8 @@ from conduit_tornado.api.realtime import RealtimeSocketHandler
 from conduit_tornado.api.routes import routes
 from conduit_tornado.core.schemas import KeyCreate, ModelCreate
 from tests.conftest import MASTER_KEY
-from tests.gateway_process import MODEL
+from tests.gateway_process import MODEL, GatewayProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = build(routes())
 
 
@@ -83,43 +79,7 @@ def test_errors_are_the_envelope() -> None:
     assert not validator.is_valid({"detail": "m"})
 
 
-# -- a gateway in its own process, for schemathesis' blocking client -----------------------
-
-
-class GatewayProcess:
-    """tests/gateway_process.py, run beside the test process (see its docstring)."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.gateway_process"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None and self.process.stdin is not None
-        self.stdin, self.stdout = self.process.stdin, self.process.stdout
-        ready = json.loads(self.stdout.readline() or "null")
-        assert ready is not None, "the gateway process did not start"
-        self.url: str = ready["url"]
-        self.key: str = ready["key"]
-
-    def stalls(self) -> list[float]:
-        """The loop stalls so far (the loop has turned since the last answer it sent)."""
-        self.stdin.write("?\n")
-        self.stdin.flush()
-        stalls: list[float] = json.loads(self.stdout.readline())
-        return stalls
-
-    def stop(self) -> None:
-        self.stdin.close()
-        try:
-            self.process.wait(timeout=20)
-        finally:
-            self.stdout.close()
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+# -- schemathesis against a gateway in its own process ---------------------------------------
 
 
 @pytest.fixture(scope="module")
