@@ -327,3 +327,19 @@ async def test_the_file_stays_bounded_under_a_long_run(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(path) as db:  # the file is a plain SQLite database
         assert db.execute('SELECT count(*) FROM "c_request_logs"').fetchone()[0] == 2_000
+
+
+async def test_serve_with_an_unusable_data_dir_exits_with_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data directory should be")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "conduit_tornado", "serve", "--port", str(free_port())],
+        env=_env(blocker / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot reach the store at start-up: local store:")
+    assert str(blocker / "data") in done.stderr and "Traceback" not in done.stderr

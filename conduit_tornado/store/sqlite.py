@@ -455,10 +455,13 @@ class SQLiteStore:
             raise
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Created private: it holds key hashes and encrypted provider credentials (SQLite
-        # gives its -wal and -shm files the same permissions).
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Created private: it holds key hashes and encrypted provider credentials
+            # (SQLite gives its -wal and -shm files the same permissions).
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreUnavailable(f"local store: cannot open {self.path}: {exc}") from exc
         db = sqlite3.connect(
             self.path, timeout=self._busy, isolation_level=None, check_same_thread=False
         )
