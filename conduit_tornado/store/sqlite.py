@@ -7,8 +7,8 @@ The default when no MongoDB is configured, so that a gateway started on one mach
 keeps its keys, providers, usage and master key across restarts.
 
 Threading. Every sqlite3 call runs on one worker thread that owns the only connection;
-coroutines await it (``run_in_executor``). A query may wait for another process's write
-lock or a checkpoint, and none of that may stall the event loop.
+coroutines queue jobs for it and await their futures (``_Worker``). A query may wait for
+another process's write lock or a checkpoint, and none of that may stall the event loop.
 
 Layout. A table per collection, ``c_<name>(id PRIMARY KEY, doc TEXT)``, the document as
 JSON. Datetimes are stored as tagged strings (``"\\x01D" + UTC ISO text``, which sort in
