@@ -343,3 +343,26 @@ async def test_serve_with_an_unusable_data_dir_exits_with_a_clear_error(tmp_path
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot reach the store at start-up: local store:")
     assert str(blocker / "data") in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_notebook_gateway_keeps_its_keys_across_kernel_restarts() -> None:
+    """conduit_tornado.start() with no store: the local file (here the test's
+    CONDUIT_DATA_DIR), so keys made in one session are there in the next."""
+    import conduit_tornado
+
+    first = await conduit_tornado.start(port=0)
+    try:
+        assert first.store.kind == "local"
+        created = await first.admin.create_key(name="from-the-widget")
+    finally:
+        await first.stop()
+    second = await conduit_tornado.start(port=0)  # a new master key; the same keys
+    try:
+        assert (await second.admin.get_key(created["id"]))["name"] == "from-the-widget"
+    finally:
+        await second.stop()
+    memory = await conduit_tornado.start(port=0, store="memory")
+    try:
+        assert (await memory.admin.list_keys())["data"] == []
+    finally:
+        await memory.stop()
