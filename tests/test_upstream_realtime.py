@@ -15,6 +15,7 @@ from conduit_tornado.routing.realtime import connect_ws
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
 from tests.fakes.providers import API_KEY
 from tests.fakes.proxy import LoopbackProxy
+from tests.fakes.raw import RawServer, stall_from
 from tests.fakes.realtime import FakeRealtime
 
 pytestmark = pytest.mark.asyncio
@@ -74,3 +75,18 @@ async def test_the_handshake_goes_through_the_environments_proxy(
         await proxy.stop()
     assert len(proxy.seen) == 1 and proxy.seen[0].startswith("GET ws://127.0.0.1:")
     assert len(fake.conns) == 1
+
+
+async def test_a_handshake_that_gets_no_answer_times_out() -> None:
+    server = await RawServer(stall_from(0)).start()
+    upstream = Upstream(Settings())
+    try:
+        url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime"
+        quick = Timeouts(connect=0.5, first_byte=0.3, total=30.0)
+        with pytest.raises(ProviderError) as caught:
+            await connect_ws(upstream, "p", url, AUTH, quick, 1 << 20)
+        assert caught.value.kind == "timeout"
+        assert len(server.requests) == 1
+    finally:
+        await upstream.close()
+        await server.stop()
