@@ -724,8 +724,12 @@ class _ServerProtocol(WriteFlow):
         return stream
 
     def _drop(self) -> None:
-        self.server.connections.discard(self)
-        if self.transport is not None and not self.closed:
+        """The connection's task has ended. The connection stays in the server's set until
+        connection_lost: a transport still flushing its last bytes is held to the write
+        deadline by the sweep, and ended by close_all_connections."""
+        if self.transport is None:
+            self.server.connections.discard(self)
+        elif not self.closed:
             self.close()
 
 
@@ -737,10 +741,12 @@ class _Overloaded(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.server.overloaded += 1
+        self._transport = transport
+        self.server.refusing.add(self)
         transport.write(overload_answer())
         if transport.can_write_eof():
             transport.write_eof()
@@ -749,8 +755,12 @@ class _Overloaded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         pass
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.overloaded -= 1
+        self.server.refusing.discard(self)
         if self._timer is not None:
             self._timer.cancel()
 
@@ -816,7 +826,7 @@ class HttpServer:
         self.trusted = TrustedProxies(limits.forwarded_allow_ips)
         self.connections: set[_ServerProtocol] = set()
         self.cap = limits.max_connections
-        self.overloaded = 0  # connections being refused (_Overloaded)
+        self.refusing: set[_Overloaded] = set()  # connections past the cap, being refused
         self._opening: set[asyncio.Task[Any]] = set()
         self._listeners: list[_Listener] = []
         self._sweeper: asyncio.TimerHandle | None = None
@@ -850,7 +860,7 @@ class HttpServer:
             self._overload_log(
                 logging.WARNING, "at the connection limit (%d): answering 503", self.cap
             )
-            if self.overloaded >= MAX_OVERLOADED:
+            if len(self.refusing) >= MAX_OVERLOADED:
                 sock.close()  # refusing costs a descriptor too: past this, no answer
                 return
             factory = lambda: _Overloaded(self)  # noqa: E731
@@ -907,11 +917,16 @@ class HttpServer:
             self._sweeper = None
         if self._opening:
             await asyncio.wait(list(self._opening), timeout=5)
+        for refused in list(self.refusing):
+            refused.abort()
         tasks = [c._task for c in self.connections if c._task is not None]
         for conn in list(self.connections):
             conn.close()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        for conn in list(self.connections):  # still flushing to a client that does not read
+            conn.abort()
+        await asyncio.sleep(0)  # their connection_lost runs
 
     async def stop(self) -> None:
         self.stop_listening()
