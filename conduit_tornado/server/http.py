@@ -845,11 +845,15 @@ class HttpServer:
 
     async def start(self, sockets: list[socket.socket]) -> None:
         self.cap = self.limits.connection_cap()
+        self.listen(sockets)
+        self._sweep()
+
+    def listen(self, sockets: list[socket.socket]) -> None:
+        """Accept on ``sockets``, each accepted socket going to adopt()."""
         for sock in sockets:
             listener = _Listener(self, sock)
             listener.resume()
             self._listeners.append(listener)
-        self._sweep()
 
     def adopt(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
