@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import http
 import logging
 import os
@@ -870,12 +871,16 @@ class HttpServer:
             factory = lambda: _Overloaded(self)  # noqa: E731
         task = loop.create_task(loop.connect_accepted_socket(factory, sock))
         self._opening.add(task)
-        task.add_done_callback(self._opened)
+        task.add_done_callback(functools.partial(self._opened, sock))
 
-    def _opened(self, task: asyncio.Task[Any]) -> None:
+    def _opened(self, sock: socket.socket, task: asyncio.Task[Any]) -> None:
         self._opening.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("a connection failed to open: %s", task.exception())
+        if task.cancelled() or task.exception() is not None:
+            # A transport that got the socket has closed it (and the socket object);
+            # one cancelled before it started never took it.
+            sock.close()
+            if not task.cancelled():
+                log.debug("a connection failed to open: %s", task.exception())
 
     def report_accept_error(self, exc: OSError) -> None:
         self._accept_log(
