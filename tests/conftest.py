@@ -69,13 +69,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _HELD_PORTS.pop().close()
 
 
+# Tests in files owned elsewhere whose own code blocks a gateway's event loop: each should
+# move that work off the loop (and leave this list) or carry the marker itself.
+KNOWN_BLOCKING = {
+    "tests/test_realtime.py::test_openai_sdk_realtime_client": (
+        "the openai SDK imports its realtime event types on first use, on the loop "
+        "(~0.4 s of CPU); importing openai.types.realtime at the module's top would fix it"
+    ),
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if REAL_MONGO:
-        return
     skip = pytest.mark.skip(reason="needs a genuine mongod: set CONDUIT_TEST_MONGODB_URI")
     for item in items:
-        if "realmongo" in item.keywords:
+        if not REAL_MONGO and "realmongo" in item.keywords:
             item.add_marker(skip)
+        reason = KNOWN_BLOCKING.get(item.nodeid)
+        if reason is not None:
+            item.add_marker(pytest.mark.blocks_loop(reason=reason))
 
 
 @pytest.fixture(scope="session")
@@ -176,14 +187,9 @@ class LoopWatchdog:
         self,
         loop: asyncio.AbstractEventLoop,
         limit: float = STALL_LIMIT,
-        *,
-        busy_neighbour: bool = False,
     ) -> None:
         self.loop = loop
         self.limit = limit
-        # A loop on a thread beside a busy client thread waits for the GIL in a way that
-        # looks like a blocking call: count only CPU work then.
-        self.busy_neighbour = busy_neighbour
         self.stalls: list[float] = []
         self.where: list[str] = []  # for each stall, the loop thread's stack
         self._thread: int | None = None
@@ -241,12 +247,7 @@ class LoopWatchdog:
             self.stalls[-1] = held  # the same stall, still going
             return
         busy = cpu - cpu_since > self.limit
-        asleep = (
-            now - since > self.limit
-            and not self.busy_neighbour
-            and not self._on_cpu()
-            and not _starting_a_thread(frame)
-        )
+        asleep = now - since > self.limit and not self._on_cpu() and not _starting_a_thread(frame)
         if busy or asleep:
             self._reported = handle
             self.stalls.append(held)
