@@ -11,7 +11,17 @@ import tornado.web
 from conduit_tornado.context import Context
 from conduit_tornado.server.application import GatewayApplication
 
-from . import admin, admin_limits, admin_usage, health, inference, media, models, realtime
+from . import (
+    admin,
+    admin_limits,
+    admin_usage,
+    health,
+    inference,
+    media,
+    models,
+    realtime,
+    responses,
+)
 from .base import NotFoundHandler
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
@@ -27,6 +37,11 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/chat/completions", inference.ChatCompletionsHandler),
         (p + r"/v1/completions", inference.CompletionsHandler),
         (p + r"/v1/embeddings", inference.EmbeddingsHandler),
+        (p + r"/v1/responses", responses.ResponsesHandler),
+        (p + r"/v1/responses/input_tokens", responses.InputTokensHandler),
+        (p + r"/v1/responses/([^/]+)/input_items", responses.InputItemsHandler),
+        (p + r"/v1/responses/([^/]+)/cancel", responses.ResponseCancelHandler),
+        (p + r"/v1/responses/([^/]+)", responses.ResponseHandler),
         (p + r"/health/live", health.LiveHandler),
         (p + r"/health/ready", health.ReadyHandler),
         (p + r"/v1/models", models.ModelListHandler),

@@ -24,6 +24,9 @@ ROOTS = [
     "ListModelsResponse",
     "Model",
     "ErrorResponse",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
 ]
 SOURCE = "openai/openai-openapi openapi.yaml at commit f85dbe223d40e1a31cba812ab2d755c7e98a92a3 (2026-08-21), MIT"
 

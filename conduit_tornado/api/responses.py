@@ -1,0 +1,342 @@
+"""The Responses API: POST /v1/responses (whole or streamed), GET and DELETE
+/v1/responses/{id}, GET /v1/responses/{id}/input_items, POST /v1/responses/input_tokens
+and POST /v1/responses/{id}/cancel.
+
+Every backend is reached through its chat adapter (formats/responses.py translates both
+ways), with the same keys, limits, routing, usage, cost and request log as chat. A stored
+response (``store`` is true unless the client says otherwise) is kept under its
+``resp_`` id with the conversation that led to it, owned by the key that made it, so a
+follow-up naming it as ``previous_response_id`` continues that conversation on any
+backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import orjson
+
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.formats.responses import (
+    EventStream,
+    Translation,
+    as_messages,
+    new_id,
+    output_of,
+    response_object,
+    to_chat,
+)
+from conduit_tornado.routing.catalog import ModelRoute
+from conduit_tornado.routing.providers.base import (
+    ChunkStream,
+    Json,
+    Usage,
+    estimate_tokens,
+    prompt_text,
+)
+from conduit_tornado.routing.router import Target
+from conduit_tornado.routing.upstream import Timeouts
+
+from .base import ClientHandler
+from .proxy import ProxyHandler
+
+RESPONSES = "responses"
+
+
+def _not_found(response_id: str, param: str | None = None) -> ApiError:
+    return ApiError(
+        404,
+        f"Response with id '{response_id}' not found.",
+        param=param,
+        code="response_not_found" if param is None else "previous_response_not_found",
+    )
+
+
+class Owned(ClientHandler):
+    """Reads stored responses of the calling key; another key's are reported missing."""
+
+    async def owned(self, response_id: str, param: str | None = None) -> Json:
+        doc = await self.ctx.store.get(RESPONSES, response_id)
+        if doc is None or doc.get("key") != self.key.id:
+            raise _not_found(response_id, param)
+        return doc
+
+
+class ResponsesHandler(ProxyHandler):
+    endpoint = "responses"
+
+    async def post(self) -> None:
+        body = self.json_body()
+        self._check(body)
+        history: list[Json] = []
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            if not isinstance(previous, str):
+                raise ApiError(
+                    400, "previous_response_id must be a string.", param="previous_response_id"
+                )
+            doc = await self.ctx.store.get(RESPONSES, previous)
+            if doc is None or doc.get("key") != self.key.id:
+                raise _not_found(previous, "previous_response_id")
+            history = doc.get("messages") or []
+        translation = to_chat(body, history)
+        chat = translation.chat
+        user = body.get("user") or body.get("safety_identifier")
+        route = self.resolve(
+            {"model": body.get("model"), "user": user, "stream": body.get("stream")}
+        )
+        await self.admit(chat)
+        response_id = new_id("resp")
+        created_at = int(time.time())
+        if body.get("stream"):
+            await self._stream(body, translation, route, response_id, created_at)
+            return
+
+        async def call(target: Target, t: Timeouts) -> Json:
+            return await target.adapter.chat(chat, target.model, t)
+
+        result, self.outcome = await self.ctx.router.run(route, call)
+        usage = self.usage_of(result, chat)
+        output, status, incomplete = output_of(result)
+        assert self.entry is not None
+        response = response_object(
+            body,
+            response_id=response_id,
+            model=self.entry["model"],
+            created_at=created_at,
+            status=status,
+            output=output,
+            usage=usage,
+            incomplete=incomplete,
+        )
+        reported = result.get("model")
+        cost = self.account(usage, self.outcome, reported if isinstance(reported, str) else None)
+        self.answer_headers(self.outcome, cost)
+        await self._save(body, translation, response)
+        self.send_json(response)
+
+    @staticmethod
+    def _check(body: Json) -> None:
+        """Refuse what this gateway does not do yet, before anything is spent."""
+        if body.get("background"):
+            raise ApiError(
+                400,
+                "background mode is not supported by this gateway yet; send the request "
+                "without it, or stream it.",
+                param="background",
+                code="unsupported_value",
+            )
+        if body.get("conversation") is not None:
+            raise ApiError(
+                400,
+                "conversation is not supported by this gateway yet; chain responses with "
+                "previous_response_id instead.",
+                param="conversation",
+                code="unsupported_value",
+            )
+        if body.get("store", True) is not True and body.get("store") is not False:
+            raise ApiError(400, "store must be a boolean.", param="store")
+        metadata = body.get("metadata")
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or len(metadata) > 16
+            or not all(
+                isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+                for k, v in metadata.items()
+            )
+        ):
+            raise ApiError(
+                400,
+                "metadata must be an object of at most 16 string pairs (keys up to 64 "
+                "characters, values up to 512).",
+                param="metadata",
+            )
+
+    async def _save(self, body: Json, translation: Translation, response: Json) -> None:
+        """Keep a response for retrieval and follow-ups, unless the client said not to."""
+        if body.get("store") is False or response["status"] == "failed":
+            return
+        await self.ctx.store.insert(
+            RESPONSES,
+            {
+                "_id": response["id"],
+                "key": self.key.id,
+                "created_at": self.ctx.clock.now(),
+                "response": response,
+                "items": translation.items,
+                "messages": translation.messages + as_messages(response["output"]),
+            },
+        )
+
+    # -- streaming ------------------------------------------------------------------------
+
+    async def _stream(
+        self,
+        body: Json,
+        translation: Translation,
+        route: ModelRoute,
+        response_id: str,
+        created_at: int,
+    ) -> None:
+        chat = translation.chat
+
+        async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
+            return await target.adapter.chat_stream(chat, target.model, t)
+
+        stream, self.outcome = await self.ctx.router.run(route, open_stream)
+        outcome = self.outcome
+        self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        self.put_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.routing_headers(outcome)
+        assert self.entry is not None
+        events = EventStream(body, response_id, self.entry["model"], created_at)
+        seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0}
+
+        async def pump() -> None:
+            behind = self._send(events.start())
+            if behind is not None:
+                await behind
+            while (batch := await stream.next_batch()) is not None:
+                out: list[Json] = []
+                for chunk in batch:
+                    if seen["reported"] is None and isinstance(chunk.get("model"), str):
+                        seen["reported"] = chunk["model"]
+                    if chunk.get("usage"):
+                        seen["usage"] = Usage.from_openai(chunk["usage"])
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            seen["chars"] += len(text)
+                    out += events.feed(chunk)
+                if out:
+                    behind = self._send(out)
+                    if behind is not None:
+                        await behind
+            usage = seen["usage"] or self._estimate(chat, seen["chars"])
+            final = events.finish(usage)
+            assert events.final is not None
+            await self._save(body, translation, events.final)
+            behind = self._send(final)
+            if behind is not None:
+                await behind
+
+        def failed(error: ApiError) -> bytes:
+            return self._frames([events.fail(error.code or error.type, error.message)])
+
+        self._last_write = time.monotonic()
+        self._keepalive_tick()
+        try:
+            await self.run_relay(pump(), failed)
+        finally:
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+            await stream.aclose()
+        usage = seen["usage"] or self._estimate(chat, seen["chars"])
+        self.account(usage, outcome, seen["reported"])
+        if self._client_gone:
+            self.done()
+        else:
+            self.finish()
+
+    @staticmethod
+    def _estimate(chat: Json, chars: int) -> Usage:
+        return Usage(estimate_tokens(prompt_text(chat)), math.ceil(chars / 4), estimated=True)
+
+    @staticmethod
+    def _frames(events: list[Json]) -> bytes:
+        # Named events, as OpenAI sends them: clients that dispatch on the SSE event name
+        # and clients that read the data's type both work.
+        return b"".join(
+            b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+            for e in events
+        )
+
+    def _send(self, events: list[Json]) -> asyncio.Future[None] | None:
+        """Write events in one write; a future only when the client is behind (or gone)."""
+        self._last_write = time.monotonic()
+        frames = self._frames(events)
+        if self._streaming:
+            connection = self.request.connection
+            assert connection is not None
+            sent = connection.write(frames)
+        else:
+            self.write(frames)
+            sent = self.flush()
+            self._streaming = True
+        return None if sent.done() and sent.exception() is None else sent
+
+
+class ResponseHandler(Owned):
+    async def get(self, response_id: str) -> None:
+        doc = await self.owned(response_id)
+        self.send_json(doc["response"])
+
+    async def delete(self, response_id: str) -> None:
+        await self.owned(response_id)
+        await self.ctx.store.delete(RESPONSES, response_id)
+        self.send_json({"id": response_id, "object": "response", "deleted": True})
+
+
+class ResponseCancelHandler(Owned):
+    async def post(self, response_id: str) -> None:
+        await self.owned(response_id)
+        raise ApiError(
+            400,
+            "Only responses created with background=true can be cancelled.",
+            param="response_id",
+            code="invalid_request",
+        )
+
+
+class InputItemsHandler(Owned):
+    async def get(self, response_id: str) -> None:
+        doc = await self.owned(response_id)
+        limit = self.int_arg("limit", 20, 1, 100)
+        order = self.get_query_argument("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "order must be 'asc' or 'desc'.", param="order")
+        items: list[Json] = list(doc.get("items") or [])
+        if order == "desc":
+            items.reverse()
+        after = self.get_query_argument("after", None)
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise ApiError(400, f"No input item with id '{after}'.", param="after")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        self.send_json(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit,
+            }
+        )
+
+
+class InputTokensHandler(ClientHandler):
+    """POST /v1/responses/input_tokens: what the input would count, without a call.
+
+    Backends count tokens their own way and chat backends have no counting endpoint, so
+    this is the gateway's estimate (the same one its limits reserve with)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        history: list[Json] = []
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str):
+            doc = await self.ctx.store.get(RESPONSES, previous)
+            if doc is None or doc.get("key") != self.key.id:
+                raise _not_found(previous, "previous_response_id")
+            history = doc.get("messages") or []
+        if body.get("model") is None:
+            body["model"] = ""
+        chat = to_chat(body, history).chat
+        self.send_json(
+            {"object": "response.input_tokens", "input_tokens": estimate_tokens(prompt_text(chat))}
+        )
