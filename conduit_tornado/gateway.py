@@ -193,6 +193,7 @@ class Gateway:
                 await task
         self._tasks.clear()
         if self.ctx is not None:
+            await self.ctx.in_flight.stop_runs()  # background responses: marked failed
             await self.ctx.in_flight.settle()
             await self.ctx.limiter.close()  # settlements, and capacity this instance held
             await self.ctx.alerts.drain()

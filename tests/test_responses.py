@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -10,7 +11,8 @@ import openai
 import pydantic
 import pytest
 
-from tests.conftest import settled
+from conduit_tornado.store import MemoryStore
+from tests.conftest import GatewayFactory, settled
 from tests.fakes.providers import PROMPT_TOKENS
 from tests.openai_schemas import validate
 from tests.proxy_setup import CHAT_MODELS, MODELS, Wired
@@ -237,7 +239,8 @@ async def test_store_false_keeps_nothing(wired: Wired) -> None:
             {"input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]},
             "input[0]",
         ),
-        ({"input": "hi", "background": True}, "background"),
+        ({"input": "hi", "background": True, "store": False}, "background"),
+        ({"input": "hi", "background": True, "stream": True}, "stream"),
         ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
         ({"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]}, None),
         ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
@@ -291,3 +294,94 @@ async def test_input_tokens_counts_without_a_call(wired: Wired) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["object"] == "response.input_tokens" and r.json()["input_tokens"] >= 40
     assert len(wired.fake.requests) == before
+
+
+async def _until_done(client: openai.AsyncOpenAI, response_id: str) -> Any:
+    for _ in range(200):
+        response = await client.responses.retrieve(response_id)
+        if response.status not in ("queued", "in_progress"):
+            return response
+        await asyncio.sleep(0.02)
+    raise AssertionError("the background response never finished")
+
+
+async def test_background_runs_after_the_answer_and_is_read_back(wired: Wired) -> None:
+    wired.fake.then(delay=0.3)
+    async with wired.client() as client:
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+        assert queued.status == "queued" and queued.background is True
+        assert queued.output == []
+        done = await _until_done(client, queued.id)
+    assert done.status == "completed" and done.output_text == "Hello from the fake"
+    assert done.usage is not None and done.usage.output_tokens == 4
+    await settled(wired.gateway)
+    assert wired.gateway.ctx is not None
+    await wired.gateway.ctx.recorder.flush()
+    entry = (await wired.admin.logs())["data"][0]
+    assert entry["endpoint"] == "responses" and entry["completion_tokens"] == 4
+
+
+async def test_cancel_stops_a_run_and_frees_its_parallel_slot(wired: Wired) -> None:
+    key = (await wired.admin.create_key(name="one-at-a-time", max_parallel=1))["key"]
+    wired.fake.then(delay=30)
+    async with openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=key, max_retries=0
+    ) as client:
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+        for _ in range(100):  # wait until the upstream call is under way
+            if (
+                len(wired.fake.requests)
+                and (await client.responses.retrieve(queued.id)).status == "in_progress"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(openai.RateLimitError):  # the run holds the key's one slot
+            await client.responses.create(model="gpt", input="again")
+        cancelled = await client.responses.cancel(queued.id)
+        assert cancelled.status == "cancelled"
+        await settled(wired.gateway)
+        assert (await client.responses.retrieve(queued.id)).status == "cancelled"
+        again = await client.responses.create(model="gpt", input="again")
+        assert again.status == "completed"
+
+
+async def test_cancel_refuses_a_response_that_was_not_in_the_background(wired: Wired) -> None:
+    async with wired.client() as client:
+        plain = await client.responses.create(model="gpt", input="hi")
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.cancel(plain.id)
+
+
+async def test_a_run_cut_short_by_a_stop_or_a_crash_ends_failed(
+    wired_with: Any, start_gateway: GatewayFactory
+) -> None:
+    store = MemoryStore()
+    wired = await wired_with(store=store)
+    wired.fake.then(delay=30)
+    async with wired.client() as client:
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+    for _ in range(100):
+        if wired.fake.requests:
+            break
+        await asyncio.sleep(0.02)
+    await wired.gateway.stop()  # a graceful stop: the run is told, and records it
+    doc = await store.get("responses", queued.id)
+    assert doc is not None and doc["status"] == "failed"
+    assert "stopped" in doc["response"]["error"]["message"]
+
+    # A gateway killed mid-run records nothing; the next read sees its runner is gone.
+    await store.update(
+        "responses",
+        queued.id,
+        {
+            "status": "in_progress",
+            "runner": "inst_gone",
+            "response": {**doc["response"], "status": "in_progress", "error": None},
+        },
+    )
+    other = await start_gateway(store=store)  # the same store, its providers and keys
+    async with openai.AsyncOpenAI(
+        base_url=other.url + "/v1", api_key=wired.key, max_retries=0
+    ) as client:
+        seen = await client.responses.retrieve(queued.id)
+    assert seen.status == "failed" and seen.error is not None

@@ -13,12 +13,15 @@ backend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import time
 from typing import Any
 
 import orjson
 
+from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.responses import (
     EventStream,
@@ -39,11 +42,26 @@ from conduit_tornado.routing.providers.base import (
 )
 from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
+from conduit_tornado.store import Store, StoreUnavailable
 
 from .base import ClientHandler
 from .proxy import ProxyHandler
 
 RESPONSES = "responses"
+UNFINISHED = ("queued", "in_progress")
+log = logging.getLogger("conduit.responses")
+
+
+async def _end(store: Store, running: Json, message: str, code: str = "server_error") -> None:
+    """Record that a run ended without an answer, unless a cancel got there first."""
+    failed = {**running, "status": "failed", "error": {"code": code, "message": message}}
+    with contextlib.suppress(StoreUnavailable):  # the lazy check in Owned catches it later
+        await store.update(
+            RESPONSES,
+            running["id"],
+            {"status": "failed", "response": failed},
+            where={"status": {"$in": list(UNFINISHED)}},
+        )
 
 
 def _not_found(response_id: str, param: str | None = None) -> ApiError:
@@ -55,45 +73,85 @@ def _not_found(response_id: str, param: str | None = None) -> ApiError:
     )
 
 
+async def stored_history(handler: ClientHandler, body: Json) -> list[Json]:
+    """The conversation a previous_response_id names, as chat messages."""
+    previous = body.get("previous_response_id")
+    if previous is None:
+        return []
+    if not isinstance(previous, str):
+        raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
+    doc = await handler.ctx.store.get(RESPONSES, previous)
+    if doc is None or doc.get("key") != handler.key.id:
+        raise _not_found(previous, "previous_response_id")
+    return list(doc.get("messages") or [])
+
+
 class Owned(ClientHandler):
     """Reads stored responses of the calling key; another key's are reported missing."""
 
-    async def owned(self, response_id: str, param: str | None = None) -> Json:
+    async def owned(self, response_id: str) -> Json:
         doc = await self.ctx.store.get(RESPONSES, response_id)
         if doc is None or doc.get("key") != self.key.id:
-            raise _not_found(response_id, param)
+            raise _not_found(response_id)
+        if doc.get("status") in UNFINISHED and not await self._running(doc):
+            # Its gateway stopped without recording the end (killed, or the store was
+            # down then): say so, rather than leave it in progress for ever.
+            await _end(
+                self.ctx.store,
+                doc["response"],
+                "The gateway running this response stopped before it finished; send the "
+                "request again.",
+            )
+            doc = await self.ctx.store.get(RESPONSES, response_id) or doc
         return doc
+
+    async def _running(self, doc: Json) -> bool:
+        runner = doc.get("runner")
+        if runner == self.ctx.limiter.instance:
+            return doc["_id"] in self.ctx.in_flight.runs
+        seen = await self.ctx.store.get(INSTANCES, str(runner))
+        return seen is not None and seen["seen"] >= self.ctx.clock.now() - INSTANCE_TTL
 
 
 class ResponsesHandler(ProxyHandler):
     endpoint = "responses"
 
+    def initialize(self) -> None:
+        super().initialize()
+        self._detached = False  # a background run owns the log entry and the grant
+
     async def post(self) -> None:
         body = self.json_body()
         self._check(body)
-        history: list[Json] = []
-        previous = body.get("previous_response_id")
-        if previous is not None:
-            if not isinstance(previous, str):
-                raise ApiError(
-                    400, "previous_response_id must be a string.", param="previous_response_id"
-                )
-            doc = await self.ctx.store.get(RESPONSES, previous)
-            if doc is None or doc.get("key") != self.key.id:
-                raise _not_found(previous, "previous_response_id")
-            history = doc.get("messages") or []
-        translation = to_chat(body, history)
-        chat = translation.chat
+        translation = to_chat(body, await stored_history(self, body))
         user = body.get("user") or body.get("safety_identifier")
         route = self.resolve(
             {"model": body.get("model"), "user": user, "stream": body.get("stream")}
         )
-        await self.admit(chat)
+        await self.admit(translation.chat)
         response_id = new_id("resp")
         created_at = int(time.time())
-        if body.get("stream"):
+        if body.get("background"):
+            await self._start(body, translation, route, response_id, created_at)
+        elif body.get("stream"):
             await self._stream(body, translation, route, response_id, created_at)
-            return
+        else:
+            response, cost = await self._complete(body, translation, route, response_id, created_at)
+            assert self.outcome is not None
+            self.answer_headers(self.outcome, cost)
+            await self._save(body, translation, response)
+            self.send_json(response)
+
+    async def _complete(
+        self,
+        body: Json,
+        translation: Translation,
+        route: ModelRoute,
+        response_id: str,
+        created_at: int,
+    ) -> tuple[Json, float | None]:
+        """Call the backend for the whole answer; return the Response and its cost."""
+        chat = translation.chat
 
         async def call(target: Target, t: Timeouts) -> Json:
             return await target.adapter.chat(chat, target.model, t)
@@ -114,19 +172,125 @@ class ResponsesHandler(ProxyHandler):
         )
         reported = result.get("model")
         cost = self.account(usage, self.outcome, reported if isinstance(reported, str) else None)
-        self.answer_headers(self.outcome, cost)
-        await self._save(body, translation, response)
-        self.send_json(response)
+        return response, cost
+
+    # -- background -----------------------------------------------------------------------
+
+    async def _start(
+        self,
+        body: Json,
+        translation: Translation,
+        route: ModelRoute,
+        response_id: str,
+        created_at: int,
+    ) -> None:
+        """Answer 'queued' at once and run the request after the response has gone."""
+        assert self.entry is not None
+        queued = response_object(
+            body,
+            response_id=response_id,
+            model=self.entry["model"],
+            created_at=created_at,
+            status="queued",
+        )
+        await self.ctx.store.insert(
+            RESPONSES,
+            {
+                "_id": response_id,
+                "key": self.key.id,
+                "created_at": self.ctx.clock.now(),
+                "status": "queued",
+                "runner": self.ctx.limiter.instance,
+                "response": queued,
+                "items": translation.items,
+                "messages": translation.messages,
+            },
+        )
+        self._detached = True
+        self.ctx.in_flight.start_run(
+            response_id, self._run(body, translation, route, response_id, created_at)
+        )
+        self.send_json(queued)
+
+    async def _run(
+        self,
+        body: Json,
+        translation: Translation,
+        route: ModelRoute,
+        response_id: str,
+        created_at: int,
+    ) -> None:
+        store = self.ctx.store
+        assert self.entry is not None
+        running = response_object(
+            body,
+            response_id=response_id,
+            model=self.entry["model"],
+            created_at=created_at,
+            status="in_progress",
+        )
+        try:
+            if (
+                await store.update(
+                    RESPONSES,
+                    response_id,
+                    {"status": "in_progress", "response": running},
+                    where={"status": "queued"},
+                )
+                is None
+            ):
+                return  # cancelled before it started
+            response, _ = await self._complete(body, translation, route, response_id, created_at)
+            await store.update(
+                RESPONSES,
+                response_id,
+                {
+                    "status": response["status"],
+                    "response": response,
+                    "messages": translation.messages + as_messages(response["output"]),
+                },
+                where={"status": "in_progress"},
+            )
+        except asyncio.CancelledError:
+            # Either a client's cancel (which recorded 'cancelled' first) or the gateway
+            # stopping: then the run failed, and says why.
+            self.entry.update(status=499, error_code="cancelled", error_type="cancelled")
+            await _end(store, running, "The gateway stopped before this response finished.")
+            raise
+        except ApiError as exc:  # the router turns provider failures into these
+            self.entry.update(status=exc.status, error_code=exc.code, error_type=exc.type)
+            await _end(store, running, exc.message, exc.code or exc.type)
+        except Exception:
+            log.exception("background response %s failed", response_id)
+            self.entry.update(status=500, error_code=None, error_type="server_error")
+            await _end(store, running, "The gateway failed while running this response.")
+        finally:
+            self.done()  # the request log, and the limits it held while it ran
+
+    def on_finish(self) -> None:
+        if self._detached:
+            # The background run logs and settles this request when it ends.
+            ClientHandler.on_finish(self)
+        else:
+            super().on_finish()
 
     @staticmethod
     def _check(body: Json) -> None:
         """Refuse what this gateway does not do yet, before anything is spent."""
-        if body.get("background"):
+        if body.get("background") and body.get("store") is False:
             raise ApiError(
                 400,
-                "background mode is not supported by this gateway yet; send the request "
-                "without it, or stream it.",
+                "background responses must be stored: they are read back with GET "
+                "/v1/responses/{id}. Send store true, or drop background.",
                 param="background",
+            )
+        if body.get("background") and body.get("stream"):
+            raise ApiError(
+                400,
+                "Streaming a background response is not supported by this gateway yet; "
+                "create it in the background and poll GET /v1/responses/{id}, or stream "
+                "it without background.",
+                param="stream",
                 code="unsupported_value",
             )
         if body.get("conversation") is not None:
@@ -282,13 +446,28 @@ class ResponseHandler(Owned):
 
 class ResponseCancelHandler(Owned):
     async def post(self, response_id: str) -> None:
-        await self.owned(response_id)
-        raise ApiError(
-            400,
-            "Only responses created with background=true can be cancelled.",
-            param="response_id",
-            code="invalid_request",
-        )
+        doc = await self.owned(response_id)
+        if not doc["response"].get("background"):
+            raise ApiError(
+                400,
+                "Only responses created with background=true can be cancelled.",
+                param="response_id",
+                code="invalid_request",
+            )
+        if doc["status"] in UNFINISHED:
+            cancelled = {**doc["response"], "status": "cancelled"}
+            done = await self.ctx.store.update(
+                RESPONSES,
+                response_id,
+                {"status": "cancelled", "response": cancelled},
+                where={"status": {"$in": list(UNFINISHED)}},
+            )
+            run = self.ctx.in_flight.runs.get(response_id)
+            if run is not None:
+                run.cancel()  # it stops reading upstream; what it used is still billed
+            # A run on another gateway sees 'cancelled' when it ends and keeps it.
+            doc = done or await self.ctx.store.get(RESPONSES, response_id) or doc
+        self.send_json(doc["response"])
 
 
 class InputItemsHandler(Owned):
@@ -327,13 +506,7 @@ class InputTokensHandler(ClientHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        history: list[Json] = []
-        previous = body.get("previous_response_id")
-        if isinstance(previous, str):
-            doc = await self.ctx.store.get(RESPONSES, previous)
-            if doc is None or doc.get("key") != self.key.id:
-                raise _not_found(previous, "previous_response_id")
-            history = doc.get("messages") or []
+        history = await stored_history(self, body)
         if body.get("model") is None:
             body["model"] = ""
         chat = to_chat(body, history).chat
