@@ -385,3 +385,79 @@ async def test_a_run_cut_short_by_a_stop_or_a_crash_ends_failed(
     ) as client:
         seen = await client.responses.retrieve(queued.id)
     assert seen.status == "failed" and seen.error is not None
+
+
+async def test_conversations_crud(wired: Wired) -> None:
+    async with wired.client() as client:
+        conv = await client.conversations.create(
+            items=[{"type": "message", "role": "user", "content": "Remember: blue."}],
+            metadata={"topic": "colours"},
+        )
+        assert conv.id.startswith("conv_") and conv.metadata == {"topic": "colours"}
+        assert (await client.conversations.retrieve(conv.id)).id == conv.id
+        updated = await client.conversations.update(conv.id, metadata={"topic": "paint"})
+        assert updated.metadata == {"topic": "paint"}
+        added = await client.conversations.items.create(
+            conv.id,
+            items=[
+                {"type": "message", "role": "user", "content": "And red."},
+                {"type": "message", "role": "assistant", "content": "Noted."},
+            ],
+        )
+        assert len(added.data) == 2
+        listed = await client.conversations.items.list(conv.id, order="asc")
+        texts = [item.content[0].text for item in listed.data]  # type: ignore[union-attr]
+        assert texts == ["Remember: blue.", "And red.", "Noted."]
+        newest = await client.conversations.items.list(conv.id, limit=1)
+        assert newest.has_more and newest.data[0].id == listed.data[-1].id
+        after = await client.conversations.items.list(conv.id, limit=5, after=newest.data[0].id)
+        assert [i.id for i in after.data] == [i.id for i in reversed(listed.data[:-1])]
+        one = await client.conversations.items.retrieve(listed.data[0].id, conversation_id=conv.id)
+        assert one.id == listed.data[0].id
+        await client.conversations.items.delete(listed.data[0].id, conversation_id=conv.id)
+        assert len((await client.conversations.items.list(conv.id)).data) == 2
+        deleted = await client.conversations.delete(conv.id)
+        assert deleted.deleted is True
+        with pytest.raises(openai.NotFoundError):
+            await client.conversations.retrieve(conv.id)
+    assert wired.gateway.ctx is not None
+    assert await wired.gateway.ctx.store.count("conversation_items", {}) == 0
+
+
+async def test_responses_in_a_conversation_carry_and_grow_it(wired: Wired) -> None:
+    async with wired.client() as client:
+        conv = await client.conversations.create(
+            items=[{"type": "message", "role": "user", "content": "My name is Ada."}]
+        )
+        first = await client.responses.create(model="claude", input="Hi!", conversation=conv.id)
+        assert first.conversation is not None and first.conversation.id == conv.id
+        async with client.responses.stream(
+            model="gem", input="What is my name?", conversation={"id": conv.id}
+        ) as stream:
+            async for _ in stream:
+                pass
+        said = json.dumps(wired.fake.requests[-1].body)  # Gemini's contents: the whole story
+        assert said.index("My name is Ada.") < said.index("Hi!") < said.index("What is my name?")
+        items = await client.conversations.items.list(conv.id, order="asc")
+    roles = [getattr(item, "role", None) for item in items.data]
+    assert roles == ["user", "user", "assistant", "user", "assistant"]
+
+
+async def test_a_conversation_belongs_to_its_key(wired: Wired) -> None:
+    other = (await wired.admin.create_key(name="other"))["key"]
+    async with wired.client() as client:
+        conv = await client.conversations.create()
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(
+                model="gpt", input="x", conversation=conv.id, previous_response_id="resp_x"
+            )
+    async with openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=other, max_retries=0
+    ) as theirs:
+        with pytest.raises(openai.NotFoundError):
+            await theirs.conversations.retrieve(conv.id)
+        with pytest.raises(openai.NotFoundError):
+            await theirs.conversations.items.list(conv.id)
+        with pytest.raises(openai.NotFoundError) as caught:
+            await theirs.responses.create(model="gpt", input="x", conversation=conv.id)
+        assert caught.value.body["param"] == "conversation"  # type: ignore[index]

@@ -27,6 +27,7 @@ from conduit_tornado.formats.responses import (
     EventStream,
     Translation,
     as_messages,
+    messages_of,
     new_id,
     output_of,
     response_object,
@@ -45,6 +46,7 @@ from conduit_tornado.routing.upstream import Timeouts
 from conduit_tornado.store import Store, StoreUnavailable
 
 from .base import ClientHandler
+from .conversations import append_items, conversation_id, conversation_items, owned_conversation
 from .proxy import ProxyHandler
 
 RESPONSES = "responses"
@@ -74,7 +76,12 @@ def _not_found(response_id: str, param: str | None = None) -> ApiError:
 
 
 async def stored_history(handler: ClientHandler, body: Json) -> list[Json]:
-    """The conversation a previous_response_id names, as chat messages."""
+    """The history a request continues (its conversation's items, or the conversation
+    that led to its previous_response_id), as chat messages."""
+    if body.get("conversation") is not None:
+        conv_id = conversation_id(body["conversation"])
+        await owned_conversation(handler, conv_id, "conversation")
+        return messages_of(await conversation_items(handler, conv_id))
     previous = body.get("previous_response_id")
     if previous is None:
         return []
@@ -241,6 +248,12 @@ class ResponsesHandler(ProxyHandler):
             ):
                 return  # cancelled before it started
             response, _ = await self._complete(body, translation, route, response_id, created_at)
+            if body.get("conversation") is not None:
+                await append_items(
+                    self,
+                    conversation_id(body["conversation"]),
+                    translation.items + response["output"],
+                )
             await store.update(
                 RESPONSES,
                 response_id,
@@ -293,13 +306,12 @@ class ResponsesHandler(ProxyHandler):
                 param="stream",
                 code="unsupported_value",
             )
-        if body.get("conversation") is not None:
+        if body.get("conversation") is not None and body.get("previous_response_id"):
             raise ApiError(
                 400,
-                "conversation is not supported by this gateway yet; chain responses with "
-                "previous_response_id instead.",
+                "conversation and previous_response_id cannot be used together: a "
+                "conversation already carries its history.",
                 param="conversation",
-                code="unsupported_value",
             )
         if body.get("store", True) is not True and body.get("store") is not False:
             raise ApiError(400, "store must be a boolean.", param="store")
@@ -320,8 +332,15 @@ class ResponsesHandler(ProxyHandler):
             )
 
     async def _save(self, body: Json, translation: Translation, response: Json) -> None:
-        """Keep a response for retrieval and follow-ups, unless the client said not to."""
-        if body.get("store") is False or response["status"] == "failed":
+        """Keep a response for retrieval and follow-ups, unless the client said not to,
+        and add the turn to its conversation."""
+        if response["status"] == "failed":
+            return
+        if body.get("conversation") is not None:
+            await append_items(
+                self, conversation_id(body["conversation"]), translation.items + response["output"]
+            )
+        if body.get("store") is False:
             return
         await self.ctx.store.insert(
             RESPONSES,

@@ -71,7 +71,7 @@ class Translation:
 def to_chat(body: Json, history: list[Json] | None = None) -> Translation:
     """Translate a Responses request; raise ApiError(400) on what cannot be translated."""
     model = body.get("model")
-    items = _input_items(body.get("input"))
+    items = input_items(body.get("input"))
     messages = list(history or [])
     calls = _call_ids(messages)
     for index, item in enumerate(items):
@@ -83,19 +83,30 @@ def to_chat(body: Json, history: list[Json] | None = None) -> Translation:
     return Translation(chat, items, messages)
 
 
-def _input_items(value: Any) -> list[Json]:
+def input_items(value: Any, param: str = "input") -> list[Json]:
+    """Input items as the API lists them (typed, each with an id); 400 on what the
+    translation to chat cannot carry."""
     if isinstance(value, str):
         return [_message_item("user", [{"type": "input_text", "text": value}])]
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _invalid("input must be a string or an array of input items.", "input")
+        raise _invalid(f"{param} must be a string or an array of input items.", param)
     items = []
     for index, raw in enumerate(value):
         if not isinstance(raw, dict):
-            raise _invalid(f"input[{index}] must be an object.", f"input[{index}]")
-        items.append(_normalized(raw, f"input[{index}]"))
+            raise _invalid(f"{param}[{index}] must be an object.", f"{param}[{index}]")
+        items.append(_normalized(raw, f"{param}[{index}]"))
     return items
+
+
+def messages_of(items: list[Json], param: str = "conversation") -> list[Json]:
+    """Stored items (a conversation's), oldest first, as chat messages."""
+    messages: list[Json] = []
+    calls: set[str] = set()
+    for item in items:
+        _append(messages, item, calls, param)
+    return messages
 
 
 def _message_item(role: str, content: list[Json], item_id: str | None = None) -> Json:
@@ -502,8 +513,11 @@ def response_object(
     for name in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
         if isinstance(body.get(name), str):
             obj[name] = body[name]
-    if isinstance(body.get("conversation"), str):
-        obj["conversation"] = {"id": body["conversation"]}
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str):
+        obj["conversation"] = {"id": conversation}
     return obj
 
 
