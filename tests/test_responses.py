@@ -11,6 +11,7 @@ import openai
 import pydantic
 import pytest
 
+from conduit_tornado.api.responses import packed, unpacked
 from conduit_tornado.store import MemoryStore
 from tests.conftest import GatewayFactory, settled
 from tests.fakes.providers import PROMPT_TOKENS
@@ -365,8 +366,10 @@ async def test_a_run_cut_short_by_a_stop_or_a_crash_ends_failed(
             break
         await asyncio.sleep(0.02)
     await wired.gateway.stop()  # a graceful stop: the run is told, and records it
-    doc = await store.get("responses", queued.id)
-    assert doc is not None and doc["status"] == "failed"
+    stored = await store.get("responses", queued.id)
+    assert stored is not None
+    doc = unpacked(stored)
+    assert doc["status"] == "failed"
     assert "stopped" in doc["response"]["error"]["message"]
 
     # A gateway killed mid-run records nothing; the next read sees its runner is gone.
@@ -376,7 +379,7 @@ async def test_a_run_cut_short_by_a_stop_or_a_crash_ends_failed(
         {
             "status": "in_progress",
             "runner": "inst_gone",
-            "response": {**doc["response"], "status": "in_progress", "error": None},
+            "response": packed({**doc["response"], "status": "in_progress", "error": None}),
         },
     )
     other = await start_gateway(store=store)  # the same store, its providers and keys

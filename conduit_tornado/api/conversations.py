@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.responses import (
     input_items,
@@ -26,6 +28,11 @@ ITEMS = "conversation_items"
 #: Items one conversation may hold; a follow-up reads them all as its history.
 MAX_ITEMS = 10_000
 MAX_ITEMS_PER_CALL = 20
+
+
+def _item(doc: Json) -> Json:
+    item: Json = orjson.loads(doc["item"])
+    return item
 
 
 def _not_found(conversation_id: str, param: str | None = None) -> ApiError:
@@ -91,7 +98,7 @@ async def conversation_items(handler: ClientHandler, conv_id: str) -> list[Json]
     docs = await handler.ctx.store.find(
         ITEMS, {"conversation": conv_id}, sort="seq", limit=MAX_ITEMS
     )
-    return [doc["item"] for doc in docs]
+    return [_item(doc) for doc in docs]
 
 
 async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) -> None:
@@ -114,7 +121,7 @@ async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) 
                 "conversation": conv_id,
                 "seq": base + i,
                 "created_at": handler.ctx.clock.now(),
-                "item": item,
+                "item": orjson.dumps(item).decode(),  # read whole, by id: kept as text
             }
             for i, item in enumerate(items)
         ],
@@ -196,7 +203,7 @@ class ConversationItemsHandler(ClientHandler):
         docs = await self.ctx.store.find(
             ITEMS, where, sort="seq", descending=order == "desc", limit=limit + 1
         )
-        page = [doc["item"] for doc in docs[:limit]]
+        page = [_item(doc) for doc in docs[:limit]]
         self.send_json(
             {
                 "object": "list",
@@ -235,7 +242,7 @@ class ConversationItemHandler(ClientHandler):
         return doc
 
     async def get(self, conv_id: str, item_id: str) -> None:
-        self.send_json((await self._item(conv_id, item_id))["item"])
+        self.send_json(_item(await self._item(conv_id, item_id)))
 
     async def delete(self, conv_id: str, item_id: str) -> None:
         doc = await self._item(conv_id, item_id)

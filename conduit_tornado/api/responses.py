@@ -54,6 +54,25 @@ UNFINISHED = ("queued", "in_progress")
 log = logging.getLogger("conduit.responses")
 
 
+def packed(value: Any) -> str:
+    """A stored response's parts are kept as JSON text: read only whole and by id, they
+    cost the store one field instead of a tree of sub-documents to encode (or, in the
+    in-process store, to copy and have the garbage collector walk)."""
+    return orjson.dumps(value).decode()
+
+
+def unpacked(doc: Json) -> Json:
+    """A stored response document with its parts decoded."""
+    return {
+        **doc,
+        **{
+            name: orjson.loads(doc[name])
+            for name in ("response", "items", "messages")
+            if isinstance(doc.get(name), str)
+        },
+    }
+
+
 async def _end(store: Store, running: Json, message: str, code: str = "server_error") -> None:
     """Record that a run ended without an answer, unless a cancel got there first."""
     failed = {**running, "status": "failed", "error": {"code": code, "message": message}}
@@ -61,7 +80,7 @@ async def _end(store: Store, running: Json, message: str, code: str = "server_er
         await store.update(
             RESPONSES,
             running["id"],
-            {"status": "failed", "response": failed},
+            {"status": "failed", "response": packed(failed)},
             where={"status": {"$in": list(UNFINISHED)}},
         )
 
@@ -90,16 +109,18 @@ async def stored_history(handler: ClientHandler, body: Json) -> list[Json]:
     doc = await handler.ctx.store.get(RESPONSES, previous)
     if doc is None or doc.get("key") != handler.key.id:
         raise _not_found(previous, "previous_response_id")
-    return list(doc.get("messages") or [])
+    return list(unpacked(doc).get("messages") or [])
 
 
 class Owned(ClientHandler):
     """Reads stored responses of the calling key; another key's are reported missing."""
 
     async def owned(self, response_id: str) -> Json:
+        """The response with its parts decoded."""
         doc = await self.ctx.store.get(RESPONSES, response_id)
         if doc is None or doc.get("key") != self.key.id:
             raise _not_found(response_id)
+        doc = unpacked(doc)
         if doc.get("status") in UNFINISHED and not await self._running(doc):
             # Its gateway stopped without recording the end (killed, or the store was
             # down then): say so, rather than leave it in progress for ever.
@@ -109,7 +130,7 @@ class Owned(ClientHandler):
                 "The gateway running this response stopped before it finished; send the "
                 "request again.",
             )
-            doc = await self.ctx.store.get(RESPONSES, response_id) or doc
+            doc = unpacked(await self.ctx.store.get(RESPONSES, response_id) or doc)
         return doc
 
     async def _running(self, doc: Json) -> bool:
@@ -208,9 +229,9 @@ class ResponsesHandler(ProxyHandler):
                 "created_at": self.ctx.clock.now(),
                 "status": "queued",
                 "runner": self.ctx.limiter.instance,
-                "response": queued,
-                "items": translation.items,
-                "messages": translation.messages,
+                "response": packed(queued),
+                "items": packed(translation.items),
+                "messages": packed(translation.messages),
             },
         )
         self._detached = True
@@ -241,7 +262,7 @@ class ResponsesHandler(ProxyHandler):
                 await store.update(
                     RESPONSES,
                     response_id,
-                    {"status": "in_progress", "response": running},
+                    {"status": "in_progress", "response": packed(running)},
                     where={"status": "queued"},
                 )
                 is None
@@ -259,8 +280,8 @@ class ResponsesHandler(ProxyHandler):
                 response_id,
                 {
                     "status": response["status"],
-                    "response": response,
-                    "messages": translation.messages + as_messages(response["output"]),
+                    "response": packed(response),
+                    "messages": packed(translation.messages + as_messages(response["output"])),
                 },
                 where={"status": "in_progress"},
             )
@@ -348,9 +369,9 @@ class ResponsesHandler(ProxyHandler):
                 "_id": response["id"],
                 "key": self.key.id,
                 "created_at": self.ctx.clock.now(),
-                "response": response,
-                "items": translation.items,
-                "messages": translation.messages + as_messages(response["output"]),
+                "response": packed(response),
+                "items": packed(translation.items),
+                "messages": packed(translation.messages + as_messages(response["output"])),
             },
         )
 
@@ -478,14 +499,14 @@ class ResponseCancelHandler(Owned):
             done = await self.ctx.store.update(
                 RESPONSES,
                 response_id,
-                {"status": "cancelled", "response": cancelled},
+                {"status": "cancelled", "response": packed(cancelled)},
                 where={"status": {"$in": list(UNFINISHED)}},
             )
             run = self.ctx.in_flight.runs.get(response_id)
             if run is not None:
                 run.cancel()  # it stops reading upstream; what it used is still billed
             # A run on another gateway sees 'cancelled' when it ends and keeps it.
-            doc = done or await self.ctx.store.get(RESPONSES, response_id) or doc
+            doc = unpacked(done or await self.ctx.store.get(RESPONSES, response_id) or doc)
         self.send_json(doc["response"])
 
 
