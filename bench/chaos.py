@@ -18,9 +18,19 @@ and pulls /admin/v1/logs (so the in-process store's log cap never hides a log).
 Every request carries its id both as x-request-id (the gateway logs it) and in a marker in
 its prompt (the fake upstream keys its ledger by it), so each log can be matched with what
 was served. The report (Markdown, stdout and --out) gives requests and errors by cause,
-RSS over time, loop lag, and the reconciliation; the exit status is 1 on a usage mismatch,
-any 500, an error answer without the OpenAI envelope, a request that hung, the gateway
-dying, or RSS growing more than --max-rss-growth-mb after warm-up.
+RSS over time, loop lag, and the reconciliation. The exit status is 1 on a usage mismatch,
+any 500, an error answer without the OpenAI envelope, a request that hung, a stream that
+"succeeded" with no content and no error, an invalid body accepted, a stalled upload not
+cut, an upstream call tried more than 1 + 2 times or left open after the gateway gave up
+on it, dropped logs, the gateway dying, or RSS growing more than --max-rss-growth-mb after
+warm-up. Records, the fake's ledger (with a per-attempt timeline) and the logs are kept in
+the run's working directory (printed on stderr) for digging.
+
+To reproduce one finding, narrow the mix: ``--scenarios stream --faults gzip_bomb``.
+``--gateway-src DIR`` runs the gateway from another checkout (a git worktree of a fixed
+commit, while this one is being edited). The store is in-process unless ``--store local``
+(a fresh SQLite file in the working directory) or ``--mongodb-uri`` (a database of its
+own, dropped at the end): never the user's data directory.
 
 Bounded: every loop stops at the deadline and after a fixed number of iterations, every
 request has a timeout, and only 127.0.0.1 is contacted.
@@ -54,10 +64,12 @@ UPSTREAM_KEY = "sk-chaos-upstream"  # bench/chaos_upstream.py API_KEY
 HOST = "127.0.0.1"
 CLIENT_TIMEOUT = 60.0  # no request may take longer: the slowest planned path is ~25 s
 BODY_TIMEOUT = 3.0  # CONDUIT_BODY_TIMEOUT / CONDUIT_HEADER_TIMEOUT for this run
+CUT_SLACK = 12.0  # seconds past it before a stalled upload counts as never cut
 FIRST_BYTE_TIMEOUT = 1.5  # the deployment's first_byte_timeout
 MAX_REQUEST_BYTES = 1024 * 1024  # CONDUIT_MAX_REQUEST_BYTES for this run
 LOG_OVERLAP = timedelta(seconds=60)  # pulls re-read this much: logs are written at the end
 PULL_EVERY = 10.0
+MEMORY_LOG_LIMIT = 3000  # logs the in-process store keeps; one pull reads at most ~70 s of them
 RSS_EVERY = 2.0
 METRICS_EVERY = 5.0
 
@@ -110,15 +122,15 @@ def python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def rss_kb(pid: int) -> tuple[int, int]:
-    """VmRSS and VmHWM (peak) of a process, in kB."""
+def proc_sample(pid: int) -> tuple[int, int, int]:
+    """VmRSS and VmHWM (peak) of a process, in kB, and its open file descriptors."""
     rss = hwm = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
         elif line.startswith("VmHWM:"):
             hwm = int(line.split()[1])
-    return rss, hwm
+    return rss, hwm, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -166,7 +178,7 @@ class Run:
     deadline: float = 0.0
     records: list[Rec] = field(default_factory=list)
     inflight: dict[str, datetime] = field(default_factory=dict)
-    rss: list[tuple[float, int, int]] = field(default_factory=list)  # (s, rss kB, hwm kB)
+    rss: list[tuple[float, int, int, int]] = field(default_factory=list)  # s, kB, peak kB, fds
     metrics: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)  # log id -> log
     pulls: list[tuple[float, int, float]] = field(default_factory=list)  # (s, logs, seconds)
@@ -174,6 +186,18 @@ class Run:
     driver_lag: list[float] = field(default_factory=list)
     gateway_died: str | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _subset(self, table: dict[str, int], names: str | None) -> dict[str, int]:
+        chosen = set(names.split(",")) if names else set(table)
+        return {k: v for k, v in table.items() if k in chosen}
+
+    @property
+    def scenarios(self) -> dict[str, int]:
+        return self._subset(SCENARIOS, self.args.scenarios)
+
+    @property
+    def faults(self) -> dict[str, int]:
+        return self._subset(FAULTS, self.args.faults)
 
     def elapsed(self) -> float:
         return time.monotonic() - (self.deadline - float(self.args.duration))
@@ -215,15 +239,23 @@ class Processes:
                 "CONDUIT_HEADER_TIMEOUT": str(BODY_TIMEOUT),
                 "CONDUIT_BODY_TIMEOUT": str(BODY_TIMEOUT),
                 "CONDUIT_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+                # A small cap, so the in-process store stops growing early in the run and
+                # RSS growth after warm-up means something; the pulls read every log first.
+                "CONDUIT_MEMORY_LOG_LIMIT": str(MEMORY_LOG_LIMIT),
             }
         )
+        # Never the user's own data: the store is in-process, a fresh file in this run's
+        # directory, or a database of its own (dropped at the end).
+        env["CONDUIT_STORE"] = self.args.store
+        env["CONDUIT_DATA_DIR"] = str(self.tmp / "data")
         if self.args.mongodb_uri:
+            env["CONDUIT_STORE"] = "mongodb"
             env["CONDUIT_MONGODB_URI"] = self.args.mongodb_uri
             env["CONDUIT_MONGODB_DATABASE"] = f"chaos_{os.getpid()}"
         proc = subprocess.Popen(
             [python(), "-m", "conduit_tornado", "serve", "--port", str(port)],
             env=env,
-            cwd=ROOT,
+            cwd=self.args.gateway_src,  # python -m imports the package from here
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / "gateway.err", "wb"),  # noqa: SIM115
         )
@@ -427,7 +459,7 @@ async def streamed(
         events = 0
         if slow:  # a reader far slower than the stream: the gateway must wait, not buffer
             buffer = b""
-            async for piece in r.aiter_raw():
+            async for piece in r.aiter_raw(16384):  # ~320 kB/s: the ~2 MB stream takes ~7 s
                 buffer += piece
                 await asyncio.sleep(0.05)
             lines = buffer.decode(errors="replace").splitlines()
@@ -442,6 +474,7 @@ async def streamed(
                         rec.planned_hangup = True
                         return  # leaving the block closes the connection
         done = False
+        content = 0
         for line in lines:
             if not line.startswith("data: "):
                 continue
@@ -455,10 +488,14 @@ async def streamed(
             elif event.get("usage"):
                 u = event["usage"]
                 rec.usage = (u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0)
+            for choice in event.get("choices") or []:
+                content += bool((choice.get("delta") or {}).get("content"))
         if rec.code is None:
             rec.outcome = "stream complete" if done else "stream ended without [DONE]"
             if not done:
                 rec.code = "stream ended without [DONE]"
+            elif not content:
+                rec.code = rec.outcome = "empty stream: 200, [DONE], no content, no error"
 
 
 def invalid_request(rid: str, variant: str, key: str) -> tuple[str, bytes, dict[str, str]]:
@@ -519,7 +556,7 @@ async def raw_upload(run: Run, rec: Rec, stalled_head: bool, abandon: bool) -> N
             rec.planned_hangup = True
             return
         t0 = time.monotonic()
-        limit = BODY_TIMEOUT + 7
+        limit = BODY_TIMEOUT + CUT_SLACK
         try:
             data = await asyncio.wait_for(reader.read(4096), limit)
             while data and not data.endswith(b"}") and b"\r\n\r\n" not in data:
@@ -554,7 +591,8 @@ async def raw_upload(run: Run, rec: Rec, stalled_head: bool, abandon: bool) -> N
 async def one_request(run: Run, http: httpx2.AsyncClient, rng: random.Random, rec: Rec) -> None:
     s = rec.scenario
     if s in ("chat", "stream", "embeddings"):
-        rec.fault = rng.choices(list(FAULTS), weights=list(FAULTS.values()))[0]
+        faults = run.faults
+        rec.fault = rng.choices(list(faults), weights=list(faults.values()))[0]
     if s == "chat":
         await plain(http, rec, "/v1/chat/completions", chat_body(rec.rid, rec.fault))
     elif s == "stream":
@@ -622,7 +660,8 @@ async def client(run: Run, index: int) -> None:
         for n in range(limit):
             if time.monotonic() >= run.deadline or run.stop.is_set():
                 break
-            scenario = rng.choices(list(SCENARIOS), weights=list(SCENARIOS.values()))[0]
+            mix = run.scenarios
+            scenario = rng.choices(list(mix), weights=list(mix.values()))[0]
             rec = Rec(f"cx{run.args.seed}-{index}-{n}", scenario)
             run.inflight[rec.rid] = datetime.now(UTC)
             t0 = time.monotonic()
@@ -654,8 +693,7 @@ async def sample_rss(run: Run, gateway: subprocess.Popen[bytes]) -> None:
             run.gateway_died = f"exit status {gateway.returncode} at {run.elapsed():.0f} s"
             run.stop.set()
             return
-        rss, hwm = rss_kb(gateway.pid)
-        run.rss.append((run.elapsed(), rss, hwm))
+        run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
         if run.stop.is_set():
             return
         with contextlib.suppress(TimeoutError):
@@ -768,8 +806,7 @@ async def drive(
             usage[key_id] = r.json()["totals"]
         r = await admin.get("/admin/v1/metrics")
         run.metrics.append((run.elapsed(), parse_metrics(r.text)))
-        rss, hwm = rss_kb(gateway.pid)
-        run.rss.append((run.elapsed(), rss, hwm))
+        run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
     async with httpx2.AsyncClient(timeout=60) as http:
         ledger = (await http.get(run.upstream_url + "/__chaos/ledger")).json()
     await admin.aclose()
@@ -899,7 +936,7 @@ def report(
         f"# conduit-tornado chaos run, {run.started_wall:%Y-%m-%d %H:%M} UTC",
         "",
         f"Duration {a.duration:g} s, {a.clients} clients, seed {a.seed}, store "
-        f"{'mongodb' if a.mongodb_uri else 'memory'}; {os.cpu_count()} cores, load average "
+        f"{'mongodb' if a.mongodb_uri else a.store}; {os.cpu_count()} cores, load average "
         f"{load[0]} at start and {load[1]} at the end (the machine is shared: other work runs "
         "beside this, so latencies are indicative only). Gateway settings: header/body timeout "
         f"{BODY_TIMEOUT:g} s, max request {MAX_REQUEST_BYTES // 1024} KiB, deployment "
@@ -933,7 +970,9 @@ def report(
     for (status, code), n in sorted(error_causes.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
         lines.append(f"| {status} | {code} | {n} |")
     stream_errors = Counter(
-        r.code for r in run.records if r.status == 200 and r.code and r.code.startswith("stream")
+        r.code
+        for r in run.records
+        if r.status == 200 and r.code and r.code.startswith(("stream", "empty"))
     )
     for code, n in stream_errors.most_common():
         lines.append(f"| 200 | {code} | {n} |")
@@ -976,8 +1015,14 @@ def report(
     if uncut:
         failures.append(
             f"{len(uncut)} stalled uploads or request heads were not cut within "
-            f"{BODY_TIMEOUT:g} s (+7 s slack): "
+            f"{BODY_TIMEOUT:g} s (+{CUT_SLACK:g} s slack for a loaded machine): "
             + ", ".join(f"{r.rid} ({r.scenario})" for r in uncut[:10])
+        )
+    empty = [r for r in run.records if r.outcome.startswith("empty stream")]
+    if empty:
+        failures.append(
+            f"{len(empty)} streams ended as a success with no content and no error event: "
+            + ", ".join(f"{r.rid} ({r.scenario}/{r.fault})" for r in empty[:10])
         )
     accepted = [r for r in run.records if r.outcome == "invalid body accepted"]
     if accepted:
@@ -1029,17 +1074,17 @@ def report(
             )
 
     # RSS
-    lines += ["", "## Gateway memory (VmRSS, sampled every 2 s)", ""]
+    lines += ["", "## Gateway memory and descriptors (/proc, sampled every 2 s)", ""]
     if run.rss:
         step = max(1, -(-len(run.rss) // 12))
         shown_rss = run.rss[::step] + ([run.rss[-1]] if (len(run.rss) - 1) % step else [])
-        lines.append("| t (s) | RSS (MB) | peak so far (MB) |")
-        lines.append("|---:|---:|---:|")
-        for t, rss, hwm in shown_rss:
-            lines.append(f"| {t:.0f} | {rss / 1024:.1f} | {hwm / 1024:.1f} |")
-        warm = [rss for t, rss, _ in run.rss if t >= a.duration * 0.2] or [run.rss[-1][1]]
+        lines.append("| t (s) | RSS (MB) | peak so far (MB) | open fds |")
+        lines.append("|---:|---:|---:|---:|")
+        for t, rss, hwm, fds in shown_rss:
+            lines.append(f"| {t:.0f} | {rss / 1024:.1f} | {hwm / 1024:.1f} | {fds} |")
+        warm = [rss for t, rss, _, _ in run.rss if t >= a.duration * 0.2] or [run.rss[-1][1]]
         growth = (run.rss[-1][1] - warm[0]) / 1024
-        peak = max(h for _, _, h in run.rss) / 1024
+        peak = max(h for _, _, h, _ in run.rss) / 1024
         lines.append(
             f"\nGrowth after warm-up (20% of the run to the end): {growth:+.1f} MB "
             f"(threshold {a.max_rss_growth_mb:g} MB); peak {peak:.1f} MB."
@@ -1088,6 +1133,17 @@ def report(
             f"{sum(p[1] for p in run.pulls)} logs read, duration ms {_ms(pull_s)}; the in-process "
             "store sorts in the loop, so pulls show in the lag above."
         )
+    if (
+        run.pulls
+        and max(p[1] for p in run.pulls) > 0.8 * MEMORY_LOG_LIMIT
+        and a.store == "memory"
+        and not a.mongodb_uri
+    ):
+        failures.append(
+            f"a log pull read {max(p[1] for p in run.pulls)} logs, near the in-process store's "
+            f"cap ({MEMORY_LOG_LIMIT}): logs may have been pruned unread (fewer clients, or "
+            "--store local)"
+        )
     if run.metrics:
         last = run.metrics[-1][1]
         peak_inflight = max(m.get("conduit_in_flight_requests", 0) for _, m in run.metrics)
@@ -1118,7 +1174,16 @@ def report(
     if rec.mismatches:
         failures.append(f"{len(rec.mismatches)} reconciliation mismatches")
         lines += ["", f"Mismatches ({len(rec.mismatches)}, first 50):", ""]
-        lines += [f"- {m}" for m in rec.mismatches[:50]]
+        by_rid = {r.rid: r for r in run.records}
+
+        def context(line: str) -> str:
+            r = by_rid.get(line.split(":", 1)[0])
+            if r is None:
+                return line
+            saw = r.cause if r.status is not None else r.outcome
+            return f"{line} [{r.scenario}/{r.variant or r.fault}; the client saw {saw or '?'} after {r.seconds:.1f} s]"
+
+        lines += [f"- {context(m)}" for m in rec.mismatches[:50]]
     else:
         lines.append("\nNo mismatch: every served request is logged once with exactly its tokens.")
 
@@ -1136,6 +1201,12 @@ def report(
     lines += ["", "## Verdict", ""]
     if failures:
         lines += ["FAIL:", ""] + [f"- {f}" for f in failures]
+        lines.append(
+            "\nTo reproduce one, narrow the run to its scenario and fault (shown as "
+            "scenario/fault above), e.g. `bench/chaos.py --duration 15 --clients 2 "
+            "--scenarios stream --faults bad_json`; the working directory keeps the records, "
+            "the upstream's per-attempt timeline and the logs."
+        )
     else:
         lines.append("PASS: no mismatch, no 500, no hang, RSS within the threshold.")
     return "\n".join(lines) + "\n", failures
@@ -1151,10 +1222,35 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mongodb-uri", help="a MongoDB for the store (default: in-process)")
+    parser.add_argument(
+        "--store",
+        choices=["memory", "local"],
+        default="memory",
+        help="without --mongodb-uri: in-process, or a fresh local (SQLite) file in the run's "
+        "working directory",
+    )
     parser.add_argument("--out", type=Path, help="also write the report here")
     parser.add_argument("--probe-interval", type=float, default=0.2)
     parser.add_argument("--max-rss-growth-mb", type=float, default=64.0)
+    parser.add_argument(
+        "--gateway-src",
+        type=Path,
+        default=ROOT,
+        help="checkout whose conduit_tornado runs (default: this one), e.g. a git worktree "
+        "of a fixed commit while the working tree is being edited",
+    )
+    parser.add_argument(
+        "--scenarios",
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (to reproduce one finding)",
+    )
+    parser.add_argument(
+        "--faults", help=f"comma-separated subset of {','.join(FAULTS)} for chat/stream/embeddings"
+    )
     args = parser.parse_args()
+    for name, table in (("scenarios", SCENARIOS), ("faults", FAULTS)):
+        unknown = set((getattr(args, name) or "").split(",")) - set(table) - {""}
+        if unknown:
+            parser.error(f"unknown {name}: {', '.join(sorted(unknown))}")
     if not 1 <= args.clients <= 256 or not 1 <= args.duration <= 24 * 3600:
         parser.error("--clients must be 1-256 and --duration 1 s to 24 h")
     tmp = Path(tempfile.mkdtemp(prefix="conduit-chaos-"))
@@ -1182,6 +1278,9 @@ def main() -> int:
                 mongo.drop_database(f"chaos_{os.getpid()}")
     load_end = Path("/proc/loadavg").read_text().split()[0]
     rec = reconcile(run, ledger, usage)
+    (tmp / "ledger.json").write_text(json.dumps(ledger))
+    (tmp / "logs.json").write_text(json.dumps(list(run.logs.values()), default=str))
+    (tmp / "records.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in run.records))
     text, failures = report(run, ledger, rec, tmp, (load_start, load_end))
     print(text)
     if args.out:

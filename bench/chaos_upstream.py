@@ -21,7 +21,9 @@ to every attempt. Faults:
   (its client left), at most 20 s; a plain answer waits the same way, at most 1 s. Either
   then answers in full, as if nothing happened: a gateway that keeps a dead client's call
   open shows up in the reconciliation.
-- ``big``: a 300-event stream of ~1 kB events (for slow readers).
+- ``big``: a 2,000-event stream of ~1 kB events, ~2 MB, for slow readers. (Loopback socket
+  buffers grow to tens of MB, so this upstream is never held back: what is checked is that
+  the gateway's own memory does not take the difference.)
 
 On top of that, seeded storms: 3-second windows (one in each 30 s, the first after ~10 s)
 during which every call is answered 429 or 503 with ``Retry-After: 1``.
@@ -86,6 +88,7 @@ class Fake:
         self.storm_answers: Counter[int] = Counter()
         self.holds: Counter[str] = Counter()  # how each hold ended: closed / timeout
         self.unmarked = 0
+        self.timeline: dict[str, list[str]] = {}  # id -> "t+s what" per attempt event
         self.unauthorized = 0
 
     def storm(self) -> int | None:
@@ -111,6 +114,7 @@ class Fake:
             ],
             "holds": dict(self.holds),
             "unmarked": self.unmarked,
+            "timeline": self.timeline,
             "unauthorized": self.unauthorized,
         }
 
@@ -179,6 +183,7 @@ class Fake:
         status = self.storm()
         if status is not None:
             self.storm_answers[status] += 1
+            self.note(rid, f"storm {status}")
             await send(
                 writer,
                 status,
@@ -189,6 +194,7 @@ class Fake:
         if fault not in ("hold", "big") and self.attempts[rid] > 1:
             fault = "none"  # the retry of a faulted attempt is served normally
         self.faults[fault] += 1
+        self.note(rid, f"attempt {self.attempts[rid]}: {fault}")
         request = json.loads(body)
         if path.endswith("/embeddings"):
             return await self.embeddings(rid, fault, request, reader, writer)
@@ -229,7 +235,11 @@ class Fake:
                 return True
         return False
 
+    def note(self, rid: str, what: str) -> None:
+        self.timeline.setdefault(rid, []).append(f"{time.monotonic() - self.started:.3f} {what}")
+
     def serve(self, rid: str, endpoint: str, prompt: int, completion: int) -> None:
+        self.note(rid, "served")
         if rid in self.served:
             self.duplicates.append(rid)  # once per extra answer
         self.served[rid] = {"endpoint": endpoint, "prompt": prompt, "completion": completion}
@@ -320,7 +330,7 @@ class Fake:
         self, rid: str, fault: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         prompt = tokens_for(rid, 1)
-        count = 300 if fault == "big" else 8
+        count = 2000 if fault == "big" else 8
         text = ("x" * 1000 + " ") if fault == "big" else "tok "
         base = {
             "id": f"chatcmpl-{rid}",

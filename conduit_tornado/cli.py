@@ -1,4 +1,5 @@
-"""The `conduit-tornado` command: serve, keys create|list|revoke, settings."""
+"""The `conduit-tornado` command: serve, keys create|list|revoke, admin reset-master-key,
+export, import, settings."""
 
 from __future__ import annotations
 
@@ -17,12 +18,17 @@ from typing import Any
 import httpx2
 from pydantic import ValidationError
 
+from conduit_tornado.core.security import SecretBox
 from conduit_tornado.core.settings import Settings, settings_markdown
 
+from . import transfer
 from .admin_client import AdminClient, AdminError
 from .config_file import ConfigError
-from .gateway import Gateway
+from .gateway import Gateway, describe_store, open_store, reset_master_key, resolve_secret_key
 from .store import StoreUnavailable
+from .transfer import TransferError
+
+STORES = ("auto", "local", "memory", "mongodb")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,8 +39,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (CONDUIT_HOST)")
     serve.add_argument("--port", type=int, help="listen port (CONDUIT_PORT, default 5000)")
     serve.add_argument("--config", type=Path, help="providers/models file (CONDUIT_CONFIG)")
+    serve.add_argument("--store", choices=STORES, help="which store (CONDUIT_STORE, default auto)")
 
     sub.add_parser("settings", help="print every CONDUIT_* setting as Markdown")
+
+    admin = sub.add_parser("admin", help="administer the store directly (on its machine)")
+    asub = admin.add_subparsers(dest="action", required=True)
+    reset = asub.add_parser(
+        "reset-master-key", help="generate a new admin master key, keep its hash, print it"
+    )
+    reset.add_argument("--store", choices=STORES, help="which store (CONDUIT_STORE)")
+
+    export = sub.add_parser("export", help="write keys, providers, models, usage... to a file")
+    export.add_argument("file", type=Path, help="JSON lines file to write")
+    export.add_argument("--logs", action="store_true", help="include request logs")
+    export.add_argument("--store", choices=STORES, help="source store (CONDUIT_STORE)")
+    imp = sub.add_parser("import", help="copy an export file into the store")
+    imp.add_argument("file", type=Path, help="a file written by `conduit-tornado export`")
+    imp.add_argument("--store", choices=STORES, help="target store (CONDUIT_STORE)")
 
     keys = sub.add_parser("keys", help="manage virtual keys through the admin API")
     keys.add_argument("--url", default=os.environ.get("CONDUIT_URL", "http://127.0.0.1:5000"))
@@ -159,12 +181,22 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, httpx2.TransportError) as exc:
             print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
             return 1
-    overrides = {k: v for k in ("host", "port", "config") if (v := getattr(args, k)) is not None}
+    names = ("host", "port", "config", "store")
+    overrides = {k: v for k in names if (v := getattr(args, k, None)) is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    if args.command in ("admin", "export", "import"):
+        try:
+            return asyncio.run(_offline(args, settings))
+        except (TransferError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except StoreUnavailable as exc:
+            print(f"error: cannot reach the store: {exc}", file=sys.stderr)
+            return 1
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -173,6 +205,56 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # settings that contradict each other (open_store)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except StoreUnavailable as exc:  # exit, and let the supervisor start us again
         print(f"error: cannot reach the store at start-up: {exc}", file=sys.stderr)
         return 1
+
+
+async def _offline(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands that open the store themselves (no gateway needs to run)."""
+    if args.command == "import":
+        transfer.check(args.file)  # the whole file, before anything is written
+    store = open_store(settings)
+    await store.start()
+    try:
+        where = describe_store(store)
+        secret = resolve_secret_key(settings, store)
+        box = SecretBox(secret) if secret is not None else None
+        if args.command == "admin":
+            key = await reset_master_key(store)
+            print(key)
+            print(
+                f"\nNew admin master key for the {where}; only its hash is stored. "
+                "Restart running gateways for it to take effect.",
+                file=sys.stderr,
+            )
+            if settings.master_key is not None:
+                print(
+                    "Note: CONDUIT_MASTER_KEY is set here, and a gateway started with it "
+                    "uses that key instead.",
+                    file=sys.stderr,
+                )
+        elif args.command == "export":
+            with transfer.open_private(args.file) as out:
+                counts = await transfer.export(store, box, out, logs=args.logs)
+            summary = ", ".join(f"{n} {c}" for c, n in counts.items() if n) or "nothing"
+            print(f"exported {summary} from the {where} to {args.file}", file=sys.stderr)
+            if counts.get("providers"):
+                print(
+                    "The file holds provider credentials in clear: keep it private, and "
+                    "delete it once imported.",
+                    file=sys.stderr,
+                )
+        else:
+            done = await transfer.import_file(args.file, store, box)
+            summary = ", ".join(f"{n} {c}" for c, n in done.written.items()) or "nothing"
+            print(f"imported {summary} into the {where}", file=sys.stderr)
+            if done.skipped:
+                skipped = ", ".join(f"{n} {c}" for c, n in done.skipped.items())
+                print(f"skipped (already there): {skipped}", file=sys.stderr)
+    finally:
+        await store.close()
+    return 0

@@ -19,8 +19,8 @@ from conduit_tornado.core.settings import Settings
 
 from .admin_client import AdminClient
 from .config_file import load_config, parse_config
-from .gateway import Gateway, open_store
-from .store import MemoryStore, Store
+from .gateway import Gateway
+from .store import Store
 
 
 class RunningGateway:
@@ -62,25 +62,26 @@ async def start(
     port: int = 5000,
     *,
     host: str = "127.0.0.1",
-    store: str | Store = "memory",
+    store: str | Store | None = None,
     config: str | Path | dict[str, Any] | None = None,
     master_key: str | None = None,
     **settings: Any,
 ) -> RunningGateway:
-    """Start a gateway on the running loop. ``store`` is "memory", a mongodb:// URI or a
-    Store; ``config`` a YAML/TOML file or the same structure as a dict; other keyword
-    arguments are settings (as ``CONDUIT_*`` would set them)."""
+    """Start a gateway on the running loop. ``store`` is "local" (a file in
+    CONDUIT_DATA_DIR, kept across restarts), "memory", a mongodb:// URI or a Store; unset,
+    CONDUIT_STORE decides (MongoDB when CONDUIT_MONGODB_URI is set, else the local file).
+    ``config`` is a YAML/TOML file or the same structure as a dict; other keyword arguments
+    are settings (as ``CONDUIT_*`` would set them)."""
     master_key = master_key or "condt_master_" + secrets.token_urlsafe(32)
-    if isinstance(store, str) and store != "memory":
-        if not store.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError('store must be "memory", a mongodb:// URI, or a Store')
-        settings["mongodb_uri"] = store
+    if isinstance(store, str):
+        if store.startswith(("mongodb://", "mongodb+srv://")):
+            settings.update(mongodb_uri=store, store="mongodb")
+        elif store in ("memory", "local"):
+            settings["store"] = store
+        else:
+            raise ValueError('store must be "local", "memory", a mongodb:// URI, or a Store')
     resolved = Settings(host=host, port=port, master_key=master_key, **settings)  # + CONDUIT_*
-    if store == "memory":
-        store = MemoryStore(max_logs=resolved.memory_log_limit)
-    elif isinstance(store, str):
-        store = open_store(resolved)
-    gateway = Gateway(resolved, store=store)
+    gateway = Gateway(resolved, store=None if isinstance(store, str) else store)
     try:
         await gateway.start()
     except OSError as exc:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from conduit_tornado.admission.groups import GroupService
@@ -28,21 +30,74 @@ from conduit_tornado.server.http import HttpServer
 
 from .config_file import load_config
 from .context import Context
-from .store import DuplicateError, MemoryStore, MongoStore, Store, log_failure
+from .store import DuplicateError, MemoryStore, MongoStore, SQLiteStore, Store, log_failure
+from .store.sqlite import FILE_NAME, default_data_dir
 
 log = logging.getLogger("conduit")
 _MASTER_META = "master_key"
+SECRET_FILE = "secret.key"  # noqa: S105 (a file name)
 
 
 def open_store(settings: Settings) -> Store:
-    if settings.mongodb_uri is not None:
+    """The store the settings ask for (CONDUIT_STORE; auto: MongoDB when a URI is set,
+    else the local file)."""
+    kind = settings.store
+    if kind == "auto":
+        kind = "mongodb" if settings.mongodb_uri is not None else "local"
+    if kind == "mongodb":
+        if settings.mongodb_uri is None:
+            raise ValueError("CONDUIT_STORE=mongodb needs CONDUIT_MONGODB_URI")
         return MongoStore(
             settings.mongodb_uri.get_secret_value(),
             settings.mongodb_database,
             log_retention_days=settings.log_retention_days,
             timeout=settings.mongodb_timeout,
         )
+    if kind == "local":
+        return SQLiteStore(
+            data_dir(settings) / FILE_NAME,
+            log_retention_days=settings.log_retention_days,
+            max_logs=settings.local_log_limit,
+        )
     return MemoryStore(max_logs=settings.memory_log_limit)
+
+
+def data_dir(settings: Settings) -> Path:
+    return settings.data_dir if settings.data_dir is not None else default_data_dir()
+
+
+def describe_store(store: Store) -> str:
+    """Which store, and where: for the start-up line."""
+    if isinstance(store, SQLiteStore):
+        return f"local file {store.path}"
+    if isinstance(store, MongoStore):
+        return f"MongoDB database {store.database!r}"
+    return f"{store.kind} (not persisted)" if not store.persistent else store.kind
+
+
+def resolve_secret_key(settings: Settings, store: Store) -> str | None:
+    """The secret that encrypts provider credentials: CONDUIT_SECRET_KEY, else for the
+    local store one generated once and kept in a private file beside it (a copy of the
+    database alone does not reveal the credentials). None: no lasting secret."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    if not isinstance(store, SQLiteStore):
+        return None
+    path = store.path.parent / SECRET_FILE
+    if not path.exists():
+        # Written whole under another name, then linked into place: two processes starting
+        # at once both end up with the one that got there first.
+        draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text(encoding="ascii").strip()
 
 
 async def resolve_master_key(settings: Settings, store: Store) -> tuple[str, str | None]:
@@ -61,6 +116,18 @@ async def resolve_master_key(settings: Settings, store: Store) -> tuple[str, str
         assert stored is not None
         return str(stored["hash"]), None
     return hash_key(key), key
+
+
+async def reset_master_key(store: Store) -> str:
+    """Generate a new master key, keep its hash in the store and return it (the CLI's
+    ``admin reset-master-key``). Running gateways read the hash at start: restart them."""
+    key = new_master_key()
+    if await store.update("meta", _MASTER_META, {"hash": hash_key(key)}) is None:
+        try:
+            await store.insert("meta", {"_id": _MASTER_META, "hash": hash_key(key)})
+        except DuplicateError:  # one was created meanwhile: replace it all the same
+            await store.update("meta", _MASTER_META, {"hash": hash_key(key)})
+    return key
 
 
 class Gateway:
@@ -100,17 +167,17 @@ class Gateway:
         if not store.persistent:
             log.warning(
                 "using the in-process store: keys, usage and logs are NOT persisted. "
-                "Set CONDUIT_MONGODB_URI for real use."
+                "Use the local store (CONDUIT_STORE=local, the default) or MongoDB for real use."
             )
-        if s.secret_key is None:
+        secret = resolve_secret_key(s, store)
+        if secret is None:
             if store.persistent:
                 log.warning(
                     "CONDUIT_SECRET_KEY is not set: provider credentials stored now cannot be "
                     "decrypted after a restart. Set it for real use."
                 )
-            box = SecretBox(secrets.token_urlsafe(32))
-        else:
-            box = SecretBox(s.secret_key.get_secret_value())
+            secret = secrets.token_urlsafe(32)
+        box = SecretBox(secret)
         master_hash, generated = await resolve_master_key(s, store)
         self.generated_master_key = generated
         catalog = Catalog(store, box, self._clock)
@@ -158,16 +225,12 @@ class Gateway:
         ctx = await self.build()
         s = self.settings
         app = make_app(ctx)
-        self.server = HttpServer(
-            app,
-            xheaders=s.trust_proxy_headers,
-            max_body_size=max(s.max_request_bytes, s.max_admin_request_bytes),
-            idle_timeout=75,
-        )
+        # Ours or Tornado's (CONDUIT_HTTP_SERVER), held to the settings' connection limits.
+        self.server = HttpServer.for_settings(app, s)
         sockets = bind(s.host, s.port)
         await self.server.start(sockets)
         self.port = sockets[0].getsockname()[1]
-        log.info("conduit-tornado listening on %s (store: %s)", self.url, ctx.store.kind)
+        log.info("conduit-tornado listening on %s (store: %s)", self.url, describe_store(ctx.store))
         if self.generated_master_key:
             announce_master_key(self.generated_master_key, ctx.store.persistent)
 

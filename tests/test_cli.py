@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
 
-from conduit_tornado import Gateway
+from conduit_tornado import Gateway, Settings
 from conduit_tornado.cli import main
 from tests.conftest import MASTER_KEY, GatewayFactory, free_port
 
@@ -91,3 +93,62 @@ async def test_serve_without_its_store_exits_with_a_clear_error() -> None:
     assert done.stderr.startswith("error: cannot reach the store at start-up: MongoDB:")
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < 20  # the store timeout, not the driver's 30 s
+
+
+async def test_admin_reset_master_key_replaces_the_stored_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(host="127.0.0.1", port=0, data_dir=tmp_path)
+    first = Gateway(settings)
+    await first.start()
+    old = first.generated_master_key
+    assert old is not None
+    await first.stop()
+
+    monkeypatch.setenv("CONDUIT_DATA_DIR", str(tmp_path))
+    assert await _cli("admin", "reset-master-key") == 0
+    out, err = capsys.readouterr()
+    new = out.strip()
+    assert new.startswith("condt_master_") and new != old
+    assert f"local file {tmp_path}" in err and "Restart running gateways" in err
+
+    again = Gateway(settings)
+    await again.start()
+    try:
+        assert again.generated_master_key is None  # the reset one is kept, none generated
+        async with httpx2.AsyncClient(base_url=again.url) as http:
+            for key, status in ((old, 401), (new, 200)):
+                r = await http.get("/admin/v1/keys", headers={"Authorization": f"Bearer {key}"})
+                assert r.status_code == status
+    finally:
+        await again.stop()
+
+
+async def test_serve_says_which_store_it_uses(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env.update(CONDUIT_DATA_DIR=str(tmp_path), CONDUIT_MASTER_KEY=MASTER_KEY)
+    for extra, expected in (
+        ((), f"(store: local file {tmp_path / 'conduit.sqlite3'})"),
+        (("--store", "memory"), "(store: memory (not persisted))"),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "conduit_tornado",
+            "serve",
+            "--port",
+            str(free_port()),
+            *extra,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        seen: list[str] = []
+        while not any("listening on" in line for line in seen):
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, "serve exited before listening"
+            seen.append(line.decode())
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert expected in seen[-1]

@@ -1,357 +1,203 @@
-"""The lean provider HTTP client against raw loopback servers that answer byte for byte,
-so every wire shape (chunked, gzip, close-delimited, early close, TLS) is the real one."""
+"""The provider client (routing/upstream.py on pyreqwest) against raw loopback servers that
+answer byte for byte: what goes out, what comes back, pooling, deadlines and failures."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
 import gzip
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-from conduit_tornado.routing.http_client import READ_HIGH_WATER, ClientError, HttpClient
+from conduit_tornado.core import via
+from conduit_tornado.routing.upstream import ProviderError, Timeouts, read_body
+from tests.conftest import free_port
+from tests.fakes.raw import (
+    Received,
+    chunks,
+    endless,
+    fixed,
+    gzipped,
+    response,
+    serving,
+    stall_from,
+)
 
-Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class RawServer:
-    def __init__(self) -> None:
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self.handlers: set[asyncio.Task[None]] = set()
-
-    async def start(self, serve: Serve, ssl_context: ssl.SSLContext | None = None) -> None:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            task = asyncio.current_task()
-            assert task is not None
-            self.handlers.add(task)
-            try:
-                await serve(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-                pass
-            finally:
-                writer.close()
-                self.handlers.discard(task)
-
-        self.server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ssl_context)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        body = await reader.readexactly(length)
-        self.requests.append(head + body)
-        return body
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.handlers):
-            task.cancel()
-        await asyncio.gather(*self.handlers, return_exceptions=True)
-        await asyncio.sleep(0)
-
-    def url(self, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}/v1/things?x=1"
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    serve: Serve, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[tuple[RawServer, HttpClient]]:
-    """A raw server running ``serve`` per connection, and a client; both closed after."""
-    raw, client = RawServer(), HttpClient()
-    await raw.start(serve, ssl_context)
-    try:
-        yield raw, client
-    finally:
-        await client.close()
-        await raw.stop()
-
-
-def answer(body: bytes, extra: str = "") -> bytes:
-    return (
-        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+T = Timeouts(connect=5.0, first_byte=None, total=10.0)
 
 
 async def test_keep_alive_reuses_one_connection_and_sends_the_request_exactly() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            body = await raw.read_request(reader)
-            writer.write(answer(b'{"echo":' + body + b"}"))
+    async def echo(req: Received, writer: asyncio.StreamWriter, index: int) -> None:
+        writer.write(response(b'{"echo":' + req.body + b"}", headers={"X-Up": "yes"}))
+        await writer.drain()
 
-    async with serving(serve) as (raw, client):
+    async with serving(echo) as (server, upstream):
         for i in range(3):
-            response = await client.request(
-                "p", "POST", raw.url(), body=b"%d" % i, headers={"X-Test": "yes"}, params={"y": "2"}
+            answer = await upstream.request_json(
+                "p",
+                "POST",
+                server.url + "/v1/things?x=1",
+                T,
+                json={"n": i},
+                headers={"X-Test": "yes", "Authorization": "Bearer k"},
+                params={"y": "2"},
             )
-            assert response.status == 200
-            assert response.headers.get("CONTENT-TYPE") == "application/json"
-            assert await response.read() == b'{"echo":%d}' % i
-            response.release()
-        assert raw.connections == 1
-        first = raw.requests[0].decode()
-        assert first.startswith("POST /v1/things?x=1&y=2 HTTP/1.1\r\n")
-        assert f"Host: 127.0.0.1:{raw.port}\r\n" in first
-        assert "X-Test: yes\r\n" in first and "Content-Length: 1\r\n" in first
+            assert answer == {"echo": {"n": i}}
+        assert server.connections == 1  # kept alive and reused
+        first = server.requests[0]
+        assert (first.method, first.target) == ("POST", "/v1/things?x=1&y=2")
+        assert first.headers["x-test"] == "yes"
+        assert first.headers["authorization"] == "Bearer k"
+        assert first.headers["content-type"] == "application/json"
+        assert first.headers["content-length"] == str(len(first.body))
+        assert first.headers["via"] == via.outgoing()
+        assert "cookie" not in first.headers and "referer" not in first.headers
 
 
-async def test_a_large_answer_read_whole_leaves_its_connection_reusable() -> None:
-    # Past READ_HIGH_WATER the client stops reading the socket until the body is taken.
-    # One byte past it, the last byte both pauses reading and completes the answer; taken
-    # whole, the connection must read again before it goes back to the pool.
-    big = b"x" * (READ_HIGH_WATER + 1)
-    sent = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(answer(big))
-        await writer.drain()
-        sent.set()
-        await raw.read_request(reader)
-        writer.write(answer(b"small"))
-
-    async with serving(serve) as (raw, client):
-        response = await client.request("p", "POST", raw.url(), body=b"{}")
-        await sent.wait()
-        for _ in range(500):  # the whole body is buffered before it is read
-            if response._conn is None or response._conn.complete:
-                break
-            await asyncio.sleep(0.01)
-        assert await response.read() == big
-        response.release()
-        response = await client.request("p", "POST", raw.url(), body=b"{}")
-        assert await asyncio.wait_for(response.read(), 5) == b"small"
-        response.release()
-        assert raw.connections == 1
+async def test_via_carries_the_received_chain_then_this_gateway() -> None:
+    async with serving(fixed()) as (server, upstream):
+        token = via.received.set("1.1 other-gateway")
+        try:
+            await upstream.request_json("p", "POST", server.url, T, json={})
+        finally:
+            via.received.reset(token)
+        assert server.requests[0].headers["via"] == f"1.1 other-gateway, 1.1 {via.TOKEN}"
 
 
-async def test_chunked_gzip_body_arrives_decoded_piece_by_piece() -> None:
-    packed = gzip.compress(b"data: one\n\ndata: two\n\n")
-    release = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        half = len(packed) // 2
-        writer.write(b"%x\r\n%s\r\n" % (half, packed[:half]))
-        await writer.drain()
-        await release.wait()  # the client must see the first piece before the rest exists
-        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed) - half, packed[half:]))
-        await reader.read()
-
-    async with serving(serve) as (raw, client):
-        response = await client.request("p", "POST", raw.url(), body=b"{}")
-        pieces = []
-        async for piece in response.iter_any():
-            pieces.append(piece)
-            release.set()
-        response.release()
-        assert b"".join(pieces) == b"data: one\n\ndata: two\n\n"
-        assert len(pieces) >= 2
+async def test_response_headers_are_looked_up_whatever_their_case() -> None:
+    async with serving(fixed(headers={"Content-Type": "audio/mpeg"})) as (server, upstream):
+        answer = await upstream.request("p", "POST", server.url, T, json={})
+        assert answer.headers.get("content-type") == "audio/mpeg"
+        assert answer.headers.get("CONTENT-TYPE") == "audio/mpeg"
+        assert answer.headers.get("x-missing", "none") == "none"
+        assert await read_body(answer) == b'{"ok": true}'
 
 
-async def test_a_body_delimited_by_close_is_read_to_the_end() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
-        await writer.drain()
-
-    async with serving(serve) as (raw, client):
-        response = await client.request("p", "POST", raw.url(), body=b"{}")
-        assert await response.read() == b"all of it"
-        response.release()
+async def test_a_gzip_answer_arrives_decoded() -> None:
+    payload = b'{"text": "' + b"word " * 5000 + b'"}'
+    async with serving(gzipped(gzip.compress(payload))) as (server, upstream):
+        answer = await upstream.request("p", "POST", server.url, T, json={})
+        assert await read_body(answer) == payload
+        assert "gzip" in server.requests[0].headers["accept-encoding"]
 
 
-async def test_a_pooled_connection_the_server_closed_is_replaced_once() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(answer(b"{}"))
-        await writer.drain()
-        # then close without saying so: the keep-alive race every pool meets
+async def test_a_stream_hands_on_each_piece_as_it_arrives() -> None:
+    hold = asyncio.Event()
+    pieces = [b"data: one\n\n", b"data: two\n\n"]
+    async with serving(chunks(pieces, hold=hold)) as (server, upstream):
+        answer = await upstream.request("p", "POST", server.url, T, json={"stream": True})
+        # The server holds the rest until the first piece has been read here.
+        first = await asyncio.wait_for(answer.next_chunk(), 5)
+        assert first == pieces[0]
+        hold.set()
+        rest = b""
+        while (piece := await answer.next_chunk()) is not None:
+            rest += piece
+        assert rest == pieces[1]
+        await answer.aclose()
 
-    async with serving(serve) as (raw, client):
-        for _ in range(2):
-            response = await client.request("p", "POST", raw.url(), body=b"{}")
-            assert await response.read() == b"{}"
-            response.release()
-            await asyncio.sleep(0.05)  # let the server's close arrive
-        assert raw.connections == 2
-        assert len(raw.requests) == 2  # each request was answered once, none twice
+
+async def test_a_streamed_upload_goes_out_whole_with_its_length() -> None:
+    parts = [b"a" * 1000, b"b" * 70000, b"c"]
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    async with serving(fixed()) as (server, upstream):
+        size = sum(map(len, parts))
+        answer = await upstream.request("p", "POST", server.url, T, stream=body(), length=size)
+        await read_body(answer)
+        seen = server.requests[0]
+        assert seen.body == b"".join(parts)
+        assert seen.headers["content-length"] == str(size) and not seen.chunked
 
 
-async def test_no_first_byte_in_time_is_a_timeout() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        await reader.read()
-
-    async with serving(serve) as (raw, client):
-        with pytest.raises(ClientError) as caught:
-            await client.request("p", "POST", raw.url(), body=b"{}", first_byte_timeout=0.1)
-        assert caught.value.timeout
+async def test_a_refused_connection_is_a_connect_failure() -> None:
+    async with serving(fixed()) as (_, upstream):
+        with pytest.raises(ProviderError) as caught:
+            await upstream.request("p", "POST", f"http://127.0.0.1:{free_port()}", T, json={})
+        assert caught.value.kind == "connect" and caught.value.retryable
 
 
 async def test_the_total_deadline_covers_a_stalled_body() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
-        await reader.read()
-
-    async with serving(serve) as (raw, client):
-        response = await client.request(
-            "p", "POST", raw.url(), body=b"{}", first_byte_timeout=5, total_timeout=0.2
+    hold = asyncio.Event()  # never set: the body stops after its first piece
+    async with serving(chunks([b"data: 1\n\n", b"data: 2\n\n"], hold=hold)) as (server, up):
+        answer = await up.request(
+            "p", "POST", server.url, Timeouts(connect=5, first_byte=None, total=0.5), json={}
         )
-        with pytest.raises(ClientError) as caught:
-            await response.read()
-        assert caught.value.timeout
-        response.release()
+        assert await answer.next_chunk() == b"data: 1\n\n"
+        with pytest.raises(ProviderError) as caught:
+            await answer.next_chunk()
+        assert caught.value.kind == "timeout"
 
 
-async def test_the_first_byte_deadline_ends_once_the_head_is_in() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nfirst")
-        await writer.drain()
-        await asyncio.sleep(0.3)  # well past the first-byte deadline, within the total
-        writer.write(b" end")
-        await writer.drain()
-        await reader.read()
-
-    async with serving(serve) as (raw, client):
-        response = await client.request(
-            "p", "POST", raw.url(), body=b"{}", first_byte_timeout=0.1, total_timeout=5
-        )
-        assert await response.read() == b"first end"
-        response.release()
+async def test_no_answer_in_total_time_is_a_timeout() -> None:
+    async with serving(stall_from(0)) as (server, upstream):
+        with pytest.raises(ProviderError) as caught:
+            await upstream.request(
+                "p", "POST", server.url, Timeouts(connect=5, first_byte=None, total=0.3), json={}
+            )
+        assert caught.value.kind == "timeout"
+        assert len(server.requests) == 1
 
 
-async def test_malformed_answers_and_early_closes_are_errors() -> None:
-    replies = iter(
-        [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort"]
-    )
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(next(replies))
-        await writer.drain()
-
-    async with serving(serve) as (raw, client):
-        with pytest.raises(ClientError) as caught:
-            await client.request("p", "POST", raw.url(), body=b"{}")
-        assert not caught.value.timeout and not caught.value.connect
-        response = await client.request("p", "POST", raw.url(), body=b"{}")
-        with pytest.raises(ClientError):
-            await response.read()
-        response.release()
-
-
-async def test_refused_connection_is_a_connect_error() -> None:
-    from tests.conftest import free_port
-
-    client = HttpClient()
-    with pytest.raises(ClientError) as caught:
-        await client.request("p", "GET", f"http://127.0.0.1:{free_port()}/")
-    assert caught.value.connect
-    await client.close()
-
-
-async def test_a_streamed_body_is_sent_whole_with_its_length() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        body = await raw.read_request(reader)
-        writer.write(answer(b"%d" % len(body)))
-
-    async def pieces() -> AsyncIterator[bytes]:
-        for _ in range(40):
-            yield b"x" * 65536
-
-    async with serving(serve) as (raw, client):
-        response = await client.request("p", "POST", raw.url(), body=pieces(), length=40 * 65536)
-        assert await response.read() == str(40 * 65536).encode()
-        response.release()
-
-
-async def test_abandoning_a_stream_midway_never_reuses_its_connection() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await raw.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-            await writer.drain()
-
-    async with serving(serve) as (raw, client):
-        for _ in range(2):
-            response = await client.request("p", "POST", raw.url(), body=b"{}")
-            async for piece in response.iter_any():
-                assert piece == b"first"
+async def test_abandoning_a_stream_midway_closes_its_connection() -> None:
+    async with serving(endless(b"data: x\n\n")) as (server, upstream):
+        answer = await upstream.request("p", "POST", server.url, T, json={})
+        assert await answer.next_chunk()
+        await answer.aclose()
+        for _ in range(100):  # the server notices the close
+            if server.open == 0:
                 break
-            response.release()
-        assert raw.connections == 2
+            await asyncio.sleep(0.02)
+        assert server.open == 0
 
 
-async def test_https_with_the_callers_trust(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
+async def test_release_closes_an_abandoned_stream_without_awaiting() -> None:
+    async with serving(endless(b"data: x\n\n")) as (server, upstream):
+        answer = await upstream.request("p", "POST", server.url, T, json={})
+        assert await answer.next_chunk()
+        answer.release()
+        for _ in range(100):
+            if server.open == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert server.open == 0
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(answer(b'{"tls":true}'))
+
+async def test_a_redirect_is_not_followed() -> None:
+    moved = fixed(b"", status=307, headers={"Location": "/elsewhere"})
+    async with serving(moved) as (server, upstream):
+        with pytest.raises(ProviderError) as caught:
+            await upstream.request("p", "POST", server.url, T, json={"paid": True})
+        assert caught.value.kind == "config"
+        assert [r.target for r in server.requests] == ["/"]  # never re-sent elsewhere
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "kind", "retry_after"),
+    [
+        (429, {"Retry-After": "3"}, "rate_limit", 3.0),
+        (401, {}, "auth", None),
+        (503, {"retry-after-ms": "1500"}, "server", 1.5),
+        (400, {}, "client", None),
+    ],
+)
+async def test_error_answers_are_classified_with_their_message(
+    status: int, headers: dict[str, str], kind: str, retry_after: float | None
+) -> None:
+    failure = response(b'{"error": {"message": "scripted"}}', status=status, headers=headers)
+
+    async def fail_once(req: Received, writer: asyncio.StreamWriter, index: int) -> None:
+        writer.write(failure if index == 0 else response())
         await writer.drain()
 
-    async with serving(serve, server_ctx) as (raw, untrusting):
-        url = f"https://localhost:{raw.port}/v1"
-        with pytest.raises(ClientError) as caught:
-            await untrusting.request("p", "POST", url, body=b"{}")
-        assert caught.value.connect  # a certificate nobody vouches for is refused
-
-        trusting = HttpClient(ssl_context=ssl.create_default_context(cafile=str(cert)))
-        response = await trusting.request("p", "POST", url, body=b"{}")
-        assert await response.read() == b'{"tls":true}'
-        response.release()
-        await trusting.close()
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    async with serving(fail_once) as (server, upstream):
+        with pytest.raises(ProviderError) as caught:
+            await upstream.request("p", "POST", server.url, T, json={})
+        assert (caught.value.kind, caught.value.message) == (kind, "scripted")
+        assert caught.value.retry_after == retry_after
+        # The error body was read to its end: the connection is reused.
+        await upstream.request_json("p", "POST", server.url, T, json={})
+        assert server.connections == 1

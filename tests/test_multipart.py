@@ -1,10 +1,22 @@
-"""The incremental multipart parser, fed in chunks of every size."""
+"""The incremental multipart parser, fed in chunks of every size, and hostile heads."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
+
 import pytest
 
-from conduit_tornado.server.multipart import MultipartError, MultipartParser, boundary_of
+from conduit_tornado.server.multipart import (
+    MultipartError,
+    MultipartParser,
+    boundary_of,
+    header_params,
+)
+from tests.proxy_setup import Wired
+
+LIVENESS = 60.0  # seconds: a liveness bound (minutes before the fix), not a measurement
 
 BOUNDARY = b"----conduitBoundary7MA4YWxk"
 AUDIO = bytes(range(256)) * 40 + b"\r\n--not-the-boundary\r\n" + b"tail"
@@ -86,3 +98,78 @@ def test_near_miss_delimiters_are_file_data() -> None:
     file = parser.close()["file"]
     assert file.size == len(near_miss) and file.file is not None and file.file.read() == near_miss
     parser.discard()
+
+
+@pytest.mark.parametrize(
+    ("header", "kind", "params"),
+    [
+        ('form-data; name="model"', "form-data", {"name": "model"}),
+        (
+            'form-data; name="file"; filename="a \\"b\\".wav"',
+            "form-data",
+            {"name": "file", "filename": 'a "b".wav'},
+        ),
+        (
+            "form-data; name=plain ; FileName=x.wav",
+            "form-data",
+            {"name": "plain", "filename": "x.wav"},
+        ),
+        ('form-data; name="a;b"; junk; name="second"', "form-data", {"name": "a;b"}),
+        ("form-data", "form-data", {}),
+        ("form-data; " + "a" * 16_000, "form-data", {}),
+        ('form-data; name="x"; ' + "a" * 16_000, "form-data", {"name": "x"}),
+    ],
+)
+def test_header_parameters(header: str, kind: str, params: dict[str, str]) -> None:
+    assert header_params(header) == (kind, params)
+
+
+def test_unterminated_quotes_are_refused() -> None:
+    for header in ('form-data; name="open', 'form-data; name="ends in \\'):
+        with pytest.raises(MultipartError):
+            header_params(header)
+
+
+def test_a_head_sent_a_byte_at_a_time_is_parsed() -> None:
+    raw = body({"model": "whisper"})
+    parser = MultipartParser(BOUNDARY)
+    for i in range(len(raw)):
+        parser.feed(raw[i : i + 1])
+    assert parser.close()["model"].text == "whisper"
+    parser.discard()
+
+
+@pytest.mark.asyncio
+async def test_long_part_headers_do_not_stall_the_gateway(wired: Wired) -> None:
+    """Probe: part headers of `form-data; name=...; ` + 16,000 letters held the event loop
+    for seconds each (a regex retried at every position), 64 parts adding up. The upload
+    is sent from a thread whose socket gives up after LIVENESS seconds: a gateway whose
+    loop is held that long cannot answer it, one that parses linearly answers at once."""
+    filler = "a" * 16_000
+    raw = b""
+    for i in range(62):
+        raw += b"--" + BOUNDARY + b"\r\n"
+        raw += f'Content-Disposition: form-data; name="f{i}"; {filler}\r\n\r\nv\r\n'.encode()
+    raw += body({"model": "mock"})
+    port = wired.gateway.port
+
+    def send() -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=LIVENESS)
+        try:
+            connection.request(
+                "POST",
+                "/v1/audio/transcriptions",
+                body=raw,
+                headers={
+                    "Authorization": f"Bearer {wired.key}",
+                    "Content-Type": f"multipart/form-data; boundary={BOUNDARY.decode()}",
+                },
+            )
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    status, answer = await asyncio.to_thread(send)
+    assert status == 200, answer
+    assert json.loads(answer)["text"] == f"Mock transcription of {len(AUDIO)} bytes."

@@ -9,6 +9,7 @@ from typing import Any
 
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError
+from conduit_tornado.core.schemas import MAX_STORED_DEPTH, too_deep
 from conduit_tornado.core.security import hash_key, hashes_match
 from conduit_tornado.store import Doc, Store
 
@@ -53,8 +54,20 @@ def validate_config(body: dict[str, Any]) -> dict[str, Any]:
     for name, kinds in _TYPES.items():
         if name in config and not isinstance(config[name], kinds):
             raise ApiError(400, f"Invalid type for {name}.", param=name, code="invalid_type")
-    if "modalities" in config and not set(config["modalities"]) <= {"text", "audio"}:
+    modalities = config.get("modalities", [])
+    if not all(isinstance(m, str) for m in modalities) or not set(modalities) <= {
+        "text",
+        "audio",
+    }:
         raise ApiError(400, "modalities may contain 'text' and 'audio'.", param="modalities")
+    for name, value in config.items():  # stored, and sent back: nesting is capped
+        if too_deep(value, MAX_STORED_DEPTH - 1):
+            raise ApiError(
+                400,
+                f"{name} is nested deeper than {MAX_STORED_DEPTH} levels.",
+                param=name,
+                code="invalid_value",
+            )
     return config
 
 

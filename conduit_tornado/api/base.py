@@ -23,6 +23,7 @@ from tornado.http1connection import HTTP1Connection
 
 from conduit_tornado.admission.keys import VirtualKey
 from conduit_tornado.context import Context
+from conduit_tornado.core import via
 from conduit_tornado.core.errors import (
     ApiError,
     default_type,
@@ -31,13 +32,13 @@ from conduit_tornado.core.errors import (
     store_unavailable,
 )
 from conduit_tornado.core.ids import IdSequence
+from conduit_tornado.core.settings import MIB
 from conduit_tornado.routing.catalog import ModelRoute
 from conduit_tornado.server.http import Exchange
 from conduit_tornado.store import StoreUnavailable
 
 log = logging.getLogger("conduit.http")
 M = TypeVar("M", bound=BaseModel)
-MIB = 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REASONS = {
     404: "Not found.",
@@ -86,17 +87,42 @@ class ApiResponses(tornado.web.RequestHandler):
 
     def clear(self) -> None:
         """Tornado's clear(), minus its per-request cost: it formats the Date header with
-        email.utils every time (~20 µs here) and sets a Server header we would remove."""
-        self._headers = tornado.httputil.HTTPHeaders(
-            {
-                "Date": http_date(),
-                "Content-Type": "application/json",
-                "x-request-id": self.request_id,
-            }
-        )
+        email.utils every time and sets a Server header we would remove. Date and
+        x-request-id go through ``_own_headers`` (see BaseHandler.put_headers); handlers
+        whose responses Tornado writes itself (WebSockets) merge them in at once."""
+        self._headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json"})
+        self._own_headers: dict[str, str] = {"Date": http_date(), "x-request-id": self.request_id}
         self._write_buffer = []
         self._status_code = 200
         self._reason = "OK"
+        if self.merges_own_headers:
+            self._merge_own_headers()
+
+    #: Whether every response goes through Tornado's own flush (which writes only
+    #: ``_headers``): true here, false for BaseHandler, whose flush writes both.
+    merges_own_headers = True
+
+    def _merge_own_headers(self) -> None:
+        """Into Tornado's headers, for code that writes only those (Tornado's own
+        connection inside Jupyter, output transforms, WebSocket handshakes)."""
+        own, self._own_headers = self._own_headers, {}
+        for name, value in own.items():
+            self._headers[name] = value
+
+    def refuse_loops(self) -> None:
+        """Take the request's Via chain into this request's context (upstream calls
+        extend it) and refuse a request that has been through this gateway already: a
+        provider whose base_url leads back here would otherwise call itself forever.
+        Runs before any auth or store work, so a loop costs one cheap answer per hop."""
+        chain = self.request.headers.get("Via", "")
+        via.received.set(chain)  # also for an empty chain: nothing lingers from elsewhere
+        if chain and via.loops(chain):
+            raise ApiError(
+                508,
+                "Request loop detected: this request has already passed through this "
+                "gateway (check that no provider's base_url points back at it).",
+                code="loop_detected",
+            )
 
     def compute_etag(self) -> None:
         return None  # API responses are not cacheable; hashing every body is wasted CPU
@@ -150,6 +176,7 @@ class BaseHandler(ApiResponses):
     # Whether the body may be handed over before prepare() has run: true while the class
     # keeps this base's data_received, which only buffers (dispatch.py uses it).
     body_before_prepare = True
+    merges_own_headers = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -158,9 +185,9 @@ class BaseHandler(ApiResponses):
     # Tornado's RequestHandler.__init__, finish and flush, minus what these handlers never
     # use: the per-request template namespace (UI modules), ETag hashing, output transforms
     # and cookies. Anything unusual (a transform such as Jupyter's compression, HEAD, a
-    # status without a body, a cookie) takes Tornado's own code. Together with the direct
-    # dispatch in dispatch.py this is ~20 µs of CPU per request (106 -> 87 µs for a
-    # trivial handler driven in-process).
+    # status without a body, a cookie) takes Tornado's own code. With the direct dispatch
+    # in server/application.py this is a measurable share of a trivial request's CPU
+    # (bench/ measures it).
 
     def __init__(
         self,
@@ -197,27 +224,12 @@ class BaseHandler(ApiResponses):
         self.on_finish()
         return future
 
-    def clear(self) -> None:
-        # Date and x-request-id are set here only: the plain dict serves them too.
-        self._headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json"})
-        self._own_headers: dict[str, str] = {"Date": http_date(), "x-request-id": self.request_id}
-        self._write_buffer = []
-        self._status_code = 200
-        self._reason = "OK"
-
     def put_headers(self, headers: Mapping[str, str]) -> None:
         """Set headers the gateway composes itself (x-ratelimit-*, x-conduit-*; names no
         other code sets), kept in a plain dict beside Tornado's HTTPHeaders: a dozen of
-        them through HTTPHeaders cost ~7% of a chat request's instructions. Both HTTP
-        servers refuse CR or LF in any header when writing it out."""
+        them through HTTPHeaders are a visible share of a chat request's instructions.
+        Both HTTP servers refuse CR or LF in any header when writing it out."""
         self._own_headers.update(headers)
-
-    def _merge_own_headers(self) -> None:
-        """Into Tornado's headers, for code that writes only those (Tornado's own
-        connection inside Jupyter, output transforms)."""
-        own, self._own_headers = self._own_headers, {}
-        for name, value in own.items():
-            self._headers[name] = value
 
     def flush(self, include_footers: bool = False) -> Future[None]:
         connection = self.request.connection
@@ -279,6 +291,7 @@ class BaseHandler(ApiResponses):
                 f"Method {self.request.method} is not allowed on {self.request.path}.",
                 headers={"Allow": ", ".join(allowed)},
             )
+        self.refuse_loops()
         self.ctx.in_flight.request_started()
         self._counted = True
         # A body over the limit is answered 413 once it has been read and discarded (see

@@ -30,6 +30,9 @@ from conduit_tornado.routing.upstream import ProviderError, Timeouts
 from .proxy import ProxyHandler
 
 MAX_N = 128
+#: Largest embedding size asked for: OpenAI's largest model has 3072; common open models
+#: served through OpenAI-compatible APIs go to 4096.
+MAX_DIMENSIONS = 4096
 
 
 def _n(body: Json) -> int:
@@ -41,6 +44,84 @@ def _n(body: Json) -> int:
             400, f"n must be an integer from 1 to {MAX_N}.", param="n", code="invalid_value"
         )
     return n
+
+
+def _stream_options(body: Json) -> None:
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(
+            400,
+            "stream_options must be an object.",
+            param="stream_options",
+            code="invalid_type",
+        )
+
+
+def _chat_text(messages: list[Any]) -> str:
+    """Check the messages' shape and return their text, for the token estimate: one walk
+    over the messages, which admission needs anyway."""
+    parts: list[str] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ApiError(
+                400,
+                f"Each message must be an object with a role (messages[{i}] is not).",
+                param="messages",
+                code="invalid_value",
+            )
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict):
+                    raise ApiError(
+                        400,
+                        "Each content part must be an object.",
+                        param=f"messages[{i}].content[{j}]",
+                        code="invalid_type",
+                    )
+                text = part.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+                elif "text" in part or part.get("type") == "text":
+                    raise ApiError(
+                        400,
+                        "A text content part's text must be a string.",
+                        param=f"messages[{i}].content[{j}].text",
+                        code="invalid_type",
+                    )
+        elif content is not None:
+            raise ApiError(
+                400,
+                "A message's content must be a string or an array of content parts.",
+                param=f"messages[{i}].content",
+                code="invalid_type",
+            )
+    return "\n".join(parts)
+
+
+def _upstream_calls(adapter: Adapter, n: int, prompts: int | None) -> int:
+    """Upstream calls one try on this adapter makes: n separate calls where the provider
+    has no n, times the prompts of a legacy completion on a chat-only provider."""
+    if prompts is not None and adapter.native_completions:
+        return 1
+    return (1 if adapter.supports_n else n) * (prompts or 1)
+
+
+def _check_fanout(adapters: list[Adapter], n: int, prompts: int | None, most: int) -> None:
+    """400 before admission if a try anywhere in the plan would exceed ``max_fanout``."""
+    if max((_upstream_calls(a, n, prompts) for a in adapters), default=1) <= most:
+        return
+    param = "n" if n > most or not prompts else "prompt"
+    raise ApiError(
+        400,
+        f"This request would take {n} separate upstream calls per prompt for {prompts or 1} "
+        f"prompt(s) on this model; the gateway allows at most {most} per request. Send fewer "
+        "prompts, or a smaller n.",
+        param=param,
+        code="too_many_upstream_calls",
+    )
 
 
 async def chat_call(adapter: Adapter, body: Json, model: str, t: Timeouts, n: int) -> Json:
@@ -72,28 +153,31 @@ class ChatCompletionsHandler(ProxyHandler):
             raise ApiError(
                 400, "messages must be a non-empty array.", param="messages", code="invalid_value"
             )
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise ApiError(
-                400,
-                "Each message must be an object with a role.",
-                param="messages",
-                code="invalid_value",
-            )
+        text = _chat_text(messages)
         n = _n(body)
-        await self.admit(body)
+        _stream_options(body)
+        router = self.ctx.router
+        calls = None
+        if n > 1:
+
+            def calls(target: Target) -> int:
+                return _upstream_calls(target.adapter, n, None)
+
+            _check_fanout(router.adapters(route), n, None, self.ctx.settings.max_fanout)
+        await self.admit(body, prompt_tokens=estimate_tokens(text))
         if body.get("stream"):
 
             async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
                 return await chat_stream_call(target.adapter, body, target.model, t, n)
 
-            stream, self.outcome = await self.ctx.router.run(route, open_stream)
+            stream, self.outcome = await router.run(route, open_stream, calls)
             await self.relay(stream, self.outcome, body)
             return
 
         async def call(target: Target, t: Timeouts) -> Json:
             return await chat_call(target.adapter, body, target.model, t, n)
 
-        result, self.outcome = await self.ctx.router.run(route, call)
+        result, self.outcome = await router.run(route, call, calls)
         self.send_answer(result, self.usage_of(result, body), self.outcome)
 
 
@@ -119,8 +203,14 @@ class CompletionsHandler(ProxyHandler):
                 code="invalid_value",
             )
         n = _n(body)
+        _stream_options(body)
+        count = len(prompts)
+        _check_fanout(self.ctx.router.adapters(route), n, count, self.ctx.settings.max_fanout)
         await self.admit(body)
         stream = bool(body.get("stream"))
+
+        def calls(target: Target) -> int:
+            return _upstream_calls(target.adapter, n, count)
 
         def chat_prompts() -> list[str]:
             if not all(isinstance(p, str) for p in prompts):
@@ -151,7 +241,7 @@ class CompletionsHandler(ProxyHandler):
                 offset_choices(answer, i * n)
             return merge_completions(answers)
 
-        result, self.outcome = await self.ctx.router.run(route, call)
+        result, self.outcome = await self.ctx.router.run(route, call, calls)
         translated = not self.outcome.target.adapter.native_completions
         if translated:
             self.set_header("x-conduit-translated", "chat.completions")
@@ -201,14 +291,30 @@ class EmbeddingsHandler(ProxyHandler):
                 param="input",
                 code="invalid_value",
             )
+        most = self.ctx.settings.max_embedding_inputs
+        inputs = body["input"]
+        if isinstance(inputs, list) and not isinstance(inputs[0], int) and len(inputs) > most:
+            raise ApiError(
+                400,
+                f"input may hold at most {most} items; this request has {len(inputs)}.",
+                param="input",
+                code="too_many_inputs",
+            )
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise ApiError(
                 400, "encoding_format must be 'float' or 'base64'.", param="encoding_format"
             )
         dims = body.get("dimensions")
-        if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
-            raise ApiError(400, "dimensions must be a positive integer.", param="dimensions")
+        if dims is not None and (
+            not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= MAX_DIMENSIONS
+        ):
+            raise ApiError(
+                400,
+                f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}.",
+                param="dimensions",
+                code="invalid_value",
+            )
         await self.admit(body, prompt_tokens=_input_tokens(body["input"]), completion_reserve=False)
 
         async def call(target: Target, t: Timeouts) -> Json:

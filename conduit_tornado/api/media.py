@@ -58,7 +58,8 @@ class ImagesHandler(ProxyHandler):
             raise ApiError(
                 400, "n must be an integer from 1 to 10.", param="n", code="invalid_value"
             )
-        if body.get("response_format", "url") not in IMAGE_FORMATS:
+        fmt = body.get("response_format", "url")
+        if not isinstance(fmt, str) or fmt not in IMAGE_FORMATS:
             raise ApiError(
                 400, "response_format must be 'url' or 'b64_json'.", param="response_format"
             )
@@ -232,7 +233,8 @@ class SpeechHandler(ProxyHandler):
             )
         if not isinstance(body.get("voice"), str | dict) or not body.get("voice"):
             raise ApiError(400, "voice is required.", param="voice", code="invalid_value")
-        if body.get("response_format", "mp3") not in SPEECH_FORMATS:
+        fmt = body.get("response_format", "mp3")
+        if not isinstance(fmt, str) or fmt not in SPEECH_FORMATS:
             raise ApiError(
                 400,
                 f"response_format must be one of {', '.join(SPEECH_FORMATS)}.",

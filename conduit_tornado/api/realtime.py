@@ -40,10 +40,9 @@ def _route(ctx: Context, key: VirtualKey, model: Any) -> ModelRoute:
     return resolve_model(ctx, key, model_name(model))
 
 
-def _ws_base(handler: tornado.web.RequestHandler, trust_proxy: bool) -> str:
+def _ws_base(handler: tornado.web.RequestHandler) -> str:
+    # The server resolves the scheme (X-Forwarded-Proto only from trusted proxies).
     proto = handler.request.protocol
-    if trust_proxy:
-        proto = handler.request.headers.get("X-Forwarded-Proto", proto)
     return ("wss" if proto == "https" else "ws") + "://" + handler.request.host
 
 
@@ -65,7 +64,7 @@ class RealtimeSessionsHandler(ClientHandler):
         config = validate_config(body)
         doc, secret = await self.ctx.realtime.create(self.key.id, route.name, config)
         path = self.request.path.rsplit("/sessions", 1)[0] + f"/sessions/{doc['_id']}/ws"
-        url = _ws_base(self, self.ctx.settings.trust_proxy_headers) + path
+        url = _ws_base(self) + path
         self.send_json(session_object(doc, secret, url))
 
 
@@ -98,6 +97,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         return next((p[len(BROWSER_AUTH) :] for p in offered if p.startswith(BROWSER_AUTH)), None)
 
     async def prepare(self) -> None:
+        self.refuse_loops()
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise ApiError(
                 400, "This endpoint only accepts WebSocket upgrades.", code="websocket_required"

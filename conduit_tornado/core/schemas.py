@@ -6,8 +6,18 @@ import ipaddress
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 BudgetDuration = Literal["1d", "7d", "30d", "monthly", "total"]
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "ollama", "mock"]
@@ -19,8 +29,105 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Usd = Annotated[float, Field(ge=0)]
 
 
+#: Deepest nesting of free-form JSON the gateway stores (key and group metadata, realtime
+#: session settings). Stored documents are served back as JSON and written to MongoDB,
+#: whose encoders have nesting limits of their own: refusing at write keeps every later
+#: read answerable.
+MAX_STORED_DEPTH = 32
+MAX_PROVIDER_HEADERS = 64
+MAX_URL = 2048
+# RFC 9110 field names (tokens); values: visible latin-1 characters, spaces and tabs.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]{0,8192}")
+# Headers that frame or route the request: the HTTP client sets them, never a provider's
+# configuration (a wrong one would desynchronise the connection).
+_RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "via",
+    }
+)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def too_deep(value: Any, limit: int = MAX_STORED_DEPTH) -> bool:
+    """Whether JSON-like data nests objects and arrays deeper than ``limit``. Iterative,
+    so hostile depth costs a loop, not the Python stack."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and too_deep(value):
+        raise ValueError(f"nested deeper than {MAX_STORED_DEPTH} levels")
+    return value
+
+
+def check_base_url(url: str) -> str:
+    """An http(s) URL the adapters can append paths to: no credentials (they would be
+    echoed wherever the URL is shown: use api_key or headers), no query or fragment, no
+    whitespace or control characters."""
+    if len(url) > MAX_URL or any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError(f"base_url must be a URL of at most {MAX_URL} characters, no spaces")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a malformed port)
+    except ValueError as exc:
+        raise ValueError(f"base_url is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("base_url must be an http(s) URL with a host")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "base_url must not hold credentials (user:password@); use api_key or headers"
+        )
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError("base_url must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Extra headers sent upstream as given: token names, latin-1 values without control
+    characters (CR or LF would let a value add headers of its own)."""
+    if len(headers) > MAX_PROVIDER_HEADERS:
+        raise ValueError(f"at most {MAX_PROVIDER_HEADERS} headers")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name[:64]!r} is not a valid header name")
+        lowered = name.lower()
+        if lowered in _RESERVED_HEADERS:
+            raise ValueError(f"the header {name!r} is set by the gateway itself")
+        if lowered in seen:
+            raise ValueError(f"the header {name!r} is given twice")
+        seen.add(lowered)
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(
+                f"the value of {name!r} must be latin-1 text without control characters "
+                "(at most 8192 characters)"
+            )
+    return headers
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -98,6 +205,11 @@ class KeyFields(Strict):
     def _models(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else _check_patterns(v)
 
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _shallow(v)
+
 
 class KeyCreate(KeyFields):
     name: Name
@@ -117,6 +229,11 @@ class GroupFields(Strict):
     max_budget: Usd | None = None
     budget_duration: BudgetDuration | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _shallow(v)
 
 
 class GroupCreate(GroupFields):
@@ -140,6 +257,63 @@ class SpendUpdate(Strict):
         return self
 
 
+Pem = Annotated[str, Field(min_length=1, max_length=512 * 1024)]
+
+
+class ProviderOptions(Strict):
+    """Options every HTTP provider takes.
+
+    ``client_cert`` and ``client_key``: a client certificate for providers that require
+    mutual TLS, each PEM text or the path of a PEM file on the gateway's host. Their
+    contents are checked where they are loaded (routing/clients.py); here only their shape.
+    """
+
+    client_cert: Pem | None = None
+    client_key: Pem | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> ProviderOptions:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        return self
+
+
+class AzureOptions(ProviderOptions):
+    api_version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.-]{1,40}$")] | None = None
+
+
+class MockOptions(Strict):
+    """The in-process mock provider (routing/providers/mock.py)."""
+
+    latency_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
+    chunk_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0
+    words: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    dimensions: Annotated[int, Field(ge=1, le=4096)] = 8
+
+
+PROVIDER_OPTIONS: dict[str, type[Strict]] = {
+    "openai": ProviderOptions,
+    "azure": AzureOptions,
+    "anthropic": ProviderOptions,
+    "gemini": ProviderOptions,
+    "ollama": ProviderOptions,
+    "mock": MockOptions,
+}
+
+
+def check_options(provider_type: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A provider's options checked against its type; ValueError names the first problem."""
+    try:
+        model = PROVIDER_OPTIONS[provider_type].model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ValueError(f"{provider_type} providers take no option {where!r}") from None
+        raise ValueError(f"{where}: {first['msg']}" if where else first["msg"]) from None
+    return model.model_dump(exclude_unset=True)
+
+
 class ProviderFields(Strict):
     name: str | None = None
     type: ProviderType | None = None
@@ -159,11 +333,27 @@ class ProviderFields(Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("base_url must be an http(s) URL")
-        return v.rstrip("/")
+        return None if v is None else check_base_url(v)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return None if v is None else check_headers(v)
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, v: SecretStr | None) -> SecretStr | None:
+        # Sent in a header: the same rule as header values.
+        if v is not None and not _HEADER_VALUE.fullmatch(v.get_secret_value()):
+            raise ValueError("api_key must be latin-1 text without control characters")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        kind = info.data.get("type")
+        # Without a type (an update) the catalog checks them against the stored type.
+        return v if v is None or kind is None else check_options(kind, v)
 
 
 class ProviderCreate(ProviderFields):

@@ -24,9 +24,26 @@ class Settings(BaseSettings):
     config: Path | None = Field(
         None, description="Optional YAML or TOML file declaring providers and model mappings."
     )
+    store: Literal["auto", "local", "memory", "mongodb"] = Field(
+        "auto",
+        description="Where keys, providers, usage and logs live. auto: MongoDB when "
+        "CONDUIT_MONGODB_URI is set, else local; local: a SQLite file in CONDUIT_DATA_DIR; "
+        "memory: in-process, lost at exit (tests, throwaway runs).",
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="Directory of the local store (conduit.sqlite3) and of its generated "
+        "secret key. Unset: the user's data directory (~/.local/share/conduit-tornado on Linux).",
+    )
+    local_log_limit: int = Field(
+        1_000_000,
+        ge=100,
+        description="Request logs the local store keeps at most (the newest), within "
+        "CONDUIT_LOG_RETENTION_DAYS.",
+    )
     mongodb_uri: SecretStr | None = Field(
         None,
-        description="MongoDB connection string. Unset: the in-process store (not persisted).",
+        description="MongoDB connection string. Set: MongoDB is the store (see CONDUIT_STORE).",
     )
     mongodb_database: str = Field("conduit", description="MongoDB database name.")
     mongodb_timeout: float = Field(
@@ -39,12 +56,13 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = Field(
         None,
         description="Admin API key. Unset: generated at first start, printed once, and on "
-        "MongoDB only its hash is kept.",
+        "a persistent store (local or MongoDB) only its hash is kept.",
     )
     secret_key: SecretStr | None = Field(
         None,
         description="Secret that encrypts provider credentials at rest. Set it whenever "
-        "MongoDB is used, or stored credentials cannot be read after a restart.",
+        "MongoDB is used, or stored credentials cannot be read after a restart. Unset with "
+        "the local store: one is generated and kept beside it (secret.key, mode 0600).",
     )
     max_request_bytes: int = Field(
         16 * MIB, ge=1024, description="Largest JSON request body accepted (413 beyond)."
@@ -84,7 +102,10 @@ class Settings(BaseSettings):
         20.0, ge=0, description="Seconds to let in-flight requests finish on SIGTERM/SIGINT."
     )
     log_retention_days: int = Field(
-        30, ge=0, description="Days request logs are kept on MongoDB (a TTL index); 0 keeps them."
+        30,
+        ge=0,
+        description="Days request logs are kept on MongoDB (a TTL index) and in the local "
+        "store; 0 keeps them.",
     )
     memory_log_limit: int = Field(
         10_000, ge=100, description="Request logs the in-process store keeps (the newest)."

@@ -16,7 +16,13 @@ from typing import Any
 
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, not_found, reject_nulls
-from conduit_tornado.core.schemas import ModelCreate, ModelUpdate, ProviderCreate, ProviderUpdate
+from conduit_tornado.core.schemas import (
+    ModelCreate,
+    ModelUpdate,
+    ProviderCreate,
+    ProviderUpdate,
+    check_options,
+)
 from conduit_tornado.core.security import CredentialError, SecretBox
 from conduit_tornado.store import Doc, DuplicateError, Store
 
@@ -51,16 +57,33 @@ class ModelRoute:
     created_at: datetime
 
 
+def _without_userinfo(url: str | None) -> str | None:
+    """A URL stored before credentials in base_url were refused, shown without them."""
+    if url is None or "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as shown: a client certificate's private key is reported as set, never
+    shown (given as PEM text, it is a credential)."""
+    if "client_key" not in options:
+        return options
+    return {**options, "client_key": "(set)"}
+
+
 def provider_view(doc: Doc) -> dict[str, Any]:
     """The admin view: credentials are reported as present or not, never shown."""
     return {
         "id": doc["_id"],
         "name": doc["name"],
         "type": doc["type"],
-        "base_url": doc.get("base_url"),
+        "base_url": _without_userinfo(doc.get("base_url")),
         "has_api_key": bool(doc.get("has_api_key")),
         "header_names": doc.get("header_names", []),
-        "options": doc.get("options", {}),
+        "options": _shown_options(doc.get("options") or {}),
         "enabled": doc.get("enabled", True),
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
@@ -189,6 +212,17 @@ class Catalog:
         reject_nulls(fields, "type", "enabled")
         if "options" in fields and fields["options"] is None:
             fields["options"] = {}
+        if "options" in fields or "type" in fields:
+            # Options fit a type: check the ones the provider will have against the type
+            # it will have (the schema could not: an update need not name the type).
+            kind = str(fields.get("type", doc["type"]))
+            options = fields["options"] if "options" in fields else doc.get("options")
+            try:
+                fields["options"] = check_options(kind, dict(options or {}))
+            except ValueError as exc:
+                raise ApiError(
+                    400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
+                ) from None
         if "api_key" in body.model_fields_set or "headers" in body.model_fields_set:
             current = self.providers.get(doc["name"])
             api_key = current.api_key if current else None

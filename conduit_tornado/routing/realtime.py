@@ -1,4 +1,9 @@
-"""The provider side of a realtime session: one WebSocket (or the mock), one interface."""
+"""The provider side of a realtime session: one WebSocket (or the mock), one interface.
+
+The WebSocket stays on aiohttp (pyreqwest has no WebSocket client), configured like every
+other outbound call: the same trust and client certificate (Upstream.session), the
+environment's proxy, the checked headers and the ``Via`` chain.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from .upstream import ProviderError, Timeouts, Upstream, classify_status
+from conduit_tornado.core import via
+
+from .upstream import ProviderError, Timeouts, Upstream, check_headers, classify_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +63,14 @@ class AiohttpSocket:
 async def connect_ws(
     upstream: Upstream, pool: str, url: str, headers: dict[str, str], t: Timeouts, max_message: int
 ) -> AiohttpSocket:
+    sent = {**headers, "Via": via.outgoing()}
+    check_headers(sent)
+    session = upstream.session(pool)
     try:
-        ws = await upstream.session(pool).ws_connect(
+        ws = await session.ws_connect(
             url,
-            headers=headers,
+            headers=sent,
+            proxy=upstream.ws_proxy(url),
             heartbeat=20.0,
             max_msg_size=max_message,
             timeout=aiohttp.ClientWSTimeout(ws_close=5.0),

@@ -4,6 +4,14 @@ A request walks a *plan*: the model's deployments (lowest priority number first,
 within a priority by the model's strategy, cooled-down ones last), then each fallback
 model's plan. Retryable failures move to the next target (the same one again, after an
 exponential backoff with full jitter, once the plan is used up), all within one deadline.
+
+Work is counted per request, in upstream calls: one try on a target costs as many calls
+as the request fans out into there (``calls``: prompts x n on providers without n, at
+most ``max_fanout``). Every target in the plan gets one try; beyond that, retries may
+spend ``max_retries`` calls more, for the whole request. So a request makes at most
+``max(k x D, k + max_retries)`` upstream calls, k its largest fan-out and D the targets
+in its plan. A target that refuses the gateway's credentials (401/403) is not tried again
+within the request: the same key would be refused again.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import orjson
 
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.core.settings import Settings
@@ -144,6 +154,20 @@ class Router:
             reverse=True,
         )
 
+    def adapters(self, route: ModelRoute) -> list[Adapter]:
+        """The adapters a request for this model may reach, fallbacks included, without
+        ordering them (no round-robin turn is taken): for checks before admission."""
+        out = []
+        for name in (route.name, *route.fallbacks):
+            model = route if name == route.name else self._catalog.models.get(name)
+            if model is None or not model.enabled:
+                continue
+            for dep in model.deployments:
+                provider = self._catalog.providers.get(dep["provider"])
+                if provider is not None and provider.enabled:
+                    out.append(self.adapter(provider))
+        return out
+
     def plan(self, route: ModelRoute) -> list[Target]:
         plan = self.targets(route)
         for name in route.fallbacks:
@@ -169,8 +193,14 @@ class Router:
         )
 
     async def run(
-        self, route: ModelRoute, call: Callable[[Target, Timeouts], Awaitable[T]]
+        self,
+        route: ModelRoute,
+        call: Callable[[Target, Timeouts], Awaitable[T]],
+        calls: Callable[[Target], int] | None = None,
     ) -> tuple[T, Outcome]:
+        """Call targets of the route's plan until one answers. ``calls`` says how many
+        upstream calls one try on a target makes (1 if not given); see the module
+        docstring for the request's budget."""
         s = self._settings
         plan = self.plan(route)
         if not plan:
@@ -180,12 +210,26 @@ class Router:
                 code="no_deployment_available",
             )
         deadline = time.monotonic() + s.request_timeout
-        budget = max(len(plan), 1 + s.max_retries)
+        cost = [1] * len(plan) if calls is None else [max(1, calls(t)) for t in plan]
+        budget = max(sum(cost), max(cost) + s.max_retries)
+        spent = 0
+        refused: set[int] = set()  # plan positions that refused our credentials
         outcome = Outcome(plan[0], 0, 0.0, 0.0)
         last: ProviderError | None = None
-        for attempt in range(budget):
-            target = plan[attempt % len(plan)]
-            outcome.target, outcome.attempts = target, attempt + 1
+        attempt = -1
+        while True:
+            attempt += 1
+            at = attempt % len(plan)
+            if attempt >= len(plan):
+                if len(refused) == len(plan):
+                    break
+                if at in refused:
+                    continue
+            if spent + cost[at] > budget:
+                break
+            target = plan[at]
+            spent += cost[at]
+            outcome.target, outcome.attempts = target, outcome.attempts + 1
             if attempt >= len(plan):  # second pass over the plan: back off first
                 wait = self._backoff(attempt - len(plan), last)
                 if time.monotonic() + wait >= deadline:
@@ -196,11 +240,21 @@ class Router:
             target.health.in_flight += 1
             try:
                 result = await call(target, self.timeouts(target, deadline))
+            except orjson.JSONEncodeError:
+                # Parsing allowed it (orjson reads 1,024 levels) but it cannot be written
+                # back out (254): only a request nested that deep gets here.
+                raise ApiError(
+                    400,
+                    "The request nests objects or arrays too deeply to be forwarded.",
+                    code="invalid_value",
+                ) from None
             except ProviderError as exc:
                 outcome.upstream_seconds += time.monotonic() - started
                 self._failed(target, exc)
                 if not exc.retryable:
                     raise exc.to_api_error() from None
+                if exc.kind == "auth":
+                    refused.add(at)
                 last = exc
                 if time.monotonic() >= deadline:
                     break

@@ -1,25 +1,43 @@
-"""The one module that talks HTTP to providers, through our lean client (http_client.py).
+"""The one module that talks HTTP to providers, through pyreqwest clients built by
+clients.py (one configuration for every outbound call).
 
-One keep-alive pool per provider, created on the running loop and closed on stop.
-Failures become ``ProviderError`` with a kind that routing understands.
+What it adds to the library: deadlines per deployment (connect, first byte, total), a cap
+on every answer's size after decompression and on its headers, outgoing header values
+checked before anything is sent, the ``Via`` chain on every call, and failures turned into
+``ProviderError`` with a kind that routing understands.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import orjson
+from pyreqwest.client import Client
+from pyreqwest.exceptions import PyreqwestError, RequestTimeoutError
+from pyreqwest.request import StreamRequest
+from pyreqwest.response import Response as RawResponse
 
+from conduit_tornado.core import via
 from conduit_tornado.core.errors import ApiError
+from conduit_tornado.core.settings import Settings
 
-from .http_client import ClientError, HttpClient, Response
+from .clients import ClientConfigError, ClientFactory, Identity, client_identity, env_proxy
 
 Json = dict[str, Any]
 MAX_SSE_EVENT = 16 * 1024 * 1024  # one event larger than this is not a chat chunk
+MAX_HEADER_BYTES = 64 * 1024  # an answer's header block larger than this is refused
+MAX_ERROR_BODY = 64 * 1024  # what is read of an error answer, for its message
+#: Bytes pyreqwest gathers before handing a body on: each network read reaches us (and a
+#: stream's client) as it arrives. It also makes the head available with the first body
+#: bytes rather than after 64 KiB of them, so a declared length over the cap fails at once.
+#: Reading whole answers with a bigger batch measured no cheaper (bench/client.py).
+READ_BUFFER = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +51,12 @@ class ProviderError(Exception):
     """An upstream failure, classified so routing can decide to retry and the client gets
     an honest OpenAI error that never leaks credentials or internal URLs."""
 
-    RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connect", "auth", "bad_response"})
+    #: "config" (a deployment's own settings cannot be sent, e.g. a header with a line
+    #: break) is retryable: nothing was sent, and another deployment may work. An answer
+    #: over the size caps ("too_large") is not: asking again costs as much again.
+    RETRYABLE = frozenset(
+        {"rate_limit", "server", "timeout", "connect", "auth", "bad_response", "config"}
+    )
 
     def __init__(
         self,
@@ -90,6 +113,17 @@ class ProviderError(Exception):
             )
         if self.kind == "unsupported":
             return ApiError(400, self.message, code="unsupported_for_model", param=self.param)
+        if self.kind == "too_large":
+            return ApiError(
+                502, f"The upstream provider failed: {self.message}", code="upstream_too_large"
+            )
+        if self.kind == "config":
+            return ApiError(
+                502,
+                f"The gateway cannot call this provider: {self.message}",
+                code="upstream_misconfigured",
+                type="upstream_error",
+            )
         return ApiError(502, f"The upstream provider failed: {self.message}", code="upstream_error")
 
 
@@ -105,7 +139,7 @@ def classify_status(status: int, message: str, retry_after: float | None = None)
     return ProviderError("client", message, status=status)
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def _retry_after(headers: Headers) -> float | None:
     for name in ("retry-after-ms", "Retry-After"):
         raw = headers.get(name)
         if raw:
@@ -130,30 +164,173 @@ def error_message(data: Any, fallback: str) -> str:
     return fallback
 
 
-class Upstream:
-    """Provider HTTP calls go through our lean client; aiohttp sessions remain only for
-    provider WebSockets (realtime), where they are opened once per session, not per call."""
+class Headers:
+    """An answer's headers, looked up case-insensitively (a repeated header: the first)."""
 
-    def __init__(self) -> None:
-        self.http = HttpClient()
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: RawResponse) -> None:
+        self._raw = raw
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._raw.get_header(name)
+        return default if value is None else value
+
+
+class Response:
+    """An answer whose status and headers arrived; the body follows on demand, capped
+    at ``limit`` bytes after decompression. ``aclose()`` (or ``release()``) must be
+    called unless the body was read to its end."""
+
+    __slots__ = ("_closed", "_ended", "_left", "_raw", "_reader", "_request", "headers", "status")
+
+    def __init__(self, request: StreamRequest, raw: RawResponse, limit: int) -> None:
+        self._request = request
+        self._raw = raw
+        self.status = raw.status
+        self.headers = Headers(raw)
+        self._reader = raw.body_reader
+        self._left = limit
+        self._ended = False
+        self._closed = False
+
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes that have arrived since the last call (waiting for some),
+        decoded if compressed; None at the end."""
+        if self._ended or self._closed:
+            return None
+        try:
+            piece = await self._reader.read_chunk()
+        except PyreqwestError as exc:
+            await self.aclose()
+            raise _failure(exc, broke_off=True) from None
+        if piece is None:
+            self._ended = True
+            return None
+        self._left -= len(piece)
+        if self._left < 0:
+            await self.aclose()  # stops the reading and inflating at once
+            raise ProviderError("too_large", "its answer is larger than the gateway accepts")
+        return piece.to_bytes()
+
+    async def read(self) -> bytes:
+        """The whole body (within the cap)."""
+        pieces = []
+        while (piece := await self.next_chunk()) is not None:
+            pieces.append(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def aclose(self) -> None:
+        """Done with the answer: a body read to its end leaves its connection in the pool;
+        one abandoned midway is closed (with the connection)."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._ended:
+            await self._request.__aexit__(None, None, None)
+
+    def release(self) -> None:
+        """aclose() for callers that cannot await: the close runs as a task."""
+        if self._closed:
+            return
+        if self._ended:
+            self._closed = True
+            return
+        task = asyncio.ensure_future(self.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Future[None]] = set()  # release()'s closes, held until done
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse header names and values that could split or smuggle a request: only visible
+    ASCII, spaces and tabs may go out (pyreqwest would send other text as UTF-8, which no
+    provider expects in a header). Raises ProviderError("config") naming the header."""
+    for name, value in headers.items():
+        if not name or not name.isascii() or not _TOKEN.issuperset(name):
+            raise ProviderError("config", f"a header name ({name[:40]!r}) is not a valid token")
+        if not value.isascii() or not _VALUE.issuperset(value):
+            raise ProviderError(
+                "config",
+                f"the value of header {name!r} holds a line break, control or non-ASCII character",
+            )
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_VALUE = frozenset(chr(c) for c in range(0x20, 0x7F)) | {"\t"}
+
+
+class Upstream:
+    """Provider HTTP calls, through pyreqwest clients from one ClientFactory; aiohttp
+    sessions remain only for provider WebSockets (realtime), opened once per session.
+
+    A client (and its pool) is built per distinct connect timeout and client
+    certificate; providers register theirs with ``configure``."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.factory = ClientFactory(self.settings)
+        self._clients: dict[tuple[float, str], Client] = {}
+        self._identities: dict[str, Identity | None] = {}
+        self._broken: dict[str, str] = {}  # pools whose client certificate does not load
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
+    def configure(self, pool: str, options: Mapping[str, Any]) -> None:
+        """Take a provider's client certificate options (clients.CLIENT_CERT/CLIENT_KEY).
+        A bad pair is remembered as an error each call to that provider reports."""
+        try:
+            self._identities[pool] = client_identity(options)
+        except ClientConfigError as exc:
+            self._identities[pool] = None
+            self._broken[pool] = str(exc)
+            return
+        self._broken.pop(pool, None)
+
+    def _client(self, pool: str, connect: float) -> Client:
+        broken = self._broken.get(pool)
+        if broken is not None:
+            raise ProviderError("config", broken)
+        identity = self._identities.get(pool)
+        key = (connect, identity.digest if identity is not None else "")
+        client = self._clients.get(key)
+        if client is None:
+            try:
+                client = self.factory.client(connect_timeout=connect, identity=identity)
+            except ClientConfigError as exc:
+                raise ProviderError("config", str(exc)) from None
+            self._clients[key] = client
+        return client
+
     def session(self, pool: str) -> aiohttp.ClientSession:
-        """An aiohttp session for WebSocket connections to this pool's provider."""
+        """An aiohttp session for WebSocket connections to this pool's provider, with the
+        same trust and client certificate as its HTTP calls."""
         session = self._sessions.get(pool)
         if session is None or session.closed:
+            broken = self._broken.get(pool)
+            if broken is not None:
+                raise ProviderError("config", broken)
+            context = self.factory.ssl_context(self._identities.get(pool))
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False),
+                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False, ssl=context),
                 skip_auto_headers=("User-Agent",),
             )
             self._sessions[pool] = session
         return session
 
+    @staticmethod
+    def ws_proxy(url: str) -> str | None:
+        """The proxy the environment names for a WebSocket URL (None: direct)."""
+        return env_proxy(url)
+
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
-        await self.http.close()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
 
     async def request(
         self,
@@ -169,36 +346,54 @@ class Upstream:
         params: Mapping[str, str] | None = None,
     ) -> Response:
         """Send a request and return the response once its headers arrived with a 2xx
-        status; anything else raises ProviderError. The caller releases the response."""
+        status; anything else raises ProviderError. The caller closes the response."""
         hdrs = dict(headers or {})
-        body: bytes | AsyncIterable[bytes] = stream if stream is not None else b""
+        hdrs["Via"] = via.outgoing()
+        check_headers(hdrs)
+        builder = self._client(pool, t.connect).request(method, url)
+        if params:
+            builder = builder.query(dict(params))
         if json is not None:
-            body = orjson.dumps(json)
+            builder = builder.body_bytes(orjson.dumps(json))
             hdrs["Content-Type"] = "application/json"
+        elif stream is not None:
+            if length is None:
+                raise ValueError("a streamed body needs its length")
+            builder = builder.body_stream(stream)
+            hdrs["Content-Length"] = str(length)  # sent as is, not chunked
+        builder = builder.headers(hdrs).timeout(timedelta(seconds=t.total))
+        request = builder.streamed_read_buffer_limit(READ_BUFFER).build_streamed()
         try:
-            response = await self.http.request(
-                pool,
-                method,
-                url,
-                body=body,
-                length=length,
-                headers=hdrs,
-                params=params,
-                connect_timeout=t.connect,
-                first_byte_timeout=t.first_byte,
-                total_timeout=t.total,
-            )
-        except ClientError as exc:
-            raise _provider_error(exc) from None
-        if response.status >= 400:
+            if t.first_byte:
+                # Cancelling the send drops hyper's exchange and its connection; the
+                # request is not sent again.
+                async with asyncio.timeout(t.first_byte):
+                    raw = await request.__aenter__()
+            else:
+                raw = await request.__aenter__()
+        except TimeoutError as exc:
+            if isinstance(exc, PyreqwestError):
+                raise _failure(exc) from None
+            raise ProviderError("timeout", "no first byte in time") from None
+        except PyreqwestError as exc:
+            raise _failure(exc) from None
+        limit = self.settings.max_upstream_bytes
+        response = Response(request, raw, limit)
+        try:
+            _check_head(raw, limit)
+        except ProviderError:
+            await response.aclose()
+            raise
+        if response.status >= 300:
+            raw_body = await _error_body(response)
+            if response.status < 400:  # redirects are not followed: a paid POST, twice
+                raise ProviderError(
+                    "config",
+                    f"the provider redirected (HTTP {response.status}); its base_url should "
+                    "be the address it redirects to",
+                )
             try:
-                raw = await response.read()
-            except ClientError:
-                raw = b""
-            finally:
-                response.release()
-            try:
-                parsed: Any = orjson.loads(raw)
+                parsed: Any = orjson.loads(raw_body)
             except orjson.JSONDecodeError:
                 parsed = None
             message = error_message(parsed, f"HTTP {response.status}")
@@ -212,14 +407,38 @@ class Upstream:
         return parse_json(await read_body(response))
 
 
+def _check_head(raw: RawResponse, limit: int) -> None:
+    size = 0
+    for name, value in raw.headers.items():
+        size += len(name) + len(value) + 4
+    if size > MAX_HEADER_BYTES:
+        raise ProviderError("too_large", "its answer's headers are larger than the gateway accepts")
+    declared = raw.get_header("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ProviderError("too_large", "its answer is larger than the gateway accepts")
+
+
+async def _error_body(response: Response) -> bytes:
+    """Up to MAX_ERROR_BODY bytes of an error answer, then the answer is closed."""
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        while size < MAX_ERROR_BODY and (piece := await response.next_chunk()) is not None:
+            pieces.append(piece)
+            size += len(piece)
+    except ProviderError:
+        return b""
+    finally:
+        await response.aclose()
+    return b"".join(pieces)[:MAX_ERROR_BODY]
+
+
 async def read_body(response: Response) -> bytes:
-    """The whole body, then the connection goes back to the pool."""
+    """The whole body (within the cap); then the connection goes back to the pool."""
     try:
         return await response.read()
-    except ClientError as exc:
-        raise _provider_error(exc, early="the provider closed the connection early") from None
     finally:
-        response.release()
+        await response.aclose()
 
 
 def parse_json(raw: bytes) -> Any:
@@ -229,14 +448,25 @@ def parse_json(raw: bytes) -> Any:
         raise ProviderError("bad_response", "the provider answered with invalid JSON") from None
 
 
-def _provider_error(exc: ClientError, early: str | None = None) -> ProviderError:
-    if exc.timeout:
-        return ProviderError("timeout", "timed out waiting for the provider")
-    if exc.connect:
+def _failure(exc: PyreqwestError, *, broke_off: bool = False) -> ProviderError:
+    """A pyreqwest failure as a ProviderError. Its exception classes say little about
+    whether the request went out (a connection the server closed after reading it is a
+    ConnectError too), so the causes hyper-util reports decide: "(Connect)" means no
+    connection was made, and only that is a "connect" failure."""
+    causes = getattr(exc, "details", None) or {}
+    text = " | ".join(c.get("message", "") for c in causes.get("causes") or ()) or str(exc)
+    never_connected = "client error (Connect)" in text
+    if isinstance(exc, RequestTimeoutError):
+        if never_connected:
+            return ProviderError("connect", "timed out connecting to the provider")
+        return ProviderError(
+            "timeout", "the provider's stream stalled" if broke_off else "timed out"
+        )
+    if never_connected:
         return ProviderError("connect", "connection refused or failed")
-    if early:
-        return ProviderError("server", early)
-    return ProviderError("connect", str(exc))
+    if broke_off:
+        return ProviderError("server", "the provider closed the connection early")
+    return ProviderError("server", "the provider closed the connection before answering")
 
 
 async def body_chunks(response: Response, broke_off: str) -> AsyncIterator[bytes]:
@@ -246,13 +476,14 @@ async def body_chunks(response: Response, broke_off: str) -> AsyncIterator[bytes
 
 
 async def next_chunk(response: Response, broke_off: str) -> bytes | None:
-    """Response.next_chunk, with a failure midway as a ProviderError saying ``broke_off``."""
+    """Response.next_chunk, with the connection breaking midway as a ProviderError
+    saying ``broke_off``."""
     try:
         return await response.next_chunk()
-    except ClientError as exc:
-        if exc.timeout:
-            raise ProviderError("timeout", "the provider's stream stalled") from None
-        raise ProviderError("server", broke_off) from None
+    except ProviderError as exc:
+        if exc.kind == "server":
+            raise ProviderError("server", broke_off) from None
+        raise
 
 
 def _sse_block(block: bytes) -> tuple[str, bytes] | None:
@@ -308,7 +539,7 @@ class SseReader:
                     batch.append(parsed)
             self._buf = buf[start:]
             if len(self._buf) > MAX_SSE_EVENT:
-                raise ProviderError("bad_response", "the provider sent an oversized stream event")
+                raise ProviderError("too_large", "the provider sent an oversized stream event")
             if batch:
                 return batch
         return None

@@ -25,7 +25,8 @@ from tornado.httputil import (
     RequestStartLine,
     ResponseStartLine,
 )
-from tornado.routing import _RoutingDelegate
+
+from . import tornado_private
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789/_")
 
@@ -44,13 +45,6 @@ class GatewayApplication(tornado.web.Application):
 
     def start_request(self, server_conn: object, request_conn: HTTPConnection) -> _Dispatch:
         return _Dispatch(self, server_conn, request_conn)
-
-
-def _surface(task: asyncio.Task[None]) -> None:
-    # What Tornado does with a handler's _execute: it catches everything, so this only
-    # surfaces a bug in the handler machinery itself.
-    if not task.cancelled():
-        task.result()
 
 
 class PlainRequest(HTTPServerRequest):
@@ -126,17 +120,13 @@ class _Dispatch(HTTPMessageDelegate):
         app = self._app
         handler_class = app.plain_routes.get(start_line.path.partition("?")[0])
         if handler_class is None:
-            self._fallback = _RoutingDelegate(app, self._server_conn, self._conn)
+            self._fallback = tornado_private.routing_delegate(app, self._server_conn, self._conn)
             return self._fallback.headers_received(start_line, headers)  # type: ignore[return-value]
         request = PlainRequest(self._conn, self._server_conn, start_line, headers)
-        loop = asyncio.get_running_loop()
-        request._body_future = loop.create_future()
         self._request = request
         handler = self._handler = handler_class(app, request)
-        prepared: asyncio.Future[None] = loop.create_future()
-        handler._prepared_future = prepared  # type: ignore[assignment]  # typed None in Tornado
         transforms = [t(request) for t in app.transforms]
-        loop.create_task(handler._execute(transforms)).add_done_callback(_surface)
+        prepared = tornado_private.start_streaming_handler(handler, request, transforms)
         if getattr(handler, "body_before_prepare", False) and "Expect" not in headers:
             # The handler only buffers the body, so the server may deliver it now rather
             # than after prepare(): usually all of it is already here, and prepare() then
@@ -154,8 +144,8 @@ class _Dispatch(HTTPMessageDelegate):
     def finish(self) -> None:
         if self._fallback is not None:
             self._fallback.finish()
-        elif self._request is not None and not self._request._body_future.done():
-            self._request._body_future.set_result(None)
+        elif self._request is not None:
+            tornado_private.body_complete(self._request)
 
     def on_connection_close(self) -> None:
         if self._fallback is not None:

@@ -1,27 +1,35 @@
 """A lean HTTP/1.1 server for Tornado applications: asyncio protocols and httptools' C
 parser in place of Tornado's IOStream and pure-Python HTTP1Connection.
 
-Measured on this machine (bench/floor.py, one core): a trivial handler costs ~0.27 ms of
-CPU per request under Tornado's own server, ~0.16 ms with Tornado's server and no
-RequestHandler, ~0.01 ms with httptools on a bare protocol. The handlers stay Tornado
-RequestHandlers: each request gets an ``Exchange``, our implementation of Tornado's
-``HTTPConnection`` interface, and the application's delegate is driven exactly as
-Tornado's server drives it (headers, then body chunks once ``prepare`` is done, then
-finish), so routing, streaming bodies, flushes with backpressure, close callbacks and
-WebSocket upgrades (``detach``) all keep working. The Jupyter extension does not use this
-module: inside Jupyter, Jupyter's own Tornado server serves the same handlers.
+Why: for a trivial handler most of a request's CPU under Tornado's own server is its HTTP
+layer; bench/floor.py measures the floor of each server (figures in bench/MEASUREMENTS.md).
+The handlers stay Tornado RequestHandlers: each request gets an ``Exchange``, our
+implementation of Tornado's ``HTTPConnection`` interface, and the application's delegate
+is driven exactly as Tornado's server drives it (headers, then body chunks once
+``prepare`` is done, then finish), so routing, streaming bodies, flushes with
+backpressure, close callbacks and WebSocket upgrades (``detach``) all keep working. The
+Jupyter extension does not use this module: inside Jupyter, Jupyter's own Tornado server
+serves the same handlers.
+
+Every connection is held to ServerLimits (server/limits.py), in the manner of uvicorn's
+httptools protocol: a deadline for a request's head, for silence while its body is
+awaited, for a client that does not take our bytes, and for idling between requests (one
+sweep checks them all); a cap on connections (503 beyond it) with accept errors reported
+at most once a second; reading paused while a request waits behind one being answered
+(bounded pipelining), and the next answer held back while a client does not read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import http
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httptools
@@ -35,36 +43,64 @@ from tornado.httputil import (
     RequestStartLine,
     ResponseStartLine,
 )
-from tornado.netutil import is_valid_ip
 
+from conduit_tornado.core.errors import default_type, error_envelope
+from conduit_tornado.core.settings import Settings
+
+from .forwarded import TrustedProxies
+from .limits import ServerLimits
 from .write_flow import WriteFlow
 
 log = logging.getLogger("conduit.http")
 
 MAX_HEADER_BYTES = 64 * 1024
 READ_HIGH_WATER = 1 << 20  # stop reading while this much request body waits for a handler
-SWEEP_SECONDS = 5.0
+CORK_LIMIT = 64 * 1024  # asyncio's write high-water mark: write at once past it
+SWEEP_SECONDS = 5.0  # the longest a deadline may be overrun
+ACCEPT_BATCH = 64  # connections taken per readiness of a listening socket
+ACCEPT_RETRY_SECONDS = 1.0  # after an accept error such as EMFILE
+OVERLOAD_LINGER = 1.0  # seconds a refused connection is read (and dropped) before closing
+MAX_OVERLOADED = 64  # refused connections lingering at once; beyond, closed unanswered
 _CLOSED = tornado.iostream.StreamClosedError
 
 
-def _refusal(status: int, reason: str, message: str, code: str) -> bytes:
-    """An answer the parser gives by itself (the request never reached a handler), in
-    OpenAI's error shape like every other answer; the connection closes after it."""
-    body = orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": code,
-            }
-        }
-    )
+def refusal(status: int, message: str, code: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """An answer the server gives by itself (the request never reached a handler), in
+    OpenAI's error envelope like every other answer; the connection closes after it."""
+    body = orjson.dumps(error_envelope(message, default_type(status), code))
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     return (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nX-Request-Id: req_{secrets.token_hex(12)}\r\n"
-        "Connection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-Id: req_{secrets.token_hex(12)}\r\n{extra}Connection: close\r\n\r\n"
     ).encode() + body
+
+
+def overload_answer() -> bytes:
+    return refusal(
+        503,
+        "The server is at its connection limit; try again shortly.",
+        "too_many_connections",
+        [("Retry-After", "1")],
+    )
+
+
+class _Throttled:
+    """A log line at most once per ``every`` seconds, counting what it held back (a flood
+    of identical errors must not become a flood of log)."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self._last = -every
+        self._held = 0
+
+    def __call__(self, level: int, message: str, *args: object) -> None:
+        self._held += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.log(level, message + " (%d time(s) since the last report)", *args, self._held)
+            self._last = now
+            self._held = 0
 
 
 class RequestContext:
@@ -109,6 +145,8 @@ class Exchange(HTTPConnection):
         self.headers_written = False
         self.finished: asyncio.Future[None] = conn.loop.create_future()
         self._chunked = False
+        self._remaining: int | None = None  # body bytes still owed to a Content-Length
+        self._misframed_logged = False
         self.detached = False
 
     # tornado.httputil.HTTPConnection
@@ -131,15 +169,15 @@ class Exchange(HTTPConnection):
         assert isinstance(start_line, ResponseStartLine)
         code = start_line.code
         request = self._start
-        self._chunked = (
-            request.version == "HTTP/1.1"
-            and request.method != "HEAD"
-            and code not in (204, 304)
-            and not 100 <= code < 200
-            and "Content-Length" not in headers
-        )
+        length = headers.get("Content-Length")
+        bodiless = request.method == "HEAD" or code in (204, 304) or code < 200
+        self._chunked = request.version == "HTTP/1.1" and not bodiless and length is None
         if self._chunked:
             headers["Transfer-Encoding"] = "chunked"
+        elif length is not None and not bodiless:
+            # Held to what it declared: a body longer or shorter than this would make the
+            # client read the next answer from the wrong byte (see _body, finish).
+            self._remaining = int(length) if length.isdigit() else None
         if not self.keep_alive and request.version == "HTTP/1.1":
             headers["Connection"] = "close"
         elif self.keep_alive and request.version == "HTTP/1.0":
@@ -155,7 +193,7 @@ class Exchange(HTTPConnection):
         self.headers_written = True
         data = head.encode("latin-1") + b"\r\n\r\n"
         if chunk:
-            data += self._frame(chunk)
+            data += self._body(chunk)
         # Out at the end of this step of the loop, with whatever else the step writes: a
         # stream's first events, or a whole short stream and its [DONE], in one write.
         return self._conn.send(data)
@@ -163,9 +201,11 @@ class Exchange(HTTPConnection):
     def write(self, chunk: bytes) -> asyncio.Future[None]:
         if not chunk:
             return self._conn.done if not self._conn.closed else _failed()
-        return self._conn.send(self._frame(chunk))
+        return self._conn.send(self._body(chunk))
 
     def finish(self) -> None:
+        if self._remaining:
+            self._misframed(f"{self._remaining} bytes fewer than")
         # The answer is whole: out now, before on_finish's bookkeeping.
         if self._chunked:
             self._conn.send(b"0\r\n\r\n", now=True)
@@ -185,8 +225,32 @@ class Exchange(HTTPConnection):
         self.detached = True
         return self._conn.detach()
 
-    def _frame(self, chunk: bytes) -> bytes:
-        return b"%x\r\n%s\r\n" % (len(chunk), chunk) if self._chunked else chunk
+    def _body(self, chunk: bytes) -> bytes:
+        if self._chunked:
+            return b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        remaining = self._remaining
+        if remaining is not None:
+            if len(chunk) > remaining:
+                self._misframed("more than")
+                chunk = chunk[:remaining]
+            self._remaining = remaining - len(chunk)
+        return chunk
+
+    def _misframed(self, how: str) -> None:
+        """A handler wrote a body that disagrees with its Content-Length: the bytes past it
+        are dropped and the connection closes after this answer, so the client sees one
+        broken answer, never the next one misread."""
+        if not self._misframed_logged:
+            self._misframed_logged = True
+            log.error(
+                "%s %s: the handler wrote %s the Content-Length it declared; closing the "
+                "connection",
+                self._start.method,
+                self._start.path.partition("?")[0],
+                how,
+            )
+        self.keep_alive = False
+        self._remaining = 0
 
 
 class _ServerProtocol(WriteFlow):
@@ -195,14 +259,21 @@ class _ServerProtocol(WriteFlow):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.limits = server.limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
-        self.idle_since: float | None = time.monotonic()
+        # Monotonic times past which the sweep ends the connection: a wait on the client
+        # to send (head, body, next request) and a wait on it to read.
+        self.read_deadline: float | None = None
+        self.write_deadline: float | None = None
+        self.write_backlog = 0  # our bytes the client had not taken when last looked at
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._waiting_head = False  # the task waits for the next request's head
         self._queued_bytes = 0
         self._corked: list[bytes] | None = None
+        self._corked_bytes = 0
         # What send() returns while the socket keeps up: one resolved future, shared,
         # rather than a new one per write (a stream writes once per event).
         # Looked up once: each get_running_loop() is a getpid(2) system call on 3.11.
@@ -212,12 +283,18 @@ class _ServerProtocol(WriteFlow):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._awaiting_head = False  # from a message's first byte to the end of its head
-        self._pending_head = 0
-        self._head_size = 0
+        self._head_size = 0  # of the head's parts parsed so far
+        self._head_unseen = 0  # bytes of a head that httptools holds but has not handed on
+        self._progress = False  # a part of a head was parsed during this read
         self._head_too_large = False
         self.heads_parsed = 0  # requests on this connection whose head was parsed
         self.requests_read = 0  # requests read to their end
-        self._upgrading = False
+        self.answered = 0  # requests whose answer is finished
+        self._backlogged = False  # reading paused: too much body waits for the handler
+        self._pipelined = False  # reading paused: a request waits behind the one answered
+        self._reading_paused = False
+        self._upgrading = False  # a WebSocket handshake: the socket goes to Tornado
+        self._replay: bytes | None = None  # a head to parse again, its Upgrade declined
         self._leftover = b""
         self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
@@ -238,49 +315,47 @@ class _ServerProtocol(WriteFlow):
 
     def data_received(self, data: bytes) -> None:
         if self._upgrading:
-            self._leftover += data
+            self._leftover += data  # reading is paused: at most one read's worth
             return
+        self._progress = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._upgrading = True
-            self._leftover = data[upgrade.args[0] :] if upgrade.args else b""
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self._upgrade(data[upgrade.args[0] :] if upgrade.args else b"")
             return
         except httptools.HttpParserInvalidMethodError:
             method = data.split(b" ", 1)[0][:20].decode("latin-1", "replace")
-            self._refuse(
-                _refusal(
-                    405,
-                    "Method Not Allowed",
-                    f"Method {method} is not allowed.",
-                    "method_not_allowed",
-                )
-            )
+            self._method_not_allowed(method)
             return
         except httptools.HttpParserError:
-            self._refuse(
-                _refusal(
-                    400, "Bad Request", "The request is not valid HTTP/1.1.", "malformed_request"
-                )
-            )
+            self._refuse(refusal(400, "The request is not valid HTTP/1.1.", "malformed_request"))
             return
-        if self._awaiting_head:  # a head that has not ended yet: bound what it may take
-            self._pending_head += len(data)
-        if self._head_too_large or self._pending_head > MAX_HEADER_BYTES:
+        if self._awaiting_head:
+            # A head not ended yet. httptools hands on a header once it has ended, so a
+            # read in which no part of the head was parsed counts whole (a header
+            # arriving a piece at a time), and one in which a part was counts from there:
+            # at most one read's worth goes uncounted, never the whole pipelined
+            # requests that preceded the head in the same read.
+            self._head_unseen = 0 if self._progress else self._head_unseen + len(data)
+        if self._head_too_large or self._head_size + self._head_unseen > MAX_HEADER_BYTES:
             self._refuse(
-                _refusal(
+                refusal(
                     431,
-                    "Request Header Fields Too Large",
                     f"The request's headers exceed {MAX_HEADER_BYTES} bytes.",
                     "headers_too_large",
                 )
             )
+        elif self.heads_parsed > self.answered + 1 and not self._pipelined:
+            # A request waits behind one still being answered: read no further until
+            # that answer is done, so a client that sends without reading queues at most
+            # what one read held.
+            self._pipelined = True
+            self._set_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        self.read_deadline = self.write_deadline = None
         self.server.connections.discard(self)
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
@@ -291,31 +366,58 @@ class _ServerProtocol(WriteFlow):
             if not exchange.finished.done():
                 exchange.finished.set_result(None)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_writes()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if not self.closed:  # once closed, what is left must still go out in time
+            self.write_deadline = None
+
+    def _watch_writes(self) -> None:
+        """Start the write deadline: the sweep moves it on whenever the client has taken
+        some of our bytes since it last looked, and aborts the connection past it."""
+        if self.transport is not None and self.write_deadline is None:
+            self.write_backlog = self.transport.get_write_buffer_size()
+            self.write_deadline = time.monotonic() + self.limits.write_timeout
+
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
         self._awaiting_head = True
-        self._pending_head = 0
+        self._progress = True
         self._head_size = 0
+        self._head_unseen = 0
+        if self._waiting_head:  # the client has started: it has header_timeout to end
+            self.read_deadline = time.monotonic() + self.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
+        self._progress = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
+        self._progress = True
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._pending_head = 0
+        self._head_unseen = 0
         if self._head_size > MAX_HEADER_BYTES:
             self._head_too_large = True
             return
-        self.idle_since = None
         parser = self.parser
+        if parser.should_upgrade() and not self._websocket_handshake():
+            # Any Upgrade but WebSocket (curl --http2 asks for h2c; CONNECT is refused)
+            # is declined and the request served as HTTP/1.1, its body included. llhttp
+            # stops parsing at such a head, so the head is parsed again without the
+            # Upgrade by a fresh parser (see _upgrade); nothing is delivered for now.
+            self._replay = self._head_without_upgrade()
+            return
         version = "HTTP/" + parser.get_http_version()
         start = RequestStartLine(parser.get_method().decode(), self._url.decode("latin-1"), version)
         # httptools has already refused malformed names and values, so a first occurrence
@@ -336,44 +438,120 @@ class _ServerProtocol(WriteFlow):
         self._push(("body", body))
 
     def on_message_complete(self) -> None:
+        if self._replay is not None:
+            return  # the declined upgrade's head: its message is read again
         self.requests_read += 1
         self._push(("end",))
 
+    # upgrades
+
+    def _websocket_handshake(self) -> bool:
+        return any(
+            name.lower() == b"upgrade" and b"websocket" in value.lower()
+            for name, value in self._headers
+        )
+
+    def _head_without_upgrade(self) -> bytes:
+        parser = self.parser
+        lines = [
+            b"%s %s HTTP/%s" % (parser.get_method(), self._url, parser.get_http_version().encode())
+        ]
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"upgrade":
+                continue
+            if lowered == b"connection":
+                tokens = [t for t in value.split(b",") if t.strip().lower() != b"upgrade"]
+                if not tokens:
+                    continue
+                value = b",".join(tokens).strip()
+            lines.append(name + b": " + value)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def _upgrade(self, rest: bytes) -> None:
+        if self.parser.get_method() == b"CONNECT":
+            self._method_not_allowed("CONNECT")
+            return
+        replay, self._replay = self._replay, None
+        if replay is None:  # a WebSocket handshake: the handler takes the socket
+            self._upgrading = True
+            self._leftover = rest
+            self._set_reading()
+            return
+        self.parser = httptools.HttpRequestParser(self)
+        self.data_received(replay + rest)
+
     # the connection's task
+
+    def _set_reading(self) -> None:
+        paused = self._backlogged or self._pipelined or self._upgrading
+        transport = self.transport
+        if paused != self._reading_paused and transport is not None and not self.closed:
+            self._reading_paused = paused
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def _push(self, event: tuple[Any, ...]) -> None:
         self._events.append(event)
         if event[0] == "body":
             self._queued_bytes += len(event[1])
-            if self._queued_bytes > READ_HIGH_WATER and self.transport is not None:
-                self.transport.pause_reading()
+            if self._queued_bytes > READ_HIGH_WATER and not self._backlogged:
+                self._backlogged = True
+                self._set_reading()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _next(self) -> tuple[Any, ...]:
-        while not self._events:
-            self._waiter = self.loop.create_future()
-            await self._waiter
-            self._waiter = None
-        event = self._events.popleft()
+    async def _next(self, allowed: float) -> tuple[Any, ...]:
+        """The next event; waiting for one may take ``allowed`` seconds (the sweep ends the
+        connection past it)."""
+        events = self._events
+        if not events:
+            self.read_deadline = time.monotonic() + allowed
+            try:
+                while not events:
+                    self._waiter = self.loop.create_future()
+                    await self._waiter
+            finally:
+                self._waiter = None
+                self.read_deadline = None
+        event = events.popleft()
         if event[0] == "body":
             self._queued_bytes -= len(event[1])
-            transport = self.transport
-            if self._queued_bytes <= READ_HIGH_WATER // 2 and transport and not self._upgrading:
-                transport.resume_reading()
+            if self._backlogged and self._queued_bytes <= READ_HIGH_WATER // 2:
+                self._backlogged = False
+                self._set_reading()
         return event
 
     async def _serve(self) -> None:
+        limits = self.limits
+        wait = limits.header_timeout  # a new connection is expected to send at once
         try:
             while True:
-                event = await self._next()
+                self._waiting_head = True
+                try:
+                    event = await self._next(wait)
+                finally:
+                    self._waiting_head = False
                 if event[0] == "lost":
                     return
                 if event[0] != "head":
                     continue  # the remains of a request we stopped delivering
                 if not await self._exchange_one(*event[1:]):
                     return
+                self.answered += 1
+                if self._write_ready is not None:
+                    # A client that sends requests without reading the answers: the next
+                    # answer waits until this one is taken (the write deadline applies).
+                    await self._write_ready
+                    if self.closed:
+                        return
+                if self._pipelined and self.heads_parsed <= self.answered + 1:
+                    self._pipelined = False
+                    self._set_reading()
+                wait = limits.header_timeout if self._awaiting_head else limits.keepalive_timeout
         except Exception:
             log.exception("connection from %s failed", self._peer)
             self.close()
@@ -388,11 +566,12 @@ class _ServerProtocol(WriteFlow):
         self._exchange = exchange
         delegate = self.server.delegate.start_request(self, exchange)
         received = 0
+        body_timeout = self.limits.body_timeout
         try:
             try:
                 ready = delegate.headers_received(start, headers)
             except HTTPInputError as exc:  # e.g. HTTP/1.1 without Host, as Tornado refuses
-                self._refuse(_refusal(400, "Bad Request", str(exc), "malformed_request"))
+                self._refuse(refusal(400, str(exc), "malformed_request"))
                 return False
             if ready is not None:
                 await ready
@@ -403,7 +582,7 @@ class _ServerProtocol(WriteFlow):
             ):
                 self.send(b"HTTP/1.1 100 Continue\r\n\r\n", now=True)
             while True:
-                event = await self._next()
+                event = await self._next(body_timeout)
                 kind = event[0]
                 if kind == "lost":
                     delegate.on_connection_close()
@@ -431,7 +610,6 @@ class _ServerProtocol(WriteFlow):
         if self._upgrading or not exchange.keep_alive or self.closed:
             self.close()
             return False
-        self.idle_since = time.monotonic()
         return True
 
     def _call_close_callback(self) -> None:
@@ -441,20 +619,30 @@ class _ServerProtocol(WriteFlow):
             callback()
 
     def _context(self, headers: HTTPHeaders) -> RequestContext:
-        if not self.server.xheaders:  # the same for every request on this connection
+        trusted = self.server.trusted
+        if not trusted or not trusted.trusts(self._peer):
+            # The same for every request on this connection.
             if self._own_context is None:
                 self._own_context = RequestContext(self._peer, "http")
             return self._own_context
-        ip, protocol = self._peer, "http"
-        forwarded = headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-        candidate = headers.get("X-Real-Ip", forwarded).strip()
-        if candidate and is_valid_ip(candidate):
-            ip = candidate
-        proto = headers.get("X-Scheme", headers.get("X-Forwarded-Proto", ""))
-        proto = proto.split(",")[-1].strip().lower()
-        if proto in ("http", "https"):
-            protocol = proto
-        return RequestContext(ip, protocol)
+        client, scheme = trusted.resolve(self._peer, headers)
+        return RequestContext(client, scheme or "http")
+
+    def expire(self) -> None:
+        """The sweep found the client past a deadline to send."""
+        self.read_deadline = None
+        if self._waiting_head and not self._awaiting_head:
+            self.close()  # idle between requests (or never started one): nothing to say
+            return
+        timeout = self.limits.header_timeout if self._waiting_head else self.limits.body_timeout
+        what = "head" if self._waiting_head else "body"
+        self._refuse(
+            refusal(
+                408,
+                f"The request's {what} did not arrive in time ({timeout:g} s).",
+                "request_timeout",
+            )
+        )
 
     # output
 
@@ -462,17 +650,23 @@ class _ServerProtocol(WriteFlow):
         """Queue bytes for the socket. Everything sent during one step of the event loop
         goes out in one write at the end of that step (call_soon, no timer): SSE events
         that arrived together from upstream cost one system call, not one each, and
-        nothing waits for more data. ``now`` writes at once (with anything queued)."""
+        nothing waits for more data. ``now`` writes at once (with anything queued), and
+        so does a step that has queued CORK_LIMIT bytes: the transport then says at once
+        whether the client keeps up, and a handler writing in a loop gets a pending
+        future to wait on rather than filling memory without ever yielding."""
         if self.transport is None or self.closed:
             return _failed()
-        if self._corked is not None:
-            self._corked.append(data)
-            if now:
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+            self._corked_bytes += len(data)
+            if now or self._corked_bytes >= CORK_LIMIT:
                 self.uncork()
-        elif now:
+        elif now or len(data) >= CORK_LIMIT:
             self.transport.write(data)
         else:
             self._corked = [data]
+            self._corked_bytes = len(data)
             self.loop.call_soon(self.uncork)
         return self._write_ready if self._write_ready is not None else self.done
 
@@ -485,13 +679,23 @@ class _ServerProtocol(WriteFlow):
         if self.transport is not None and not self.closed:
             self.uncork()
             self.closed = True
+            if self.transport.get_write_buffer_size():
+                self._watch_writes()  # a client that never reads must not hold it open
             self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
 
     def _refuse(self, answer: bytes) -> None:
         if self.transport is not None and not self.closed:
             if self._exchange is None or not self._exchange.headers_written:
                 self.send(answer)
             self.close()
+
+    def _method_not_allowed(self, method: str) -> None:
+        self._refuse(refusal(405, f"Method {method} is not allowed.", "method_not_allowed"))
 
     def detach(self) -> tornado.iostream.IOStream:
         self.uncork()  # the 101 answer goes out before the stream takes over
@@ -516,50 +720,184 @@ class _ServerProtocol(WriteFlow):
             self.close()
 
 
+class _Overloaded(asyncio.Protocol):
+    """A connection past the cap: a 503 at once and our side shut, then whatever the
+    client sends is read and dropped until it closes, for at most OVERLOAD_LINGER seconds
+    (closing on unread data would make it see a reset rather than the answer)."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.server.overloaded += 1
+        transport.write(overload_answer())
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(OVERLOAD_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.overloaded -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _Listener:
+    """Accepts connections on one listening socket (instead of loop.create_server, which
+    on uvloop logs every failed accept with a traceback: out of descriptors, that is a
+    line per connection attempt, as fast as clients retry)."""
+
+    def __init__(self, server: HttpServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self._accepting = False
+        self._retry: asyncio.TimerHandle | None = None
+        sock.setblocking(False)
+
+    def resume(self) -> None:
+        self._retry = None
+        if not self._accepting:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+            self._accepting = True
+
+    def pause(self) -> None:
+        if self._accepting:
+            self.loop.remove_reader(self.sock.fileno())
+            self._accepting = False
+
+    def close(self) -> None:
+        self.pause()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.sock.close()
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client left before we took it
+            except OSError as exc:
+                # Out of descriptors (EMFILE, ENFILE) or memory: accepting again at once
+                # would fail again. Clients wait in the backlog meanwhile.
+                self.server.report_accept_error(exc)
+                self.pause()
+                self._retry = self.loop.call_later(ACCEPT_RETRY_SECONDS, self.resume)
+                return
+            self.server.adopt(conn)
+
+
 class HttpServer:
-    """Listens on the given sockets and serves ``delegate`` (a tornado.web.Application)."""
+    """Serves ``delegate`` (a tornado.web.Application) on the sockets given to start()."""
 
     def __init__(
-        self,
-        delegate: HTTPServerConnectionDelegate,
-        *,
-        xheaders: bool = False,
-        max_body_size: int = 100 * 1024 * 1024,
-        idle_timeout: float = 75.0,
+        self, delegate: HTTPServerConnectionDelegate, limits: ServerLimits | None = None
     ) -> None:
         self.delegate = delegate
-        self.xheaders = xheaders
-        self.max_body_size = max_body_size
-        self.idle_timeout = idle_timeout
+        self.limits = limits = limits or ServerLimits()
+        self.max_body_size = limits.max_body_size
+        self.trusted = TrustedProxies(limits.forwarded_allow_ips)
         self.connections: set[_ServerProtocol] = set()
-        self._servers: list[asyncio.Server] = []
+        self.cap = limits.max_connections
+        self.overloaded = 0  # connections being refused (_Overloaded)
+        self._opening: set[asyncio.Task[Any]] = set()
+        self._listeners: list[_Listener] = []
         self._sweeper: asyncio.TimerHandle | None = None
+        self._accept_log = _Throttled()
+        self._overload_log = _Throttled()
+
+    @classmethod
+    def for_settings(cls, delegate: HTTPServerConnectionDelegate, settings: Settings) -> HttpServer:
+        """The server CONDUIT_HTTP_SERVER names, held to the settings' limits."""
+        limits = ServerLimits.from_settings(settings)
+        if settings.http_server == "tornado":
+            from .tornado_server import TornadoHttpServer  # it builds on this module
+
+            return TornadoHttpServer(delegate, limits)
+        return cls(delegate, limits)
 
     async def start(self, sockets: list[socket.socket]) -> None:
-        loop = asyncio.get_running_loop()
+        self.cap = self.limits.connection_cap()
         for sock in sockets:
-            server = await loop.create_server(lambda: _ServerProtocol(self), sock=sock)
-            self._servers.append(server)
+            listener = _Listener(self, sock)
+            listener.resume()
+            self._listeners.append(listener)
         self._sweep()
 
+    def adopt(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol]
+        if len(self.connections) + len(self._opening) < self.cap:
+            factory = lambda: _ServerProtocol(self)  # noqa: E731
+        else:
+            self._overload_log(
+                logging.WARNING, "at the connection limit (%d): answering 503", self.cap
+            )
+            if self.overloaded >= MAX_OVERLOADED:
+                sock.close()  # refusing costs a descriptor too: past this, no answer
+                return
+            factory = lambda: _Overloaded(self)  # noqa: E731
+        task = loop.create_task(loop.connect_accepted_socket(factory, sock))
+        self._opening.add(task)
+        task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task[Any]) -> None:
+        self._opening.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a connection failed to open: %s", task.exception())
+
+    def report_accept_error(self, exc: OSError) -> None:
+        self._accept_log(
+            logging.ERROR,
+            "cannot accept connections (%s); retrying every %g s",
+            exc.strerror or exc,
+            ACCEPT_RETRY_SECONDS,
+        )
+
     def _sweep(self) -> None:
-        """Close connections idle past the timeout (one timer for all of them)."""
-        cutoff = time.monotonic() - self.idle_timeout
+        """End connections past a deadline (one timer for all of them)."""
+        now = time.monotonic()
+        write_timeout = self.limits.write_timeout
         for conn in list(self.connections):
-            if conn.idle_since is not None and conn.idle_since < cutoff:
-                conn.close()
-        every = min(SWEEP_SECONDS, self.idle_timeout / 2)
+            if conn.write_deadline is not None and conn.transport is not None:
+                backlog = conn.transport.get_write_buffer_size()
+                if backlog < conn.write_backlog:  # the client is reading, if slowly
+                    conn.write_backlog = backlog
+                    conn.write_deadline = now + write_timeout
+                elif now > conn.write_deadline:
+                    conn.abort()
+                    continue
+            if conn.read_deadline is not None and now > conn.read_deadline:
+                conn.expire()
+        limits = self.limits
+        shortest = min(
+            limits.header_timeout,
+            limits.body_timeout,
+            limits.write_timeout,
+            limits.keepalive_timeout,
+        )
+        every = min(SWEEP_SECONDS, shortest / 2)
         self._sweeper = asyncio.get_running_loop().call_later(every, self._sweep)
 
     def stop_listening(self) -> None:
-        for server in self._servers:
-            server.close()
-        self._servers.clear()
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
 
     async def close_all_connections(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._opening:
+            await asyncio.wait(list(self._opening), timeout=5)
         tasks = [c._task for c in self.connections if c._task is not None]
         for conn in list(self.connections):
             conn.close()

@@ -15,21 +15,67 @@ from typing import IO
 
 MAX_BOUNDARY = 70  # RFC 2046
 MAX_HEADER_BLOCK = 16 * 1024
-_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
-_DISPOSITION = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"|(\w+)=([^;\s]+)')
+# One character class, matched from a given position: it cannot backtrack.
+_QUOTED_RUN = re.compile(r'[^"\\]*')
 
 
 class MultipartError(ValueError):
     pass
 
 
+def header_params(value: str) -> tuple[str, dict[str, str]]:
+    """``type; name=value; name="quoted \\" value"`` as (type, {name: value}), names in
+    lower case, the first of a repeated name kept. A hand parser that moves forward only,
+    with str.find and one class-only regex: linear in the header, whatever it holds (a
+    regex that retries at every position is quadratic on long unbroken words)."""
+    end = value.find(";")
+    if end < 0:
+        return value.strip(), {}
+    kind = value[:end].strip()
+    params: dict[str, str] = {}
+    at, n = end + 1, len(value)
+    while at < n:
+        stop = value.find(";", at)
+        equals = value.find("=", at)
+        if equals < 0 or 0 <= stop < equals:  # a parameter without a value: skip it
+            at = n if stop < 0 else stop + 1
+            continue
+        name = value[at:equals].strip().lower()
+        at = equals + 1
+        while at < n and value[at] in " \t":
+            at += 1
+        if at < n and value[at] == '"':
+            pieces: list[str] = []
+            at += 1
+            while True:
+                run = _QUOTED_RUN.match(value, at)
+                assert run is not None  # the class matches the empty string too
+                pieces.append(run.group())
+                at = run.end()
+                if at >= n:
+                    raise MultipartError("an unterminated quoted string in a part header")
+                if value[at] == '"':
+                    at += 1
+                    break
+                if at + 1 < n:  # a backslash: the next character stands for itself
+                    pieces.append(value[at + 1])
+                at += 2
+            text = "".join(pieces)
+            stop = value.find(";", at)
+        else:
+            text = value[at : n if stop < 0 else stop].strip()
+        params.setdefault(name, text)
+        at = n if stop < 0 else stop + 1
+    return kind, params
+
+
 def boundary_of(content_type: str) -> bytes:
-    if not content_type.lower().startswith("multipart/form-data"):
+    kind, params = header_params(content_type)
+    if kind.lower() != "multipart/form-data":
         raise MultipartError("the request must be multipart/form-data")
-    match = _BOUNDARY.search(content_type)
-    if match is None:
+    boundary = params.get("boundary")
+    if boundary is None:
         raise MultipartError("the multipart boundary is missing")
-    boundary = match.group(1) or match.group(2)
     if not 1 <= len(boundary) <= MAX_BOUNDARY:
         raise MultipartError(f"the multipart boundary must be 1 to {MAX_BOUNDARY} characters")
     return boundary.encode("latin-1")
@@ -66,6 +112,7 @@ class MultipartParser:
         self._max_parts = max_parts
         self._spool = spool_bytes
         self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already searched for what the state waits for
         self._state = "preamble"
         self._part: Part | None = None
         self.parts: list[Part] = []
@@ -79,7 +126,7 @@ class MultipartParser:
         """Advance one state; return False when more input is needed."""
         buf = self._buf
         if self._state == "preamble":
-            at = buf.find(self._opening)
+            at = self._find(self._opening)
             if at < 0:
                 if len(buf) > MAX_HEADER_BLOCK:
                     raise MultipartError("no multipart boundary found")
@@ -100,7 +147,7 @@ class MultipartParser:
             self._state = "headers"
             return True
         if self._state == "headers":
-            at = buf.find(b"\r\n\r\n")
+            at = self._find(b"\r\n\r\n")
             if at < 0:
                 if len(buf) > MAX_HEADER_BLOCK:
                     raise MultipartError("multipart part headers are too long")
@@ -127,6 +174,15 @@ class MultipartParser:
             buf.clear()
         return False
 
+    def _find(self, needle: bytes) -> int:
+        """Find needle in the buffer, resuming where the last search left off: a head
+        sent a byte at a time is searched once, not once per byte."""
+        buf = self._buf
+        at = buf.find(needle, self._scanned)
+        # Next time, start where a needle cut short at the end could begin.
+        self._scanned = 0 if at >= 0 else max(0, len(buf) - len(needle) + 1)
+        return at
+
     def _start_part(self, block: bytes) -> None:
         if len(self.parts) >= self._max_parts:
             raise MultipartError("too many multipart parts")
@@ -136,15 +192,9 @@ class MultipartParser:
             if not sep:
                 raise MultipartError("malformed multipart part header")
             headers[name.strip().lower()] = value.strip()
-        disposition = headers.get("content-disposition", "")
-        if not disposition.lower().startswith("form-data"):
+        kind, params = header_params(headers.get("content-disposition", ""))
+        if kind.lower() != "form-data":
             raise MultipartError("each multipart part needs Content-Disposition: form-data")
-        params: dict[str, str] = {}
-        for m in _DISPOSITION.finditer(disposition):
-            if m.group(1):
-                params[m.group(1).lower()] = m.group(2).replace('\\"', '"')
-            else:
-                params[m.group(3).lower()] = m.group(4)
         if "name" not in params:
             raise MultipartError("a multipart part has no name")
         part = Part(params["name"], params.get("filename"), headers.get("content-type"))

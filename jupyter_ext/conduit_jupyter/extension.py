@@ -11,7 +11,7 @@ from traitlets import Bool, Unicode
 
 from conduit_tornado.api.routes import app_settings, routes
 from conduit_tornado.core.settings import Settings
-from conduit_tornado.gateway import Gateway
+from conduit_tornado.gateway import Gateway, describe_store
 
 
 class ConduitExtension(ExtensionApp):
@@ -40,11 +40,17 @@ class ConduitExtension(ExtensionApp):
         self.gateway = Gateway(Settings())
         ctx = await self.gateway.build()  # store and clients created on Jupyter's loop
         serverapp.web_app.settings.update(app_settings(ctx))
-        self.log.info("conduit gateway mounted at %s%s/", serverapp.base_url, self.url_prefix)
+        self.log.info(
+            "conduit gateway mounted at %s%s/ (store: %s)",
+            serverapp.base_url,
+            self.url_prefix,
+            describe_store(ctx.store),
+        )
         if self.gateway.generated_master_key:
             self.log.warning(
                 "conduit: no CONDUIT_MASTER_KEY set; a generated one is in effect for this server. "
-                "Use the logged-in Jupyter session or set CONDUIT_MASTER_KEY for the admin API."
+                "Use the logged-in Jupyter session, set CONDUIT_MASTER_KEY, or print a new one "
+                "with `conduit-tornado admin reset-master-key`."
             )
 
     async def stop_extension(self) -> None:

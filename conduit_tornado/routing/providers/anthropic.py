@@ -10,7 +10,16 @@ import orjson
 
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, parse_event, sse_events
 
-from .base import Adapter, ChunkStream, Json, open_stream
+from .base import (
+    Adapter,
+    ChunkStream,
+    Json,
+    function_tools,
+    open_stream,
+    stop_sequences,
+    tool_calls,
+    tool_choice_name,
+)
 
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -87,7 +96,7 @@ def to_anthropic(body: Json, model: str) -> Json:
         else:
             messages.append({"role": role, "content": blocks})
 
-    for m in body.get("messages") or []:
+    for i, m in enumerate(body.get("messages") or []):
         role = m.get("role")
         if role in ("system", "developer"):
             system.append(_text(m.get("content")))
@@ -95,14 +104,13 @@ def to_anthropic(body: Json, model: str) -> Json:
             push("user", _blocks(m.get("content")))
         elif role == "assistant":
             blocks = _blocks(m.get("content"))
-            for call in m.get("tool_calls") or []:
-                fn = call.get("function") or {}
+            for call_id, name, arguments in tool_calls(m, i):
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": call.get("id"),
-                        "name": fn.get("name"),
-                        "input": _arguments(fn.get("arguments")),
+                        "id": call_id,
+                        "name": name,
+                        "input": _arguments(arguments),
                     }
                 )
             push("assistant", blocks)
@@ -129,29 +137,25 @@ def to_anthropic(body: Json, model: str) -> Json:
     for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
         if body.get(ours) is not None:
             out[theirs] = body[ours]
-    stop = body.get("stop")
+    stop = stop_sequences(body)
     if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    if body.get("tools"):
+        out["stop_sequences"] = stop
+    tools = function_tools(body)
+    if tools:
         out["tools"] = [
             {
-                "name": t["function"]["name"],
-                "description": t["function"].get("description", ""),
-                "input_schema": t["function"].get("parameters")
-                or {"type": "object", "properties": {}},
+                "name": fn["name"],
+                "description": fn.get("description", ""),
+                "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
             }
-            for t in body["tools"]
-            if t.get("type") == "function"
+            for fn in tools
         ]
     choice = body.get("tool_choice")
     if choice is not None:
         if choice == "required":
             out["tool_choice"] = {"type": "any"}
         elif isinstance(choice, dict):
-            out["tool_choice"] = {
-                "type": "tool",
-                "name": (choice.get("function") or {}).get("name"),
-            }
+            out["tool_choice"] = {"type": "tool", "name": tool_choice_name(choice)}
         else:
             out["tool_choice"] = {"type": str(choice)}
     if body.get("parallel_tool_calls") is False and body.get("tools"):

@@ -16,9 +16,9 @@ from typing import IO, Any
 
 from conduit_tornado.routing.catalog import Provider
 from conduit_tornado.routing.realtime import RealtimeSocket
+from conduit_tornado.routing.upstream import Json as Json  # one definition, re-exported
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
 
-Json = dict[str, Any]
 #: An adapter sets this key on an answer whose usage it estimated (the provider reported
 #: none); the handler removes it before the client sees the answer and marks the log.
 ESTIMATED_USAGE = "_conduit_estimated_usage"
@@ -78,14 +78,84 @@ def prompt_text(body: Json) -> str:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
             parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+        elif isinstance(content, list):  # handlers refuse non-string text; skip it here
+            parts.extend(
+                t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str)
+            )
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         parts.append(prompt)
     elif isinstance(prompt, list):
         parts.extend(p for p in prompt if isinstance(p, str))
     return "\n".join(parts)
+
+
+def _refuse(message: str, param: str) -> ProviderError:
+    return ProviderError("client", message, param=param)
+
+
+def function_tools(body: Json) -> list[Json]:
+    """The request's function tools as ``{name, description?, parameters?}``, for adapters
+    that translate them; a malformed one is refused (400) with its place named."""
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _refuse("tools must be an array.", "tools")
+    out: list[Json] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _refuse("Each tool must be an object.", f"tools[{i}]")
+        if tool.get("type") != "function":
+            continue
+        fn = tool.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _refuse("A function tool needs a function.name.", f"tools[{i}].function.name")
+        for name, kind in (("description", str), ("parameters", dict)):
+            if fn.get(name) is not None and not isinstance(fn[name], kind):
+                raise _refuse(
+                    f"function.{name} must be {'a string' if kind is str else 'an object'}.",
+                    f"tools[{i}].function.{name}",
+                )
+        out.append({k: fn[k] for k in ("name", "description", "parameters") if fn.get(k)})
+    return out
+
+
+def tool_calls(message: Json, index: int) -> list[tuple[Any, str, Any]]:
+    """An assistant message's tool calls as (id, function name, raw arguments)."""
+    calls = message.get("tool_calls")
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise _refuse("tool_calls must be an array.", f"messages[{index}].tool_calls")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _refuse(
+                "Each tool call needs a function with a name.",
+                f"messages[{index}].tool_calls[{j}]",
+            )
+        out.append((call.get("id"), fn["name"], fn.get("arguments")))
+    return out
+
+
+def tool_choice_name(choice: Json) -> Any:
+    """The function a ``tool_choice`` object names (None if it names none)."""
+    fn = choice.get("function")
+    return fn.get("name") if isinstance(fn, dict) else None
+
+
+def stop_sequences(body: Json) -> list[str] | None:
+    """``stop`` as a list of strings (None when unset)."""
+    stop = body.get("stop")
+    if stop is None or stop == []:
+        return None
+    if isinstance(stop, str):
+        return [stop] if stop else None
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return stop
+    raise _refuse("stop must be a string or an array of strings.", "stop")
 
 
 NextBatch = Callable[[], Awaitable[list["Json"] | None]]
@@ -248,6 +318,7 @@ class Adapter:
     def __init__(self, provider: Provider, upstream: Upstream) -> None:
         self.provider = provider
         self.upstream = upstream
+        upstream.configure(provider.id, provider.options)  # its client certificate, if any
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError(

@@ -13,7 +13,18 @@ import orjson
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, parse_event, sse_events
 
 from .anthropic import _arguments, _text
-from .base import ESTIMATED_USAGE, Adapter, ChunkStream, Json, estimate_tokens, open_stream
+from .base import (
+    ESTIMATED_USAGE,
+    Adapter,
+    ChunkStream,
+    Json,
+    estimate_tokens,
+    function_tools,
+    open_stream,
+    stop_sequences,
+    tool_calls,
+    tool_choice_name,
+)
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 FILTERED = frozenset(
@@ -52,7 +63,7 @@ def to_gemini(body: Json) -> Json:
         else:
             contents.append({"role": role, "parts": parts})
 
-    for m in body.get("messages") or []:
+    for i, m in enumerate(body.get("messages") or []):
         role = m.get("role")
         if role in ("system", "developer"):
             system.append(_text(m.get("content")))
@@ -60,17 +71,9 @@ def to_gemini(body: Json) -> Json:
             push("user", _parts(m.get("content")))
         elif role == "assistant":
             parts = _parts(m.get("content"))
-            for call in m.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                call_names[str(call.get("id"))] = fn.get("name", "")
-                parts.append(
-                    {
-                        "functionCall": {
-                            "name": fn.get("name"),
-                            "args": _arguments(fn.get("arguments")),
-                        }
-                    }
-                )
+            for call_id, name, arguments in tool_calls(m, i):
+                call_names[str(call_id)] = name
+                parts.append({"functionCall": {"name": name, "args": _arguments(arguments)}})
             push("model", parts)
         elif role == "tool":
             text = _text(m.get("content"))
@@ -97,36 +100,27 @@ def to_gemini(body: Json) -> Json:
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if limit:
         config["maxOutputTokens"] = limit
-    stop = body.get("stop")
+    stop = stop_sequences(body)
     if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        config["stopSequences"] = stop
     fmt = body.get("response_format") or {}
+    if not isinstance(fmt, dict):
+        raise ProviderError("client", "response_format must be an object.", param="response_format")
     if fmt.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
-        schema = (fmt.get("json_schema") or {}).get("schema")
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
         if schema:
             config["responseJsonSchema"] = schema
     if config:
         out["generationConfig"] = config
-    if body.get("tools"):
-        out["tools"] = [
-            {
-                "functionDeclarations": [
-                    {
-                        k: v
-                        for k, v in t["function"].items()
-                        if k in ("name", "description", "parameters")
-                    }
-                    for t in body["tools"]
-                    if t.get("type") == "function"
-                ]
-            }
-        ]
+    tools = function_tools(body)
+    if tools:
+        out["tools"] = [{"functionDeclarations": tools}]
     choice = body.get("tool_choice")
     if choice is not None:
         if isinstance(choice, dict):
-            fn_name = (choice.get("function") or {}).get("name")
-            mode: Json = {"mode": "ANY", "allowedFunctionNames": [fn_name]}
+            mode: Json = {"mode": "ANY", "allowedFunctionNames": [tool_choice_name(choice)]}
         else:
             mode = {
                 "mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}.get(str(choice), "AUTO")

@@ -1,7 +1,9 @@
 """An in-process provider with deterministic output, for demos, notebooks and load tests.
 
-Options (provider ``options``): ``latency_ms`` before the answer, ``chunk_ms`` between
-streamed chunks, ``words`` (reply length; default: echo the last user message).
+Options (provider ``options``, checked when written: core/schemas.py MockOptions):
+``latency_ms`` before the answer, ``chunk_ms`` between streamed chunks, ``words`` (reply
+length; default: echo the last user message), ``dimensions`` (embedding size by default).
+Work per call is linear in what it returns, and what it returns is bounded.
 """
 
 from __future__ import annotations
@@ -9,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import secrets
 import struct
 import time
 from collections.abc import AsyncIterator
 
 import orjson
+from pydantic import ValidationError
 
+from conduit_tornado.core.schemas import MockOptions
+from conduit_tornado.routing.catalog import Provider
 from conduit_tornado.routing.realtime import MockRealtimeSocket, RealtimeSocket
-from conduit_tornado.routing.upstream import Timeouts
+from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
 
 from .base import (
     Adapter,
@@ -29,6 +35,11 @@ from .base import (
     open_stream,
     prompt_text,
 )
+
+log = logging.getLogger("conduit.mock")
+#: Most numbers one embeddings answer holds (inputs x dimensions): a real provider's
+#: answer is bounded by its own limits, the mock's by this.
+MAX_EMBEDDING_VALUES = 1 << 20
 
 # The smallest valid PNG (1x1, transparent): what mock image generation returns.
 TINY_PNG = base64.b64decode(
@@ -52,7 +63,11 @@ def _reply(body: Json, words: int | None) -> str:
             last = (
                 content
                 if isinstance(content, str)
-                else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+                else " ".join(
+                    t
+                    for p in (content if isinstance(content, list) else [])
+                    if isinstance(p, dict) and isinstance(t := p.get("text"), str)
+                )
             )
             break
     text = f"Mock reply: {last}".strip()
@@ -66,13 +81,19 @@ class MockAdapter(Adapter):
     supports_n = False
     free = True
 
-    def _opt(self, name: str, default: float) -> float:
-        return float(self.provider.options.get(name, default))
+    def __init__(self, provider: Provider, upstream: Upstream) -> None:
+        super().__init__(provider, upstream)
+        try:
+            self.options = MockOptions.model_validate(provider.options)
+        except ValidationError as exc:  # stored before options were checked on write
+            log.warning("mock provider %s: options ignored: %s", provider.name, exc)
+            self.options = MockOptions()
+        self._latency = self.options.latency_ms / 1000
+        self._chunk_delay = self.options.chunk_ms / 1000
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
-        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
-        words = self.provider.options.get("words")
-        text = _reply(body, int(words) if words is not None else None)
+        await asyncio.sleep(self._latency)
+        text = _reply(body, self.options.words)
         prompt = estimate_tokens(prompt_text(body))
         completion = len(text.split())
         return {
@@ -97,7 +118,7 @@ class MockAdapter(Adapter):
 
     async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
         whole = await self.chat(body, model, t)
-        delay = self._opt("chunk_ms", 0) / 1000
+        delay = self._chunk_delay
         base = {
             "id": whole["id"],
             "object": "chat.completion.chunk",
@@ -134,20 +155,26 @@ class MockAdapter(Adapter):
         return await open_stream(events(), close, t.first_byte)
 
     async def embeddings(self, body: Json, model: str, t: Timeouts) -> Json:
-        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        await asyncio.sleep(self._latency)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         if inputs and isinstance(inputs[0], int):
             inputs = [inputs]
-        dims = int(body.get("dimensions") or self.provider.options.get("dimensions", 8))
+        dims = body.get("dimensions") or self.options.dimensions
+        if not isinstance(dims, int) or dims < 1 or len(inputs) * dims > MAX_EMBEDDING_VALUES:
+            raise ProviderError(
+                "client",
+                f"The mock provider returns at most {MAX_EMBEDDING_VALUES} numbers per request "
+                "(inputs x dimensions).",
+                param="dimensions",
+            )
         data = []
         tokens = 0
         for i, item in enumerate(inputs):
             text = item if isinstance(item, str) else " ".join(map(str, item))
             tokens += estimate_tokens(text) if isinstance(item, str) else len(item)
-            seed = hashlib.sha256(text.encode()).digest()
-            while len(seed) < dims * 4:
-                seed += hashlib.sha256(seed).digest()
-            values = [v / 2**32 - 0.5 for v in struct.unpack(f"<{dims}I", seed[: dims * 4])]
+            # An extendable-output hash: deterministic bytes, as many as asked, in one pass.
+            seed = hashlib.shake_256(text.encode()).digest(dims * 4)
+            values = [v / 2**32 - 0.5 for v in struct.unpack(f"<{dims}I", seed)]
             data.append({"object": "embedding", "index": i, "embedding": values})
         return {
             "object": "list",
@@ -157,7 +184,7 @@ class MockAdapter(Adapter):
         }
 
     async def images(self, body: Json, model: str, t: Timeouts) -> Json:
-        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        await asyncio.sleep(self._latency)
         n = int(body.get("n") or 1)
         encoded = base64.b64encode(TINY_PNG).decode()
         as_url = body.get("response_format", "url") == "url"
@@ -170,7 +197,7 @@ class MockAdapter(Adapter):
     async def transcribe(
         self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
     ) -> tuple[bytes, str]:
-        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
+        await asyncio.sleep(self._latency)
         text = f"Mock {kind[:-1]} of {upload.size} bytes."
         fmt = dict(fields).get("response_format", "json")
         if fmt in ("text", "srt", "vtt"):
@@ -188,8 +215,8 @@ class MockAdapter(Adapter):
         return orjson.dumps({"text": text}), "application/json"
 
     async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
-        await asyncio.sleep(self._opt("latency_ms", 0) / 1000)
-        delay = self._opt("chunk_ms", 0) / 1000
+        await asyncio.sleep(self._latency)
+        delay = self._chunk_delay
         size = max(1, len(str(body.get("input", "")))) * 64  # deterministic "audio" bytes
         content_type = SPEECH_TYPES.get(str(body.get("response_format", "mp3")), "audio/mpeg")
 

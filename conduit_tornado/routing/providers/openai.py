@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from conduit_tornado.routing.http_client import Response
 from conduit_tornado.routing.realtime import RealtimeSocket, connect_ws
 from conduit_tornado.routing.upstream import (
+    Json,
     ProviderError,
+    Response,
     SseReader,
     Timeouts,
     body_chunks,
@@ -20,7 +21,7 @@ from conduit_tornado.routing.upstream import (
     read_body,
 )
 
-from .base import Adapter, ByteStream, ChunkStream, Json, Upload, open_batches
+from .base import Adapter, ByteStream, ChunkStream, Upload, open_batches
 
 DONE = b"[DONE]"
 
@@ -70,7 +71,7 @@ class OpenAIAdapter(Adapter):
         )
 
         async def close() -> None:
-            response.release()
+            await response.aclose()
 
         return await open_batches(_Chunks(response).next_batch, close, t.first_byte)
 
@@ -123,7 +124,7 @@ class OpenAIAdapter(Adapter):
         )
 
         async def close() -> None:
-            response.release()
+            await response.aclose()
 
         return ByteStream(
             response.headers.get("Content-Type", "application/octet-stream"),
