@@ -14,7 +14,7 @@ import pytest
 from conduit_tornado.api.responses import packed, unpacked
 from conduit_tornado.store import MemoryStore
 from tests.conftest import GatewayFactory, settled
-from tests.fakes.providers import PROMPT_TOKENS
+from tests.fakes.providers import API_KEY, PROMPT_TOKENS
 from tests.openai_schemas import validate
 from tests.proxy_setup import CHAT_MODELS, MODELS, Wired
 
@@ -464,3 +464,81 @@ async def test_a_conversation_belongs_to_its_key(wired: Wired) -> None:
         with pytest.raises(openai.NotFoundError) as caught:
             await theirs.responses.create(model="gpt", input="x", conversation=conv.id)
         assert caught.value.body["param"] == "conversation"  # type: ignore[index]
+
+
+async def _native(wired: Wired) -> None:
+    """A model on a provider that serves the Responses API itself."""
+    await wired.admin.create_provider(
+        name="oai-native",
+        type="openai",
+        base_url=wired.fake.url + "/v1",
+        api_key=API_KEY,
+        options={"responses": "native"},
+    )
+    await wired.admin.create_model(
+        name="gpt-native", deployments=[{"provider": "oai-native", "model": "gpt-4o"}]
+    )
+
+
+async def test_native_relay_keeps_what_only_openai_does(wired: Wired) -> None:
+    await _native(wired)
+    async with wired.client() as client:
+        first = await client.responses.create(
+            model="gpt-native",
+            input="Find today's news.",
+            tools=[{"type": "web_search"}],  # a hosted tool: only OpenAI's own API runs it
+        )
+        upstream = wired.fake.requests[-1]
+        assert upstream.path == "/v1/responses" and upstream.body["model"] == "gpt-4o"
+        assert upstream.body["tools"] == [{"type": "web_search"}]
+        assert first.id.startswith("resp_") and not first.id.startswith("resp_up_")
+        assert first.model == "gpt-native" and first.output_text == "Hello from the fake"
+        assert first.usage is not None and first.usage.input_tokens == PROMPT_TOKENS
+        assert first.usage.input_tokens_details.cached_tokens == 2
+        second = await client.responses.create(
+            model="gpt-native", input="And tomorrow?", previous_response_id=first.id
+        )
+        # The provider gets its own id for the previous response, and keeps the state.
+        sent = wired.fake.requests[-1].body["previous_response_id"]
+        assert sent.startswith("resp_up_") and sent in wired.fake.responses
+        assert second.previous_response_id == first.id
+        assert (await client.responses.retrieve(second.id)).output_text == "Hello from the fake"
+        # A follow-up on another backend gets the history from the gateway instead.
+        third = await client.responses.create(
+            model="claude", input="Summarise.", previous_response_id=second.id
+        )
+    said = json.dumps(wired.fake.requests[-1].body)
+    assert said.index("And tomorrow?") < said.index("Summarise.")
+    assert third.output_text == "Hello from the fake"
+
+
+async def test_native_stream_relayed_under_the_gateway_id(wired: Wired) -> None:
+    await _native(wired)
+    events = await _raw_events(wired, {"model": "gpt-native", "input": "Say hello"})
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    ids = {e["response"]["id"] for e in events if "response" in e}
+    assert len(ids) == 1 and not ids.pop().startswith("resp_up_")
+    assert all(e["response"]["model"] == "gpt-native" for e in events if "response" in e)
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert deltas == "Hello from the fake"
+    async with wired.client() as client:
+        stored = await client.responses.retrieve(final["response"]["id"])
+    assert stored.output_text == deltas and stored.usage is not None
+
+
+async def test_native_failure_fails_over_to_a_translated_backend(wired: Wired) -> None:
+    await _native(wired)
+    await wired.admin.create_model(
+        name="either",
+        deployments=[
+            {"provider": "oai-native", "model": "gpt-4o", "priority": 0},
+            {"provider": "ant", "model": "claude-sonnet-4-5", "priority": 1},
+        ],
+    )
+    wired.fake.then(status=500, for_model="gpt-4o")
+    async with wired.client() as client:
+        raw = await client.responses.with_raw_response.create(model="either", input="hi")
+    assert raw.headers["x-conduit-provider"] == "ant"
+    assert raw.parse().output_text == "Hello from the fake"

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from conduit_tornado.formats.responses import (
     messages_of,
     new_id,
     output_of,
+    relayed_items,
     response_object,
     to_chat,
 )
@@ -94,22 +96,31 @@ def _not_found(response_id: str, param: str | None = None) -> ApiError:
     )
 
 
-async def stored_history(handler: ClientHandler, body: Json) -> list[Json]:
-    """The history a request continues (its conversation's items, or the conversation
-    that led to its previous_response_id), as chat messages."""
+@dataclass
+class Prior:
+    """What a request continues: the history as chat messages, and where the previous
+    response was made when a provider's own Responses API made it."""
+
+    messages: list[Json] = field(default_factory=list)
+    upstream: Json | None = None
+
+
+async def prior(handler: ClientHandler, body: Json) -> Prior:
+    """The history a request continues: its conversation's items, or the conversation
+    that led to its previous_response_id."""
     if body.get("conversation") is not None:
         conv_id = conversation_id(body["conversation"])
         await owned_conversation(handler, conv_id, "conversation")
-        return messages_of(await conversation_items(handler, conv_id))
+        return Prior(messages_of(await conversation_items(handler, conv_id)))
     previous = body.get("previous_response_id")
     if previous is None:
-        return []
+        return Prior()
     if not isinstance(previous, str):
         raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
     doc = await handler.ctx.store.get(RESPONSES, previous)
     if doc is None or doc.get("key") != handler.key.id:
         raise _not_found(previous, "previous_response_id")
-    return list(unpacked(doc).get("messages") or [])
+    return Prior(list(unpacked(doc).get("messages") or []), doc.get("upstream"))
 
 
 class Owned(ClientHandler):
@@ -141,6 +152,78 @@ class Owned(ClientHandler):
         return seen is not None and seen["seen"] >= self.ctx.clock.now() - INSTANCE_TTL
 
 
+@dataclass
+class Turn:
+    """One POST /v1/responses, as every backend attempt needs it."""
+
+    body: Json
+    route: ModelRoute
+    response_id: str
+    created_at: int
+    model: str  # the virtual name the client asked for
+    items: list[Json]  # this request's input items, as input_items lists them
+    prior: Prior
+    translation: Translation | None  # None: only a native provider can take it
+    problem: ApiError | None = None  # why it cannot be translated
+
+    def native_body(self, target: Target) -> Json | None:
+        """The body for the provider's own Responses API, or None to translate: for a
+        provider without one, a gateway conversation, or a previous response made on
+        another provider (the stored history then goes as chat)."""
+        if not target.adapter.native_responses or self.body.get("conversation") is not None:
+            return None
+        payload = {k: v for k, v in self.body.items() if k not in _GATEWAY_ONLY}
+        if self.body.get("previous_response_id") is not None:
+            upstream = self.prior.upstream
+            if upstream is None or upstream.get("provider") != target.provider.id:
+                return None
+            if not upstream.get("stored", True):
+                return None
+            payload["previous_response_id"] = upstream["id"]
+        return payload
+
+    def response(self, status: str, **kwargs: Any) -> Json:
+        return response_object(
+            self.body,
+            response_id=self.response_id,
+            model=self.model,
+            created_at=self.created_at,
+            status=status,
+            **kwargs,
+        )
+
+    def relabelled(self, answer: Json) -> Json:
+        """A provider's Response under the gateway's id, model name and previous id."""
+        return {
+            **answer,
+            "id": self.response_id,
+            "model": self.model,
+            "previous_response_id": self.body.get("previous_response_id"),
+            "background": bool(self.body.get("background", False)),
+        }
+
+    def messages(self, output: list[Json]) -> list[Json]:
+        """The conversation after this turn, as chat, for follow-ups on any backend."""
+        before = self.translation.messages if self.translation is not None else []
+        return before + as_messages(output)
+
+
+#: Parameters the gateway acts on itself and never passes to a provider.
+_GATEWAY_ONLY = frozenset({"model", "background", "conversation", "previous_response_id", "stream"})
+
+
+def _native_usage(answer: Json) -> Usage | None:
+    usage = answer.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("input_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(usage.get("input_tokens") or 0),
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+    )
+
+
 class ResponsesHandler(ProxyHandler):
     endpoint = "responses"
 
@@ -151,137 +234,128 @@ class ResponsesHandler(ProxyHandler):
     async def post(self) -> None:
         body = self.json_body()
         self._check(body)
-        translation = to_chat(body, await stored_history(self, body))
+        before = await prior(self, body)
         user = body.get("user") or body.get("safety_identifier")
         route = self.resolve(
             {"model": body.get("model"), "user": user, "stream": body.get("stream")}
         )
-        await self.admit(translation.chat)
-        response_id = new_id("resp")
-        created_at = int(time.time())
-        if body.get("background"):
-            await self._start(body, translation, route, response_id, created_at)
-        elif body.get("stream"):
-            await self._stream(body, translation, route, response_id, created_at)
+        try:
+            translated = to_chat(body, before.messages)
+            translation: Translation | None = translated
+            problem = None
+            items = translated.items
+        except ApiError as exc:
+            # Hosted tools, file inputs and other items only OpenAI's own API takes: fine
+            # when a provider in this model's plan relays Responses natively.
+            if not any(a.native_responses for a in self.ctx.router.adapters(route)):
+                raise
+            translation, problem, items = None, exc, relayed_items(body.get("input"))
+        assert self.entry is not None
+        turn = Turn(
+            body,
+            route,
+            new_id("resp"),
+            int(time.time()),
+            self.entry["model"],
+            items,
+            before,
+            translation,
+            problem,
+        )
+        if translation is not None:
+            await self.admit(translation.chat)
         else:
-            response, cost = await self._complete(body, translation, route, response_id, created_at)
+            await self.admit({"messages": [{"role": "user", "content": str(body.get("input"))}]})
+        if body.get("background"):
+            await self._start(turn)
+        elif body.get("stream"):
+            await self._stream(turn)
+        else:
+            response, upstream, cost = await self._complete(turn)
             assert self.outcome is not None
             self.answer_headers(self.outcome, cost)
-            await self._save(body, translation, response)
+            await self._save(turn, response, upstream)
             self.send_json(response)
 
-    async def _complete(
-        self,
-        body: Json,
-        translation: Translation,
-        route: ModelRoute,
-        response_id: str,
-        created_at: int,
-    ) -> tuple[Json, float | None]:
-        """Call the backend for the whole answer; return the Response and its cost."""
-        chat = translation.chat
+    async def _complete(self, turn: Turn) -> tuple[Json, Json | None, float | None]:
+        """Call the backend for the whole answer: the Response, where it was made (for a
+        native provider's follow-ups) and its cost."""
 
-        async def call(target: Target, t: Timeouts) -> Json:
-            return await target.adapter.chat(chat, target.model, t)
+        async def call(target: Target, t: Timeouts) -> tuple[Json, Json | None]:
+            payload = turn.native_body(target)
+            if payload is not None:
+                answer = await target.adapter.responses(payload, target.model, t)
+                made = {
+                    "provider": target.provider.id,
+                    "id": answer.get("id"),
+                    "stored": payload.get("store", True) is not False,
+                }
+                return answer, made
+            if turn.translation is None:
+                assert turn.problem is not None
+                raise turn.problem
+            return await target.adapter.chat(turn.translation.chat, target.model, t), None
 
-        result, self.outcome = await self.ctx.router.run(route, call)
-        usage = self.usage_of(result, chat)
-        output, status, incomplete = output_of(result)
-        assert self.entry is not None
-        response = response_object(
-            body,
-            response_id=response_id,
-            model=self.entry["model"],
-            created_at=created_at,
-            status=status,
-            output=output,
-            usage=usage,
-            incomplete=incomplete,
-        )
+        (result, upstream), self.outcome = await self.ctx.router.run(turn.route, call)
         reported = result.get("model")
+        if upstream is not None:
+            usage = _native_usage(result) or Usage(estimated=True)
+            response = turn.relabelled(result)
+        else:
+            assert turn.translation is not None
+            usage = self.usage_of(result, turn.translation.chat)
+            output, status, incomplete = output_of(result)
+            response = turn.response(status, output=output, usage=usage, incomplete=incomplete)
         cost = self.account(usage, self.outcome, reported if isinstance(reported, str) else None)
-        return response, cost
+        return response, upstream, cost
 
     # -- background -----------------------------------------------------------------------
 
-    async def _start(
-        self,
-        body: Json,
-        translation: Translation,
-        route: ModelRoute,
-        response_id: str,
-        created_at: int,
-    ) -> None:
+    async def _start(self, turn: Turn) -> None:
         """Answer 'queued' at once and run the request after the response has gone."""
-        assert self.entry is not None
-        queued = response_object(
-            body,
-            response_id=response_id,
-            model=self.entry["model"],
-            created_at=created_at,
-            status="queued",
-        )
+        queued = turn.response("queued")
         await self.ctx.store.insert(
             RESPONSES,
             {
-                "_id": response_id,
+                "_id": turn.response_id,
                 "key": self.key.id,
                 "created_at": self.ctx.clock.now(),
                 "status": "queued",
                 "runner": self.ctx.limiter.instance,
                 "response": packed(queued),
-                "items": packed(translation.items),
-                "messages": packed(translation.messages),
+                "items": packed(turn.items),
+                "messages": packed(turn.messages([])),
             },
         )
         self._detached = True
-        self.ctx.in_flight.start_run(
-            response_id, self._run(body, translation, route, response_id, created_at)
-        )
+        self.ctx.in_flight.start_run(turn.response_id, self._run(turn))
         self.send_json(queued)
 
-    async def _run(
-        self,
-        body: Json,
-        translation: Translation,
-        route: ModelRoute,
-        response_id: str,
-        created_at: int,
-    ) -> None:
+    async def _run(self, turn: Turn) -> None:
         store = self.ctx.store
         assert self.entry is not None
-        running = response_object(
-            body,
-            response_id=response_id,
-            model=self.entry["model"],
-            created_at=created_at,
-            status="in_progress",
-        )
+        running = turn.response("in_progress")
         try:
             if (
                 await store.update(
                     RESPONSES,
-                    response_id,
+                    turn.response_id,
                     {"status": "in_progress", "response": packed(running)},
                     where={"status": "queued"},
                 )
                 is None
             ):
                 return  # cancelled before it started
-            response, _ = await self._complete(body, translation, route, response_id, created_at)
-            if body.get("conversation") is not None:
-                await append_items(
-                    self,
-                    conversation_id(body["conversation"]),
-                    translation.items + response["output"],
-                )
+            response, upstream, _ = await self._complete(turn)
+            await self._record(turn, response)
             await store.update(
                 RESPONSES,
-                response_id,
+                turn.response_id,
                 {
                     "status": response["status"],
                     "response": packed(response),
-                    "messages": packed(translation.messages + as_messages(response["output"])),
+                    "messages": packed(turn.messages(response["output"])),
+                    "upstream": upstream,
                 },
                 where={"status": "in_progress"},
             )
@@ -295,7 +369,7 @@ class ResponsesHandler(ProxyHandler):
             self.entry.update(status=exc.status, error_code=exc.code, error_type=exc.type)
             await _end(store, running, exc.message, exc.code or exc.type)
         except Exception:
-            log.exception("background response %s failed", response_id)
+            log.exception("background response %s failed", turn.response_id)
             self.entry.update(status=500, error_code=None, error_type="server_error")
             await _end(store, running, "The gateway failed while running this response.")
         finally:
@@ -310,7 +384,7 @@ class ResponsesHandler(ProxyHandler):
 
     @staticmethod
     def _check(body: Json) -> None:
-        """Refuse what this gateway does not do yet, before anything is spent."""
+        """Refuse what this gateway does not do, before anything is spent."""
         if body.get("background") and body.get("store") is False:
             raise ApiError(
                 400,
@@ -352,80 +426,109 @@ class ResponsesHandler(ProxyHandler):
                 param="metadata",
             )
 
-    async def _save(self, body: Json, translation: Translation, response: Json) -> None:
+    async def _record(self, turn: Turn, response: Json) -> None:
+        """Add the turn to its conversation, if it has one."""
+        if turn.body.get("conversation") is not None and response["status"] != "failed":
+            await append_items(
+                self, conversation_id(turn.body["conversation"]), turn.items + response["output"]
+            )
+
+    async def _save(self, turn: Turn, response: Json, upstream: Json | None) -> None:
         """Keep a response for retrieval and follow-ups, unless the client said not to,
         and add the turn to its conversation."""
         if response["status"] == "failed":
             return
-        if body.get("conversation") is not None:
-            await append_items(
-                self, conversation_id(body["conversation"]), translation.items + response["output"]
-            )
-        if body.get("store") is False:
+        await self._record(turn, response)
+        if turn.body.get("store") is False:
             return
         await self.ctx.store.insert(
             RESPONSES,
             {
-                "_id": response["id"],
+                "_id": turn.response_id,
                 "key": self.key.id,
                 "created_at": self.ctx.clock.now(),
                 "response": packed(response),
-                "items": packed(translation.items),
-                "messages": packed(translation.messages + as_messages(response["output"])),
+                "items": packed(turn.items),
+                "messages": packed(turn.messages(response["output"])),
+                "upstream": upstream,
             },
         )
 
     # -- streaming ------------------------------------------------------------------------
 
-    async def _stream(
-        self,
-        body: Json,
-        translation: Translation,
-        route: ModelRoute,
-        response_id: str,
-        created_at: int,
-    ) -> None:
-        chat = translation.chat
+    async def _stream(self, turn: Turn) -> None:
+        async def open_stream(target: Target, t: Timeouts) -> tuple[ChunkStream, Json | None]:
+            payload = turn.native_body(target)
+            if payload is not None:
+                opened = await target.adapter.responses_stream(payload, target.model, t)
+                made = {
+                    "provider": target.provider.id,
+                    "id": None,  # known from the stream's first event
+                    "stored": payload.get("store", True) is not False,
+                }
+                return opened, made
+            if turn.translation is None:
+                assert turn.problem is not None
+                raise turn.problem
+            return await target.adapter.chat_stream(turn.translation.chat, target.model, t), None
 
-        async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
-            return await target.adapter.chat_stream(chat, target.model, t)
-
-        stream, self.outcome = await self.ctx.router.run(route, open_stream)
+        (stream, upstream), self.outcome = await self.ctx.router.run(turn.route, open_stream)
         outcome = self.outcome
         self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
         self.put_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.routing_headers(outcome)
-        assert self.entry is not None
-        events = EventStream(body, response_id, self.entry["model"], created_at)
-        seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0}
+        events = EventStream(turn.body, turn.response_id, turn.model, turn.created_at)
+        seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "final": None}
+        chat = turn.translation.chat if turn.translation is not None else {}
+
+        def relayed(batch: list[Json]) -> list[Json]:
+            """A native provider's events, under the gateway's id and model name."""
+            assert upstream is not None
+            for event in batch:
+                answer = event.get("response")
+                if isinstance(answer, dict):
+                    if upstream["id"] is None:
+                        upstream["id"] = answer.get("id")
+                    if seen["reported"] is None and isinstance(answer.get("model"), str):
+                        seen["reported"] = answer["model"]
+                    event["response"] = turn.relabelled(answer)
+                    if event.get("type") in _FINAL:
+                        seen["final"] = event["response"]
+                        seen["usage"] = _native_usage(answer)
+                elif event.get("type") == "response.output_text.delta":
+                    seen["chars"] += len(str(event.get("delta") or ""))
+            return batch
+
+        def translated(batch: list[Json]) -> list[Json]:
+            out: list[Json] = []
+            for chunk in batch:
+                if seen["reported"] is None and isinstance(chunk.get("model"), str):
+                    seen["reported"] = chunk["model"]
+                if chunk.get("usage"):
+                    seen["usage"] = Usage.from_openai(chunk["usage"])
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        seen["chars"] += len(text)
+                out += events.feed(chunk)
+            return out
 
         async def pump() -> None:
-            behind = self._send(events.start())
-            if behind is not None:
-                await behind
+            if upstream is None:
+                await self._send(events.start())
             while (batch := await stream.next_batch()) is not None:
-                out: list[Json] = []
-                for chunk in batch:
-                    if seen["reported"] is None and isinstance(chunk.get("model"), str):
-                        seen["reported"] = chunk["model"]
-                    if chunk.get("usage"):
-                        seen["usage"] = Usage.from_openai(chunk["usage"])
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            seen["chars"] += len(text)
-                    out += events.feed(chunk)
+                out = relayed(batch) if upstream is not None else translated(batch)
                 if out:
-                    behind = self._send(out)
-                    if behind is not None:
-                        await behind
-            usage = seen["usage"] or self._estimate(chat, seen["chars"])
-            final = events.finish(usage)
-            assert events.final is not None
-            await self._save(body, translation, events.final)
-            behind = self._send(final)
-            if behind is not None:
-                await behind
+                    await self._send(out)
+            if upstream is None:
+                last = events.finish(seen["usage"] or self._estimate(chat, seen["chars"]))
+                seen["final"] = events.final
+            else:
+                last = []
+            if seen["final"] is not None:
+                await self._save(turn, seen["final"], upstream)
+            if last:
+                await self._send(last)
 
         def failed(error: ApiError) -> bytes:
             return self._frames([events.fail(error.code or error.type, error.message)])
@@ -458,8 +561,8 @@ class ResponsesHandler(ProxyHandler):
             for e in events
         )
 
-    def _send(self, events: list[Json]) -> asyncio.Future[None] | None:
-        """Write events in one write; a future only when the client is behind (or gone)."""
+    async def _send(self, events: list[Json]) -> None:
+        """Write events in one write; wait only when the client is behind (or gone)."""
         self._last_write = time.monotonic()
         frames = self._frames(events)
         if self._streaming:
@@ -470,7 +573,11 @@ class ResponsesHandler(ProxyHandler):
             self.write(frames)
             sent = self.flush()
             self._streaming = True
-        return None if sent.done() and sent.exception() is None else sent
+        if not sent.done() or sent.exception() is not None:
+            await sent
+
+
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class ResponseHandler(Owned):
@@ -546,7 +653,7 @@ class InputTokensHandler(ClientHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        history = await stored_history(self, body)
+        history = (await prior(self, body)).messages
         if body.get("model") is None:
             body["model"] = ""
         chat = to_chat(body, history).chat

@@ -278,6 +278,13 @@ class ProviderOptions(Strict):
         return self
 
 
+class OpenAIOptions(ProviderOptions):
+    """``responses``: 'native' relays /v1/responses to the provider's own Responses API,
+    'translate' sends it as chat completions. Unset: native for OpenAI's own URL only."""
+
+    responses: Literal["native", "translate"] | None = None
+
+
 class AzureOptions(ProviderOptions):
     api_version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.-]{1,40}$")] | None = None
 
@@ -292,7 +299,7 @@ class MockOptions(Strict):
 
 
 PROVIDER_OPTIONS: dict[str, type[Strict]] = {
-    "openai": ProviderOptions,
+    "openai": OpenAIOptions,
     "azure": AzureOptions,
     "anthropic": ProviderOptions,
     "gemini": ProviderOptions,

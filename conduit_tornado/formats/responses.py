@@ -100,6 +100,24 @@ def input_items(value: Any, param: str = "input") -> list[Json]:
     return items
 
 
+def relayed_items(value: Any) -> list[Json]:
+    """Input items for a provider that takes them as they are (the native relay): each
+    with an id for listing, those this translation cannot read kept as sent."""
+    if not isinstance(value, list):
+        return input_items(value)
+    items = []
+    for index, raw in enumerate(value):
+        try:
+            items += input_items([raw], f"input[{index}]")
+        except ApiError:
+            items.append(
+                {**raw, "id": raw.get("id") or new_id("item")}
+                if isinstance(raw, dict)
+                else {"id": new_id("item"), "value": raw}
+            )
+    return items
+
+
 def messages_of(items: list[Json], param: str = "conversation") -> list[Json]:
     """Stored items (a conversation's), oldest first, as chat messages."""
     messages: list[Json] = []

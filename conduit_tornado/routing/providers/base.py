@@ -357,3 +357,14 @@ class Adapter:
 
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         raise ProviderError("unsupported", "This model has no realtime API.", param="model")
+
+    #: The provider serves the Responses API itself: requests are relayed as they are,
+    #: not translated to chat completions (api/responses.py).
+    native_responses = False
+
+    async def responses(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This provider has no Responses API.", param="model")
+
+    async def responses_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        """The provider's Responses events, as batches of event dicts."""
+        raise ProviderError("unsupported", "This provider has no Responses API.", param="model")

@@ -78,6 +78,34 @@ class OpenAIAdapter(Adapter):
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         return await self._post("/chat/completions", body, model, t)
 
+    @property
+    def native_responses(self) -> bool:  # type: ignore[override]
+        """OpenAI itself serves /responses; an OpenAI-compatible server may not, so others
+        are translated to chat unless the provider's ``options.responses`` says native."""
+        choice = self.provider.options.get("responses")
+        if choice in ("native", "translate"):
+            return bool(choice == "native")
+        return (self.provider.base_url or self.default_base).rstrip("/") == self.default_base
+
+    async def responses(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/responses", body, model, t)
+
+    async def responses_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url("/responses", model),
+            t,
+            json={**body, "model": model, "stream": True},
+            headers=self.headers(),
+            params=self.params(),
+        )
+
+        async def close() -> None:
+            await response.aclose()
+
+        return await open_batches(_Events(response).next_batch, close, t.first_byte)
+
     async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
         return await self._stream("/chat/completions", body, model, t)
 
@@ -158,6 +186,9 @@ class OllamaAdapter(OpenAIAdapter):
 
 
 class AzureAdapter(OpenAIAdapter):
+    # Azure serves Responses at another path (/openai/v1/responses) with other
+    # api-versions: translated to chat until that is wired and tested.
+    native_responses = False
     """Azure OpenAI: ``{base}/openai/deployments/{deployment}/...?api-version=``, ``api-key``.
     The deployment's ``model`` is the Azure deployment name."""
 
@@ -219,3 +250,17 @@ class _Chunks:
             if chunks:
                 return chunks
         return None
+
+
+class _Events:
+    """A Responses event stream as batches of event dicts (it has no [DONE]: it ends
+    with its response.completed, .incomplete or .failed event, or an error event)."""
+
+    def __init__(self, response: Response) -> None:
+        self._reader = SseReader(response)
+
+    async def next_batch(self) -> list[Json] | None:
+        events = await self._reader.next_batch()
+        if events is None:
+            return None
+        return [parse_event(data) for _, data in events if data and data != DONE]
