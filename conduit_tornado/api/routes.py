@@ -59,6 +59,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/audio/translations", media.TranslationHandler),
         (p + r"/v1/audio/speech", media.SpeechHandler),
         (p + r"/v1/audio/speech/stream", media.SpeechStreamHandler),
+        (p + r"/v1/realtime/client_secrets", realtime.RealtimeClientSecretsHandler),
         (p + r"/v1/realtime/sessions", realtime.RealtimeSessionsHandler),
         (p + r"/v1/realtime/sessions/([^/]+)/ws", realtime.RealtimeSocketHandler),
         (p + r"/v1/realtime", realtime.RealtimeSocketHandler),
