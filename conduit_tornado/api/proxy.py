@@ -32,6 +32,21 @@ from conduit_tornado.routing.upstream import ProviderError
 from .base import ClientHandler, dumps, model_name, resolve_model
 
 FREE = Price(0.0, 0.0)
+#: The capabilities (any one of) a model needs for each route's requests.
+NEEDS: dict[str, frozenset[str]] = {
+    "chat.completions": frozenset({"chat"}),
+    "completions": frozenset({"completions", "chat"}),
+    "embeddings": frozenset({"embeddings"}),
+    "images.generations": frozenset({"images"}),
+    "audio.transcriptions": frozenset({"audio"}),
+    "audio.translations": frozenset({"audio"}),
+    "audio.speech": frozenset({"audio"}),
+    "audio.speech.stream": frozenset({"audio"}),
+    "responses": frozenset({"responses", "chat"}),
+    "messages": frozenset({"chat", "responses"}),
+    "moderations": frozenset({"moderations"}),
+    "rerank": frozenset({"rerank"}),
+}
 
 
 def _usd(cost: float) -> str:
@@ -78,6 +93,16 @@ class ProxyHandler(ClientHandler):
             user=user if isinstance(user, str) else None,
         )
         self.route = resolve_model(self.ctx, self.key, model)
+        needs = NEEDS.get(self.endpoint)
+        declared = self.route.declared
+        if needs is not None and declared is not None and not needs & declared:
+            raise ApiError(
+                400,
+                f"The model '{model}' does not support {self.endpoint} requests "
+                f"(it can do: {', '.join(sorted(declared))}).",
+                param="model",
+                code="unsupported_for_model",
+            )
         return self.route
 
     async def admit(

@@ -401,6 +401,19 @@ class Deployment(Strict):
     pricing: Pricing | None = None
 
 
+Capability = Literal[
+    "chat",
+    "responses",
+    "completions",
+    "embeddings",
+    "images",
+    "audio",
+    "realtime",
+    "moderations",
+    "rerank",
+]
+
+
 class ModelFields(Strict):
     name: str | None = None
     deployments: Annotated[list[Deployment], Field(min_length=1, max_length=100)] | None = None
@@ -409,6 +422,9 @@ class ModelFields(Strict):
     pricing: Pricing | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
     enabled: bool | None = None
+    #: What the model can do; requests for anything else are refused. Unset: what its
+    #: providers' types can do (routing/catalog.py), checked by the providers.
+    capabilities: Annotated[list[Capability], Field(max_length=16)] | None = None
 
     @field_validator("name")
     @classmethod

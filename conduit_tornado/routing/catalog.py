@@ -55,6 +55,46 @@ class ModelRoute:
     description: str | None
     enabled: bool
     created_at: datetime
+    declared: frozenset[str] | None = None  # capabilities the admin set, if any
+
+
+#: What each provider type's adapter can be asked for.
+PROVIDER_CAPABILITIES: dict[str, frozenset[str]] = {
+    "openai": frozenset(
+        {
+            "chat",
+            "responses",
+            "completions",
+            "embeddings",
+            "images",
+            "audio",
+            "realtime",
+            "moderations",
+            "rerank",
+        }
+    ),
+    "azure": frozenset(
+        {"chat", "responses", "completions", "embeddings", "images", "audio", "realtime"}
+    ),
+    "anthropic": frozenset({"chat", "responses", "completions"}),
+    "gemini": frozenset({"chat", "responses", "completions", "embeddings"}),
+    "ollama": frozenset({"chat", "responses", "completions", "embeddings"}),
+    "mock": frozenset(
+        {"chat", "responses", "completions", "embeddings", "images", "audio", "realtime"}
+    ),
+}
+
+
+def capabilities(route: ModelRoute, providers: dict[str, Provider]) -> list[str]:
+    """What a virtual model can do: as declared, else what its providers can."""
+    if route.declared is not None:
+        return sorted(route.declared)
+    found: set[str] = set()
+    for dep in route.deployments:
+        provider = providers.get(dep["provider"])
+        if provider is not None:
+            found |= PROVIDER_CAPABILITIES.get(provider.type, frozenset())
+    return sorted(found)
 
 
 def _without_userinfo(url: str | None) -> str | None:
@@ -120,6 +160,7 @@ class Catalog:
                 description=doc.get("description"),
                 enabled=doc.get("enabled", True),
                 created_at=doc["created_at"],
+                declared=frozenset(doc["capabilities"]) if doc.get("capabilities") else None,
             )
         self.providers, self.models = providers, models
 

@@ -358,6 +358,12 @@ class Adapter:
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         raise ProviderError("unsupported", "This model has no realtime API.", param="model")
 
+    async def moderations(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not classify content.", param="model")
+
+    async def rerank(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not rerank documents.", param="model")
+
     #: The provider serves the Responses API itself: requests are relayed as they are,
     #: not translated to chat completions (api/responses.py).
     native_responses = False

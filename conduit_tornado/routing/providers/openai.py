@@ -78,6 +78,13 @@ class OpenAIAdapter(Adapter):
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         return await self._post("/chat/completions", body, model, t)
 
+    async def moderations(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/moderations", body, model, t)
+
+    async def rerank(self, body: Json, model: str, t: Timeouts) -> Json:
+        # vLLM, Jina and Cohere (base_url .../v2) share this path and shape.
+        return await self._post("/rerank", body, model, t)
+
     @property
     def native_responses(self) -> bool:  # type: ignore[override]
         """OpenAI itself serves /responses; an OpenAI-compatible server may not, so others
