@@ -185,3 +185,35 @@ async def test_count_tokens_and_the_request_log(wired: Wired) -> None:
     entry: dict[str, Any] = (await wired.admin.logs())["data"][0]
     assert entry["endpoint"] == "messages" and entry["completion_tokens"] == 4
     assert entry["cost"] is not None and entry["cost"] > 0
+
+
+async def test_native_relay_keeps_what_only_anthropic_does(wired: Wired) -> None:
+    document = {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "The sky is green."},
+    }
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    async with client(wired) as c:
+        raw = await c.messages.with_raw_response.create(
+            model="claude",
+            max_tokens=50,
+            system=system,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": [document, {"type": "text", "text": "Sky?"}]}],  # type: ignore[list-item]
+            extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+        )
+        message = await raw.parse()
+        upstream = wired.fake.requests[-1]
+        # As sent: the document, the cache marker and the beta flag reach Anthropic.
+        assert upstream.body["system"] == system
+        assert upstream.body["messages"][0]["content"][0] == document
+        assert upstream.body["model"] == "claude-sonnet-4-5"
+        assert upstream.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+        assert message.model == "claude" and message.content[0].text == "Hello from the fake"  # type: ignore[union-attr]
+        # A provider that only speaks chat cannot take a document: said, not dropped.
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await c.messages.create(
+                model="gpt",
+                max_tokens=50,
+                messages=[{"role": "user", "content": [document]}],  # type: ignore[list-item]
+            )
+        assert "document" in refused.value.message

@@ -65,31 +65,69 @@ class AnthropicShapes(ClientHandler):
         self.finish(dumps(error_body(status_code, message)))
 
 
+def native_usage(usage: Any) -> Usage:
+    """Anthropic's usage as the gateway counts it: every input token, cached or not.
+    Cache writes are counted as input for now (Anthropic bills them at a premium)."""
+    usage = usage if isinstance(usage, dict) else {}
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=int(usage.get("input_tokens") or 0) + read + written,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=read,
+    )
+
+
 class MessagesHandler(ProxyHandler, AnthropicShapes):
+    """Relayed as it came to providers that speak the Messages API (anthropic), so
+    prompt caching, thinking, documents and server tools keep working; translated
+    through chat for every other provider."""
+
     endpoint = "messages"
 
     async def post(self) -> None:
         body = self.json_body()
-        chat = to_chat(body)
-        user = chat.get("user")
+        if body.get("max_tokens") is None:  # what Anthropic itself refuses, before routing
+            to_chat(body)
         route = self.resolve(
-            {"model": body.get("model"), "user": user, "stream": body.get("stream")}
+            {"model": body.get("model"), "user": _user(body), "stream": body.get("stream")}
         )
-        await self.admit(chat)
+        native = any(a.native_messages for a in self.ctx.router.adapters(route))
+        try:
+            chat: Json | None = to_chat(body)
+            problem = None
+        except ApiError as exc:
+            if not native:
+                raise
+            chat, problem = None, exc  # only a native provider can take it
+        await self.admit(chat or {"messages": [{"role": "user", "content": str(body)}]})
+        relayed = {k: v for k, v in body.items() if k not in ("model", "stream")}
+        beta = self.request.headers.get("anthropic-beta")
         if body.get("stream"):
-            await self._stream(chat, route)
+            await self._stream(route, relayed, chat, problem, beta)
             return
 
-        async def call(target: Target, t: Timeouts) -> Json:
-            return await target.adapter.chat(chat, target.model, t)
+        async def call(target: Target, t: Timeouts) -> tuple[Json, bool]:
+            if target.adapter.native_messages:
+                return await target.adapter.messages(relayed, target.model, t, beta), True
+            if chat is None:
+                assert problem is not None
+                raise problem
+            return await target.adapter.chat(chat, target.model, t), False
 
-        result, self.outcome = await self.ctx.router.run(route, call)
-        usage = self.usage_of(result, chat)
+        (result, as_sent), self.outcome = await self.ctx.router.run(route, call)
         reported = result.get("model")
+        assert self.entry is not None
+        if as_sent:
+            usage = native_usage(result.get("usage"))
+            answer = {**result, "model": self.entry["model"]}
+        else:
+            assert chat is not None
+            usage = self.usage_of(result, chat)
+            answer = message_of(result, self.entry["model"], usage)
         cost = self.account(usage, self.outcome, reported if isinstance(reported, str) else None)
         self.answer_headers(self.outcome, cost)
-        assert self.entry is not None
-        self.send_json(message_of(result, self.entry["model"], usage))
+        self.send_json(answer)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if self.entry is not None:  # the request log, as ProxyHandler keeps it
@@ -101,19 +139,33 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
                 self.entry.update(error_code=None, error_type="server_error")
         AnthropicShapes.write_error(self, status_code, **kwargs)
 
-    async def _stream(self, chat: Json, route: ModelRoute) -> None:
-        async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
-            return await target.adapter.chat_stream(chat, target.model, t)
+    async def _stream(
+        self,
+        route: ModelRoute,
+        relayed: Json,
+        chat: Json | None,
+        problem: ApiError | None,
+        beta: str | None,
+    ) -> None:
+        async def open_stream(target: Target, t: Timeouts) -> tuple[ChunkStream, bool]:
+            if target.adapter.native_messages:
+                opened = await target.adapter.messages_stream(relayed, target.model, t, beta)
+                return opened, True
+            if chat is None:
+                assert problem is not None
+                raise problem
+            return await target.adapter.chat_stream(chat, target.model, t), False
 
-        stream, self.outcome = await self.ctx.router.run(route, open_stream)
+        (stream, as_sent), self.outcome = await self.ctx.router.run(route, open_stream)
         outcome = self.outcome
         self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
         self.put_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.routing_headers(outcome)
         assert self.entry is not None
-        prompt = estimate_tokens(prompt_text(chat))
-        events = EventStream(self.entry["model"], prompt)
-        seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0}
+        model = self.entry["model"]
+        prompt = estimate_tokens(prompt_text(chat)) if chat is not None else 0
+        events = EventStream(model, prompt)
+        seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "native": {}}
 
         def usage() -> Usage:
             found = seen["usage"]
@@ -121,23 +173,48 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
                 return found
             return Usage(prompt, math.ceil(seen["chars"] / 4), estimated=True)
 
+        def relabelled(batch: list[Json]) -> list[Json]:
+            counts: Json = seen["native"]
+            for event in batch:
+                kind = event.get("type")
+                if kind == "message_start" and isinstance(event.get("message"), dict):
+                    message = event["message"]
+                    seen["reported"] = message.get("model")
+                    counts.update(message.get("usage") or {})
+                    event["message"] = {**message, "model": model}
+                elif kind == "message_delta":
+                    counts.update(
+                        {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+                    )
+                    seen["usage"] = native_usage(counts)
+                elif kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    seen["chars"] += len(str(delta.get("text") or delta.get("partial_json") or ""))
+            return batch
+
+        def translated(batch: list[Json]) -> list[Json]:
+            out: list[Json] = []
+            for chunk in batch:
+                if seen["reported"] is None and isinstance(chunk.get("model"), str):
+                    seen["reported"] = chunk["model"]
+                if chunk.get("usage"):
+                    seen["usage"] = Usage.from_openai(chunk["usage"])
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        seen["chars"] += len(text)
+                out += events.feed(chunk)
+            return out
+
         async def pump() -> None:
-            await self._write(events.start())
+            if not as_sent:
+                await self._write(events.start())
             while (batch := await stream.next_batch()) is not None:
-                out: list[Json] = []
-                for chunk in batch:
-                    if seen["reported"] is None and isinstance(chunk.get("model"), str):
-                        seen["reported"] = chunk["model"]
-                    if chunk.get("usage"):
-                        seen["usage"] = Usage.from_openai(chunk["usage"])
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            seen["chars"] += len(text)
-                    out += events.feed(chunk)
+                out = relabelled(batch) if as_sent else translated(batch)
                 if out:
                     await self._write(out)
-            await self._write(events.finish(usage()))
+            if not as_sent:
+                await self._write(events.finish(usage()))
 
         def failed(error: ApiError) -> bytes:
             return _frames([{"type": "error", **error_body(error.status, error.message)}])
@@ -169,6 +246,12 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
             self._streaming = True
         if not sent.done() or sent.exception() is not None:
             await sent
+
+
+def _user(body: Json) -> str | None:
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user if isinstance(user, str) else None
 
 
 class CountTokensHandler(AnthropicShapes):

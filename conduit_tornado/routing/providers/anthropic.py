@@ -8,13 +8,20 @@ from typing import Any
 
 import orjson
 
-from conduit_tornado.routing.upstream import ProviderError, Timeouts, parse_event, sse_events
+from conduit_tornado.routing.upstream import (
+    ProviderError,
+    SseReader,
+    Timeouts,
+    parse_event,
+    sse_events,
+)
 
 from .base import (
     Adapter,
     ChunkStream,
     Json,
     function_tools,
+    open_batches,
     open_stream,
     stop_sequences,
     tool_calls,
@@ -233,6 +240,50 @@ class AnthropicAdapter(Adapter):
         headers = {"anthropic-version": VERSION, **self.provider.headers}
         if self.provider.api_key:
             headers["x-api-key"] = self.provider.api_key
+        return headers
+
+    native_messages = True
+
+    async def messages(self, body: Json, model: str, t: Timeouts, beta: str | None) -> Json:
+        data = await self.upstream.request_json(
+            self.provider.id,
+            "POST",
+            self._url(),
+            t,
+            json={**body, "model": model},
+            headers=self._native_headers(beta),
+        )
+        if not isinstance(data, dict) or data.get("type") != "message":
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return data
+
+    async def messages_stream(
+        self, body: Json, model: str, t: Timeouts, beta: str | None
+    ) -> ChunkStream:
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self._url(),
+            t,
+            json={**body, "model": model, "stream": True},
+            headers=self._native_headers(beta),
+        )
+        reader = SseReader(response)
+
+        async def next_batch() -> list[Json] | None:
+            events = await reader.next_batch()
+            return None if events is None else [parse_event(data) for _, data in events if data]
+
+        async def close() -> None:
+            await response.aclose()
+
+        return await open_batches(next_batch, close, t.first_byte)
+
+    def _native_headers(self, beta: str | None) -> dict[str, str]:
+        # The client's beta flags (prompt caching, tools, thinking) go to Anthropic as sent.
+        headers = self._headers()
+        if beta:
+            headers["anthropic-beta"] = beta
         return headers
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:

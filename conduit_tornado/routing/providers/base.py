@@ -364,6 +364,19 @@ class Adapter:
     async def rerank(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError("unsupported", "This model does not rerank documents.", param="model")
 
+    #: The provider serves Anthropic's Messages API itself: /v1/messages is relayed to it
+    #: as it came (api/messages.py), not translated through chat.
+    native_messages = False
+
+    async def messages(self, body: Json, model: str, t: Timeouts, beta: str | None) -> Json:
+        raise ProviderError("unsupported", "This provider has no Messages API.", param="model")
+
+    async def messages_stream(
+        self, body: Json, model: str, t: Timeouts, beta: str | None
+    ) -> ChunkStream:
+        """The provider's Messages events, as batches of event dicts."""
+        raise ProviderError("unsupported", "This provider has no Messages API.", param="model")
+
     #: The provider serves the Responses API itself: requests are relayed as they are,
     #: not translated to chat completions (api/responses.py).
     native_responses = False
