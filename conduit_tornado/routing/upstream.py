@@ -127,8 +127,20 @@ class ProviderError(Exception):
         return ApiError(502, f"The upstream provider failed: {self.message}", code="upstream_error")
 
 
-def classify_status(status: int, message: str, retry_after: float | None = None) -> ProviderError:
-    if status in (401, 403):
+def classify_status(
+    status: int,
+    message: str,
+    retry_after: float | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    reason: str | None = None,
+) -> ProviderError:
+    """An error answer as a ProviderError. ``code`` and ``param`` are the provider's own
+    (OpenAI and Azure name context_length_exceeded, content_filter ...): clients branch on
+    them, so a client error keeps them. Gemini says a bad key with a 400 whose reason is
+    API_KEY_INVALID: that is the gateway's credential, not the client's request."""
+    if status in (401, 403) or reason in _KEY_REASONS:
         return ProviderError("auth", message, status=status)
     if status == 429:
         return ProviderError("rate_limit", message, status=status, retry_after=retry_after)
@@ -136,7 +148,27 @@ def classify_status(status: int, message: str, retry_after: float | None = None)
         return ProviderError("timeout", message, status=status)
     if status >= 500 or status == 409:
         return ProviderError("server", message, status=status, retry_after=retry_after)
-    return ProviderError("client", message, status=status)
+    return ProviderError("client", message, status=status, code=code, param=param)
+
+
+_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+
+
+def error_details(data: Any) -> tuple[str | None, str | None, str | None]:
+    """(code, param, reason) of an error answer, where the provider gives them: OpenAI's
+    string code and param, and Gemini's ErrorInfo reason."""
+    err = data.get("error", data) if isinstance(data, dict) else None
+    if isinstance(data, list) and data:
+        return error_details(data[0])
+    if not isinstance(err, dict):
+        return None, None, None
+    code = err.get("code") if isinstance(err.get("code"), str) else None
+    param = err.get("param") if isinstance(err.get("param"), str) else None
+    reason = None
+    for detail in err.get("details") or ():
+        if isinstance(detail, dict) and isinstance(detail.get("reason"), str):
+            reason = detail["reason"]
+    return (code[:100] if code else None), (param[:200] if param else None), reason
 
 
 def _retry_after(headers: Headers) -> float | None:
@@ -397,7 +429,15 @@ class Upstream:
             except orjson.JSONDecodeError:
                 parsed = None
             message = error_message(parsed, f"HTTP {response.status}")
-            raise classify_status(response.status, message, _retry_after(response.headers))
+            code, param, reason = error_details(parsed)
+            raise classify_status(
+                response.status,
+                message,
+                _retry_after(response.headers),
+                code=code,
+                param=param,
+                reason=reason,
+            )
         return response
 
     async def request_json(
