@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.conftest import settled
 from tests.fakes.providers import API_KEY
 from tests.proxy_setup import Wired
 
@@ -167,3 +168,105 @@ async def test_openai_error_code_and_param_reach_the_client(wired: Wired) -> Non
     body: dict[str, Any] = refused.value.body  # type: ignore[assignment]
     assert body["code"] == "context_length_exceeded" and body["param"] == "messages"
     assert API_KEY not in json.dumps(body)
+
+
+async def _streamed(wired: Wired, **body: Any) -> tuple[str, str | None, dict[str, Any] | None]:
+    """Arguments or text, the finish reason and the usage of a streamed chat answer."""
+    text, finish, usage = "", None, None
+    async with wired.client() as client:
+        stream = await client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **body
+        )
+        async for chunk in stream:
+            assert chunk.choices or chunk.usage is not None  # no empty filter chunks
+            for choice in chunk.choices:
+                delta = choice.delta
+                text += delta.content or ""
+                for call in delta.tool_calls or []:
+                    text += (call.function.arguments or "") if call.function else ""
+                finish = choice.finish_reason or finish
+            if chunk.usage is not None:
+                usage = chunk.usage.model_dump()
+    return text, finish, usage
+
+
+async def test_azure_streams_are_priced_and_old_api_versions_still_stream(wired: Wired) -> None:
+    text, finish, usage = await _streamed(wired, model="azure-gpt", messages=HI)
+    assert text == "Hello from the fake" and finish == "stop" and usage is not None
+    await wired.admin.create_provider(
+        name="az-old",
+        type="azure",
+        base_url=wired.fake.url,
+        api_key=API_KEY,
+        options={"api_version": "2024-06-01"},
+    )
+    await wired.admin.create_model(
+        name="azure-old", deployments=[{"provider": "az-old", "model": "my-gpt4o-deployment"}]
+    )
+    text, _, _ = await _streamed(wired, model="azure-old", messages=HI)
+    assert text == "Hello from the fake"
+    assert "stream_options" not in wired.fake.requests[-1].body
+    assert wired.gateway.ctx is not None
+    await settled(wired.gateway)
+    await wired.gateway.ctx.recorder.flush()
+    logs = (await wired.admin.logs(model="azure-gpt"))["data"]
+    assert logs[0]["cost"] is not None and not logs[0]["unpriced"]  # priced by the real model
+
+
+async def test_anthropic_gets_only_what_it_takes(wired: Wired) -> None:
+    async with wired.client() as client:
+        answer = await client.chat.completions.create(
+            model="claude",
+            messages=HI,  # type: ignore[arg-type]
+            temperature=1.6,
+            top_p=0.9,
+            stop=["\n\n", "END"],
+        )
+        assert answer.choices[0].message.content == "Hello from the fake"
+        sent = wired.fake.requests[-1].body
+        assert sent["temperature"] == 1.0 and "top_p" not in sent
+        assert sent["stop_sequences"] == ["END"]
+        none = await client.chat.completions.create(
+            model="claude",
+            messages=HI,  # type: ignore[arg-type]
+            tools=[STRICT_TOOL],  # type: ignore[list-item]
+            tool_choice="none",
+            parallel_tool_calls=False,
+        )
+        assert none.choices[0].message.content == "Hello from the fake"
+
+
+async def test_anthropic_stop_reasons_and_argumentless_calls(wired: Wired) -> None:
+    wired.fake.then(stop_reason="model_context_window_exceeded")
+    async with wired.client() as client:
+        full = await client.chat.completions.create(model="claude", messages=HI)  # type: ignore[arg-type]
+    assert full.choices[0].finish_reason == "length"
+    wired.fake.then(no_args=True)
+    arguments, finish, _ = await _streamed(
+        wired, model="claude", messages=HI, tools=[STRICT_TOOL], tool_choice="required"
+    )
+    assert json.loads(arguments) == {} and finish == "tool_calls"
+
+
+async def test_anthropic_cache_writes_cost_more_than_input(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="claude-priced",
+        deployments=[{"provider": "ant", "model": "claude-sonnet-4-5"}],
+        pricing={"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cached_input_per_mtok": 0.3},
+    )
+    async with wired.client() as client:
+        wired.fake.then(cache_write=1_000_000)
+        written = await client.chat.completions.with_raw_response.create(
+            model="claude-priced",
+            messages=HI,  # type: ignore[arg-type]
+        )
+        wired.fake.then(cache_read=1_000_000)
+        read = await client.chat.completions.with_raw_response.create(
+            model="claude-priced",
+            messages=HI,  # type: ignore[arg-type]
+        )
+    cost_written = float(written.headers["x-conduit-cost-usd"])
+    cost_read = float(read.headers["x-conduit-cost-usd"])
+    # 11 + 1M written at 1.25 x 3.00 $/M, 4 output at 15 $/M; the read at 0.30 $/M.
+    assert cost_written == pytest.approx((11 * 3.0 + 1_000_000 * 3.75 + 4 * 15.0) / 1e6)
+    assert cost_read == pytest.approx((11 * 3.0 + 1_000_000 * 0.3 + 4 * 15.0) / 1e6)

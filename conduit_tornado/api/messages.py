@@ -66,8 +66,8 @@ class AnthropicShapes(ClientHandler):
 
 
 def native_usage(usage: Any) -> Usage:
-    """Anthropic's usage as the gateway counts it: every input token, cached or not.
-    Cache writes are counted as input for now (Anthropic bills them at a premium)."""
+    """Anthropic's usage as the gateway counts it: every input token, with cache reads
+    and cache writes (billed above input) told apart for pricing."""
     usage = usage if isinstance(usage, dict) else {}
     read = int(usage.get("cache_read_input_tokens") or 0)
     written = int(usage.get("cache_creation_input_tokens") or 0)
@@ -75,6 +75,7 @@ def native_usage(usage: Any) -> Usage:
         prompt_tokens=int(usage.get("input_tokens") or 0) + read + written,
         completion_tokens=int(usage.get("output_tokens") or 0),
         cached_tokens=read,
+        cache_write_tokens=written,
     )
 
 

@@ -169,6 +169,7 @@ class ProxyHandler(ClientHandler):
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
             total_tokens=usage.total_tokens,
             estimated=usage.estimated,
             cost=cost,
@@ -245,7 +246,11 @@ class ProxyHandler(ClientHandler):
                 events = []
                 chars = 0
                 for chunk in batch:
-                    if seen.reported is None and isinstance(chunk.get("model"), str):
+                    if (
+                        seen.reported is None
+                        and isinstance(chunk.get("model"), str)
+                        and chunk["model"]
+                    ):
                         seen.reported = chunk["model"]
                     usage = chunk.get("usage")
                     if usage:

@@ -384,6 +384,7 @@ class Pricing(Strict):
     input_per_mtok: Usd = 0.0
     output_per_mtok: Usd = 0.0
     cached_input_per_mtok: Usd | None = None
+    cache_write_per_mtok: Usd | None = None
     per_image: Usd | dict[str, Usd] | None = None
     per_minute: Usd | None = None
     per_1k_chars: Usd | None = None

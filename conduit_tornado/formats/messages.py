@@ -258,9 +258,11 @@ def _tool_choice(choice: Any, chat: Json) -> None:
 def usage_object(usage: Usage) -> Json:
     """Anthropic counts cached input apart: input_tokens is what was not read from cache."""
     return {
-        "input_tokens": max(0, usage.prompt_tokens - usage.cached_tokens),
+        "input_tokens": max(
+            0, usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
+        ),
         "output_tokens": usage.completion_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
     }
 

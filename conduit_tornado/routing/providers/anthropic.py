@@ -35,6 +35,7 @@ FINISH = {
     "stop_sequence": "stop",
     "pause_turn": "stop",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
@@ -141,10 +142,15 @@ def to_anthropic(body: Json, model: str) -> Json:
     }
     if system:
         out["system"] = "\n\n".join(s for s in system if s)
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
-        if body.get(ours) is not None:
-            out[theirs] = body[ours]
-    stop = stop_sequences(body)
+    # OpenAI's temperature runs to 2, Anthropic's to 1; and current Claude models refuse
+    # temperature together with top_p, so temperature (the one clients mean) wins.
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        out["temperature"] = min(float(temperature), 1.0)
+    elif body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+    # Anthropic refuses stop sequences that are only whitespace.
+    stop = [s for s in stop_sequences(body) or () if s.strip()]
     if stop:
         out["stop_sequences"] = stop
     tools = function_tools(body)
@@ -165,7 +171,11 @@ def to_anthropic(body: Json, model: str) -> Json:
             out["tool_choice"] = {"type": "tool", "name": tool_choice_name(choice)}
         else:
             out["tool_choice"] = {"type": str(choice)}
-    if body.get("parallel_tool_calls") is False and body.get("tools"):
+    if (
+        body.get("parallel_tool_calls") is False
+        and body.get("tools")
+        and out.get("tool_choice", {}).get("type") != "none"  # refused there
+    ):
         out.setdefault("tool_choice", {"type": "auto"})["disable_parallel_tool_use"] = True
     if body.get("user"):
         out["metadata"] = {"user_id": str(body["user"])}
@@ -173,18 +183,19 @@ def to_anthropic(body: Json, model: str) -> Json:
 
 
 def _usage(u: Json) -> Json:
+    """Anthropic's counts as OpenAI usage. Cache writes ride in prompt_tokens_details as
+    cache_write_tokens (the Responses API's name), so they are priced as writes."""
     cached = int(u.get("cache_read_input_tokens") or 0)
-    prompt = (
-        int(u.get("input_tokens") or 0) + cached + int(u.get("cache_creation_input_tokens") or 0)
-    )
+    written = int(u.get("cache_creation_input_tokens") or 0)
+    prompt = int(u.get("input_tokens") or 0) + cached + written
     completion = int(u.get("output_tokens") or 0)
     out: Json = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
-    if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if cached or written:
+        out["prompt_tokens_details"] = {"cached_tokens": cached, "cache_write_tokens": written}
     return out
 
 
@@ -315,6 +326,7 @@ class AnthropicAdapter(Adapter):
             }
             usage: Json = {}
             tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
+            arguments: dict[int, bool] = {}  # block index -> any argument text streamed
 
             def chunk(delta: Json, finish: str | None = None) -> Json:
                 return {
@@ -354,6 +366,8 @@ class AnthropicAdapter(Adapter):
                     if delta.get("type") == "text_delta":
                         yield chunk({"content": delta.get("text", "")})
                     elif delta.get("type") == "input_json_delta":
+                        if delta.get("partial_json"):
+                            arguments[event.get("index", 0)] = True
                         yield chunk(
                             {
                                 "tool_calls": [
@@ -364,6 +378,13 @@ class AnthropicAdapter(Adapter):
                                 ]
                             }
                         )
+                elif kind == "content_block_stop" and event.get("index") in tool_index:
+                    index = event["index"]
+                    if not arguments.get(index):
+                        # A call without arguments streams partial_json "": say {} so
+                        # clients parse an object, as the whole answer would give.
+                        call = {"index": tool_index[index], "function": {"arguments": "{}"}}
+                        yield chunk({"tool_calls": [call]})
                 elif kind == "message_delta":
                     usage.update(
                         {k: v for k, v in (event.get("usage") or {}).items() if v is not None}

@@ -30,6 +30,8 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     estimated: bool = False
+    #: Input tokens written to a provider's prompt cache (Anthropic bills them above input).
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -39,6 +41,7 @@ class Usage:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
         self.estimated = self.estimated or other.estimated
 
     def openai(self) -> Json:
@@ -56,12 +59,13 @@ class Usage:
         if not isinstance(data, dict):
             return None
         details = data.get("prompt_tokens_details") or {}
+        if not isinstance(details, dict):
+            details = {}
         return cls(
             prompt_tokens=int(data.get("prompt_tokens") or 0),
             completion_tokens=int(data.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0)
-            if isinstance(details, dict)
-            else 0,
+            cached_tokens=int(details.get("cached_tokens") or 0),
+            cache_write_tokens=int(details.get("cache_write_tokens") or 0),
         )
 
 

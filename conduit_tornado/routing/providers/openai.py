@@ -56,10 +56,18 @@ class OpenAIAdapter(Adapter):
             raise ProviderError("bad_response", "the provider answered with an unexpected shape")
         return data
 
+    def stream_usage(self) -> bool:
+        """Whether the provider takes stream_options.include_usage."""
+        return True
+
     async def _stream(self, path: str, body: Json, model: str, t: Timeouts) -> ChunkStream:
-        options = dict(body.get("stream_options") or {})
-        options["include_usage"] = True
-        payload = {**body, "model": model, "stream": True, "stream_options": options}
+        payload = {**body, "model": model, "stream": True}
+        if self.stream_usage():
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            payload["stream_options"] = options
+        else:
+            payload.pop("stream_options", None)
         response = await self.upstream.request(
             self.provider.id,
             "POST",
@@ -193,11 +201,12 @@ class OllamaAdapter(OpenAIAdapter):
 
 
 class AzureAdapter(OpenAIAdapter):
+    """Azure OpenAI: ``{base}/openai/deployments/{deployment}/...?api-version=``, ``api-key``.
+    The deployment's ``model`` is the Azure deployment name."""
+
     # Azure serves Responses at another path (/openai/v1/responses) with other
     # api-versions: translated to chat until that is wired and tested.
     native_responses = False
-    """Azure OpenAI: ``{base}/openai/deployments/{deployment}/...?api-version=``, ``api-key``.
-    The deployment's ``model`` is the Azure deployment name."""
 
     default_api_version = "2024-10-21"
 
@@ -214,6 +223,11 @@ class AzureAdapter(OpenAIAdapter):
         if self.provider.api_key:
             headers["api-key"] = self.provider.api_key
         return headers
+
+    def stream_usage(self) -> bool:
+        # stream_options arrived with api-version 2024-09-01-preview; older versions
+        # refuse the request outright, so their streams' usage is estimated.
+        return self.params()["api-version"][:10] >= "2024-09-01"
 
     def realtime_url(self, model: str) -> str:
         query = urlencode({**self.params(), "deployment": model})
@@ -253,6 +267,10 @@ class _Chunks:
                         raise
                     self._failure = exc  # what came before it goes out first
                     break
+                if chunk.get("choices") == [] and not chunk.get("usage"):
+                    # Azure opens with a chunk holding only prompt_filter_results (and an
+                    # empty model): nothing for clients, and no model to price by.
+                    continue
                 chunks.append(chunk)
             if chunks:
                 return chunks
