@@ -22,9 +22,10 @@ RSS over time, loop lag, and the reconciliation. The exit status is 1 on a usage
 any 500, an error answer without the OpenAI envelope, a request that hung, a stream that
 "succeeded" with no content and no error, an invalid body accepted, a stalled upload not
 cut, an upstream call tried more than 1 + 2 times or left open after the gateway gave up
-on it, dropped logs, the gateway dying, or RSS growing more than --max-rss-growth-mb after
-warm-up. Records, the fake's ledger (with a per-attempt timeline) and the logs are kept in
-the run's working directory (printed on stderr) for digging.
+on it, dropped logs, the gateway dying, RSS growing more than --max-rss-growth-mb after
+warm-up, or a /health/live probe slower than --max-lag-ms (a blocked event loop). Records,
+the fake's ledger (with a per-attempt timeline) and the logs are kept in the run's working
+directory (printed on stderr) when it fails, or with --keep.
 
 To reproduce one finding, narrow the mix: ``--scenarios stream --faults gzip_bomb``.
 ``--gateway-src DIR`` runs the gateway from another checkout (a git worktree of a fixed
@@ -44,6 +45,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,7 +67,9 @@ HOST = "127.0.0.1"
 CLIENT_TIMEOUT = 60.0  # no request may take longer: the slowest planned path is ~25 s
 BODY_TIMEOUT = 3.0  # CONDUIT_BODY_TIMEOUT / CONDUIT_HEADER_TIMEOUT for this run
 CUT_SLACK = 12.0  # seconds past it before a stalled upload counts as never cut
-FIRST_BYTE_TIMEOUT = 1.5  # the deployment's first_byte_timeout
+FIRST_BYTE_TIMEOUT = (
+    3.0  # the deployment's; 2 s above HOLD_PLAIN, so a loaded machine does not race them
+)
 MAX_REQUEST_BYTES = 1024 * 1024  # CONDUIT_MAX_REQUEST_BYTES for this run
 LOG_OVERLAP = timedelta(seconds=60)  # pulls re-read this much: logs are written at the end
 PULL_EVERY = 10.0
@@ -185,6 +189,7 @@ class Run:
     pulled_until: datetime | None = None
     driver_lag: list[float] = field(default_factory=list)
     gateway_died: str | None = None
+    final_error: str | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _subset(self, table: dict[str, int], names: str | None) -> dict[str, int]:
@@ -364,6 +369,18 @@ def configure(run: Run) -> None:
 # -- the prober (its own process) -----------------------------------------------------------
 
 
+def complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole HTTP answer with a Content-Length body."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
 def probe(port: int, interval: float, seconds: float) -> int:
     """GET /health/live every ``interval`` on a keep-alive connection; print
     ``elapsed_s latency_ms`` per probe (latency -1: failed). Bounded by ``seconds``."""
@@ -380,11 +397,13 @@ def probe(port: int, interval: float, seconds: float) -> int:
                 sock = socket.create_connection((HOST, port), timeout=5)
             sock.sendall(request)
             data = b""
-            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            for _ in range(64):  # the answer is ~150 bytes; a bound all the same
                 piece = sock.recv(4096)
                 if not piece:
                     raise ConnectionError("closed")
                 data += piece
+                if complete(data):
+                    break
             latency = (time.perf_counter() - t0) * 1000
         except OSError:
             latency = -1.0
@@ -446,11 +465,8 @@ async def streamed(
     *,
     leave_after: int | None = None,
     slow: bool = False,
-    key: str | None = None,
 ) -> None:
     headers = {"x-request-id": rec.rid}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
     async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
         if r.status_code != 200:
             read_error(rec, r, await r.aread())
@@ -559,7 +575,9 @@ async def raw_upload(run: Run, rec: Rec, stalled_head: bool, abandon: bool) -> N
         limit = BODY_TIMEOUT + CUT_SLACK
         try:
             data = await asyncio.wait_for(reader.read(4096), limit)
-            while data and not data.endswith(b"}") and b"\r\n\r\n" not in data:
+            for _ in range(64):
+                if not data or complete(data):
+                    break
                 more = await asyncio.wait_for(reader.read(4096), limit)
                 if not more:
                     break
@@ -797,16 +815,20 @@ async def drive(
         await asyncio.gather(*background, return_exceptions=True)
     usage: dict[str, Any] = {}
     ledger: dict[str, Any] = {}
-    if run.gateway_died is None:
-        await asyncio.sleep(3)  # two flush intervals: every finished request is recorded
-        await pull_logs(run, admin)
-        for key_id in (run.key_id, run.tight_id):
-            r = await admin.get("/admin/v1/usage", params={"key_id": key_id, "group_by": "key"})
-            r.raise_for_status()
-            usage[key_id] = r.json()["totals"]
-        r = await admin.get("/admin/v1/metrics")
-        run.metrics.append((run.elapsed(), parse_metrics(r.text)))
-        run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
+    try:
+        if run.gateway_died is None:
+            await asyncio.sleep(3)  # two flush intervals: every finished request is recorded
+            await pull_logs(run, admin)
+            for key_id in (run.key_id, run.tight_id):
+                params = {"key_id": key_id, "group_by": "key"}
+                r = await admin.get("/admin/v1/usage", params=params)
+                r.raise_for_status()
+                usage[key_id] = r.json()["totals"]
+            r = await admin.get("/admin/v1/metrics")
+            run.metrics.append((run.elapsed(), parse_metrics(r.text)))
+            run.rss.append((run.elapsed(), *proc_sample(gateway.pid)))
+    except (httpx2.HTTPError, ValueError, KeyError, OSError) as exc:
+        run.final_error = f"reading logs and usage after the run failed: {exc!r}"[:300]
     async with httpx2.AsyncClient(timeout=60) as http:
         ledger = (await http.get(run.upstream_url + "/__chaos/ledger")).json()
     await admin.aclose()
@@ -1035,6 +1057,8 @@ def report(
         failures.append(f"{len(crashed)} client exceptions (a driver bug?): {crashed[0].outcome}")
     if run.gateway_died:
         failures.append(f"the gateway died: {run.gateway_died}")
+    if run.final_error:
+        failures.append(run.final_error)
 
     # upstream
     lines += [
@@ -1106,8 +1130,16 @@ def report(
         "## Loop lag, from outside",
         "",
         f"GET /health/live every {a.probe_interval:g} s from a separate process, {len(probes)} "
-        f"probes, {len(probes) - len(ok)} failed. Latency ms: {_ms(ok)}.",
+        f"probes, {len(probes) - len(ok)} failed (no answer within 5 s). Latency ms: {_ms(ok)}.",
     ]
+    stalls = [(t, ms) for t, ms in probes if ms < 0 or ms > a.max_lag_ms]
+    if stalls:
+        worst = max(5000.0 if ms < 0 else ms for _, ms in stalls)
+        failures.append(
+            f"the gateway's event loop stalled: {len(stalls)} /health/live probes took over "
+            f"{a.max_lag_ms:g} ms or got no answer within 5 s (worst {worst:.0f} ms; first at "
+            f"{stalls[0][0]:.0f} s)"
+        )
     if probes:
         lines += [
             "",
@@ -1130,8 +1162,14 @@ def report(
         pull_s = [p[2] * 1000 for p in run.pulls]
         lines.append(
             f"Log pulls (GET /admin/v1/logs every {PULL_EVERY:g} s, pages of 1000): {len(run.pulls)}, "
-            f"{sum(p[1] for p in run.pulls)} logs read, duration ms {_ms(pull_s)}; the in-process "
-            "store sorts in the loop, so pulls show in the lag above."
+            f"{sum(p[1] for p in run.pulls)} logs read, duration ms {_ms(pull_s)} (as the driver "
+            "saw them)."
+            + (
+                " The in-process store filters and sorts in the event loop, so pulls show in "
+                "the lag above."
+                if a.store == "memory" and not a.mongodb_uri
+                else ""
+            )
         )
     if (
         run.pulls
@@ -1208,7 +1246,7 @@ def report(
             "the upstream's per-attempt timeline and the logs."
         )
     else:
-        lines.append("PASS: no mismatch, no 500, no hang, RSS within the threshold.")
+        lines.append("PASS: no mismatch, no 500, no hang, no loop stall, RSS within the threshold.")
     return "\n".join(lines) + "\n", failures
 
 
@@ -1232,6 +1270,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the report here")
     parser.add_argument("--probe-interval", type=float, default=0.2)
     parser.add_argument("--max-rss-growth-mb", type=float, default=64.0)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the working directory after a passing run too"
+    )
+    parser.add_argument(
+        "--max-lag-ms",
+        type=float,
+        default=2000.0,
+        help="a /health/live probe slower than this fails the run (a blocked event loop; "
+        "generous, because the machine may be shared)",
+    )
     parser.add_argument(
         "--gateway-src",
         type=Path,
@@ -1285,7 +1333,10 @@ def main() -> int:
     print(text)
     if args.out:
         args.out.write_text(text)
-    print(f"(working files: {tmp})", file=sys.stderr)
+    if failures or args.keep:
+        print(f"(working files: {tmp})", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failures else 0
 
 

@@ -52,9 +52,10 @@ MARKER = re.compile(rb"\[chaos id=([A-Za-z0-9._:-]+) fault=([a-z0-9_]+)\]")
 STORM_LENGTH = 3.0
 STORM_PERIOD = 30.0
 HOLD_STREAM = 20.0
-HOLD_PLAIN = 1.0  # below the deployment's first-byte timeout (1.5 s in bench/chaos.py)
+HOLD_PLAIN = 1.0  # well below the deployment's first-byte timeout (3 s in bench/chaos.py)
 HANG_MAX = 10.0
 BOMB_INFLATED = 128 * 1024 * 1024
+MAX_REQUESTS_PER_CONNECTION = 1_000_000  # a bound on every loop, however generous
 
 
 def _bomb() -> bytes:
@@ -122,7 +123,7 @@ class Fake:
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while True:
+            for _ in range(MAX_REQUESTS_PER_CONNECTION):
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -148,7 +149,7 @@ class Fake:
     async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             parts = []
-            while True:
+            for _ in range(1_000_000):
                 size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
                 parts.append(await reader.readexactly(size + 2))
                 if size == 0:

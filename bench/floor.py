@@ -5,6 +5,17 @@ http_server), our server alone with a bare delegate instead of Tornado's Applica
 at least this per request, so it says how much of a request's CPU is the HTTP layer.
 
     .venv/bin/python bench/floor.py [--seconds 5]
+
+What it showed (CPU per request of the server process, pinned to one core; req/s mean
+little on a shared machine): as first recorded in server/http.py's docstring (this
+2-core VM, date not kept), Tornado's own server ~0.27 ms, Tornado's server without a
+RequestHandler ~0.16 ms, httptools on a bare protocol ~0.01 ms: most of a trivial request's CPU under Tornado's server is its HTTP layer, the
+reason for server/http.py. 2026-12-06, with the connection limits of issue 16 (deadlines,
+connection cap, bounded pipelining, Content-Length accounting), old and new trees run
+alternately under the same load (load average 5-8 on 2 cores from other work, so only
+roughly comparable): ``conduit-bare`` 0.049 -> 0.051 ms, ``conduit`` 0.11 -> 0.12 ms
+(medians of 3-5 runs of 4 s, each spread +-25%), ``tornado`` 0.19-0.21 ms,
+``httptools`` 0.012-0.019 ms. Rerun on a quiet machine before drawing finer conclusions.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -113,7 +125,7 @@ def floor(kind: str, seconds: float) -> tuple[float, float]:
         [sys.executable, __file__, "--serve", str(port), kind], preexec_fn=pinned(0)
     )
     try:
-        time.sleep(1.5)
+        _wait_for(port)  # imports take a while on a busy machine
         cpu0 = cpu_seconds(server.pid)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         run = load(url, '{"model":"x"}', "x", 32, seconds)
@@ -121,6 +133,18 @@ def floor(kind: str, seconds: float) -> tuple[float, float]:
     finally:
         server.terminate()
         server.wait()
+
+
+def _wait_for(port: int, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def measure(seconds: int) -> None:

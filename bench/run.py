@@ -1,6 +1,6 @@
 """Direct-vs-gateway benchmark. One command:
 
-    .venv/bin/python bench/run.py [--duration 5] [--rounds 2] [--mongodb-uri URI]
+    .venv/bin/python bench/run.py [--duration 5] [--rounds 2] [--mongodb-uri URI] [--store local]
 
 Starts our fast upstream (bench/upstream.py) and the gateway (`conduit-tornado serve`, a
 real process with the key check, rate limits, budget, routing, usage accounting and
@@ -10,7 +10,9 @@ interleaved A B A B ..., reporting throughput, latency percentiles, added latenc
 gateway's CPU time per request from its own /proc counters. Results go to stdout and to
 bench/results/<date>-<store>.md. Load comes from wrk when installed, else a built-in
 asyncio driver. With --mongodb-uri the report names the server's version; the jongodb
-test server is refused (see DESIGN.md).
+test server is refused (see DESIGN.md). With --store local a second gateway process, on
+the local store (a SQLite file in a temporary directory), runs the same gateway variants
+interleaved with the first one's, so its rows sit beside the memory (or MongoDB) rows.
 """
 
 from __future__ import annotations
@@ -288,8 +290,10 @@ class Stack:
         event_loop: str = "auto",
         mongodb_uri: str | None = None,
         wrapper: list[str] | None = None,
+        local: bool = False,
     ) -> None:
         self.event_loop, self.mongodb_uri = event_loop, mongodb_uri
+        self.local = local  # also a gateway on the local store (--store local)
         self.wrapper = wrapper or []  # a command the gateway runs under (bench/instructions.py)
         # Under an instrumenting wrapper the gateway is ~50x slower to start and answer.
         self.timeout = 120.0 if wrapper else 5.0
@@ -317,6 +321,9 @@ class Stack:
                 "CONDUIT_EVENT_LOOP": self.event_loop,
             }
         )
+        self.tmp = tmp
+        self._config, self._env = config, env
+        self._gw_port = gw_port
         if self.mongodb_uri:
             env.update(
                 {
@@ -324,7 +331,25 @@ class Stack:
                     "CONDUIT_MONGODB_DATABASE": f"bench_{os.getpid()}",
                 }
             )
-        self.gateway = subprocess.Popen(
+        else:
+            env["CONDUIT_STORE"] = "memory"
+        self.gateway, self.url, self.limited, self.plain = self._gateway(env, gw_port)
+        self.through = self.url + "/v1/chat/completions"
+        self.direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        if self.local:
+            local_env = {k: v for k, v in env.items() if not k.startswith("CONDUIT_MONGODB")}
+            local_env.update(CONDUIT_STORE="local", CONDUIT_DATA_DIR=str(tmp / "data"))
+            proc, url, self.local_limited, self.local_plain = self._gateway(local_env, free_port())
+            self.local_gateway: subprocess.Popen[bytes] | None = proc
+            self.local_through = url + "/v1/chat/completions"
+        else:
+            self.local_gateway = None
+        return self
+
+    def _gateway(self, env: dict[str, str], gw_port: int) -> tuple[Any, str, str, str]:
+        """Start one gateway process; return it, its URL and its two keys."""
+        config = self._config
+        gateway = subprocess.Popen(
             [
                 *self.wrapper,
                 sys.executable,
@@ -341,7 +366,7 @@ class Stack:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.url = gw = f"http://127.0.0.1:{gw_port}"
+        gw = f"http://127.0.0.1:{gw_port}"
         started = time.monotonic()
         while time.monotonic() - started < 15 * self.timeout:
             try:
@@ -350,7 +375,7 @@ class Stack:
             except httpx2.TransportError:
                 time.sleep(0.05)
         self.admin = {"Authorization": f"Bearer {MASTER}"}
-        self.limited = httpx2.post(
+        limited = httpx2.post(
             gw + "/admin/v1/keys",
             timeout=self.timeout,
             headers=self.admin,
@@ -362,18 +387,23 @@ class Stack:
                 "max_budget": 10**9,
             },
         ).json()["key"]
-        self.plain = httpx2.post(
+        plain = httpx2.post(
             gw + "/admin/v1/keys",
             timeout=self.timeout,
             headers=self.admin,
             json={"name": "bench-plain"},
         ).json()["key"]
-        self.direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-        self.through = gw + "/v1/chat/completions"
-        return self
+        return gateway, gw, limited, plain
+
+    def local_file_mb(self) -> float:
+        """The local store's file and its WAL, in MB."""
+        files = (self.tmp / "data").glob("conduit.sqlite3*")
+        return sum(f.stat().st_size for f in files) / 1e6
 
     def __exit__(self, *_: object) -> None:
-        for proc in (self.gateway, self.upstream):
+        for proc in (self.gateway, self.local_gateway, self.upstream):
+            if proc is None:
+                continue
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
 
@@ -385,6 +415,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=2, help="A/B pairs per scenario")
     parser.add_argument("--mongodb-uri", help="a real mongod for the store (default: memory)")
+    parser.add_argument(
+        "--store",
+        choices=["local"],
+        help="also run every gateway variant on the local store (SQLite), interleaved",
+    )
     parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument(
         "--soak", type=float, default=0, help="also run N seconds of sustained load, sampling RSS"
@@ -407,10 +442,13 @@ def main() -> int:
             return 2
         store = f"mongodb (server {version})"
     floors = [floor("tornado", args.duration)]  # this machine's speed now, for the ratio
-    with Stack(args.event_loop, args.mongodb_uri) as stack:
+    with Stack(args.event_loop, args.mongodb_uri, local=args.store == "local") as stack:
         direct, through, limited, plain = stack.direct, stack.through, stack.limited, stack.plain
         pid = stack.gateway.pid
         load(through, CHAT, limited, 4, 2)  # warm up: caches, pools, JIT-free but still
+        local = stack.local_gateway
+        if local is not None:
+            load(stack.local_through, CHAT, stack.local_limited, 4, 2)
         scenarios = [
             Scenario("chat, 32 connections", CHAT, 32),
             Scenario("chat, 8 connections", CHAT, 8),
@@ -431,17 +469,35 @@ def main() -> int:
         ]
         for sc in scenarios:
             routed = stack.url + sc.path
-            variants = [("direct", direct, "none"), ("gateway", routed, limited)]
+            body = sc.gateway_body or sc.body
+            variants = [
+                ("direct", direct, "none", pid, sc.body),
+                ("gateway", routed, limited, pid, body),
+            ]
+            if local is not None:
+                local_routed = stack.local_through.rsplit("/v1/", 1)[0] + sc.path
+                variants.append(
+                    ("gateway, local store", local_routed, stack.local_limited, local.pid, body)
+                )
             if sc.connections == 32 and sc.body is CHAT and sc.gateway_body is None:
-                variants.append(("gateway, no limits", through, plain))
+                variants.append(("gateway, no limits", through, plain, pid, body))
+                if local is not None:
+                    variants.append(
+                        (
+                            "gateway, local store, no limits",
+                            stack.local_through,
+                            stack.local_plain,
+                            local.pid,
+                            body,
+                        )
+                    )
             with awake_cores() if sc.awake else contextlib.nullcontext():
                 for _ in range(args.rounds):
-                    for label, url, key in variants:
-                        body = sc.body if label == "direct" else sc.gateway_body or sc.body
-                        cpu0 = cpu_seconds(pid)
-                        run = load(url, body, key, sc.connections, args.duration)
+                    for label, url, key, gw_pid, sent in variants:
+                        cpu0 = cpu_seconds(gw_pid)
+                        run = load(url, sent, key, sc.connections, args.duration)
                         if label != "direct":
-                            cpu = cpu_seconds(pid) - cpu0
+                            cpu = cpu_seconds(gw_pid) - cpu0
                             run.cpu_ms_per_req = cpu * 1000 / max(1, run.requests)
                         sc.runs.setdefault(label, []).append(run)
         ttft_direct = asyncio.run(_ttft(direct, "none", 100))
@@ -450,9 +506,12 @@ def main() -> int:
         floors.append(floor("tornado", args.duration))
         soak = _soak(through, limited, pid, args.soak) if args.soak else None
         report = _report(scenarios, ttft_direct, ttft_gateway, overhead, floors, store, args, soak)
+        if local is not None:
+            report += _local_report(scenarios, stack.local_file_mb())
         print(report)
         args.out.mkdir(parents=True, exist_ok=True)
-        target = args.out / f"{datetime.now(UTC).date().isoformat()}-{stack.store}.md"
+        name = stack.store + ("+local" if local is not None else "")
+        target = args.out / f"{datetime.now(UTC).date().isoformat()}-{name}.md"
         target.write_text(report)
         print(f"\nsaved {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
     return 0
@@ -519,6 +578,23 @@ def _soak(url: str, key: str, pid: int, seconds: float) -> list[tuple[float, flo
         load(url, CHAT, key, 32, min(30.0, seconds))
         samples.append((time.monotonic() - started, rss_mb(pid)))
     return samples
+
+
+def _local_report(scenarios: list[Scenario], file_mb: float) -> str:
+    """The local store's rows against the first gateway's, every limit on."""
+    parts = []
+    for sc in scenarios:
+        if "gateway, local store" not in sc.runs:
+            continue
+        first, local = sc.runs["gateway"], sc.runs["gateway, local store"]
+        rps = _med(local, "rps") / _med(first, "rps") - 1
+        cpu = _med(local, "cpu_ms_per_req") / _med(first, "cpu_ms_per_req") - 1
+        parts.append(f"{sc.name}: req/s {rps:+.1%}, CPU per request {cpu:+.1%}")
+    return (
+        "Local store against the first gateway's store, every limit on (medians): "
+        + "; ".join(parts)
+        + f". The local store's file (with its WAL) after the run: {file_mb:.1f} MB.\n"
+    )
 
 
 def _med(runs: list[Run], attr: str) -> float:

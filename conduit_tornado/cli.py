@@ -224,6 +224,8 @@ async def _offline(args: argparse.Namespace, settings: Settings) -> int:
         secret = resolve_secret_key(settings, store)
         box = SecretBox(secret) if secret is not None else None
         if args.command == "admin":
+            if not store.persistent:
+                raise ValueError("the in-process store keeps nothing: choose a persistent one")
             key = await reset_master_key(store)
             print(key)
             print(

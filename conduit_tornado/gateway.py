@@ -185,7 +185,7 @@ class Gateway:
             providers, models = load_config(s.config)
             await catalog.apply(providers, models)
         await catalog.refresh()
-        upstream = Upstream()
+        upstream = Upstream(s)
         recorder = Recorder(store, s, self._clock)
         alerts = Alerts(store, s, self._clock)
         limiter = Limiter(store, self._clock, spend_ttl=s.spend_cache_ttl, on_charges=alerts.check)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
+import threading
+import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -119,11 +123,200 @@ async def store(store_kind: str, request: pytest.FixtureRequest) -> AsyncIterato
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
+# -- loop-lag watchdog ---------------------------------------------------------------------
+
+STALL_LIMIT = 0.1  # seconds the event loop may go without running its callbacks
+BLOCKS_LOOP = "blocks_loop"
+
+
+class _Reference(threading.Thread):
+    """A thread that only sleeps, and looks at the loop each time it wakes on time (when
+    it wakes late too, the whole process was held up: a busy machine, a paused VM)."""
+
+    PERIOD = 0.01
+
+    def __init__(self, peek: Callable[[], None]) -> None:
+        super().__init__(name="loop-watchdog-reference", daemon=True)
+        self.done = threading.Event()
+        self.peek = peek
+
+    def run(self) -> None:
+        while True:
+            start = time.monotonic()
+            if self.done.wait(self.PERIOD):
+                return
+            if time.monotonic() - start < 5 * self.PERIOD:
+                self.peek()
+
+
+class LoopWatchdog:
+    """Records each time ``loop`` could not run a callback for more than STALL_LIMIT.
+
+    A callback re-armed every TICK notes how late it runs. Lateness is time the loop spent
+    in some other callback without yielding, which a gateway must never do. It counts as a
+    stall when the loop's thread spent more than STALL_LIMIT of CPU meanwhile (work on the
+    loop), or when a reference thread, itself on time, saw the running loop overdue by more
+    than STALL_LIMIT with its thread asleep (a blocking call: time.sleep, subprocess.run,
+    sync I/O); that thread also notes the loop thread's stack for the report. Other lateness is the machine's
+    (other processes taking the CPU, a paused VM) and is kept apart in ``held_up``: CPU
+    time does not stretch when the machine is busy, wall time does. Time while the loop is
+    not running at all (pytest-asyncio runs fixtures and the test body as separate
+    run_until_complete calls, with sync code between) is not lateness: the loop's
+    run_forever is wrapped on this instance to restart the clock."""
+
+    TICK = 0.02
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limit: float = STALL_LIMIT,
+        *,
+        busy_neighbour: bool = False,
+    ) -> None:
+        self.loop = loop
+        self.limit = limit
+        # A loop on a thread beside a busy client thread (schemathesis) waits for the GIL
+        # in a way that looks like a blocking call: count only lateness it spent working.
+        self.busy_neighbour = busy_neighbour
+        self.stalls: list[float] = []
+        self.held_up: list[float] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._cpu = 0.0
+        self._original_run = loop.run_forever
+        self._wrapper: Callable[[], None] | None = None
+        self._reference = _Reference(self._peek)
+        self._thread: int | None = None
+        self._native = 0
+        self._seen: tuple[float, str] = (0.0, "")
+        self.where: list[str] = []  # for each stall, where the loop's thread was
+
+    def start(self) -> None:
+        """Start watching; call from the loop's thread or before the loop runs."""
+        if self._handle is not None:
+            return
+        original = self._original_run
+
+        def run_forever() -> None:
+            self._mark_thread()
+            self._due = self.loop.time() + self.TICK
+            original()
+
+        self._wrapper = run_forever
+        self.loop.run_forever = run_forever  # type: ignore[method-assign]
+        if self.loop.is_running():
+            self._mark_thread()
+        self._reference.start()
+        self._due = self.loop.time() + self.TICK
+        self._handle = self.loop.call_at(self._due, self._tick)
+
+    def _mark_thread(self) -> None:
+        """Called on the loop's thread: measure that thread from here on."""
+        self._cpu = time.thread_time()
+        self._thread = threading.get_ident()
+        self._native = threading.get_native_id()
+
+    def _peek(self) -> None:
+        """From the reference thread, on time itself: the loop is running and its tick is
+        overdue by more than the limit. Note what the loop's thread is doing (once per
+        overdue tick), so a failure says where the loop was stuck."""
+        due, thread = self._due, self._thread
+        if thread is None or self._seen[0] == due or not self.loop.is_running():
+            return
+        if time.monotonic() - due > self.limit and not self._on_cpu():
+            frame = sys._current_frames().get(thread)
+            stack = traceback.format_stack(frame)[-8:] if frame is not None else []
+            self._seen = (due, "".join(stack))
+
+    def _on_cpu(self) -> bool:
+        """Whether the loop's thread is running or waiting for a CPU, rather than asleep in
+        a blocking call. Work on the CPU is judged by the CPU time it takes (wall time
+        stretches when other processes share the CPUs)."""
+        try:
+            with open(f"/proc/self/task/{self._native}/stat", "rb") as stat:
+                return stat.read().rpartition(b")")[2].split()[0] == b"R"
+        except OSError:
+            return False  # not Linux: any overdue loop counts
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        cpu = time.thread_time()
+        late = now - self._due
+        if late > self.limit:
+            worked = cpu - self._cpu > self.limit  # the loop's own thread was busy
+            seen = self._seen[0] == self._due  # or stuck, seen from the reference thread
+            if worked or (seen and not self.busy_neighbour):
+                self.stalls.append(round(late, 3))
+                self.where.append(self._seen[1] if seen else "(busy on the CPU)")
+            else:
+                self.held_up.append(round(late, 3))
+        self._cpu = cpu
+        self._due = now + self.TICK
+        self._handle = self.loop.call_at(self._due, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._reference.done.set()
+        if vars(self.loop).get("run_forever") is self._wrapper:
+            del self.loop.run_forever  # the class's own again
+
+    def verdict(self) -> str | None:
+        """Why the test fails, or None."""
+        if not self.stalls:
+            return None
+        worst = max(range(len(self.stalls)), key=self.stalls.__getitem__)
+        return (
+            f"the event loop running the gateway was blocked {len(self.stalls)} time(s) for "
+            f"more than {self.limit * 1000:.0f} ms (worst {self.stalls[worst] * 1000:.0f} ms): "
+            f"something in the test or the gateway did not yield. A test that blocks on "
+            f"purpose says so with @pytest.mark.{BLOCKS_LOOP}(reason=...). The loop's thread, "
+            f"seen during the worst stall:\n{self.where[worst] or '(not seen)'}"
+        )
+
+
+class LoopWatch:
+    """The per-test holder: start_gateway starts a watchdog on the loop gateways run on."""
+
+    def __init__(self) -> None:
+        self.watchdog: LoopWatchdog | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> LoopWatchdog:
+        if self.watchdog is None or self.watchdog.loop is not loop:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            self.watchdog = LoopWatchdog(loop)
+            self.watchdog.start()
+        return self.watchdog
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{BLOCKS_LOOP}(reason): the test blocks the event loop a gateway runs on, on purpose "
+        "(the loop-lag watchdog in tests/conftest.py then records but does not fail)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def loop_watch(request: pytest.FixtureRequest) -> Iterator[LoopWatch]:
+    """Fails a test during which a gateway's event loop was blocked > STALL_LIMIT."""
+    holder = LoopWatch()
+    yield holder
+    if holder.watchdog is None:
+        return
+    holder.watchdog.stop()
+    verdict = holder.watchdog.verdict()
+    if verdict is not None and request.node.get_closest_marker(BLOCKS_LOOP) is None:
+        pytest.fail(verdict, pytrace=False)
+
 
 @pytest_asyncio.fixture
-async def start_gateway() -> AsyncIterator[GatewayFactory]:
+async def start_gateway(loop_watch: LoopWatch) -> AsyncIterator[GatewayFactory]:
     """Start gateways on free ports: ``await start_gateway(store=..., **settings)``."""
     started: list[Gateway] = []
+    loop_watch.watch(asyncio.get_running_loop())
 
     async def start(
         store: Store | None = None, clock: Clock | None = None, **overrides: Any
@@ -152,7 +345,7 @@ async def admin(gateway: Gateway) -> AsyncIterator[AdminClient]:
         yield client
 
 
-pytest_plugins = ["tests.proxy_setup", "pytest_jupyter.jupyter_server"]
+pytest_plugins = ["tests.proxy_setup", "pytest_jupyter.jupyter_server", "pytester"]
 
 
 async def clear_of_minute_end(needed: float = 3.0) -> None:

@@ -4,13 +4,16 @@ reads fail on, nothing sent upstream that could add headers of its own."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 import pytest_asyncio
 
+from conduit_tornado import Gateway
 from tests.conftest import MASTER_KEY
+from tests.fakes.tls import make_pki
 from tests.proxy_setup import Wired
 
 pytestmark = pytest.mark.asyncio
@@ -132,6 +135,8 @@ async def test_realtime_session_settings_nesting_is_capped(calls: Calls) -> None
     refused(r, "tools")
     r = await calls.client("/v1/realtime/sessions", {"model": "rt", "modalities": [[]]})
     refused(r, "modalities")
+    r = await calls.client("/v1/realtime/sessions", {"model": "rt", "temperature": 2**63})
+    refused(r, "temperature")
     small = {"type": "function", "name": "f", "parameters": nested(5)}
     r = await calls.client("/v1/realtime/sessions", {"model": "rt", "tools": [small]})
     assert r.status_code == 200 and r.json()["tools"] == [small]
@@ -287,3 +292,114 @@ async def test_translated_fields_of_the_wrong_shape(calls: Calls, model: str) ->
             r = await calls.client("/v1/chat/completions", {**body, "stream": stream})
             refused(r, param)
     assert calls.wired.fake.requests == []
+
+
+async def test_stored_values_every_store_can_hold(gateway: Gateway) -> None:
+    """What MongoDB cannot encode (integers past 64 bits, NUL in keys) is a 400 on every
+    store, not a 500 on one of them."""
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    async with httpx2.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        for path, extra in (("/admin/v1/keys", {"name": "k"}), ("/admin/v1/groups", {"name": "g"})):
+            for metadata in ({"n": 2**63}, {"n": [2**64 - 1]}, {"a\x00b": 1}):
+                r = await http.post(path, json={**extra, "metadata": metadata})
+                refused(r, "metadata")
+            r = await http.post(path, json={**extra, "rpm": 2**63})
+            refused(r, "rpm")
+            fine = {"big": 2**63 - 1, "small": -(2**63), "text": "nul \x00 in a value"}
+            r = await http.post(path, json={**extra, "metadata": fine})
+            assert r.status_code == 201, r.text
+            assert r.json()["metadata"] == fine
+        listed = await http.get("/admin/v1/keys")
+        assert listed.status_code == 200 and listed.json()["total"] == 1
+
+
+async def test_any_admin_body_must_fit_every_store(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    async with httpx2.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        r = await http.post("/admin/v1/providers", json={"name": "m", "type": "mock"})
+        assert r.status_code == 201
+        deployment = {"provider": "m", "model": "m", "pricing": {"per_image": {"a\x00": 1}}}
+        r = await http.post("/admin/v1/models", json={"name": "x", "deployments": [deployment]})
+        assert "NUL" in refused(r, None)["message"]
+        r = await http.post("/admin/v1/keys", json={"name": "k", "model_limits": {"m\x00": {}}})
+        refused(r, None)
+        listed = await http.get("/admin/v1/models")
+        assert listed.status_code == 200 and listed.json()["total"] == 0
+
+
+async def test_names_that_are_logged_are_bounded(calls: Calls) -> None:
+    """The model and user of every request go into its log entry (refusals included) and
+    the user keys a limit bucket: megabytes of either would be held and written."""
+    hi = [{"role": "user", "content": "x"}]
+    r = await calls.client("/v1/chat/completions", {"model": "m" * 100_000, "messages": hi})
+    refused(r, "model")
+    body = {"model": "mock", "messages": hi, "user": "u" * 257}
+    refused(await calls.client("/v1/chat/completions", body), "user")
+    refused(await calls.client("/v1/embeddings", {**body, "input": "x"}), "user")
+    ok = await calls.client("/v1/chat/completions", {**body, "user": "u" * 256})
+    assert ok.status_code == 200
+    ctx = calls.wired.gateway.ctx
+    assert ctx is not None
+    await ctx.recorder.flush()
+    logged = await ctx.store.find("request_logs", {})
+    assert logged and max(len(str(e.get("user") or "")) + len(e["model"]) for e in logged) < 300
+
+
+async def test_client_certificate_options_are_checked_on_write(
+    calls: Calls, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path)
+    cert_text, key_text = pki.client_cert.read_text(), pki.client_key.read_text()
+    base = {"name": "mtls", "type": "openai", "base_url": "https://models.internal/v1"}
+    for options in (
+        {"client_cert": cert_text},  # half a pair
+        {"client_cert": key_text, "client_key": key_text},  # a key is no certificate
+        {"client_cert": str(tmp_path / "absent.pem"), "client_key": key_text},
+    ):
+        r = await calls.admin("POST", "/admin/v1/providers", {**base, "options": options})
+        error = refused(r, "options")
+        assert "BEGIN" not in error["message"]  # key material is never echoed
+    r = await calls.admin(
+        "POST",
+        "/admin/v1/providers",
+        {**base, "options": {"client_cert": cert_text, "client_key": key_text}},
+    )
+    assert r.status_code == 201, r.text
+    for shown in (r.text, (await calls.admin("GET", "/admin/v1/providers/mtls")).text):
+        assert "PRIVATE KEY" not in shown and '"client_key":"(set)"' in shown
+    r = await calls.admin(
+        "PATCH", "/admin/v1/providers/mtls", {"options": {"client_key": key_text}}
+    )
+    refused(r, "options")
+
+
+WRONG = [None, 5, -1, "x", "", [], {}, [[]], [None], [5], [{}], True, 1e300, {"a": None}]
+
+
+@pytest.mark.parametrize("model", ["mock", "claude", "gem", "gpt"])
+async def test_no_wrong_type_anywhere_is_a_server_error(calls: Calls, model: str) -> None:
+    """Every top-level field of a chat request, given values of every wrong type: the
+    gateway answers each with a 4xx (or relays the provider's refusal), never a 500."""
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    valid = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+        "n": 1,
+        "tools": [tool],
+        "tool_choice": "auto",
+        "stop": ["x"],
+        "temperature": 1,
+        "user": "u",
+        "response_format": {"type": "text"},
+        "stream_options": {"include_usage": True},
+        "max_completion_tokens": 5,
+    }
+    seen = set()
+    for field in valid:
+        for value in WRONG:
+            for stream in (False, True):
+                body = {**valid, "model": model, field: value, "stream": stream}
+                r = await calls.client("/v1/chat/completions", body)
+                assert r.status_code < 500 or r.status_code in (502, 503), (field, value, r.text)
+                seen.add(r.status_code)
+    assert 400 in seen and 200 in seen  # both kinds of answer happened

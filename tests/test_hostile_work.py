@@ -93,8 +93,8 @@ async def test_fanout_is_capped_before_any_upstream_call(wired_with: WiredFactor
 
 async def test_retries_are_counted_per_request(wired_with: WiredFactory) -> None:
     wired = await wired_with(max_fanout=16, max_retries=2, retry_backoff=0.01)
-    for _ in range(100):
-        wired.fake.then(status=503)
+    for _ in range(100):  # answered late, so every call of a try is sent before one fails
+        wired.fake.then(status=503, delay=1.0)
     # 4 prompts x n=4 on a provider without n: 16 calls per try. A second try would need
     # 16 more, beyond the request's budget of max(16 x 1 target, 16 + 2 retries) = 18.
     r = await post(wired, "/v1/completions", {"model": "claude", "prompt": ["a"] * 4, "n": 4})

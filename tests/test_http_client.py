@@ -23,6 +23,7 @@ from tests.fakes.raw import (
     stall_from,
 )
 
+pytestmark = pytest.mark.asyncio
 T = Timeouts(connect=5.0, first_byte=None, total=10.0)
 
 

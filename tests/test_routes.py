@@ -33,7 +33,7 @@ def test_every_route_chooses_an_auth_kind() -> None:
             assert issubclass(handler, CLIENT), pattern
         if issubclass(handler, PublicHandler):
             public.append(pattern)
-    assert public == ["/health/live", "/health/ready"]
+    assert public == ["/health/live", "/health/ready", r"/openapi\.json"]
 
 
 def test_routes_mount_under_a_prefix() -> None:

@@ -96,9 +96,9 @@ async def test_a_client_that_never_reads_a_stream_is_dropped() -> None:
             written = 0
             try:
                 while written < 256 * 1024 * 1024:  # a server that never pushes back fails
-                    self.write(b"x" * 65536)
+                    self.write(b"x" * 16384)  # below CORK_LIMIT: the corked path
                     await self.flush()
-                    written += 65536
+                    written += 16384
             except tornado.iostream.StreamClosedError:
                 ended.set()
 
@@ -264,3 +264,36 @@ async def test_closing_all_connections_ends_held_ones(kind: str) -> None:
         assert await closed_by_server(reader) == b""
         with contextlib.suppress(ConnectionError):
             writer.close()
+
+
+async def test_requests_queued_behind_a_departed_client_are_not_run() -> None:
+    """Ours only: Tornado's server runs every request it has buffered, client gone or not.
+    Ours reads nothing while a request waits behind another, so it learns of the client's
+    leaving when an answer meets the closed socket: at most the request after that runs
+    (its answer is the one that finds out)."""
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    class Held(tornado.web.RequestHandler):
+        async def get(self) -> None:
+            runs.append(self.request.path)
+            await release.wait()
+            self.finish("ok")
+
+    async with serve("conduit", [(r"/.*", Held)]) as (server, port):
+        _, writer = await connect(port)
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(50)))
+        await writer.drain()
+        for _ in range(500):
+            if runs:
+                break
+            await asyncio.sleep(0.01)
+        writer.transport.abort()  # gone, with 49 requests sent and unanswered
+        await asyncio.sleep(0.2)
+        release.set()  # the first answer meets the closed socket
+        for _ in range(500):
+            if not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not server.connections
+    assert runs in (["/0"], ["/0", "/1"])

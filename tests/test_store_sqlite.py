@@ -55,7 +55,7 @@ async def test_encoding_keeps_types_and_tag_like_strings() -> None:
     assert loads(dumps(doc)) == doc
     naive = datetime(2026, 1, 1, 12)
     assert loads(dumps({"t": naive}))["t"] == naive.replace(tzinfo=UTC)  # as MongoDB does
-    with pytest.raises(TypeError, match="cannot hold"):
+    with pytest.raises(TypeError):  # a type JSON has no place for: refused, not mangled
         dumps({"x": {1, 2}})
 
 
@@ -327,3 +327,42 @@ async def test_the_file_stays_bounded_under_a_long_run(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(path) as db:  # the file is a plain SQLite database
         assert db.execute('SELECT count(*) FROM "c_request_logs"').fetchone()[0] == 2_000
+
+
+async def test_serve_with_an_unusable_data_dir_exits_with_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data directory should be")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "conduit_tornado", "serve", "--port", str(free_port())],
+        env=_env(blocker / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot reach the store at start-up: local store:")
+    assert str(blocker / "data") in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_notebook_gateway_keeps_its_keys_across_kernel_restarts() -> None:
+    """conduit_tornado.start() with no store: the local file (here the test's
+    CONDUIT_DATA_DIR), so keys made in one session are there in the next."""
+    import conduit_tornado
+
+    first = await conduit_tornado.start(port=0)
+    try:
+        assert first.store.kind == "local"
+        created = await first.admin.create_key(name="from-the-widget")
+    finally:
+        await first.stop()
+    second = await conduit_tornado.start(port=0)  # a new master key; the same keys
+    try:
+        assert (await second.admin.get_key(created["id"]))["name"] == "from-the-widget"
+    finally:
+        await second.stop()
+    memory = await conduit_tornado.start(port=0, store="memory")
+    try:
+        assert (await memory.admin.list_keys())["data"] == []
+    finally:
+        await memory.stop()

@@ -19,6 +19,7 @@ from conduit_tornado.routing.upstream import (
 )
 from tests.fakes.raw import Received, endless, fixed, gzip_bomb, gzipped, serving
 
+pytestmark = pytest.mark.asyncio
 T = Timeouts(connect=5.0, first_byte=None, total=30.0)
 MIB = 1 << 20
 

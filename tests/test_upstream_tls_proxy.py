@@ -38,6 +38,7 @@ def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+@pytest.mark.asyncio
 async def test_http_proxy_carries_plain_http_calls(no_proxy_env: pytest.MonkeyPatch) -> None:
     proxy = await LoopbackProxy().start()
     no_proxy_env.setenv("HTTP_PROXY", proxy.url)
@@ -51,6 +52,7 @@ async def test_http_proxy_carries_plain_http_calls(no_proxy_env: pytest.MonkeyPa
         await proxy.stop()
 
 
+@pytest.mark.asyncio
 async def test_no_proxy_sends_listed_hosts_direct(no_proxy_env: pytest.MonkeyPatch) -> None:
     proxy = await LoopbackProxy().start()
     no_proxy_env.setenv("HTTP_PROXY", proxy.url)
@@ -63,6 +65,7 @@ async def test_no_proxy_sends_listed_hosts_direct(no_proxy_env: pytest.MonkeyPat
         await proxy.stop()
 
 
+@pytest.mark.asyncio
 async def test_https_proxy_tunnels_tls_calls(no_proxy_env: pytest.MonkeyPatch, pki: Pki) -> None:
     proxy = await LoopbackProxy().start()
     no_proxy_env.setenv("HTTPS_PROXY", proxy.url)
@@ -75,6 +78,7 @@ async def test_https_proxy_tunnels_tls_calls(no_proxy_env: pytest.MonkeyPatch, p
         await proxy.stop()
 
 
+@pytest.mark.asyncio
 async def test_the_ca_bundle_decides_whether_a_private_ca_is_trusted(
     no_proxy_env: pytest.MonkeyPatch, pki: Pki
 ) -> None:
@@ -92,6 +96,7 @@ async def test_the_ca_bundle_decides_whether_a_private_ca_is_trusted(
 
 
 @pytest.mark.parametrize("as_text", [False, True])
+@pytest.mark.asyncio
 async def test_a_providers_client_certificate_is_presented(
     no_proxy_env: pytest.MonkeyPatch, pki: Pki, as_text: bool
 ) -> None:
@@ -111,6 +116,7 @@ async def test_a_providers_client_certificate_is_presented(
         assert len(server.requests) == 1
 
 
+@pytest.mark.asyncio
 async def test_a_broken_client_certificate_fails_that_providers_calls_only(pki: Pki) -> None:
     async with serving(fixed()) as (server, upstream):
         upstream.configure("broken", {"client_cert": str(pki.client_cert)})

@@ -53,16 +53,21 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float = 10.0) -
 @contextlib.asynccontextmanager
 async def serve(
     kind: str,
-    handlers: list[tuple[str, type[tornado.web.RequestHandler]]],
+    handlers: list[tuple[str, type[tornado.web.RequestHandler]]] | tornado.web.Application,
     limits: ServerLimits | None = None,
     *,
     receive_buffer: int | None = None,
     **app_settings: Any,
 ) -> AsyncIterator[tuple[HttpServer, int]]:
-    """An application on server ``kind`` on a free loopback port: (server, port).
+    """An application (or one made of ``handlers``) on server ``kind`` on a free loopback
+    port: (server, port).
     ``receive_buffer`` fixes the accepted sockets' kernel receive buffer, so a test can
     tell "the server stopped reading" from "the kernel is still buffering"."""
-    app = tornado.web.Application(handlers, **app_settings)
+    app = (
+        handlers
+        if isinstance(handlers, tornado.web.Application)
+        else tornado.web.Application(handlers, **app_settings)
+    )
     server_class = HttpServer if kind == "conduit" else TornadoHttpServer
     server = server_class(app, limits or ServerLimits())
     sockets = bind("127.0.0.1", 0)

@@ -9,7 +9,7 @@ from typing import Any
 
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError
-from conduit_tornado.core.schemas import MAX_STORED_DEPTH, too_deep
+from conduit_tornado.core.schemas import MAX_STORED_DEPTH, unstorable
 from conduit_tornado.core.security import hash_key, hashes_match
 from conduit_tornado.store import Doc, Store
 
@@ -61,12 +61,10 @@ def validate_config(body: dict[str, Any]) -> dict[str, Any]:
     }:
         raise ApiError(400, "modalities may contain 'text' and 'audio'.", param="modalities")
     for name, value in config.items():  # stored, and sent back: nesting is capped
-        if too_deep(value, MAX_STORED_DEPTH - 1):
+        problem = unstorable(value, MAX_STORED_DEPTH - 1)
+        if problem is not None:
             raise ApiError(
-                400,
-                f"{name} is nested deeper than {MAX_STORED_DEPTH} levels.",
-                param=name,
-                code="invalid_value",
+                400, f"Invalid value for {name}: {problem}.", param=name, code="invalid_value"
             )
     return config
 
@@ -174,11 +172,12 @@ def validate_session(session: Any) -> dict[str, Any]:
         )
     config = {k: v for k, v in session.items() if k != "model"}
     config["type"] = "realtime"
-    for name, value in config.items():  # stored, and sent back: nesting is capped
-        if too_deep(value, MAX_STORED_DEPTH - 1):
+    for name, value in config.items():  # stored, and sent back: what no store can hold
+        problem = unstorable(value, MAX_STORED_DEPTH - 1)
+        if problem:
             raise ApiError(
                 400,
-                f"session.{name} is nested deeper than {MAX_STORED_DEPTH} levels.",
+                f"Invalid value for session.{name}: {problem}.",
                 param=f"session.{name}",
                 code="invalid_value",
             )

@@ -32,6 +32,7 @@ from conduit_tornado.core.errors import (
     store_unavailable,
 )
 from conduit_tornado.core.ids import IdSequence
+from conduit_tornado.core.schemas import MAX_STORED_DEPTH, unstorable
 from conduit_tornado.core.settings import MIB
 from conduit_tornado.routing.catalog import ModelRoute
 from conduit_tornado.server.http import Exchange
@@ -427,6 +428,20 @@ class AdminHandler(BaseHandler):
 
     max_body_setting = "max_admin_request_bytes"
 
+    def parse(self, model: type[M]) -> M:
+        """Admin bodies are stored: besides the model's own checks, nothing in them may
+        be what a store cannot hold and serve back (deep nesting, integers past 64 bits,
+        NUL in keys). Field validators name the field where they can; this catches the
+        rest (keys of free-form maps such as pricing or model_limits)."""
+        data = self.json_body()
+        parsed = validate(model, data)
+        problem = unstorable(data, MAX_STORED_DEPTH + 4)
+        if problem is not None:
+            raise ApiError(
+                400, f"The request body cannot be stored: {problem}.", code="invalid_value"
+            )
+        return parsed
+
     async def authenticate(self) -> None:
         token = bearer_token(self)
         if self.ctx.is_master_key(token):
@@ -461,10 +476,20 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         raise ApiError(400, message, param=param, code="invalid_value") from None
 
 
+MAX_MODEL_NAME = 256  # names are at most 200 characters (schemas.NAME_RE)
+
+
 def model_name(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(
             400, "You must provide a model parameter.", param="model", code="missing_model"
+        )
+    if len(value) > MAX_MODEL_NAME:  # no such model; and it would be logged whole
+        raise ApiError(
+            400,
+            f"model is limited to {MAX_MODEL_NAME} characters.",
+            param="model",
+            code="string_above_max_length",
         )
     return value
 

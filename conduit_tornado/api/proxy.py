@@ -32,6 +32,7 @@ from conduit_tornado.routing.upstream import ProviderError
 from .base import ClientHandler, dumps, model_name, resolve_model
 
 FREE = Price(0.0, 0.0)
+MAX_USER = 256
 #: The capabilities (any one of) a model needs for each route's requests.
 NEEDS: dict[str, frozenset[str]] = {
     "chat.completions": frozenset({"chat"}),
@@ -82,6 +83,14 @@ class ProxyHandler(ClientHandler):
     def resolve(self, body: Json) -> ModelRoute:
         model = model_name(body.get("model"))
         user = body.get("user")
+        if isinstance(user, str) and len(user) > MAX_USER:
+            # It is logged, and keys a limit bucket per end user: bounded like a name.
+            raise ApiError(
+                400,
+                f"user is limited to {MAX_USER} characters.",
+                param="user",
+                code="string_above_max_length",
+            )
         # The entry exists before the checks, so refusals (404, 403) are logged too.
         self.entry = new_log_entry(
             self.request_id,

@@ -22,6 +22,7 @@ from . import (
     media,
     messages,
     models,
+    openapi,
     realtime,
     responses,
 )
@@ -55,6 +56,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/conversations/([^/]+)", conversations.ConversationHandler),
         (p + r"/health/live", health.LiveHandler),
         (p + r"/health/ready", health.ReadyHandler),
+        (p + r"/openapi\.json", openapi.OpenApiHandler),
         (p + r"/v1/models", models.ModelListHandler),
         (p + r"/v1/models/(.+)", models.ModelHandler),
         (p + r"/v1/images/generations", media.ImagesHandler),

@@ -25,7 +25,9 @@ Strategy = Literal["weighted", "round_robin", "least_busy", "lowest_latency"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}$")
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-PositiveInt = Annotated[int, Field(ge=1)]
+#: Integers the stores can hold (BSON's and SQLite's are 64-bit, signed).
+MAX_INT = 2**63 - 1
+PositiveInt = Annotated[int, Field(ge=1, le=MAX_INT)]
 Usd = Annotated[float, Field(ge=0)]
 
 
@@ -61,27 +63,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-def too_deep(value: Any, limit: int = MAX_STORED_DEPTH) -> bool:
-    """Whether JSON-like data nests objects and arrays deeper than ``limit``. Iterative,
-    so hostile depth costs a loop, not the Python stack."""
+def unstorable(value: Any, limit: int = MAX_STORED_DEPTH) -> str | None:
+    """Why JSON-like data cannot be stored and served back, or None: objects and arrays
+    nested deeper than ``limit``, integers beyond 64 bits, NUL in object keys (MongoDB
+    refuses the last two). Iterative, so hostile depth costs a loop, not the stack."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return "object keys must not contain NUL characters"
             children: Any = item.values()
         elif isinstance(item, list | tuple):
             children = item
         else:
+            if isinstance(item, int) and not -MAX_INT - 1 <= item <= MAX_INT:
+                return "integers must fit in 64 bits"
             continue
         if depth >= limit:
-            return True
+            return f"nested deeper than {limit} levels"
         stack.extend((child, depth + 1) for child in children)
-    return False
+    return None
 
 
-def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and too_deep(value):
-        raise ValueError(f"nested deeper than {MAX_STORED_DEPTH} levels")
+def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    problem = None if value is None else unstorable(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -208,7 +216,7 @@ class KeyFields(Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _shallow(v)
+        return _storable(v)
 
 
 class KeyCreate(KeyFields):
@@ -233,7 +241,7 @@ class GroupFields(Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _shallow(v)
+        return _storable(v)
 
 
 class GroupCreate(GroupFields):

@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     )
     trust_proxy_headers: bool = Field(
         False,
-        description="Take the client address from X-Forwarded-For / X-Real-Ip. Enable only "
-        "behind a proxy you control: otherwise clients can forge their address.",
+        description="Deprecated: use CONDUIT_FORWARDED_ALLOW_IPS. When set (and that is "
+        "empty) it now means forwarded_allow_ips = loopback (a proxy on this machine).",
     )
     shutdown_timeout: float = Field(
         20.0, ge=0, description="Seconds to let in-flight requests finish on SIGTERM/SIGINT."
@@ -133,8 +133,10 @@ class Settings(BaseSettings):
         2,
         ge=0,
         le=10,
-        description="Retries after a failed upstream attempt (429, 5xx, timeouts, connection "
-        "errors). Every deployment and fallback still gets at least one attempt.",
+        description="Retries of a request after failed upstream attempts (429, 5xx, timeouts, "
+        "connection errors), counted per request in upstream calls: every deployment and "
+        "fallback gets one try, and a request makes at most max(k x deployments, k + "
+        "max_retries) calls, k its fan-out. 401/403 are not retried on the same deployment.",
     )
     retry_backoff: float = Field(
         0.25, ge=0, description="Base seconds of the exponential backoff (full jitter)."
@@ -201,27 +203,32 @@ class Settings(BaseSettings):
         1000,
         ge=1,
         description="Open client connections per process; beyond it a new connection is "
-        "answered 503 and closed.",
+        "answered 503 (too_many_connections) and closed. Lowered at start to fit the "
+        "open-file limit (ulimit -n), keeping a quarter of it for everything else.",
     )
     forwarded_allow_ips: str = Field(
         "",
         description="Comma-separated proxy addresses or CIDRs (or '*') whose X-Forwarded-For "
-        "and X-Forwarded-Proto are believed. Empty: proxy headers are ignored.",
+        "and X-Forwarded-Proto are believed. X-Forwarded-For is read from the right, past "
+        "these proxies; X-Real-Ip is never read. Empty: proxy headers are ignored.",
     )
     header_timeout: float = Field(
-        10.0, gt=0, description="Seconds a client may take to send a request's head."
+        10.0,
+        gt=0,
+        description="Seconds a new connection may wait before sending a request, and a "
+        "request's head may take from its first byte (408 beyond).",
     )
     body_timeout: float = Field(
         30.0,
         gt=0,
-        description="Seconds a request body may stall (no bytes arriving) before the "
-        "connection is closed.",
+        description="Seconds a request body may stall (no bytes arriving) before it is "
+        "answered 408 and the connection closed.",
     )
     write_timeout: float = Field(
         60.0,
         gt=0,
-        description="Seconds a response may wait for a client that does not read before "
-        "the connection is closed.",
+        description="Seconds a response may wait for a client that takes none of it before "
+        "the connection is dropped (CONDUIT_HTTP_SERVER=conduit only).",
     )
     keepalive_timeout: float = Field(
         30.0, gt=0, description="Seconds an idle keep-alive connection is kept open."
@@ -229,12 +236,15 @@ class Settings(BaseSettings):
     # Calls to providers (routing/upstream.py): one client configuration for all of them.
     ca_bundle: Path | None = Field(
         None,
-        description="PEM file of CA certificates for provider TLS. Unset: the system's.",
+        description="PEM file of CA certificates trusted for provider TLS (calls, realtime "
+        "and budget webhooks) in addition to the system's store. Unset: the system's alone. "
+        "Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY.",
     )
     max_upstream_bytes: int = Field(
         64 * MIB,
         ge=1024,
-        description="Largest provider answer accepted, after decompression (502 beyond).",
+        description="Largest provider answer accepted, after decompression, whole or "
+        "streamed (502 upstream_too_large beyond, not retried).",
     )
     upstream_pool_size: int = Field(
         64, ge=1, description="Idle keep-alive connections kept per provider host."

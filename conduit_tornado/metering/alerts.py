@@ -1,5 +1,7 @@
 """Budget alerts: one event per account, period and threshold, to the log, the store and
-an optional webhook (signed with HMAC-SHA256, retried with backoff)."""
+an optional webhook (signed with HMAC-SHA256, retried with backoff). The webhook is called
+through a client from routing/clients.py, configured like every other outbound call
+(proxies, CA bundle, no redirects); its answer's body is never read, only its status."""
 
 from __future__ import annotations
 
@@ -10,19 +12,23 @@ import hmac
 import logging
 import secrets
 import time
+from datetime import timedelta
 from typing import Any
 
-import httpx2
 import orjson
+from pyreqwest.client import Client
+from pyreqwest.exceptions import PyreqwestError
 
 from conduit_tornado.admission.budgets import Charge
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.settings import Settings
+from conduit_tornado.routing.clients import ClientFactory
 from conduit_tornado.store import DuplicateError, Store, StoreUnavailable, log_failure
 
 log = logging.getLogger("conduit.alerts")
 ALERTS = "alerts"
 SIGNATURE_HEADER = "x-conduit-signature"
+WEBHOOK_TIMEOUT = 10.0  # seconds for one delivery attempt, connecting included
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -37,6 +43,8 @@ class Alerts:
         self._store = store
         self._settings = settings
         self._clock = clock
+        self._clients = ClientFactory(settings)
+        self._http: Client | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
         self.failed = 0
@@ -96,34 +104,46 @@ class Alerts:
         body = orjson.dumps(payload)
         secret = self._settings.budget_webhook_secret
         delay = 1.0
-        async with httpx2.AsyncClient(timeout=10) as http:
-            for attempt in range(self._settings.budget_webhook_retries + 1):
-                headers = {"Content-Type": "application/json", "x-conduit-event": event["type"]}
-                if secret is not None:
-                    headers[SIGNATURE_HEADER] = sign(
-                        secret.get_secret_value(), int(time.time()), body
+        if self._http is None:  # built once, in a thread: it loads the system's trust store
+            self._http = await asyncio.to_thread(
+                self._clients.client, connect_timeout=WEBHOOK_TIMEOUT
+            )
+        http = self._http
+        for attempt in range(self._settings.budget_webhook_retries + 1):
+            headers = {"Content-Type": "application/json", "x-conduit-event": event["type"]}
+            if secret is not None:
+                headers[SIGNATURE_HEADER] = sign(secret.get_secret_value(), int(time.time()), body)
+            request = (
+                http.post(url)
+                .headers(headers)
+                .body_bytes(body)
+                .timeout(timedelta(seconds=WEBHOOK_TIMEOUT))
+                .streamed_read_buffer_limit(1)  # the status is all we need
+                .build_streamed()
+            )
+            try:
+                async with request as response:
+                    status = response.status
+            except PyreqwestError as exc:
+                status, reason = 0, type(exc).__name__
+            if 200 <= status < 300:
+                self.delivered += 1
+                event["delivered_at"] = self._clock.now()  # if still unrecorded
+                with contextlib.suppress(StoreUnavailable):
+                    await self._store.update(
+                        ALERTS, event["_id"], {"delivered_at": event["delivered_at"]}
                     )
-                try:
-                    response = await http.post(url, content=body, headers=headers)
-                    if response.status_code < 300:
-                        self.delivered += 1
-                        event["delivered_at"] = self._clock.now()  # if still unrecorded
-                        with contextlib.suppress(StoreUnavailable):
-                            await self._store.update(
-                                ALERTS, event["_id"], {"delivered_at": event["delivered_at"]}
-                            )
-                        return
-                    reason = f"HTTP {response.status_code}"
-                except httpx2.HTTPError as exc:
-                    reason = type(exc).__name__
-                log.warning(
-                    "webhook delivery of %s failed (%s), attempt %d",
-                    event["id"],
-                    reason,
-                    attempt + 1,
-                )
-                await asyncio.sleep(delay * self._settings.budget_webhook_backoff)
-                delay *= 2
+                return
+            if status:
+                reason = f"HTTP {status}"
+            log.warning(
+                "webhook delivery of %s failed (%s), attempt %d",
+                event["id"],
+                reason,
+                attempt + 1,
+            )
+            await asyncio.sleep(delay * self._settings.budget_webhook_backoff)
+            delay *= 2
         self.failed += 1
         log.error("webhook delivery of %s gave up", event["id"])
 

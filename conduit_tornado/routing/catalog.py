@@ -26,6 +26,8 @@ from conduit_tornado.core.schemas import (
 from conduit_tornado.core.security import CredentialError, SecretBox
 from conduit_tornado.store import Doc, DuplicateError, Store
 
+from .clients import ClientConfigError, client_identity
+
 log = logging.getLogger("conduit.catalog")
 PROVIDERS = "providers"
 MODELS = "models"
@@ -130,6 +132,16 @@ def provider_view(doc: Doc) -> dict[str, Any]:
     }
 
 
+def _check_identity(options: dict[str, Any]) -> None:
+    """A client certificate in the options must load now, not fail every call later."""
+    try:
+        client_identity(options)
+    except ClientConfigError as exc:
+        raise ApiError(
+            400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
+        ) from None
+
+
 def model_view(doc: Doc) -> dict[str, Any]:
     return {"name": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
 
@@ -203,6 +215,7 @@ class Catalog:
         }
 
     async def create_provider(self, body: ProviderCreate) -> Doc:
+        _check_identity(body.options or {})
         now = self._clock.now()
         doc: Doc = {
             "_id": "prov_" + secrets.token_hex(8),
@@ -264,6 +277,7 @@ class Catalog:
                 raise ApiError(
                     400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
                 ) from None
+            _check_identity(fields["options"])
         if "api_key" in body.model_fields_set or "headers" in body.model_fields_set:
             current = self.providers.get(doc["name"])
             api_key = current.api_key if current else None

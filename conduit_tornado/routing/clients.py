@@ -170,9 +170,12 @@ class ClientFactory:
         except (BuilderError, ValueError) as exc:
             raise ClientConfigError(f"the HTTP client cannot be built: {exc}") from None
 
-    def ssl_context(self, identity: Identity | None = None) -> ssl.SSLContext:
+    def ssl_context(self, identity: Identity | None = None) -> ssl.SSLContext | None:
         """The same trust and client certificate for libraries that take an SSLContext
-        (aiohttp's WebSocket client)."""
+        (aiohttp's WebSocket client); None when the library's default (the system's
+        trust, no client certificate) is the same thing."""
+        if self.ca_pem is None and identity is None:
+            return None
         context = ssl.create_default_context()
         if self.ca_pem is not None:
             context.load_verify_locations(cadata=self.ca_pem.decode("ascii", "replace"))

@@ -67,15 +67,18 @@ async def connect_ws(
     check_headers(sent)
     session = upstream.session(pool)
     try:
-        ws = await session.ws_connect(
-            url,
-            headers=sent,
-            proxy=upstream.ws_proxy(url),
-            heartbeat=20.0,
-            max_msg_size=max_message,
-            timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-            autoping=True,
-        )
+        # The deployment's deadlines bound the handshake: connecting, then the upgrade
+        # answer as its first byte.
+        async with asyncio.timeout(t.connect + (t.first_byte or t.total)):
+            ws = await session.ws_connect(
+                url,
+                headers=sent,
+                proxy=upstream.ws_proxy(url),
+                heartbeat=20.0,
+                max_msg_size=max_message,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                autoping=True,
+            )
     except aiohttp.WSServerHandshakeError as exc:
         raise classify_status(exc.status, f"realtime handshake refused ({exc.status})") from None
     except TimeoutError:

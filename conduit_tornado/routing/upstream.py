@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -214,16 +215,31 @@ class Response:
     at ``limit`` bytes after decompression. ``aclose()`` (or ``release()``) must be
     called unless the body was read to its end."""
 
-    __slots__ = ("_closed", "_ended", "_left", "_raw", "_reader", "_request", "headers", "status")
+    __slots__ = (
+        "_closed",
+        "_ended",
+        "_left",
+        "_raw",
+        "_reader",
+        "_request",
+        "_unread",
+        "headers",
+        "status",
+    )
 
-    def __init__(self, request: StreamRequest, raw: RawResponse, limit: int) -> None:
+    def __init__(
+        self, request: StreamRequest, raw: RawResponse, limit: int, declared: int | None = None
+    ) -> None:
         self._request = request
         self._raw = raw
         self.status = raw.status
         self.headers = Headers(raw)
         self._reader = raw.body_reader
         self._left = limit
-        self._ended = False
+        # Bytes still due by the answer's Content-Length (-1: unknown, e.g. chunked or
+        # decompressed): once all arrived, the end is known without another read.
+        self._unread = -1 if declared is None else declared
+        self._ended = declared == 0
         self._closed = False
 
     async def next_chunk(self) -> bytes | None:
@@ -243,6 +259,9 @@ class Response:
         if self._left < 0:
             await self.aclose()  # stops the reading and inflating at once
             raise ProviderError("too_large", "its answer is larger than the gateway accepts")
+        if self._unread > 0:
+            self._unread -= len(piece)
+            self._ended = self._unread <= 0  # hyper pools the connection by itself
         return piece.to_bytes()
 
     async def read(self) -> bytes:
@@ -281,17 +300,17 @@ def check_headers(headers: Mapping[str, str]) -> None:
     ASCII, spaces and tabs may go out (pyreqwest would send other text as UTF-8, which no
     provider expects in a header). Raises ProviderError("config") naming the header."""
     for name, value in headers.items():
-        if not name or not name.isascii() or not _TOKEN.issuperset(name):
+        if _NOT_TOKEN.search(name) or not name:
             raise ProviderError("config", f"a header name ({name[:40]!r}) is not a valid token")
-        if not value.isascii() or not _VALUE.issuperset(value):
+        if _NOT_VALUE.search(value):
             raise ProviderError(
                 "config",
                 f"the value of header {name!r} holds a line break, control or non-ASCII character",
             )
 
 
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_VALUE = frozenset(chr(c) for c in range(0x20, 0x7F)) | {"\t"}
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_NOT_VALUE = re.compile(r"[^\t\x20-\x7e]")
 
 
 class Upstream:
@@ -304,14 +323,17 @@ class Upstream:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.factory = ClientFactory(self.settings)
+        # Building a client loads the system's trust store (tens of milliseconds of CPU),
+        # so clients are built in a thread when first needed, never on the event loop.
         self._clients: dict[tuple[float, str], Client] = {}
+        self._building = asyncio.Lock()
         self._identities: dict[str, Identity | None] = {}
         self._broken: dict[str, str] = {}  # pools whose client certificate does not load
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     def configure(self, pool: str, options: Mapping[str, Any]) -> None:
         """Take a provider's client certificate options (clients.CLIENT_CERT/CLIENT_KEY).
-        A bad pair is remembered as an error each call to that provider reports."""
+        A pair that does not load makes each call to that provider fail with its reason."""
         try:
             self._identities[pool] = client_identity(options)
         except ClientConfigError as exc:
@@ -320,19 +342,25 @@ class Upstream:
             return
         self._broken.pop(pool, None)
 
-    def _client(self, pool: str, connect: float) -> Client:
+    async def _client(self, pool: str, connect: float) -> Client:
         broken = self._broken.get(pool)
         if broken is not None:
             raise ProviderError("config", broken)
         identity = self._identities.get(pool)
         key = (connect, identity.digest if identity is not None else "")
         client = self._clients.get(key)
-        if client is None:
-            try:
-                client = self.factory.client(connect_timeout=connect, identity=identity)
-            except ClientConfigError as exc:
-                raise ProviderError("config", str(exc)) from None
-            self._clients[key] = client
+        if client is not None:
+            return client
+        async with self._building:  # one build per key, off the event loop
+            client = self._clients.get(key)
+            if client is None:
+                try:
+                    client = await asyncio.to_thread(
+                        self.factory.client, connect_timeout=connect, identity=identity
+                    )
+                except ClientConfigError as exc:
+                    raise ProviderError("config", str(exc)) from None
+                self._clients[key] = client
         return client
 
     def session(self, pool: str) -> aiohttp.ClientSession:
@@ -345,7 +373,9 @@ class Upstream:
                 raise ProviderError("config", broken)
             context = self.factory.ssl_context(self._identities.get(pool))
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False, ssl=context),
+                connector=aiohttp.TCPConnector(
+                    limit=0, enable_cleanup_closed=False, ssl=context or True
+                ),
                 skip_auto_headers=("User-Agent",),
             )
             self._sessions[pool] = session
@@ -382,7 +412,7 @@ class Upstream:
         hdrs = dict(headers or {})
         hdrs["Via"] = via.outgoing()
         check_headers(hdrs)
-        builder = self._client(pool, t.connect).request(method, url)
+        builder = (await self._client(pool, t.connect)).request(method, url)
         if params:
             builder = builder.query(dict(params))
         if json is not None:
@@ -397,8 +427,9 @@ class Upstream:
         request = builder.streamed_read_buffer_limit(READ_BUFFER).build_streamed()
         try:
             if t.first_byte:
-                # Cancelling the send drops hyper's exchange and its connection; the
-                # request is not sent again.
+                # pyreqwest detaches (does not abort) its Rust task when the await is
+                # cancelled: the exchange runs on until its head arrives or its total
+                # deadline passes, then its connection is closed. It is never sent again.
                 async with asyncio.timeout(t.first_byte):
                     raw = await request.__aenter__()
             else:
@@ -410,12 +441,12 @@ class Upstream:
         except PyreqwestError as exc:
             raise _failure(exc) from None
         limit = self.settings.max_upstream_bytes
-        response = Response(request, raw, limit)
         try:
-            _check_head(raw, limit)
+            declared = _check_head(raw, limit)
         except ProviderError:
-            await response.aclose()
+            await request.__aexit__(None, None, None)
             raise
+        response = Response(request, raw, limit, declared)
         if response.status >= 300:
             raw_body = await _error_body(response)
             if response.status < 400:  # redirects are not followed: a paid POST, twice
@@ -447,15 +478,19 @@ class Upstream:
         return parse_json(await read_body(response))
 
 
-def _check_head(raw: RawResponse, limit: int) -> None:
+def _check_head(raw: RawResponse, limit: int) -> int | None:
+    """Refuse a head over the caps; the body's declared length, if it has one."""
     size = 0
     for name, value in raw.headers.items():
         size += len(name) + len(value) + 4
     if size > MAX_HEADER_BYTES:
         raise ProviderError("too_large", "its answer's headers are larger than the gateway accepts")
     declared = raw.get_header("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is None or not declared.isdigit():
+        return None
+    if int(declared) > limit:
         raise ProviderError("too_large", "its answer is larger than the gateway accepts")
+    return int(declared)
 
 
 async def _error_body(response: Response) -> bytes:

@@ -2,7 +2,7 @@
 parser in place of Tornado's IOStream and pure-Python HTTP1Connection.
 
 Why: for a trivial handler most of a request's CPU under Tornado's own server is its HTTP
-layer; bench/floor.py measures the floor of each server (figures in bench/MEASUREMENTS.md).
+layer; bench/floor.py measures the floor of each server (its docstring records runs).
 The handlers stay Tornado RequestHandlers: each request gets an ``Exchange``, our
 implementation of Tornado's ``HTTPConnection`` interface, and the application's delegate
 is driven exactly as Tornado's server drives it (headers, then body chunks once
@@ -30,7 +30,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -58,7 +58,7 @@ READ_HIGH_WATER = 1 << 20  # stop reading while this much request body waits for
 CORK_LIMIT = 64 * 1024  # asyncio's write high-water mark: write at once past it
 SWEEP_SECONDS = 5.0  # the longest a deadline may be overrun
 ACCEPT_BATCH = 64  # connections taken per readiness of a listening socket
-ACCEPT_RETRY_SECONDS = 1.0  # after an accept error such as EMFILE
+ACCEPT_RETRY_SECONDS = 0.25  # after an accept error such as EMFILE (reported once a second)
 OVERLOAD_LINGER = 1.0  # seconds a refused connection is read (and dropped) before closing
 MAX_OVERLOADED = 64  # refused connections lingering at once; beyond, closed unanswered
 _CLOSED = tornado.iostream.StreamClosedError
@@ -204,6 +204,10 @@ class Exchange(HTTPConnection):
         return self._conn.send(self._body(chunk))
 
     def finish(self) -> None:
+        # Counted now, not when the connection's task next runs: the client may already
+        # be sending its next request, which is then not taken for a pipelined one.
+        if not self.finished.done():
+            self._conn.answered += 1
         if self._remaining:
             self._misframed(f"{self._remaining} bytes fewer than")
         # The answer is whole: out now, before on_finish's bookkeeping.
@@ -359,6 +363,9 @@ class _ServerProtocol(WriteFlow):
         self.server.connections.discard(self)
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
+        # Requests read but not yet started could only be answered into a closed socket.
+        self._events.clear()
+        self._queued_bytes = 0
         self._push(("lost",))
         exchange = self._exchange
         if exchange is not None:  # the handler learns now, even mid-response
@@ -541,7 +548,6 @@ class _ServerProtocol(WriteFlow):
                     continue  # the remains of a request we stopped delivering
                 if not await self._exchange_one(*event[1:]):
                     return
-                self.answered += 1
                 if self._write_ready is not None:
                     # A client that sends requests without reading the answers: the next
                     # answer waits until this one is taken (the write deadline applies).
@@ -607,10 +613,13 @@ class _ServerProtocol(WriteFlow):
             self._exchange = None
         if exchange.detached:
             return False
+        transport = self.transport
         if self._upgrading or not exchange.keep_alive or self.closed:
             self.close()
             return False
-        return True
+        # A write that found the client gone closes the transport at once but tells us
+        # (connection_lost) a step later: no next request for a departed client.
+        return transport is not None and not transport.is_closing()
 
     def _call_close_callback(self) -> None:
         exchange = self._exchange
@@ -730,7 +739,7 @@ class _Overloaded(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.overloaded += 1
         transport.write(overload_answer())
         if transport.can_write_eof():

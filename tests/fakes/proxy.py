@@ -1,5 +1,6 @@
 """A forward proxy on loopback, as egress proxies work: ``CONNECT host:port`` opens a
-tunnel (HTTPS), any other request names its absolute URL and is passed on as is (HTTP).
+tunnel (HTTPS), any other request names its absolute URL and is passed on in origin
+form (HTTP).
 It records each request line it handled."""
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class LoopbackProxy:
                 up_reader, up_writer = await asyncio.open_connection(
                     parts.hostname, parts.port or 80
                 )
-                up_writer.write(head)  # absolute-form; the loopback fakes accept it
+                origin = parts.path + (f"?{parts.query}" if parts.query else "")
+                rest = head.split(b"\r\n", 1)[1]
+                up_writer.write(f"{method} {origin or '/'} HTTP/1.1\r\n".encode() + rest)
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass

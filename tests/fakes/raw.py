@@ -13,6 +13,7 @@ import contextlib
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -22,6 +23,8 @@ from conduit_tornado.routing.upstream import Upstream
 
 #: (request, writer, index of this request on its connection)
 Answer = Callable[["Received", asyncio.StreamWriter, int], Awaitable[None]]
+#: The connection's reader, for answers that wait for the client to go away.
+_reader: ContextVar[asyncio.StreamReader] = ContextVar("raw_reader")
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RawServer:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        _reader.set(reader)  # each connection's handler is a task: its own context
         try:
             index = 0
             while not writer.is_closing():
@@ -129,16 +133,25 @@ def fixed(body: bytes = b'{"ok": true}', **kw: object) -> Answer:
     return answer
 
 
+async def until_client_leaves() -> None:
+    """Read (and drop) whatever the client sends until it closes the connection."""
+    reader = _reader.get()
+    while await reader.read(65536):
+        pass
+
+
 def stall_from(nth: int) -> Answer:
     """Answer ``{}`` to requests before the ``nth`` (counted over the server), then never
-    answer (the connection stays open): a provider that takes its time."""
+    answer, until the client closes the connection: a provider that takes its time."""
     count = 0
 
     async def answer(req: Received, writer: asyncio.StreamWriter, index: int) -> None:
         nonlocal count
         count += 1
         if count > nth:
-            await asyncio.Event().wait()
+            await until_client_leaves()
+            writer.close()
+            return
         writer.write(response())
         await writer.drain()
 

@@ -1,0 +1,909 @@
+"""GET /openapi.json: an OpenAPI 3.1 description of the gateway's own routes.
+
+Built from the route table, so a route added without a description here fails the build
+(and tests/test_openapi.py) instead of going undocumented. The admin request bodies are the
+pydantic models the handlers validate with (their ``model_json_schema()``); the client
+routes are described by the subset of OpenAI's request fields the handlers check, leaving
+the rest open, since unknown fields are passed on to the provider. Responses are described
+as loosely as the handlers promise and no looser: every error is the envelope
+``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib.metadata
+import re
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import tornado.web
+from pydantic import BaseModel
+
+from conduit_tornado.core import schemas
+
+from . import inference, media
+from .base import PublicHandler, dumps
+
+Json = dict[str, Any]
+Route = tuple[str, type[tornado.web.RequestHandler]]
+
+CLIENT_ERRORS = (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
+ADMIN_ERRORS = (400, 401, 404, 409, 413, 500, 503)
+_REASONS = {
+    400: "The request is invalid.",
+    401: "No valid key was presented.",
+    403: "The key may not do this (model, address).",
+    404: "No such resource, model or route.",
+    409: "The name is taken, or the resource is still referenced.",
+    413: "The request body is too large.",
+    429: "A rate limit or budget refused the request (see Retry-After).",
+    500: "An error in the gateway.",
+    502: "The provider answered with an error.",
+    503: "The store or every deployment is unavailable.",
+    504: "The provider did not answer in time.",
+}
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Json) -> Json:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STRING = {"type": "string"}
+MODEL = {"type": "string", "minLength": 1, "description": "A virtual model name."}
+ANY_OBJECT: Json = {"type": "object"}
+
+# -- schemas written here -------------------------------------------------------------------
+
+_CLIENT_SCHEMAS: dict[str, Json] = {
+    "ErrorResponse": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": STRING,
+                    "type": STRING,
+                    "param": _nullable(STRING),
+                    "code": _nullable(STRING),
+                },
+            }
+        },
+    },
+    "ChatCompletionRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": MODEL,
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["role"],
+                    "properties": {"role": STRING},
+                },
+            },
+            "n": _nullable({"type": "integer", "minimum": 1, "maximum": inference.MAX_N}),
+            "stream": _nullable({"type": "boolean"}),
+            "user": STRING,
+        },
+        "description": "Other fields of OpenAI's request are passed on to the provider.",
+    },
+    "ChatCompletion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": STRING,
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": STRING,
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {
+                            "type": "object",
+                            "required": ["role"],
+                            "properties": {"role": STRING, "content": _nullable(STRING)},
+                        },
+                        "finish_reason": _nullable(STRING),
+                    },
+                },
+            },
+            "usage": _ref("Usage"),
+        },
+    },
+    "CompletionRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "properties": {
+            "model": MODEL,
+            "prompt": {
+                "anyOf": [
+                    STRING,
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "anyOf": [
+                                STRING,
+                                {"type": "integer"},
+                                {"type": "array", "items": {"type": "integer"}},
+                            ]
+                        },
+                    },
+                ]
+            },
+            "n": _nullable({"type": "integer", "minimum": 1, "maximum": inference.MAX_N}),
+            "stream": _nullable({"type": "boolean"}),
+        },
+    },
+    "Completion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": STRING,
+            "object": {"const": "text_completion"},
+            "created": {"type": "integer"},
+            "model": STRING,
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "text"],
+                    "properties": {"index": {"type": "integer"}, "text": STRING},
+                },
+            },
+            "usage": _ref("Usage"),
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "properties": {
+            "prompt_tokens": {"type": "integer", "minimum": 0},
+            "completion_tokens": {"type": "integer", "minimum": 0},
+            "total_tokens": {"type": "integer", "minimum": 0},
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": MODEL,
+            "input": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "minLength": 1},
+                    },
+                    {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                    },
+                ]
+            },
+            "encoding_format": {"enum": ["float", "base64"]},
+            "dimensions": _nullable({"type": "integer", "minimum": 1}),
+        },
+    },
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data", "model"],
+        "properties": {
+            "object": {"const": "list"},
+            "model": STRING,
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "embedding", "index"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer"},
+                        "embedding": {
+                            "anyOf": [
+                                {"type": "array", "items": {"type": "number"}},
+                                {"type": "string", "contentEncoding": "base64"},
+                            ]
+                        },
+                    },
+                },
+            },
+            "usage": _ref("Usage"),
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": STRING,
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": STRING,
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("Model")},
+        },
+    },
+    "ImageRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "properties": {
+            "model": MODEL,
+            "prompt": {"type": "string", "pattern": r"\S"},
+            "n": {"type": "integer", "minimum": 1, "maximum": 10},
+            "response_format": {"enum": list(media.IMAGE_FORMATS)},
+            "size": STRING,
+            "quality": STRING,
+        },
+    },
+    "ImageList": {
+        "type": "object",
+        "required": ["created", "data"],
+        "properties": {
+            "created": {"type": "integer"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"url": STRING, "b64_json": STRING, "revised_prompt": STRING},
+                },
+            },
+        },
+    },
+    "AudioUpload": {
+        "type": "object",
+        "required": ["file", "model"],
+        "properties": {
+            "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+            "model": MODEL,
+            "response_format": {"enum": list(media.TRANSCRIPT_FORMATS)},
+            "language": STRING,
+            "prompt": STRING,
+            "temperature": STRING,
+        },
+    },
+    "Transcript": {
+        "type": "object",
+        "required": ["text"],
+        "properties": {"text": STRING},
+    },
+    "SpeechRequest": {
+        "type": "object",
+        "required": ["model", "input", "voice"],
+        "properties": {
+            "model": MODEL,
+            "input": {"type": "string", "minLength": 1, "maxLength": media.MAX_SPEECH_INPUT},
+            "voice": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "object"}]},
+            "response_format": {"enum": list(media.SPEECH_FORMATS)},
+            "speed": {"type": "number", "minimum": 0.25, "maximum": 4.0},
+        },
+    },
+    "SpeechStreamRequest": {
+        "allOf": [
+            _ref("SpeechRequest"),
+            {"properties": {"stream_format": {"enum": ["audio", "sse"]}}},
+        ]
+    },
+    "RealtimeSessionRequest": {
+        "type": "object",
+        "required": ["model"],
+        "properties": {
+            "model": MODEL,
+            "modalities": {"type": "array", "items": {"enum": ["text", "audio"]}},
+            "instructions": STRING,
+            "voice": STRING,
+            "temperature": {"type": "number"},
+            "tools": {"type": "array"},
+        },
+        "description": "Other session settings are kept and passed on when the socket opens.",
+    },
+    "RealtimeSession": {
+        "type": "object",
+        "required": ["id", "object", "model", "client_secret", "websocket_url"],
+        "properties": {
+            "id": STRING,
+            "object": {"const": "realtime.session"},
+            "model": STRING,
+            "client_secret": {
+                "type": "object",
+                "required": ["value", "expires_at"],
+                "properties": {"value": STRING, "expires_at": {"type": "integer"}},
+            },
+            "websocket_url": {"type": "string", "format": "uri"},
+        },
+    },
+    "ResponseRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": MODEL,
+            "input": {"anyOf": [STRING, {"type": "array", "items": ANY_OBJECT}]},
+            "instructions": _nullable(STRING),
+            "previous_response_id": _nullable(STRING),
+            "stream": _nullable({"type": "boolean"}),
+            "store": _nullable({"type": "boolean"}),
+        },
+        "description": "OpenAI's Responses request; other fields are translated or passed on.",
+    },
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "model", "status", "output"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^resp_"},
+            "object": {"const": "response"},
+            "created_at": {"type": "integer"},
+            "model": STRING,
+            "status": STRING,
+            "output": {"type": "array", "items": ANY_OBJECT},
+            "usage": _nullable(ANY_OBJECT),
+        },
+    },
+    "InputTokens": {
+        "type": "object",
+        "required": ["object", "input_tokens"],
+        "properties": {
+            "object": {"const": "response.input_tokens"},
+            "input_tokens": {"type": "integer", "minimum": 0},
+        },
+    },
+    "InputItemList": {
+        "type": "object",
+        "required": ["object", "data", "first_id", "last_id", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": ANY_OBJECT},
+            "first_id": _nullable(STRING),
+            "last_id": _nullable(STRING),
+            "has_more": {"type": "boolean"},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"const": "ok"}, "store": STRING},
+    },
+}
+
+_ADMIN_VIEWS: dict[str, Json] = {
+    "Key": {
+        "type": "object",
+        "required": ["id", "name", "prefix", "enabled"],
+        "properties": {
+            "id": STRING,
+            "name": STRING,
+            "prefix": STRING,
+            "enabled": {"type": "boolean"},
+            "spend": {"type": "number"},
+        },
+        "not": {"required": ["hash"]},
+    },
+    "KeyWithSecret": {
+        "allOf": [
+            _ref("Key"),
+            {
+                "required": ["key"],
+                "properties": {"key": {"type": "string", "pattern": "^condt_"}},
+                "description": "The key itself is shown here once and never again.",
+            },
+        ]
+    },
+    "Provider": {
+        "type": "object",
+        "required": ["id", "name", "type", "has_api_key", "enabled"],
+        "properties": {
+            "id": STRING,
+            "name": STRING,
+            "type": {"enum": list(typing.get_args(schemas.ProviderType))},
+            "base_url": _nullable(STRING),
+            "has_api_key": {"type": "boolean"},
+            "header_names": {"type": "array", "items": STRING},
+            "enabled": {"type": "boolean"},
+        },
+        "not": {"anyOf": [{"required": ["api_key"]}, {"required": ["headers"]}]},
+    },
+    "ModelMapping": {
+        "type": "object",
+        "required": ["name", "deployments"],
+        "properties": {"name": STRING, "deployments": {"type": "array", "minItems": 1}},
+    },
+    "Group": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": STRING, "spend": {"type": "number"}},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {"id": STRING, "object": STRING, "deleted": {"const": True}},
+    },
+    "UsageReport": {
+        "type": "object",
+        "required": ["object", "data", "totals", "alerts"],
+        "properties": {
+            "object": {"const": "usage"},
+            "group_by": {"enum": ["day", "key", "model", "user"]},
+            "data": {"type": "array", "items": ANY_OBJECT},
+            "totals": ANY_OBJECT,
+            "alerts": {"type": "array", "items": ANY_OBJECT},
+        },
+    },
+}
+
+
+def _page(item: Json) -> Json:
+    return {
+        "type": "object",
+        "required": ["object", "data", "total", "offset", "limit", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": item},
+            "total": {"type": "integer", "minimum": 0},
+            "offset": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1},
+            "has_more": {"type": "boolean"},
+        },
+    }
+
+
+_BODY_MODELS: tuple[type[BaseModel], ...] = (
+    schemas.KeyCreate,
+    schemas.KeyUpdate,
+    schemas.GroupCreate,
+    schemas.GroupUpdate,
+    schemas.SpendUpdate,
+    schemas.ProviderCreate,
+    schemas.ProviderUpdate,
+    schemas.ModelCreate,
+    schemas.ModelUpdate,
+)
+
+
+def _model_schemas() -> dict[str, Json]:
+    """The admin bodies as pydantic describes them, their nested models hoisted into
+    components (pydantic puts them under each schema's own $defs)."""
+    out: dict[str, Json] = {}
+    for model in _BODY_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    ok: Json | None = None  # the 2xx body schema for application/json
+    status: int = 200
+    body: str | None = None  # a components schema name
+    body_type: str = "application/json"
+    query: Sequence[Json] = ()
+    other_types: dict[str, Json] = field(default_factory=dict)  # more 2xx content types
+    tags: tuple[str, ...] = ()
+
+
+def _q(name: str, schema: Json, description: str = "") -> Json:
+    p: Json = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        p["description"] = description
+    return p
+
+
+PAGE = (
+    _q("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}),
+    _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+)
+BOOL = {"enum": ["true", "false", "1", "0", "yes", "no"]}
+# For text/event-stream, OpenAPI 3.1 tools read the schema as that of each event.
+SSE = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": STRING,
+        "data": {
+            "type": "string",
+            "description": "A JSON chunk; the last event of a chat stream is [DONE].",
+        },
+    },
+}
+TEXT = {"type": "string"}
+AUDIO = {"type": "string", "contentMediaType": "application/octet-stream"}
+
+# Handlers are named "module.Class" (their module under api/), so this description does not
+# import every handler module.
+
+# handler -> path parameter names (one per group of its pattern, in order)
+_PARAMS: dict[str, tuple[str, ...]] = {
+    "models.ModelHandler": ("model",),
+    "responses.ResponseHandler": ("response_id",),
+    "responses.ResponseCancelHandler": ("response_id",),
+    "responses.InputItemsHandler": ("response_id",),
+    "realtime.RealtimeSocketHandler": ("session_id",),
+    "admin.KeyHandler": ("key_id",),
+    "admin.KeyRotateHandler": ("key_id",),
+    "admin_limits.KeySpendHandler": ("key_id",),
+    "admin.ProviderHandler": ("provider",),
+    "admin.ModelAdminHandler": ("model",),
+    "admin_limits.GroupHandler": ("group",),
+    "admin_limits.GroupSpendHandler": ("group",),
+}
+
+_TRANSCRIPT_TYPES = dict.fromkeys(("text/plain", "text/vtt"), TEXT)
+_SPEECH_TYPES = dict.fromkeys(sorted(set(media.SPEECH_FORMATS.values())), AUDIO)
+
+_OPS: dict[str, dict[str, Op]] = {
+    "inference.ChatCompletionsHandler": {
+        "post": Op(
+            "Create a chat completion (streamed as server-sent events with stream: true).",
+            _ref("ChatCompletion"),
+            body="ChatCompletionRequest",
+            other_types={"text/event-stream": SSE},
+        )
+    },
+    "inference.CompletionsHandler": {
+        "post": Op(
+            "Create a text completion (legacy); chat-only providers are translated.",
+            _ref("Completion"),
+            body="CompletionRequest",
+            other_types={"text/event-stream": SSE},
+        )
+    },
+    "inference.EmbeddingsHandler": {
+        "post": Op("Create embeddings.", _ref("EmbeddingList"), body="EmbeddingRequest")
+    },
+    "responses.ResponsesHandler": {
+        "post": Op(
+            "Create a response (streamed as server-sent events with stream: true).",
+            _ref("Response"),
+            body="ResponseRequest",
+            other_types={"text/event-stream": SSE},
+        )
+    },
+    "responses.InputTokensHandler": {
+        "post": Op(
+            "Count a request's input tokens (the gateway's estimate).",
+            _ref("InputTokens"),
+            body="ResponseRequest",
+        )
+    },
+    "responses.ResponseHandler": {
+        "get": Op("A stored response of this key.", _ref("Response")),
+        "delete": Op("Delete a stored response.", _ref("Deleted")),
+    },
+    "responses.ResponseCancelHandler": {
+        "post": Op("Cancel a background response (none are: always 400 or 404).", _ref("Response"))
+    },
+    "responses.InputItemsHandler": {
+        "get": Op(
+            "The input items of a stored response.",
+            _ref("InputItemList"),
+            query=(
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                _q("order", {"enum": ["asc", "desc"]}),
+                _q("after", STRING),
+            ),
+        )
+    },
+    "health.LiveHandler": {"get": Op("Liveness: the process answers.", _ref("Health"))},
+    "health.ReadyHandler": {"get": Op("Readiness: the store answers.", _ref("Health"))},
+    "models.ModelListHandler": {"get": Op("The models this key may use.", _ref("ModelList"))},
+    "models.ModelHandler": {"get": Op("One model this key may use.", _ref("Model"))},
+    "media.ImagesHandler": {"post": Op("Generate images.", _ref("ImageList"), body="ImageRequest")},
+    "media.TranscriptionHandler": {
+        "post": Op(
+            "Transcribe audio (multipart upload).",
+            _ref("Transcript"),
+            body="AudioUpload",
+            body_type="multipart/form-data",
+            other_types=_TRANSCRIPT_TYPES,
+        )
+    },
+    "media.TranslationHandler": {
+        "post": Op(
+            "Translate audio into English text (multipart upload).",
+            _ref("Transcript"),
+            body="AudioUpload",
+            body_type="multipart/form-data",
+            other_types=_TRANSCRIPT_TYPES,
+        )
+    },
+    "media.SpeechHandler": {
+        "post": Op(
+            "Text to speech: audio bytes.", None, body="SpeechRequest", other_types=_SPEECH_TYPES
+        )
+    },
+    "media.SpeechStreamHandler": {
+        "post": Op(
+            "Text to speech, streamed: raw audio, or server-sent events.",
+            None,
+            body="SpeechStreamRequest",
+            other_types={**_SPEECH_TYPES, "text/event-stream": SSE},
+        )
+    },
+    "realtime.RealtimeSessionsHandler": {
+        "post": Op(
+            "Create a realtime session and its one-use client secret.",
+            _ref("RealtimeSession"),
+            body="RealtimeSessionRequest",
+        )
+    },
+    "realtime.RealtimeSocketHandler": {
+        "get": Op(
+            "The realtime WebSocket (upgrade only): with a virtual key and ?model=, or at a "
+            "session's URL with its client secret.",
+            None,
+            status=101,
+            query=(_q("model", STRING),),
+        )
+    },
+    "admin.KeysHandler": {
+        "get": Op(
+            "List virtual keys.",
+            _page(_ref("Key")),
+            query=(
+                *PAGE,
+                _q("name", STRING),
+                _q("enabled", BOOL),
+                _q("group", STRING),
+            ),
+        ),
+        "post": Op("Create a virtual key.", _ref("KeyWithSecret"), 201, body="KeyCreate"),
+    },
+    "admin.KeyRotateHandler": {
+        "post": Op("Replace a key's secret; the old one stops working.", _ref("KeyWithSecret"))
+    },
+    "admin_limits.KeySpendHandler": {
+        "post": Op("Set or adjust a key's spend this period.", _ref("Key"), body="SpendUpdate")
+    },
+    "admin.KeyHandler": {
+        "get": Op("One key.", _ref("Key")),
+        "patch": Op("Change a key.", _ref("Key"), body="KeyUpdate"),
+        "delete": Op("Delete a key.", _ref("Deleted")),
+    },
+    "admin.ProvidersHandler": {
+        "get": Op("List providers.", _page(_ref("Provider")), query=PAGE),
+        "post": Op("Add a provider.", _ref("Provider"), 201, body="ProviderCreate"),
+    },
+    "admin.ProviderHandler": {
+        "get": Op("One provider.", _ref("Provider")),
+        "patch": Op("Change a provider.", _ref("Provider"), body="ProviderUpdate"),
+        "delete": Op("Delete a provider no model uses.", _ref("Deleted")),
+    },
+    "admin.ModelsAdminHandler": {
+        "get": Op("List model mappings.", _page(_ref("ModelMapping")), query=PAGE),
+        "post": Op("Add a model mapping.", _ref("ModelMapping"), 201, body="ModelCreate"),
+    },
+    "admin.ModelAdminHandler": {
+        "get": Op("One model mapping.", _ref("ModelMapping")),
+        "patch": Op("Change a model mapping.", _ref("ModelMapping"), body="ModelUpdate"),
+        "delete": Op("Delete a model mapping.", _ref("Deleted")),
+    },
+    "admin_limits.GroupsHandler": {
+        "get": Op("List groups.", _page(_ref("Group")), query=PAGE),
+        "post": Op("Create a group.", _ref("Group"), 201, body="GroupCreate"),
+    },
+    "admin_limits.GroupSpendHandler": {
+        "post": Op("Set or adjust a group's spend.", _ref("Group"), body="SpendUpdate")
+    },
+    "admin_limits.GroupHandler": {
+        "get": Op("One group.", _ref("Group")),
+        "patch": Op("Change a group.", _ref("Group"), body="GroupUpdate"),
+        "delete": Op("Delete a group.", _ref("Deleted")),
+    },
+    "admin_limits.AlertsHandler": {
+        "get": Op("Budget alerts, newest first.", _page(ANY_OBJECT), query=PAGE)
+    },
+    "admin_usage.LogsHandler": {
+        "get": Op(
+            "Request logs, newest first.",
+            _page(ANY_OBJECT),
+            query=(
+                *PAGE,
+                *(
+                    _q(n, STRING)
+                    for n in ("key_id", "model", "user", "provider", "endpoint", "request_id")
+                ),
+                _q("status", {"type": "string", "pattern": "^[0-9]+$"}),
+                _q("since", {"type": "string", "format": "date-time"}),
+                _q("until", {"type": "string", "format": "date-time"}),
+            ),
+        )
+    },
+    "admin_usage.UsageHandler": {
+        "get": Op(
+            "Spend and tokens from the daily rollups, optionally grouped.",
+            _ref("UsageReport"),
+            query=(
+                *PAGE,
+                _q("key_id", STRING),
+                _q("model", STRING),
+                _q("user", STRING),
+                _q("start", {"type": "string", "format": "date"}),
+                _q("end", {"type": "string", "format": "date"}),
+                _q("group_by", {"enum": ["day", "key", "model", "user"]}),
+            ),
+        )
+    },
+    "admin_usage.MetricsHandler": {
+        "get": Op(
+            "Operational counters in Prometheus' text format.",
+            None,
+            other_types={"text/plain": TEXT},
+        )
+    },
+}
+
+
+def _kind(path: str) -> str:
+    if path.startswith("/admin/"):
+        return "admin"
+    if path.startswith("/v1/"):
+        return "client"
+    return "public"
+
+
+def _operation(path: str, op: Op, params: Sequence[str], op_id: str) -> Json:
+    kind = _kind(path)
+    responses: Json = {}
+    content: Json = {}
+    if op.ok is not None:
+        content["application/json"] = {"schema": op.ok}
+    content.update({t: {"schema": s} for t, s in op.other_types.items()})
+    responses[str(op.status)] = {"description": op.summary}
+    if content:
+        responses[str(op.status)]["content"] = content
+    errors = {"admin": ADMIN_ERRORS, "client": CLIENT_ERRORS}.get(kind, (500, 503))
+    for code in errors:
+        responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    out: Json = {
+        "operationId": op_id,
+        "summary": op.summary,
+        "tags": [kind],
+        "parameters": [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in params
+        ]
+        + [copy.deepcopy(q) for q in op.query],
+        "responses": responses,
+        "security": [{"masterKey": []}]
+        if kind == "admin"
+        else [{"virtualKey": []}]
+        if kind == "client"
+        else [],
+    }
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {op.body_type: {"schema": _ref(op.body)}},
+        }
+    return out
+
+
+_GROUP = re.compile(r"\((?:[^()\\]|\\.)*\)")
+
+
+def _template(pattern: str, names: Sequence[str]) -> str:
+    """``/admin/v1/keys/([^/]+)/rotate`` -> ``/admin/v1/keys/{key_id}/rotate``;
+    ``/openapi\\.json`` -> ``/openapi.json``."""
+    parts = iter(names)
+    path = _GROUP.sub(lambda _: "{" + next(parts) + "}", pattern)
+    return re.sub(r"\\(.)", r"\1", path)  # an escaped character is itself
+
+
+def handler_name(handler: type[tornado.web.RequestHandler]) -> str:
+    return handler.__module__.rsplit(".", 1)[-1] + "." + handler.__qualname__
+
+
+def _undescribed(handler: type[tornado.web.RequestHandler]) -> dict[str, Op]:
+    """A route added without a description is still listed, with its methods and auth;
+    tests/test_openapi.py fails while any route is described only this way."""
+    if handler is OpenApiHandler:
+        return {"get": Op("This document.", ANY_OBJECT)}
+    allowed = getattr(handler, "allowed_methods", None)
+    methods = allowed() if allowed is not None else ("GET",)
+    return {m.lower(): Op(UNDESCRIBED, ANY_OBJECT) for m in methods}
+
+
+UNDESCRIBED = "Not described yet."
+
+
+def build(table: Sequence[Route]) -> Json:
+    """The document for a route table (as ``routes.routes()`` gives it, unprefixed)."""
+    paths: Json = {}
+    for pattern, handler in table:
+        name = handler_name(handler)
+        ops = _OPS.get(name) or _undescribed(handler)
+        groups = len(_GROUP.findall(pattern))
+        names = _PARAMS.get(name, ())[:groups]
+        if len(names) != groups:
+            raise ValueError(f"{pattern}: name its path parameters in openapi._PARAMS")
+        path = _template(pattern, names)
+        item = paths.setdefault(path, {})
+        for method, op in ops.items():
+            op_id = method + "_" + re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
+            item[method] = _operation(path, op, names, op_id)
+    components_schemas = {**_CLIENT_SCHEMAS, **_ADMIN_VIEWS, **_model_schemas()}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "conduit-tornado",
+            "version": importlib.metadata.version("conduit-tornado"),
+            "description": "An OpenAI-compatible LLM gateway: the client API under /v1 "
+            "(virtual keys), the admin API under /admin/v1 (the master key), health checks.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "virtualKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A virtual key (condt_...) made with the admin API.",
+                },
+                "masterKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The gateway's master key (CONDUIT_MASTER_KEY).",
+                },
+            },
+            "schemas": components_schemas,
+            "responses": {
+                f"E{code}": {
+                    "description": reason,
+                    "content": {"application/json": {"schema": _ref("ErrorResponse")}},
+                }
+                for code, reason in _REASONS.items()
+            },
+        },
+    }
+
+
+class OpenApiHandler(PublicHandler):
+    """Unauthenticated, like the health checks: it says what exists, never what is in it.
+    Under a mount (Jupyter) the document names the prefix as its server."""
+
+    async def get(self) -> None:
+        # The route matches the whole path, so there is one prefix per mount.
+        prefix = self.request.path[: -len("/openapi.json")]
+        body = _served.get(prefix)
+        if body is None:
+            # pydantic takes ~0.1 s to describe the admin models: not on the event loop.
+            body = await asyncio.to_thread(_serialized, prefix)
+            _served[prefix] = body
+        self.finish(body)
+
+
+_served: dict[str, bytes] = {}
+
+
+def _serialized(prefix: str) -> bytes:
+    from .routes import routes  # the table imports this module's handler
+
+    doc = build(routes())
+    if prefix:
+        doc["servers"] = [{"url": prefix}]
+    return dumps(doc)
