@@ -33,7 +33,9 @@ def test_every_route_chooses_an_auth_kind() -> None:
             assert issubclass(handler, CLIENT), pattern
         if issubclass(handler, PublicHandler):
             public.append(pattern)
-    assert public == ["/health/live", "/health/ready"]
+    # The web UI's pages and its sign-in must load before a session exists.
+    ui_public = ["/ui/api/login", "/ui", "/ui/([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?)?"]
+    assert public == ["/health/live", "/health/ready", *ui_public]
 
 
 def test_routes_mount_under_a_prefix() -> None:
