@@ -80,13 +80,14 @@ def mount_path(handler: Any, tail: str) -> str:
 class UiPageHandler(PublicHandler):
     """GET /ui/ and its assets. Public: the sign-in page must load before a session."""
 
-    async def get(self, name: str = "") -> None:
-        asset = ASSETS.get(name or "index.html")
+    async def get(self, name: str | None = None) -> None:
+        name = name or "index.html"  # Tornado passes None for the bare /ui/
+        asset = ASSETS.get(name)
         if asset is None:
             raise ApiError(
                 404, f"Unknown request URL: GET {self.request.path}.", code="unknown_url"
             )
-        if name in ("", "index.html") and self.settings.get("xsrf_cookies"):
+        if name == "index.html" and self.settings.get("xsrf_cookies"):
             self.xsrf_token  # noqa: B018  (inside Jupyter: sets the _xsrf cookie the page echoes)
         self.set_header("Content-Type", asset.content_type)
         self.set_header("Content-Security-Policy", _CSP)

@@ -135,7 +135,7 @@ export function pageHead(title, subtitle, ...actions) {
 export function table(columns, rows, { caption } = {}) {
   const head = h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : c.cls || "" }, c.label)));
   const body = h("tbody", {}, rows.map((row) =>
-    h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : c.cls || "" }, c.cell(row))))));
+    h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : c.cls || "", "data-label": c.label }, h("div", {}, c.cell(row)))))));
   return h("div", { class: "table-wrap" },
     h("table", {}, caption ? h("caption", { class: "skip" }, caption) : null, h("thead", {}, head), body));
 }

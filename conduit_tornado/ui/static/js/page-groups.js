@@ -48,7 +48,7 @@ export async function render(root) {
     { label: "Spend / budget", cell: spendCell },
     { label: "Limits", cls: "wrap", cell: limitsText },
     { label: "Created", cls: "hide-sm", cell: (g) => dateTime(g.created_at) },
-    { label: "Actions", cell: (g) => h("div", { class: "chips", style: "flex-wrap:nowrap" },
+    { label: "Actions", cell: (g) => h("div", { class: "chips row-actions" },
       h("button", { type: "button", class: "btn small", "aria-label": `Edit group ${g.name}`, on: { click: guard(async () => { if (await edit(g)) refresh(); }) } }, "Edit"),
       h("button", { type: "button", class: "btn small danger", "aria-label": `Delete group ${g.name}`, on: { click: guard(async () => {
         if (!(await confirmDialog(`Delete group ${g.name}?`, `Its ${count(members(g).length)} keys keep working, without the group's budget and limits.`, "Delete group"))) return;

@@ -183,11 +183,11 @@ export async function render(root, [keyId]) {
       { label: "Models", cls: "wrap", cell: (k) => k.allowed_models.length
         ? h("div", { class: "chips" }, k.allowed_models.map((m) => h("span", { class: "chip" }, m)))
         : h("span", { class: "muted" }, "All models") },
-      { label: "Spend / budget", cell: spendCell },
+      { label: "Spend / budget", cls: "wrap spend", cell: spendCell },
       { label: "Limits", cls: "wrap", cell: (k) => limitsText(k) },
       { label: "Last used", cell: (k) => h("span", { title: dateTime(k.last_used_at) }, k.last_used_at ? relative(k.last_used_at) : "Never") },
       { label: "Expires", cell: (k) => k.expires_at ? h("span", { title: dateTime(k.expires_at) }, date(k.expires_at)) : h("span", { class: "muted" }, "Never") },
-      { label: "Actions", cell: (k) => h("div", { class: "chips", style: "flex-wrap:nowrap" },
+      { label: "Actions", cell: (k) => h("div", { class: "chips row-actions" },
         h("button", { type: "button", class: "btn small", on: { click: run(async () => {
           if (await editKey(k, groups, models)) { toast(`${k.name} saved.`); refresh(); }
         }) }, "aria-label": `Edit ${k.name}` }, "Edit"),

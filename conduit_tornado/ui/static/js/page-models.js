@@ -93,7 +93,7 @@ export async function render(root) {
     { label: "Fallbacks", cell: (m) => m.fallbacks.length ? m.fallbacks.join(" → ") : h("span", { class: "muted" }, "None") },
     { label: "Pricing", cls: "wrap", cell: (m) => price(m.pricing) },
     { label: "Status", cell: (m) => h("span", { class: `badge ${m.enabled ? "ok" : "neutral"}` }, m.enabled ? "Enabled" : "Disabled") },
-    { label: "Actions", cell: (m) => h("div", { class: "chips", style: "flex-wrap:nowrap" },
+    { label: "Actions", cell: (m) => h("div", { class: "chips row-actions" },
       h("button", { type: "button", class: "btn small", "aria-label": `Edit model ${m.name}`, on: { click: guard(async () => { if (await edit(m, providers, names)) refresh(); }) } }, "Edit"),
       h("button", { type: "button", class: "btn small danger", "aria-label": `Delete model ${m.name}`, on: { click: guard(async () => {
         if (!(await confirmDialog(`Delete model ${m.name}?`, "Clients asking for it get 404 at once.", "Delete model"))) return;

@@ -52,7 +52,7 @@ export async function render(root) {
       p.header_names.length ? h("div", { class: "sub" }, `Headers: ${p.header_names.join(", ")}`) : null] },
     { label: "Status", cell: (p) => h("span", { class: `badge ${p.enabled ? "ok" : "neutral"}` }, p.enabled ? "Enabled" : "Disabled") },
     { label: "Updated", cls: "hide-sm", cell: (p) => dateTime(p.updated_at) },
-    { label: "Actions", cell: (p) => h("div", { class: "chips", style: "flex-wrap:nowrap" },
+    { label: "Actions", cell: (p) => h("div", { class: "chips row-actions" },
       h("button", { type: "button", class: "btn small", "aria-label": `Edit provider ${p.name}`, on: { click: guard(async () => { if (await edit(p)) refresh(); }) } }, "Edit"),
       h("button", { type: "button", class: "btn small danger", "aria-label": `Delete provider ${p.name}`, on: { click: guard(async () => {
         if (!(await confirmDialog(`Delete provider ${p.name}?`, "Models mapped to it stop working until they are mapped elsewhere.", "Delete provider"))) return;

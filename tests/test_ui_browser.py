@@ -1,0 +1,304 @@
+"""The web UI end to end in headless Chromium (Debian's package, driven by Playwright)
+against a gateway on loopback with MongoDB: sign in, create a key and read its secret, use
+it with the openai SDK, find the request in the logs and the usage, disable the key (the
+SDK gets 401), rotate it, delete it, sign out. Then every page in both themes at a desktop
+and a phone width: an axe-core run with no serious violation, and a screenshot of each
+under tests/screenshots/ (kept out of git)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+import pytest_asyncio
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Error,
+    Page,
+    async_playwright,
+    expect,
+)
+
+from conduit_tornado import Gateway
+from conduit_tornado.store import MongoStore
+from tests.axe_core import ProvisionError, axe_script
+from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.asyncio
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+PAGES = ["keys", "logs", "usage", "playground", "groups", "providers", "models", "alerts", "health"]
+MODEL = "gpt-4o-mini"
+
+
+@pytest_asyncio.fixture
+async def ui_gateway(start_gateway: GatewayFactory, mongo_uri: str) -> Gateway:
+    """A gateway on MongoDB with a mock provider behind one priced model."""
+    gw = await start_gateway(store=MongoStore(mongo_uri, "t_ui_" + uuid.uuid4().hex[:12]))
+    async with httpx2.AsyncClient(
+        base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as admin:
+        for path, body in [
+            ("/admin/v1/providers", {"name": "mock", "type": "mock"}),
+            (
+                "/admin/v1/models",
+                {
+                    "name": MODEL,
+                    "deployments": [{"provider": "mock", "model": "mock-1"}],
+                    "pricing": {"input_per_mtok": 150, "output_per_mtok": 600},
+                },
+            ),
+        ]:
+            assert (await admin.post(path, json=body)).status_code == 201
+    return gw
+
+
+@pytest.fixture
+def chromium() -> str:
+    assert Path(CHROMIUM).exists(), "the browser tests need Debian's chromium (scripts/test)"
+    return CHROMIUM
+
+
+@pytest.fixture
+def axe() -> str:
+    """axe-core's source, or the test is skipped saying why (scripts/test fetches it)."""
+    try:
+        return axe_script(fetch=False).read_text()
+    except ProvisionError as exc:
+        pytest.skip(f"accessibility not checked: {exc}")
+
+
+@pytest_asyncio.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+async def sign_in(page: Page, url: str) -> None:
+    await page.goto(url)
+    await page.get_by_label("Master key").fill(MASTER_KEY)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator("[data-page][data-ready]").wait_for()
+
+
+async def show(page: Page, url: str, name: str) -> None:
+    await page.goto(f"{url}#/{name}")
+    await page.locator(f"[data-page='{name}'][data-ready]").wait_for()
+
+
+async def chat(base_url: str, key: str) -> str:
+    async with openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=key, max_retries=0) as sdk:
+        answer = await sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello from the SDK"}]
+        )
+    return answer.choices[0].message.content or ""
+
+
+@pytest.mark.timeout(120)
+async def test_key_lifecycle_in_the_browser(ui_gateway: Gateway, browser: Browser) -> None:
+    url = ui_gateway.url + "/ui/"
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    blocked: list[str] = []  # anything our own Content-Security-Policy stops
+    page.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+
+    # A wrong key is refused, with the reason under the field.
+    await page.goto(url)
+    await page.get_by_label("Master key").fill("condt_not_the_master_key")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator(".field .error:not([hidden])")).to_contain_text("not the master key")
+    await page.get_by_label("Master key").fill(MASTER_KEY)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator("[data-page='keys'][data-ready]").wait_for()
+    await expect(page.get_by_text("No keys yet")).to_be_visible()
+
+    # Create a key with a budget and a limit; its secret is shown once.
+    await page.get_by_role("button", name="Create key").first.click()
+    dialog = page.locator("dialog[open]")
+    await dialog.get_by_label("Name").fill("e2e-app")
+    await dialog.get_by_label("Budget (USD)").fill("5")
+    await dialog.get_by_label("Requests per minute").fill("2.5")
+    await dialog.get_by_role("button", name="Create key").click()
+    rpm = dialog.get_by_label("Requests per minute")
+    await expect(dialog.locator(".field:has(input[name='rpm']) .error")).to_have_text(
+        "Requests per minute must be a whole number."
+    )
+    await expect(rpm).to_have_attribute("aria-invalid", "true")
+    await dialog.get_by_label("Requests per minute").fill("100")
+    await dialog.get_by_role("button", name="Create key").click()
+    secret = await page.locator("dialog[open] code[data-secret]").inner_text()
+    assert secret.startswith("condt_")
+    await page.locator("dialog[open]").get_by_role("button", name="Done").click()
+    row = page.locator("tbody tr", has_text="e2e-app")
+    await expect(row).to_contain_text("100 req/min")
+    await expect(row).to_contain_text("$5.00")
+
+    # The key works with the openai SDK; the request shows in the logs and the usage.
+    assert "hello from the SDK" in await chat(ui_gateway.url, secret)
+    await show(page, url, "logs")
+    await expect(page.locator("tbody tr").first).to_contain_text("e2e-app")
+    await page.locator("tbody tr").first.get_by_role("button").click()
+    details = page.locator("dialog[open]")
+    await expect(details).to_contain_text("Gateway overhead")
+    await expect(details).to_contain_text("mock / mock-1")
+    assert secret not in await page.content()
+    assert secret[6:] not in await page.content()
+    await details.get_by_role("button", name="Close").click()
+    await show(page, url, "usage")
+    requests_stat = page.locator(".stat:has(.label:text-is('Requests')) .value")
+    await expect(requests_stat).to_have_text("1")
+    await expect(page.locator("tbody tr", has_text=MODEL)).to_be_visible()
+    await expect(page.locator(".chart svg")).to_be_visible()
+
+    # Disabled: the SDK gets 401.
+    await show(page, url, "keys")
+    await page.get_by_role("button", name="Disable e2e-app").click()
+    await expect(page.locator("tbody tr", has_text="e2e-app")).to_contain_text("Disabled")
+    with pytest.raises(openai.AuthenticationError):
+        await chat(ui_gateway.url, secret)
+    await page.get_by_role("button", name="Enable e2e-app").click()
+    await expect(page.locator("tbody tr", has_text="e2e-app")).to_contain_text("Active")
+
+    # Rotated: a new secret works, the old one no longer does.
+    await page.get_by_role("button", name="Rotate e2e-app").click()
+    await page.locator("dialog[open]").get_by_role("button", name="Rotate key").click()
+    rotated = await page.locator("dialog[open] code[data-secret]").inner_text()
+    await page.locator("dialog[open]").get_by_role("button", name="Done").click()
+    assert rotated.startswith("condt_") and rotated != secret
+    assert "hello from the SDK" in await chat(ui_gateway.url, rotated)
+    with pytest.raises(openai.AuthenticationError):
+        await chat(ui_gateway.url, secret)
+
+    # The key's own page charts its usage.
+    await page.get_by_role("link", name="e2e-app").click()
+    await page.locator("[data-page='keys'][data-ready] .chart svg").wait_for()
+
+    # Deleted, after a confirmation.
+    await show(page, url, "keys")
+    await page.get_by_role("button", name="Delete e2e-app").click()
+    await page.locator("dialog[open]").get_by_role("button", name="Delete key").click()
+    await expect(page.get_by_text("No keys yet")).to_be_visible()
+    with pytest.raises(openai.AuthenticationError):
+        await chat(ui_gateway.url, rotated)
+
+    # Signed out: the cookie no longer opens the admin API.
+    cookies = {c["name"]: c["value"] for c in await context.cookies()}
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    async with httpx2.AsyncClient(base_url=ui_gateway.url) as client:
+        cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        gone = await client.get("/admin/v1/keys", headers={"Cookie": cookie})
+    assert gone.status_code == 401
+    assert blocked == []
+    await context.close()
+
+
+async def _seed(gw: Gateway) -> None:
+    """Enough data that every page has something to show."""
+    async with httpx2.AsyncClient(
+        base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as admin:
+        await admin.post(
+            "/admin/v1/groups",
+            json={"name": "research", "max_budget": 0.05, "budget_duration": "monthly", "rpm": 600},
+        )
+        made = await admin.post(
+            "/admin/v1/keys",
+            json={
+                "name": "alice-notebook",
+                "group": "research",
+                "max_budget": 50,
+                "budget_duration": "monthly",
+                "rpm": 600,
+                "tpm": 200_000,
+                "allowed_models": [MODEL],
+            },
+        )
+        for i in range(3):
+            await admin.post("/admin/v1/keys", json={"name": f"service-{i}", "enabled": i != 1})
+        secret = made.json()["key"]
+        for i in range(6):
+            await admin.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {secret}"},
+                json={
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": "hi " * 40}],
+                    "user": f"user-{i % 2}",
+                },
+            )
+
+
+def errors_into(errors: list[str]) -> Callable[[Error], None]:
+    return lambda exc: errors.append(str(exc))
+
+
+async def _axe(page: Page, script: str) -> list[dict[str, Any]]:
+    await page.add_script_tag(content=script)
+    result = await page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+    )
+    return [v for v in result if v["impact"] in ("serious", "critical")]
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.mark.timeout(180)
+async def test_every_page_accessible_and_pictured(
+    ui_gateway: Gateway, browser: Browser, axe: str, screenshots: Path
+) -> None:
+    await _seed(ui_gateway)
+    url = ui_gateway.url + "/ui/"
+    problems: dict[str, Any] = {}
+    taken: list[str] = []
+    for scheme in ("light", "dark"):
+        for width in (1280, 390):
+            context: BrowserContext = await browser.new_context(
+                viewport={"width": width, "height": 800},
+                color_scheme=scheme,
+                bypass_csp=True,  # to inject axe; the key test runs under the real policy
+            )
+            page = await context.new_page()
+            page.set_default_timeout(15_000)
+            errors: list[str] = []
+            page.on("pageerror", errors_into(errors))
+            await sign_in(page, url)
+            for name in PAGES:
+                await show(page, url, name)
+                shot = f"{name}-{scheme}-{width}"
+                await page.screenshot(path=str(screenshots / f"{shot}.png"), full_page=True)
+                taken.append(shot)
+                if width == 1280:
+                    found = await _axe(page, axe)
+                    if found:
+                        problems[f"{name} ({scheme})"] = [
+                            (v["id"], v["help"], [n["target"] for n in v["nodes"][:3]])
+                            for v in found
+                        ]
+            await page.get_by_role("button", name="Sign out").click()
+            await page.get_by_role("button", name="Sign in").wait_for()
+            await page.screenshot(path=str(screenshots / f"login-{scheme}-{width}.png"))
+            taken.append(f"login-{scheme}-{width}")
+            assert errors == [], errors
+            await context.close()
+    assert problems == {}, json.dumps(problems, indent=1)
+    for shot in taken:  # each written, and not a blank page
+        assert (screenshots / f"{shot}.png").stat().st_size > 8_000, shot
+    assert len(taken) == 2 * 2 * (len(PAGES) + 1)
