@@ -15,7 +15,7 @@ from conduit_tornado import Gateway
 from conduit_tornado.core.security import hash_key
 from conduit_tornado.store import MemoryStore, MongoStore
 from conduit_tornado.ui.sessions import COLLECTION, COOKIE, CSRF_HEADER, LoginThrottle
-from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory
+from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, free_port
 
 
 def _cookie(response: httpx2.Response) -> str:
@@ -188,3 +188,28 @@ def test_throttle_memory_is_bounded_and_backs_off() -> None:
     assert len(throttle) == 3 and throttle.wait("a", now=0) == 0  # the oldest was forgotten
     throttle.succeeded("d")
     assert len(throttle) == 2
+
+
+@pytest.mark.asyncio
+async def test_provider_connection_test(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway()
+    closed = free_port()  # held, never listening: connections are refused
+    async with httpx2.AsyncClient(
+        base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as admin:
+        for body in (
+            {"name": "fine", "type": "mock"},
+            {"name": "down", "type": "openai", "base_url": f"http://127.0.0.1:{closed}/v1"},
+        ):
+            assert (await admin.post("/admin/v1/providers", json=body)).status_code == 201
+        fine = await admin.post("/ui/api/providers/fine/test", json={"model": "m"})
+        down = await admin.post("/ui/api/providers/down/test", json={"model": "gpt-4o-mini"})
+        unmapped = await admin.post("/ui/api/providers/down/test", json={})
+        missing = await admin.post("/ui/api/providers/nope/test", json={})
+    assert fine.status_code == 200 and fine.json()["ok"] is True
+    assert down.status_code == 200 and down.json()["ok"] is False
+    assert down.json()["kind"] == "connect"
+    assert unmapped.status_code == 400 and unmapped.json()["error"]["param"] == "model"
+    assert missing.status_code == 404
+    async with httpx2.AsyncClient(base_url=gw.url) as anonymous:
+        assert (await anonymous.post("/ui/api/providers/fine/test", json={})).status_code == 401

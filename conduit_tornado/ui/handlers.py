@@ -19,6 +19,7 @@ from typing import Any
 
 from conduit_tornado.api.base import AdminHandler, PublicHandler
 from conduit_tornado.core.errors import ApiError
+from conduit_tornado.routing.upstream import ProviderError, Timeouts
 
 from .sessions import COOKIE, CSRF_HEADER, UiSessions
 
@@ -239,6 +240,67 @@ class HealthHandler(AdminHandler):
         )
 
 
+class ProviderTestHandler(AdminHandler):
+    """POST /ui/api/providers/{name}/test {"model": optional}: one chat completion of at
+    most one token, sent straight to the provider (no retries, no fallbacks, not billed to
+    a key), to check its URL and credentials. The model defaults to the first deployment
+    mapped onto the provider."""
+
+    async def post(self, name: str) -> None:
+        provider = self.ctx.catalog.providers.get(name)
+        if provider is None:
+            raise ApiError(404, f"No provider named {name!r}.", code="provider_not_found")
+        body = self.json_body() if self.body.strip() else {}
+        model = body.get("model")
+        if model is None:
+            model = next(
+                (
+                    d["model"]
+                    for route in self.ctx.catalog.models.values()
+                    for d in route.deployments
+                    if d["provider"] == name
+                ),
+                None,
+            )
+        if not isinstance(model, str) or not model.strip():
+            raise ApiError(
+                400,
+                "Enter a model this provider serves, such as gpt-4o-mini: no model mapping "
+                "uses this provider yet.",
+                param="model",
+            )
+        limits = self.ctx.settings
+        timeouts = Timeouts(connect=min(limits.connect_timeout, 10.0), first_byte=None, total=20.0)
+        request = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Reply with one word: ok"}],
+            "max_tokens": 1,
+        }
+        started = time.perf_counter()
+        try:
+            await self.ctx.router.adapter(provider).chat(request, model, timeouts)
+        except ProviderError as exc:
+            self.send_json(
+                {
+                    "object": "ui.provider_test",
+                    "ok": False,
+                    "model": model,
+                    "kind": exc.kind,
+                    "status": exc.status or None,
+                    "message": exc.message,
+                }
+            )
+            return
+        self.send_json(
+            {
+                "object": "ui.provider_test",
+                "ok": True,
+                "model": model,
+                "latency_ms": round(1000 * (time.perf_counter() - started), 1),
+            }
+        )
+
+
 def ui_routes(p: str) -> list[tuple[str, type[Any]]]:
     """The UI's routes under the mount prefix ``p`` (no trailing slash)."""
     return [
@@ -246,6 +308,7 @@ def ui_routes(p: str) -> list[tuple[str, type[Any]]]:
         (p + r"/ui/api/logout", LogoutHandler),
         (p + r"/ui/api/session", SessionHandler),
         (p + r"/ui/api/health", HealthHandler),
+        (p + r"/ui/api/providers/([^/]+)/test", ProviderTestHandler),
         (p + r"/ui", UiRedirectHandler),
         (p + r"/ui/([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?)?", UiPageHandler),
     ]

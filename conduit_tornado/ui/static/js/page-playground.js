@@ -1,9 +1,13 @@
 // Playground: chat with a virtual key and a model, streamed, with the gateway's headers.
 import { api, all, PREFIX } from "./api.js";
 import { h, field, select, pageHead, toast, empty } from "./dom.js";
-import { money } from "./format.js";
+import { money, count } from "./format.js";
 
-const SHOWN_HEADERS = ["x-conduit-provider", "x-conduit-model", "x-conduit-attempts", "x-conduit-overhead-ms", "x-conduit-cost-usd", "x-request-id", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"];
+const SHOWN_HEADERS = {
+  "x-conduit-provider": "Provider", "x-conduit-model": "Provider's model", "x-conduit-attempts": "Attempts",
+  "x-conduit-overhead-ms": "Gateway overhead", "x-conduit-cost-usd": "Cost", "x-request-id": "Request id",
+  "x-ratelimit-remaining-requests": "Requests left this minute", "x-ratelimit-remaining-tokens": "Tokens left this minute",
+};
 const conversation = [];
 
 export async function render(root) {
@@ -42,7 +46,7 @@ export async function render(root) {
   const stop = h("button", { type: "button", class: "btn", disabled: true }, "Stop");
   const clear = h("button", { type: "button", class: "btn ghost" }, "Clear chat");
   const chat = h("div", { class: "chat", "aria-live": "polite", "aria-label": "Conversation", role: "log" });
-  const headersList = h("dl", { class: "details" }, h("dt", {}, "—"), h("dd", { class: "muted" }, "Send a message to see them."));
+  const headersList = h("dl", { class: "details stack" }, h("dt", {}, "—"), h("dd", { class: "muted" }, "Send a message to see them."));
   let controller = null;
 
   const bubble = (role, text) => {
@@ -57,12 +61,27 @@ export async function render(root) {
   if (conversation.length) for (const m of conversation) bubble(m.role, m.content);
   else chat.append(hint);
 
+  const addDetail = (label, value) => headersList.append(h("dt", {}, label), h("dd", { class: "mono" }, value));
+  /** What a streamed answer's headers cannot carry (they leave before the answer is
+   * complete): its usage, from the last chunk, and its cost, from the request log. */
+  const afterStream = async (response, usage) => {
+    if (usage) addDetail("Tokens", `${count(usage.prompt_tokens)} prompt + ${count(usage.completion_tokens)} completion`);
+    const requestId = response.headers.get("x-request-id");
+    if (!requestId || response.headers.get("x-conduit-cost-usd") !== null) return;
+    try {
+      const logs = await api("admin/v1/logs", { query: { request_id: requestId, limit: 1 } });
+      const log = logs.data[0];
+      if (log) addDetail("Cost (from the request log)", money(log.cost));
+    } catch {
+      // the answer is shown; its cost is in the request logs
+    }
+  };
   const showHeaders = (response) => {
-    headersList.replaceChildren(...SHOWN_HEADERS.filter((n) => response.headers.get(n) !== null).flatMap((n) => {
+    headersList.replaceChildren(...Object.entries(SHOWN_HEADERS).filter(([n]) => response.headers.get(n) !== null).flatMap(([n, label]) => {
       let v = response.headers.get(n);
       if (n === "x-conduit-cost-usd") v = money(Number(v));
       if (n === "x-conduit-overhead-ms") v = `${v} ms`;
-      return [h("dt", {}, n.replace(/^x-(conduit-)?/, "")), h("dd", { class: "mono" }, v)];
+      return [h("dt", { title: n }, label), h("dd", { class: "mono" }, v)];
     }));
   };
 
@@ -109,9 +128,11 @@ export async function render(root) {
         const body = await response.json();
         answer = body.choices?.[0]?.message?.content || "";
         target.textContent = answer;
+        if (body.usage) addDetail("Tokens", `${count(body.usage.prompt_tokens)} prompt + ${count(body.usage.completion_tokens)} completion`);
       } else {
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
+        let usage = null;
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
@@ -125,12 +146,14 @@ export async function render(root) {
               if (data === "[DONE]") continue;
               const chunk = JSON.parse(data);
               if (chunk.error) throw new Error(chunk.error.message || "The stream ended with an error.");
+              if (chunk.usage) usage = chunk.usage;
               answer += chunk.choices?.[0]?.delta?.content || "";
               target.textContent = answer;
               chat.scrollTop = chat.scrollHeight;
             }
           }
         }
+        await afterStream(response, usage);
       }
       conversation.push({ role: "assistant", content: answer });
     } catch (err) {

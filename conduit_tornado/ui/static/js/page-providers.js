@@ -1,6 +1,6 @@
 // Providers: where requests go. Credentials are write-only: the API never returns them.
 import { api, all } from "./api.js";
-import { h, dialog, confirmDialog, empty, pageHead, table, toast } from "./dom.js";
+import { h, field, dialog, confirmDialog, empty, pageHead, table, toast } from "./dom.js";
 import { buildForm, formBody } from "./forms.js";
 import { dateTime } from "./format.js";
 
@@ -34,8 +34,38 @@ function edit(provider) {
   }));
 }
 
+/** One cheap call (a single token) straight to the provider, to check URL and key. */
+function testConnection(provider, models) {
+  const mapped = models.flatMap((m) => m.deployments).find((d) => d.provider === provider.name);
+  return dialog(`Test ${provider.name}`, () => {
+    const model = field("Provider's model", h("input", { type: "text", value: mapped ? mapped.model : "", autocomplete: "off" }),
+      { help: "One chat completion of at most one token is sent to the provider." });
+    const result = h("div", { role: "status", class: "provider-test" });
+    const run = h("button", { type: "submit", class: "btn primary" }, "Run test");
+    const form = h("form", { novalidate: true }, model.wrap, h("div", { class: "actions" }, run), result);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      model.setError("");
+      run.disabled = true;
+      result.replaceChildren(h("p", { class: "muted" }, "Calling the provider…"));
+      try {
+        const out = await api(`ui/api/providers/${encodeURIComponent(provider.name)}/test`, { method: "POST", body: { model: model.input.value.trim() || undefined } });
+        result.replaceChildren(out.ok
+          ? h("p", {}, h("span", { class: "badge ok" }, "Connected"), ` ${provider.name} answered for ${out.model} in ${Math.round(out.latency_ms)} ms.`)
+          : h("p", {}, h("span", { class: "badge bad" }, "Failed"), ` ${out.message}${out.status ? ` (HTTP ${out.status})` : ""}`));
+      } catch (err) {
+        result.replaceChildren();
+        model.setError(err.message);
+      } finally {
+        run.disabled = false;
+      }
+    });
+    return form;
+  }, { narrow: true });
+}
+
 export async function render(root) {
-  const { items } = await all("admin/v1/providers");
+  const [{ items }, { items: models }] = await Promise.all([all("admin/v1/providers"), all("admin/v1/models")]);
   const refresh = () => render(root);
   const guard = (fn) => async () => { try { await fn(); } catch (err) { toast(err.message, "bad"); } };
   const add = h("button", { type: "button", class: "btn primary", on: { click: guard(async () => { if (await edit(null)) refresh(); }) } }, "Add provider");
@@ -53,6 +83,7 @@ export async function render(root) {
     { label: "Status", cell: (p) => h("span", { class: `badge ${p.enabled ? "ok" : "neutral"}` }, p.enabled ? "Enabled" : "Disabled") },
     { label: "Updated", cls: "hide-sm", cell: (p) => dateTime(p.updated_at) },
     { label: "Actions", cell: (p) => h("div", { class: "chips row-actions" },
+      h("button", { type: "button", class: "btn small", "aria-label": `Test provider ${p.name}`, on: { click: () => testConnection(p, models) } }, "Test"),
       h("button", { type: "button", class: "btn small", "aria-label": `Edit provider ${p.name}`, on: { click: guard(async () => { if (await edit(p)) refresh(); }) } }, "Edit"),
       h("button", { type: "button", class: "btn small danger", "aria-label": `Delete provider ${p.name}`, on: { click: guard(async () => {
         if (!(await confirmDialog(`Delete provider ${p.name}?`, "Models mapped to it stop working until they are mapped elsewhere.", "Delete provider"))) return;
