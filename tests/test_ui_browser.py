@@ -180,6 +180,15 @@ async def test_key_lifecycle_in_the_browser(
     await expect(requests_stat).to_have_text("2")
     await expect(page.locator("tbody tr", has_text=MODEL)).to_be_visible()
     await expect(page.locator(".chart svg")).to_be_visible()
+    await page.get_by_label("Break down by").select_option("key")
+    await expect(page.locator("tbody tr", has_text="e2e-app")).to_contain_text("2")
+    await expect(page.locator(".legend")).to_contain_text("e2e-app")
+    async with page.expect_download() as download_info:
+        await page.get_by_role("button", name="Export CSV").click()
+    csv_path = await (await download_info.value).path()
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("day,key_id,key_name,group,model,user,requests")
+    assert any(",e2e-app,," + MODEL in line for line in lines[1:]), lines
 
     # Disabled: the SDK gets 401.
     await show(page, url, "keys")

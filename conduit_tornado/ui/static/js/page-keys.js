@@ -1,5 +1,5 @@
 // Keys: the table a platform engineer scans, and every action on a key.
-import { api, all } from "./api.js";
+import { api, all, PREFIX } from "./api.js";
 import { h, field, select, dialog, confirmDialog, empty, pageHead, table, toast, copyText } from "./dom.js";
 import { buildForm, formBody, DURATIONS } from "./forms.js";
 import { money, budgetText, limitsText, relative, dateTime, date, count } from "./format.js";
@@ -70,7 +70,7 @@ export function showSecret(created, verb = "created") {
           copied.textContent = (await copyText(created.key)) ? "Copied to the clipboard." : "Select the key and copy it.";
         } } }, "Copy")),
       copied,
-      h("p", { class: "muted" }, "Use it as the API key of any OpenAI client, with this gateway's /v1 as the base URL."),
+      h("p", { class: "muted" }, "Use it as the API key of any OpenAI client, with ", h("code", {}, `${location.origin}${PREFIX}v1`), " as the base URL."),
       h("div", { class: "actions" }, h("button", { type: "button", class: "btn", on: { click: () => close() } }, "Done")),
     ];
   }, { narrow: true });

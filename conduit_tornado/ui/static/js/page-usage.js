@@ -10,7 +10,7 @@ const METRICS = {
   requests: { label: "Requests", title: "Requests (count)", format: count, tick: short },
 };
 const DIMENSIONS = { key: "Key", model: "Model", group: "Group", user: "End user" };
-const state = { days: 30, by: "model", metric: "cost" };
+const state = { days: 30, by: "model", metric: "cost", start: "", end: "" };
 
 const isoDay = (d) => d.toISOString().slice(0, 10);
 export function range(days) {
@@ -41,6 +41,7 @@ function labeller(keys) {
     key: (r) => names.get(r.key_id)?.name || r.key_id || "(deleted key)",
     model: (r) => r.model || "(unknown)",
     group: (r) => names.get(r.key_id)?.group || "No group",
+    rawGroup: (r) => names.get(r.key_id)?.group || "",
     user: (r) => r.user || "(no user)",
   };
 }
@@ -73,18 +74,42 @@ export async function usageChart(filter, nDays, by, metric = "cost") {
 }
 
 export async function render(root) {
-  const { start, end } = range(state.days);
+  const { start, end } = state.days === "custom" && state.start && state.end ? { start: state.start, end: state.end } : range(state.days === "custom" ? 30 : state.days);
   const [{ rows, totals }, { items: keys }] = await Promise.all([usageRows({ start, end }), all("admin/v1/keys")]);
-  const period = field("Period", select([[7, "Last 7 days"], [30, "Last 30 days"], [90, "Last 90 days"], [365, "Last 12 months"]], state.days));
+  const period = field("Period", select([[7, "Last 7 days"], [30, "Last 30 days"], [90, "Last 90 days"], [365, "Last 12 months"], ["custom", "Custom dates"]], state.days));
+  const from = field("From (UTC)", h("input", { type: "date", value: start, max: end }));
+  const to = field("To (UTC)", h("input", { type: "date", value: end, min: start }));
+  const custom = h("div", { class: "toolbar", style: "margin:0", hidden: state.days !== "custom" }, from.wrap, to.wrap);
+  const applyDates = () => {
+    from.setError("");
+    if (!from.input.value || !to.input.value) return;
+    if (from.input.value > to.input.value) { from.setError("The first day must come before the last."); return; }
+    const span = (new Date(to.input.value) - new Date(from.input.value)) / 86400000;
+    if (span > 731) { from.setError("Choose at most two years."); return; }
+    Object.assign(state, { start: from.input.value, end: to.input.value });
+    render(root);
+  };
+  from.input.addEventListener("change", applyDates);
+  to.input.addEventListener("change", applyDates);
   const by = field("Break down by", select(Object.entries(DIMENSIONS), state.by));
   const metric = field("Show", select(Object.entries(METRICS).map(([k, v]) => [k, v.label]), state.metric));
   for (const [f, name] of [[period, "days"], [by, "by"], [metric, "metric"]]) {
-    f.input.addEventListener("change", () => { state[name] = name === "days" ? Number(f.input.value) : f.input.value; render(root); });
+    f.input.addEventListener("change", () => {
+      if (name === "days" && f.input.value === "custom") {
+        state.days = "custom";
+        Object.assign(state, { start, end });
+        custom.hidden = false;
+        from.input.focus();
+        return;
+      }
+      state[name] = name === "days" ? Number(f.input.value) : f.input.value;
+      render(root);
+    });
   }
   const labels = labeller(keys);
   const exportCsv = h("button", { type: "button", class: "btn", disabled: !rows.length, on: { click: () => {
     const head = ["day", "key_id", "key_name", "group", "model", "user", "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"];
-    const lines = [head.join(",")].concat(rows.map((r) => [r.day, r.key_id, labels.key(r), labels.group(r), r.model, r.user,
+    const lines = [head.join(",")].concat(rows.map((r) => [r.day, r.key_id, labels.key(r), labels.rawGroup(r), r.model, r.user,
       r.requests || 0, r.errors || 0, r.prompt_tokens || 0, r.completion_tokens || 0, r.total_tokens || 0, r.cost || 0].map(csvCell).join(",")));
     download(`conduit-usage-${start}-to-${end}.csv`, `${lines.join("\r\n")}\r\n`);
   } } }, "Export CSV");
@@ -92,7 +117,7 @@ export async function render(root) {
   const t = totals || {};
   root.replaceChildren(
     pageHead("Usage", `Spend and tokens per day (UTC), ${named}.`, exportCsv),
-    h("div", { class: "toolbar" }, period.wrap, by.wrap, metric.wrap),
+    h("div", { class: "toolbar" }, period.wrap, custom, by.wrap, metric.wrap),
     h("div", { class: "stats" },
       stat("Spend", money(t.cost), named), stat("Requests", count(t.requests), `${count(t.errors)} errors`),
       stat("Tokens", count(t.total_tokens), `${count(t.prompt_tokens)} prompt, ${count(t.completion_tokens)} completion`),
