@@ -120,7 +120,7 @@ async def test_key_lifecycle_in_the_browser(
     # A wrong key is refused, with the reason under the field.
     await page.goto(url)
     await page.get_by_label("Master key").fill("condt_not_the_master_key")
-    await page.get_by_role("button", name="Sign in").click()
+    await page.keyboard.press("Enter")  # the form works from the keyboard
     await expect(page.locator(".field .error:not([hidden])")).to_contain_text("not the master key")
     await page.get_by_label("Master key").fill(MASTER_KEY)
     await page.get_by_role("button", name="Sign in").click()
@@ -130,6 +130,17 @@ async def test_key_lifecycle_in_the_browser(
     # Create a key with a budget and a limit; its secret is shown once.
     await page.get_by_role("button", name="Create key").first.click()
     dialog = page.locator("dialog[open]")
+    await expect(dialog.get_by_label("Name")).to_be_focused()
+    await page.keyboard.press("Escape")  # a dialog closes with Escape
+    await expect(dialog).to_have_count(0)
+    # The theme toggle overrides the system's preference, and is remembered.
+    await page.get_by_role("button", name="Dark theme").click()
+    await expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    await page.reload()
+    await expect(page.get_by_role("button", name="Light theme")).to_be_visible()
+    await page.get_by_role("button", name="Light theme").click()
+    await expect(page.locator("html")).to_have_attribute("data-theme", "light")
+    await page.get_by_role("button", name="Create key").first.click()
     await dialog.get_by_label("Name").fill("e2e-app")
     await dialog.get_by_label("Budget (USD)").fill("5")
     await dialog.get_by_label("Requests per minute").fill("2.5")

@@ -30,11 +30,11 @@ function applyTheme() {
   if (stored) document.documentElement.dataset.theme = stored;
   else delete document.documentElement.dataset.theme;
   const dark = stored ? stored === "dark" : media.matches;
-  themeButton.textContent = dark ? "Light theme" : "Dark theme";
-  themeButton.setAttribute("aria-pressed", String(dark));
+  themeButton.textContent = dark ? "Light theme" : "Dark theme"; // what a press switches to
+  themeButton.dataset.dark = String(dark);
 }
 themeButton.addEventListener("click", () => {
-  const dark = themeButton.getAttribute("aria-pressed") === "true";
+  const dark = themeButton.dataset.dark === "true";
   localStorage.setItem("conduit-theme", dark ? "light" : "dark");
   applyTheme();
 });
