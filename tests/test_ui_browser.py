@@ -320,8 +320,13 @@ async def test_every_page_accessible_and_pictured(
             errors: list[str] = []
             page.on("pageerror", errors_into(errors))
             await sign_in(page, url)
-            for name in PAGES:
-                await show(page, url, name)
+            for name in [*PAGES, "key-detail"]:
+                if name == "key-detail":  # one key's own page, with its usage chart
+                    await show(page, url, "keys")
+                    await page.get_by_role("link", name="alice-notebook").click()
+                    await page.locator("[data-page='keys'][data-ready] .chart").wait_for()
+                else:
+                    await show(page, url, name)
                 shot = f"{name}-{scheme}-{width}"
                 await page.screenshot(path=str(screenshots / f"{shot}.png"), full_page=True)
                 taken.append(shot)
@@ -341,7 +346,7 @@ async def test_every_page_accessible_and_pictured(
     assert problems == {}, json.dumps(problems, indent=1)
     for shot in taken:  # each written, and not a blank page
         assert (screenshots / f"{shot}.png").stat().st_size > 8_000, shot
-    assert len(taken) == 2 * 2 * (len(PAGES) + 1)
+    assert len(taken) == 2 * 2 * (len(PAGES) + 2)
 
 
 @pytest.mark.timeout(120)
