@@ -51,6 +51,8 @@ async def test_pages_load_without_a_session_but_nothing_else(
             .headers["content-type"]
             .startswith("text/javascript")
         )
+        again = await client.get("/ui/", headers={"If-None-Match": page.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
         assert (await client.get("/ui/../pyproject.toml")).status_code == 404
         assert (await client.get("/ui/nothing-here.js")).status_code == 404
         for path in ("/ui/api/session", "/ui/api/health", "/admin/v1/keys"):

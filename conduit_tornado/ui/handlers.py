@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import mimetypes
 import time
 from dataclasses import dataclass
@@ -123,13 +124,13 @@ class LoginHandler(PublicHandler):
     async def post(self) -> None:
         sessions = ui_sessions(self)
         address = self.request.remote_ip or ""
-        wait = sessions.throttle.wait(address)
+        wait = math.ceil(sessions.throttle.wait(address))
         if wait > 0:
             raise ApiError(
                 429,
-                f"Too many failed sign-ins from this address. Try again in {wait:.0f} s.",
+                f"Too many failed sign-ins from this address. Try again in {wait} s.",
                 code="login_throttled",
-                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                headers={"Retry-After": str(wait)},
             )
         if self._received > _MAX_LOGIN_BYTES:
             raise ApiError(413, "Request body too large.", code="request_too_large")
