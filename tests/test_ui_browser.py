@@ -284,6 +284,19 @@ def errors_into(errors: list[str]) -> Callable[[Error], None]:
     return lambda exc: errors.append(str(exc))
 
 
+async def _check_sorting(page: Page, url: str) -> None:
+    """The keys table sorts by a column header: newest first by default, then by spend."""
+    await show(page, url, "keys")
+    names = page.locator("tbody tr td:first-child a")
+    await expect(names.first).to_have_text("service-2")
+    await page.get_by_role("button", name="Spend / budget").click()
+    await expect(names.first).to_have_text("alice-notebook")
+    header = page.locator("th", has=page.get_by_role("button", name="Spend / budget"))
+    await expect(header).to_have_attribute("aria-sort", "descending")
+    await page.get_by_role("button", name="Name").click()
+    await expect(names).to_have_text(["alice-notebook", "service-0", "service-1", "service-2"])
+
+
 async def _axe(page: Page, script: str) -> list[dict[str, Any]]:
     await page.add_script_tag(content=script)
     result = await page.evaluate(
@@ -320,6 +333,8 @@ async def test_every_page_accessible_and_pictured(
             errors: list[str] = []
             page.on("pageerror", errors_into(errors))
             await sign_in(page, url)
+            if (scheme, width) == ("light", 1280):
+                await _check_sorting(page, url)
             for name in [*PAGES, "key-detail"]:
                 if name == "key-detail":  # one key's own page, with its usage chart
                     await show(page, url, "keys")

@@ -132,8 +132,16 @@ export function pageHead(title, subtitle, ...actions) {
     h("div", { class: "actions", style: "margin:0" }, actions));
 }
 
-export function table(columns, rows, { caption } = {}) {
-  const head = h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : c.cls || "" }, c.label)));
+/** Columns with a `sortKey` get a sort button when `sort` ({key, dir}) and `onSort` are given. */
+export function table(columns, rows, { caption, sort, onSort } = {}) {
+  const headCell = (c) => {
+    if (!c.sortKey || !onSort) return c.label;
+    const active = sort && sort.key === c.sortKey;
+    return h("button", { type: "button", class: "sort", on: { click: () => onSort(c.sortKey) } },
+      c.label, h("span", { "aria-hidden": "true" }, active ? (sort.dir === "asc" ? " ▲" : " ▼") : ""));
+  };
+  const ariaSort = (c) => (c.sortKey && sort && sort.key === c.sortKey ? (sort.dir === "asc" ? "ascending" : "descending") : null);
+  const head = h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : c.cls || "", "aria-sort": ariaSort(c) }, headCell(c))));
   const body = h("tbody", {}, rows.map((row) =>
     h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : c.cls || "", "data-label": c.label }, h("div", {}, c.cell(row)))))));
   return h("div", { class: "table-wrap" },

@@ -40,11 +40,13 @@ export function relative(iso) {
   return abs < 10 ? "just now" : rel.format(Math.round(value), unit);
 }
 
+/** "600 req/min, 200k tok/min": the same words as the Jupyter widgets. */
 export function limitsText(o) {
   const parts = [];
-  if (o.rpm) parts.push(`${short(o.rpm)} req/min`);
-  if (o.rpd) parts.push(`${short(o.rpd)} req/day`);
-  if (o.tpm) parts.push(`${short(o.tpm)} tok/min`);
+  const n = (v) => short(v).replace(/K$/, "k");
+  if (o.rpm) parts.push(`${n(o.rpm)} req/min`);
+  if (o.rpd) parts.push(`${n(o.rpd)} req/day`);
+  if (o.tpm) parts.push(`${n(o.tpm)} tok/min`);
   if (o.max_parallel) parts.push(`${count(o.max_parallel)} parallel`);
   if (o.max_realtime_sessions) parts.push(`${count(o.max_realtime_sessions)} realtime`);
   return parts.length ? parts.join(", ") : "No limits";

@@ -6,7 +6,13 @@ import { money, budgetText, limitsText, relative, dateTime, date, count } from "
 import { usageChart } from "./page-usage.js";
 
 const PAGE_SIZE = 25;
-const state = { search: "", group: "", status: "", expiring: false, page: 0 };
+const state = { search: "", group: "", status: "", expiring: false, page: 0, sort: null };
+const SORTS = {
+  name: (k) => k.name.toLowerCase(),
+  spend: (k) => k.spend || 0,
+  last_used: (k) => k.last_used_at || "",
+  expires: (k) => k.expires_at || "9999",
+};
 
 export function keySpec(groups, models) {
   return [
@@ -162,6 +168,11 @@ export async function render(root, [keyId]) {
     const shown = keys.filter((k) =>
       (!q || [k.name, k.prefix, k.id].some((v) => String(v).toLowerCase().includes(q))) &&
       (!state.expiring || (k.expires_at && new Date(k.expires_at).getTime() < soon)));
+    if (state.sort) {
+      const value = SORTS[state.sort.key];
+      const sign = state.sort.dir === "asc" ? 1 : -1;
+      shown.sort((a, b) => (value(a) < value(b) ? -sign : value(a) > value(b) ? sign : 0));
+    }
     const pages = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
     state.page = Math.min(state.page, pages - 1);
     const slice = shown.slice(state.page * PAGE_SIZE, (state.page + 1) * PAGE_SIZE);
@@ -176,17 +187,17 @@ export async function render(root, [keyId]) {
       return;
     }
     const columns = [
-      { label: "Name", cell: (k) => [h("a", { class: "linklike", href: `#/keys/${encodeURIComponent(k.id)}` }, k.name),
+      { label: "Name", sortKey: "name", cell: (k) => [h("a", { class: "linklike", href: `#/keys/${encodeURIComponent(k.id)}` }, k.name),
         h("div", { class: "sub mono" }, `${k.prefix}…`)] },
       { label: "Status", cell: status },
       { label: "Group", cell: (k) => k.group || h("span", { class: "muted" }, "—") },
       { label: "Models", cls: "wrap", cell: (k) => k.allowed_models.length
         ? h("div", { class: "chips" }, k.allowed_models.map((m) => h("span", { class: "chip" }, m)))
         : h("span", { class: "muted" }, "All models") },
-      { label: "Spend / budget", cls: "wrap spend", cell: spendCell },
+      { label: "Spend / budget", sortKey: "spend", cls: "wrap spend", cell: spendCell },
       { label: "Limits", cls: "wrap", cell: (k) => limitsText(k) },
-      { label: "Last used", cell: (k) => h("span", { title: dateTime(k.last_used_at) }, k.last_used_at ? relative(k.last_used_at) : "Never") },
-      { label: "Expires", cell: (k) => k.expires_at ? h("span", { title: dateTime(k.expires_at) }, date(k.expires_at)) : h("span", { class: "muted" }, "Never") },
+      { label: "Last used", sortKey: "last_used", cell: (k) => h("span", { title: dateTime(k.last_used_at) }, k.last_used_at ? relative(k.last_used_at) : "Never") },
+      { label: "Expires", sortKey: "expires", cell: (k) => k.expires_at ? h("span", { title: dateTime(k.expires_at) }, date(k.expires_at)) : h("span", { class: "muted" }, "Never") },
       { label: "Actions", cell: (k) => h("div", { class: "chips row-actions" },
         h("button", { type: "button", class: "btn small", on: { click: run(async () => {
           if (await editKey(k, groups, models)) { toast(`${k.name} saved.`); refresh(); }
@@ -198,7 +209,12 @@ export async function render(root, [keyId]) {
     ];
     const from = state.page * PAGE_SIZE;
     results.replaceChildren(
-      table(columns, slice, { caption: "Virtual keys" }),
+      table(columns, slice, { caption: "Virtual keys", sort: state.sort, onSort: (key) => {
+        const first = key === "name" || key === "expires" ? "asc" : "desc";
+        state.sort = state.sort?.key === key ? { key, dir: state.sort.dir === "asc" ? "desc" : "asc" } : { key, dir: first };
+        draw();
+        results.querySelector(`th[aria-sort] .sort`)?.focus();
+      } }),
       h("div", { class: "pager" },
         h("span", { class: "muted" }, `${count(from + 1)}–${count(from + slice.length)} of ${count(shown.length)}${total > keys.length ? ` (newest ${count(keys.length)} loaded)` : ""}`),
         h("div", { class: "chips" },
