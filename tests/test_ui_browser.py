@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,14 @@ async def show(page: Page, url: str, name: str) -> None:
     await page.locator(f"[data-page='{name}'][data-ready]").wait_for()
 
 
+async def _key(gw: Gateway, name: str) -> dict[str, Any]:
+    async with httpx2.AsyncClient(
+        base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as admin:
+        found: dict[str, Any] = (await admin.get("/admin/v1/keys", params={"name": name})).json()
+    return dict(found["data"][0])
+
+
 async def chat(base_url: str, key: str) -> str:
     async with openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=key, max_retries=0) as sdk:
         answer = await sdk.chat.completions.create(
@@ -143,6 +152,8 @@ async def test_key_lifecycle_in_the_browser(
     await page.get_by_role("button", name="Create key").first.click()
     await dialog.get_by_label("Name").fill("e2e-app")
     await dialog.get_by_label("Budget (USD)").fill("5")
+    expiry = (date.today() + timedelta(days=10)).isoformat()
+    await dialog.get_by_label("Expires on").fill(expiry)
     await dialog.get_by_label("Requests per minute").fill("2.5")
     await dialog.get_by_role("button", name="Create key").click()
     rpm = dialog.get_by_label("Requests per minute")
@@ -160,6 +171,16 @@ async def test_key_lifecycle_in_the_browser(
     row = page.locator("tbody tr", has_text="e2e-app")
     await expect(row).to_contain_text("100 req/min")
     await expect(row).to_contain_text("$5.00")
+    await page.get_by_label("Expiring within 30 days").check()
+    await expect(row).to_be_visible()
+    await page.get_by_label("Expiring within 30 days").uncheck()
+    # Saving the form unchanged changes nothing (the expiry is not shifted by a zone).
+    before = await _key(ui_gateway, "e2e-app")
+    assert before["expires_at"].startswith(expiry)
+    await page.get_by_role("button", name="Edit e2e-app").click()
+    await page.locator("dialog[open]").get_by_role("button", name="Save changes").click()
+    await expect(page.locator("dialog[open]")).to_have_count(0)
+    assert await _key(ui_gateway, "e2e-app") == before
 
     # The key works with the openai SDK; the request shows in the logs and the usage.
     assert "hello from the SDK" in await chat(ui_gateway.url, secret)

@@ -2,6 +2,13 @@
 // each error shown as a sentence under the field it concerns.
 import { h, field, select } from "./dom.js";
 
+/** YYYY-MM-DD of an instant in the browser's time zone (what a date input shows). */
+function localDay(iso) {
+  const d = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
 /**
  * spec: [{name, label, type, help, options, wide, placeholder, required}]
  * types: text, number, money, select, check, date, list (comma or newline separated), json
@@ -21,12 +28,13 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
     else if (f.type === "json") {
       input = h("textarea", { spellcheck: "false", class: "mono", placeholder: f.placeholder || "" });
       input.value = value && Object.keys(value).length ? JSON.stringify(value, null, 2) : "";
+      input.rows = Math.min(10, Math.max(3, input.value.split("\n").length));
     } else if (f.type === "list") {
       input = h("input", { type: "text", placeholder: f.placeholder || "" });
       input.value = (value || []).join(", ");
     } else if (f.type === "date") {
       input = h("input", { type: "date" });
-      input.value = value ? String(value).slice(0, 10) : "";
+      input.value = value ? localDay(value) : "";
     } else {
       const numeric = f.type === "number" || f.type === "money";
       input = h("input", {
@@ -72,7 +80,7 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
         if (f.required) fail(name, `Enter ${f.label.toLowerCase()}.`);
         else if (!creating && before !== null && before !== undefined && !(Array.isArray(before) && !before.length)
           && !(typeof before === "object" && !Array.isArray(before) && !Object.keys(before).length)) {
-          body[name] = f.type === "list" ? [] : f.type === "json" ? {} : null;
+          body[name] = f.type === "list" ? [] : f.type === "json" && !("clearAs" in f) ? {} : (f.clearAs ?? null);
         }
         continue;
       }
@@ -101,6 +109,7 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
           continue;
         }
       } else if (f.type === "date") {
+        if (!creating && before && localDay(before) === raw) continue; // unchanged
         value = new Date(`${raw}T23:59:59`).toISOString();
       }
       if (creating || JSON.stringify(value) !== JSON.stringify(before)) body[name] = value;
@@ -120,7 +129,7 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
     }
   }
 
-  return { element: h("div", {}, grid, formError), fields, collect, showError, clearErrors };
+  return { element: h("div", {}, grid, formError), fields, collect, showError, clearErrors, creating };
 }
 
 /** A form in a dialog: submit calls `save(body)`; errors stay in the form. */
@@ -133,6 +142,10 @@ export function formBody(form, { submitLabel, save, close }) {
     event.preventDefault();
     const body = form.collect();
     if (!body) return;
+    if (!form.creating && !Object.keys(body).length) {
+      close(); // nothing changed: nothing to send
+      return;
+    }
     submit.disabled = true;
     try {
       close(await save(body));

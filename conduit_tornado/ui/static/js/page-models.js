@@ -28,7 +28,7 @@ function edit(model, providers, names) {
     { name: "strategy", label: "Strategy", type: "select", options: STRATEGIES, help: "How deployments of one priority share requests." },
     { name: "fallbacks", label: "Fallback models", type: "list", placeholder: "none", datalist: "fallback-names", help: "Tried in order when every deployment fails." },
     { name: "description", label: "Description" },
-    { name: "pricing", label: "Pricing (JSON, USD per million tokens)", type: "json", placeholder: '{"input_per_mtok": 0.15, "output_per_mtok": 0.6}',
+    { name: "pricing", label: "Pricing (JSON, USD per million tokens)", type: "json", clearAs: null, placeholder: '{"input_per_mtok": 0.15, "output_per_mtok": 0.6}',
       help: "Overrides the bundled price table for this model." },
     { name: "enabled", label: "Enabled", type: "check", default: true },
   ].filter((f) => creating || f.name !== "name"), model || {}, { creating });
