@@ -13,7 +13,7 @@ import pytest
 
 from conduit_tornado import Gateway
 from conduit_tornado.core.security import hash_key
-from conduit_tornado.store import MemoryStore, MongoStore
+from conduit_tornado.store import MemoryStore, MongoStore, Store
 from conduit_tornado.ui.sessions import COLLECTION, COOKIE, CSRF_HEADER, LoginThrottle
 from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, free_port
 
@@ -215,3 +215,19 @@ async def test_provider_connection_test(start_gateway: GatewayFactory) -> None:
     assert missing.status_code == 404
     async with httpx2.AsyncClient(base_url=gw.url) as anonymous:
         assert (await anonymous.post("/ui/api/providers/fine/test", json={})).status_code == 401
+
+
+@pytest.mark.asyncio
+async def test_sessions_on_every_store(start_gateway: GatewayFactory, store: Store) -> None:
+    """Each store keeps, finds and sweeps sessions: a sign-in removes expired ones."""
+    clock = FakeClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+    gw = await start_gateway(store=store, clock=clock, ui_session_hours=1)
+    async with httpx2.AsyncClient(base_url=gw.url) as client:
+        first = _cookie(await _login(client))
+        assert (await client.get("/ui/api/session", headers=_with(first))).status_code == 200
+        clock.advance(2 * 3600)
+        assert await store.get(COLLECTION, hash_key(first)) is not None  # expired, still kept
+        second = _cookie(await _login(client))
+        assert await store.get(COLLECTION, hash_key(first)) is None  # swept at sign-in
+        assert (await client.get("/ui/api/session", headers=_with(second))).status_code == 200
+        assert (await client.get("/ui/api/session", headers=_with(first))).status_code == 401
