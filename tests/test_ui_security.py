@@ -231,3 +231,32 @@ async def test_sessions_on_every_store(start_gateway: GatewayFactory, store: Sto
         assert await store.get(COLLECTION, hash_key(first)) is None  # swept at sign-in
         assert (await client.get("/ui/api/session", headers=_with(second))).status_code == 200
         assert (await client.get("/ui/api/session", headers=_with(first))).status_code == 401
+
+
+@pytest.mark.asyncio
+async def test_health_shows_deployments_in_cooldown(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway(cooldown_failures=1, cooldown_seconds=60, max_retries=0)
+    closed = free_port()
+    async with httpx2.AsyncClient(
+        base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as admin:
+        down = {"name": "down", "type": "openai", "base_url": f"http://127.0.0.1:{closed}/v1"}
+        await admin.post("/admin/v1/providers", json=down)
+        await admin.post(
+            "/admin/v1/models",
+            json={"name": "m", "deployments": [{"provider": "down", "model": "gpt-4o-mini"}]},
+        )
+        secret = (await admin.post("/admin/v1/keys", json={"name": "k"})).json()["key"]
+        before = (await admin.get("/ui/api/health")).json()
+        failed = await admin.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        after = (await admin.get("/ui/api/health")).json()
+    assert failed.status_code >= 500
+    assert before["store"]["ok"] is True
+    assert before["deployments"][0]["cooldown_seconds"] == 0
+    [deployment] = after["deployments"]
+    assert deployment["provider"] == "down" and deployment["failures"] >= 1
+    assert 0 < deployment["cooldown_seconds"] <= 60
