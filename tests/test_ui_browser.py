@@ -431,6 +431,14 @@ async def test_providers_models_and_groups_in_the_browser(
     await expect(row).to_contain_text("backup/mock-2")
     await expect(row).to_contain_text("$1.00 in / $2.00 out per 1M tokens")
 
+    # Signed out and in again in another tab: this tab's next change still goes through
+    # (it fetches the new session's CSRF token once).
+    other = await context.new_page()
+    await other.goto(url)
+    await other.get_by_role("button", name="Sign out").click()
+    await sign_in(other, url)
+    await other.close()
+
     # A group: created, edited, deleted.
     await show(page, url, "groups")
     await expect(page.get_by_text("No groups yet")).to_be_visible()

@@ -38,7 +38,7 @@ export function headers(extra = {}) {
   return out;
 }
 
-export async function api(route, { method = "GET", body, query, quiet401 = false } = {}) {
+export async function api(route, { method = "GET", body, query, quiet401 = false, retried = false } = {}) {
   let url = PREFIX + route;
   if (query) {
     const params = new URLSearchParams();
@@ -63,6 +63,15 @@ export async function api(route, { method = "GET", body, query, quiet401 = false
     data = text ? JSON.parse(text) : null;
   } catch {
     data = null;
+  }
+  if (response.status === 401 && method !== "GET" && csrf && !retried) {
+    // Signed in again in another tab: this page holds the old session's token. Ask for
+    // the current one and try once more; a real sign-out still ends here.
+    const fresh = await api("ui/api/session", { quiet401: true }).catch(() => null);
+    if (fresh && fresh.csrf !== csrf) {
+      setSession(fresh);
+      return api(route, { method, body, query, quiet401, retried: true });
+    }
   }
   if (!response.ok) {
     const err = new ApiError(response.status, data);
