@@ -83,7 +83,7 @@ class UiPageHandler(PublicHandler):
     """GET /ui/ and its assets. Public: the sign-in page must load before a session."""
 
     async def get(self, name: str | None = None) -> None:
-        name = name or "index.html"  # Tornado passes None for the bare /ui/
+        name = name or "index.html"  # the bare /ui/
         asset = ASSETS.get(name)
         if asset is None:
             raise ApiError(
@@ -311,5 +311,7 @@ def ui_routes(p: str) -> list[tuple[str, type[Any]]]:
         (p + r"/ui/api/health", HealthHandler),
         (p + r"/ui/api/providers/([^/]+)/test", ProviderTestHandler),
         (p + r"/ui", UiRedirectHandler),
-        (p + r"/ui/([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)?)?", UiPageHandler),
+        # Any name (empty: the page), but only the files in ASSETS are ever answered: no
+        # path reaches the disk.
+        (p + r"/ui/(.*)", UiPageHandler),
     ]
