@@ -8,6 +8,7 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
+from conduit_tornado.ui import theme
 from conduit_tornado.ui.handlers import ASSETS, STATIC
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,3 +57,17 @@ def _glob_match(path: str, pattern: str) -> bool:
     """setuptools' glob: a * never crosses a slash."""
     parts, wanted = path.split("/"), pattern.split("/")
     return len(parts) == len(wanted) and all(map(fnmatch, parts, wanted))
+
+
+def _declared(css: str, selector: str) -> dict[str, str]:
+    start = css.index(selector + " {") + len(selector) + 2
+    block = css[start : css.index("}", start)]
+    return dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", block))
+
+
+def test_stylesheet_and_theme_module_agree() -> None:
+    css = ASSETS["app.css"].body.decode()
+    assert _declared(css, ":root") == theme.LIGHT
+    assert _declared(css, ':root:not([data-theme="light"])') == theme.DARK  # system dark
+    assert _declared(css, ':root[data-theme="dark"]') == theme.DARK  # the toggle
+    assert theme.css_variables(".x", dark=True).startswith(".x { --bg: #0f1216;")
