@@ -446,6 +446,9 @@ class AdminHandler(BaseHandler):
         token = bearer_token(self)
         if self.ctx.is_master_key(token):
             return
+        ui = self.settings.get("conduit_ui")  # the web UI's sessions (conduit_tornado/ui/)
+        if token is None and ui is not None and await ui.admits(self):
+            return  # a signed-in browser; admits() checks its CSRF token on unsafe methods
         host_check = self.settings.get("conduit_admin_user")
         if token is None and host_check is not None and await host_check(self):
             return  # cookie session: check_xsrf_cookie has already run for unsafe methods

@@ -10,6 +10,8 @@ import tornado.web
 
 from conduit_tornado.context import Context
 from conduit_tornado.server.application import GatewayApplication
+from conduit_tornado.ui.handlers import ui_routes
+from conduit_tornado.ui.sessions import UiSessions
 
 from . import (
     admin,
@@ -84,6 +86,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/admin/v1/usage", admin_usage.UsageHandler),
         (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
     ]
+    table += ui_routes(p)  # the web UI (conduit_tornado/ui/)
     if catch_all:
         table.append((p + r"(?:/.*)?", NotFoundHandler))
     return table
@@ -92,7 +95,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
 def app_settings(ctx: Context) -> dict[str, Any]:
     """Tornado application settings the gateway needs (also given to Jupyter's app, so
     nothing here may change how Jupyter's own handlers behave)."""
-    return {"conduit": ctx}
+    return {"conduit": ctx, "conduit_ui": UiSessions(ctx)}
 
 
 _SECRET_PARAMS = re.compile(r"([?&](?:token|key|api-key|api_key)=)[^&]*", re.IGNORECASE)
