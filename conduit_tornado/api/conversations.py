@@ -44,7 +44,8 @@ def _not_found(conversation_id: str, param: str | None = None) -> ApiError:
     )
 
 
-def _metadata(value: Any) -> Json:
+def checked_metadata(value: Any) -> Json:
+    """OpenAI's metadata rule (responses and conversations): up to 16 string pairs."""
     if value is None:
         return {}
     if (
@@ -144,7 +145,7 @@ def _items_body(body: Json) -> list[Json]:
 class ConversationsHandler(ClientHandler):
     async def post(self) -> None:
         body = self.json_body()
-        metadata = _metadata(body.get("metadata"))
+        metadata = checked_metadata(body.get("metadata"))
         items = _items_body(body)
         conv_id = new_id("conv")
         doc: Json = {
@@ -169,7 +170,7 @@ class ConversationHandler(ClientHandler):
         if "metadata" not in body:
             raise ApiError(400, "metadata is required.", param="metadata")
         doc = await self.ctx.store.update(
-            CONVERSATIONS, conv_id, {"metadata": _metadata(body["metadata"])}
+            CONVERSATIONS, conv_id, {"metadata": checked_metadata(body["metadata"])}
         )
         if doc is None:
             raise _not_found(conv_id)

@@ -11,10 +11,7 @@ cost and request log as chat.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
-
-import orjson
 
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.messages import EventStream, error_body, message_of, to_chat
@@ -30,13 +27,7 @@ from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
 
 from .base import ClientHandler, dumps
-from .proxy import ProxyHandler
-
-
-def _frames(events: list[Json]) -> bytes:
-    return b"".join(
-        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events
-    )
+from .proxy import ProxyHandler, named_events
 
 
 class AnthropicShapes(ClientHandler):
@@ -131,13 +122,7 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
         self.send_json(answer)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if self.entry is not None:  # the request log, as ProxyHandler keeps it
-            exc = kwargs.get("exc_info", (None, None, None))[1]
-            self.entry["status"] = status_code
-            if isinstance(exc, ApiError):
-                self.entry.update(error_code=exc.code, error_type=exc.type)
-            else:
-                self.entry.update(error_code=None, error_type="server_error")
+        self.log_error(status_code, kwargs.get("exc_info", (None, None, None))[1])
         AnthropicShapes.write_error(self, status_code, **kwargs)
 
     async def _stream(
@@ -159,9 +144,7 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
 
         (stream, as_sent), self.outcome = await self.ctx.router.run(route, open_stream)
         outcome = self.outcome
-        self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
-        self.put_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.routing_headers(outcome)
+        self.start_events(outcome)
         assert self.entry is not None
         model = self.entry["model"]
         prompt = estimate_tokens(prompt_text(chat)) if chat is not None else 0
@@ -209,44 +192,20 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
 
         async def pump() -> None:
             if not as_sent:
-                await self._write(events.start())
+                await self.send_named(events.start())
             while (batch := await stream.next_batch()) is not None:
                 out = relabelled(batch) if as_sent else translated(batch)
                 if out:
-                    await self._write(out)
+                    await self.send_named(out)
             if not as_sent:
-                await self._write(events.finish(usage()))
+                await self.send_named(events.finish(usage()))
 
         def failed(error: ApiError) -> bytes:
-            return _frames([{"type": "error", **error_body(error.status, error.message)}])
+            return named_events([{"type": "error", **error_body(error.status, error.message)}])
 
-        self._last_write = time.monotonic()
-        self._keepalive_tick()
-        try:
-            await self.run_relay(pump(), failed)
-        finally:
-            if self._keepalive is not None:
-                self._keepalive.cancel()
-            await stream.aclose()
+        await self.pump_events(stream, pump(), failed)
         self.account(usage(), outcome, seen["reported"])
-        if self._client_gone:
-            self.done()
-        else:
-            self.finish()
-
-    async def _write(self, events: list[Json]) -> None:
-        self._last_write = time.monotonic()
-        frames = _frames(events)
-        if self._streaming:
-            connection = self.request.connection
-            assert connection is not None
-            sent = connection.write(frames)
-        else:
-            self.write(frames)
-            sent = self.flush()
-            self._streaming = True
-        if not sent.done() or sent.exception() is not None:
-            await sent
+        self.end_events()
 
 
 def _user(body: Json) -> str | None:

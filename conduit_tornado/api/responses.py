@@ -48,8 +48,14 @@ from conduit_tornado.routing.upstream import Timeouts
 from conduit_tornado.store import Store, StoreUnavailable
 
 from .base import ClientHandler
-from .conversations import append_items, conversation_id, conversation_items, owned_conversation
-from .proxy import ProxyHandler
+from .conversations import (
+    append_items,
+    checked_metadata,
+    conversation_id,
+    conversation_items,
+    owned_conversation,
+)
+from .proxy import ProxyHandler, named_events
 
 RESPONSES = "responses"
 UNFINISHED = ("queued", "in_progress")
@@ -182,6 +188,13 @@ class Turn:
             payload["previous_response_id"] = upstream["id"]
         return payload
 
+    def chat(self) -> Json:
+        """The chat body for a backend without the Responses API, or why there is none."""
+        if self.translation is None:
+            assert self.problem is not None
+            raise self.problem
+        return self.translation.chat
+
     def response(self, status: str, **kwargs: Any) -> Json:
         return response_object(
             self.body,
@@ -291,10 +304,7 @@ class ResponsesHandler(ProxyHandler):
                     "stored": payload.get("store", True) is not False,
                 }
                 return answer, made
-            if turn.translation is None:
-                assert turn.problem is not None
-                raise turn.problem
-            return await target.adapter.chat(turn.translation.chat, target.model, t), None
+            return await target.adapter.chat(turn.chat(), target.model, t), None
 
         (result, upstream), self.outcome = await self.ctx.router.run(turn.route, call)
         reported = result.get("model")
@@ -410,21 +420,7 @@ class ResponsesHandler(ProxyHandler):
             )
         if body.get("store", True) is not True and body.get("store") is not False:
             raise ApiError(400, "store must be a boolean.", param="store")
-        metadata = body.get("metadata")
-        if metadata is not None and (
-            not isinstance(metadata, dict)
-            or len(metadata) > 16
-            or not all(
-                isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
-                for k, v in metadata.items()
-            )
-        ):
-            raise ApiError(
-                400,
-                "metadata must be an object of at most 16 string pairs (keys up to 64 "
-                "characters, values up to 512).",
-                param="metadata",
-            )
+        checked_metadata(body.get("metadata"))
 
     async def _record(self, turn: Turn, response: Json) -> None:
         """Add the turn to its conversation, if it has one."""
@@ -467,16 +463,11 @@ class ResponsesHandler(ProxyHandler):
                     "stored": payload.get("store", True) is not False,
                 }
                 return opened, made
-            if turn.translation is None:
-                assert turn.problem is not None
-                raise turn.problem
-            return await target.adapter.chat_stream(turn.translation.chat, target.model, t), None
+            return await target.adapter.chat_stream(turn.chat(), target.model, t), None
 
         (stream, upstream), self.outcome = await self.ctx.router.run(turn.route, open_stream)
         outcome = self.outcome
-        self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
-        self.put_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.routing_headers(outcome)
+        self.start_events(outcome)
         events = EventStream(turn.body, turn.response_id, turn.model, turn.created_at)
         seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "final": None}
         chat = turn.translation.chat if turn.translation is not None else {}
@@ -515,11 +506,11 @@ class ResponsesHandler(ProxyHandler):
 
         async def pump() -> None:
             if upstream is None:
-                await self._send(events.start())
+                await self.send_named(events.start())
             while (batch := await stream.next_batch()) is not None:
                 out = relayed(batch) if upstream is not None else translated(batch)
                 if out:
-                    await self._send(out)
+                    await self.send_named(out)
             if upstream is None:
                 last = events.finish(seen["usage"] or self._estimate(chat, seen["chars"]))
                 seen["final"] = events.final
@@ -528,53 +519,19 @@ class ResponsesHandler(ProxyHandler):
             if seen["final"] is not None:
                 await self._save(turn, seen["final"], upstream)
             if last:
-                await self._send(last)
+                await self.send_named(last)
 
         def failed(error: ApiError) -> bytes:
-            return self._frames([events.fail(error.code or error.type, error.message)])
+            return named_events([events.fail(error.code or error.type, error.message)])
 
-        self._last_write = time.monotonic()
-        self._keepalive_tick()
-        try:
-            await self.run_relay(pump(), failed)
-        finally:
-            if self._keepalive is not None:
-                self._keepalive.cancel()
-            await stream.aclose()
+        await self.pump_events(stream, pump(), failed)
         usage = seen["usage"] or self._estimate(chat, seen["chars"])
         self.account(usage, outcome, seen["reported"])
-        if self._client_gone:
-            self.done()
-        else:
-            self.finish()
+        self.end_events()
 
     @staticmethod
     def _estimate(chat: Json, chars: int) -> Usage:
         return Usage(estimate_tokens(prompt_text(chat)), math.ceil(chars / 4), estimated=True)
-
-    @staticmethod
-    def _frames(events: list[Json]) -> bytes:
-        # Named events, as OpenAI sends them: clients that dispatch on the SSE event name
-        # and clients that read the data's type both work.
-        return b"".join(
-            b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
-            for e in events
-        )
-
-    async def _send(self, events: list[Json]) -> None:
-        """Write events in one write; wait only when the client is behind (or gone)."""
-        self._last_write = time.monotonic()
-        frames = self._frames(events)
-        if self._streaming:
-            connection = self.request.connection
-            assert connection is not None
-            sent = connection.write(frames)
-        else:
-            self.write(frames)
-            sent = self.flush()
-            self._streaming = True
-        if not sent.done() or sent.exception() is not None:
-            await sent
 
 
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
