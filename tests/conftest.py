@@ -22,6 +22,17 @@ from conduit_tornado.core.clock import Clock
 from conduit_tornado.store import MemoryStore, MongoStore, Store
 from tests.mongo_server import JongoServer, jongodb_binary
 
+# The openai and anthropic SDKs build each pydantic model on its first use unless told
+# not to. That first use would come inside a test, on the event loop the gateway shares,
+# and the loop-lag watchdog would blame the gateway for the SDK's 100+ ms of work: build
+# the models when the SDKs' types are imported, here, before any loop runs.
+os.environ.setdefault("DEFER_PYDANTIC_BUILD", "false")
+import anthropic.types  # noqa: F401
+import openai.types.chat
+import openai.types.conversations
+import openai.types.realtime
+import openai.types.responses  # noqa: F401
+
 MASTER_KEY = "condt_master_test_" + "x" * 24
 REAL_MONGO = bool(os.environ.get("CONDUIT_TEST_MONGODB_URI"))
 
