@@ -114,6 +114,13 @@ class ProviderError(Exception):
             )
         if self.kind == "unsupported":
             return ApiError(400, self.message, code="unsupported_for_model", param=self.param)
+        if self.kind == "loop":
+            return ApiError(
+                508,
+                f"Request loop detected upstream: {self.message}",
+                code="loop_detected",
+                type="upstream_error",
+            )
         if self.kind == "too_large":
             return ApiError(
                 502, f"The upstream provider failed: {self.message}", code="upstream_too_large"
@@ -143,6 +150,8 @@ def classify_status(
     API_KEY_INVALID: that is the gateway's credential, not the client's request."""
     if status in (401, 403) or reason in _KEY_REASONS:
         return ProviderError("auth", message, status=status)
+    if status == 508:  # a gateway on the way saw the request come back: asking again loops
+        return ProviderError("loop", message, status=status)
     if status == 429:
         return ProviderError("rate_limit", message, status=status, retry_after=retry_after)
     if status in (408, 504):
