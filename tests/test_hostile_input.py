@@ -382,7 +382,7 @@ async def test_client_certificate_options_are_checked_on_write(
     refused(r, "options")
 
 
-WRONG = [None, 5, -1, "x", "", [], {}, [[]], [None], [5], [{}], True, 1e300, {"a": None}]
+WRONG: list[Any] = [None, 5, -1, "x", "", [], {}, [[]], [None], [5], [{}], True, 1e300, {"a": None}]
 
 
 @pytest.mark.parametrize("model", ["mock", "claude", "gem", "gpt"])

@@ -20,8 +20,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from conduit_tornado.api import openapi
 from conduit_tornado.api.base import AdminHandler, ClientHandler, PublicHandler
-from conduit_tornado.api.openapi import UNDESCRIBED, build
+from conduit_tornado.api.openapi import UNDESCRIBED, build, handler_name
 from conduit_tornado.api.realtime import RealtimeSocketHandler
 from conduit_tornado.api.routes import routes
 from conduit_tornado.core.schemas import KeyCreate, ModelCreate
@@ -53,6 +54,11 @@ def test_every_route_is_described_with_its_methods_and_auth() -> None:
                 assert issubclass(handler, PublicHandler) and schemes == set(), path
             params = [p["name"] for p in op["parameters"] if p["in"] == "path"]
             assert params == [s[1:-1] for s in path.split("/") if s.startswith("{")], path
+
+
+def test_every_description_is_of_a_routed_handler() -> None:
+    routed = {handler_name(h) for _, h in routes()}
+    assert set(openapi._OPS) <= routed and set(openapi._PARAMS) <= routed
 
 
 def test_admin_bodies_are_the_models_the_handlers_validate_with() -> None:

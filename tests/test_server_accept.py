@@ -30,8 +30,9 @@ SERVER = textwrap.dedent(
     from conduit_tornado.gateway import bind
     from conduit_tornado.server.http import HttpServer
     from conduit_tornado.server.limits import ServerLimits
+    from conduit_tornado.server.tornado_server import TornadoHttpServer
 
-    limit, spare, loop = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    limit, spare, loop, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -40,7 +41,9 @@ SERVER = textwrap.dedent(
             self.finish("hello")
 
     async def main():
-        server = HttpServer(tornado.web.Application([(r"/", Hello)]), ServerLimits(header_timeout=60))
+        server_class = HttpServer if kind == "conduit" else TornadoHttpServer
+        app = tornado.web.Application([(r"/", Hello)])
+        server = server_class(app, ServerLimits(header_timeout=60, keepalive_timeout=60))
         sockets = bind("127.0.0.1", 0)
         await server.start(sockets)
         if spare:  # descriptors held elsewhere (store, provider connections): few left
@@ -57,7 +60,7 @@ SERVER = textwrap.dedent(
 
 @contextlib.asynccontextmanager
 async def server_process(
-    limit: int, spare: int, loop: str = "uvloop"
+    limit: int, spare: int, loop: str = "uvloop", kind: str = "conduit"
 ) -> AsyncIterator[tuple[int, int, list[str]]]:
     """(port, connection cap, stderr lines once the process has ended)."""
     proc = await asyncio.create_subprocess_exec(
@@ -67,6 +70,7 @@ async def server_process(
         str(limit),
         str(spare),
         loop,
+        kind,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -124,10 +128,12 @@ async def test_silent_connections_past_the_open_file_limit_get_503() -> None:
         assert await _served_again(port) == 200
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
-async def test_running_out_of_descriptors_is_logged_once_a_second(loop: str) -> None:
+@pytest.mark.parametrize(
+    ("loop", "kind"), [("uvloop", "conduit"), ("asyncio", "conduit"), ("asyncio", "tornado")]
+)
+async def test_running_out_of_descriptors_is_logged_once_a_second(loop: str, kind: str) -> None:
     started = time.monotonic()
-    async with server_process(limit=64, spare=6, loop=loop) as (port, _, lines):
+    async with server_process(limit=64, spare=6, loop=loop, kind=kind) as (port, _, lines):
         writers = await _silent(port, 40)  # most wait in the backlog: accept fails
         await asyncio.sleep(3)
         for writer in writers:

@@ -111,6 +111,28 @@ async def test_a_client_that_never_reads_a_stream_is_dropped() -> None:
         writer.close()
 
 
+async def test_a_last_answer_never_read_does_not_hold_the_connection() -> None:
+    """Ours only. The answer is whole and the connection closing, but the client takes
+    none of it: past write_timeout the connection is dropped, not kept to flush."""
+    size = 8 * 1024 * 1024
+
+    class Big(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.finish(b"x" * size)
+
+    async with serve("conduit", [(r"/", Big)], SHORT) as (server, port):
+        reader, writer = await connect(port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for _ in range(1000):  # dropped within a generous bound of write_timeout
+            if not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not server.connections
+        received = await closed_by_server(reader)  # what the kernels held, then the end
+        assert len(received) < size
+        writer.close()
+
+
 async def test_pipelined_requests_from_a_client_that_never_reads_are_not_all_read(
     kind: str,
 ) -> None:

@@ -115,9 +115,14 @@ class ApiResponses(tornado.web.RequestHandler):
         extend it) and refuse a request that has been through this gateway already: a
         provider whose base_url leads back here would otherwise call itself forever.
         Runs before any auth or store work, so a loop costs one cheap answer per hop."""
-        chain = self.request.headers.get("Via", "")
-        via.received.set(chain)  # also for an empty chain: nothing lingers from elsewhere
-        if chain and via.loops(chain):
+        hops = self.request.headers.get_list("Via")  # no KeyError raised when absent
+        if not hops:
+            # Nothing to set: every request runs in a task of its own, whose context
+            # starts without a chain (the server's code never sets one).
+            return
+        chain = ", ".join(hops)
+        via.received.set(chain)
+        if via.loops(chain):
             raise ApiError(
                 508,
                 "Request loop detected: this request has already passed through this "

@@ -335,51 +335,6 @@ _CLIENT_SCHEMAS: dict[str, Json] = {
             "websocket_url": {"type": "string", "format": "uri"},
         },
     },
-    "ResponseRequest": {
-        "type": "object",
-        "required": ["model", "input"],
-        "properties": {
-            "model": MODEL,
-            "input": {"anyOf": [STRING, {"type": "array", "items": ANY_OBJECT}]},
-            "instructions": _nullable(STRING),
-            "previous_response_id": _nullable(STRING),
-            "stream": _nullable({"type": "boolean"}),
-            "store": _nullable({"type": "boolean"}),
-        },
-        "description": "OpenAI's Responses request; other fields are translated or passed on.",
-    },
-    "Response": {
-        "type": "object",
-        "required": ["id", "object", "created_at", "model", "status", "output"],
-        "properties": {
-            "id": {"type": "string", "pattern": "^resp_"},
-            "object": {"const": "response"},
-            "created_at": {"type": "integer"},
-            "model": STRING,
-            "status": STRING,
-            "output": {"type": "array", "items": ANY_OBJECT},
-            "usage": _nullable(ANY_OBJECT),
-        },
-    },
-    "InputTokens": {
-        "type": "object",
-        "required": ["object", "input_tokens"],
-        "properties": {
-            "object": {"const": "response.input_tokens"},
-            "input_tokens": {"type": "integer", "minimum": 0},
-        },
-    },
-    "InputItemList": {
-        "type": "object",
-        "required": ["object", "data", "first_id", "last_id", "has_more"],
-        "properties": {
-            "object": {"const": "list"},
-            "data": {"type": "array", "items": ANY_OBJECT},
-            "first_id": _nullable(STRING),
-            "last_id": _nullable(STRING),
-            "has_more": {"type": "boolean"},
-        },
-    },
     "Health": {
         "type": "object",
         "required": ["status"],
@@ -578,39 +533,6 @@ _OPS: dict[str, dict[str, Op]] = {
     },
     "inference.EmbeddingsHandler": {
         "post": Op("Create embeddings.", _ref("EmbeddingList"), body="EmbeddingRequest")
-    },
-    "responses.ResponsesHandler": {
-        "post": Op(
-            "Create a response (streamed as server-sent events with stream: true).",
-            _ref("Response"),
-            body="ResponseRequest",
-            other_types={"text/event-stream": SSE},
-        )
-    },
-    "responses.InputTokensHandler": {
-        "post": Op(
-            "Count a request's input tokens (the gateway's estimate).",
-            _ref("InputTokens"),
-            body="ResponseRequest",
-        )
-    },
-    "responses.ResponseHandler": {
-        "get": Op("A stored response of this key.", _ref("Response")),
-        "delete": Op("Delete a stored response.", _ref("Deleted")),
-    },
-    "responses.ResponseCancelHandler": {
-        "post": Op("Cancel a background response (none are: always 400 or 404).", _ref("Response"))
-    },
-    "responses.InputItemsHandler": {
-        "get": Op(
-            "The input items of a stored response.",
-            _ref("InputItemList"),
-            query=(
-                _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
-                _q("order", {"enum": ["asc", "desc"]}),
-                _q("after", STRING),
-            ),
-        )
     },
     "health.LiveHandler": {"get": Op("Liveness: the process answers.", _ref("Health"))},
     "health.ReadyHandler": {"get": Op("Readiness: the store answers.", _ref("Health"))},

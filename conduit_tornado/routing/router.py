@@ -210,8 +210,12 @@ class Router:
                 code="no_deployment_available",
             )
         deadline = time.monotonic() + s.request_timeout
-        cost = [1] * len(plan) if calls is None else [max(1, calls(t)) for t in plan]
-        budget = max(sum(cost), max(cost) + s.max_retries)
+        if calls is None:  # one call a try: the common case, without a list
+            costs = None
+            budget = max(len(plan), 1 + s.max_retries)
+        else:
+            costs = [max(1, calls(t)) for t in plan]
+            budget = max(sum(costs), max(costs) + s.max_retries)
         spent = 0
         refused: set[int] = set()  # plan positions that refused our credentials
         outcome = Outcome(plan[0], 0, 0.0, 0.0)
@@ -225,10 +229,11 @@ class Router:
                     break
                 if at in refused:
                     continue
-            if spent + cost[at] > budget:
+            cost = 1 if costs is None else costs[at]
+            if spent + cost > budget:
                 break
             target = plan[at]
-            spent += cost[at]
+            spent += cost
             outcome.target, outcome.attempts = target, outcome.attempts + 1
             if attempt >= len(plan):  # second pass over the plan: back off first
                 wait = self._backoff(attempt - len(plan), last)

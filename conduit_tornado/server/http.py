@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import http
 import logging
 import os
@@ -724,8 +725,12 @@ class _ServerProtocol(WriteFlow):
         return stream
 
     def _drop(self) -> None:
-        self.server.connections.discard(self)
-        if self.transport is not None and not self.closed:
+        """The connection's task has ended. The connection stays in the server's set until
+        connection_lost: a transport still flushing its last bytes is held to the write
+        deadline by the sweep, and ended by close_all_connections."""
+        if self.transport is None:
+            self.server.connections.discard(self)
+        elif not self.closed:
             self.close()
 
 
@@ -737,10 +742,12 @@ class _Overloaded(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.server.overloaded += 1
+        self._transport = transport
+        self.server.refusing.add(self)
         transport.write(overload_answer())
         if transport.can_write_eof():
             transport.write_eof()
@@ -749,8 +756,12 @@ class _Overloaded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         pass
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.overloaded -= 1
+        self.server.refusing.discard(self)
         if self._timer is not None:
             self._timer.cancel()
 
@@ -816,7 +827,7 @@ class HttpServer:
         self.trusted = TrustedProxies(limits.forwarded_allow_ips)
         self.connections: set[_ServerProtocol] = set()
         self.cap = limits.max_connections
-        self.overloaded = 0  # connections being refused (_Overloaded)
+        self.refusing: set[_Overloaded] = set()  # connections past the cap, being refused
         self._opening: set[asyncio.Task[Any]] = set()
         self._listeners: list[_Listener] = []
         self._sweeper: asyncio.TimerHandle | None = None
@@ -835,11 +846,15 @@ class HttpServer:
 
     async def start(self, sockets: list[socket.socket]) -> None:
         self.cap = self.limits.connection_cap()
+        self.listen(sockets)
+        self._sweep()
+
+    def listen(self, sockets: list[socket.socket]) -> None:
+        """Accept on ``sockets``, each accepted socket going to adopt()."""
         for sock in sockets:
             listener = _Listener(self, sock)
             listener.resume()
             self._listeners.append(listener)
-        self._sweep()
 
     def adopt(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -850,18 +865,22 @@ class HttpServer:
             self._overload_log(
                 logging.WARNING, "at the connection limit (%d): answering 503", self.cap
             )
-            if self.overloaded >= MAX_OVERLOADED:
+            if len(self.refusing) >= MAX_OVERLOADED:
                 sock.close()  # refusing costs a descriptor too: past this, no answer
                 return
             factory = lambda: _Overloaded(self)  # noqa: E731
         task = loop.create_task(loop.connect_accepted_socket(factory, sock))
         self._opening.add(task)
-        task.add_done_callback(self._opened)
+        task.add_done_callback(functools.partial(self._opened, sock))
 
-    def _opened(self, task: asyncio.Task[Any]) -> None:
+    def _opened(self, sock: socket.socket, task: asyncio.Task[Any]) -> None:
         self._opening.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("a connection failed to open: %s", task.exception())
+        if task.cancelled() or task.exception() is not None:
+            # A transport that got the socket has closed it (and the socket object);
+            # one cancelled before it started never took it.
+            sock.close()
+            if not task.cancelled():
+                log.debug("a connection failed to open: %s", task.exception())
 
     def report_accept_error(self, exc: OSError) -> None:
         self._accept_log(
@@ -907,11 +926,16 @@ class HttpServer:
             self._sweeper = None
         if self._opening:
             await asyncio.wait(list(self._opening), timeout=5)
+        for refused in list(self.refusing):
+            refused.abort()
         tasks = [c._task for c in self.connections if c._task is not None]
         for conn in list(self.connections):
             conn.close()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        for conn in list(self.connections):  # still flushing to a client that does not read
+            conn.abort()
+        await asyncio.sleep(0)  # their connection_lost runs
 
     async def stop(self) -> None:
         self.stop_listening()

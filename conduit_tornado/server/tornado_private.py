@@ -9,6 +9,7 @@ here, so a Tornado release that changes one fails that test rather than requests
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,14 @@ def connection_peer(context: Any) -> tuple[str, str]:
     """(peer address, scheme of the socket) of a Tornado HTTPServer connection, as
     ``_HTTPRequestContext`` recorded them before any proxy header."""
     return str(context._orig_remote_ip), str(context._orig_protocol)
+
+
+def accept_connection(
+    server: tornado.httpserver.HTTPServer, sock: socket.socket, address: Any
+) -> None:
+    """Hand a socket accepted elsewhere to a Tornado server (TCPServer's own accept
+    handler calls this)."""
+    server._handle_connection(sock, address)
 
 
 def open_connections(server: tornado.httpserver.HTTPServer) -> int:

@@ -1,8 +1,8 @@
 """Tornado's own HTTPServer serving the same application (CONDUIT_HTTP_SERVER=tornado): a
 fallback should our server misbehave somewhere, held to the same limits where Tornado
 offers them (idle and head timeout, body timeout, body and head sizes, the connection cap
-and proxy headers from trusted peers only). It has no write timeout and backs off from
-accept errors only as Tornado does."""
+and proxy headers from trusted peers only), and accepting through our accept loop (accept
+errors reported once a second). It has no write timeout."""
 
 from __future__ import annotations
 
@@ -98,12 +98,20 @@ class TornadoHttpServer(HttpServer):
             trusted=self.trusted,
             cap=limits.connection_cap(),
         )
+        self.cap = self._server.cap
 
     async def start(self, sockets: list[socket.socket]) -> None:
-        self._server.add_sockets(sockets)
+        # Our accept loop (accept errors reported once a second; Tornado's own logs
+        # each one, as fast as the loop spins), handing each socket to Tornado.
+        self.listen(sockets)
 
-    def stop_listening(self) -> None:
-        self._server.stop()
+    def adopt(self, sock: socket.socket) -> None:
+        try:
+            address = sock.getpeername()
+        except OSError:  # the client has gone already
+            sock.close()
+            return
+        tornado_private.accept_connection(self._server, sock, address)
 
     async def close_all_connections(self) -> None:
         await self._server.close_all_connections()
