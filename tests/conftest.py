@@ -188,9 +188,9 @@ class LoopWatchdog:
     I/O); the loop thread's stack is kept for the report. A loop that is busy with many
     short callbacks is not blocked, nor is one whose thread waits for a CPU taken by other
     processes: CPU time does not stretch when the machine is busy, wall time does. When
-    the watcher itself wakes late (the whole process was held up), it starts afresh, and
-    time while the loop is not running at all (between pytest-asyncio's runs) has no
-    callback to blame."""
+    the watcher itself wakes late (the whole process was held up), it measures wall time
+    afresh, and time while the loop is not running at all (between pytest-asyncio's runs)
+    has no callback to blame."""
 
     PERIOD = 0.01
 
@@ -236,12 +236,11 @@ class LoopWatchdog:
             started = time.monotonic()
             if self._done.wait(self.PERIOD):
                 return
-            if time.monotonic() - started > 5 * self.PERIOD:
-                self._current = None  # the process was held up: measure afresh
-                continue
-            self._look()
+            # Woken late, the process was held up: wall time since the last look says
+            # nothing of the loop (CPU time still does).
+            self._look(fresh_wall=time.monotonic() - started > 5 * self.PERIOD)
 
-    def _look(self) -> None:
+    def _look(self, fresh_wall: bool) -> None:
         thread = self._thread
         frame = sys._current_frames().get(thread) if thread is not None else None
         handle = _running_handle(frame) if self.loop.is_running() else None
@@ -252,6 +251,8 @@ class LoopWatchdog:
         if self._current is None or self._current[0] is not handle:
             self._current = (handle, now, cpu)
             return
+        if fresh_wall:
+            self._current = (handle, now, self._current[2])
         _, since, cpu_since = self._current
         held = round(max(now - since, cpu - cpu_since), 3)
         if handle is self._reported:
