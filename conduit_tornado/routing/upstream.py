@@ -595,7 +595,11 @@ class SseReader:
 
     def __init__(self, response: Response) -> None:
         self._response = response
-        self._buf = b""
+        # Appended to, and searched only where it grew: an event that never ends (a
+        # decompressing bomb of zeros) costs one pass over its bytes, not one per read.
+        self._buf = bytearray()
+        self._scanned = 0
+        self._cr = False  # the last read ended in a CR, whose LF may be the next byte
         self._ended = False
 
     async def next_batch(self) -> list[tuple[str, bytes]] | None:
@@ -603,26 +607,35 @@ class SseReader:
             received = await next_chunk(self._response, "the provider's stream broke off")
             if received is None:
                 self._ended = True
-                rest = self._buf.strip(b"\r\n")
+                rest = bytes(self._buf).strip(b"\r\n")
                 parsed = _sse_block(rest) if rest.strip() else None
                 return [parsed] if parsed is not None else None
-            buf = self._buf + received
-            if b"\r" in buf:
-                buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
+            if self._cr:
+                received = b"\r" + received
+            self._cr = received.endswith(b"\r")
+            if self._cr:
+                received = received[:-1]
+            if b"\r" in received:
+                received = received.replace(b"\r\n", b"\n")
+            buf = self._buf
+            buf += received
             batch = []
             start = 0  # walk the buffer by offset: a burst is not re-copied per event
+            search = max(0, self._scanned - 1)  # a separator may straddle two reads
             while True:
-                end = buf.find(b"\n\n", start)
+                end = buf.find(b"\n\n", search)
                 if end < 0:
                     break
-                block = buf[start:end]
-                start = end + 2
+                block = bytes(buf[start:end])
+                start = search = end + 2
                 if block.startswith(b"data: ") and b"\n" not in block:
                     batch.append(("message", block[6:]))  # the usual shape, without a call
                 elif (parsed := _sse_block(block)) is not None:
                     batch.append(parsed)
-            self._buf = buf[start:]
-            if len(self._buf) > MAX_SSE_EVENT:
+            if start:
+                del buf[:start]
+            self._scanned = len(buf)
+            if len(buf) > MAX_SSE_EVENT:
                 raise ProviderError("too_large", "the provider sent an oversized stream event")
             if batch:
                 return batch

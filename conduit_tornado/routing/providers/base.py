@@ -241,6 +241,11 @@ async def open_batches(rest: NextBatch, close: Any, first_byte: float | None) ->
     except BaseException:
         await close()
         raise
+    if first is None:
+        # A 200 whose body held no event (a JSON error, a proxy's page, an empty body):
+        # relayed, it would be an empty answer billed as a success. Another try may work.
+        await close()
+        raise ProviderError("bad_response", "the provider's stream held no events")
     return ChunkStream(first, rest, close)
 
 
