@@ -23,6 +23,7 @@ from .base import (
     function_tools,
     open_batches,
     open_stream,
+    shape_checked,
     stop_sequences,
     tool_calls,
     tool_choice_name,
@@ -199,6 +200,7 @@ def _usage(u: Json) -> Json:
     return out
 
 
+@shape_checked
 def from_anthropic(data: Json, model: str) -> Json:
     text = []
     calls = []

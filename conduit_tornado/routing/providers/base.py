@@ -8,6 +8,7 @@ the other. They never see virtual model names, keys or limits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -96,6 +97,23 @@ def prompt_text(body: Json) -> str:
 
 def _refuse(message: str, param: str) -> ProviderError:
     return ProviderError("client", message, param=param)
+
+
+def shape_checked(translate: Callable[..., Json]) -> Callable[..., Json]:
+    """For translators of a provider's answer: an answer of another shape than the
+    provider documents (a list where an object belongs, a string for a number) is the
+    provider's failure, a 502 ``bad_response`` (retried elsewhere), not a gateway crash."""
+
+    @functools.wraps(translate)
+    def checked(*args: Any, **kwargs: Any) -> Json:
+        try:
+            return translate(*args, **kwargs)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+            raise ProviderError(
+                "bad_response", "the provider answered with an unexpected shape"
+            ) from None
+
+    return checked
 
 
 def function_tools(body: Json) -> list[Json]:
@@ -216,6 +234,11 @@ def one_at_a_time(chunks: AsyncIterator[Json]) -> NextBatch:
             return [await anext(iterator)]
         except StopAsyncIteration:
             return None
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+            # An event of another shape than the provider documents (see shape_checked).
+            raise ProviderError(
+                "bad_response", "the provider sent a stream event of an unexpected shape"
+            ) from None
 
     return rest
 

@@ -22,6 +22,7 @@ from .base import (
     estimate_tokens,
     function_tools,
     open_stream,
+    shape_checked,
     stop_sequences,
     tool_calls,
     tool_choice_name,
@@ -209,6 +210,7 @@ def _candidate(candidate: Json) -> tuple[str, list[Json]]:
     return "".join(text), calls
 
 
+@shape_checked
 def from_gemini(data: Json, model: str) -> Json:
     choices = []
     for i, candidate in enumerate(data.get("candidates") or []):
