@@ -26,7 +26,7 @@ from conduit_tornado.routing.providers.base import (
 from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
 
-from .base import ClientHandler, dumps
+from .base import ClientHandler, dumps, reason_phrase
 from .proxy import ProxyHandler, named_events
 
 
@@ -51,7 +51,7 @@ class AnthropicShapes(ClientHandler):
                 f"The server had an error processing your request (request id {self.request_id})."
             )
         else:
-            message = self._reason
+            message = reason_phrase(status_code)
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(error_body(status_code, message)))
 
