@@ -93,8 +93,12 @@ CSS = (
     "margin:0;height:auto;min-height:30px;padding:4px 8px;text-align:left;font-weight:600;"
     "font-size:12px;color:var(--cd-muted);border-radius:0;box-shadow:none;width:auto}"
     ".conduit .cd-th:hover{color:var(--cd-text)}"
-    ".conduit .cd-actions{gap:4px;flex-wrap:nowrap}"
-    ".conduit .cd-actions button{width:auto;padding:0 8px;margin:0;flex:none}"
+    ".conduit .cd-th:disabled{opacity:1;cursor:default;color:var(--cd-muted)}"
+    ".conduit .cd-secret button{font:inherit;font-size:12px;padding:2px 10px;border-radius:6px;"
+    "border:1px solid var(--cd-border);background:var(--cd-surface);color:var(--cd-text);"
+    "cursor:pointer}"
+    ".conduit .cd-actions{align-content:start}"
+    ".conduit .cd-actions button{width:auto;padding:0 8px;margin:0;height:26px;font-size:12.5px}"
     ".conduit .cd-sub{color:var(--cd-muted);font-size:12px}"
     ".conduit .cd-mono{font-family:var(--jp-code-font-family,monospace);font-size:12px}"
     ".conduit .cd-badge{display:inline-block;padding:0 8px;border-radius:999px;font-size:12px;"
@@ -219,7 +223,7 @@ def relative(value: object, now: datetime | None = None) -> str:
             (86400 * 400, "month", 86400 * 30.4),
             (math.inf, "year", 86400 * 365.0),
         )
-        if span < limit
+        if span < limit - size / 2  # 59.6 minutes reads "1 hour", not "60 minutes"
     )
     amount = round(span / divisor)
     words = f"{amount} {unit}{'' if amount == 1 else 's'}"

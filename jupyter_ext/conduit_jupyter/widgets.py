@@ -283,14 +283,14 @@ def _time_cell(value: object, never: str) -> str:
 
 COLUMNS = [
     # label, sort key (None: not sortable), grid track
-    ("Name", "name", "minmax(130px, 1.2fr)"),
+    ("Name", "name", "minmax(120px, 1.1fr)"),
     ("Status", "status", "max-content"),
-    ("Group", "group", "minmax(70px, .7fr)"),
+    ("Group", "group", "minmax(60px, .6fr)"),
     ("Models", None, "minmax(90px, 1fr)"),
-    ("Limits", None, "minmax(110px, 1.1fr)"),
+    ("Limits", None, "minmax(100px, 1fr)"),
     ("Spend / budget", "spend", "minmax(150px, 1.4fr)"),
-    ("Expires", "expires", "minmax(80px, max-content)"),
-    ("Last used", "last_used", "minmax(80px, max-content)"),
+    ("Expires", "expires", "92px"),
+    ("Last used", "last_used", "92px"),
     ("Actions", None, "max-content"),
 ]
 SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -467,7 +467,10 @@ class KeyManager(_Panel):
         rotate.on_click(lambda _: self._spawn(self.rotate(kid)))
         edit.on_click(lambda _: self.edit(kid))
         delete.on_click(lambda _: self._spawn(self.delete(kid)))
-        actions = w.HBox([edit, toggle, rotate, delete])
+        actions = w.GridBox(  # two by two: the grid fits a notebook beside the file browser
+            [edit, toggle, rotate, delete],
+            layout=w.Layout(grid_template_columns="auto auto", grid_gap="4px"),
+        )
         actions.add_class("cd-actions")
         actions.add_class("cd-cell")
         self._buttons[kid] = {b.description: b for b in actions.children}
@@ -713,16 +716,32 @@ class Playground(_Panel):
 
     def __init__(self, gateway: RunningGateway | None = None, **kwargs: Any) -> None:
         super().__init__(gateway, **kwargs)
-        self.key = w.Password(description="Key", placeholder="condt_… (or a temporary one)")
-        self.temp_key_button = w.Button(description="Use a temporary key", icon="key")
+        style = {"description_width": "70px"}
+        self.key = w.Password(
+            description="Key",
+            placeholder="condt_… (or a temporary one)",
+            style=style,
+            layout=w.Layout(width="420px"),
+        )
+        self.temp_key_button = w.Button(
+            description="Use a temporary key", icon="key", layout=w.Layout(width="auto")
+        )
         self.key_note = w.HTML()
-        self.model = w.Dropdown(description="Model", options=[])
-        self.mode = w.ToggleButtons(
-            description="API", options=["Chat Completions", "Responses"], value="Chat Completions"
+        self.model = w.Dropdown(
+            description="Model", options=[], style=style, layout=w.Layout(width="420px")
+        )
+        self.mode = w.ToggleButtons(  # labelled by the HBox below: a description sits above
+            options=["Chat Completions", "Responses"],
+            value="Chat Completions",
+            tooltips=["POST /v1/chat/completions", "POST /v1/responses"],
+            style={"button_width": "150px"},
         )
         self.mode_note = w.HTML()
         self.prompt = w.Textarea(
-            description="Message", placeholder="Ask something", layout=w.Layout(width="90%")
+            description="Message",
+            placeholder="Ask something",
+            style=style,
+            layout=w.Layout(width="90%"),
         )
         self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.output = w.HTML()
@@ -741,7 +760,10 @@ class Playground(_Panel):
             w.HBox([self.key, self.temp_key_button]),
             self.key_note,
             self.model,
-            w.HBox([self.mode, self.mode_note]),
+            w.HBox(
+                [w.HTML("API", layout=w.Layout(width="70px")), self.mode, self.mode_note],
+                layout=w.Layout(align_items="center", grid_gap="8px"),
+            ),
             self.prompt,
             self.send_button,
             self.output,
