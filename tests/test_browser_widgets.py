@@ -29,15 +29,19 @@ TOKEN = "widgets-browser-test"
 
 # ipykernel 7.4 sends a comm's messages back to the subshell that last wrote on it (for a
 # widget made in a cell: the main thread); ipykernel 7.0 to 7.3 ran them on the subshell
-# JupyterLab chose, the case issue 21 saw fail. The notebook restores that routing, so every
-# click below arrives on a subshell thread with its own event loop.
+# JupyterLab chose, the case issue 21 saw fail. The "subshell" run restores that routing, so
+# every click arrives on a subshell thread with its own event loop; the "as-installed" run
+# keeps the installed kernel's own routing.
+ROUTING = {
+    "subshell": (
+        "from ipykernel.comm.comm import BaseComm\n\n"
+        'if hasattr(BaseComm, "_reply_subshell_for"):\n'
+        "    BaseComm._reply_subshell_for = lambda self, data, default: default\n"
+    ),
+    "as-installed": "",
+}
 SETUP = """\
 import threading
-
-from ipykernel.comm.comm import BaseComm
-
-if hasattr(BaseComm, "_reply_subshell_for"):
-    BaseComm._reply_subshell_for = lambda self, data, default: default
 
 import ipywidgets as w
 from openai import AsyncOpenAI
@@ -88,14 +92,15 @@ DASH = "dash = UsageDashboard(gw)\nawait dash.refresh()\ndash"
 PLAY = "pg = Playground(gw)\npg"
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[int]:
+@pytest.fixture(params=list(ROUTING))
+def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
     """JupyterLab on loopback with comms over subshells switched on explicitly."""
     assert Path(CHROMIUM).exists(), "the browser test needs Debian's chromium"
     root = tmp_path / "lab"
     root.mkdir()
     book = nbformat.v4.new_notebook()
-    book.cells = [nbformat.v4.new_code_cell(src) for src in (SETUP, KEYS, DASH, PLAY)]
+    setup = ROUTING[request.param] + SETUP
+    book.cells = [nbformat.v4.new_code_cell(src) for src in (setup, KEYS, DASH, PLAY)]
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(book, root / "widgets.ipynb")
     settings = tmp_path / "lab-settings" / "@jupyterlab"
@@ -174,12 +179,15 @@ async def shoot(page: Page, theme: str) -> None:
 
 
 @pytest.mark.timeout(420)
-async def test_widgets_clicked_through_in_jupyterlab_with_subshells(lab: int) -> None:
+async def test_widgets_clicked_through_in_jupyterlab_with_subshells(
+    lab: int, request: pytest.FixtureRequest
+) -> None:
+    routing = request.node.callspec.params["lab"]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            await drive(page, lab)
+            await drive(page, lab, routing)
         except Exception:
             SHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SHOTS / "failed.png"), full_page=True)
@@ -188,7 +196,7 @@ async def test_widgets_clicked_through_in_jupyterlab_with_subshells(lab: int) ->
             await browser.close()
 
 
-async def drive(page: Page, port: int) -> None:
+async def drive(page: Page, port: int, routing: str) -> None:
     await page.goto(f"http://127.0.0.1:{port}/lab/tree/widgets.ipynb?token={TOKEN}")
     await page.locator(".jp-Notebook").wait_for(timeout=90_000)
     await page.locator(".jp-StatusBar-TextItem", has_text="| Idle").wait_for(timeout=90_000)
@@ -239,7 +247,10 @@ async def drive(page: Page, port: int) -> None:
     where = page.get_by_text(re.compile("^handled on "))
     await where.wait_for(timeout=30_000)
     handled_on = await where.inner_text()
-    assert handled_on.startswith("handled on subshell-"), handled_on  # the click's thread
+    if routing == "subshell":
+        assert handled_on.startswith("handled on subshell-"), handled_on  # the click's thread
+    else:
+        assert handled_on.startswith("handled on "), handled_on  # wherever ipykernel sent it
     await no_errors(page)
 
     # the dashboard's controls
@@ -270,6 +281,8 @@ async def drive(page: Page, port: int) -> None:
     await play.get_by_text(re.compile("ms total")).wait_for(timeout=30_000)
     await no_errors(page)
 
+    if routing != "subshell":
+        return  # one set of screenshots is enough
     await shoot(page, "light")
     await page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
     await page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).hover()

@@ -10,6 +10,7 @@ import pytest_asyncio
 from conduit_jupyter.widgets import KeyManager, Playground, UsageDashboard
 
 from conduit_tornado import AdminClient, Gateway
+from conduit_tornado.api.routes import routes
 from tests.conftest import MASTER_KEY, GatewayFactory
 
 pytestmark = pytest.mark.asyncio
@@ -208,8 +209,7 @@ async def test_playground_send_is_disabled_while_streaming(gw: Gateway) -> None:
 async def test_playground_responses_mode_follows_what_the_gateway_serves(gw: Gateway) -> None:
     pg = Playground(url=gw.url, master_key=MASTER_KEY)
     await pg.temporary_key()
-    async with httpx2.AsyncClient() as http:
-        served = "/v1/responses" in (await http.get(gw.url + "/openapi.json")).json()["paths"]
+    served = any(pattern.startswith("/v1/responses") for pattern, *_ in routes(""))
     await pg.settle()
     pg.mode.value = "Responses"
     await pg.settle()

@@ -761,7 +761,14 @@ class Playground(_Panel):
             self.key_note,
             self.model,
             w.HBox(
-                [w.HTML("API", layout=w.Layout(width="70px")), self.mode, self.mode_note],
+                [
+                    w.HTML(
+                        '<div style="text-align:right;padding-right:8px">API</div>',
+                        layout=w.Layout(width="70px"),
+                    ),
+                    self.mode,
+                    self.mode_note,
+                ],
                 layout=w.Layout(align_items="center", grid_gap="8px"),
             ),
             self.prompt,
@@ -785,8 +792,8 @@ class Playground(_Panel):
 
     @_on_owner
     async def check_responses(self) -> bool:
-        """Whether the gateway serves the Responses API (its OpenAPI document lists
-        /v1/responses); asked once, when the mode is first chosen."""
+        """Whether the gateway serves the Responses API; asked once, when the mode is first
+        chosen."""
         if self.responses_served is None:
             self.responses_served = await self._serves_responses()
         if not self.responses_served:
@@ -798,15 +805,21 @@ class Playground(_Panel):
         return self.responses_served
 
     async def _serves_responses(self) -> bool:
-        """Whether the gateway's OpenAPI document lists /v1/responses."""
+        """Ask for a response by id with no key: a gateway with the Responses API refuses the
+        missing key (401); one without answers 404 ``unknown_url``. Cheaper than reading the
+        OpenAPI document, and it holds when that document cannot be built."""
         try:
             async with httpx2.AsyncClient(timeout=30) as http:
-                answer = await http.get(self._url + "/openapi.json")
+                answer = await http.get(self._url + "/v1/responses/resp_probe")
         except httpx2.TransportError as exc:
             raise unreachable(self._url, exc) from None
-        if answer.status_code != 200:
+        if answer.status_code != 404:
+            return True
+        try:
+            code = (answer.json().get("error") or {}).get("code")
+        except ValueError:
             return False
-        return "/v1/responses" in (answer.json().get("paths") or {})
+        return code != "unknown_url"
 
     @_on_owner
     async def temporary_key(self) -> None:
