@@ -22,12 +22,12 @@ class AdminError(Exception):
 
 def unreachable(url: str, exc: Exception) -> AdminError:
     """A transport failure as one sentence with the URL and what to do (no traceback)."""
-    what = "timed out" if isinstance(exc, httpx2.TimeoutException) else "could not connect"
+    what = "timed out" if isinstance(exc, httpx2.TimeoutException) else type(exc).__name__
     return AdminError(
         0,
-        f"The gateway at {url} did not answer ({what}: {type(exc).__name__}). Is it running? "
-        "Start it (conduit-tornado serve, or conduit_tornado.start() in a notebook) or check "
-        "the URL.",
+        f"This client cannot reach the gateway at {url} ({what}). Is it "
+        "running? Start it (conduit-tornado serve, or conduit_tornado.start() in a notebook) or "
+        "check the URL.",
         "gateway_unreachable",
         None,
     )

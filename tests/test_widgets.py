@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import UTC, datetime
 
 import httpx2
@@ -13,7 +15,14 @@ from conduit_tornado import AdminClient, Gateway
 from conduit_tornado.api.routes import routes
 from tests.conftest import MASTER_KEY, GatewayFactory
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    # The widgets share the gateway's loop, as in a notebook, and ipywidgets builds its models
+    # synchronously there (about 120 for a KeyManager, 50 to 80 ms on an idle machine; more,
+    # with garbage collections of the widgets it keeps, on a loaded one). Their code makes no
+    # blocking call: every request is awaited on an async client.
+    pytest.mark.blocks_loop(reason="ipywidgets builds its widget models on the shared loop"),
+]
 
 
 @pytest_asyncio.fixture
@@ -222,3 +231,37 @@ async def test_playground_responses_mode_follows_what_the_gateway_serves(gw: Gat
     await pg.settle()
     assert pg.text.startswith("Mock reply"), pg.status.value
     assert "completion tokens" in pg.stats.value
+
+
+async def test_key_grid_is_one_aligned_grid_sorted_by_a_column(gw: Gateway) -> None:
+    async with AdminClient(gw.url, MASTER_KEY) as admin:
+        await admin.create_key(name="beta", rpm=600, tpm=200_000)
+        await admin.create_key(name="alpha", max_budget=50, budget_duration="monthly")
+        await admin.create_key(name="gamma", enabled=False)
+    # Built off the gateway's loop: ipywidgets makes the form's ~120 models synchronously (the
+    # kernel's one-time cost in a notebook); the loop is adopted at the first action.
+    km = await asyncio.to_thread(KeyManager, url=gw.url, master_key=MASTER_KEY)
+    await km.refresh()
+    heads = [b.description for b in km.grid.children[:9]]
+    assert heads[0] == "Name ▲" and heads[-1] == "Actions"
+    tracks = re.findall(r"minmax\([^)]*\)|\S+", km.grid.layout.grid_template_columns)
+    assert len(tracks) == 9  # a grid track for each column
+    assert len(km.grid.children) == 9 * 4  # one header row and one row a key, in one grid
+    text = " ".join(c.value for c in km.grid.children if isinstance(c, type(km.summary)))
+    assert "600 req/min, 200k tok/min" in text and "of $50.00 monthly, resets" in text
+    assert ">Disabled<" in text and ">Active<" in text and "Never used" in text
+    assert [k["name"] for k in sorted(km.data, key=lambda k: k["name"])] == [
+        "alpha",
+        "beta",
+        "gamma",
+    ]
+
+    def names() -> list[str]:
+        cells = km.grid.children[9::9]
+        return [c.value.split("<b>")[1].split("</b>")[0] for c in cells]
+
+    assert names() == ["alpha", "beta", "gamma"]
+    km.grid.children[0].click()  # the same column again: reversed
+    assert names() == ["gamma", "beta", "alpha"]
+    km.grid.children[5].click()  # Spend / budget
+    assert km.sort_by == "spend" and km.grid.children[5].description.endswith("▼")

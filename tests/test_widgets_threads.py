@@ -13,7 +13,14 @@ from conduit_jupyter.widgets import KeyManager, Playground, UsageDashboard
 from conduit_tornado import AdminClient, AdminError, Gateway
 from tests.conftest import MASTER_KEY, GatewayFactory
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    # The widgets share the gateway's loop, as in a notebook, and ipywidgets builds its models
+    # synchronously there (about 120 for a KeyManager, 50 to 80 ms on an idle machine; more,
+    # with garbage collections of the widgets it keeps, on a loaded one). Their code makes no
+    # blocking call: every request is awaited on an async client.
+    pytest.mark.blocks_loop(reason="ipywidgets builds its widget models on the shared loop"),
+]
 
 
 @pytest_asyncio.fixture

@@ -219,21 +219,27 @@ class FieldError(ValueError):
     """A form field that cannot be read, named by its label."""
 
 
-def _labelled(widget: w.DOMWidget, help_text: str | None = None) -> w.Widget:
-    if not help_text:
-        return widget
-    note = w.HTML(html.escape(help_text))
-    note.add_class("cd-help")
-    return w.VBox([widget, note])
+class _Form:
+    """Makes a form's fields. Layouts and styles are shared: every widget is a comm made on
+    the kernel's loop, and a form of 13 fields need not cost 80 of them."""
 
+    def __init__(self) -> None:
+        self.layout = w.Layout(width="440px")
+        self.note_layout = w.Layout()
 
-def _field(cls: type[w.Widget], name: str, **kwargs: Any) -> Any:
-    return cls(
-        description=LABELS.get(name, name),
-        style={"description_width": "140px"},
-        layout=w.Layout(width="440px"),
-        **kwargs,
-    )
+    def field(self, cls: type[w.Widget], name: str, **kwargs: Any) -> Any:
+        return cls(
+            description=LABELS.get(name, name),
+            style={"description_width": "140px"},
+            layout=self.layout,
+            **kwargs,
+        )
+
+    def help(self, widget: w.Widget, text: str) -> list[w.Widget]:
+        """The field, then its help text under the input."""
+        note = w.HTML(html.escape(text), layout=self.note_layout)
+        note.add_class("cd-help")
+        return [widget, note]
 
 
 def _int(field: w.Text) -> int | None:
@@ -319,17 +325,20 @@ class KeyManager(_Panel):
         self._confirm: str | None = None
         self.sort_by, self.descending = "name", False
         self._buttons: dict[str, dict[str, w.Button]] = {}
-        self.name = _field(w.Text, "name", placeholder="alice-notebook")
-        self.model_picker = _field(w.SelectMultiple, "allowed_models", options=[], rows=4)
-        self.models = _field(w.Text, "patterns", placeholder="gpt-4o*, claude-*")
+        self._rows: dict[str, list[w.Widget]] = {}
+        self._heads = self._header()
+        f = _Form()
+        self.name = f.field(w.Text, "name", placeholder="alice-notebook")
+        self.model_picker = f.field(w.SelectMultiple, "allowed_models", options=[], rows=4)
+        self.models = f.field(w.Text, "patterns", placeholder="gpt-4o*, claude-*")
         self.models.description = "More models"
-        self.ips = _field(w.Text, "allowed_ips", placeholder="any address")
-        self.group = _field(w.Text, "group", placeholder="no group")
-        self.limits = {n: _field(w.Text, n, placeholder="no limit") for n in LIMIT_FIELDS}
-        self.max_budget = _field(w.Text, "max_budget", placeholder="no budget")
-        self.budget_duration = _field(w.Dropdown, "budget_duration", options=DURATIONS)
-        self.expires = _field(w.Text, "expires_at", placeholder="30d or 2027-01-31 (never)")
-        self.metadata = _field(w.Textarea, "metadata", placeholder='{"team": "search"}')
+        self.ips = f.field(w.Text, "allowed_ips", placeholder="any address")
+        self.group = f.field(w.Text, "group", placeholder="no group")
+        self.limits = {n: f.field(w.Text, n, placeholder="no limit") for n in LIMIT_FIELDS}
+        self.max_budget = f.field(w.Text, "max_budget", placeholder="no budget")
+        self.budget_duration = f.field(w.Dropdown, "budget_duration", options=DURATIONS)
+        self.expires = f.field(w.Text, "expires_at", placeholder="30d or 2027-01-31 (never)")
+        self.metadata = f.field(w.Textarea, "metadata", placeholder='{"team": "search"}')
         self.create_button = w.Button(description="Create key", button_style="primary", icon="plus")
         self.save_button = w.Button(description="Save changes", button_style="success")
         self.cancel_button = w.Button(description="Cancel edit")
@@ -348,21 +357,21 @@ class KeyManager(_Panel):
                     [
                         w.VBox(
                             [
-                                _labelled(self.name, HELP["name"]),
-                                _labelled(self.model_picker, HELP["allowed_models"]),
-                                _labelled(self.models, HELP["patterns"]),
-                                _labelled(self.expires, HELP["expires_at"]),
-                                _labelled(self.group, HELP["group"]),
-                                _labelled(self.ips, HELP["allowed_ips"]),
+                                *f.help(self.name, HELP["name"]),
+                                *f.help(self.model_picker, HELP["allowed_models"]),
+                                *f.help(self.models, HELP["patterns"]),
+                                *f.help(self.expires, HELP["expires_at"]),
+                                *f.help(self.group, HELP["group"]),
+                                *f.help(self.ips, HELP["allowed_ips"]),
                             ],
                             layout=column,
                         ),
                         w.VBox(
                             [
-                                *(_labelled(f, HELP[n]) for n, f in self.limits.items()),
-                                _labelled(self.max_budget, HELP["max_budget"]),
+                                *(x for n, i in self.limits.items() for x in f.help(i, HELP[n])),
+                                *f.help(self.max_budget, HELP["max_budget"]),
                                 self.budget_duration,
-                                _labelled(self.metadata, HELP["metadata"]),
+                                *f.help(self.metadata, HELP["metadata"]),
                             ],
                             layout=column,
                         ),
@@ -412,20 +421,19 @@ class KeyManager(_Panel):
         self._draw()
 
     def _draw(self) -> None:
-        cells: list[w.Widget] = []
-        for label, key, _ in COLUMNS:
+        """Lay the grid out again. Row widgets are kept per key and updated in place: making
+        widgets is what costs (each is a comm), and it runs on the kernel's loop."""
+        for head, (label, key, _) in zip(self._heads, COLUMNS, strict=True):
             arrow = (" ▼" if self.descending else " ▲") if key == self.sort_by else ""
-            head = w.Button(description=label + arrow, tooltip=f"Sort by {label.lower()}")
-            head.add_class("cd-th")
-            if key is None:
-                head.disabled = True
-            else:
-                head.on_click(lambda _, k=key: self.sort(k))
-            cells.append(head)
+            head.description = label + arrow
         rows = sorted(self.data, key=SORTS[self.sort_by], reverse=self.descending)
-        self._buttons = {}
+        cells: list[w.Widget] = list(self._heads)
         for item in rows:
             cells.extend(self._row(item))
+        for gone in set(self._rows) - {k["id"] for k in rows}:
+            for widget in self._rows.pop(gone):
+                widget.close()
+            self._buttons.pop(gone, None)
         self.grid.children = cells
         self.summary.value = (
             '<div class="cd-empty"><b>No keys yet.</b>Create one with the form below: a name '
@@ -435,6 +443,18 @@ class KeyManager(_Panel):
             f"key{'s' if len(self.data) != 1 else ''} · hover a time for the local date</span>"
         )
         self.grid.layout.display = "grid" if self.data else "none"
+
+    def _header(self) -> list[w.Button]:
+        heads = []
+        for label, key, _ in COLUMNS:
+            head = w.Button(description=label, tooltip=f"Sort by {label.lower()}")
+            head.add_class("cd-th")
+            if key is None:
+                head.disabled = True
+            else:
+                head.on_click(lambda _, k=key: self.sort(k))
+            heads.append(head)
+        return heads
 
     def _row(self, key: dict[str, Any]) -> list[w.Widget]:
         label, level = _status(key)
@@ -450,19 +470,32 @@ class KeyManager(_Panel):
             _time_cell(key.get("expires_at"), "Never"),
             _time_cell(key.get("last_used_at"), "Never used"),
         ]
+        kid = key["id"]
+        row = self._rows.get(kid)
+        if row is None:
+            row = self._new_row(kid, len(texts))
+            self._rows[kid] = row
+        for cell, text in zip(row, texts, strict=False):
+            if cell.value != text:
+                cell.value = text
+        _, toggle, _, delete = row[-1].children
+        toggle.description = "Disable" if key.get("enabled", True) else "Enable"
+        confirming = self._confirm == kid
+        delete.description = "Confirm delete" if confirming else "Delete"
+        delete.button_style = "danger" if confirming else ""
+        self._buttons[kid] = {b.description: b for b in row[-1].children}
+        return row
+
+    def _new_row(self, kid: str, columns: int) -> list[w.Widget]:
         cells: list[w.Widget] = []
-        for text in texts:
-            cell = w.HTML(text)
+        for _ in range(columns):
+            cell = w.HTML()
             cell.add_class("cd-cell")
             cells.append(cell)
-        kid = key["id"]
-        toggle = w.Button(description="Disable" if key.get("enabled", True) else "Enable")
+        toggle = w.Button(description="Disable")
         rotate = w.Button(description="Rotate", tooltip="New secret; the old one stops working")
         edit = w.Button(description="Edit")
-        delete = w.Button(
-            description="Confirm delete" if self._confirm == kid else "Delete",
-            button_style="danger" if self._confirm == kid else "",
-        )
+        delete = w.Button(description="Delete")
         toggle.on_click(lambda _: self._spawn(self.toggle(kid)))
         rotate.on_click(lambda _: self._spawn(self.rotate(kid)))
         edit.on_click(lambda _: self.edit(kid))
@@ -473,7 +506,6 @@ class KeyManager(_Panel):
         )
         actions.add_class("cd-actions")
         actions.add_class("cd-cell")
-        self._buttons[kid] = {b.description: b for b in actions.children}
         return [*cells, actions]
 
     def row_buttons(self, key_id: str) -> dict[str, w.Button]:
