@@ -4,8 +4,10 @@ Each works against any gateway (started in the kernel, mounted in Jupyter, or st
 give it ``gateway=`` (what ``conduit_tornado.start`` returns) or ``url=`` and
 ``master_key=``. Actions are async methods (awaitable from code and tests, from any loop);
 buttons start them on the loop that owns the widget's HTTP client, whichever thread the
-click arrives on. Errors show inline as sentences; from code they raise ``AdminError``
-(the gateway's answer, or that it could not be reached) or ``FieldError`` (a form field).
+click arrives on (JupyterLab >= 4.4 may deliver it on a kernel subshell). That loop is the
+kernel's, so a click made while a cell runs waits for the cell. Errors show inline as
+sentences; from code they raise ``AdminError`` (the gateway's answer, or that it could not be
+reached) or ``FieldError`` (a form field).
 Numbers, dates and colours follow the gateway's web UI (see ``formatting``).
 """
 
