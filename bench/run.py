@@ -56,6 +56,13 @@ STREAM = json.dumps(
         "messages": [{"role": "user", "content": "Stream twenty tokens."}],
     }
 )
+# The Responses API with the same work upstream as CHAT and STREAM (translated to chat).
+RESPONSES = json.dumps(
+    {"model": "bench", "input": "Say hello to the benchmark.", "max_output_tokens": 16}
+)
+RESPONSES_STREAM = json.dumps(
+    {"model": "bench", "stream": True, "max_output_tokens": 32, "input": "Stream twenty tokens."}
+)
 TICK = os.sysconf("SC_CLK_TCK")
 OVERHEAD_SAMPLE = 500
 
@@ -129,6 +136,9 @@ class Scenario:
     body: str
     connections: int
     awake: bool = False  # run with both cores kept out of idle (see awake_cores)
+    # Through the gateway, another route may carry the same upstream work (Responses).
+    path: str = "/v1/chat/completions"
+    gateway_body: str | None = None
     runs: dict[str, list[Run]] = field(default_factory=dict)
 
 
@@ -446,15 +456,31 @@ def main() -> int:
             Scenario("chat, 1 connection, cores kept awake", CHAT, 1, awake=True),
             Scenario("stream (20 chunks), 32 connections", STREAM, 32),
             Scenario("stream (20 chunks), 1 connection", STREAM, 1),
+            Scenario(
+                "responses, 32 connections", CHAT, 32, path="/v1/responses", gateway_body=RESPONSES
+            ),
+            Scenario(
+                "responses stream (20 chunks), 32 connections",
+                STREAM,
+                32,
+                path="/v1/responses",
+                gateway_body=RESPONSES_STREAM,
+            ),
         ]
         for sc in scenarios:
-            variants = [("direct", direct, "none", pid), ("gateway", through, limited, pid)]
+            routed = stack.url + sc.path
+            body = sc.gateway_body or sc.body
+            variants = [
+                ("direct", direct, "none", pid, sc.body),
+                ("gateway", routed, limited, pid, body),
+            ]
             if local is not None:
+                local_routed = stack.local_through.rsplit("/v1/", 1)[0] + sc.path
                 variants.append(
-                    ("gateway, local store", stack.local_through, stack.local_limited, local.pid)
+                    ("gateway, local store", local_routed, stack.local_limited, local.pid, body)
                 )
-            if sc.connections == 32 and sc.body is CHAT:
-                variants.append(("gateway, no limits", through, plain, pid))
+            if sc.connections == 32 and sc.body is CHAT and sc.gateway_body is None:
+                variants.append(("gateway, no limits", through, plain, pid, body))
                 if local is not None:
                     variants.append(
                         (
@@ -462,13 +488,14 @@ def main() -> int:
                             stack.local_through,
                             stack.local_plain,
                             local.pid,
+                            body,
                         )
                     )
             with awake_cores() if sc.awake else contextlib.nullcontext():
                 for _ in range(args.rounds):
-                    for label, url, key, gw_pid in variants:
+                    for label, url, key, gw_pid, sent in variants:
                         cpu0 = cpu_seconds(gw_pid)
-                        run = load(url, sc.body, key, sc.connections, args.duration)
+                        run = load(url, sent, key, sc.connections, args.duration)
                         if label != "direct":
                             cpu = cpu_seconds(gw_pid) - cpu0
                             run.cpu_ms_per_req = cpu * 1000 / max(1, run.requests)
@@ -632,6 +659,19 @@ def _report(
         "machine's speed drifts by up to ~40% between runs). The gateway, every limit on, "
         f"cost {_med(chat32['gateway'], 'cpu_ms_per_req') / floor_ms:.2f}x that per chat request."
     )
+    by_name = {sc.name: sc for sc in scenarios}
+    for route, chat in (
+        ("responses, 32 connections", "chat, 32 connections"),
+        ("responses stream (20 chunks), 32 connections", "stream (20 chunks), 32 connections"),
+    ):
+        if route in by_name and chat in by_name:
+            ratio = _med(by_name[route].runs["gateway"], "cpu_ms_per_req") / _med(
+                by_name[chat].runs["gateway"], "cpu_ms_per_req"
+            )
+            lines.append(
+                f"{route.capitalize()}: gateway CPU per request {ratio:.2f}x the {chat} row "
+                "(the same upstream work, translated to and from chat)."
+            )
     awake = next((sc for sc in scenarios if sc.awake), None)
     if awake is not None:
         lines.append(

@@ -20,8 +20,22 @@ class AdminError(Exception):
         self.param = param
 
 
+def unreachable(url: str, exc: Exception) -> AdminError:
+    """A transport failure as one sentence with the URL and what to do (no traceback)."""
+    what = "timed out" if isinstance(exc, httpx2.TimeoutException) else type(exc).__name__
+    return AdminError(
+        0,
+        f"This client cannot reach the gateway at {url} ({what}). Is it "
+        "running? Start it (conduit-tornado serve, or conduit_tornado.start() in a notebook) or "
+        "check the URL.",
+        "gateway_unreachable",
+        None,
+    )
+
+
 class AdminClient:
     def __init__(self, url: str, master_key: str, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
         self._http = httpx2.AsyncClient(
             base_url=url.rstrip("/") + "/admin/v1",
             headers={"Authorization": f"Bearer {master_key}"},
@@ -40,7 +54,10 @@ class AdminClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._http.request(method, path, **kwargs)
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx2.TransportError as exc:
+            raise unreachable(self.url, exc) from None  # one error of ours, not anyio's stack
         try:
             data = response.json()
         except ValueError:

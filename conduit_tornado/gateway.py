@@ -185,7 +185,7 @@ class Gateway:
             providers, models = load_config(s.config)
             await catalog.apply(providers, models)
         await catalog.refresh()
-        upstream = Upstream()
+        upstream = Upstream(s)
         recorder = Recorder(store, s, self._clock)
         alerts = Alerts(store, s, self._clock)
         limiter = Limiter(store, self._clock, spend_ttl=s.spend_cache_ttl, on_charges=alerts.check)
@@ -256,6 +256,7 @@ class Gateway:
                 await task
         self._tasks.clear()
         if self.ctx is not None:
+            await self.ctx.in_flight.stop_runs()  # background responses: marked failed
             await self.ctx.in_flight.settle()
             await self.ctx.limiter.close()  # settlements, and capacity this instance held
             await self.ctx.alerts.drain()

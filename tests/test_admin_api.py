@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx2
 import pytest
 
@@ -60,6 +62,9 @@ async def test_key_crud_round_trip(admin: AdminClient) -> None:
 async def test_key_listing_filters_and_paging(admin: AdminClient) -> None:
     for i in range(5):
         await admin.create_key(name=f"k{i}", group="g1" if i < 3 else "g2", enabled=i != 4)
+        # MongoDB keeps times to the millisecond: keys made within one are equally new,
+        # and "newest first" is one order only when their creation times differ.
+        await asyncio.sleep(0.002)
     page = await admin.list_keys(limit=2)
     assert page["total"] == 5 and len(page["data"]) == 2 and page["has_more"] is True
     assert [k["name"] for k in page["data"]] == ["k4", "k3"]  # newest first

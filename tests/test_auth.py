@@ -98,8 +98,8 @@ async def test_ip_rules(start_gateway: GatewayFactory) -> None:
 
 
 async def test_forwarded_address_only_when_trusted(start_gateway: GatewayFactory) -> None:
-    for trusted, expected in ((False, 403), (True, 200)):
-        gw = await start_gateway(trust_proxy_headers=trusted)
+    for allowed, expected in (("", 403), ("127.0.0.1", 200)):
+        gw = await start_gateway(forwarded_allow_ips=allowed)
         async with AdminClient(gw.url, MASTER_KEY) as admin:
             key = (await admin.create_key(name="o", allowed_ips=["203.0.113.7"]))["key"]
         r = await _get(

@@ -5,6 +5,7 @@ clicks, and the new key checked in the store."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -123,9 +124,11 @@ async def test_key_manager_in_jupyterlab(lab: Lab, mongo_uri: str, tmp_path: Pat
             await page.screenshot(path=str(tmp_path / "failed.png"))  # kept in pytest's tmp dir
             raise
         await page.get_by_text("from-code").first.wait_for(timeout=60_000)  # the last cell ran
-        output = page.locator(".jp-OutputArea-output", has_text="store:").first
-        store_line = await output.inner_text()
-        name_label = page.locator("label", has_text="Name:")
+        output = page.locator(
+            ".jp-OutputArea-output", has_text=re.compile(r"store: (memory|mongodb)")
+        ).first
+        store_line = await output.text_content() or ""  # scrolled away: not laid out
+        name_label = page.locator("label", has_text=re.compile("^Name$"))
         await (
             page.locator(".widget-text").filter(has=name_label).locator("input").fill("browser-key")
         )

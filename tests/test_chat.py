@@ -354,3 +354,17 @@ async def test_request_validation(wired: Wired) -> None:
         assert info.value.code == "model_not_allowed"
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model="missing", messages=HI)
+
+
+async def test_a_stream_with_no_events_is_a_failure_not_an_empty_answer(wired: Wired) -> None:
+    # A 200 whose body is no event stream (a JSON error, a proxy's page) was relayed as
+    # an empty answer, billed, and never retried.
+    wired.fake.then(status=200, body={"error": {"message": "not a stream"}}, for_model="gpt-4o")
+    wired.fake.then(status=200, body={"error": {"message": "not a stream"}}, for_model="gpt-4o")
+    wired.fake.then(status=200, body={"error": {"message": "not a stream"}}, for_model="gpt-4o")
+    before = len(wired.fake.requests)
+    async with wired.stream({"model": "gpt", "messages": HI, "stream": True}) as r:
+        body = await r.aread()
+    assert r.status_code == 502, body
+    assert json.loads(body)["error"]["code"] == "upstream_error"
+    assert len(wired.fake.requests) - before == 3  # asked again, within the request's budget

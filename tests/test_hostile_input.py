@@ -367,6 +367,15 @@ async def test_client_certificate_options_are_checked_on_write(
     assert r.status_code == 201, r.text
     for shown in (r.text, (await calls.admin("GET", "/admin/v1/providers/mtls")).text):
         assert "PRIVATE KEY" not in shown and '"client_key":"(set)"' in shown
+    # At rest, the key is sealed with the other credentials, and the gateway still has it.
+    ctx = calls.wired.gateway.ctx
+    assert ctx is not None
+    stored = await ctx.store.find_one("providers", {"name": "mtls"})
+    assert stored is not None and "PRIVATE KEY" not in str(stored)
+    assert ctx.catalog.providers["mtls"].options["client_key"].strip() == key_text.strip()
+    r = await calls.admin("PATCH", "/admin/v1/providers/mtls", {"api_key": "sk-new"})
+    assert r.status_code == 200, r.text
+    assert ctx.catalog.providers["mtls"].options["client_key"].strip() == key_text.strip()
     r = await calls.admin(
         "PATCH", "/admin/v1/providers/mtls", {"options": {"client_key": key_text}}
     )

@@ -63,7 +63,9 @@ async def test_a_provider_pointing_at_the_gateway_itself_ends_at_once(
             json={"model": "loop", "messages": [{"role": "user", "content": "x"}]},
             headers={"Authorization": f"Bearer {key}"},
         )
-    assert r.status_code in (502, 508), r.text
+    # Not retried (that would loop again): the client is told it is a loop.
+    assert r.status_code == 508, r.text
+    assert r.json()["error"]["code"] == "loop_detected"
     assert "loop detected" in r.json()["error"]["message"].lower()
     ctx = gw.ctx
     assert ctx is not None

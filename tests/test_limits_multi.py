@@ -181,6 +181,7 @@ async def test_budget_alerts_reach_a_signed_webhook(wired_with: WiredFactory) ->
         assert listed["total"] == 2 and all(a["delivered_at"] for a in listed["data"])
     finally:
         server.stop()
+        await server.close_all_connections()  # keep-alive sockets, else left to the GC
 
 
 async def test_an_alert_during_a_store_outage_is_sent_and_recorded_later(store: Store) -> None:
@@ -212,3 +213,4 @@ async def test_an_alert_during_a_store_outage_is_sent_and_recorded_later(store: 
         assert alerts.delivered == 1 and await store.count("alerts", {}) == 1
     finally:
         server.stop()
+        await server.close_all_connections()  # keep-alive sockets, else left to the GC

@@ -14,6 +14,7 @@ FOLDER = Path(__file__).resolve().parent.parent / "notebooks"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 # notebook -> (patterns its printed text must match, number of widgets it displays)
+STILL_RUNNING = r"still running at http://127\.0\.0\.1:\d+ \(set CLEAN_UP = True"  # not cleaned up
 EXPECTED: dict[str, tuple[list[str], int]] = {
     "quickstart": (
         [
@@ -21,19 +22,52 @@ EXPECTED: dict[str, tuple[list[str], int]] = {
             r"key_[0-9a-f]+ condt_\w+",
             r"\['my-gpt'\]",
             r"Mock reply: Hello, gateway! CompletionUsage\(completion_tokens=4",
-            r"Mock reply: Stream, please",
+            r"Mock reply: Stream, please\n",
+            r"refused: 404 The model 'other-model' does not exist",
+            STILL_RUNNING,
         ],
         0,
     ),
-    "key_management": ([r"store: memory", r"created: \['from-code'\]"], 1),
+    "key_management": (
+        [
+            r"store: memory",
+            r"created: \['from-code'\]",
+            r"search-team \| 600 req/min, 200k tok/min \| \$0\.00 of \$50\.00 monthly, resets \w{3} 1, \d{4}",
+            r"refused: Requests per minute must be a positive whole number",
+            STILL_RUNNING,
+        ],
+        1,
+    ),
     "usage_analysis": (
         [
             r"alice: 7 requests, \d+ tokens, \$0\.\d+",
             r"bob: 3 requests, \d+ tokens, \$0\.\d+",
             r"large: \$0\.\d+",
             r"small: \$0\.\d+",
+            r"large: \$0\.\d+ over 7 days",
+            STILL_RUNNING,
         ],
         1,
+    ),
+    "playground_and_responses": (
+        [
+            r"answer: Mock reply: What is a gateway\?",
+            # the Responses API where the gateway serves it, else the stated fallback
+            r"Responses API: (Mock reply: Hello, Responses|not served by this gateway)",
+            STILL_RUNNING,
+        ],
+        1,
+    ),
+    "jupyterhub": (
+        [
+            r"alice http://127\.0\.0\.1:\d+/v1 condt_",
+            r"bob http://127\.0\.0\.1:\d+/v1 condt_",
+            r"alice: refused after [1-9]\d* requests with 429",
+            r"bob: still served: Mock reply",
+            r"hub-user:alice \| \$1\.\d\d of \$1\.00 monthly",
+            STILL_RUNNING,
+        ],
+        0,
     ),
 }
 

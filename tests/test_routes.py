@@ -33,7 +33,9 @@ def test_every_route_chooses_an_auth_kind() -> None:
             assert issubclass(handler, CLIENT), pattern
         if issubclass(handler, PublicHandler):
             public.append(pattern)
-    assert public == ["/health/live", "/health/ready", r"/openapi\.json"]
+    # The web UI's pages and its sign-in must load before a session exists.
+    ui_public = ["/ui/api/login", "/ui", "/ui/(.*)"]
+    assert public == ["/health/live", "/health/ready", r"/openapi\.json", *ui_public]
 
 
 def test_routes_mount_under_a_prefix() -> None:

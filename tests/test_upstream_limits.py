@@ -17,6 +17,7 @@ from conduit_tornado.routing.upstream import (
     Timeouts,
     read_body,
 )
+from tests.conftest import LoopWatchdog
 from tests.fakes.raw import Received, endless, fixed, gzip_bomb, gzipped, serving
 
 pytestmark = pytest.mark.asyncio
@@ -156,3 +157,27 @@ async def test_an_error_answer_is_read_only_up_to_its_cap() -> None:
             await upstream.request("p", "POST", server.url, T, json={})
         # Only the first 64 KB were read: not JSON, so the status stands in for a message.
         assert caught.value.kind == "server" and caught.value.message == "HTTP 500"
+
+
+async def test_a_streamed_bomb_is_read_in_one_pass_without_blocking_the_loop() -> None:
+    # One event that never ends, inflating past MAX_SSE_EVENT: the reader once re-copied
+    # and re-searched its whole buffer on every read, and froze the loop for seconds.
+    bomb = gzip_bomb(24 * MIB)
+    watchdog = LoopWatchdog(asyncio.get_running_loop())
+    watchdog.start()
+    try:
+        async with serving(gzipped(bomb)) as (server, up):
+            answer = await up.request("p", "POST", server.url, T, json={})
+            reader = SseReader(answer)
+
+            async def drain() -> None:
+                while await reader.next_batch() is not None:
+                    pass
+
+            with pytest.raises(ProviderError) as caught:
+                await drain()
+            await answer.aclose()
+    finally:
+        watchdog.stop()
+    assert caught.value.kind == "too_large"
+    assert watchdog.stalls == [], watchdog.verdict()

@@ -75,16 +75,21 @@ class RealtimeSessions:
         self._clock = clock
         self._ttl = timedelta(seconds=secret_ttl)
 
-    async def create(self, key_id: str, model: str, config: dict[str, Any]) -> tuple[Doc, str]:
+    async def create(
+        self, key_id: str, model: str, config: dict[str, Any], ttl: float | None = None
+    ) -> tuple[Doc, str]:
+        """A session and its client secret. The secret names its session before a dot,
+        so it can be looked up by id (no index on secrets) and then checked by hash."""
         now = self._clock.now()
-        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        session_id = "sess_" + secrets.token_hex(12)
+        secret = f"{SECRET_PREFIX}{session_id}.{secrets.token_urlsafe(32)}"
         doc: Doc = {
-            "_id": "sess_" + secrets.token_hex(12),
+            "_id": session_id,
             "key_id": key_id,
             "model": model,
             "config": config,
             "secret_hash": hash_key(secret),
-            "secret_expires_at": now + self._ttl,
+            "secret_expires_at": now + (self._ttl if ttl is None else timedelta(seconds=ttl)),
             "secret_used_at": None,
             "created_at": now,
             "status": "created",
@@ -95,11 +100,23 @@ class RealtimeSessions:
     async def get(self, session_id: str) -> Doc | None:
         return await self._store.get(SESSIONS, session_id)
 
+    async def by_secret(self, secret: str) -> Doc | None:
+        """The session a client secret was issued for (not yet checked: see redeem)."""
+        session_id, dot, _ = secret.removeprefix(SECRET_PREFIX).partition(".")
+        if not dot or not session_id.startswith("sess_") or len(session_id) > 64:
+            return None
+        return await self.get(session_id)
+
+    def valid(self, session: Doc, secret: str) -> bool:
+        """The secret is this session's and has not expired (it may have been used)."""
+        return (
+            hashes_match(hash_key(secret), session["secret_hash"])
+            and session["secret_expires_at"] > self._clock.now()
+        )
+
     async def redeem(self, session: Doc, secret: str) -> bool:
         """Accept a client secret once, before it expires."""
-        if not hashes_match(hash_key(secret), session["secret_hash"]):
-            return False
-        if session["secret_expires_at"] <= self._clock.now():
+        if not self.valid(session, secret):
             return False
         used = await self._store.update(
             SESSIONS,
@@ -124,3 +141,44 @@ def session_object(doc: Doc, secret: str | None, websocket_url: str) -> dict[str
         out["client_secret"] = {"value": secret, "expires_at": int(expires.timestamp())}
     out["websocket_url"] = websocket_url
     return out
+
+
+def client_secret_object(doc: Doc, secret: str) -> dict[str, Any]:
+    """The GA answer to POST /v1/realtime/client_secrets."""
+    expires = int(doc["secret_expires_at"].timestamp())
+    session = {
+        "id": doc["_id"],
+        "object": "realtime.session",
+        "type": "realtime",
+        "model": doc["model"],
+        "expires_at": expires,
+        **{k: v for k, v in doc["config"].items() if k not in ("type", "model")},
+    }
+    return {"value": secret, "expires_at": expires, "session": session}
+
+
+def validate_session(session: Any) -> dict[str, Any]:
+    """A GA session configuration (session.type 'realtime'), as the provider will get it."""
+    if not isinstance(session, dict):
+        raise ApiError(400, "session must be an object.", param="session", code="invalid_type")
+    kind = session.get("type", "realtime")
+    if kind != "realtime":
+        raise ApiError(
+            400,
+            "Only realtime sessions can be created here; transcription sessions are not "
+            "supported by this gateway yet.",
+            param="session.type",
+            code="unsupported_value",
+        )
+    config = {k: v for k, v in session.items() if k != "model"}
+    config["type"] = "realtime"
+    for name, value in config.items():  # stored, and sent back: what no store can hold
+        problem = unstorable(value, MAX_STORED_DEPTH - 1)
+        if problem:
+            raise ApiError(
+                400,
+                f"Invalid value for session.{name}: {problem}.",
+                param=f"session.{name}",
+                code="invalid_value",
+            )
+    return config

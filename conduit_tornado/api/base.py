@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import http
 import logging
 import re
 import time
@@ -35,6 +36,7 @@ from conduit_tornado.core.ids import IdSequence
 from conduit_tornado.core.schemas import MAX_STORED_DEPTH, unstorable
 from conduit_tornado.core.settings import MIB
 from conduit_tornado.routing.catalog import ModelRoute
+from conduit_tornado.server import tornado_private
 from conduit_tornado.server.http import Exchange
 from conduit_tornado.store import StoreUnavailable
 
@@ -59,6 +61,13 @@ def http_date() -> str:
 @functools.lru_cache(maxsize=2)
 def _formatted_date(second: int) -> str:
     return email.utils.formatdate(second, usegmt=True)
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def dumps(obj: Any) -> bytes:
@@ -91,11 +100,10 @@ class ApiResponses(tornado.web.RequestHandler):
         email.utils every time and sets a Server header we would remove. Date and
         x-request-id go through ``_own_headers`` (see BaseHandler.put_headers); handlers
         whose responses Tornado writes itself (WebSockets) merge them in at once."""
-        self._headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json"})
+        tornado_private.reset_response(
+            self, tornado.httputil.HTTPHeaders({"Content-Type": "application/json"})
+        )
         self._own_headers: dict[str, str] = {"Date": http_date(), "x-request-id": self.request_id}
-        self._write_buffer = []
-        self._status_code = 200
-        self._reason = "OK"
         if self.merges_own_headers:
             self._merge_own_headers()
 
@@ -152,7 +160,7 @@ class ApiResponses(tornado.web.RequestHandler):
                 default_type(status_code),
             )
         else:
-            message = _REASONS.get(status_code, self._reason)
+            message = _REASONS.get(status_code, reason_phrase(status_code))
             body = error_envelope(message, default_type(status_code))
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(body))
@@ -201,34 +209,14 @@ class BaseHandler(ApiResponses):
         request: tornado.httputil.HTTPServerRequest,
         **kwargs: Any,
     ) -> None:
-        self.application = application
-        self.request = request
-        self._headers_written = False
-        self._finished = False
-        self._auto_finish = True
-        self._prepared_future = None
-        self._transforms = []
+        tornado_private.lean_init(self, application, request)
         self.clear()
         request.connection.set_close_callback(self.on_connection_close)  # type: ignore[union-attr]
         self.initialize(**kwargs)
 
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
-        code = self._status_code
-        if code in (204, 304) or code < 200 or self._finished:
-            return super().finish(chunk)
-        if chunk is not None:
-            self.write(chunk)
-        if not self._headers_written and "Content-Length" not in self._headers:
-            self._headers["Content-Length"] = str(sum(map(len, self._write_buffer)))
-        connection = self.request.connection
-        assert connection is not None
-        connection.set_close_callback(None)  # type: ignore[attr-defined]
-        future = self.flush(include_footers=True)
-        connection.finish()
-        self.application.log_request(self)
-        self._finished = True
-        self.on_finish()
-        return future
+        done = tornado_private.lean_finish(self, chunk)
+        return super().finish(chunk) if done is None else done
 
     def put_headers(self, headers: Mapping[str, str]) -> None:
         """Set headers the gateway composes itself (x-ratelimit-*, x-conduit-*; names no
@@ -238,23 +226,11 @@ class BaseHandler(ApiResponses):
         self._own_headers.update(headers)
 
     def flush(self, include_footers: bool = False) -> Future[None]:
-        connection = self.request.connection
-        if (
-            self._transforms
-            or self.request.method == "HEAD"
-            or hasattr(self, "_new_cookie")
-            or not isinstance(connection, Exchange)
-        ):
+        done = tornado_private.lean_flush(self, self._own_headers)
+        if done is None:
             self._merge_own_headers()
             return super().flush(include_footers)
-        buffered = self._write_buffer
-        chunk = buffered[0] if len(buffered) == 1 else b"".join(buffered)
-        self._write_buffer = []
-        if self._headers_written:
-            return connection.write(chunk)
-        self._headers_written = True
-        start_line = tornado.httputil.ResponseStartLine("", self._status_code, self._reason)
-        return connection.write_headers(start_line, self._headers, chunk, self._own_headers)
+        return done
 
     def initialize(self) -> None:
         self.ctx: Context = self.application.settings["conduit"]
@@ -451,6 +427,9 @@ class AdminHandler(BaseHandler):
         token = bearer_token(self)
         if self.ctx.is_master_key(token):
             return
+        ui = self.settings.get("conduit_ui")  # the web UI's sessions (conduit_tornado/ui/)
+        if token is None and ui is not None and await ui.admits(self):
+            return  # a signed-in browser; admits() checks its CSRF token on unsafe methods
         host_check = self.settings.get("conduit_admin_user")
         if token is None and host_check is not None and await host_check(self):
             return  # cookie session: check_xsrf_cookie has already run for unsafe methods

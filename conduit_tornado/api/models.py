@@ -5,24 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from conduit_tornado.core.errors import ApiError
-from conduit_tornado.routing.catalog import ModelRoute
+from conduit_tornado.routing.catalog import ModelRoute, Provider, capabilities
 
 from .base import ClientHandler
 
 
-def model_object(route: ModelRoute) -> dict[str, Any]:
+def model_object(route: ModelRoute, providers: dict[str, Provider]) -> dict[str, Any]:
     return {
         "id": route.name,
         "object": "model",
         "created": int(route.created_at.timestamp()),
         "owned_by": "conduit",
+        "capabilities": capabilities(route, providers),
     }
 
 
 class ModelListHandler(ClientHandler):
     def get(self) -> None:
         data = [
-            model_object(m)
+            model_object(m, self.ctx.catalog.providers)
             for m in sorted(self.ctx.catalog.models.values(), key=lambda m: m.name)
             if m.enabled and self.key.allows_model(m.name)
         ]
@@ -40,4 +41,4 @@ class ModelHandler(ClientHandler):
                 code="model_not_found",
                 param="model",
             )
-        self.send_json(model_object(route))
+        self.send_json(model_object(route, self.ctx.catalog.providers))

@@ -460,6 +460,10 @@ class Op:
     query: Sequence[Json] = ()
     other_types: dict[str, Json] = field(default_factory=dict)  # more 2xx content types
     tags: tuple[str, ...] = ()
+    #: Errors in another envelope than OpenAI's ("A": Anthropic's, on /v1/messages).
+    envelope: str = "E"
+    #: Error statuses beyond the route kind's usual ones.
+    also: tuple[int, ...] = ()
 
 
 def _q(name: str, schema: Json, description: str = "") -> Json:
@@ -495,6 +499,12 @@ AUDIO = {"type": "string", "contentMediaType": "application/octet-stream"}
 # handler -> path parameter names (one per group of its pattern, in order)
 _PARAMS: dict[str, tuple[str, ...]] = {
     "models.ModelHandler": ("model",),
+    "responses.ResponseHandler": ("response_id",),
+    "responses.ResponseCancelHandler": ("response_id",),
+    "responses.InputItemsHandler": ("response_id",),
+    "conversations.ConversationHandler": ("conversation_id",),
+    "conversations.ConversationItemsHandler": ("conversation_id",),
+    "conversations.ConversationItemHandler": ("conversation_id", "item_id"),
     "realtime.RealtimeSocketHandler": ("session_id",),
     "admin.KeyHandler": ("key_id",),
     "admin.KeyRotateHandler": ("key_id",),
@@ -679,7 +689,9 @@ _OPS: dict[str, dict[str, Op]] = {
 
 
 def _kind(path: str) -> str:
-    if path.startswith("/admin/"):
+    if path.startswith("/admin/") or (
+        path.startswith("/ui/api/") and path != "/ui/api/login"
+    ):  # the web UI's API: a UI session, which only the master key opens
         return "admin"
     if path.startswith("/v1/"):
         return "client"
@@ -697,8 +709,8 @@ def _operation(path: str, op: Op, params: Sequence[str], op_id: str) -> Json:
     if content:
         responses[str(op.status)]["content"] = content
     errors = {"admin": ADMIN_ERRORS, "client": CLIENT_ERRORS}.get(kind, (500, 503))
-    for code in errors:
-        responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    for code in sorted({*errors, *op.also}):
+        responses[str(code)] = {"$ref": f"#/components/responses/{op.envelope}{code}"}
     out: Json = {
         "operationId": op_id,
         "summary": op.summary,
@@ -791,14 +803,350 @@ def build(table: Sequence[Route]) -> Json:
             },
             "schemas": components_schemas,
             "responses": {
-                f"E{code}": {
-                    "description": reason,
-                    "content": {"application/json": {"schema": _ref("ErrorResponse")}},
-                }
-                for code, reason in _REASONS.items()
+                **{
+                    f"E{code}": {
+                        "description": reason,
+                        "content": {"application/json": {"schema": _ref("ErrorResponse")}},
+                    }
+                    for code, reason in _REASONS.items()
+                },
+                **{
+                    f"A{code}": {
+                        "description": reason,
+                        "content": {"application/json": {"schema": _ref("AnthropicError")}},
+                    }
+                    for code, reason in _REASONS.items()
+                },
             },
         },
     }
+
+
+# -- Responses, Conversations, Messages, moderations, rerank, realtime secrets, web UI --------
+
+_OBJ_ARRAY: Json = {"type": "array", "items": ANY_OBJECT}
+_LIST: Json = {
+    "type": "object",
+    "required": ["object", "data", "has_more"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": _OBJ_ARRAY,
+        "first_id": _nullable(STRING),
+        "last_id": _nullable(STRING),
+        "has_more": {"type": "boolean"},
+    },
+}
+_METADATA: Json = {"type": "object", "additionalProperties": {"type": "string"}}
+
+_CLIENT_SCHEMAS.update(
+    {
+        "ResponseRequest": {
+            "type": "object",
+            "required": ["model"],
+            "properties": {
+                "model": MODEL,
+                "input": {"anyOf": [STRING, _OBJ_ARRAY]},
+                "instructions": {"anyOf": [STRING, _OBJ_ARRAY, {"type": "null"}]},
+                "stream": {"type": "boolean"},
+                "store": {"type": "boolean"},
+                "background": {"type": "boolean"},
+                "previous_response_id": STRING,
+                "conversation": {"anyOf": [STRING, ANY_OBJECT]},
+                "tools": _OBJ_ARRAY,
+                "text": ANY_OBJECT,
+                "max_output_tokens": {"type": "integer"},
+                "temperature": {"type": "number"},
+                "top_p": {"type": "number"},
+                "metadata": _METADATA,
+                "user": STRING,
+            },
+        },
+        "Response": {
+            "type": "object",
+            "required": ["id", "object", "created_at", "status", "model", "output"],
+            "properties": {
+                "id": STRING,
+                "object": {"const": "response"},
+                "status": {
+                    "enum": [
+                        "completed",
+                        "failed",
+                        "in_progress",
+                        "cancelled",
+                        "queued",
+                        "incomplete",
+                    ]
+                },
+                "model": STRING,
+                "output": _OBJ_ARRAY,
+                "usage": ANY_OBJECT,
+            },
+        },
+        "ResponseDeleted": {
+            "type": "object",
+            "required": ["id", "object", "deleted"],
+            "properties": {
+                "id": STRING,
+                "object": {"const": "response"},
+                "deleted": {"const": True},
+            },
+        },
+        "InputTokens": {
+            "type": "object",
+            "required": ["object", "input_tokens"],
+            "properties": {
+                "object": {"const": "response.input_tokens"},
+                "input_tokens": {"type": "integer", "minimum": 0},
+            },
+        },
+        "ItemList": _LIST,
+        "Conversation": {
+            "type": "object",
+            "required": ["id", "object", "created_at", "metadata"],
+            "properties": {
+                "id": STRING,
+                "object": {"const": "conversation"},
+                "created_at": {"type": "integer"},
+                "metadata": _METADATA,
+            },
+        },
+        "ConversationRequest": {
+            "type": "object",
+            "properties": {"items": {**_OBJ_ARRAY, "maxItems": 20}, "metadata": _METADATA},
+        },
+        "ConversationUpdate": {
+            "type": "object",
+            "required": ["metadata"],
+            "properties": {"metadata": _METADATA},
+        },
+        "ConversationItemsRequest": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {**_OBJ_ARRAY, "minItems": 1, "maxItems": 20}},
+        },
+        "ConversationDeleted": {
+            "type": "object",
+            "required": ["id", "object", "deleted"],
+            "properties": {
+                "id": STRING,
+                "object": {"const": "conversation.deleted"},
+                "deleted": {"const": True},
+            },
+        },
+        "MessagesRequest": {
+            "type": "object",
+            "required": ["model", "max_tokens", "messages"],
+            "properties": {
+                "model": MODEL,
+                "max_tokens": {"type": "integer", "minimum": 1},
+                "messages": {**_OBJ_ARRAY, "minItems": 1},
+                "system": {"anyOf": [STRING, _OBJ_ARRAY]},
+                "stream": {"type": "boolean"},
+                "tools": _OBJ_ARRAY,
+                "tool_choice": ANY_OBJECT,
+                "stop_sequences": {"type": "array", "items": STRING},
+                "temperature": {"type": "number"},
+                "metadata": ANY_OBJECT,
+            },
+        },
+        "Message": {
+            "type": "object",
+            "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+            "properties": {
+                "id": STRING,
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": STRING,
+                "content": _OBJ_ARRAY,
+                "stop_reason": _nullable(STRING),
+                "usage": ANY_OBJECT,
+            },
+        },
+        "MessageTokens": {
+            "type": "object",
+            "required": ["input_tokens"],
+            "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+        },
+        "AnthropicError": {
+            "type": "object",
+            "required": ["type", "error"],
+            "properties": {
+                "type": {"const": "error"},
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "properties": {"type": STRING, "message": STRING},
+                },
+            },
+        },
+        "ModerationRequest": {
+            "type": "object",
+            "required": ["input"],
+            "properties": {"model": MODEL, "input": {"anyOf": [STRING, _OBJ_ARRAY]}},
+        },
+        "Moderation": {
+            "type": "object",
+            "required": ["id", "model", "results"],
+            "properties": {"id": STRING, "model": STRING, "results": _OBJ_ARRAY},
+        },
+        "RerankRequest": {
+            "type": "object",
+            "required": ["model", "query", "documents"],
+            "properties": {
+                "model": MODEL,
+                "query": STRING,
+                "documents": {"type": "array", "items": {"anyOf": [STRING, ANY_OBJECT]}},
+                "top_n": {"type": "integer", "minimum": 1},
+            },
+        },
+        "Rerank": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {"model": STRING, "results": _OBJ_ARRAY},
+        },
+        "ClientSecretRequest": {
+            "type": "object",
+            "properties": {"session": ANY_OBJECT, "expires_after": ANY_OBJECT},
+        },
+        "ClientSecret": {
+            "type": "object",
+            "required": ["value", "expires_at", "session"],
+            "properties": {
+                "value": STRING,
+                "expires_at": {"type": "integer"},
+                "session": ANY_OBJECT,
+            },
+        },
+    }
+)
+
+_ITEM_PAGE = (
+    _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+    _q("order", {"enum": ["asc", "desc"]}),
+    _q("after", STRING),
+)
+_UI_FILES = {
+    t: {"type": "string"}
+    for t in (
+        "text/html; charset=utf-8",
+        "text/css; charset=utf-8",
+        "text/javascript; charset=utf-8",
+        "image/svg+xml",
+    )
+}
+
+_PARAMS.update(
+    {
+        "responses.ResponseHandler": ("response_id",),
+        "responses.ResponseCancelHandler": ("response_id",),
+        "responses.InputItemsHandler": ("response_id",),
+        "conversations.ConversationHandler": ("conversation_id",),
+        "conversations.ConversationItemsHandler": ("conversation_id",),
+        "conversations.ConversationItemHandler": ("conversation_id", "item_id"),
+        "handlers.UiPageHandler": ("file",),
+        "handlers.ProviderTestHandler": ("provider",),
+    }
+)
+_OPS.update(
+    {
+        "responses.ResponsesHandler": {
+            "post": Op(
+                "Create a response: the Responses API, on every provider "
+                "(streamed as server-sent events with stream: true).",
+                _ref("Response"),
+                body="ResponseRequest",
+                other_types={"text/event-stream": SSE},
+            )
+        },
+        "responses.InputTokensHandler": {
+            "post": Op(
+                "Count a request's input tokens (the gateway's estimate).",
+                _ref("InputTokens"),
+                body="ResponseRequest",
+            )
+        },
+        "responses.ResponseHandler": {
+            "get": Op("A stored response of this key.", _ref("Response")),
+            "delete": Op("Delete a stored response.", _ref("ResponseDeleted")),
+        },
+        "responses.ResponseCancelHandler": {
+            "post": Op("Cancel a background response.", _ref("Response"))
+        },
+        "responses.InputItemsHandler": {
+            "get": Op("The input items of a stored response.", _ref("ItemList"), query=_ITEM_PAGE)
+        },
+        "conversations.ConversationsHandler": {
+            "post": Op("Create a conversation.", _ref("Conversation"), body="ConversationRequest")
+        },
+        "conversations.ConversationHandler": {
+            "get": Op("A conversation of this key.", _ref("Conversation")),
+            "post": Op(
+                "Update a conversation's metadata.",
+                _ref("Conversation"),
+                body="ConversationUpdate",
+            ),
+            "delete": Op("Delete a conversation and its items.", _ref("ConversationDeleted")),
+        },
+        "conversations.ConversationItemsHandler": {
+            "get": Op("A conversation's items.", _ref("ItemList"), query=_ITEM_PAGE),
+            "post": Op(
+                "Add items to a conversation.", _ref("ItemList"), body="ConversationItemsRequest"
+            ),
+        },
+        "conversations.ConversationItemHandler": {
+            "get": Op("One item of a conversation.", ANY_OBJECT),
+            "delete": Op("Delete an item; answers the conversation.", _ref("Conversation")),
+        },
+        "messages.MessagesHandler": {
+            "post": Op(
+                "Anthropic's Messages API, on every provider (x-api-key or Bearer; "
+                "streamed with stream: true; errors in Anthropic's envelope).",
+                _ref("Message"),
+                body="MessagesRequest",
+                other_types={"text/event-stream": SSE},
+                envelope="A",
+            )
+        },
+        "messages.CountTokensHandler": {
+            "post": Op(
+                "Count a Messages request's input tokens (the gateway's estimate).",
+                _ref("MessageTokens"),
+                body="MessagesRequest",
+                envelope="A",
+            )
+        },
+        "classify.ModerationsHandler": {
+            "post": Op(
+                "Classify content (moderation).", _ref("Moderation"), body="ModerationRequest"
+            )
+        },
+        "classify.RerankHandler": {
+            "post": Op("Rerank documents for a query.", _ref("Rerank"), body="RerankRequest")
+        },
+        "realtime.RealtimeClientSecretsHandler": {
+            "post": Op(
+                "Mint a single-use client secret for a browser's realtime session (GA).",
+                _ref("ClientSecret"),
+                body="ClientSecretRequest",
+            )
+        },
+        "handlers.LoginHandler": {
+            "post": Op(
+                "Web UI: sign in with the master key.", ANY_OBJECT, also=(400, 401, 413, 429)
+            )
+        },
+        "handlers.LogoutHandler": {"post": Op("Web UI: sign out.", ANY_OBJECT)},
+        "handlers.SessionHandler": {"get": Op("Web UI: this browser's session.", ANY_OBJECT)},
+        "handlers.HealthHandler": {"get": Op("Web UI: the gateway at a glance.", ANY_OBJECT)},
+        "handlers.ProviderTestHandler": {
+            "post": Op("Web UI: one cheap call to a provider.", ANY_OBJECT)
+        },
+        "handlers.UiRedirectHandler": {"get": Op("Web UI: to /ui/.", None, status=302)},
+        "handlers.UiPageHandler": {
+            "get": Op("Web UI: its page and assets.", None, other_types=_UI_FILES, also=(404,))
+        },
+    }
+)
 
 
 class OpenApiHandler(PublicHandler):

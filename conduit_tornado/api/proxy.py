@@ -33,6 +33,29 @@ from .base import ClientHandler, dumps, model_name, resolve_model
 
 FREE = Price(0.0, 0.0)
 MAX_USER = 256
+#: The capabilities (any one of) a model needs for each route's requests.
+NEEDS: dict[str, frozenset[str]] = {
+    "chat.completions": frozenset({"chat"}),
+    "completions": frozenset({"completions", "chat"}),
+    "embeddings": frozenset({"embeddings"}),
+    "images.generations": frozenset({"images"}),
+    "audio.transcriptions": frozenset({"audio"}),
+    "audio.translations": frozenset({"audio"}),
+    "audio.speech": frozenset({"audio"}),
+    "audio.speech.stream": frozenset({"audio"}),
+    "responses": frozenset({"responses", "chat"}),
+    "messages": frozenset({"chat", "responses"}),
+    "moderations": frozenset({"moderations"}),
+    "rerank": frozenset({"rerank"}),
+}
+
+
+def named_events(events: list[Json]) -> bytes:
+    """Events as named SSE frames: clients that dispatch on the event name and clients
+    that read the data's ``type`` both work."""
+    return b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events
+    )
 
 
 def _usd(cost: float) -> str:
@@ -87,6 +110,16 @@ class ProxyHandler(ClientHandler):
             user=user if isinstance(user, str) else None,
         )
         self.route = resolve_model(self.ctx, self.key, model)
+        needs = NEEDS.get(self.endpoint)
+        declared = self.route.declared
+        if needs is not None and declared is not None and not needs & declared:
+            raise ApiError(
+                400,
+                f"The model '{model}' does not support {self.endpoint} requests "
+                f"(it can do: {', '.join(sorted(declared))}).",
+                param="model",
+                code="unsupported_for_model",
+            )
         return self.route
 
     async def admit(
@@ -153,6 +186,7 @@ class ProxyHandler(ClientHandler):
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
             total_tokens=usage.total_tokens,
             estimated=usage.estimated,
             cost=cost,
@@ -211,14 +245,7 @@ class ProxyHandler(ClientHandler):
         """Send an opened upstream stream to the client as SSE: what each network read
         from upstream held, in one write, as soon as it is parsed."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
-        self.put_headers(
-            {
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer
-            }
-        )
-        self.routing_headers(outcome)
+        self.start_events(outcome)
         seen = _Seen()
         model = self.entry["model"] if self.entry else ""
 
@@ -229,7 +256,11 @@ class ProxyHandler(ClientHandler):
                 events = []
                 chars = 0
                 for chunk in batch:
-                    if seen.reported is None and isinstance(chunk.get("model"), str):
+                    if (
+                        seen.reported is None
+                        and isinstance(chunk.get("model"), str)
+                        and chunk["model"]
+                    ):
                         seen.reported = chunk["model"]
                     usage = chunk.get("usage")
                     if usage:
@@ -261,26 +292,58 @@ class ProxyHandler(ClientHandler):
             if behind is not None:
                 await behind
 
-        self._last_write = time.monotonic()
-        self._keepalive_tick()
-        try:
-            await self.run_relay(
-                pump(), lambda error: b"data: " + dumps(error.envelope()) + b"\n\n"
-            )
-        finally:
-            if self._keepalive is not None:
-                self._keepalive.cancel()
-            await stream.aclose()  # closes the upstream connection if it is still open
+        await self.pump_events(
+            stream, pump(), lambda error: b"data: " + dumps(error.envelope()) + b"\n\n"
+        )
         usage = seen.usage
         if usage is None:  # no usage chunk (the client left, or a terse provider): estimate
             usage = Usage(
                 estimate_tokens(prompt_text(body)), math.ceil(seen.chars / 4), estimated=True
             )
         self.account(usage, outcome, seen.reported)
+        self.end_events()
+
+    # What every streamed route (chat, Responses, Messages) shares around its own pump.
+
+    def start_events(self, outcome: Outcome) -> None:
+        """The head of a server-sent event stream."""
+        self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        self.put_headers(
+            {
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer
+            }
+        )
+        self.routing_headers(outcome)
+
+    async def pump_events(
+        self,
+        stream: ChunkStream,
+        pump: Coroutine[Any, Any, None],
+        error_event: Callable[[ApiError], bytes],
+    ) -> None:
+        """Run a stream's pump with keepalives; the upstream is closed however it ends."""
+        self._last_write = time.monotonic()
+        self._keepalive_tick()
+        try:
+            await self.run_relay(pump, error_event)
+        finally:
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+            await stream.aclose()  # closes the upstream connection if it is still open
+
+    def end_events(self) -> None:
         if self._client_gone:
             self.done()
         else:
             self.finish()
+
+    async def send_named(self, events: list[Json]) -> None:
+        """Write events as named SSE events (``event: <type>``), as OpenAI's Responses
+        API and Anthropic's Messages API send them, in one write."""
+        behind = self._write_frames(named_events(events))
+        if behind is not None:
+            await behind
 
     async def run_relay(
         self, pump: Coroutine[Any, Any, None], error_event: Callable[[ApiError], bytes] | None
@@ -318,11 +381,14 @@ class ProxyHandler(ClientHandler):
     def _events(self, payloads: list[bytes]) -> asyncio.Future[None] | None:
         """Write SSE events, in one write. Returns a future to await only when the client
         is behind (or gone): a stream that keeps up costs no coroutine per write."""
-        self._last_write = time.monotonic()
         if len(payloads) == 1:
             event = b"data: " + payloads[0] + b"\n\n"
         else:
             event = b"".join([b"data: " + p + b"\n\n" for p in payloads])
+        return self._write_frames(event)
+
+    def _write_frames(self, event: bytes) -> asyncio.Future[None] | None:
+        self._last_write = time.monotonic()
         if self._streaming:
             # Headers are out: straight to the connection (Tornado's HTTPConnection API),
             # skipping RequestHandler's per-write buffering.
@@ -358,14 +424,17 @@ class ProxyHandler(ClientHandler):
     # -- logging --------------------------------------------------------------------------
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.log_error(status_code, kwargs.get("exc_info", (None, None, None))[1])
+        super().write_error(status_code, **kwargs)
+
+    def log_error(self, status_code: int, exc: BaseException | None) -> None:
+        """Put a refusal or failure in the request log entry."""
         if self.entry is not None:
-            exc = kwargs.get("exc_info", (None, None, None))[1]
             self.entry["status"] = status_code
             if isinstance(exc, ApiError):
                 self.entry.update(error_code=exc.code, error_type=exc.type)
             else:
                 self.entry.update(error_code=None, error_type="server_error")
-        super().write_error(status_code, **kwargs)
 
     def on_finish(self) -> None:
         self.done()

@@ -15,7 +15,13 @@ import tornado.websocket
 
 from conduit_tornado.admission.keys import VirtualKey
 from conduit_tornado.admission.limits import Grant
-from conduit_tornado.admission.realtime import SECRET_PREFIX, session_object, validate_config
+from conduit_tornado.admission.realtime import (
+    SECRET_PREFIX,
+    client_secret_object,
+    session_object,
+    validate_config,
+    validate_session,
+)
 from conduit_tornado.context import Context
 from conduit_tornado.core.errors import ApiError, invalid_api_key
 from conduit_tornado.metering.pricing import realtime_cost
@@ -46,21 +52,51 @@ def _ws_base(handler: tornado.web.RequestHandler) -> str:
     return ("wss" if proto == "https" else "ws") + "://" + handler.request.host
 
 
+def _realtime_route(ctx: Context, key: VirtualKey, model: Any, param: str = "model") -> ModelRoute:
+    route = _route(ctx, key, model)
+    providers = ctx.catalog.providers
+    if not any(
+        (p := providers.get(d["provider"])) is not None and p.type in REALTIME_PROVIDERS
+        for d in route.deployments
+    ):
+        raise ApiError(
+            400,
+            f"The model {route.name!r} has no realtime-capable deployment.",
+            code="unsupported_for_model",
+            param=param,
+        )
+    return route
+
+
+class RealtimeClientSecretsHandler(ClientHandler):
+    """POST /v1/realtime/client_secrets (the GA API): a single-use secret, bound to this
+    key and model, that a browser uses to open /v1/realtime?model= as it would OpenAI's."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        session = body.get("session") or {"type": "realtime"}
+        config = validate_session(session)
+        route = _realtime_route(self.ctx, self.key, session.get("model"), "session.model")
+        ttl = None
+        expires = body.get("expires_after")
+        if expires is not None:
+            seconds = expires.get("seconds") if isinstance(expires, dict) else None
+            anchor = expires.get("anchor", "created_at") if isinstance(expires, dict) else None
+            if anchor != "created_at" or not isinstance(seconds, int) or not 10 <= seconds <= 7200:
+                raise ApiError(
+                    400,
+                    "expires_after needs anchor 'created_at' and seconds from 10 to 7200.",
+                    param="expires_after",
+                )
+            ttl = float(seconds)
+        doc, secret = await self.ctx.realtime.create(self.key.id, route.name, config, ttl)
+        self.send_json(client_secret_object(doc, secret))
+
+
 class RealtimeSessionsHandler(ClientHandler):
     async def post(self) -> None:
         body = self.json_body()
-        route = _route(self.ctx, self.key, body.get("model"))
-        providers = self.ctx.catalog.providers
-        if not any(
-            (p := providers.get(d["provider"])) is not None and p.type in REALTIME_PROVIDERS
-            for d in route.deployments
-        ):
-            raise ApiError(
-                400,
-                f"The model {route.name!r} has no realtime-capable deployment.",
-                code="unsupported_for_model",
-                param="model",
-            )
+        route = _realtime_route(self.ctx, self.key, body.get("model"))
         config = validate_config(body)
         doc, secret = await self.ctx.realtime.create(self.key.id, route.name, config)
         path = self.request.path.rsplit("/sessions", 1)[0] + f"/sessions/{doc['_id']}/ws"
@@ -105,7 +141,26 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         token = self._token()
         ctx = self.ctx
         session_id = self.path_args[0] if self.path_args else None
-        if session_id is None:  # /v1/realtime?model=: the SDK's connect, with a virtual key
+        if session_id is None and token and token.startswith(SECRET_PREFIX):
+            # /v1/realtime?model= with a client secret (the GA flow, from a browser).
+            session = await ctx.realtime.by_secret(token)
+            if session is None or not ctx.realtime.valid(session, token):
+                raise invalid_api_key("The client secret is invalid, expired or already used.")
+            asked = self.get_query_argument("model", None)
+            if asked is not None and asked != session["model"]:
+                # Checked before the secret is spent: a wrong URL does not burn it.
+                raise ApiError(
+                    403,
+                    f"This client secret was issued for another model than {asked!r}.",
+                    code="model_not_allowed",
+                    param="model",
+                )
+            if not await ctx.realtime.redeem(session, token):
+                raise invalid_api_key("The client secret is invalid, expired or already used.")
+            self.key = await ctx.keys.by_id(session["key_id"])
+            self.session = session
+            route = _route(ctx, self.key, session["model"])
+        elif session_id is None:  # /v1/realtime?model=: the SDK's connect, with a virtual key
             self.key = await ctx.keys.authenticate(token)
             route = _route(ctx, self.key, self.get_query_argument("model", None))
             self.session, _ = await ctx.realtime.create(self.key.id, route.name, {})

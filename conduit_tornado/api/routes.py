@@ -10,17 +10,23 @@ import tornado.web
 
 from conduit_tornado.context import Context
 from conduit_tornado.server.application import GatewayApplication
+from conduit_tornado.ui.handlers import ui_routes
+from conduit_tornado.ui.sessions import UiSessions
 
 from . import (
     admin,
     admin_limits,
     admin_usage,
+    classify,
+    conversations,
     health,
     inference,
     media,
+    messages,
     models,
     openapi,
     realtime,
+    responses,
 )
 from .base import NotFoundHandler
 
@@ -37,6 +43,19 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/chat/completions", inference.ChatCompletionsHandler),
         (p + r"/v1/completions", inference.CompletionsHandler),
         (p + r"/v1/embeddings", inference.EmbeddingsHandler),
+        (p + r"/v1/responses", responses.ResponsesHandler),
+        (p + r"/v1/responses/input_tokens", responses.InputTokensHandler),
+        (p + r"/v1/responses/([^/]+)/input_items", responses.InputItemsHandler),
+        (p + r"/v1/responses/([^/]+)/cancel", responses.ResponseCancelHandler),
+        (p + r"/v1/responses/([^/]+)", responses.ResponseHandler),
+        (p + r"/v1/moderations", classify.ModerationsHandler),
+        (p + r"/v1/rerank", classify.RerankHandler),
+        (p + r"/v1/messages", messages.MessagesHandler),
+        (p + r"/v1/messages/count_tokens", messages.CountTokensHandler),
+        (p + r"/v1/conversations", conversations.ConversationsHandler),
+        (p + r"/v1/conversations/([^/]+)/items", conversations.ConversationItemsHandler),
+        (p + r"/v1/conversations/([^/]+)/items/([^/]+)", conversations.ConversationItemHandler),
+        (p + r"/v1/conversations/([^/]+)", conversations.ConversationHandler),
         (p + r"/health/live", health.LiveHandler),
         (p + r"/health/ready", health.ReadyHandler),
         (p + r"/openapi\.json", openapi.OpenApiHandler),
@@ -47,6 +66,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/audio/translations", media.TranslationHandler),
         (p + r"/v1/audio/speech", media.SpeechHandler),
         (p + r"/v1/audio/speech/stream", media.SpeechStreamHandler),
+        (p + r"/v1/realtime/client_secrets", realtime.RealtimeClientSecretsHandler),
         (p + r"/v1/realtime/sessions", realtime.RealtimeSessionsHandler),
         (p + r"/v1/realtime/sessions/([^/]+)/ws", realtime.RealtimeSocketHandler),
         (p + r"/v1/realtime", realtime.RealtimeSocketHandler),
@@ -66,6 +86,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/admin/v1/usage", admin_usage.UsageHandler),
         (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
     ]
+    table += ui_routes(p)  # the web UI (conduit_tornado/ui/)
     if catch_all:
         table.append((p + r"(?:/.*)?", NotFoundHandler))
     return table
@@ -74,7 +95,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
 def app_settings(ctx: Context) -> dict[str, Any]:
     """Tornado application settings the gateway needs (also given to Jupyter's app, so
     nothing here may change how Jupyter's own handlers behave)."""
-    return {"conduit": ctx}
+    return {"conduit": ctx, "conduit_ui": UiSessions(ctx)}
 
 
 _SECRET_PARAMS = re.compile(r"([?&](?:token|key|api-key|api_key)=)[^&]*", re.IGNORECASE)

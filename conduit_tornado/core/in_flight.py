@@ -1,5 +1,6 @@
-"""What the gateway is doing right now: requests being served and the background work they
-started. A graceful stop waits for both; the metrics report the first."""
+"""What the gateway is doing right now: requests being served, the background work they
+started, and runs that outlive their request (background responses). A graceful stop
+waits for the first two and stops the runs; the metrics report the requests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ class InFlight:
         self.requests = 0
         self._drained: asyncio.Event | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: Runs by name; a run's own code records how it ended, cancelled or not.
+        self.runs: dict[str, asyncio.Task[None]] = {}
 
     def request_started(self) -> None:
         self.requests += 1
@@ -44,3 +47,16 @@ class InFlight:
         """Wait for the background work started so far, and what it starts in turn."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def start_run(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run work that outlives its request, until it ends or is cancelled."""
+        task = asyncio.ensure_future(work)
+        self.runs[name] = task
+        task.add_done_callback(lambda _: self.runs.pop(name, None))
+
+    async def stop_runs(self) -> None:
+        """Cancel every run and wait for each to record that it stopped."""
+        tasks = list(self.runs.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

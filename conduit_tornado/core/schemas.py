@@ -286,6 +286,13 @@ class ProviderOptions(Strict):
         return self
 
 
+class OpenAIOptions(ProviderOptions):
+    """``responses``: 'native' relays /v1/responses to the provider's own Responses API,
+    'translate' sends it as chat completions. Unset: native for OpenAI's own URL only."""
+
+    responses: Literal["native", "translate"] | None = None
+
+
 class AzureOptions(ProviderOptions):
     api_version: Annotated[str, Field(pattern=r"^[0-9A-Za-z.-]{1,40}$")] | None = None
 
@@ -300,7 +307,7 @@ class MockOptions(Strict):
 
 
 PROVIDER_OPTIONS: dict[str, type[Strict]] = {
-    "openai": ProviderOptions,
+    "openai": OpenAIOptions,
     "azure": AzureOptions,
     "anthropic": ProviderOptions,
     "gemini": ProviderOptions,
@@ -385,6 +392,7 @@ class Pricing(Strict):
     input_per_mtok: Usd = 0.0
     output_per_mtok: Usd = 0.0
     cached_input_per_mtok: Usd | None = None
+    cache_write_per_mtok: Usd | None = None
     per_image: Usd | dict[str, Usd] | None = None
     per_minute: Usd | None = None
     per_1k_chars: Usd | None = None
@@ -402,6 +410,19 @@ class Deployment(Strict):
     pricing: Pricing | None = None
 
 
+Capability = Literal[
+    "chat",
+    "responses",
+    "completions",
+    "embeddings",
+    "images",
+    "audio",
+    "realtime",
+    "moderations",
+    "rerank",
+]
+
+
 class ModelFields(Strict):
     name: str | None = None
     deployments: Annotated[list[Deployment], Field(min_length=1, max_length=100)] | None = None
@@ -410,6 +431,9 @@ class ModelFields(Strict):
     pricing: Pricing | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
     enabled: bool | None = None
+    #: What the model can do; requests for anything else are refused. Unset: what its
+    #: providers' types can do (routing/catalog.py), checked by the providers.
+    capabilities: Annotated[list[Capability], Field(max_length=16)] | None = None
 
     @field_validator("name")
     @classmethod

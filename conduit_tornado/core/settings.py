@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     max_admin_request_bytes: int = Field(
         1 * MIB, ge=1024, description="Largest admin API request body accepted (413 beyond)."
     )
+    ui_session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="Hours a web UI sign-in lasts (/ui/); signing out or a new master key "
+        "ends it sooner.",
+    )
     key_cache_ttl: float = Field(
         10.0,
         ge=0,

@@ -18,13 +18,19 @@ class Price:
     input: float
     output: float
     cached_input: float | None = None
+    #: Per million tokens written to a prompt cache; unset: 1.25x input (Anthropic's
+    #: five-minute cache writes).
+    cache_write: float | None = None
 
     def cost(self, usage: Usage) -> float:
         cached = min(usage.cached_tokens, usage.prompt_tokens)
+        written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
         cached_rate = self.input if self.cached_input is None else self.cached_input
+        write_rate = self.input * 1.25 if self.cache_write is None else self.cache_write
         total = (
-            (usage.prompt_tokens - cached) * self.input
+            (usage.prompt_tokens - cached - written) * self.input
             + cached * cached_rate
+            + written * write_rate
             + usage.completion_tokens * self.output
         )
         return round(total / 1_000_000, 10)
@@ -58,6 +64,7 @@ class PriceTable:
                     float(override.get("input_per_mtok") or 0),
                     float(override.get("output_per_mtok") or 0),
                     override.get("cached_input_per_mtok"),
+                    override.get("cache_write_per_mtok"),
                 )
         return self.lookup(model)
 

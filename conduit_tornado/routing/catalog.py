@@ -57,6 +57,46 @@ class ModelRoute:
     description: str | None
     enabled: bool
     created_at: datetime
+    declared: frozenset[str] | None = None  # capabilities the admin set, if any
+
+
+#: What each provider type's adapter can be asked for.
+PROVIDER_CAPABILITIES: dict[str, frozenset[str]] = {
+    "openai": frozenset(
+        {
+            "chat",
+            "responses",
+            "completions",
+            "embeddings",
+            "images",
+            "audio",
+            "realtime",
+            "moderations",
+            "rerank",
+        }
+    ),
+    "azure": frozenset(
+        {"chat", "responses", "completions", "embeddings", "images", "audio", "realtime"}
+    ),
+    "anthropic": frozenset({"chat", "responses", "completions"}),
+    "gemini": frozenset({"chat", "responses", "completions", "embeddings"}),
+    "ollama": frozenset({"chat", "responses", "completions", "embeddings"}),
+    "mock": frozenset(
+        {"chat", "responses", "completions", "embeddings", "images", "audio", "realtime"}
+    ),
+}
+
+
+def capabilities(route: ModelRoute, providers: dict[str, Provider]) -> list[str]:
+    """What a virtual model can do: as declared, else what its providers can."""
+    if route.declared is not None:
+        return sorted(route.declared)
+    found: set[str] = set()
+    for dep in route.deployments:
+        provider = providers.get(dep["provider"])
+        if provider is not None:
+            found |= PROVIDER_CAPABILITIES.get(provider.type, frozenset())
+    return sorted(found)
 
 
 def _without_userinfo(url: str | None) -> str | None:
@@ -68,12 +108,21 @@ def _without_userinfo(url: str | None) -> str | None:
     return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}"
 
 
-def _shown_options(options: dict[str, Any]) -> dict[str, Any]:
+def _shown_options(doc: Doc) -> dict[str, Any]:
     """Options as shown: a client certificate's private key is reported as set, never
     shown (given as PEM text, it is a credential)."""
-    if "client_key" not in options:
+    options: dict[str, Any] = doc.get("options") or {}
+    if "client_key" not in options and not doc.get("has_client_key"):
         return options
     return {**options, "client_key": "(set)"}
+
+
+def _key_apart(options: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Options without the client certificate's private key, and the key: it is sealed
+    with the other credentials, not stored in the clear."""
+    rest = {k: v for k, v in options.items() if k != "client_key"}
+    key = options.get("client_key")
+    return rest, key if isinstance(key, str) else None
 
 
 def provider_view(doc: Doc) -> dict[str, Any]:
@@ -85,7 +134,7 @@ def provider_view(doc: Doc) -> dict[str, Any]:
         "base_url": _without_userinfo(doc.get("base_url")),
         "has_api_key": bool(doc.get("has_api_key")),
         "header_names": doc.get("header_names", []),
-        "options": _shown_options(doc.get("options") or {}),
+        "options": _shown_options(doc),
         "enabled": doc.get("enabled", True),
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
@@ -132,6 +181,7 @@ class Catalog:
                 description=doc.get("description"),
                 enabled=doc.get("enabled", True),
                 created_at=doc["created_at"],
+                declared=frozenset(doc["capabilities"]) if doc.get("capabilities") else None,
             )
         self.providers, self.models = providers, models
 
@@ -159,34 +209,46 @@ class Catalog:
             base_url=doc.get("base_url"),
             api_key=creds.get("api_key"),
             headers=creds.get("headers", {}),
-            options=doc.get("options", {}),
+            options={
+                **doc.get("options", {}),
+                **({"client_key": creds["client_key"]} if creds.get("client_key") else {}),
+            },
             enabled=doc.get("enabled", True),
             credential_error=error,
         )
 
     # -- providers ------------------------------------------------------------------------
 
-    def _seal(self, api_key: str | None, headers: dict[str, str]) -> dict[str, Any]:
+    def _seal(
+        self, api_key: str | None, headers: dict[str, str], client_key: str | None = None
+    ) -> dict[str, Any]:
+        secrets_: dict[str, Any] = {"api_key": api_key, "headers": headers}
+        if client_key is not None:
+            secrets_["client_key"] = client_key
         return {
-            "credentials": self._box.encrypt(json.dumps({"api_key": api_key, "headers": headers})),
+            "credentials": self._box.encrypt(json.dumps(secrets_)),
             "has_api_key": api_key is not None,
+            "has_client_key": client_key is not None,
             "header_names": sorted(headers),
         }
 
     async def create_provider(self, body: ProviderCreate) -> Doc:
         _check_identity(body.options or {})
+        options, client_key = _key_apart(body.options or {})
         now = self._clock.now()
         doc: Doc = {
             "_id": "prov_" + secrets.token_hex(8),
             "name": body.name,
             "type": body.type,
             "base_url": body.base_url,
-            "options": body.options or {},
+            "options": options,
             "enabled": True if body.enabled is None else body.enabled,
             "created_at": now,
             "updated_at": now,
             **self._seal(
-                body.api_key.get_secret_value() if body.api_key else None, body.headers or {}
+                body.api_key.get_secret_value() if body.api_key else None,
+                body.headers or {},
+                client_key,
             ),
         }
         try:
@@ -237,15 +299,19 @@ class Catalog:
                     400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
                 ) from None
             _check_identity(fields["options"])
-        if "api_key" in body.model_fields_set or "headers" in body.model_fields_set:
+        sealed = ("api_key", "headers", "options")
+        if any(name in body.model_fields_set for name in sealed) or "options" in fields:
             current = self.providers.get(doc["name"])
             api_key = current.api_key if current else None
             headers = dict(current.headers) if current else {}
+            client_key = current.options.get("client_key") if current else None
             if "api_key" in body.model_fields_set:
                 api_key = body.api_key.get_secret_value() if body.api_key else None
             if "headers" in body.model_fields_set:
                 headers = body.headers or {}
-            fields.update(self._seal(api_key, headers))
+            if "options" in fields:
+                fields["options"], client_key = _key_apart(fields["options"])
+            fields.update(self._seal(api_key, headers, client_key))
         fields["updated_at"] = self._clock.now()
         updated = await self._store.update(PROVIDERS, doc["_id"], fields)
         if updated is None:

@@ -288,7 +288,10 @@ class Router:
         if exc.kind == "rate_limit":
             h.cooled_until = time.monotonic() + (exc.retry_after or cooldown)
         elif h.failures >= self._settings.cooldown_failures:
+            was_cool = h.cooled_until > time.monotonic()
             h.cooled_until = time.monotonic() + cooldown
+            if was_cool:
+                return  # said when it began: a failing deployment is one line, not many
             log.warning(
                 "deployment %s/%s cooled down for %.0fs after %d failures (%s)",
                 target.provider.name,

@@ -114,6 +114,13 @@ class ProviderError(Exception):
             )
         if self.kind == "unsupported":
             return ApiError(400, self.message, code="unsupported_for_model", param=self.param)
+        if self.kind == "loop":
+            return ApiError(
+                508,
+                f"Request loop detected upstream: {self.message}",
+                code="loop_detected",
+                type="upstream_error",
+            )
         if self.kind == "too_large":
             return ApiError(
                 502, f"The upstream provider failed: {self.message}", code="upstream_too_large"
@@ -128,16 +135,50 @@ class ProviderError(Exception):
         return ApiError(502, f"The upstream provider failed: {self.message}", code="upstream_error")
 
 
-def classify_status(status: int, message: str, retry_after: float | None = None) -> ProviderError:
-    if status in (401, 403):
+def classify_status(
+    status: int,
+    message: str,
+    retry_after: float | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    reason: str | None = None,
+) -> ProviderError:
+    """An error answer as a ProviderError. ``code`` and ``param`` are the provider's own
+    (OpenAI and Azure name context_length_exceeded, content_filter ...): clients branch on
+    them, so a client error keeps them. Gemini says a bad key with a 400 whose reason is
+    API_KEY_INVALID: that is the gateway's credential, not the client's request."""
+    if status in (401, 403) or reason in _KEY_REASONS:
         return ProviderError("auth", message, status=status)
+    if status == 508:  # a gateway on the way saw the request come back: asking again loops
+        return ProviderError("loop", message, status=status)
     if status == 429:
         return ProviderError("rate_limit", message, status=status, retry_after=retry_after)
     if status in (408, 504):
         return ProviderError("timeout", message, status=status)
     if status >= 500 or status == 409:
         return ProviderError("server", message, status=status, retry_after=retry_after)
-    return ProviderError("client", message, status=status)
+    return ProviderError("client", message, status=status, code=code, param=param)
+
+
+_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+
+
+def error_details(data: Any) -> tuple[str | None, str | None, str | None]:
+    """(code, param, reason) of an error answer, where the provider gives them: OpenAI's
+    string code and param, and Gemini's ErrorInfo reason."""
+    err = data.get("error", data) if isinstance(data, dict) else None
+    if isinstance(data, list) and data:
+        return error_details(data[0])
+    if not isinstance(err, dict):
+        return None, None, None
+    code = err.get("code") if isinstance(err.get("code"), str) else None
+    param = err.get("param") if isinstance(err.get("param"), str) else None
+    reason = None
+    for detail in err.get("details") or ():
+        if isinstance(detail, dict) and isinstance(detail.get("reason"), str):
+            reason = detail["reason"]
+    return (code[:100] if code else None), (param[:200] if param else None), reason
 
 
 def _retry_after(headers: Headers) -> float | None:
@@ -428,7 +469,15 @@ class Upstream:
             except orjson.JSONDecodeError:
                 parsed = None
             message = error_message(parsed, f"HTTP {response.status}")
-            raise classify_status(response.status, message, _retry_after(response.headers))
+            code, param, reason = error_details(parsed)
+            raise classify_status(
+                response.status,
+                message,
+                _retry_after(response.headers),
+                code=code,
+                param=param,
+                reason=reason,
+            )
         return response
 
     async def request_json(
@@ -546,7 +595,11 @@ class SseReader:
 
     def __init__(self, response: Response) -> None:
         self._response = response
-        self._buf = b""
+        # Appended to, and searched only where it grew: an event that never ends (a
+        # decompressing bomb of zeros) costs one pass over its bytes, not one per read.
+        self._buf = bytearray()
+        self._scanned = 0
+        self._cr = False  # the last read ended in a CR, whose LF may be the next byte
         self._ended = False
 
     async def next_batch(self) -> list[tuple[str, bytes]] | None:
@@ -554,26 +607,35 @@ class SseReader:
             received = await next_chunk(self._response, "the provider's stream broke off")
             if received is None:
                 self._ended = True
-                rest = self._buf.strip(b"\r\n")
+                rest = bytes(self._buf).strip(b"\r\n")
                 parsed = _sse_block(rest) if rest.strip() else None
                 return [parsed] if parsed is not None else None
-            buf = self._buf + received
-            if b"\r" in buf:
-                buf = buf.replace(b"\r\n", b"\n")  # a lone trailing CR waits for its LF
+            if self._cr:
+                received = b"\r" + received
+            self._cr = received.endswith(b"\r")
+            if self._cr:
+                received = received[:-1]
+            if b"\r" in received:
+                received = received.replace(b"\r\n", b"\n")
+            buf = self._buf
+            buf += received
             batch = []
             start = 0  # walk the buffer by offset: a burst is not re-copied per event
+            search = max(0, self._scanned - 1)  # a separator may straddle two reads
             while True:
-                end = buf.find(b"\n\n", start)
+                end = buf.find(b"\n\n", search)
                 if end < 0:
                     break
-                block = buf[start:end]
-                start = end + 2
+                block = bytes(buf[start:end])
+                start = search = end + 2
                 if block.startswith(b"data: ") and b"\n" not in block:
                     batch.append(("message", block[6:]))  # the usual shape, without a call
                 elif (parsed := _sse_block(block)) is not None:
                     batch.append(parsed)
-            self._buf = buf[start:]
-            if len(self._buf) > MAX_SSE_EVENT:
+            if start:
+                del buf[:start]
+            self._scanned = len(buf)
+            if len(buf) > MAX_SSE_EVENT:
                 raise ProviderError("too_large", "the provider sent an oversized stream event")
             if batch:
                 return batch

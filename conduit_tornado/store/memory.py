@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from .base import FILTER_OPERATORS, SETTLED, UNIQUE_FIELDS, Doc, DuplicateError, Where
+from .base import FILTER_OPERATORS, RETAINED, SETTLED, UNIQUE_FIELDS, Doc, DuplicateError, Where
 
 _CONTAINERS = (dict, list)
 YIELD_EVERY = 20  # documents inserted between giving the event loop a turn
@@ -88,10 +88,15 @@ def _walk(doc: Doc, path: str) -> tuple[Doc, str]:
     return doc, leaf
 
 
+#: What the in-process store keeps only the newest of: the retained collections, and
+#: conversations, which a client could otherwise grow without end in a process's memory.
+_BOUNDED = (*RETAINED, "conversations", "conversation_items")
+
+
 class MemoryStore:
     """Bounded, since it lives as long as the process: it keeps the newest ``max_logs``
-    request logs, and drops limit windows once they have ended (what TTL indexes do on
-    MongoDB)."""
+    documents of each retained collection (request logs, stored responses, conversations),
+    and drops limit windows once they have ended (what TTL indexes do on MongoDB)."""
 
     kind = "memory"
     persistent = False
@@ -137,7 +142,7 @@ class MemoryStore:
         if collection in UNIQUE_FIELDS:
             self._check_unique(collection, doc)
         coll[doc["_id"]] = _copy(doc)
-        if collection == "request_logs" and len(coll) > self._max_logs:
+        if collection in _BOUNDED and len(coll) > self._max_logs:
             del coll[next(iter(coll))]  # dicts keep insertion order: this is the oldest
 
     async def get(

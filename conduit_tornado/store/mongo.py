@@ -19,7 +19,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from .base import UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
+from .base import RETAINED, UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
 from .once_writes import marks
 
 log = logging.getLogger("conduit.store")
@@ -156,10 +156,11 @@ class MongoStore:
         # them and never does): window counters go when their window ends, request logs
         # after the retention period (0 keeps them).
         await self._ttl("limit_windows", "expires_at", 0)
-        if self._retention > 0:
-            await self._ttl("request_logs", "created_at", self._retention * 86_400)
-        else:
-            await self._db["request_logs"].create_index([("created_at", DESCENDING)])
+        for collection in RETAINED:
+            if self._retention > 0:
+                await self._ttl(collection, "created_at", self._retention * 86_400)
+            else:
+                await self._db[collection].create_index([("created_at", DESCENDING)])
 
     async def _ttl(self, collection: str, field: str, seconds: int) -> None:
         try:

@@ -15,38 +15,55 @@ class AnthropicMessages(FakeHandler):
             return "anthropic-version header is required"
         return None
 
-    async def post(self) -> None:
+    def refusal(self) -> str | None:
+        """What Anthropic's API refuses, as documented for current Claude models."""
         body = self.seen.body
         if "max_tokens" not in body or not body.get("messages"):
+            return "max_tokens: Field required"
+        temperature = body.get("temperature")
+        if temperature is not None and not 0 <= temperature <= 1:
+            return "temperature: Input should be less than or equal to 1"
+        if temperature is not None and body.get("top_p") is not None:
+            return "`temperature` and `top_p` cannot both be specified for this model."
+        for stop in body.get("stop_sequences") or []:
+            if not stop.strip():
+                return "stop_sequences: each stop sequence must contain non-whitespace"
+        choice = body.get("tool_choice") or {}
+        if choice.get("type") == "none" and "disable_parallel_tool_use" in choice:
+            return "tool_choice.none: Extra inputs are not permitted"
+        return None
+
+    async def post(self) -> None:
+        body = self.seen.body
+        refused = self.refusal()
+        if refused:
             self.set_status(400)
             self.finish(
-                {
-                    "type": "error",
-                    "error": {
-                        "type": "invalid_request_error",
-                        "message": "max_tokens: Field required",
-                    },
-                }
+                {"type": "error", "error": {"type": "invalid_request_error", "message": refused}}
             )
             return
         model = body["model"]
         tool = self.wants_tool()
+        # Scripted: cache counts as Anthropic reports them, a stop reason, a call without
+        # arguments.
         usage = {
             "input_tokens": PROMPT_TOKENS,
             "output_tokens": len(self.words()),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": self.directive.get("cache_write", 0),
+            "cache_read_input_tokens": self.directive.get("cache_read", 0),
         }
+        no_args = bool(self.directive.get("no_args"))
         tool_block = (
             {
                 "type": "tool_use",
                 "id": "toolu_fake1",
                 "name": body["tools"][0]["name"],
-                "input": {"city": "Paris"},
+                "input": {} if no_args else {"city": "Paris"},
             }
             if tool
             else None
         )
+        stop_reason = self.directive.get("stop_reason") or ("tool_use" if tool else "end_turn")
         if not body.get("stream"):
             content = [tool_block] if tool_block else [{"type": "text", "text": self.text()}]
             self.finish(
@@ -56,7 +73,7 @@ class AnthropicMessages(FakeHandler):
                     "role": "assistant",
                     "model": model,
                     "content": content,
-                    "stop_reason": "tool_use" if tool else "end_turn",
+                    "stop_reason": stop_reason,
                     "stop_sequence": None,
                     "usage": usage,
                 }
@@ -74,12 +91,7 @@ class AnthropicMessages(FakeHandler):
                         "content": [],
                         "stop_reason": None,
                         "stop_sequence": None,
-                        "usage": {
-                            "input_tokens": PROMPT_TOKENS,
-                            "output_tokens": 1,
-                            "cache_creation_input_tokens": 0,
-                            "cache_read_input_tokens": 0,
-                        },
+                        "usage": {**usage, "output_tokens": 1},
                     },
                 },
                 "message_start",
@@ -102,7 +114,7 @@ class AnthropicMessages(FakeHandler):
                 )
             )
             events.append(sse({"type": "ping"}, "ping"))
-            for piece in TOOL_ARGS:
+            for piece in [""] if no_args else TOOL_ARGS:
                 events.append(
                     sse(
                         {
@@ -141,10 +153,7 @@ class AnthropicMessages(FakeHandler):
             sse(
                 {
                     "type": "message_delta",
-                    "delta": {
-                        "stop_reason": "tool_use" if tool else "end_turn",
-                        "stop_sequence": None,
-                    },
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                     "usage": {"output_tokens": len(self.words())},
                 },
                 "message_delta",

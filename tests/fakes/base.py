@@ -101,7 +101,8 @@ class FakeHandler(tornado.web.RequestHandler):
     def wants_tool(self) -> bool:
         body = self.seen.body
         choice = body.get("tool_choice") or body.get("toolConfig")
-        return bool(body.get("tools")) and choice not in (None, "auto", "none", {"type": "auto"})
+        idle = (None, "auto", "none", {"type": "auto"}, {"type": "none"})
+        return bool(body.get("tools")) and choice not in idle
 
     async def send_events(self, events: list[bytes], done: bytes | None = None) -> None:
         """Write SSE frames one by one, honouring drop_after / malformed / chunk_delay /
@@ -120,7 +121,7 @@ class FakeHandler(tornado.web.RequestHandler):
                 if self.directive.get("burst"):
                     continue  # every frame in one write, so they arrive in one read
                 await self.flush()
-                if i == 0 and self.directive.get("hold_after_first"):
+                if i == getattr(self, "hold_index", 0) and self.directive.get("hold_after_first"):
                     await self.fake.release.wait()  # the test lets the rest go
                 if self.directive.get("chunk_delay"):
                     await asyncio.sleep(self.directive["chunk_delay"])

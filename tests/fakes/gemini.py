@@ -9,11 +9,86 @@ from tests.fakes.base import API_KEY, PROMPT_TOKENS, FakeHandler, sse
 # -- Gemini ------------------------------------------------------------------------------------
 
 
+#: What Gemini's function declarations refuse under ``parameters`` (an OpenAPI subset);
+#: ``parametersJsonSchema`` takes full JSON Schema.
+OPENAPI_SUBSET_REFUSES = ("additionalProperties", "$schema", "$defs", "$ref", "const")
+
+
+def _outside_subset(schema: Any) -> str | None:
+    if isinstance(schema, dict):
+        for name in OPENAPI_SUBSET_REFUSES:
+            if name in schema:
+                return name
+        if isinstance(schema.get("type"), list):
+            return "type"
+        for value in schema.values():
+            found = _outside_subset(value)
+            if found:
+                return found
+    elif isinstance(schema, list):
+        for value in schema:
+            found = _outside_subset(value)
+            if found:
+                return found
+    return None
+
+
+def _invalid(message: str, reason: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}
+    if reason:
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+            }
+        ]
+    return {"error": error}
+
+
 class GeminiMethod(FakeHandler):
-    def auth_problem(self) -> str | None:
+    """Refuses what Gemini's API refuses (documented, and seen in its users' reports): a bad
+    key as a 400 whose reason is API_KEY_INVALID, penalties, JSON mode with tools, JSON
+    Schema outside the OpenAPI subset under ``parameters``, ``image/*`` as a MIME type, and
+    on Gemini 3 a function call sent back without its thought signature."""
+
+    def refusal(self, model: str) -> dict[str, Any] | None:
+        body = self.seen.body
         if self.request.headers.get("x-goog-api-key") != API_KEY:
-            return "API key not valid. Please pass a valid API key."
+            return _invalid("API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
+        config = body.get("generationConfig") or {}
+        for penalty in ("presencePenalty", "frequencyPenalty"):
+            if penalty in config:
+                return _invalid(f"Penalty is not enabled for models/{model}")
+        if config.get("responseMimeType") == "application/json" and body.get("tools"):
+            return _invalid(
+                "Function calling with a response mime type: 'application/json' is unsupported"
+            )
+        for tool in body.get("tools") or []:
+            for declaration in tool.get("functionDeclarations") or []:
+                found = _outside_subset(declaration.get("parameters"))
+                if found:
+                    return _invalid(f'Invalid JSON payload received. Unknown name "{found}"')
+        for content in body.get("contents") or []:
+            for part in content.get("parts") or []:
+                if (part.get("fileData") or {}).get("mimeType") == "image/*":
+                    return _invalid("Unsupported MIME type: image/*")
+                if (
+                    model.startswith("gemini-3")
+                    and content.get("role") == "model"
+                    and "functionCall" in part
+                    and not part.get("thoughtSignature")
+                ):
+                    return _invalid(
+                        "Function call is missing a thought_signature in functionCall parts."
+                    )
         return None
+
+    def call_part(self, model: str, fn: str | None) -> dict[str, Any]:
+        part: dict[str, Any] = {"functionCall": {"name": fn, "args": {"city": "Paris"}}}
+        if model.startswith("gemini-3"):
+            part["thoughtSignature"] = "c2lnbmF0dXJlLWZyb20tZ2VtaW5pLTM="
+        return part
 
     def usage(self) -> dict[str, int]:
         words = len(self.words())
@@ -25,8 +100,24 @@ class GeminiMethod(FakeHandler):
 
     async def post(self, model: str, method: str) -> None:
         body = self.seen.body
+        refused = self.refusal(model)
+        if refused is not None:
+            self.set_status(400)
+            self.finish(refused)
+            return
         if method == "batchEmbedContents":
             self.finish({"embeddings": [{"values": [0.1, 0.2, 0.3]} for _ in body["requests"]]})
+            return
+        if self.directive.get("blocked"):
+            blocked = {
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "totalTokenCount": 11},
+                "modelVersion": model,
+            }
+            if method == "generateContent":
+                self.finish(blocked)
+            else:
+                await self.send_events([sse(blocked, crlf=True)])
             return
         if not body.get("contents"):
             self.set_status(400)
@@ -44,11 +135,7 @@ class GeminiMethod(FakeHandler):
         tool = self.wants_tool()
         fn = body["tools"][0]["functionDeclarations"][0]["name"] if tool else None
         if method == "generateContent":
-            parts = (
-                [{"functionCall": {"name": fn, "args": {"city": "Paris"}}}]
-                if tool
-                else [{"text": self.text()}]
-            )
+            parts = [self.call_part(model, fn)] if tool else [{"text": self.text()}]
             self.finish(
                 {
                     "candidates": [
@@ -75,9 +162,7 @@ class GeminiMethod(FakeHandler):
                             {
                                 "content": {
                                     "role": "model",
-                                    "parts": [
-                                        {"functionCall": {"name": fn, "args": {"city": "Paris"}}}
-                                    ],
+                                    "parts": [self.call_part(model, fn)],
                                 },
                                 "finishReason": "STOP",
                                 "index": 0,

@@ -24,6 +24,9 @@ class OpenAIChat(FakeHandler):
     def upstream_model(self) -> str:
         return str(self.seen.body.get("model"))
 
+    def prelude(self) -> list[bytes]:
+        return []
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         n = int(body.get("n") or 1)
@@ -87,7 +90,8 @@ class OpenAIChat(FakeHandler):
             choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
             return sse({**base, "choices": [choice]})
 
-        events = []
+        events = self.prelude()
+        self.hold_index = len(events)  # hold_after_first: after the first chunk with a choice
         for i in range(n):
             events.append(chunk(i, {"role": "assistant", "content": ""}))
             if self.wants_tool():
@@ -118,9 +122,45 @@ class AzureChat(OpenAIChat):
     def auth_problem(self) -> str | None:
         if self.request.headers.get("api-key") != API_KEY:
             return "Access denied due to invalid subscription key."
-        if not self.seen.query.get("api-version"):
+        version = self.seen.query.get("api-version")
+        if not version:
             return "Missing api-version"
         return None
+
+    async def post(self, *args: str) -> None:
+        # stream_options arrived with 2024-09-01-preview; older versions refuse it.
+        if "stream_options" in self.seen.body and self.seen.query["api-version"] < "2024-09-01":
+            self.set_status(400)
+            self.finish(
+                {
+                    "error": {
+                        "message": "Unrecognized request argument supplied: stream_options",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            )
+            return
+        await super().post(*args)
+
+    def prelude(self) -> list[bytes]:
+        """Azure's first stream chunk: its prompt filter results, no choices, no model."""
+        filters = {"hate": {"filtered": False, "severity": "safe"}}
+        return [
+            sse(
+                {
+                    "id": "",
+                    "object": "",
+                    "created": 0,
+                    "model": "",
+                    "choices": [],
+                    "prompt_filter_results": [
+                        {"prompt_index": 0, "content_filter_results": filters}
+                    ],
+                }
+            )
+        ]
 
     def upstream_model(self) -> str:
         return "gpt-4o-2024-08-06"  # Azure answers with the model behind the deployment

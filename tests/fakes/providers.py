@@ -40,6 +40,7 @@ __all__ = [
 @dataclass
 class FakeProviders(Loopback):
     requests: list[Seen] = field(default_factory=list)
+    responses: dict[str, Any] = field(default_factory=dict)  # what the Responses fake keeps
     script: deque[dict[str, Any]] = field(default_factory=deque)
     server: tornado.httpserver.HTTPServer | None = None
     port: int = 0
@@ -74,10 +75,15 @@ class FakeProviders(Loopback):
             OpenAIImages,
             OpenAISpeech,
         )
+        from tests.fakes.openai_extra import OpenAIModerations, Rerank
+        from tests.fakes.openai_responses import OpenAIResponses
 
         app = tornado.web.Application(
             [
                 (r"/v1/chat/completions", OpenAIChat, {"fake": self}),
+                (r"/v1/responses", OpenAIResponses, {"fake": self}),
+                (r"/v1/moderations", OpenAIModerations, {"fake": self}),
+                (r"/v1/rerank", Rerank, {"fake": self}),
                 (r"/v1/completions", OpenAICompletions, {"fake": self}),
                 (r"/v1/embeddings", OpenAIEmbeddings, {"fake": self}),
                 (r"/openai/deployments/([^/]+)/chat/completions", AzureChat, {"fake": self}),

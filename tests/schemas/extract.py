@@ -24,6 +24,11 @@ ROOTS = [
     "ListModelsResponse",
     "Model",
     "ErrorResponse",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
+    "CreateResponse",
+    "CreateModerationResponse",
 ]
 SOURCE = "openai/openai-openapi openapi.yaml at commit f85dbe223d40e1a31cba812ab2d755c7e98a92a3 (2026-08-21), MIT"
 

@@ -8,14 +8,22 @@ from typing import Any
 
 import orjson
 
-from conduit_tornado.routing.upstream import ProviderError, Timeouts, parse_event, sse_events
+from conduit_tornado.routing.upstream import (
+    ProviderError,
+    SseReader,
+    Timeouts,
+    parse_event,
+    sse_events,
+)
 
 from .base import (
     Adapter,
     ChunkStream,
     Json,
     function_tools,
+    open_batches,
     open_stream,
+    shape_checked,
     stop_sequences,
     tool_calls,
     tool_choice_name,
@@ -28,6 +36,7 @@ FINISH = {
     "stop_sequence": "stop",
     "pause_turn": "stop",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
@@ -134,10 +143,15 @@ def to_anthropic(body: Json, model: str) -> Json:
     }
     if system:
         out["system"] = "\n\n".join(s for s in system if s)
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
-        if body.get(ours) is not None:
-            out[theirs] = body[ours]
-    stop = stop_sequences(body)
+    # OpenAI's temperature runs to 2, Anthropic's to 1; and current Claude models refuse
+    # temperature together with top_p, so temperature (the one clients mean) wins.
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        out["temperature"] = min(float(temperature), 1.0)
+    elif body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+    # Anthropic refuses stop sequences that are only whitespace.
+    stop = [s for s in stop_sequences(body) or () if s.strip()]
     if stop:
         out["stop_sequences"] = stop
     tools = function_tools(body)
@@ -158,7 +172,11 @@ def to_anthropic(body: Json, model: str) -> Json:
             out["tool_choice"] = {"type": "tool", "name": tool_choice_name(choice)}
         else:
             out["tool_choice"] = {"type": str(choice)}
-    if body.get("parallel_tool_calls") is False and body.get("tools"):
+    if (
+        body.get("parallel_tool_calls") is False
+        and body.get("tools")
+        and out.get("tool_choice", {}).get("type") != "none"  # refused there
+    ):
         out.setdefault("tool_choice", {"type": "auto"})["disable_parallel_tool_use"] = True
     if body.get("user"):
         out["metadata"] = {"user_id": str(body["user"])}
@@ -166,21 +184,23 @@ def to_anthropic(body: Json, model: str) -> Json:
 
 
 def _usage(u: Json) -> Json:
+    """Anthropic's counts as OpenAI usage. Cache writes ride in prompt_tokens_details as
+    cache_write_tokens (the Responses API's name), so they are priced as writes."""
     cached = int(u.get("cache_read_input_tokens") or 0)
-    prompt = (
-        int(u.get("input_tokens") or 0) + cached + int(u.get("cache_creation_input_tokens") or 0)
-    )
+    written = int(u.get("cache_creation_input_tokens") or 0)
+    prompt = int(u.get("input_tokens") or 0) + cached + written
     completion = int(u.get("output_tokens") or 0)
     out: Json = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
-    if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if cached or written:
+        out["prompt_tokens_details"] = {"cached_tokens": cached, "cache_write_tokens": written}
     return out
 
 
+@shape_checked
 def from_anthropic(data: Json, model: str) -> Json:
     text = []
     calls = []
@@ -235,6 +255,50 @@ class AnthropicAdapter(Adapter):
             headers["x-api-key"] = self.provider.api_key
         return headers
 
+    native_messages = True
+
+    async def messages(self, body: Json, model: str, t: Timeouts, beta: str | None) -> Json:
+        data = await self.upstream.request_json(
+            self.provider.id,
+            "POST",
+            self._url(),
+            t,
+            json={**body, "model": model},
+            headers=self._native_headers(beta),
+        )
+        if not isinstance(data, dict) or data.get("type") != "message":
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return data
+
+    async def messages_stream(
+        self, body: Json, model: str, t: Timeouts, beta: str | None
+    ) -> ChunkStream:
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self._url(),
+            t,
+            json={**body, "model": model, "stream": True},
+            headers=self._native_headers(beta),
+        )
+        reader = SseReader(response)
+
+        async def next_batch() -> list[Json] | None:
+            events = await reader.next_batch()
+            return None if events is None else [parse_event(data) for _, data in events if data]
+
+        async def close() -> None:
+            await response.aclose()
+
+        return await open_batches(next_batch, close, t.first_byte)
+
+    def _native_headers(self, beta: str | None) -> dict[str, str]:
+        # The client's beta flags (prompt caching, tools, thinking) go to Anthropic as sent.
+        headers = self._headers()
+        if beta:
+            headers["anthropic-beta"] = beta
+        return headers
+
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         data = await self.upstream.request_json(
             self.provider.id,
@@ -264,6 +328,7 @@ class AnthropicAdapter(Adapter):
             }
             usage: Json = {}
             tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
+            arguments: dict[int, bool] = {}  # block index -> any argument text streamed
 
             def chunk(delta: Json, finish: str | None = None) -> Json:
                 return {
@@ -303,6 +368,8 @@ class AnthropicAdapter(Adapter):
                     if delta.get("type") == "text_delta":
                         yield chunk({"content": delta.get("text", "")})
                     elif delta.get("type") == "input_json_delta":
+                        if delta.get("partial_json"):
+                            arguments[event.get("index", 0)] = True
                         yield chunk(
                             {
                                 "tool_calls": [
@@ -313,6 +380,13 @@ class AnthropicAdapter(Adapter):
                                 ]
                             }
                         )
+                elif kind == "content_block_stop" and event.get("index") in tool_index:
+                    index = event["index"]
+                    if not arguments.get(index):
+                        # A call without arguments streams partial_json "": say {} so
+                        # clients parse an object, as the whole answer would give.
+                        call = {"index": tool_index[index], "function": {"arguments": "{}"}}
+                        yield chunk({"tool_calls": [call]})
                 elif kind == "message_delta":
                     usage.update(
                         {k: v for k, v in (event.get("usage") or {}).items() if v is not None}

@@ -8,6 +8,7 @@ the other. They never see virtual model names, keys or limits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,8 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     estimated: bool = False
+    #: Input tokens written to a provider's prompt cache (Anthropic bills them above input).
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -39,6 +42,7 @@ class Usage:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
         self.estimated = self.estimated or other.estimated
 
     def openai(self) -> Json:
@@ -56,12 +60,13 @@ class Usage:
         if not isinstance(data, dict):
             return None
         details = data.get("prompt_tokens_details") or {}
+        if not isinstance(details, dict):
+            details = {}
         return cls(
             prompt_tokens=int(data.get("prompt_tokens") or 0),
             completion_tokens=int(data.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0)
-            if isinstance(details, dict)
-            else 0,
+            cached_tokens=int(details.get("cached_tokens") or 0),
+            cache_write_tokens=int(details.get("cache_write_tokens") or 0),
         )
 
 
@@ -92,6 +97,23 @@ def prompt_text(body: Json) -> str:
 
 def _refuse(message: str, param: str) -> ProviderError:
     return ProviderError("client", message, param=param)
+
+
+def shape_checked(translate: Callable[..., Json]) -> Callable[..., Json]:
+    """For translators of a provider's answer: an answer of another shape than the
+    provider documents (a list where an object belongs, a string for a number) is the
+    provider's failure, a 502 ``bad_response`` (retried elsewhere), not a gateway crash."""
+
+    @functools.wraps(translate)
+    def checked(*args: Any, **kwargs: Any) -> Json:
+        try:
+            return translate(*args, **kwargs)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+            raise ProviderError(
+                "bad_response", "the provider answered with an unexpected shape"
+            ) from None
+
+    return checked
 
 
 def function_tools(body: Json) -> list[Json]:
@@ -212,6 +234,11 @@ def one_at_a_time(chunks: AsyncIterator[Json]) -> NextBatch:
             return [await anext(iterator)]
         except StopAsyncIteration:
             return None
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+            # An event of another shape than the provider documents (see shape_checked).
+            raise ProviderError(
+                "bad_response", "the provider sent a stream event of an unexpected shape"
+            ) from None
 
     return rest
 
@@ -237,6 +264,11 @@ async def open_batches(rest: NextBatch, close: Any, first_byte: float | None) ->
     except BaseException:
         await close()
         raise
+    if first is None:
+        # A 200 whose body held no event (a JSON error, a proxy's page, an empty body):
+        # relayed, it would be an empty answer billed as a success. Another try may work.
+        await close()
+        raise ProviderError("bad_response", "the provider's stream held no events")
     return ChunkStream(first, rest, close)
 
 
@@ -357,3 +389,33 @@ class Adapter:
 
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         raise ProviderError("unsupported", "This model has no realtime API.", param="model")
+
+    async def moderations(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not classify content.", param="model")
+
+    async def rerank(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This model does not rerank documents.", param="model")
+
+    #: The provider serves Anthropic's Messages API itself: /v1/messages is relayed to it
+    #: as it came (api/messages.py), not translated through chat.
+    native_messages = False
+
+    async def messages(self, body: Json, model: str, t: Timeouts, beta: str | None) -> Json:
+        raise ProviderError("unsupported", "This provider has no Messages API.", param="model")
+
+    async def messages_stream(
+        self, body: Json, model: str, t: Timeouts, beta: str | None
+    ) -> ChunkStream:
+        """The provider's Messages events, as batches of event dicts."""
+        raise ProviderError("unsupported", "This provider has no Messages API.", param="model")
+
+    #: The provider serves the Responses API itself: requests are relayed as they are,
+    #: not translated to chat completions (api/responses.py).
+    native_responses = False
+
+    async def responses(self, body: Json, model: str, t: Timeouts) -> Json:
+        raise ProviderError("unsupported", "This provider has no Responses API.", param="model")
+
+    async def responses_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        """The provider's Responses events, as batches of event dicts."""
+        raise ProviderError("unsupported", "This provider has no Responses API.", param="model")

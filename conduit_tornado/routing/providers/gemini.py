@@ -3,6 +3,7 @@ translated to and from OpenAI's shapes."""
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from .base import (
     estimate_tokens,
     function_tools,
     open_stream,
+    shape_checked,
     stop_sequences,
     tool_calls,
     tool_choice_name,
@@ -48,7 +50,11 @@ def _parts(content: Any) -> list[Json]:
                 header, _, data = url.partition(",")
                 parts.append({"inlineData": {"mimeType": header[5:].split(";")[0], "data": data}})
             elif isinstance(url, str):
-                parts.append({"fileData": {"mimeType": "image/*", "fileUri": url}})
+                # Gemini wants an IANA type, not image/*: from the URL's extension, else
+                # JPEG (what most image URLs serve).
+                guessed = mimetypes.guess_type(url.split("?")[0])[0]
+                mime = guessed if guessed and guessed.startswith("image/") else "image/jpeg"
+                parts.append({"fileData": {"mimeType": mime, "fileUri": url}})
     return parts
 
 
@@ -71,9 +77,15 @@ def to_gemini(body: Json) -> Json:
             push("user", _parts(m.get("content")))
         elif role == "assistant":
             parts = _parts(m.get("content"))
-            for call_id, name, arguments in tool_calls(m, i):
+            raw_calls = m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else []
+            for j, (call_id, name, arguments) in enumerate(tool_calls(m, i)):
                 call_names[str(call_id)] = name
-                parts.append({"functionCall": {"name": name, "args": _arguments(arguments)}})
+                part: Json = {"functionCall": {"name": name, "args": _arguments(arguments)}}
+                signature = _signature(raw_calls[j] if j < len(raw_calls) else None)
+                if signature:
+                    # Gemini 3 refuses the next step of a tool loop without it.
+                    part["thoughtSignature"] = signature
+                parts.append(part)
             push("model", parts)
         elif role == "tool":
             text = _text(m.get("content"))
@@ -87,13 +99,13 @@ def to_gemini(body: Json) -> Json:
     if system:
         out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
     config: Json = {}
+    # presence_penalty and frequency_penalty are not sent: current Gemini models refuse
+    # them (even at 0).
     for ours, theirs in (
         ("temperature", "temperature"),
         ("top_p", "topP"),
         ("seed", "seed"),
         ("n", "candidateCount"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
     ):
         if body.get(ours) is not None:
             config[theirs] = body[ours]
@@ -106,7 +118,10 @@ def to_gemini(body: Json) -> Json:
     fmt = body.get("response_format") or {}
     if not isinstance(fmt, dict):
         raise ProviderError("client", "response_format must be an object.", param="response_format")
-    if fmt.get("type") in ("json_object", "json_schema"):
+    tools = function_tools(body)
+    # JSON mode and function calling cannot be combined on Gemini: with tools, the format
+    # is left to the model (the schema still goes, as guidance it accepts).
+    if fmt.get("type") in ("json_object", "json_schema") and not tools:
         config["responseMimeType"] = "application/json"
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
@@ -114,9 +129,17 @@ def to_gemini(body: Json) -> Json:
             config["responseJsonSchema"] = schema
     if config:
         out["generationConfig"] = config
-    tools = function_tools(body)
     if tools:
-        out["tools"] = [{"functionDeclarations": tools}]
+        # parametersJsonSchema takes full JSON Schema; parameters takes an OpenAPI subset
+        # that refuses additionalProperties, $ref, const ... (what strict tools send).
+        out["tools"] = [
+            {
+                "functionDeclarations": [
+                    {k if k != "parameters" else "parametersJsonSchema": v for k, v in tool.items()}
+                    for tool in tools
+                ]
+            }
+        ]
     choice = body.get("tool_choice")
     if choice is not None:
         if isinstance(choice, dict):
@@ -156,6 +179,15 @@ def _finish(reason: str | None, has_calls: bool) -> str | None:
     return FINISH.get(reason, "stop")
 
 
+def _signature(call: Any) -> str | None:
+    """A tool call's Gemini thought signature, where OpenAI-shaped clients keep it (as
+    Google's own OpenAI-compatible endpoint does): extra_content.google.thought_signature."""
+    extra = call.get("extra_content") if isinstance(call, dict) else None
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) else None
+
+
 def _candidate(candidate: Json) -> tuple[str, list[Json]]:
     text = []
     calls = []
@@ -164,19 +196,21 @@ def _candidate(candidate: Json) -> tuple[str, list[Json]]:
             text.append(part["text"])
         elif "functionCall" in part:
             fn = part["functionCall"]
-            calls.append(
-                {
-                    "id": "call_" + secrets.token_hex(12),
-                    "type": "function",
-                    "function": {
-                        "name": fn.get("name"),
-                        "arguments": orjson.dumps(fn.get("args") or {}).decode(),
-                    },
-                }
-            )
+            call: Json = {
+                "id": "call_" + secrets.token_hex(12),
+                "type": "function",
+                "function": {
+                    "name": fn.get("name"),
+                    "arguments": orjson.dumps(fn.get("args") or {}).decode(),
+                },
+            }
+            if isinstance(part.get("thoughtSignature"), str):
+                call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+            calls.append(call)
     return "".join(text), calls
 
 
+@shape_checked
 def from_gemini(data: Json, model: str) -> Json:
     choices = []
     for i, candidate in enumerate(data.get("candidates") or []):
@@ -197,8 +231,12 @@ def from_gemini(data: Json, model: str) -> Json:
             }
         )
     if not choices:
-        reason = (data.get("promptFeedback") or {}).get("blockReason", "no candidates")
-        raise ProviderError("client", f"The provider returned no answer ({reason}).")
+        reason = (data.get("promptFeedback") or {}).get("blockReason")
+        if reason:
+            raise ProviderError(
+                "client", f"The provider refused the prompt ({reason}).", code="content_filter"
+            )
+        raise ProviderError("bad_response", "The provider returned no answer.")
     return {
         "id": "chatcmpl-" + str(data.get("responseId") or secrets.token_hex(12)),
         "object": "chat.completion",
@@ -259,6 +297,13 @@ class GeminiAdapter(Adapter):
                         "server", str(err.get("message") if isinstance(err, dict) else err)[:500]
                     )
                 usage = event.get("usageMetadata") or usage
+                blocked = (event.get("promptFeedback") or {}).get("blockReason")
+                if blocked and not event.get("candidates"):
+                    raise ProviderError(
+                        "client",
+                        f"The provider refused the prompt ({blocked}).",
+                        code="content_filter",
+                    )
                 choices = []
                 for i, candidate in enumerate(event.get("candidates") or []):
                     index = candidate.get("index", i)

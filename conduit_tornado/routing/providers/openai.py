@@ -56,10 +56,18 @@ class OpenAIAdapter(Adapter):
             raise ProviderError("bad_response", "the provider answered with an unexpected shape")
         return data
 
+    def stream_usage(self) -> bool:
+        """Whether the provider takes stream_options.include_usage."""
+        return True
+
     async def _stream(self, path: str, body: Json, model: str, t: Timeouts) -> ChunkStream:
-        options = dict(body.get("stream_options") or {})
-        options["include_usage"] = True
-        payload = {**body, "model": model, "stream": True, "stream_options": options}
+        payload = {**body, "model": model, "stream": True}
+        if self.stream_usage():
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            payload["stream_options"] = options
+        else:
+            payload.pop("stream_options", None)
         response = await self.upstream.request(
             self.provider.id,
             "POST",
@@ -77,6 +85,41 @@ class OpenAIAdapter(Adapter):
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         return await self._post("/chat/completions", body, model, t)
+
+    async def moderations(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/moderations", body, model, t)
+
+    async def rerank(self, body: Json, model: str, t: Timeouts) -> Json:
+        # vLLM, Jina and Cohere (base_url .../v2) share this path and shape.
+        return await self._post("/rerank", body, model, t)
+
+    @property
+    def native_responses(self) -> bool:  # type: ignore[override]
+        """OpenAI itself serves /responses; an OpenAI-compatible server may not, so others
+        are translated to chat unless the provider's ``options.responses`` says native."""
+        choice = self.provider.options.get("responses")
+        if choice in ("native", "translate"):
+            return bool(choice == "native")
+        return (self.provider.base_url or self.default_base).rstrip("/") == self.default_base
+
+    async def responses(self, body: Json, model: str, t: Timeouts) -> Json:
+        return await self._post("/responses", body, model, t)
+
+    async def responses_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url("/responses", model),
+            t,
+            json={**body, "model": model, "stream": True},
+            headers=self.headers(),
+            params=self.params(),
+        )
+
+        async def close() -> None:
+            await response.aclose()
+
+        return await open_batches(_Events(response).next_batch, close, t.first_byte)
 
     async def chat_stream(self, body: Json, model: str, t: Timeouts) -> ChunkStream:
         return await self._stream("/chat/completions", body, model, t)
@@ -161,6 +204,10 @@ class AzureAdapter(OpenAIAdapter):
     """Azure OpenAI: ``{base}/openai/deployments/{deployment}/...?api-version=``, ``api-key``.
     The deployment's ``model`` is the Azure deployment name."""
 
+    # Azure serves Responses at another path (/openai/v1/responses) with other
+    # api-versions: translated to chat until that is wired and tested.
+    native_responses = False
+
     default_api_version = "2024-10-21"
 
     def url(self, path: str, model: str) -> str:
@@ -176,6 +223,11 @@ class AzureAdapter(OpenAIAdapter):
         if self.provider.api_key:
             headers["api-key"] = self.provider.api_key
         return headers
+
+    def stream_usage(self) -> bool:
+        # stream_options arrived with api-version 2024-09-01-preview; older versions
+        # refuse the request outright, so their streams' usage is estimated.
+        return self.params()["api-version"][:10] >= "2024-09-01"
 
     def realtime_url(self, model: str) -> str:
         query = urlencode({**self.params(), "deployment": model})
@@ -215,7 +267,25 @@ class _Chunks:
                         raise
                     self._failure = exc  # what came before it goes out first
                     break
+                if chunk.get("choices") == [] and not chunk.get("usage"):
+                    # Azure opens with a chunk holding only prompt_filter_results (and an
+                    # empty model): nothing for clients, and no model to price by.
+                    continue
                 chunks.append(chunk)
             if chunks:
                 return chunks
         return None
+
+
+class _Events:
+    """A Responses event stream as batches of event dicts (it has no [DONE]: it ends
+    with its response.completed, .incomplete or .failed event, or an error event)."""
+
+    def __init__(self, response: Response) -> None:
+        self._reader = SseReader(response)
+
+    async def next_batch(self) -> list[Json] | None:
+        events = await self._reader.next_batch()
+        if events is None:
+            return None
+        return [parse_event(data) for _, data in events if data and data != DONE]

@@ -1,0 +1,251 @@
+"""Conversations: /v1/conversations[/{id}] and /v1/conversations/{id}/items[/{item_id}].
+
+A conversation is a list of items (messages, function calls and their outputs) owned by
+the key that made it. ``POST /v1/responses`` with ``conversation`` reads it as the
+history and appends the turn's input and output to it, on any backend. Items are one
+document each (ordered by ``seq``), so a long conversation never makes one large
+document and a page of items is one indexed read.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.formats.responses import (
+    input_items,
+    new_id,
+)
+from conduit_tornado.routing.providers.base import Json
+
+from .base import ClientHandler
+
+CONVERSATIONS = "conversations"
+ITEMS = "conversation_items"
+#: Items one conversation may hold; a follow-up reads them all as its history.
+MAX_ITEMS = 10_000
+MAX_ITEMS_PER_CALL = 20
+
+
+def _item(doc: Json) -> Json:
+    item: Json = orjson.loads(doc["item"])
+    return item
+
+
+def _not_found(conversation_id: str, param: str | None = None) -> ApiError:
+    return ApiError(
+        404,
+        f"Conversation with id '{conversation_id}' not found.",
+        param=param,
+        code="conversation_not_found",
+    )
+
+
+def checked_metadata(value: Any) -> Json:
+    """OpenAI's metadata rule (responses and conversations): up to 16 string pairs."""
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or len(value) > 16
+        or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+            for k, v in value.items()
+        )
+    ):
+        raise ApiError(
+            400,
+            "metadata must be an object of at most 16 string pairs (keys up to 64 characters, "
+            "values up to 512).",
+            param="metadata",
+        )
+    return value
+
+
+def conversation_object(doc: Json) -> Json:
+    return {
+        "id": doc["_id"],
+        "object": "conversation",
+        "created_at": doc["created"],
+        "metadata": doc.get("metadata") or {},
+    }
+
+
+def conversation_id(value: Any) -> str:
+    """The ``conversation`` parameter of a response: an id, or an object with one."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise ApiError(
+            400, "conversation must be an id or an object with an id.", param="conversation"
+        )
+    return value
+
+
+async def owned_conversation(
+    handler: ClientHandler, conv_id: str, param: str | None = None
+) -> Json:
+    doc = await handler.ctx.store.get(CONVERSATIONS, conv_id)
+    if doc is None or doc.get("key") != handler.key.id:
+        raise _not_found(conv_id, param)
+    return doc
+
+
+async def conversation_items(handler: ClientHandler, conv_id: str) -> list[Json]:
+    """Every item of a conversation, oldest first."""
+    docs = await handler.ctx.store.find(
+        ITEMS, {"conversation": conv_id}, sort="seq", limit=MAX_ITEMS
+    )
+    return [_item(doc) for doc in docs]
+
+
+async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) -> None:
+    if not items:
+        return
+    held = await handler.ctx.store.count(ITEMS, {"conversation": conv_id})
+    if held + len(items) > MAX_ITEMS:
+        raise ApiError(
+            400,
+            f"A conversation holds at most {MAX_ITEMS} items; start a new one.",
+            param="conversation",
+            code="conversation_full",
+        )
+    base = time.time_ns()
+    await handler.ctx.store.insert_many(
+        ITEMS,
+        [
+            {
+                "_id": f"{conv_id}:{item['id']}",
+                "conversation": conv_id,
+                "seq": base + i,
+                "created_at": handler.ctx.clock.now(),
+                "item": orjson.dumps(item).decode(),  # read whole, by id: kept as text
+            }
+            for i, item in enumerate(items)
+        ],
+    )
+
+
+def _items_body(body: Json) -> list[Json]:
+    raw = body.get("items")
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_ITEMS_PER_CALL:
+        raise ApiError(
+            400,
+            f"items must be an array of at most {MAX_ITEMS_PER_CALL} items.",
+            param="items",
+        )
+    return input_items(raw, "items")
+
+
+class ConversationsHandler(ClientHandler):
+    async def post(self) -> None:
+        body = self.json_body()
+        metadata = checked_metadata(body.get("metadata"))
+        items = _items_body(body)
+        conv_id = new_id("conv")
+        doc: Json = {
+            "_id": conv_id,
+            "key": self.key.id,
+            "created": int(time.time()),
+            "created_at": self.ctx.clock.now(),
+            "metadata": metadata,
+        }
+        await self.ctx.store.insert(CONVERSATIONS, doc)
+        await append_items(self, conv_id, items)
+        self.send_json(conversation_object(doc))
+
+
+class ConversationHandler(ClientHandler):
+    async def get(self, conv_id: str) -> None:
+        self.send_json(conversation_object(await owned_conversation(self, conv_id)))
+
+    async def post(self, conv_id: str) -> None:
+        await owned_conversation(self, conv_id)
+        body = self.json_body()
+        if "metadata" not in body:
+            raise ApiError(400, "metadata is required.", param="metadata")
+        doc = await self.ctx.store.update(
+            CONVERSATIONS, conv_id, {"metadata": checked_metadata(body["metadata"])}
+        )
+        if doc is None:
+            raise _not_found(conv_id)
+        self.send_json(conversation_object(doc))
+
+    async def delete(self, conv_id: str) -> None:
+        await owned_conversation(self, conv_id)
+        await self.ctx.store.delete(CONVERSATIONS, conv_id)
+        # Its items go too, a page at a time; an item left by a failure here is
+        # unreachable, since every read goes through the conversation.
+        while docs := await self.ctx.store.find(ITEMS, {"conversation": conv_id}, limit=500):
+            for doc in docs:
+                await self.ctx.store.delete(ITEMS, doc["_id"])
+        self.send_json({"id": conv_id, "object": "conversation.deleted", "deleted": True})
+
+
+class ConversationItemsHandler(ClientHandler):
+    async def get(self, conv_id: str) -> None:
+        await owned_conversation(self, conv_id)
+        limit = self.int_arg("limit", 20, 1, 100)
+        order = self.get_query_argument("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "order must be 'asc' or 'desc'.", param="order")
+        where: Json = {"conversation": conv_id}
+        after = self.get_query_argument("after", None)
+        if after is not None:
+            cursor = await self.ctx.store.get(ITEMS, f"{conv_id}:{after}")
+            if cursor is None:
+                raise ApiError(400, f"No item with id '{after}'.", param="after")
+            where["seq"] = {"$lt" if order == "desc" else "$gt": cursor["seq"]}
+        docs = await self.ctx.store.find(
+            ITEMS, where, sort="seq", descending=order == "desc", limit=limit + 1
+        )
+        page = [_item(doc) for doc in docs[:limit]]
+        self.send_json(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(docs) > limit,
+            }
+        )
+
+    async def post(self, conv_id: str) -> None:
+        await owned_conversation(self, conv_id)
+        items = _items_body(self.json_body())
+        if not items:
+            raise ApiError(400, "items must not be empty.", param="items")
+        await append_items(self, conv_id, items)
+        self.send_json(
+            {
+                "object": "list",
+                "data": items,
+                "first_id": items[0]["id"],
+                "last_id": items[-1]["id"],
+                "has_more": False,
+            }
+        )
+
+
+class ConversationItemHandler(ClientHandler):
+    async def _item(self, conv_id: str, item_id: str) -> Json:
+        await owned_conversation(self, conv_id)
+        doc = await self.ctx.store.get(ITEMS, f"{conv_id}:{item_id}")
+        if doc is None:
+            raise ApiError(
+                404, f"Item with id '{item_id}' not found.", param="item_id", code="not_found"
+            )
+        return doc
+
+    async def get(self, conv_id: str, item_id: str) -> None:
+        self.send_json(_item(await self._item(conv_id, item_id)))
+
+    async def delete(self, conv_id: str, item_id: str) -> None:
+        doc = await self._item(conv_id, item_id)
+        await self.ctx.store.delete(ITEMS, doc["_id"])
+        self.send_json(conversation_object(await owned_conversation(self, conv_id)))

@@ -1,0 +1,619 @@
+"""The Responses API: POST /v1/responses (whole or streamed), GET and DELETE
+/v1/responses/{id}, GET /v1/responses/{id}/input_items, POST /v1/responses/input_tokens
+and POST /v1/responses/{id}/cancel.
+
+Every backend is reached through its chat adapter (formats/responses.py translates both
+ways), with the same keys, limits, routing, usage, cost and request log as chat. A stored
+response (``store`` is true unless the client says otherwise) is kept under its
+``resp_`` id with the conversation that led to it, owned by the key that made it, so a
+follow-up naming it as ``previous_response_id`` continues that conversation on any
+backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.formats.responses import (
+    EventStream,
+    Translation,
+    as_messages,
+    messages_of,
+    new_id,
+    output_of,
+    relayed_items,
+    response_object,
+    to_chat,
+)
+from conduit_tornado.routing.catalog import ModelRoute
+from conduit_tornado.routing.providers.base import (
+    ChunkStream,
+    Json,
+    Usage,
+    estimate_tokens,
+    prompt_text,
+)
+from conduit_tornado.routing.router import Target
+from conduit_tornado.routing.upstream import Timeouts
+from conduit_tornado.store import Store, StoreUnavailable
+
+from .base import ClientHandler
+from .conversations import (
+    append_items,
+    checked_metadata,
+    conversation_id,
+    conversation_items,
+    owned_conversation,
+)
+from .proxy import ProxyHandler, named_events
+
+RESPONSES = "responses"
+UNFINISHED = ("queued", "in_progress")
+log = logging.getLogger("conduit.responses")
+
+
+def packed(value: Any) -> str:
+    """A stored response's parts are kept as JSON text: read only whole and by id, they
+    cost the store one field instead of a tree of sub-documents to encode (or, in the
+    in-process store, to copy and have the garbage collector walk)."""
+    return orjson.dumps(value).decode()
+
+
+def unpacked(doc: Json) -> Json:
+    """A stored response document with its parts decoded."""
+    return {
+        **doc,
+        **{
+            name: orjson.loads(doc[name])
+            for name in ("response", "items", "messages")
+            if isinstance(doc.get(name), str)
+        },
+    }
+
+
+async def _end(store: Store, running: Json, message: str, code: str = "server_error") -> None:
+    """Record that a run ended without an answer, unless a cancel got there first."""
+    failed = {**running, "status": "failed", "error": {"code": code, "message": message}}
+    with contextlib.suppress(StoreUnavailable):  # the lazy check in Owned catches it later
+        await store.update(
+            RESPONSES,
+            running["id"],
+            {"status": "failed", "response": packed(failed)},
+            where={"status": {"$in": list(UNFINISHED)}},
+        )
+
+
+def _not_found(response_id: str, param: str | None = None) -> ApiError:
+    return ApiError(
+        404,
+        f"Response with id '{response_id}' not found.",
+        param=param,
+        code="response_not_found" if param is None else "previous_response_not_found",
+    )
+
+
+@dataclass
+class Prior:
+    """What a request continues: the history as chat messages, and where the previous
+    response was made when a provider's own Responses API made it."""
+
+    messages: list[Json] = field(default_factory=list)
+    upstream: Json | None = None
+
+
+async def prior(handler: ClientHandler, body: Json) -> Prior:
+    """The history a request continues: its conversation's items, or the conversation
+    that led to its previous_response_id."""
+    if body.get("conversation") is not None:
+        conv_id = conversation_id(body["conversation"])
+        await owned_conversation(handler, conv_id, "conversation")
+        return Prior(messages_of(await conversation_items(handler, conv_id)))
+    previous = body.get("previous_response_id")
+    if previous is None:
+        return Prior()
+    if not isinstance(previous, str):
+        raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
+    doc = await handler.ctx.store.get(RESPONSES, previous)
+    if doc is None or doc.get("key") != handler.key.id:
+        raise _not_found(previous, "previous_response_id")
+    return Prior(list(unpacked(doc).get("messages") or []), doc.get("upstream"))
+
+
+class Owned(ClientHandler):
+    """Reads stored responses of the calling key; another key's are reported missing."""
+
+    async def owned(self, response_id: str) -> Json:
+        """The response with its parts decoded."""
+        doc = await self.ctx.store.get(RESPONSES, response_id)
+        if doc is None or doc.get("key") != self.key.id:
+            raise _not_found(response_id)
+        doc = unpacked(doc)
+        if doc.get("status") in UNFINISHED and not await self._running(doc):
+            # Its gateway stopped without recording the end (killed, or the store was
+            # down then): say so, rather than leave it in progress for ever.
+            await _end(
+                self.ctx.store,
+                doc["response"],
+                "The gateway running this response stopped before it finished; send the "
+                "request again.",
+            )
+            doc = unpacked(await self.ctx.store.get(RESPONSES, response_id) or doc)
+        return doc
+
+    async def _running(self, doc: Json) -> bool:
+        runner = doc.get("runner")
+        if runner == self.ctx.limiter.instance:
+            return doc["_id"] in self.ctx.in_flight.runs
+        seen = await self.ctx.store.get(INSTANCES, str(runner))
+        return seen is not None and seen["seen"] >= self.ctx.clock.now() - INSTANCE_TTL
+
+
+@dataclass
+class Turn:
+    """One POST /v1/responses, as every backend attempt needs it."""
+
+    body: Json
+    route: ModelRoute
+    response_id: str
+    created_at: int
+    model: str  # the virtual name the client asked for
+    items: list[Json]  # this request's input items, as input_items lists them
+    prior: Prior
+    translation: Translation | None  # None: only a native provider can take it
+    problem: ApiError | None = None  # why it cannot be translated
+
+    def native_body(self, target: Target) -> Json | None:
+        """The body for the provider's own Responses API, or None to translate: for a
+        provider without one, a gateway conversation, or a previous response made on
+        another provider (the stored history then goes as chat)."""
+        if not target.adapter.native_responses or self.body.get("conversation") is not None:
+            return None
+        payload = {k: v for k, v in self.body.items() if k not in _GATEWAY_ONLY}
+        if self.body.get("previous_response_id") is not None:
+            upstream = self.prior.upstream
+            if upstream is None or upstream.get("provider") != target.provider.id:
+                return None
+            if not upstream.get("stored", True):
+                return None
+            payload["previous_response_id"] = upstream["id"]
+        return payload
+
+    def chat(self) -> Json:
+        """The chat body for a backend without the Responses API, or why there is none."""
+        if self.translation is None:
+            assert self.problem is not None
+            raise self.problem
+        return self.translation.chat
+
+    def response(self, status: str, **kwargs: Any) -> Json:
+        return response_object(
+            self.body,
+            response_id=self.response_id,
+            model=self.model,
+            created_at=self.created_at,
+            status=status,
+            **kwargs,
+        )
+
+    def relabelled(self, answer: Json) -> Json:
+        """A provider's Response under the gateway's id, model name and previous id."""
+        return {
+            **answer,
+            "id": self.response_id,
+            "model": self.model,
+            "previous_response_id": self.body.get("previous_response_id"),
+            "background": bool(self.body.get("background", False)),
+        }
+
+    def messages(self, output: list[Json]) -> list[Json]:
+        """The conversation after this turn, as chat, for follow-ups on any backend."""
+        before = self.translation.messages if self.translation is not None else []
+        return before + as_messages(output)
+
+
+#: Parameters the gateway acts on itself and never passes to a provider.
+_GATEWAY_ONLY = frozenset({"model", "background", "conversation", "previous_response_id", "stream"})
+
+
+def _native_usage(answer: Json) -> Usage | None:
+    usage = answer.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("input_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(usage.get("input_tokens") or 0),
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+    )
+
+
+class ResponsesHandler(ProxyHandler):
+    endpoint = "responses"
+
+    def initialize(self) -> None:
+        super().initialize()
+        self._detached = False  # a background run owns the log entry and the grant
+
+    async def post(self) -> None:
+        body = self.json_body()
+        self._check(body)
+        before = await prior(self, body)
+        user = body.get("user") or body.get("safety_identifier")
+        route = self.resolve(
+            {"model": body.get("model"), "user": user, "stream": body.get("stream")}
+        )
+        try:
+            translated = to_chat(body, before.messages)
+            translation: Translation | None = translated
+            problem = None
+            items = translated.items
+        except ApiError as exc:
+            # Hosted tools, file inputs and other items only OpenAI's own API takes: fine
+            # when a provider in this model's plan relays Responses natively.
+            if not any(a.native_responses for a in self.ctx.router.adapters(route)):
+                raise
+            translation, problem, items = None, exc, relayed_items(body.get("input"))
+        assert self.entry is not None
+        turn = Turn(
+            body,
+            route,
+            new_id("resp"),
+            int(time.time()),
+            self.entry["model"],
+            items,
+            before,
+            translation,
+            problem,
+        )
+        if translation is not None:
+            await self.admit(translation.chat)
+        else:
+            await self.admit({"messages": [{"role": "user", "content": str(body.get("input"))}]})
+        if body.get("background"):
+            await self._start(turn)
+        elif body.get("stream"):
+            await self._stream(turn)
+        else:
+            response, upstream, cost = await self._complete(turn)
+            assert self.outcome is not None
+            self.answer_headers(self.outcome, cost)
+            await self._save(turn, response, upstream)
+            self.send_json(response)
+
+    async def _complete(self, turn: Turn) -> tuple[Json, Json | None, float | None]:
+        """Call the backend for the whole answer: the Response, where it was made (for a
+        native provider's follow-ups) and its cost."""
+
+        async def call(target: Target, t: Timeouts) -> tuple[Json, Json | None]:
+            payload = turn.native_body(target)
+            if payload is not None:
+                answer = await target.adapter.responses(payload, target.model, t)
+                made = {
+                    "provider": target.provider.id,
+                    "id": answer.get("id"),
+                    "stored": payload.get("store", True) is not False,
+                }
+                return answer, made
+            return await target.adapter.chat(turn.chat(), target.model, t), None
+
+        (result, upstream), self.outcome = await self.ctx.router.run(turn.route, call)
+        reported = result.get("model")
+        if upstream is not None:
+            usage = _native_usage(result) or Usage(estimated=True)
+            response = turn.relabelled(result)
+        else:
+            assert turn.translation is not None
+            usage = self.usage_of(result, turn.translation.chat)
+            output, status, incomplete = output_of(result)
+            response = turn.response(status, output=output, usage=usage, incomplete=incomplete)
+        cost = self.account(usage, self.outcome, reported if isinstance(reported, str) else None)
+        return response, upstream, cost
+
+    # -- background -----------------------------------------------------------------------
+
+    async def _start(self, turn: Turn) -> None:
+        """Answer 'queued' at once and run the request after the response has gone."""
+        queued = turn.response("queued")
+        await self.ctx.store.insert(
+            RESPONSES,
+            {
+                "_id": turn.response_id,
+                "key": self.key.id,
+                "created_at": self.ctx.clock.now(),
+                "status": "queued",
+                "runner": self.ctx.limiter.instance,
+                "response": packed(queued),
+                "items": packed(turn.items),
+                "messages": packed(turn.messages([])),
+            },
+        )
+        self._detached = True
+        self.ctx.in_flight.start_run(turn.response_id, self._run(turn))
+        self.send_json(queued)
+
+    async def _run(self, turn: Turn) -> None:
+        store = self.ctx.store
+        assert self.entry is not None
+        running = turn.response("in_progress")
+        try:
+            if (
+                await store.update(
+                    RESPONSES,
+                    turn.response_id,
+                    {"status": "in_progress", "response": packed(running)},
+                    where={"status": "queued"},
+                )
+                is None
+            ):
+                return  # cancelled before it started
+            response, upstream, _ = await self._complete(turn)
+            await self._record(turn, response)
+            await store.update(
+                RESPONSES,
+                turn.response_id,
+                {
+                    "status": response["status"],
+                    "response": packed(response),
+                    "messages": packed(turn.messages(response["output"])),
+                    "upstream": upstream,
+                },
+                where={"status": "in_progress"},
+            )
+        except asyncio.CancelledError:
+            # Either a client's cancel (which recorded 'cancelled' first) or the gateway
+            # stopping: then the run failed, and says why.
+            self.entry.update(status=499, error_code="cancelled", error_type="cancelled")
+            await _end(store, running, "The gateway stopped before this response finished.")
+            raise
+        except ApiError as exc:  # the router turns provider failures into these
+            self.entry.update(status=exc.status, error_code=exc.code, error_type=exc.type)
+            await _end(store, running, exc.message, exc.code or exc.type)
+        except Exception:
+            log.exception("background response %s failed", turn.response_id)
+            self.entry.update(status=500, error_code=None, error_type="server_error")
+            await _end(store, running, "The gateway failed while running this response.")
+        finally:
+            self.done()  # the request log, and the limits it held while it ran
+
+    def on_finish(self) -> None:
+        if self._detached:
+            # The background run logs and settles this request when it ends.
+            ClientHandler.on_finish(self)
+        else:
+            super().on_finish()
+
+    @staticmethod
+    def _check(body: Json) -> None:
+        """Refuse what this gateway does not do, before anything is spent."""
+        if body.get("background") and body.get("store") is False:
+            raise ApiError(
+                400,
+                "background responses must be stored: they are read back with GET "
+                "/v1/responses/{id}. Send store true, or drop background.",
+                param="background",
+            )
+        if body.get("background") and body.get("stream"):
+            raise ApiError(
+                400,
+                "Streaming a background response is not supported by this gateway yet; "
+                "create it in the background and poll GET /v1/responses/{id}, or stream "
+                "it without background.",
+                param="stream",
+                code="unsupported_value",
+            )
+        if body.get("conversation") is not None and body.get("previous_response_id"):
+            raise ApiError(
+                400,
+                "conversation and previous_response_id cannot be used together: a "
+                "conversation already carries its history.",
+                param="conversation",
+            )
+        if body.get("store", True) is not True and body.get("store") is not False:
+            raise ApiError(400, "store must be a boolean.", param="store")
+        checked_metadata(body.get("metadata"))
+
+    async def _record(self, turn: Turn, response: Json) -> None:
+        """Add the turn to its conversation, if it has one."""
+        if turn.body.get("conversation") is not None and response["status"] != "failed":
+            await append_items(
+                self, conversation_id(turn.body["conversation"]), turn.items + response["output"]
+            )
+
+    async def _save(self, turn: Turn, response: Json, upstream: Json | None) -> None:
+        """Keep a response for retrieval and follow-ups, unless the client said not to,
+        and add the turn to its conversation."""
+        if response["status"] == "failed":
+            return
+        await self._record(turn, response)
+        if turn.body.get("store") is False:
+            return
+        await self.ctx.store.insert(
+            RESPONSES,
+            {
+                "_id": turn.response_id,
+                "key": self.key.id,
+                "created_at": self.ctx.clock.now(),
+                "response": packed(response),
+                "items": packed(turn.items),
+                "messages": packed(turn.messages(response["output"])),
+                "upstream": upstream,
+            },
+        )
+
+    # -- streaming ------------------------------------------------------------------------
+
+    async def _stream(self, turn: Turn) -> None:
+        async def open_stream(target: Target, t: Timeouts) -> tuple[ChunkStream, Json | None]:
+            payload = turn.native_body(target)
+            if payload is not None:
+                opened = await target.adapter.responses_stream(payload, target.model, t)
+                made = {
+                    "provider": target.provider.id,
+                    "id": None,  # known from the stream's first event
+                    "stored": payload.get("store", True) is not False,
+                }
+                return opened, made
+            return await target.adapter.chat_stream(turn.chat(), target.model, t), None
+
+        (stream, upstream), self.outcome = await self.ctx.router.run(turn.route, open_stream)
+        outcome = self.outcome
+        self.start_events(outcome)
+        events = EventStream(turn.body, turn.response_id, turn.model, turn.created_at)
+        seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "final": None}
+        chat = turn.translation.chat if turn.translation is not None else {}
+
+        def relayed(batch: list[Json]) -> list[Json]:
+            """A native provider's events, under the gateway's id and model name."""
+            assert upstream is not None
+            for event in batch:
+                answer = event.get("response")
+                if isinstance(answer, dict):
+                    if upstream["id"] is None:
+                        upstream["id"] = answer.get("id")
+                    if seen["reported"] is None and isinstance(answer.get("model"), str):
+                        seen["reported"] = answer["model"]
+                    event["response"] = turn.relabelled(answer)
+                    if event.get("type") in _FINAL:
+                        seen["final"] = event["response"]
+                        seen["usage"] = _native_usage(answer)
+                elif event.get("type") == "response.output_text.delta":
+                    seen["chars"] += len(str(event.get("delta") or ""))
+            return batch
+
+        def translated(batch: list[Json]) -> list[Json]:
+            out: list[Json] = []
+            for chunk in batch:
+                if seen["reported"] is None and isinstance(chunk.get("model"), str):
+                    seen["reported"] = chunk["model"]
+                if chunk.get("usage"):
+                    seen["usage"] = Usage.from_openai(chunk["usage"])
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        seen["chars"] += len(text)
+                out += events.feed(chunk)
+            return out
+
+        async def pump() -> None:
+            if upstream is None:
+                await self.send_named(events.start())
+            while (batch := await stream.next_batch()) is not None:
+                out = relayed(batch) if upstream is not None else translated(batch)
+                if out:
+                    await self.send_named(out)
+            if upstream is None:
+                last = events.finish(seen["usage"] or self._estimate(chat, seen["chars"]))
+                seen["final"] = events.final
+            else:
+                last = []
+            if seen["final"] is not None:
+                await self._save(turn, seen["final"], upstream)
+            if last:
+                await self.send_named(last)
+
+        def failed(error: ApiError) -> bytes:
+            return named_events([events.fail(error.code or error.type, error.message)])
+
+        await self.pump_events(stream, pump(), failed)
+        usage = seen["usage"] or self._estimate(chat, seen["chars"])
+        self.account(usage, outcome, seen["reported"])
+        self.end_events()
+
+    @staticmethod
+    def _estimate(chat: Json, chars: int) -> Usage:
+        return Usage(estimate_tokens(prompt_text(chat)), math.ceil(chars / 4), estimated=True)
+
+
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponseHandler(Owned):
+    async def get(self, response_id: str) -> None:
+        doc = await self.owned(response_id)
+        self.send_json(doc["response"])
+
+    async def delete(self, response_id: str) -> None:
+        await self.owned(response_id)
+        await self.ctx.store.delete(RESPONSES, response_id)
+        self.send_json({"id": response_id, "object": "response", "deleted": True})
+
+
+class ResponseCancelHandler(Owned):
+    async def post(self, response_id: str) -> None:
+        doc = await self.owned(response_id)
+        if not doc["response"].get("background"):
+            raise ApiError(
+                400,
+                "Only responses created with background=true can be cancelled.",
+                param="response_id",
+                code="invalid_request",
+            )
+        if doc["status"] in UNFINISHED:
+            cancelled = {**doc["response"], "status": "cancelled"}
+            done = await self.ctx.store.update(
+                RESPONSES,
+                response_id,
+                {"status": "cancelled", "response": packed(cancelled)},
+                where={"status": {"$in": list(UNFINISHED)}},
+            )
+            run = self.ctx.in_flight.runs.get(response_id)
+            if run is not None:
+                run.cancel()  # it stops reading upstream; what it used is still billed
+            # A run on another gateway sees 'cancelled' when it ends and keeps it.
+            doc = unpacked(done or await self.ctx.store.get(RESPONSES, response_id) or doc)
+        self.send_json(doc["response"])
+
+
+class InputItemsHandler(Owned):
+    async def get(self, response_id: str) -> None:
+        doc = await self.owned(response_id)
+        limit = self.int_arg("limit", 20, 1, 100)
+        order = self.get_query_argument("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "order must be 'asc' or 'desc'.", param="order")
+        items: list[Json] = list(doc.get("items") or [])
+        if order == "desc":
+            items.reverse()
+        after = self.get_query_argument("after", None)
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise ApiError(400, f"No input item with id '{after}'.", param="after")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        self.send_json(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit,
+            }
+        )
+
+
+class InputTokensHandler(ClientHandler):
+    """POST /v1/responses/input_tokens: what the input would count, without a call.
+
+    Backends count tokens their own way and chat backends have no counting endpoint, so
+    this is the gateway's estimate (the same one its limits reserve with)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        history = (await prior(self, body)).messages
+        if body.get("model") is None:
+            body["model"] = ""
+        chat = to_chat(body, history).chat
+        self.send_json(
+            {"object": "response.input_tokens", "input_tokens": estimate_tokens(prompt_text(chat))}
+        )

@@ -1,0 +1,745 @@
+"""The Responses API over chat completions: requests in, answers and streams out.
+
+``to_chat`` turns a ``POST /v1/responses`` body (plus the history a ``previous_response_id``
+rebuilt) into a chat completions body that every adapter understands, keeping the input
+items it read so they can be listed and replayed. ``output_of`` and ``EventStream`` turn
+the chat answer, whole or as chunks, into the Response object and the event sequence the
+official SDKs expect. What a chat backend cannot do (hosted tools, file inputs) is refused
+with a 400 naming the parameter rather than dropped.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.routing.providers.base import Json, Usage
+
+#: Parameters of a request that the Response object echoes back.
+ECHOED = (
+    "instructions",
+    "max_output_tokens",
+    "metadata",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "reasoning",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "truncation",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "service_tier",
+    "store",
+    "background",
+    "top_logprobs",
+    "max_tool_calls",
+)
+ROLES = ("user", "assistant", "system", "developer")
+MAX_METADATA_PAIRS = 16
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def _invalid(message: str, param: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+# -- request -------------------------------------------------------------------------------
+
+
+@dataclass
+class Translation:
+    """A Responses request as chat: the body to send, and what to keep of it."""
+
+    chat: Json
+    #: This request's input items as the API lists them (each with an id).
+    items: list[Json]
+    #: The conversation as chat messages, history first, without the instructions (a
+    #: follow-up does not inherit them).
+    messages: list[Json]
+
+
+def to_chat(body: Json, history: list[Json] | None = None) -> Translation:
+    """Translate a Responses request; raise ApiError(400) on what cannot be translated."""
+    model = body.get("model")
+    items = input_items(body.get("input"))
+    messages = list(history or [])
+    calls = _call_ids(messages)
+    for index, item in enumerate(items):
+        _append(messages, item, calls, f"input[{index}]")
+    if not messages:
+        raise _invalid("input must not be empty.", "input")
+    chat: Json = {"model": model, "messages": _with_instructions(body, messages)}
+    _copy_options(body, chat)
+    return Translation(chat, items, messages)
+
+
+def input_items(value: Any, param: str = "input") -> list[Json]:
+    """Input items as the API lists them (typed, each with an id); 400 on what the
+    translation to chat cannot carry."""
+    if isinstance(value, str):
+        return [_message_item("user", [{"type": "input_text", "text": value}])]
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid(f"{param} must be a string or an array of input items.", param)
+    items = []
+    for index, raw in enumerate(value):
+        if not isinstance(raw, dict):
+            raise _invalid(f"{param}[{index}] must be an object.", f"{param}[{index}]")
+        items.append(_normalized(raw, f"{param}[{index}]"))
+    return items
+
+
+def relayed_items(value: Any) -> list[Json]:
+    """Input items for a provider that takes them as they are (the native relay): each
+    with an id for listing, those this translation cannot read kept as sent."""
+    if not isinstance(value, list):
+        return input_items(value)
+    items = []
+    for index, raw in enumerate(value):
+        try:
+            items += input_items([raw], f"input[{index}]")
+        except ApiError:
+            items.append(
+                {**raw, "id": raw.get("id") or new_id("item")}
+                if isinstance(raw, dict)
+                else {"id": new_id("item"), "value": raw}
+            )
+    return items
+
+
+def messages_of(items: list[Json], param: str = "conversation") -> list[Json]:
+    """Stored items (a conversation's), oldest first, as chat messages."""
+    messages: list[Json] = []
+    calls: set[str] = set()
+    for item in items:
+        _append(messages, item, calls, param)
+    return messages
+
+
+def _message_item(role: str, content: list[Json], item_id: str | None = None) -> Json:
+    return {
+        "type": "message",
+        "id": item_id or new_id("msg"),
+        "role": role,
+        "status": "completed",
+        "content": content,
+    }
+
+
+def _normalized(raw: Json, param: str) -> Json:
+    """An input item in the shape input_items lists: typed, with an id."""
+    kind = raw.get("type", "message" if "role" in raw else None)
+    if kind == "message":
+        role = raw.get("role")
+        if role not in ROLES:
+            raise _invalid(f"{param}.role must be one of {', '.join(ROLES)}.", f"{param}.role")
+        content = raw.get("content")
+        part_kind = "output_text" if role == "assistant" else "input_text"
+        if isinstance(content, str):
+            parts: list[Json] = [{"type": part_kind, "text": content}]
+        elif isinstance(content, list):
+            parts = [_part(p, f"{param}.content[{i}]") for i, p in enumerate(content)]
+        else:
+            raise _invalid(
+                f"{param}.content must be a string or an array of content parts.",
+                f"{param}.content",
+            )
+        item_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        return _message_item(str(role), parts, item_id)
+    if kind == "function_call":
+        for name in ("call_id", "name", "arguments"):
+            if not isinstance(raw.get(name), str):
+                raise _invalid(f"{param}.{name} must be a string.", f"{param}.{name}")
+        return {
+            "type": "function_call",
+            "id": raw.get("id") if isinstance(raw.get("id"), str) else new_id("fc"),
+            "call_id": raw["call_id"],
+            "name": raw["name"],
+            "arguments": raw["arguments"],
+            "status": "completed",
+        }
+    if kind == "function_call_output":
+        if not isinstance(raw.get("call_id"), str):
+            raise _invalid(f"{param}.call_id must be a string.", f"{param}.call_id")
+        output = raw.get("output")
+        if isinstance(output, list):
+            output = "".join(
+                _part(p, f"{param}.output[{i}]").get("text", "") for i, p in enumerate(output)
+            )
+        if not isinstance(output, str):
+            raise _invalid(f"{param}.output must be a string.", f"{param}.output")
+        return {
+            "type": "function_call_output",
+            "id": raw.get("id") if isinstance(raw.get("id"), str) else new_id("fco"),
+            "call_id": raw["call_id"],
+            "output": output,
+            "status": "completed",
+        }
+    if kind == "reasoning":
+        # Reasoning a previous answer carried: a chat backend cannot take it back, and
+        # the answer it led to is in the history anyway.
+        return {"type": "reasoning", "id": raw.get("id") or new_id("rs"), "summary": []}
+    raise _invalid(
+        f"Input items of type {kind!r} are not supported by this gateway's translation to "
+        "chat completions.",
+        f"{param}.type",
+        "unsupported_value",
+    )
+
+
+def _part(raw: Any, param: str) -> Json:
+    if not isinstance(raw, dict):
+        raise _invalid(f"{param} must be an object.", param)
+    kind = raw.get("type")
+    if kind in ("input_text", "output_text", "text", "refusal"):
+        text = raw.get("refusal") if kind == "refusal" else raw.get("text")
+        if not isinstance(text, str):
+            raise _invalid(f"{param}.text must be a string.", f"{param}.text")
+        return {
+            "type": "output_text" if kind in ("output_text", "refusal") else "input_text",
+            "text": text,
+            **({"annotations": []} if kind in ("output_text", "refusal") else {}),
+        }
+    if kind == "input_image":
+        url = raw.get("image_url")
+        if not isinstance(url, str) or not url:
+            raise _invalid(
+                f"{param}.image_url must be a URL or a data URL; file_id images need the "
+                "Files API, which chat backends do not share.",
+                f"{param}.image_url",
+            )
+        detail = raw.get("detail", "auto")
+        return {"type": "input_image", "image_url": url, "detail": detail}
+    raise _invalid(
+        f"Content parts of type {kind!r} are not supported by this gateway's translation to "
+        "chat completions.",
+        f"{param}.type",
+        "unsupported_value",
+    )
+
+
+def _call_ids(messages: list[Json]) -> set[str]:
+    return {
+        call["id"]
+        for message in messages
+        for call in message.get("tool_calls") or ()
+        if isinstance(call, dict) and isinstance(call.get("id"), str)
+    }
+
+
+def _append(messages: list[Json], item: Json, calls: set[str], param: str) -> None:
+    """Add one input item to a chat conversation."""
+    kind = item["type"]
+    if kind == "message":
+        messages.append(_chat_message(item["role"], item["content"]))
+    elif kind == "function_call":
+        call = {
+            "id": item["call_id"],
+            "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]},
+        }
+        last = messages[-1] if messages else None
+        if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+            last["tool_calls"].append(call)
+        elif last is not None and last["role"] == "assistant":
+            last["tool_calls"] = [call]
+        else:
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        calls.add(item["call_id"])
+    elif kind == "function_call_output":
+        if item["call_id"] not in calls:
+            raise _invalid(
+                f"No tool call found for function call output with call_id {item['call_id']}.",
+                param,
+            )
+        messages.append(
+            {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
+        )
+
+
+def _chat_message(role: str, parts: list[Json]) -> Json:
+    texts = [p["text"] for p in parts if p["type"] in ("input_text", "output_text")]
+    if role == "assistant" or all(p["type"] != "input_image" for p in parts):
+        return {"role": role, "content": "".join(texts)}
+    content: list[Json] = []
+    for part in parts:
+        if part["type"] == "input_image":
+            content.append(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": part["image_url"], "detail": part.get("detail", "auto")},
+                }
+            )
+        else:
+            content.append({"type": "text", "text": part["text"]})
+    return {"role": role, "content": content}
+
+
+def _with_instructions(body: Json, messages: list[Json]) -> list[Json]:
+    instructions = body.get("instructions")
+    if instructions is None:
+        return messages
+    if isinstance(instructions, str):
+        return [{"role": "system", "content": instructions}, *messages]
+    if isinstance(instructions, list):
+        prefix: list[Json] = []
+        for index, raw in enumerate(instructions):
+            if not isinstance(raw, dict):
+                raise _invalid(f"instructions[{index}] must be an object.", "instructions")
+            item = _normalized(raw, f"instructions[{index}]")
+            if item["type"] != "message":
+                raise _invalid("instructions may hold messages only.", "instructions")
+            prefix.append(_chat_message(item["role"], item["content"]))
+        return [*prefix, *messages]
+    raise _invalid("instructions must be a string or an array of messages.", "instructions")
+
+
+def _copy_options(body: Json, chat: Json) -> None:
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "top_logprobs"):
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    if chat.get("top_logprobs") is not None:
+        chat["logprobs"] = True
+    if body.get("safety_identifier") is not None and "user" not in chat:
+        chat["user"] = body["safety_identifier"]
+    most = body.get("max_output_tokens")
+    if most is not None:
+        if not isinstance(most, int) or isinstance(most, bool) or most < 16:
+            raise _invalid(
+                "max_output_tokens must be an integer of at least 16.", "max_output_tokens"
+            )
+        chat["max_completion_tokens"] = most
+    effort = (
+        (body.get("reasoning") or {}).get("effort")
+        if isinstance(body.get("reasoning"), dict)
+        else None
+    )
+    if effort is not None:
+        chat["reasoning_effort"] = effort
+    tools = body.get("tools")
+    if tools:
+        chat["tools"] = _tools(tools)
+    choice = body.get("tool_choice")
+    if choice is not None:
+        chat["tool_choice"] = _tool_choice(choice)
+    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    if fmt is not None:
+        response_format = _format(fmt)
+        if response_format is not None:
+            chat["response_format"] = response_format
+
+
+def _tools(tools: Any) -> list[Json]:
+    if not isinstance(tools, list):
+        raise _invalid("tools must be an array.", "tools")
+    out = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _invalid(f"tools[{index}] must be an object.", f"tools[{index}]")
+        if tool.get("type") != "function":
+            raise _invalid(
+                f"Tools of type {tool.get('type')!r} run inside OpenAI's platform; this "
+                "model's backend can only call function tools.",
+                f"tools[{index}].type",
+                "unsupported_value",
+            )
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _invalid(f"tools[{index}].name must be a string.", f"tools[{index}].name")
+        function: Json = {"name": tool["name"]}
+        for name in ("description", "parameters", "strict"):
+            if tool.get(name) is not None:
+                function[name] = tool[name]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        if not isinstance(choice.get("name"), str):
+            raise _invalid("tool_choice.name must be a string.", "tool_choice.name")
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise _invalid(
+        "tool_choice must be 'auto', 'none', 'required' or a function tool choice.",
+        "tool_choice",
+        "unsupported_value",
+    )
+
+
+def _format(fmt: Any) -> Json | None:
+    if not isinstance(fmt, dict):
+        raise _invalid("text.format must be an object.", "text.format")
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+            raise _invalid("text.format needs a name and a schema object.", "text.format")
+        schema: Json = {"name": fmt["name"], "schema": fmt["schema"]}
+        for name in ("strict", "description"):
+            if fmt.get(name) is not None:
+                schema[name] = fmt[name]
+        return {"type": "json_schema", "json_schema": schema}
+    raise _invalid("text.format.type must be text, json_object or json_schema.", "text.format.type")
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+def usage_object(usage: Usage) -> Json:
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def status_of(finish_reason: Any) -> tuple[str, Json | None]:
+    """A chat finish reason as a Response status and its incomplete_details."""
+    reason = _INCOMPLETE.get(finish_reason) if isinstance(finish_reason, str) else None
+    if reason is not None:
+        return "incomplete", {"reason": reason}
+    return "completed", None
+
+
+def output_text_part(text: str) -> Json:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def output_of(result: Json) -> tuple[list[Json], str, Json | None]:
+    """The output items, status and incomplete_details of a chat completion."""
+    choices = result.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    output: list[Json] = []
+    text = message.get("content")
+    refusal = message.get("refusal")
+    if isinstance(text, list):  # a few backends answer with parts
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    if text or refusal:
+        content = [output_text_part(text)] if text else []
+        if refusal:
+            content.append({"type": "refusal", "refusal": refusal})
+        output.append(
+            {
+                "type": "message",
+                "id": new_id("msg"),
+                "status": "completed",
+                "role": "assistant",
+                "content": content,
+            }
+        )
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        output.append(
+            {
+                "type": "function_call",
+                "id": new_id("fc"),
+                "call_id": call.get("id") or new_id("call"),
+                "name": function.get("name", ""),
+                "arguments": function.get("arguments") or "{}",
+                "status": "completed",
+            }
+        )
+    status, incomplete = status_of(choice.get("finish_reason"))
+    return output, status, incomplete
+
+
+def as_messages(output: list[Json]) -> list[Json]:
+    """Output items as chat messages, for the history of a follow-up."""
+    messages: list[Json] = []
+    calls: set[str] = set()
+    for item in output:
+        if item["type"] == "message":
+            text = "".join(p.get("text") or p.get("refusal") or "" for p in item["content"])
+            messages.append({"role": "assistant", "content": text})
+        elif item["type"] == "function_call":
+            _append(messages, item, calls, "output")
+    return messages
+
+
+def _echoed_tool(tool: Json) -> Json:
+    """A function tool as the Response lists it: every field present, null when unset."""
+    return {
+        "type": "function",
+        "name": tool.get("name"),
+        "description": tool.get("description"),
+        "parameters": tool.get("parameters"),
+        "strict": tool.get("strict"),
+    }
+
+
+def response_object(
+    body: Json,
+    *,
+    response_id: str,
+    model: str,
+    created_at: int,
+    status: str,
+    output: list[Json] | None = None,
+    usage: Usage | None = None,
+    incomplete: Json | None = None,
+    error: Json | None = None,
+) -> Json:
+    """The Response object, echoing the request's parameters as OpenAI does."""
+    obj: Json = {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "error": error,
+        "incomplete_details": incomplete,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": model,
+        "output": output or [],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": [_echoed_tool(tool) for tool in body.get("tools") or ()],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "metadata": body.get("metadata") or {},
+        "background": bool(body.get("background", False)),
+    }
+    if usage is not None:
+        obj["usage"] = usage_object(usage)
+    for name in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
+        if isinstance(body.get(name), str):
+            obj[name] = body[name]
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str):
+        obj["conversation"] = {"id": conversation}
+    return obj
+
+
+# -- streams -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Open:
+    """An output item being streamed."""
+
+    index: int
+    item: Json
+    text: list[str] = field(default_factory=list)
+
+
+class EventStream:
+    """Chat chunks in, Responses stream events out, numbered in order.
+
+    The item a chunk starts is announced before its first delta, and closed (its
+    ``...done`` events) when the next item starts or the stream ends; the last event is
+    ``response.completed`` (or ``response.incomplete``) carrying the whole Response with
+    its usage, which chat streams report only at their end."""
+
+    def __init__(self, body: Json, response_id: str, model: str, created_at: int) -> None:
+        self.body = body
+        self.response_id = response_id
+        self.model = model
+        self.created_at = created_at
+        self.sequence = 0
+        self.output: list[Json] = []
+        self.finish_reason: Any = None
+        self._message: _Open | None = None
+        self._calls: dict[int, _Open] = {}
+        #: The whole Response, once the stream has ended.
+        self.final: Json | None = None
+
+    def _event(self, kind: str, **fields: Any) -> Json:
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return event
+
+    def response(self, status: str, **kwargs: Any) -> Json:
+        return response_object(
+            self.body,
+            response_id=self.response_id,
+            model=self.model,
+            created_at=self.created_at,
+            status=status,
+            **kwargs,
+        )
+
+    def start(self) -> list[Json]:
+        snapshot = self.response("in_progress")
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
+
+    def feed(self, chunk: Json) -> list[Json]:
+        events: list[Json] = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # the Responses API has one answer per request
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                events += self._text(text)
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    events += self._call(call)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return events
+
+    def _text(self, text: str) -> list[Json]:
+        events: list[Json] = []
+        if self._message is None:
+            events += self._close_calls()
+            item = {
+                "id": new_id("msg"),
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            self._message = _Open(len(self.output) + len(self._calls), item)
+            events.append(
+                self._event(
+                    "response.output_item.added", output_index=self._message.index, item=item
+                )
+            )
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=self._message.index,
+                    content_index=0,
+                    part=output_text_part(""),
+                )
+            )
+        self._message.text.append(text)
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=self._message.item["id"],
+                output_index=self._message.index,
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return events
+
+    def _call(self, call: Json) -> list[Json]:
+        events: list[Json] = []
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        current = self._calls.get(index)
+        if current is None:
+            events += self._close_message()
+            item = {
+                "id": new_id("fc"),
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": call.get("id") or new_id("call"),
+                "name": function.get("name") or "",
+                "arguments": "",
+            }
+            current = _Open(len(self.output) + len(self._calls), item)
+            self._calls[index] = current
+            events.append(
+                self._event(
+                    "response.output_item.added", output_index=current.index, item=dict(item)
+                )
+            )
+        elif function.get("name") and not current.item["name"]:
+            current.item["name"] = function["name"]
+        arguments = function.get("arguments")
+        if arguments:
+            current.text.append(arguments)
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=current.item["id"],
+                    output_index=current.index,
+                    delta=arguments,
+                )
+            )
+        return events
+
+    def _close_message(self) -> list[Json]:
+        current, self._message = self._message, None
+        if current is None:
+            return []
+        text = "".join(current.text)
+        part = output_text_part(text)
+        item = {**current.item, "status": "completed", "content": [part]}
+        self.output.append(item)
+        ids = {"item_id": item["id"], "output_index": current.index}
+        return [
+            self._event(
+                "response.output_text.done", **ids, content_index=0, text=text, logprobs=[]
+            ),
+            self._event("response.content_part.done", **ids, content_index=0, part=part),
+            self._event("response.output_item.done", output_index=current.index, item=item),
+        ]
+
+    def _close_calls(self) -> list[Json]:
+        events: list[Json] = []
+        for current in sorted(self._calls.values(), key=lambda c: c.index):
+            arguments = "".join(current.text) or "{}"
+            item = {**current.item, "status": "completed", "arguments": arguments}
+            self.output.append(item)
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=current.index,
+                    name=item["name"],
+                    arguments=arguments,
+                )
+            )
+            events.append(
+                self._event("response.output_item.done", output_index=current.index, item=item)
+            )
+        self._calls.clear()
+        return events
+
+    def finish(self, usage: Usage) -> list[Json]:
+        """Close what is open and end with the whole Response."""
+        events = self._close_message() + self._close_calls()
+        status, incomplete = status_of(self.finish_reason)
+        final = self.response(status, output=self.output, usage=usage, incomplete=incomplete)
+        self.final = final
+        kind = "response.completed" if status == "completed" else "response.incomplete"
+        events.append(self._event(kind, response=final))
+        return events
+
+    def fail(self, code: str, message: str) -> Json:
+        """The event that ends a stream whose provider failed after it started."""
+        self.final = self.response(
+            "failed", output=self.output, error={"code": code, "message": message}
+        )
+        return self._event("response.failed", response=self.final)

@@ -1,0 +1,139 @@
+// The shell: theme, sign-in, navigation between pages (#/keys, #/logs, ...).
+import { api, setSession, whenSignedOut, PREFIX } from "./api.js";
+import { h, field, toast } from "./dom.js";
+import * as keys from "./page-keys.js";
+import * as logs from "./page-logs.js";
+import * as usage from "./page-usage.js";
+import * as playground from "./page-playground.js";
+import * as groups from "./page-groups.js";
+import * as providers from "./page-providers.js";
+import * as models from "./page-models.js";
+import * as alerts from "./page-alerts.js";
+import * as health from "./page-health.js";
+
+const PAGES = [
+  ["keys", "Keys", keys], ["logs", "Request logs", logs], ["usage", "Usage", usage],
+  ["playground", "Playground", playground], ["groups", "Groups", groups],
+  ["providers", "Providers", providers], ["models", "Models", models],
+  ["alerts", "Alerts", alerts], ["health", "Health", health],
+];
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const signout = document.getElementById("signout");
+let session = null;
+
+// -- theme: the system's preference until the toggle is used, then the stored choice ----
+const themeButton = document.getElementById("theme");
+const media = matchMedia("(prefers-color-scheme: dark)");
+function applyTheme() {
+  const stored = localStorage.getItem("conduit-theme");
+  if (stored) document.documentElement.dataset.theme = stored;
+  else delete document.documentElement.dataset.theme;
+  const dark = stored ? stored === "dark" : media.matches;
+  themeButton.textContent = dark ? "Light theme" : "Dark theme"; // what a press switches to
+  themeButton.dataset.dark = String(dark);
+}
+themeButton.addEventListener("click", () => {
+  const dark = themeButton.dataset.dark === "true";
+  localStorage.setItem("conduit-theme", dark ? "light" : "dark");
+  applyTheme();
+});
+media.addEventListener("change", applyTheme);
+applyTheme();
+
+// -- sign-in ----------------------------------------------------------------------------
+function showLogin(message) {
+  session = null;
+  setSession(null);
+  nav.hidden = true;
+  signout.hidden = true;
+  const key = field("Master key", h("input", { type: "password", autocomplete: "current-password", name: "key", required: true }),
+    { help: "The gateway's CONDUIT_MASTER_KEY. Virtual keys cannot sign in." });
+  const button = h("button", { type: "submit", class: "btn primary" }, "Sign in");
+  const form = h("form", { novalidate: true }, key.wrap, button);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    key.setError("");
+    if (!key.input.value.trim()) {
+      key.setError("Enter the master key.");
+      key.input.focus();
+      return;
+    }
+    button.disabled = true;
+    try {
+      await api("ui/api/login", { method: "POST", body: { key: key.input.value }, quiet401: true });
+      key.input.value = "";
+      await start();
+    } catch (err) {
+      key.setError(err.message);
+      key.input.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  main.replaceChildren(h("section", { class: "login card" },
+    h("h1", {}, "Sign in to Conduit"),
+    h("p", { class: "muted" }, "Manage virtual keys, providers, models and spend for this gateway."),
+    message ? h("p", { class: "notice", role: "alert" }, message) : null,
+    form));
+  key.input.focus();
+}
+
+whenSignedOut(() => showLogin("Your session has ended. Sign in again to continue."));
+
+signout.addEventListener("click", async () => {
+  try {
+    await api("ui/api/logout", { method: "POST", body: {}, quiet401: true });
+  } catch {
+    // already signed out: the sign-in page follows either way
+  }
+  location.hash = "";
+  showLogin("You are signed out.");
+});
+
+// -- navigation ------------------------------------------------------------------------
+function renderNav(current) {
+  nav.replaceChildren(...PAGES.map(([id, label]) =>
+    h("a", { href: `#/${id}`, "aria-current": id === current ? "page" : null }, label)));
+}
+
+let rendering = 0;
+async function route() {
+  if (!session) return;
+  const [, id = "keys", ...rest] = (location.hash || "#/keys").split("/");
+  const page = PAGES.find(([name]) => name === id) || PAGES[0];
+  renderNav(page[0]);
+  document.title = `${page[1]} · Conduit`;
+  const turn = ++rendering;
+  const container = h("div", { "data-page": page[0] });
+  main.replaceChildren(container);
+  try {
+    await page[2].render(container, rest.map(decodeURIComponent));
+  } catch (err) {
+    if (turn !== rendering || err.status === 401) return;
+    container.replaceChildren(h("div", { class: "card", role: "alert" },
+      h("h1", {}, page[1]), h("p", {}, err.message || String(err))));
+  }
+  if (turn === rendering) container.dataset.ready = "true";
+}
+addEventListener("hashchange", () => {
+  route();
+  main.focus({ preventScroll: true });
+});
+
+async function start() {
+  try {
+    session = await api("ui/api/session", { quiet401: true });
+  } catch (err) {
+    if (err.status === 401) return showLogin();
+    main.replaceChildren(h("p", { class: "pad", role: "alert" }, err.message));
+    return;
+  }
+  setSession(session);
+  nav.hidden = false;
+  signout.hidden = session.via !== "session";
+  await route();
+}
+
+window.conduitUi = { prefix: PREFIX, toast };
+start();

@@ -1,0 +1,33 @@
+// Health at a glance: the store, deployments in cooldown, the request-log queue.
+import { api } from "./api.js";
+import { h, empty, pageHead, table } from "./dom.js";
+import { count, plural } from "./format.js";
+
+export async function render(root) {
+  const data = await api("ui/api/health");
+  const cooling = data.deployments.filter((d) => d.cooldown_seconds > 0);
+  const stat = (label, value, sub, kind) => h("div", { class: "stat" }, h("div", { class: "label" }, label),
+    h("div", { class: "value" }, kind ? h("span", { class: `badge ${kind}` }, value) : value), h("div", { class: "sub" }, sub));
+  root.replaceChildren(
+    pageHead("Health", "The gateway's state now.", h("button", { type: "button", class: "btn", on: { click: () => render(root) } }, "Refresh")),
+    h("div", { class: "stats" },
+      stat("Store", data.store.ok ? "Reachable" : "Unreachable", `${data.store.kind}, answered in ${data.store.ping_ms} ms`, data.store.ok ? "ok" : "bad"),
+      stat("Deployments in cooldown", count(cooling.length), `of ${plural(data.deployments.length, "deployment")}`, cooling.length ? "warn" : null),
+      stat("Other requests in flight", count(data.in_flight_requests), `${plural(data.models, "model")}, ${plural(data.providers, "provider")}`),
+      stat("Request logs waiting", count(data.logs_pending), `${count(data.logs_dropped)} dropped since start`, data.logs_dropped ? "warn" : null)));
+  if (!data.deployments.length) {
+    root.append(h("div", { class: "card" }, empty("No deployments", "Add a provider and map a model to it to see its health here.")));
+    return;
+  }
+  root.append(table([
+    { label: "Model", cell: (d) => d.model },
+    { label: "Deployment", cell: (d) => h("span", { class: "mono" }, `${d.provider}/${d.upstream_model}`) },
+    { label: "State", cell: (d) => d.credential_error ? h("span", { class: "badge bad" }, "Credential error")
+      : !d.provider_enabled ? h("span", { class: "badge neutral" }, "Disabled")
+      : d.cooldown_seconds > 0 ? h("span", { class: "badge warn" }, `Cooling down ${Math.ceil(d.cooldown_seconds)} s`)
+      : h("span", { class: "badge ok" }, "Serving") },
+    { label: "Recent failures", num: true, cell: (d) => count(d.failures) },
+    { label: "In flight", num: true, cell: (d) => count(d.in_flight) },
+    { label: "Latency", num: true, cell: (d) => d.latency_ms === null ? "—" : `${d.latency_ms < 10 ? d.latency_ms.toFixed(1) : Math.round(d.latency_ms)} ms` },
+  ], data.deployments, { caption: "Deployments" }));
+}

@@ -1,0 +1,544 @@
+"""The Responses API through every chat backend, with the official SDK as the client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx2
+import openai
+import pydantic
+import pytest
+
+from conduit_tornado.api.responses import packed, unpacked
+from conduit_tornado.store import MemoryStore
+from tests.conftest import GatewayFactory, settled
+from tests.fakes.providers import API_KEY, PROMPT_TOKENS
+from tests.openai_schemas import validate
+from tests.proxy_setup import CHAT_MODELS, MODELS, Wired
+
+pytestmark = pytest.mark.asyncio
+TRANSLATED = [*CHAT_MODELS, "mock"]
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def _dump(model: pydantic.BaseModel) -> dict[str, object]:
+    data = model.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    data.pop("output_text", None)  # the SDK's own convenience property
+    return data
+
+
+@pytest.mark.parametrize("model", TRANSLATED)
+async def test_create_answers_a_response_object(wired: Wired, model: str) -> None:
+    async with wired.client() as client:
+        raw = await client.responses.with_raw_response.create(
+            model=model, input="Say hello", instructions="Be brief."
+        )
+        response = raw.parse()
+    validate(_dump(response), "Response")
+    assert response.id.startswith("resp_") and response.object == "response"
+    assert response.model == model and response.status == "completed"
+    if model == "mock":
+        assert response.output_text
+    else:
+        assert response.output_text == "Hello from the fake"
+        assert response.usage is not None and response.usage.input_tokens == PROMPT_TOKENS
+        assert response.usage.output_tokens == 4
+        assert response.usage.total_tokens == PROMPT_TOKENS + 4
+        # The upstream got chat: the instructions first, then the input as a user message.
+        sent = wired.fake.requests[-1].body
+        text = json.dumps(sent)
+        assert "Be brief." in text and "Say hello" in text
+    assert raw.headers["x-conduit-provider"] == MODELS[model][0]
+    assert response.instructions == "Be brief."
+
+
+async def _raw_events(wired: Wired, body: dict[str, object]) -> list[dict[str, Any]]:
+    """POST /v1/responses with stream, its SSE read as sent: each data validated against
+    OpenAI's schema and named by its event line."""
+    events = []
+    async with (
+        httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http,
+        http.stream(
+            "POST",
+            "/v1/responses",
+            json={**body, "stream": True},
+            headers={"Authorization": f"Bearer {wired.key}"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                event = json.loads(line[len("data: ") :])
+                validate(event, "ResponseStreamEvent")
+                assert event["type"] == name
+                events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("model", TRANSLATED)
+async def test_stream_events_in_order_and_in_schema(wired: Wired, model: str) -> None:
+    events = await _raw_events(wired, {"model": model, "input": "Say hello"})
+    kinds = [e["type"] for e in events]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    final = events[-1]["response"]
+    assert final["output"][0]["content"][0]["text"] == deltas != ""
+    if model != "mock":
+        assert deltas == "Hello from the fake"
+    assert final["usage"]["output_tokens"] > 0 and final["model"] == model
+    # The SDK's own stream helper reads the same stream into the same response.
+    async with (
+        wired.client() as client,
+        client.responses.stream(model=model, input="Say hello") as stream,
+    ):
+        seen = [event.type async for event in stream]
+        answer = await stream.get_final_response()
+    assert seen == kinds and answer.output_text == deltas
+
+
+async def test_follow_up_rebuilds_the_history_for_a_chat_backend(wired: Wired) -> None:
+    async with wired.client() as client:
+        first = await client.responses.create(
+            model="claude", input="My name is Ada.", instructions="Answer in French."
+        )
+        second = await client.responses.create(
+            model="claude", input="What is my name?", previous_response_id=first.id
+        )
+    assert second.previous_response_id == first.id
+    # The fake Anthropic upstream received the whole conversation, in order, and no
+    # instructions: a follow-up does not inherit them.
+    body = wired.fake.requests[-1].body
+    said = json.dumps(body["messages"])
+    assert said.index("My name is Ada.") < said.index("Hello from the fake")
+    assert said.index("Hello from the fake") < said.index("What is my name?")
+    assert "Answer in French." not in json.dumps(body)
+    # A stored response can be read back, and its input items listed.
+    async with wired.client() as client:
+        again = await client.responses.retrieve(second.id)
+        items = await client.responses.input_items.list(second.id)
+    assert again.id == second.id and again.output_text == second.output_text
+    assert [i.type for i in items.data] == ["message"]
+    validate(items.model_dump(mode="json", exclude_unset=True), "ResponseItemList")
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude", "gem"])
+async def test_tool_call_round_trip(wired: Wired, model: str) -> None:
+    async with wired.client() as client:
+        asked = await client.responses.create(
+            model=model, input="Weather in Paris?", tools=[WEATHER], tool_choice="required"
+        )
+        calls = [item for item in asked.output if item.type == "function_call"]
+        assert len(calls) == 1 and calls[0].name == "get_weather"
+        assert json.loads(calls[0].arguments) == {"city": "Paris"}
+        answered = await client.responses.create(
+            model=model,
+            previous_response_id=asked.id,
+            input=[
+                {
+                    "type": "function_call_output",
+                    "call_id": calls[0].call_id,
+                    "output": '{"temperature": 21}',
+                }
+            ],
+            tools=[WEATHER],
+        )
+    assert answered.output_text == "Hello from the fake"
+    assert '{\\"temperature\\": 21}' in json.dumps(wired.fake.requests[-1].body) or (
+        "temperature" in json.dumps(wired.fake.requests[-1].body)
+    )
+
+
+async def test_streamed_tool_call(wired: Wired) -> None:
+    events = await _raw_events(
+        wired,
+        {"model": "claude", "input": "Weather?", "tools": [WEATHER], "tool_choice": "required"},
+    )
+    arguments = "".join(
+        e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"
+    )
+    call = events[-1]["response"]["output"][-1]
+    assert call["type"] == "function_call" and call["name"] == "get_weather"
+    assert json.loads(arguments) == json.loads(call["arguments"]) == {"city": "Paris"}
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert len(done) == 1 and done[0]["arguments"] == call["arguments"]
+
+
+class City(pydantic.BaseModel):
+    city: str
+
+
+async def test_parse_with_a_pydantic_model(wired: Wired) -> None:
+    wired.fake.then(text='{"city": "Paris"}')
+    async with wired.client() as client:
+        parsed = await client.responses.parse(model="gpt", input="Where?", text_format=City)
+    assert parsed.output_parsed == City(city="Paris")
+    sent = wired.fake.requests[-1].body["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "City"
+
+
+async def test_a_response_belongs_to_its_key(wired: Wired) -> None:
+    other = (await wired.admin.create_key(name="other"))["key"]
+    async with wired.client() as client:
+        mine = await client.responses.create(model="gpt", input="hi")
+    async with openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=other, max_retries=0
+    ) as theirs:
+        with pytest.raises(openai.NotFoundError):
+            await theirs.responses.retrieve(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            await theirs.responses.delete(mine.id)
+        with pytest.raises(openai.NotFoundError) as caught:
+            await theirs.responses.create(model="gpt", input="x", previous_response_id=mine.id)
+        assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    async with wired.client() as client:
+        assert (await client.responses.retrieve(mine.id)).id == mine.id
+        await client.responses.delete(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(mine.id)
+
+
+async def test_store_false_keeps_nothing(wired: Wired) -> None:
+    async with wired.client() as client:
+        kept = await client.responses.create(model="gpt", input="hi", store=False)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(kept.id)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": [{"type": "computer_call_output", "call_id": "x"}]}, "input[0].type"),
+        ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]},
+            "input[0]",
+        ),
+        ({"input": "hi", "background": True, "store": False}, "background"),
+        ({"input": "hi", "background": True, "stream": True}, "stream"),
+        ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
+        ({"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]}, None),
+        ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
+        ({"input": "hi", "max_output_tokens": "many"}, "max_output_tokens"),
+        ({"input": []}, "input"),
+    ],
+)
+async def test_bad_input_is_a_400_naming_the_param_and_costs_nothing(
+    wired: Wired, body: dict[str, object], param: str | None
+) -> None:
+    before = len(wired.fake.requests)
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+        r = await http.post(
+            "/v1/responses",
+            json={"model": "gpt", **body},
+            headers={"Authorization": f"Bearer {wired.key}"},
+        )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    validate(r.json(), "ErrorResponse")
+    if param is not None:
+        assert error["param"] == param
+    else:
+        assert error["param"]
+    assert len(wired.fake.requests) == before  # nothing reached the provider
+    assert wired.gateway.ctx is not None
+    assert await wired.gateway.ctx.store.count("responses", {}) == 0
+
+
+async def test_usage_and_logs_as_for_chat(wired: Wired) -> None:
+    async with wired.client() as client:
+        await client.responses.create(model="gpt", input="hi")
+    assert wired.gateway.ctx is not None
+    await settled(wired.gateway)
+    await wired.gateway.ctx.recorder.flush()
+    logs = await wired.admin.logs()
+    entry = logs["data"][0]
+    assert entry["endpoint"] == "responses" and entry["model"] == "gpt"
+    assert entry["prompt_tokens"] == PROMPT_TOKENS and entry["completion_tokens"] == 4
+    assert entry["cost"] is not None and entry["cost"] > 0
+
+
+async def test_input_tokens_counts_without_a_call(wired: Wired) -> None:
+    before = len(wired.fake.requests)
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+        r = await http.post(
+            "/v1/responses/input_tokens",
+            json={"model": "gpt", "input": "word " * 40},
+            headers={"Authorization": f"Bearer {wired.key}"},
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "response.input_tokens" and r.json()["input_tokens"] >= 40
+    assert len(wired.fake.requests) == before
+
+
+async def _until_done(client: openai.AsyncOpenAI, response_id: str) -> Any:
+    for _ in range(200):
+        response = await client.responses.retrieve(response_id)
+        if response.status not in ("queued", "in_progress"):
+            return response
+        await asyncio.sleep(0.02)
+    raise AssertionError("the background response never finished")
+
+
+async def test_background_runs_after_the_answer_and_is_read_back(wired: Wired) -> None:
+    wired.fake.then(delay=0.3)
+    async with wired.client() as client:
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+        assert queued.status == "queued" and queued.background is True
+        assert queued.output == []
+        done = await _until_done(client, queued.id)
+    assert done.status == "completed" and done.output_text == "Hello from the fake"
+    assert done.usage is not None and done.usage.output_tokens == 4
+    await settled(wired.gateway)
+    assert wired.gateway.ctx is not None
+    await wired.gateway.ctx.recorder.flush()
+    entry = (await wired.admin.logs())["data"][0]
+    assert entry["endpoint"] == "responses" and entry["completion_tokens"] == 4
+
+
+async def test_cancel_stops_a_run_and_frees_its_parallel_slot(wired: Wired) -> None:
+    key = (await wired.admin.create_key(name="one-at-a-time", max_parallel=1))["key"]
+    wired.fake.then(delay=30)
+    async with openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=key, max_retries=0
+    ) as client:
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+        for _ in range(100):  # wait until the upstream call is under way
+            if (
+                len(wired.fake.requests)
+                and (await client.responses.retrieve(queued.id)).status == "in_progress"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(openai.RateLimitError):  # the run holds the key's one slot
+            await client.responses.create(model="gpt", input="again")
+        cancelled = await client.responses.cancel(queued.id)
+        assert cancelled.status == "cancelled"
+        await settled(wired.gateway)
+        assert (await client.responses.retrieve(queued.id)).status == "cancelled"
+        again = await client.responses.create(model="gpt", input="again")
+        assert again.status == "completed"
+
+
+async def test_cancel_refuses_a_response_that_was_not_in_the_background(wired: Wired) -> None:
+    async with wired.client() as client:
+        plain = await client.responses.create(model="gpt", input="hi")
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.cancel(plain.id)
+
+
+async def test_a_run_cut_short_by_a_stop_or_a_crash_ends_failed(
+    wired_with: Any, start_gateway: GatewayFactory
+) -> None:
+    store = MemoryStore()
+    wired = await wired_with(store=store)
+    wired.fake.then(delay=30)
+    async with wired.client() as client:
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+    for _ in range(100):
+        if wired.fake.requests:
+            break
+        await asyncio.sleep(0.02)
+    await wired.gateway.stop()  # a graceful stop: the run is told, and records it
+    stored = await store.get("responses", queued.id)
+    assert stored is not None
+    doc = unpacked(stored)
+    assert doc["status"] == "failed"
+    assert "stopped" in doc["response"]["error"]["message"]
+
+    # A gateway killed mid-run records nothing; the next read sees its runner is gone.
+    await store.update(
+        "responses",
+        queued.id,
+        {
+            "status": "in_progress",
+            "runner": "inst_gone",
+            "response": packed({**doc["response"], "status": "in_progress", "error": None}),
+        },
+    )
+    other = await start_gateway(store=store)  # the same store, its providers and keys
+    async with openai.AsyncOpenAI(
+        base_url=other.url + "/v1", api_key=wired.key, max_retries=0
+    ) as client:
+        seen = await client.responses.retrieve(queued.id)
+    assert seen.status == "failed" and seen.error is not None
+
+
+async def test_conversations_crud(wired: Wired) -> None:
+    async with wired.client() as client:
+        conv = await client.conversations.create(
+            items=[{"type": "message", "role": "user", "content": "Remember: blue."}],
+            metadata={"topic": "colours"},
+        )
+        assert conv.id.startswith("conv_") and conv.metadata == {"topic": "colours"}
+        assert (await client.conversations.retrieve(conv.id)).id == conv.id
+        updated = await client.conversations.update(conv.id, metadata={"topic": "paint"})
+        assert updated.metadata == {"topic": "paint"}
+        added = await client.conversations.items.create(
+            conv.id,
+            items=[
+                {"type": "message", "role": "user", "content": "And red."},
+                {"type": "message", "role": "assistant", "content": "Noted."},
+            ],
+        )
+        assert len(added.data) == 2
+        listed = await client.conversations.items.list(conv.id, order="asc")
+        texts = [item.content[0].text for item in listed.data]  # type: ignore[union-attr]
+        assert texts == ["Remember: blue.", "And red.", "Noted."]
+        newest = await client.conversations.items.list(conv.id, limit=1)
+        assert newest.has_more and newest.data[0].id == listed.data[-1].id
+        after = await client.conversations.items.list(conv.id, limit=5, after=newest.data[0].id)
+        assert [i.id for i in after.data] == [i.id for i in reversed(listed.data[:-1])]
+        one = await client.conversations.items.retrieve(listed.data[0].id, conversation_id=conv.id)
+        assert one.id == listed.data[0].id
+        await client.conversations.items.delete(listed.data[0].id, conversation_id=conv.id)
+        assert len((await client.conversations.items.list(conv.id)).data) == 2
+        deleted = await client.conversations.delete(conv.id)
+        assert deleted.deleted is True
+        with pytest.raises(openai.NotFoundError):
+            await client.conversations.retrieve(conv.id)
+    assert wired.gateway.ctx is not None
+    assert await wired.gateway.ctx.store.count("conversation_items", {}) == 0
+
+
+async def test_responses_in_a_conversation_carry_and_grow_it(wired: Wired) -> None:
+    async with wired.client() as client:
+        conv = await client.conversations.create(
+            items=[{"type": "message", "role": "user", "content": "My name is Ada."}]
+        )
+        first = await client.responses.create(model="claude", input="Hi!", conversation=conv.id)
+        assert first.conversation is not None and first.conversation.id == conv.id
+        async with client.responses.stream(
+            model="gem", input="What is my name?", conversation={"id": conv.id}
+        ) as stream:
+            async for _ in stream:
+                pass
+        said = json.dumps(wired.fake.requests[-1].body)  # Gemini's contents: the whole story
+        assert said.index("My name is Ada.") < said.index("Hi!") < said.index("What is my name?")
+        items = await client.conversations.items.list(conv.id, order="asc")
+    roles = [getattr(item, "role", None) for item in items.data]
+    assert roles == ["user", "user", "assistant", "user", "assistant"]
+
+
+async def test_a_conversation_belongs_to_its_key(wired: Wired) -> None:
+    other = (await wired.admin.create_key(name="other"))["key"]
+    async with wired.client() as client:
+        conv = await client.conversations.create()
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(
+                model="gpt", input="x", conversation=conv.id, previous_response_id="resp_x"
+            )
+    async with openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=other, max_retries=0
+    ) as theirs:
+        with pytest.raises(openai.NotFoundError):
+            await theirs.conversations.retrieve(conv.id)
+        with pytest.raises(openai.NotFoundError):
+            await theirs.conversations.items.list(conv.id)
+        with pytest.raises(openai.NotFoundError) as caught:
+            await theirs.responses.create(model="gpt", input="x", conversation=conv.id)
+        assert caught.value.body["param"] == "conversation"  # type: ignore[index]
+
+
+async def _native(wired: Wired) -> None:
+    """A model on a provider that serves the Responses API itself."""
+    await wired.admin.create_provider(
+        name="oai-native",
+        type="openai",
+        base_url=wired.fake.url + "/v1",
+        api_key=API_KEY,
+        options={"responses": "native"},
+    )
+    await wired.admin.create_model(
+        name="gpt-native", deployments=[{"provider": "oai-native", "model": "gpt-4o"}]
+    )
+
+
+async def test_native_relay_keeps_what_only_openai_does(wired: Wired) -> None:
+    await _native(wired)
+    async with wired.client() as client:
+        first = await client.responses.create(
+            model="gpt-native",
+            input="Find today's news.",
+            tools=[{"type": "web_search"}],  # a hosted tool: only OpenAI's own API runs it
+        )
+        upstream = wired.fake.requests[-1]
+        assert upstream.path == "/v1/responses" and upstream.body["model"] == "gpt-4o"
+        assert upstream.body["tools"] == [{"type": "web_search"}]
+        assert first.id.startswith("resp_") and not first.id.startswith("resp_up_")
+        assert first.model == "gpt-native" and first.output_text == "Hello from the fake"
+        assert first.usage is not None and first.usage.input_tokens == PROMPT_TOKENS
+        assert first.usage.input_tokens_details.cached_tokens == 2
+        second = await client.responses.create(
+            model="gpt-native", input="And tomorrow?", previous_response_id=first.id
+        )
+        # The provider gets its own id for the previous response, and keeps the state.
+        sent = wired.fake.requests[-1].body["previous_response_id"]
+        assert sent.startswith("resp_up_") and sent in wired.fake.responses
+        assert second.previous_response_id == first.id
+        assert (await client.responses.retrieve(second.id)).output_text == "Hello from the fake"
+        # A follow-up on another backend gets the history from the gateway instead.
+        third = await client.responses.create(
+            model="claude", input="Summarise.", previous_response_id=second.id
+        )
+    said = json.dumps(wired.fake.requests[-1].body)
+    assert said.index("And tomorrow?") < said.index("Summarise.")
+    assert third.output_text == "Hello from the fake"
+
+
+async def test_native_stream_relayed_under_the_gateway_id(wired: Wired) -> None:
+    await _native(wired)
+    events = await _raw_events(wired, {"model": "gpt-native", "input": "Say hello"})
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    ids = {e["response"]["id"] for e in events if "response" in e}
+    assert len(ids) == 1 and not ids.pop().startswith("resp_up_")
+    assert all(e["response"]["model"] == "gpt-native" for e in events if "response" in e)
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert deltas == "Hello from the fake"
+    async with wired.client() as client:
+        stored = await client.responses.retrieve(final["response"]["id"])
+    assert stored.output_text == deltas and stored.usage is not None
+
+
+async def test_native_failure_fails_over_to_a_translated_backend(wired: Wired) -> None:
+    await _native(wired)
+    await wired.admin.create_model(
+        name="either",
+        deployments=[
+            {"provider": "oai-native", "model": "gpt-4o", "priority": 0},
+            {"provider": "ant", "model": "claude-sonnet-4-5", "priority": 1},
+        ],
+    )
+    wired.fake.then(status=500, for_model="gpt-4o")
+    async with wired.client() as client:
+        raw = await client.responses.with_raw_response.create(model="either", input="hi")
+    assert raw.headers["x-conduit-provider"] == "ant"
+    assert raw.parse().output_text == "Hello from the fake"
