@@ -27,7 +27,7 @@ from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
 
 from .base import ClientHandler, dumps, reason_phrase
-from .proxy import ProxyHandler, named_events
+from .proxy import ProxyHandler, named_events, note_chunk
 
 
 class AnthropicShapes(ClientHandler):
@@ -179,14 +179,7 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
         def translated(batch: list[Json]) -> list[Json]:
             out: list[Json] = []
             for chunk in batch:
-                if seen["reported"] is None and isinstance(chunk.get("model"), str):
-                    seen["reported"] = chunk["model"]
-                if chunk.get("usage"):
-                    seen["usage"] = Usage.from_openai(chunk["usage"])
-                for choice in chunk.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        seen["chars"] += len(text)
+                note_chunk(seen, chunk)
                 out += events.feed(chunk)
             return out
 

@@ -50,6 +50,19 @@ NEEDS: dict[str, frozenset[str]] = {
 }
 
 
+def note_chunk(seen: dict[str, Any], chunk: Json) -> None:
+    """What a route that translates chat chunks notes of each: the model the provider says
+    answered, the usage, and the streamed characters (for an estimate without usage)."""
+    if seen["reported"] is None and isinstance(chunk.get("model"), str) and chunk["model"]:
+        seen["reported"] = chunk["model"]
+    if chunk.get("usage"):
+        seen["usage"] = Usage.from_openai(chunk["usage"])
+    for choice in chunk.get("choices") or ():
+        text = (choice.get("delta") or {}).get("content")
+        if text:
+            seen["chars"] += len(text)
+
+
 def named_events(events: list[Json]) -> bytes:
     """Events as named SSE frames: clients that dispatch on the event name and clients
     that read the data's ``type`` both work."""

@@ -55,7 +55,7 @@ from .conversations import (
     conversation_items,
     owned_conversation,
 )
-from .proxy import ProxyHandler, named_events
+from .proxy import ProxyHandler, named_events, note_chunk
 
 RESPONSES = "responses"
 UNFINISHED = ("queued", "in_progress")
@@ -493,14 +493,7 @@ class ResponsesHandler(ProxyHandler):
         def translated(batch: list[Json]) -> list[Json]:
             out: list[Json] = []
             for chunk in batch:
-                if seen["reported"] is None and isinstance(chunk.get("model"), str):
-                    seen["reported"] = chunk["model"]
-                if chunk.get("usage"):
-                    seen["usage"] = Usage.from_openai(chunk["usage"])
-                for choice in chunk.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        seen["chars"] += len(text)
+                note_chunk(seen, chunk)
                 out += events.feed(chunk)
             return out
 

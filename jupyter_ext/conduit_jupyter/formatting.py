@@ -14,6 +14,8 @@ import math
 import re
 from datetime import UTC, date, datetime, timedelta
 
+from conduit_tornado.ui.theme import DARK, LIGHT
+
 PERIODS = {
     "1d": "daily",
     "7d": "weekly",
@@ -29,49 +31,8 @@ DURATIONS = [
     ("Monthly (calendar)", "monthly"),
 ]
 
-# The UI's tokens (conduit_tornado/ui/static/app.css), light then dark.
-_LIGHT = {
-    "surface": "#ffffff",
-    "surface-2": "#f0f2f5",
-    "border": "#d9dde3",
-    "text": "#1b1f24",
-    "muted": "#57606a",
-    "accent": "#4338ca",
-    "ok": "#176f2c",
-    "ok-soft": "#dcf5e3",
-    "warn": "#8a5300",
-    "warn-soft": "#fdf0d5",
-    "bad": "#b42318",
-    "bad-soft": "#fde4e1",
-    "c1": "#4f46e5",
-    "c2": "#0e9f8e",
-    "c3": "#d97706",
-    "c4": "#db2777",
-    "c5": "#2563eb",
-    "c6": "#65a30d",
-    "c7": "#7c8594",
-}
-_DARK = {
-    "surface": "#171b21",
-    "surface-2": "#1f242c",
-    "border": "#2f3641",
-    "text": "#e6e9ee",
-    "muted": "#9aa4b2",
-    "accent": "#8b8cf8",
-    "ok": "#5fd283",
-    "ok-soft": "#163222",
-    "warn": "#f2b84b",
-    "warn-soft": "#3a2c10",
-    "bad": "#ff8a80",
-    "bad-soft": "#3d1a18",
-    "c1": "#8b8cf8",
-    "c2": "#34d3bf",
-    "c3": "#f5a524",
-    "c4": "#f472b6",
-    "c5": "#60a5fa",
-    "c6": "#a3e635",
-    "c7": "#9aa4b2",
-}
+# The web UI's palette, light then dark: one product, one set of colours.
+_LIGHT, _DARK = LIGHT, DARK
 SERIES = 7
 
 
