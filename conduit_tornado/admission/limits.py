@@ -8,7 +8,7 @@ Every decision is an atomic store operation whose answer is the decision:
   the server applies it atomically or not at all, so the window never counts more than its
   limit however many instances race, and a refused request counts nothing. (The decision
   never relies on the returned document: jongodb, measured, sometimes returns a post-image
-  read after a concurrent update.) An instance takes capacity in leases (capacity.py): with
+  read after a concurrent update.) An instance takes capacity in leases (holdings.py): with
   a limit of 100 or more a fiftieth of it (at most 64 requests) per operation, so an
   instance leaves at most 2% of a window's limit unused at its end; below 100 every
   request is its own operation. tpm reserves an estimate (prompt + max_tokens) and is
@@ -146,7 +146,7 @@ class Limiter:
         # or task that writes them.
         self._deferred: dict[str, dict[str, dict[str, float]]] = {}
         self._charges: dict[tuple[str, str], tuple[Budget, float]] = {}
-        # Each batch counts once (store/once.py): by collection, and by budget account.
+        # Each batch counts once (store/once_writes.py): by collection, and by budget account.
         # The two touch different collections, so they share this instance's name.
         self._counters: OnceWrites[str, dict[str, dict[str, float]], None] = OnceWrites(
             self.instance,

@@ -188,7 +188,7 @@ class BaseHandler(ApiResponses):
     max_body_setting = "max_request_bytes"
     _allowed: tuple[str, ...]
     # Whether the body may be handed over before prepare() has run: true while the class
-    # keeps this base's data_received, which only buffers (dispatch.py uses it).
+    # keeps this base's data_received, which only buffers (server/application.py uses it).
     body_before_prepare = True
     merges_own_headers = False
 

@@ -81,7 +81,7 @@ class Recorder:
         self._lock = asyncio.Lock()
         self.dropped = 0
         self.written = 0
-        # Each rollup write counts once (store/once.py).
+        # Each rollup write counts once (store/once_writes.py).
         self._rollup_writes: OnceWrites[str, _Rollup, None] = OnceWrites(
             "rec_" + secrets.token_hex(6), self._roll_up, log, lambda rid, _: f"usage rollup {rid}"
         )
