@@ -154,13 +154,14 @@ BLOCKS_LOOP = "blocks_loop"
 _HANDLE_RUN = asyncio.Handle._run.__code__
 
 
-def _running_handle(frame: FrameType | None) -> asyncio.Handle | None:
-    """The asyncio callback a thread is inside, from its stack (None: between callbacks,
-    or waiting for I/O in the selector)."""
+def _running_handle(frame: FrameType | None) -> FrameType | None:
+    """The frame of the asyncio callback (Handle._run) a thread is inside, from its stack
+    (None: between callbacks, or waiting for I/O in the selector). One callback's run
+    keeps its frame, so the frame names the run. Only f_code and f_back are read: reading
+    f_locals of another thread's frame crashed the interpreter (Python 3.11)."""
     while frame is not None:
         if frame.f_code is _HANDLE_RUN:
-            handle = frame.f_locals.get("self")
-            return handle if isinstance(handle, asyncio.Handle) else None
+            return frame
         frame = frame.f_back
     return None
 
@@ -228,8 +229,8 @@ class LoopWatchdog:
         self._thread: int | None = None
         self._clock = 0
         self._native = 0
-        self._current: tuple[asyncio.Handle, float, float] | None = None
-        self._reported: asyncio.Handle | None = None
+        self._current: tuple[FrameType, float, float] | None = None
+        self._reported: FrameType | None = None
         self._done = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
 
