@@ -195,6 +195,14 @@ async def test_key_lifecycle_in_the_browser(
     await expect(headers).to_contain_text("mock-1")
     await expect(headers).to_contain_text("Cost (from the request log)")
     await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    # The same conversation through the Responses API, which the gateway translates.
+    await page.get_by_label("API", exact=True).select_option("Responses")
+    await page.get_by_label("Message").fill("hello from the responses api")
+    await page.get_by_role("button", name="Send").click()
+    answers = page.locator(".msg.assistant")
+    await expect(answers.last).to_contain_text("hello from the responses api")
+    await expect(page.locator(".msg.error")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
     await page.screenshot(path=str(screenshots / "playground-chat-light-1280.png"))
 
     await show(page, url, "logs")
@@ -209,7 +217,7 @@ async def test_key_lifecycle_in_the_browser(
     await details.get_by_role("button", name="Close").click()
     await show(page, url, "usage")
     requests_stat = page.locator(".stat:has(.label:text-is('Requests')) .value")
-    await expect(requests_stat).to_have_text("2")
+    await expect(requests_stat).to_have_text("3")  # the SDK's, the playground's chat and Responses
     await expect(page.locator("tbody tr", has_text=MODEL)).to_be_visible()
     await expect(page.locator(".chart svg")).to_be_visible()
     await page.get_by_label("Break down by").select_option("key")

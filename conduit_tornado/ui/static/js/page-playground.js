@@ -10,6 +10,17 @@ const SHOWN_HEADERS = {
 };
 const conversation = [];
 
+/** The text of a Responses API answer (the SDK's output_text, which the JSON lacks). */
+function outputText(body) {
+  return (body.output || []).filter((item) => item.type === "message")
+    .flatMap((item) => item.content || []).map((part) => part.text || "").join("");
+}
+
+/** Responses usage in the chat shape the headers panel shows. */
+function asChatUsage(usage) {
+  return usage ? { prompt_tokens: usage.input_tokens, completion_tokens: usage.output_tokens } : null;
+}
+
 export async function render(root) {
   const { items: models } = await all("admin/v1/models");
   if (!models.length) {
@@ -41,6 +52,8 @@ export async function render(root) {
   const model = field("Model", select(models.filter((m) => m.enabled !== false).map((m) => m.name), sessionStorage.getItem("conduit-playground-model")));
   const system = field("System prompt", h("textarea", { rows: 3, placeholder: "Optional instructions for the model" }));
   const stream = field("Stream the answer", h("input", { type: "checkbox", checked: true }));
+  const apiKind = field("API", select(["Chat completions", "Responses"], sessionStorage.getItem("conduit-playground-api")),
+    { help: "Responses is the API the OpenAI SDK's client.responses calls; the gateway translates it for every provider." });
   const prompt = field("Message", h("textarea", { rows: 3, placeholder: "Ask something…" }), { help: "Ctrl+Enter sends." });
   const send = h("button", { type: "submit", class: "btn primary" }, "Send");
   const stop = h("button", { type: "button", class: "btn", disabled: true }, "Stop");
@@ -100,6 +113,8 @@ export async function render(root) {
     if (!text) { prompt.setError("Type a message first."); prompt.input.focus(); return; }
     sessionStorage.setItem("conduit-playground-key", key);
     sessionStorage.setItem("conduit-playground-model", model.input.value);
+    sessionStorage.setItem("conduit-playground-api", apiKind.input.value);
+    const responsesApi = apiKind.input.value === "Responses";
     conversation.push({ role: "user", content: text });
     bubble("user", text);
     prompt.input.value = "";
@@ -110,11 +125,16 @@ export async function render(root) {
     let answer = "";
     let target = null;
     try {
-      const response = await fetch(`${PREFIX}v1/chat/completions`, {
+      const instructions = system.input.value.trim();
+      const request = responsesApi
+        ? { model: model.input.value, input: conversation.map((m) => ({ role: m.role, content: m.content })),
+          ...(instructions ? { instructions } : {}), stream: stream.input.checked, store: false }
+        : { model: model.input.value, messages, stream: stream.input.checked,
+          ...(stream.input.checked ? { stream_options: { include_usage: true } } : {}) };
+      const response = await fetch(`${PREFIX}v1/${responsesApi ? "responses" : "chat/completions"}`, {
         method: "POST", signal: controller.signal, credentials: "omit",
         headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` },
-        body: JSON.stringify({ model: model.input.value, messages, stream: stream.input.checked,
-          ...(stream.input.checked ? { stream_options: { include_usage: true } } : {}) }),
+        body: JSON.stringify(request),
       });
       showHeaders(response);
       if (!response.ok) {
@@ -126,9 +146,10 @@ export async function render(root) {
       target = bubble("assistant", "");
       if (!stream.input.checked) {
         const body = await response.json();
-        answer = body.choices?.[0]?.message?.content || "";
+        answer = responsesApi ? outputText(body) : body.choices?.[0]?.message?.content || "";
         target.textContent = answer;
-        if (body.usage) addDetail("Tokens", `${count(body.usage.prompt_tokens)} prompt + ${count(body.usage.completion_tokens)} completion`);
+        const usage = responsesApi ? asChatUsage(body.usage) : body.usage;
+        if (usage) addDetail("Tokens", `${count(usage.prompt_tokens)} prompt + ${count(usage.completion_tokens)} completion`);
       } else {
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
@@ -146,8 +167,15 @@ export async function render(root) {
               if (data === "[DONE]") continue;
               const chunk = JSON.parse(data);
               if (chunk.error) throw new Error(chunk.error.message || "The stream ended with an error.");
-              if (chunk.usage) usage = chunk.usage;
-              answer += chunk.choices?.[0]?.delta?.content || "";
+              if (responsesApi) {
+                // Responses events: text deltas, then the whole response with its usage.
+                if (chunk.type === "response.failed") throw new Error(chunk.response?.error?.message || "The response failed.");
+                if (chunk.type === "response.output_text.delta") answer += chunk.delta || "";
+                if (chunk.type === "response.completed" || chunk.type === "response.incomplete") usage = asChatUsage(chunk.response?.usage);
+              } else {
+                if (chunk.usage) usage = chunk.usage;
+                answer += chunk.choices?.[0]?.delta?.content || "";
+              }
               target.textContent = answer;
               chat.scrollTop = chat.scrollHeight;
             }
@@ -175,6 +203,6 @@ export async function render(root) {
       h("div", { class: "card chat-card" }, chat, form),
       h("div", {},
         h("div", { class: "card" }, h("h2", {}, "Settings"), h("div", { style: "display:flex;flex-direction:column;gap:12px" },
-          secret.wrap, temp, model.wrap, system.wrap, stream.wrap)),
+          secret.wrap, temp, model.wrap, apiKind.wrap, system.wrap, stream.wrap)),
         h("div", { class: "card" }, h("h2", {}, "Response headers"), headersList))));
 }
