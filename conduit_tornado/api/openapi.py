@@ -763,6 +763,17 @@ def _undescribed(handler: type[tornado.web.RequestHandler]) -> dict[str, Op]:
 UNDESCRIBED = "Not described yet."
 
 
+def _errors(prefix: str, envelope: str) -> Json:
+    """An error response per status, in one envelope (Op.envelope names the prefix)."""
+    return {
+        f"{prefix}{code}": {
+            "description": reason,
+            "content": {"application/json": {"schema": _ref(envelope)}},
+        }
+        for code, reason in _REASONS.items()
+    }
+
+
 def build(table: Sequence[Route]) -> Json:
     """The document for a route table (as ``routes.routes()`` gives it, unprefixed)."""
     paths: Json = {}
@@ -802,22 +813,7 @@ def build(table: Sequence[Route]) -> Json:
                 },
             },
             "schemas": components_schemas,
-            "responses": {
-                **{
-                    f"E{code}": {
-                        "description": reason,
-                        "content": {"application/json": {"schema": _ref("ErrorResponse")}},
-                    }
-                    for code, reason in _REASONS.items()
-                },
-                **{
-                    f"A{code}": {
-                        "description": reason,
-                        "content": {"application/json": {"schema": _ref("AnthropicError")}},
-                    }
-                    for code, reason in _REASONS.items()
-                },
-            },
+            "responses": {**_errors("E", "ErrorResponse"), **_errors("A", "AnthropicError")},
         },
     }
 

@@ -45,7 +45,7 @@ from conduit_tornado.routing.providers.base import (
 )
 from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
-from conduit_tornado.store import Store, StoreUnavailable
+from conduit_tornado.store import Doc, Store, StoreUnavailable
 
 from .base import ClientHandler
 from .conversations import (
@@ -111,6 +111,14 @@ class Prior:
     upstream: Json | None = None
 
 
+async def owned_response(handler: ClientHandler, response_id: str, param: str | None = None) -> Doc:
+    """A stored response of the calling key, as stored; another key's is reported missing."""
+    doc = await handler.ctx.store.get(RESPONSES, response_id)
+    if doc is None or doc.get("key") != handler.key.id:
+        raise _not_found(response_id, param)
+    return doc
+
+
 async def prior(handler: ClientHandler, body: Json) -> Prior:
     """The history a request continues: its conversation's items, or the conversation
     that led to its previous_response_id."""
@@ -123,9 +131,7 @@ async def prior(handler: ClientHandler, body: Json) -> Prior:
         return Prior()
     if not isinstance(previous, str):
         raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
-    doc = await handler.ctx.store.get(RESPONSES, previous)
-    if doc is None or doc.get("key") != handler.key.id:
-        raise _not_found(previous, "previous_response_id")
+    doc = await owned_response(handler, previous, "previous_response_id")
     return Prior(list(unpacked(doc).get("messages") or []), doc.get("upstream"))
 
 
@@ -134,10 +140,7 @@ class Owned(ClientHandler):
 
     async def owned(self, response_id: str) -> Json:
         """The response with its parts decoded."""
-        doc = await self.ctx.store.get(RESPONSES, response_id)
-        if doc is None or doc.get("key") != self.key.id:
-            raise _not_found(response_id)
-        doc = unpacked(doc)
+        doc = unpacked(await owned_response(self, response_id))
         if doc.get("status") in UNFINISHED and not await self._running(doc):
             # Its gateway stopped without recording the end (killed, or the store was
             # down then): say so, rather than leave it in progress for ever.

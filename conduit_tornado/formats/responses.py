@@ -18,31 +18,7 @@ from typing import Any
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.routing.providers.base import Json, Usage
 
-#: Parameters of a request that the Response object echoes back.
-ECHOED = (
-    "instructions",
-    "max_output_tokens",
-    "metadata",
-    "parallel_tool_calls",
-    "previous_response_id",
-    "reasoning",
-    "temperature",
-    "text",
-    "tool_choice",
-    "tools",
-    "top_p",
-    "truncation",
-    "user",
-    "safety_identifier",
-    "prompt_cache_key",
-    "service_tier",
-    "store",
-    "background",
-    "top_logprobs",
-    "max_tool_calls",
-)
 ROLES = ("user", "assistant", "system", "developer")
-MAX_METADATA_PAIRS = 16
 
 
 def new_id(prefix: str) -> str:
