@@ -215,17 +215,30 @@ async def test_azure_streams_are_priced_and_old_api_versions_still_stream(wired:
 
 async def test_anthropic_gets_only_what_it_takes(wired: Wired) -> None:
     async with wired.client() as client:
-        answer = await client.chat.completions.create(
+        raw = await client.chat.completions.with_raw_response.create(
             model="claude",
             messages=HI,  # type: ignore[arg-type]
             temperature=1.6,
             top_p=0.9,
+            seed=3,
             stop=["\n\n", "END"],
+            reasoning_effort="minimal",
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "w", "schema": {"type": "object"}},
+            },
         )
+        answer = raw.parse()
         assert answer.choices[0].message.content == "Hello from the fake"
         sent = wired.fake.requests[-1].body
-        assert sent["temperature"] == 1.0 and "top_p" not in sent
+        # The Messages API's request type has no sampling parameters: left out, and named.
+        assert "temperature" not in sent and "top_p" not in sent
+        assert raw.headers["x-conduit-dropped-params"] == "seed,temperature,top_p"
         assert sent["stop_sequences"] == ["END"]
+        assert sent["output_config"] == {
+            "effort": "low",
+            "format": {"type": "json_schema", "schema": {"type": "object"}},
+        }
         none = await client.chat.completions.create(
             model="claude",
             messages=HI,  # type: ignore[arg-type]

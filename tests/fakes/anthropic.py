@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.fakes import sdk_types
 from tests.fakes.base import API_KEY, PROMPT_TOKENS, TOOL_ARGS, FakeHandler, sse
 
 # -- Anthropic ---------------------------------------------------------------------------------
@@ -18,7 +19,10 @@ class AnthropicMessages(FakeHandler):
     def refusal(self) -> str | None:
         """What Anthropic's API refuses, as documented for current Claude models."""
         body = self.seen.body
-        if "max_tokens" not in body or not body.get("messages"):
+        # First what the SDK's own request types allow (unknown fields, types, required).
+        for problem in sdk_types.anthropic_messages(body):
+            return problem.removeprefix("body.")
+        if not body.get("messages"):
             return "max_tokens: Field required"
         temperature = body.get("temperature")
         if temperature is not None and not 0 <= temperature <= 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.fakes import sdk_types
 from tests.fakes.base import API_KEY, PROMPT_TOKENS, FakeHandler, sse
 
 # -- Gemini ------------------------------------------------------------------------------------
@@ -52,10 +53,14 @@ class GeminiMethod(FakeHandler):
     Schema outside the OpenAPI subset under ``parameters``, ``image/*`` as a MIME type, and
     on Gemini 3 a function call sent back without its thought signature."""
 
-    def refusal(self, model: str) -> dict[str, Any] | None:
+    def refusal(self, model: str, method: str) -> dict[str, Any] | None:
         body = self.seen.body
         if self.request.headers.get("x-goog-api-key") != API_KEY:
             return _invalid("API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
+        if method != "batchEmbedContents":
+            # First what google-genai's own types allow (unknown fields, types).
+            for problem in sdk_types.gemini_generate(body):
+                return _invalid(f"Invalid JSON payload received. {problem}")
         config = body.get("generationConfig") or {}
         for penalty in ("presencePenalty", "frequencyPenalty"):
             if penalty in config:
@@ -100,7 +105,7 @@ class GeminiMethod(FakeHandler):
 
     async def post(self, model: str, method: str) -> None:
         body = self.seen.body
-        refused = self.refusal(model)
+        refused = self.refusal(model, method)
         if refused is not None:
             self.set_status(400)
             self.finish(refused)

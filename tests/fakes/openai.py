@@ -10,6 +10,7 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
+from tests.fakes import sdk_types
 from tests.fakes.base import API_KEY, PROMPT_TOKENS, TOOL_ARGS, FakeHandler, sse
 
 # -- OpenAI and Azure ------------------------------------------------------------------------
@@ -27,8 +28,30 @@ class OpenAIChat(FakeHandler):
     def prelude(self) -> list[bytes]:
         return []
 
+    def sdk_refusal(self) -> str | None:
+        """What openai-python's own request types refuse (unknown fields, wrong types); Azure
+        names the deployment in the path, so its body may leave out the model."""
+        body = {"model": self.upstream_model(), **self.seen.body}
+        for problem in sdk_types.openai_chat(body):
+            return problem.removeprefix("body.")
+        return None
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
+        refused = self.sdk_refusal()
+        if refused:
+            self.set_status(400)
+            self.finish(
+                {
+                    "error": {
+                        "message": f"Invalid request: {refused}",
+                        "type": "invalid_request_error",
+                        "param": refused.split(":")[0],
+                        "code": None,
+                    }
+                }
+            )
+            return
         n = int(body.get("n") or 1)
         model = self.upstream_model()
         usage = {
@@ -263,8 +286,30 @@ SPEECH_CHUNKS = [bytes([i]) * 4000 for i in range(5)]
 
 
 class OpenAIImages(OpenAIChat):
+    def sdk_refusal(self) -> str | None:
+        """What openai-python's own request types refuse (unknown fields, wrong types); Azure
+        names the deployment in the path, so its body may leave out the model."""
+        body = {"model": self.upstream_model(), **self.seen.body}
+        for problem in sdk_types.openai_chat(body):
+            return problem.removeprefix("body.")
+        return None
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
+        refused = self.sdk_refusal()
+        if refused:
+            self.set_status(400)
+            self.finish(
+                {
+                    "error": {
+                        "message": f"Invalid request: {refused}",
+                        "type": "invalid_request_error",
+                        "param": refused.split(":")[0],
+                        "code": None,
+                    }
+                }
+            )
+            return
         n = int(body.get("n") or 1)
         if body.get("response_format") == "b64_json":
             item = {"b64_json": PIXEL, "revised_prompt": body["prompt"]}

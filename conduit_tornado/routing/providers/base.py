@@ -352,6 +352,11 @@ class Adapter:
         self.upstream = upstream
         upstream.configure(provider.id, provider.options)  # its client certificate, if any
 
+    def dropped(self, body: Json) -> list[str]:
+        """Chat fields the client set that this provider has no place for (left out of the
+        upstream request, and named to the client in x-conduit-dropped-params)."""
+        return []
+
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError(
             "unsupported", "This model does not support chat completions.", param="model"

@@ -58,6 +58,37 @@ def _parts(content: Any) -> list[Json]:
     return parts
 
 
+#: What to_gemini carries over (translated or as is); any other field a client sets is
+#: named in the x-conduit-dropped-params header. presence_penalty and frequency_penalty are
+#: among the dropped: current Gemini models refuse them, even at 0.
+CARRIED = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "seed",
+        "n",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "stream",
+        "stream_options",
+    }
+)
+
+
+def dropped(body: Json) -> list[str]:
+    """The chat fields a client set that Gemini's generateContent has no place for."""
+    out = [k for k, v in body.items() if k not in CARRIED and v is not None]
+    if body.get("parallel_tool_calls") is not False and "parallel_tool_calls" in out:
+        out.remove("parallel_tool_calls")  # true is what Gemini does anyway
+    return sorted(out)
+
+
 def to_gemini(body: Json) -> Json:
     system: list[str] = []
     contents: list[Json] = []
@@ -249,6 +280,9 @@ def from_gemini(data: Json, model: str) -> Json:
 
 class GeminiAdapter(Adapter):
     default_base = "https://generativelanguage.googleapis.com"
+
+    def dropped(self, body: Json) -> list[str]:
+        return dropped(body)
 
     def _url(self, model: str, method: str) -> str:
         return f"{self.provider.base_url or self.default_base}/v1beta/models/{model}:{method}"
