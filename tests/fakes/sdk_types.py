@@ -99,8 +99,10 @@ def problems(value: Any, tp: Any, path: str = "body") -> list[str]:
             # A member of another kind altogether (a string where a list came) explains
             # less than one that matched the outer shape and failed deeper in.
             shallow = all(p.startswith(f"{path}: ") for p in found)
-            if best is None or (not shallow and best_shallow) or (
-                shallow == best_shallow and len(found) < len(best)
+            if (
+                best is None
+                or (not shallow and best_shallow)
+                or (shallow == best_shallow and len(found) < len(best))
             ):
                 best, best_shallow = found, shallow
         return best or [f"{path}: Input does not match any accepted type"]
@@ -146,7 +148,7 @@ def problems(value: Any, tp: Any, path: str = "body") -> list[str]:
         return [] if isinstance(value, str) else [f"{path}: Input should be a valid string"]
     if tp is bytes:
         return [] if isinstance(value, str | bytes) else [f"{path}: Input should be bytes"]
-    if isinstance(tp, typing.TypeVar) or isinstance(tp, typing.ForwardRef):
+    if isinstance(tp, typing.TypeVar | typing.ForwardRef):
         return []
     if isinstance(tp, type):
         return [] if isinstance(value, tp) else [f"{path}: Input should be {tp.__name__}"]
