@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.fakes import sdk_types
-from tests.fakes.base import API_KEY, PROMPT_TOKENS, TOOL_ARGS, FakeHandler, sse
+from tests.fakes.base import API_KEY, PROMPT_TOKENS, FakeHandler, sse
 
 # -- Anthropic ---------------------------------------------------------------------------------
 
@@ -49,7 +51,7 @@ class AnthropicMessages(FakeHandler):
         model = body["model"]
         tool = self.wants_tool()
         # Scripted: cache counts as Anthropic reports them, a stop reason, a call without
-        # arguments.
+        # arguments, text before the call, parallel calls, thinking, error events.
         usage = {
             "input_tokens": PROMPT_TOKENS,
             "output_tokens": len(self.words()),
@@ -57,31 +59,41 @@ class AnthropicMessages(FakeHandler):
             "cache_read_input_tokens": self.directive.get("cache_read", 0),
         }
         no_args = bool(self.directive.get("no_args"))
-        tool_block = (
-            {
-                "type": "tool_use",
-                "id": "toolu_fake1",
-                "name": body["tools"][0]["name"],
-                "input": {} if no_args else {"city": "Paris"},
-            }
-            if tool
-            else None
-        )
+        blocks: list[dict[str, Any]] = []
+        if self.directive.get("thinking"):
+            blocks.append(
+                {"type": "thinking", "thinking": "Let me think.", "signature": "c2lnbmF0dXJl"}
+            )
+        if not tool or self.directive.get("text_then_tool"):
+            blocks.append({"type": "text", "text": self.text()})
+        if tool:
+            for i in range(2 if self.directive.get("parallel") else 1):
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_fake{i + 1}",
+                        "name": body["tools"][0]["name"],
+                        "input": {} if no_args else {"city": ["Paris", "Lyon"][i]},
+                    }
+                )
         stop_reason = self.directive.get("stop_reason") or ("tool_use" if tool else "end_turn")
         if not body.get("stream"):
-            content = [tool_block] if tool_block else [{"type": "text", "text": self.text()}]
             self.finish(
                 {
                     "id": "msg_fake",
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": content,
+                    "content": blocks,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
                     "usage": usage,
                 }
             )
+            return
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        if self.directive.get("error_event") == "first":
+            await self.send_events([sse(error, "error")])
             return
         events = [
             sse(
@@ -101,58 +113,46 @@ class AnthropicMessages(FakeHandler):
                 "message_start",
             )
         ]
-        if tool_block:
+
+        def delta(index: int, payload: dict[str, Any]) -> bytes:
+            return sse(
+                {"type": "content_block_delta", "index": index, "delta": payload},
+                "content_block_delta",
+            )
+
+        for index, block in enumerate(blocks):
+            start = {**block, **({"input": {}} if block["type"] == "tool_use" else {})}
+            if block["type"] in ("text", "thinking"):
+                start[block["type"]] = ""
+            if block["type"] == "thinking":
+                start["signature"] = ""
             events.append(
                 sse(
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {
-                            "type": "tool_use",
-                            "id": "toolu_fake1",
-                            "name": tool_block["name"],
-                            "input": {},
-                        },
-                    },
+                    {"type": "content_block_start", "index": index, "content_block": start},
                     "content_block_start",
                 )
             )
-            events.append(sse({"type": "ping"}, "ping"))
-            for piece in [""] if no_args else TOOL_ARGS:
+            if index == 0:
+                events.append(sse({"type": "ping"}, "ping"))
+            if block["type"] == "thinking":
                 events.append(
-                    sse(
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "input_json_delta", "partial_json": piece},
-                        },
-                        "content_block_delta",
-                    )
+                    delta(index, {"type": "thinking_delta", "thinking": block["thinking"]})
                 )
-        else:
-            events.append(
-                sse(
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                    "content_block_start",
-                )
-            )
-            events.append(sse({"type": "ping"}, "ping"))
-            for word in self.words():
                 events.append(
-                    sse(
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "text_delta", "text": word},
-                        },
-                        "content_block_delta",
-                    )
+                    delta(index, {"type": "signature_delta", "signature": block["signature"]})
                 )
-        events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+            elif block["type"] == "text":
+                for word in self.words():
+                    events.append(delta(index, {"type": "text_delta", "text": word}))
+                if self.directive.get("error_event") == "mid":
+                    events.append(sse(error, "error"))
+                    await self.send_events(events)
+                    return
+            else:
+                pieces = [""] if no_args else ['{"city": ', f'"{block["input"]["city"]}"}}']
+                for piece in pieces:
+                    events.append(delta(index, {"type": "input_json_delta", "partial_json": piece}))
+            events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
         events.append(
             sse(
                 {

@@ -89,11 +89,17 @@ class GeminiMethod(FakeHandler):
                     )
         return None
 
-    def call_part(self, model: str, fn: str | None) -> dict[str, Any]:
-        part: dict[str, Any] = {"functionCall": {"name": fn, "args": {"city": "Paris"}}}
-        if model.startswith("gemini-3"):
-            part["thoughtSignature"] = "c2lnbmF0dXJlLWZyb20tZ2VtaW5pLTM="
-        return part
+    def call_parts(self, model: str, fn: str | None) -> list[dict[str, Any]]:
+        """One call, or with the ``calls`` directive several in the same content (Gemini
+        sends parallel calls as parts of one chunk; only the first carries a signature)."""
+        parts: list[dict[str, Any]] = []
+        for i in range(int(self.directive.get("calls", 1))):
+            city = ["Paris", "Lyon", "Nice"][i % 3]
+            part: dict[str, Any] = {"functionCall": {"name": fn, "args": {"city": city}}}
+            if model.startswith("gemini-3") and i == 0:
+                part["thoughtSignature"] = "c2lnbmF0dXJlLWZyb20tZ2VtaW5pLTM="
+            parts.append(part)
+        return parts
 
     def usage(self) -> dict[str, int]:
         words = len(self.words())
@@ -136,11 +142,29 @@ class GeminiMethod(FakeHandler):
                 }
             )
             return
+        if self.directive.get("finish"):
+            # An answer stopped with no content at all: SAFETY, MALFORMED_FUNCTION_CALL ...
+            empty = {
+                "candidates": [
+                    {
+                        "finishReason": self.directive["finish"],
+                        "finishMessage": "Malformed function call: print(default_api.x(",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "totalTokenCount": 11},
+                "modelVersion": model,
+            }
+            if method == "generateContent":
+                self.finish(empty)
+            else:
+                await self.send_events([sse(empty, crlf=True)])
+            return
         count = int((body.get("generationConfig") or {}).get("candidateCount") or 1)
         tool = self.wants_tool()
         fn = body["tools"][0]["functionDeclarations"][0]["name"] if tool else None
         if method == "generateContent":
-            parts = [self.call_part(model, fn)] if tool else [{"text": self.text()}]
+            parts = self.call_parts(model, fn) if tool else [{"text": self.text()}]
             self.finish(
                 {
                     "candidates": [
@@ -167,7 +191,7 @@ class GeminiMethod(FakeHandler):
                             {
                                 "content": {
                                     "role": "model",
-                                    "parts": [self.call_part(model, fn)],
+                                    "parts": self.call_parts(model, fn),
                                 },
                                 "finishReason": "STOP",
                                 "index": 0,
@@ -197,4 +221,13 @@ class GeminiMethod(FakeHandler):
                     self.usage() if last else {"promptTokenCount": PROMPT_TOKENS}
                 )
                 events.append(sse(frame, crlf=True))
+                if i == 0 and self.directive.get("stream_error"):
+                    # What Gemini sends when a stream fails after it started.
+                    error = {
+                        "code": 503,
+                        "message": "The model is overloaded.",
+                        "status": "UNAVAILABLE",
+                    }
+                    events.append(sse({"error": error}, crlf=True))
+                    break
         await self.send_events(events)

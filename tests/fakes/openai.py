@@ -6,6 +6,7 @@ import asyncio
 import base64
 import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from tornado.iostream import StreamClosedError
@@ -27,6 +28,21 @@ class OpenAIChat(FakeHandler):
 
     def prelude(self) -> list[bytes]:
         return []
+
+    def choice_extra(self) -> dict[str, Any]:
+        return {}
+
+    def logprobs(self, words: list[str]) -> dict[str, Any] | None:
+        """Per-token log probabilities, when the request asked for them."""
+        if not self.seen.body.get("logprobs") or not words:
+            return None
+        return {
+            "content": [
+                {"token": w, "logprob": -0.25, "bytes": list(w.encode()), "top_logprobs": []}
+                for w in words
+            ],
+            "refusal": None,
+        }
 
     def sdk_refusal(self) -> str | None:
         """What openai-python's own request types refuse (unknown fields, wrong types); Azure
@@ -60,10 +76,15 @@ class OpenAIChat(FakeHandler):
             "total_tokens": PROMPT_TOKENS + len(self.words()) * n,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
+        refusal = self.directive.get("refusal")
+        finish_text = "content_filter" if self.directive.get("filtered") else "stop"
         if not body.get("stream"):
             choices = []
             for i in range(n):
-                if self.wants_tool():
+                if refusal:
+                    message = {"role": "assistant", "content": None, "refusal": refusal}
+                    finish = "stop"
+                elif self.wants_tool():
                     message = {
                         "role": "assistant",
                         "content": None,
@@ -82,9 +103,15 @@ class OpenAIChat(FakeHandler):
                     finish = "tool_calls"
                 else:
                     message = {"role": "assistant", "content": self.text(), "refusal": None}
-                    finish = "stop"
+                    finish = finish_text
                 choices.append(
-                    {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": i,
+                        "message": message,
+                        "logprobs": self.logprobs(self.words()),
+                        "finish_reason": finish,
+                        **self.choice_extra(),
+                    }
                 )
             self.finish(
                 {
@@ -109,15 +136,30 @@ class OpenAIChat(FakeHandler):
         if include_usage:
             base["usage"] = None
 
-        def chunk(i: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+        def chunk(
+            i: int, delta: dict[str, Any], finish: str | None = None, words: Sequence[str] = ()
+        ) -> bytes:
+            choice = {
+                "index": i,
+                "delta": delta,
+                "logprobs": self.logprobs(list(words)),
+                "finish_reason": finish,
+                **self.choice_extra(),
+            }
             return sse({**base, "choices": [choice]})
 
-        events = self.prelude()
-        self.hold_index = len(events)  # hold_after_first: after the first chunk with a choice
+        prelude = self.prelude()
+        self.hold_index = len(prelude)  # hold_after_first: after the first chunk with a choice
+        per_choice: list[list[bytes]] = []
         for i in range(n):
+            events: list[bytes] = []
+            per_choice.append(events)
             events.append(chunk(i, {"role": "assistant", "content": ""}))
-            if self.wants_tool():
+            if refusal:
+                for word in refusal.split(" "):
+                    events.append(chunk(i, {"refusal": word + " "}))
+                finish = "stop"
+            elif self.wants_tool():
                 name = body["tools"][0]["function"]["name"]
                 call = {
                     "index": 0,
@@ -133,9 +175,16 @@ class OpenAIChat(FakeHandler):
                 finish = "tool_calls"
             else:
                 for word in self.words():
-                    events.append(chunk(i, {"content": word}))
-                finish = "stop"
+                    events.append(chunk(i, {"content": word}, words=[word]))
+                finish = finish_text
             events.append(chunk(i, {}, finish))
+        events = prelude
+        if self.directive.get("interleave"):
+            # Choices truly interleaved, as OpenAI streams n > 1: one chunk of each in turn.
+            longest = max(len(c) for c in per_choice)
+            events += [c[j] for j in range(longest) for c in per_choice if j < len(c)]
+        else:
+            events += [frame for c in per_choice for frame in c]
         if include_usage:
             events.append(sse({**base, "choices": [], "usage": usage}))
         await self.send_events(events, b"data: [DONE]\n\n")
@@ -184,6 +233,17 @@ class AzureChat(OpenAIChat):
                 }
             )
         ]
+
+    def choice_extra(self) -> dict[str, Any]:
+        """Azure annotates each choice with its content filter's verdicts."""
+        filtered = bool(self.directive.get("filtered"))
+        verdict = {"filtered": filtered, "severity": "high" if filtered else "safe"}
+        return {
+            "content_filter_results": {
+                "hate": {"filtered": False, "severity": "safe"},
+                "violence": verdict,
+            }
+        }
 
     def upstream_model(self) -> str:
         return "gpt-4o-2024-08-06"  # Azure answers with the model behind the deployment

@@ -29,6 +29,9 @@ from .base import (
 )
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+#: Answers the model failed to form (a call it could not write, a call to no declared
+#: tool): a bad answer, which another attempt may well get right.
+MALFORMED = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
 FILTERED = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 )
@@ -203,6 +206,8 @@ def _usage(meta: Json | None) -> Json:
 def _finish(reason: str | None, has_calls: bool) -> str | None:
     if not reason:
         return None
+    if reason in MALFORMED:
+        raise ProviderError("bad_response", f"The model failed to form its answer ({reason}).")
     if reason in FILTERED:
         return "content_filter"
     if has_calls:
