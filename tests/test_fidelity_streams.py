@@ -126,15 +126,20 @@ async def test_an_anthropic_error_event_first_is_an_error_status(wired: Wired) -
 
 async def test_an_anthropic_error_event_mid_stream_ends_it_with_an_error(wired: Wired) -> None:
     wired.fake.then(error_event="mid")
-    text = ""
+    text: list[str] = []
     async with wired.client() as client:
         stream = await client.chat.completions.create(model="claude", messages=HI, stream=True)  # type: ignore[arg-type]
         with pytest.raises(openai.APIError) as failed:
-            async for chunk in stream:
-                for choice in chunk.choices:
-                    text += choice.delta.content or ""
-    assert text == "Hello from the fake"  # what came before the error reached the client
+            await _collect(stream, text)
+    assert "".join(text) == "Hello from the fake"  # what came before the error reached us
     assert "Overloaded" in str(failed.value)
+
+
+async def _collect(stream: Any, text: list[str]) -> None:
+    """Read a chat stream, keeping its text as it comes (the stream may end in an error)."""
+    async for chunk in stream:
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
 
 
 async def _stream_all(client: openai.AsyncOpenAI, model: str) -> None:
@@ -197,14 +202,12 @@ async def test_several_gemini_calls_in_one_chunk(wired: Wired, stream: bool) -> 
 
 async def test_a_gemini_error_mid_stream_ends_it_with_an_error(wired: Wired) -> None:
     wired.fake.then(stream_error=True)
-    text = ""
+    text: list[str] = []
     async with wired.client() as client:
         stream = await client.chat.completions.create(model="gem", messages=HI, stream=True)  # type: ignore[arg-type]
         with pytest.raises(openai.APIError) as failed:
-            async for chunk in stream:
-                for choice in chunk.choices:
-                    text += choice.delta.content or ""
-    assert text == "Hello"  # the first chunk came through before the error
+            await _collect(stream, text)
+    assert "".join(text) == "Hello"  # the first chunk came through before the error
     assert "overloaded" in str(failed.value)
 
 
