@@ -58,6 +58,13 @@ class AnthropicMessages(FakeHandler):
             "cache_creation_input_tokens": self.directive.get("cache_write", 0),
             "cache_read_input_tokens": self.directive.get("cache_read", 0),
         }
+        if "cache_write_1h" in self.directive:  # the split of the writes by lifetime
+            hour = self.directive["cache_write_1h"]
+            usage["cache_creation_input_tokens"] += hour
+            usage["cache_creation"] = {
+                "ephemeral_5m_input_tokens": self.directive.get("cache_write", 0),
+                "ephemeral_1h_input_tokens": hour,
+            }
         no_args = bool(self.directive.get("no_args"))
         blocks: list[dict[str, Any]] = []
         if self.directive.get("thinking"):

@@ -76,6 +76,13 @@ class OpenAIChat(FakeHandler):
             "total_tokens": PROMPT_TOKENS + len(self.words()) * n,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
+        if "audio_tokens" in self.directive:  # an audio model: audio in and out, counted apart
+            heard, spoken = self.directive["audio_tokens"]
+            usage["prompt_tokens"] += heard
+            usage["completion_tokens"] += spoken
+            usage["total_tokens"] += heard + spoken
+            usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": heard}
+            usage["completion_tokens_details"] = {"audio_tokens": spoken, "reasoning_tokens": 0}
         refusal = self.directive.get("refusal")
         finish_text = "content_filter" if self.directive.get("filtered") else "stop"
         if not body.get("stream"):

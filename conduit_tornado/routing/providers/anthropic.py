@@ -247,8 +247,19 @@ def _usage(u: Json) -> Json:
         "total_tokens": prompt + completion,
     }
     if cached or written:
-        out["prompt_tokens_details"] = {"cached_tokens": cached, "cache_write_tokens": written}
+        details: Json = {"cached_tokens": cached, "cache_write_tokens": written}
+        hour = cache_write_1h(u)
+        if hour:
+            details["cache_write_1h_tokens"] = hour
+        out["prompt_tokens_details"] = details
     return out
+
+
+def cache_write_1h(usage: Json) -> int:
+    """Cache writes that live an hour (billed at 2x input): Anthropic splits
+    cache_creation_input_tokens by lifetime in usage.cache_creation."""
+    split = usage.get("cache_creation")
+    return int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
 
 
 @shape_checked
