@@ -131,7 +131,7 @@ def _json_schema(fmt: Any) -> Json | None:
     return schema if isinstance(schema, dict) else None
 
 
-def dropped(body: Json) -> list[str]:
+def dropped_fields(body: Json) -> list[str]:
     """The chat fields a client set that the Messages API has no place for."""
     out = [k for k, v in body.items() if k not in CARRIED and v is not None]
     if "response_format" in out and _json_schema(body["response_format"]) is not None:
@@ -319,8 +319,9 @@ class AnthropicAdapter(Adapter):
 
     native_messages = True
 
-    def dropped(self, body: Json) -> list[str]:
-        return dropped(body)
+    @staticmethod
+    def dropped(body: Json) -> list[str]:
+        return dropped_fields(body)
 
     async def messages(self, body: Json, model: str, t: Timeouts, beta: str | None) -> Json:
         data = await self.upstream.request_json(

@@ -366,7 +366,8 @@ class Adapter:
         self.upstream = upstream
         upstream.configure(provider.id, provider.options)  # its client certificate, if any
 
-    def dropped(self, body: Json) -> list[str]:
+    @staticmethod
+    def dropped(body: Json) -> list[str]:
         """Chat fields the client set that this provider has no place for (left out of the
         upstream request, and named to the client in x-conduit-dropped-params)."""
         return []

@@ -84,11 +84,14 @@ CARRIED = frozenset(
 )
 
 
-def dropped(body: Json) -> list[str]:
+def dropped_fields(body: Json) -> list[str]:
     """The chat fields a client set that Gemini's generateContent has no place for."""
     out = [k for k, v in body.items() if k not in CARRIED and v is not None]
     if body.get("parallel_tool_calls") is not False and "parallel_tool_calls" in out:
         out.remove("parallel_tool_calls")  # true is what Gemini does anyway
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") != "text" and function_tools(body):
+        out.append("response_format")  # JSON mode and tools cannot be combined on Gemini
     return sorted(out)
 
 
@@ -286,8 +289,9 @@ def from_gemini(data: Json, model: str) -> Json:
 class GeminiAdapter(Adapter):
     default_base = "https://generativelanguage.googleapis.com"
 
-    def dropped(self, body: Json) -> list[str]:
-        return dropped(body)
+    @staticmethod
+    def dropped(body: Json) -> list[str]:
+        return dropped_fields(body)
 
     def _url(self, model: str, method: str) -> str:
         return f"{self.provider.base_url or self.default_base}/v1beta/models/{model}:{method}"
