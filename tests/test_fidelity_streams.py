@@ -327,3 +327,50 @@ async def test_a_refusal_survives_translation_to_messages(wired: Wired) -> None:
         )
     text = "".join(b.text for b in message.content if b.type == "text")
     assert text.strip() == "I can't help with that." and message.stop_reason == "refusal"
+
+
+# -- Anthropic streams shaped like the SDK's recorded fixtures ----------------------------
+
+
+async def test_replayed_anthropic_streams_translate_to_chat(wired: Wired) -> None:
+    wired.fake.then(replay="tool_after_text")
+    choice = (await _stream(wired, model="claude", tools=[TOOL]))["choices"][0]
+    assert choice["text"] == "Let me look that up." and choice["finish"] == "tool_calls"
+    assert [json.loads(c["args"]) for c in choice["calls"].values()] == [{"city": "Paris"}]
+    wired.fake.then(replay="refusal")
+    refused = (await _stream(wired, model="claude"))["choices"][0]
+    assert refused["text"] == "" and refused["finish"] == "content_filter"
+    wired.fake.then(replay="fallback")
+    fell_back = (await _stream(wired, model="claude"))["choices"][0]
+    assert fell_back["text"] == "Hello there!" and fell_back["finish"] == "stop"
+    wired.fake.then(replay="thinking_padded")
+    thought = await _stream(wired, model="claude")
+    assert thought["choices"][0]["text"] == "An eclipse is a shadow."
+    assert thought["usage"]["completion_tokens"] == 12
+
+
+@pytest.mark.parametrize("name", ["tool_after_text", "refusal", "fallback", "thinking_padded"])
+async def test_replayed_anthropic_streams_reach_messages_clients_whole(
+    wired: Wired, name: str
+) -> None:
+    """Relayed natively, the SDK's own stream accumulator rebuilds the same message."""
+    import anthropic
+
+    wired.fake.then(replay=name)
+    async with (
+        anthropic.AsyncAnthropic(
+            base_url=wired.gateway.url, api_key=wired.key, max_retries=0
+        ) as client,
+        client.messages.stream(
+            model="claude", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        ) as stream,
+    ):
+        message = await stream.get_final_message()
+    kinds = [block.type for block in message.content]
+    expected = {
+        "tool_after_text": (["text", "tool_use"], "tool_use"),
+        "refusal": (["text"], "refusal"),
+        "fallback": (["fallback", "text"], "end_turn"),
+        "thinking_padded": (["thinking", "text"], "end_turn"),
+    }[name]
+    assert (kinds, message.stop_reason) == expected

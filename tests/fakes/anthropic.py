@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes import sdk_types
+from tests.fakes import anthropic_streams, sdk_types
 from tests.fakes.base import API_KEY, PROMPT_TOKENS, FakeHandler, sse
 
 # -- Anthropic ---------------------------------------------------------------------------------
@@ -97,6 +97,9 @@ class AnthropicMessages(FakeHandler):
                     "usage": usage,
                 }
             )
+            return
+        if self.directive.get("replay"):
+            await self.send_events(anthropic_streams.frames(self.directive["replay"], model))
             return
         error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
         if self.directive.get("error_event") == "first":
