@@ -6,7 +6,7 @@ import asyncio
 import base64
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tornado.iostream import StreamClosedError
@@ -18,6 +18,33 @@ from tests.fakes.base import API_KEY, PROMPT_TOKENS, TOOL_ARGS, FakeHandler, sse
 
 
 class OpenAIChat(FakeHandler):
+    #: openai-python's request type for this endpoint, as a check (None: not checked).
+    sdk_check: Callable[[dict[str, Any]], list[str]] | None = staticmethod(sdk_types.openai_chat)
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self._finished or self.sdk_check is None or not isinstance(self.seen.body, dict):
+            return
+        if self.request.headers.get("Content-Type", "").startswith("multipart/"):
+            return
+        # What the SDK's own types refuse (unknown fields, wrong types); Azure names the
+        # deployment in the path, so its body may leave out the model.
+        body = {"model": self.upstream_model(), **self.seen.body}
+        for problem in self.sdk_check(body):
+            refused = problem.removeprefix("body.")
+            self.set_status(400)
+            self.finish(
+                {
+                    "error": {
+                        "message": f"Invalid request: {refused}",
+                        "type": "invalid_request_error",
+                        "param": refused.split(":")[0],
+                        "code": None,
+                    }
+                }
+            )
+            return
+
     def auth_problem(self) -> str | None:
         if self.request.headers.get("Authorization") != f"Bearer {API_KEY}":
             return "Incorrect API key provided."
@@ -44,30 +71,8 @@ class OpenAIChat(FakeHandler):
             "refusal": None,
         }
 
-    def sdk_refusal(self) -> str | None:
-        """What openai-python's own request types refuse (unknown fields, wrong types); Azure
-        names the deployment in the path, so its body may leave out the model."""
-        body = {"model": self.upstream_model(), **self.seen.body}
-        for problem in sdk_types.openai_chat(body):
-            return problem.removeprefix("body.")
-        return None
-
     async def post(self, *args: str) -> None:
         body = self.seen.body
-        refused = self.sdk_refusal()
-        if refused:
-            self.set_status(400)
-            self.finish(
-                {
-                    "error": {
-                        "message": f"Invalid request: {refused}",
-                        "type": "invalid_request_error",
-                        "param": refused.split(":")[0],
-                        "code": None,
-                    }
-                }
-            )
-            return
         n = int(body.get("n") or 1)
         model = self.upstream_model()
         usage = {
@@ -260,6 +265,8 @@ class AzureChat(OpenAIChat):
 
 
 class OpenAICompletions(OpenAIChat):
+    sdk_check = staticmethod(sdk_types.openai_completion)
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         model = self.upstream_model()
@@ -317,6 +324,8 @@ def fake_vector(text: str, dims: int) -> list[float]:
 
 
 class OpenAIEmbeddings(OpenAIChat):
+    sdk_check = staticmethod(sdk_types.openai_embedding)
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -353,30 +362,10 @@ SPEECH_CHUNKS = [bytes([i]) * 4000 for i in range(5)]
 
 
 class OpenAIImages(OpenAIChat):
-    def sdk_refusal(self) -> str | None:
-        """What openai-python's own request types refuse (unknown fields, wrong types); Azure
-        names the deployment in the path, so its body may leave out the model."""
-        body = {"model": self.upstream_model(), **self.seen.body}
-        for problem in sdk_types.openai_chat(body):
-            return problem.removeprefix("body.")
-        return None
+    sdk_check = staticmethod(sdk_types.openai_image)
 
     async def post(self, *args: str) -> None:
         body = self.seen.body
-        refused = self.sdk_refusal()
-        if refused:
-            self.set_status(400)
-            self.finish(
-                {
-                    "error": {
-                        "message": f"Invalid request: {refused}",
-                        "type": "invalid_request_error",
-                        "param": refused.split(":")[0],
-                        "code": None,
-                    }
-                }
-            )
-            return
         n = int(body.get("n") or 1)
         if body.get("response_format") == "b64_json":
             item = {"b64_json": PIXEL, "revised_prompt": body["prompt"]}
@@ -390,6 +379,8 @@ class AzureImages(OpenAIImages, AzureChat):
 
 
 class OpenAIAudioText(OpenAIChat):
+    sdk_check = None  # multipart: checked field by field below
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         if not isinstance(body.get("file"), dict) or not body.get("model"):
@@ -436,6 +427,8 @@ class AzureAudioText(OpenAIAudioText, AzureChat):
 
 
 class OpenAISpeech(OpenAIChat):
+    sdk_check = staticmethod(sdk_types.openai_speech)
+
     async def post(self, *args: str) -> None:
         fmt = self.seen.body.get("response_format", "mp3")
         self.set_header(

@@ -24,7 +24,13 @@ import pydantic
 import typing_extensions
 from anthropic.types import message_create_params
 from google.genai import types as g
-from openai.types.chat import completion_create_params
+from openai.types import (
+    completion_create_params,
+    embedding_create_params,
+    image_generate_params,
+)
+from openai.types.audio import speech_create_params
+from openai.types.chat import completion_create_params as chat_create_params
 
 _REQUIRED = {typing.Required, typing_extensions.Required}
 _NOT_REQUIRED = {typing.NotRequired, typing_extensions.NotRequired}
@@ -163,8 +169,28 @@ def anthropic_messages(body: dict[str, Any]) -> list[str]:
 
 def openai_chat(body: dict[str, Any]) -> list[str]:
     if body.get("stream"):
+        return problems(body, chat_create_params.CompletionCreateParamsStreaming)
+    return problems(body, chat_create_params.CompletionCreateParamsNonStreaming)
+
+
+def openai_completion(body: dict[str, Any]) -> list[str]:
+    if body.get("stream"):
         return problems(body, completion_create_params.CompletionCreateParamsStreaming)
     return problems(body, completion_create_params.CompletionCreateParamsNonStreaming)
+
+
+def openai_embedding(body: dict[str, Any]) -> list[str]:
+    return problems(body, embedding_create_params.EmbeddingCreateParams)
+
+
+def openai_image(body: dict[str, Any]) -> list[str]:
+    if body.get("stream"):
+        return problems(body, image_generate_params.ImageGenerateParamsStreaming)
+    return problems(body, image_generate_params.ImageGenerateParamsNonStreaming)
+
+
+def openai_speech(body: dict[str, Any]) -> list[str]:
+    return problems(body, speech_create_params.SpeechCreateParams)
 
 
 def gemini_generate(body: dict[str, Any]) -> list[str]:
@@ -199,6 +225,10 @@ def _warm() -> None:
     gemini_generate({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
     anthropic_messages({"model": "m", "max_tokens": 1, "messages": []})
     openai_chat({"model": "m", "messages": []})
+    openai_completion({"model": "m", "prompt": "x"})
+    openai_embedding({"model": "m", "input": "x"})
+    openai_image({"model": "m", "prompt": "x"})
+    openai_speech({"model": "m", "input": "x", "voice": "alloy"})
 
 
 _warm()
