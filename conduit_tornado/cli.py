@@ -307,7 +307,11 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         )
     server_context(settings)  # incomplete TLS settings: said once, before anything starts
     generated, secret, where = asyncio.run(_prepare(settings))
-    sets = workers.bind_workers(bind, settings.host, settings.port, count)
+    try:
+        sets = workers.bind_workers(bind, settings.host, settings.port, count)
+    except OSError as exc:  # a port in use, an address not of this machine
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
     port = sets[0][0].getsockname()[1]
     scheme = "https" if settings.tls_cert is not None else "http"
     wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (a comparison)

@@ -86,6 +86,11 @@ class Served:
         if not self._ready.done():
             self._ready.set_exception(RuntimeError("serve ended:\n" + "".join(self.lines)))
 
+    async def output_ended(self) -> None:
+        """Until no process writes to its stderr (the supervisor's and its workers')."""
+        assert self._reader is not None
+        await asyncio.shield(self._reader)
+
     def log(self) -> str:
         return "".join(self.lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,3 +214,65 @@ async def test_slots_held_by_an_instance_started_since_the_last_heartbeat_count(
         await older.release(grant)
     await older.close()
     await newer.close()
+
+
+SUPERVISE = """
+import logging, os, sys
+from conduit_tornado.gateway import bind
+from conduit_tornado.server.workers import Supervisor, bind_workers
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+worker = sys.argv[1]
+sets = bind_workers(bind, "127.0.0.1", 0, 2)
+command = lambda fds, channel: [sys.executable, "-c", worker, str(channel)]
+supervisor = Supervisor(command, sets, dict(os.environ), drain_seconds=5)
+sys.exit(supervisor.run(lambda pids: print("all ready", flush=True)))
+"""
+REPORT_READY_THEN_CRASH = (
+    "import socket, sys; socket.socket(fileno=int(sys.argv[1])).sendall(b'ready\\n'); sys.exit(1)"
+)
+
+
+async def _supervise(worker: str, run_for: float | None) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SUPERVISE,
+        worker,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    if run_for is not None:
+        await asyncio.sleep(run_for)
+        proc.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_a_worker_failing_to_start_stops_the_supervisor_with_its_status() -> None:
+    status, log = await _supervise("import sys; sys.exit(3)", None)
+    assert status == 3
+    assert "failed to start (exit status 3): stopping" in log and "all ready" not in log
+
+
+async def test_a_crash_loop_is_restarted_with_a_growing_backoff() -> None:
+    status, log = await _supervise(REPORT_READY_THEN_CRASH, 6.0)
+    assert status == 0 and "all ready" in log
+    for slot in (0, 1):
+        delays = re.findall(
+            rf"worker {slot} \(pid \d+\) ended \(exit status 1\).* in ([\d.]+) s", log
+        )
+        # Started at 0 s, then after 0.5, 1 and 2 s of backoff (each start takes a while):
+        # without the backoff it would have been started hundreds of times.
+        assert 2 <= len(delays) <= 4, log
+        assert [float(d) for d in delays] == [0.5, 1.0, 2.0][: len(delays)]
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(two: Served) -> None:
+    two.process.kill()
+    await two.process.wait()
+    # Their stderr is the supervisor's: it ends when the last of them has.
+    await asyncio.wait_for(two.output_ended(), 60)
+    assert two.log().count("the supervisor has gone: stopping") == 2
