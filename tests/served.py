@@ -41,7 +41,7 @@ class Served:
             "models: [{name: m, deployments: [{provider: fake, model: gpt-4o-mini}]}]\n"
         )
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-        clean.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        clean.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the supervisor makes one unless given
         clean.update(
             CONDUIT_DATA_DIR=str(tmp / "data"),
             CONDUIT_MASTER_KEY=MASTER_KEY,
@@ -94,12 +94,13 @@ class Served:
     def log(self) -> str:
         return "".join(self.lines)
 
-    async def wait_for_line(self, pattern: str, within: float = 60) -> str:
+    async def wait_for_line(self, pattern: str, within: float = 60, count: int = 1) -> str:
+        """The count-th line matching ``pattern``, once written."""
         async with asyncio.timeout(within):
             while True:
-                for line in self.lines:
-                    if re.search(pattern, line):
-                        return line
+                found = [line for line in self.lines if re.search(pattern, line)]
+                if len(found) >= count:
+                    return found[count - 1]
                 await asyncio.sleep(0.05)
 
     async def stop(self, within: float = 60) -> int:
