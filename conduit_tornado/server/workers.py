@@ -168,7 +168,7 @@ class Supervisor:
         self.slots = [_Slot(i, sockets) for i, sockets in enumerate(socket_sets)]
         self.env = dict(env)
         self.drain_seconds = drain_seconds
-        self.metrics_dir, self._own_metrics_dir = self._prepare_metrics_dir()
+        self.metrics_dir, self._own_metrics_dir = self._prepare_metrics_dir(env.get(MULTIPROC_ENV))
         self.env[MULTIPROC_ENV] = str(self.metrics_dir)
         self._selector = selectors.DefaultSelector()
         self._signals = 0
@@ -180,10 +180,9 @@ class Supervisor:
     # -- metrics directory (prometheus-client multiprocess mode) ---------------------------
 
     @staticmethod
-    def _prepare_metrics_dir() -> tuple[Path, bool]:
+    def _prepare_metrics_dir(given: str | None) -> tuple[Path, bool]:
         """The user's PROMETHEUS_MULTIPROC_DIR, emptied of a previous run's files, else a
         directory of our own, removed at exit."""
-        given = os.environ.get(MULTIPROC_ENV)
         if given:
             path = Path(given)
             path.mkdir(parents=True, exist_ok=True)
