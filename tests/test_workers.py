@@ -40,7 +40,7 @@ async def fake() -> AsyncIterator[FakeProviders]:
 async def two(tmp_path: Path, fake: FakeProviders) -> AsyncIterator[Served]:
     served = await Served.start(tmp_path, fake.url, "--workers", "2")
     yield served
-    await served.kill()
+    await served.stop()  # SIGTERM (killed, the supervisor would leave its metrics directory)
 
 
 async def _new_key(served: Served, **limits: int) -> str:
