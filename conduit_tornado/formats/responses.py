@@ -590,6 +590,24 @@ class EventStream:
         return events
 
     def _text(self, text: str) -> list[Json]:
+        current = self._message
+        if current is not None:
+            # Every chunk after the first: one delta event, built in one go (this runs per
+            # streamed token; the fields and their order are _event's).
+            current.text.append(text)
+            sequence = self.sequence
+            self.sequence = sequence + 1
+            return [
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": sequence,
+                    "item_id": current.item["id"],
+                    "output_index": current.index,
+                    "content_index": 0,
+                    "delta": text,
+                    "logprobs": [],
+                }
+            ]
         events: list[Json] = []
         if self._message is None:
             events += self._close_calls()
