@@ -39,7 +39,10 @@ MAX_ERROR_BODY = 64 * 1024  # what is read of an error answer, for its message
 #: Bytes pyreqwest gathers before handing a body on: each network read reaches us (and a
 #: stream's client) as it arrives. It also makes the head available with the first body
 #: bytes rather than after 64 KiB of them, so a declared length over the cap fails at once.
-#: Reading whole answers with a bigger batch measured no cheaper (bench/client.py).
+#: Reading whole answers with a bigger batch measured no cheaper (bench/client.py). A bigger
+#: limit would bring a stream's events across the thread boundary in batches, but pyreqwest
+#: hands a batch on only once it holds that many bytes (there is no timer): the events of a
+#: slow stream would wait for later ones. Each body frame therefore crosses on its own.
 READ_BUFFER = 1
 
 
