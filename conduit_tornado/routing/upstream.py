@@ -280,10 +280,15 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body (within the cap)."""
-        pieces = []
+        first = await self.next_chunk()
+        if first is None:
+            return b""
+        if self._ended:  # the usual answer: whole in its first piece, its length declared
+            return first
+        pieces = [first]
         while (piece := await self.next_chunk()) is not None:
             pieces.append(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return b"".join(pieces)
 
     async def aclose(self) -> None:
         """Done with the answer: a body read to its end leaves its connection in the pool;
@@ -559,7 +564,10 @@ async def read_body(response: Response) -> bytes:
     try:
         return await response.read()
     finally:
-        await response.aclose()
+        if response._ended:
+            response._closed = True  # what aclose() does then, without awaiting it
+        else:
+            await response.aclose()
 
 
 def parse_json(raw: bytes) -> Any:
