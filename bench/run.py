@@ -537,8 +537,13 @@ def main() -> int:
                         )
                     )
             with awake_cores() if sc.awake else contextlib.nullcontext():
-                for _ in range(args.rounds):
-                    for label, url, key, gw_pid, sent in variants:
+                for round_ in range(args.rounds):
+                    order = list(variants)
+                    if round_ % 2:
+                        # The gateways take turns going first: a slot's own bias (what
+                        # ran just before it) falls on each of them alike.
+                        order = [order[0], *reversed(order[1:])]
+                    for label, url, key, gw_pid, sent in order:
                         cpu0 = cpu_seconds(gw_pid)
                         run = load(url, sent, key, sc.connections, args.duration)
                         if label != "direct":
