@@ -323,7 +323,8 @@ def check_headers(headers: Mapping[str, str]) -> None:
 
 
 # A deployment sends the same few headers on every call: each pair is checked once, then
-# remembered (a refused pair raises, and is not remembered).
+# remembered (a refused pair raises, and is not remembered). The pairs, credentials among
+# them, stay in this process's memory only, as the providers' own settings do.
 @functools.lru_cache(maxsize=512)
 def _check_header(name: str, value: str) -> None:
     if _NOT_TOKEN.search(name) or not name:
