@@ -307,6 +307,13 @@ class Stack:
         self.store = "mongodb" if mongodb_uri else "memory"
 
     def __enter__(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # what did start is stopped, not left running
+            raise
+
+    def _start(self) -> Stack:
         up_port, gw_port = free_port(), free_port()
         self.upstream = subprocess.Popen(
             [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)],
@@ -380,33 +387,38 @@ class Stack:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        gw = f"http://127.0.0.1:{gw_port}"
-        started = time.monotonic()
-        while time.monotonic() - started < 15 * self.timeout:
-            try:
-                if httpx2.get(gw + "/health/ready", timeout=self.timeout).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.05)
-        self.admin = {"Authorization": f"Bearer {MASTER}"}
-        limited = httpx2.post(
-            gw + "/admin/v1/keys",
-            timeout=self.timeout,
-            headers=self.admin,
-            json={
-                "name": "bench-limited",
-                "rpm": 100_000_000,
-                "tpm": 10**12,
-                "max_parallel": 100_000,
-                "max_budget": 10**9,
-            },
-        ).json()["key"]
-        plain = httpx2.post(
-            gw + "/admin/v1/keys",
-            timeout=self.timeout,
-            headers=self.admin,
-            json={"name": "bench-plain"},
-        ).json()["key"]
+        try:
+            gw = f"http://127.0.0.1:{gw_port}"
+            started = time.monotonic()
+            while time.monotonic() - started < 15 * self.timeout:
+                try:
+                    if httpx2.get(gw + "/health/ready", timeout=self.timeout).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    time.sleep(0.05)
+            self.admin = {"Authorization": f"Bearer {MASTER}"}
+            limited = httpx2.post(
+                gw + "/admin/v1/keys",
+                timeout=self.timeout,
+                headers=self.admin,
+                json={
+                    "name": "bench-limited",
+                    "rpm": 100_000_000,
+                    "tpm": 10**12,
+                    "max_parallel": 100_000,
+                    "max_budget": 10**9,
+                },
+            ).json()["key"]
+            plain = httpx2.post(
+                gw + "/admin/v1/keys",
+                timeout=self.timeout,
+                headers=self.admin,
+                json={"name": "bench-plain"},
+            ).json()["key"]
+        except BaseException:
+            gateway.kill()  # it did not come up: not left running
+            gateway.wait()
+            raise
         return gateway, gw, limited, plain
 
     def local_file_mb(self) -> float:
@@ -415,7 +427,8 @@ class Stack:
         return sum(f.stat().st_size for f in files) / 1e6
 
     def __exit__(self, *_: object) -> None:
-        for proc in (self.gateway, self.local_gateway, self.baseline_gateway, self.upstream):
+        for name in ("gateway", "local_gateway", "baseline_gateway", "upstream"):
+            proc = getattr(self, name, None)
             if proc is None:
                 continue
             proc.send_signal(signal.SIGTERM)
