@@ -15,6 +15,11 @@ the local store (a SQLite file in a temporary directory), runs the same gateway 
 interleaved with the first one's, so its rows sit beside the memory (or MongoDB) rows.
 With --workers only the workers row runs (`_workers_row`): chat at 64 connections through
 `serve --workers 2` against one worker held to one core, on the local store.
+With --baseline DIR a third gateway process runs the code of another source tree (e.g.
+``git archive <commit> | tar -x -C DIR``) on the same store, interleaved with this one:
+on a shared, noisy machine a before/after comparison taken in one run is the one to
+trust. --only keeps the scenarios whose names contain one of the given strings (the chat,
+32 connections row always runs: the report's ratios are taken against it).
 """
 
 from __future__ import annotations
@@ -293,15 +298,24 @@ class Stack:
         mongodb_uri: str | None = None,
         wrapper: list[str] | None = None,
         local: bool = False,
+        baseline: Path | None = None,
     ) -> None:
         self.event_loop, self.mongodb_uri = event_loop, mongodb_uri
         self.local = local  # also a gateway on the local store (--store local)
+        self.baseline = baseline  # also a gateway running another source tree's code
         self.wrapper = wrapper or []  # a command the gateway runs under (bench/instructions.py)
         # Under an instrumenting wrapper the gateway is ~50x slower to start and answer.
         self.timeout = 120.0 if wrapper else 5.0
         self.store = "mongodb" if mongodb_uri else "memory"
 
     def __enter__(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # what did start is stopped, not left running
+            raise
+
+    def _start(self) -> Stack:
         up_port, gw_port = free_port(), free_port()
         self.upstream = subprocess.Popen(
             [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)],
@@ -346,6 +360,13 @@ class Stack:
             self.local_through = url + "/v1/chat/completions"
         else:
             self.local_gateway = None
+        self.baseline_gateway: subprocess.Popen[bytes] | None = None
+        if self.baseline is not None:
+            tree = self.baseline.resolve()
+            base_env = {**env, "PYTHONPATH": f"{tree / 'jupyter_ext'}{os.pathsep}{tree}"}
+            proc, url, self.baseline_limited, _ = self._gateway(base_env, free_port())
+            self.baseline_gateway = proc
+            self.baseline_url = url
         return self
 
     def _gateway(self, env: dict[str, str], gw_port: int) -> tuple[Any, str, str, str]:
@@ -368,33 +389,38 @@ class Stack:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        gw = f"http://127.0.0.1:{gw_port}"
-        started = time.monotonic()
-        while time.monotonic() - started < 15 * self.timeout:
-            try:
-                if httpx2.get(gw + "/health/ready", timeout=self.timeout).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.05)
-        self.admin = {"Authorization": f"Bearer {MASTER}"}
-        limited = httpx2.post(
-            gw + "/admin/v1/keys",
-            timeout=self.timeout,
-            headers=self.admin,
-            json={
-                "name": "bench-limited",
-                "rpm": 100_000_000,
-                "tpm": 10**12,
-                "max_parallel": 100_000,
-                "max_budget": 10**9,
-            },
-        ).json()["key"]
-        plain = httpx2.post(
-            gw + "/admin/v1/keys",
-            timeout=self.timeout,
-            headers=self.admin,
-            json={"name": "bench-plain"},
-        ).json()["key"]
+        try:
+            gw = f"http://127.0.0.1:{gw_port}"
+            started = time.monotonic()
+            while time.monotonic() - started < 15 * self.timeout:
+                try:
+                    if httpx2.get(gw + "/health/ready", timeout=self.timeout).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    time.sleep(0.05)
+            self.admin = {"Authorization": f"Bearer {MASTER}"}
+            limited = httpx2.post(
+                gw + "/admin/v1/keys",
+                timeout=self.timeout,
+                headers=self.admin,
+                json={
+                    "name": "bench-limited",
+                    "rpm": 100_000_000,
+                    "tpm": 10**12,
+                    "max_parallel": 100_000,
+                    "max_budget": 10**9,
+                },
+            ).json()["key"]
+            plain = httpx2.post(
+                gw + "/admin/v1/keys",
+                timeout=self.timeout,
+                headers=self.admin,
+                json={"name": "bench-plain"},
+            ).json()["key"]
+        except BaseException:
+            gateway.kill()  # it did not come up: not left running
+            gateway.wait()
+            raise
         return gateway, gw, limited, plain
 
     def local_file_mb(self) -> float:
@@ -403,7 +429,8 @@ class Stack:
         return sum(f.stat().st_size for f in files) / 1e6
 
     def __exit__(self, *_: object) -> None:
-        for proc in (self.gateway, self.local_gateway, self.upstream):
+        for name in ("gateway", "local_gateway", "baseline_gateway", "upstream"):
+            proc = getattr(self, name, None)
             if proc is None:
                 continue
             proc.send_signal(signal.SIGTERM)
@@ -425,6 +452,16 @@ def main() -> int:
     parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument(
         "--soak", type=float, default=0, help="also run N seconds of sustained load, sampling RSS"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree (an earlier commit) to run as a second gateway, interleaved",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only scenarios whose name contains this (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
@@ -451,13 +488,18 @@ def main() -> int:
             return 2
         store = f"mongodb (server {version})"
     floors = [floor("tornado", args.duration)]  # this machine's speed now, for the ratio
-    with Stack(args.event_loop, args.mongodb_uri, local=args.store == "local") as stack:
+    with Stack(
+        args.event_loop, args.mongodb_uri, local=args.store == "local", baseline=args.baseline
+    ) as stack:
         direct, through, limited, plain = stack.direct, stack.through, stack.limited, stack.plain
         pid = stack.gateway.pid
         load(through, CHAT, limited, 4, 2)  # warm up: caches, pools, JIT-free but still
         local = stack.local_gateway
         if local is not None:
             load(stack.local_through, CHAT, stack.local_limited, 4, 2)
+        baseline = stack.baseline_gateway
+        if baseline is not None:
+            load(stack.baseline_url + "/v1/chat/completions", CHAT, stack.baseline_limited, 4, 2)
         scenarios = [
             Scenario("chat, 32 connections", CHAT, 32),
             Scenario("chat, 8 connections", CHAT, 8),
@@ -476,6 +518,12 @@ def main() -> int:
                 gateway_body=RESPONSES_STREAM,
             ),
         ]
+        if args.only:
+            scenarios = [
+                sc
+                for i, sc in enumerate(scenarios)
+                if i == 0 or any(part in sc.name for part in args.only)
+            ]
         for sc in scenarios:
             routed = stack.url + sc.path
             body = sc.gateway_body or sc.body
@@ -487,6 +535,16 @@ def main() -> int:
                 local_routed = stack.local_through.rsplit("/v1/", 1)[0] + sc.path
                 variants.append(
                     ("gateway, local store", local_routed, stack.local_limited, local.pid, body)
+                )
+            if baseline is not None:
+                variants.append(
+                    (
+                        "gateway, baseline",
+                        stack.baseline_url + sc.path,
+                        stack.baseline_limited,
+                        baseline.pid,
+                        body,
+                    )
                 )
             if sc.connections == 32 and sc.body is CHAT and sc.gateway_body is None:
                 variants.append(("gateway, no limits", through, plain, pid, body))
@@ -501,8 +559,13 @@ def main() -> int:
                         )
                     )
             with awake_cores() if sc.awake else contextlib.nullcontext():
-                for _ in range(args.rounds):
-                    for label, url, key, gw_pid, sent in variants:
+                for round_ in range(args.rounds):
+                    order = list(variants)
+                    if round_ % 2:
+                        # The gateways take turns going first: a slot's own bias (what
+                        # ran just before it) falls on each of them alike.
+                        order = [order[0], *reversed(order[1:])]
+                    for label, url, key, gw_pid, sent in order:
                         cpu0 = cpu_seconds(gw_pid)
                         run = load(url, sent, key, sc.connections, args.duration)
                         if label != "direct":
@@ -517,9 +580,12 @@ def main() -> int:
         report = _report(scenarios, ttft_direct, ttft_gateway, overhead, floors, store, args, soak)
         if local is not None:
             report += _local_report(scenarios, stack.local_file_mb())
+        if baseline is not None:
+            report += _baseline_report(scenarios, args.baseline)
         print(report)
         args.out.mkdir(parents=True, exist_ok=True)
         name = stack.store + ("+local" if local is not None else "")
+        name += "+baseline" if baseline is not None else ""
         target = args.out / f"{datetime.now(UTC).date().isoformat()}-{name}.md"
         target.write_text(report)
         print(f"\nsaved {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
@@ -603,6 +669,35 @@ def _local_report(scenarios: list[Scenario], file_mb: float) -> str:
         "Local store against the first gateway's store, every limit on (medians): "
         + "; ".join(parts)
         + f". The local store's file (with its WAL) after the run: {file_mb:.1f} MB.\n"
+    )
+
+
+def _baseline_report(scenarios: list[Scenario], tree: Path) -> str:
+    """This tree's gateway against the baseline tree's, every limit on (CPU per request)."""
+    parts = []
+    for sc in scenarios:
+        if "gateway, baseline" not in sc.runs:
+            continue
+        now, before = sc.runs["gateway"], sc.runs["gateway, baseline"]
+        cpu_now, cpu_before = _med(now, "cpu_ms_per_req"), _med(before, "cpu_ms_per_req")
+        parts.append(
+            f"{sc.name}: {cpu_before:.3f} -> {cpu_now:.3f} ms ({cpu_now / cpu_before - 1:+.1%})"
+        )
+    by_name = {sc.name: sc.runs for sc in scenarios}
+    for route, chat in (
+        ("responses, 32 connections", "chat, 32 connections"),
+        ("responses stream (20 chunks), 32 connections", "stream (20 chunks), 32 connections"),
+    ):
+        if route in by_name and chat in by_name and "gateway, baseline" in by_name[route]:
+            ratios = [
+                _med(by_name[route][label], "cpu_ms_per_req")
+                / _med(by_name[chat][label], "cpu_ms_per_req")
+                for label in ("gateway, baseline", "gateway")
+            ]
+            parts.append(f"{route} / {chat}: {ratios[0]:.2f}x -> {ratios[1]:.2f}x")
+    return (
+        f"Against the baseline tree ({tree.name}), gateway CPU per request, every limit on "
+        "(medians, baseline -> this tree): " + "; ".join(parts) + ".\n"
     )
 
 

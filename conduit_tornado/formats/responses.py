@@ -598,6 +598,24 @@ class EventStream:
         return events
 
     def _text(self, text: str, refusal: bool = False) -> list[Json]:
+        current = self._message
+        if current is not None and current.refusal == refusal and not refusal:
+            # Every chunk after the first: one delta event, built in one go (this runs per
+            # streamed token; the fields and their order are _event's).
+            current.text.append(text)
+            sequence = self.sequence
+            self.sequence = sequence + 1
+            return [
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": sequence,
+                    "item_id": current.item["id"],
+                    "output_index": current.index,
+                    "content_index": 0,
+                    "delta": text,
+                    "logprobs": [],
+                }
+            ]
         events: list[Json] = []
         if self._message is not None and self._message.refusal != refusal:
             events += self._close_message()  # text after a refusal (or before): a new item
