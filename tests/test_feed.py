@@ -1,0 +1,270 @@
+"""Many instances, one gateway: admin changes reach every instance (the change feed), and
+what the store keeps for instances that are gone is pruned without losing exactness."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from conduit_tornado import AdminClient
+from conduit_tornado.admission.holdings import PARALLEL, WINDOWS
+from conduit_tornado.admission.limits import INSTANCES, Limiter
+from conduit_tornado.admission.pruning import Pruner
+from conduit_tornado.store import SETTLED, Store
+from conduit_tornado.store.changes import CATALOG, KEYS, ChangeFeed
+from tests.conftest import MASTER_KEY, FakeClock, free_port
+
+pytestmark = pytest.mark.asyncio
+HI = [{"role": "user", "content": "Say hello"}]
+CONVERGE = 2.0  # seconds: the issue's bound for an admin change to reach every instance
+
+
+async def _serve(port: int, env: dict[str, str], config: Path) -> asyncio.subprocess.Process:
+    """`conduit-tornado serve` in a process of its own, once it answers /health/ready."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "conduit_tornado",
+        "serve",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    async with httpx2.AsyncClient() as http:
+        for _ in range(400):
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200:
+                    return proc
+            except httpx2.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    proc.kill()
+    await proc.wait()
+    raise AssertionError("gateway process did not start")
+
+
+async def _until(check: Callable[[], Awaitable[bool]], deadline: float) -> bool:
+    """Whether ``check`` came true before ``deadline`` (monotonic), asking every 50 ms."""
+    while True:
+        if await check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("shared", ["mongodb", "sqlite"])
+async def test_two_processes_converge_after_admin_changes(
+    shared: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "providers: [{name: mock, type: mock}]\n"
+        "models: [{name: m, deployments: [{provider: mock, model: first}]}]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env.update({"CONDUIT_MASTER_KEY": MASTER_KEY, "CONDUIT_SECRET_KEY": "test-secret"})
+    # The caches' own expiry is far beyond the bound: only the feed can meet it.
+    env.update({"CONDUIT_KEY_CACHE_TTL": "60", "CONDUIT_CATALOG_REFRESH": "60"})
+    if shared == "mongodb":
+        env["CONDUIT_MONGODB_URI"] = request.getfixturevalue("mongo_uri")
+        env["CONDUIT_MONGODB_DATABASE"] = "t_feed_" + os.urandom(4).hex()
+    else:  # one file, as the workers of `serve --workers N` share it
+        env["CONDUIT_STORE"] = "local"
+        env["CONDUIT_DATA_DIR"] = str(tmp_path / "shared")
+    ports = [free_port(), free_port()]
+    procs = [await _serve(port, env, config) for port in ports]
+    one, other = (f"http://127.0.0.1:{port}" for port in ports)
+    admin_headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    try:
+        async with AdminClient(one, MASTER_KEY) as admin, httpx2.AsyncClient(timeout=30) as http:
+            created = await admin.create_key(name="shared")
+            key = created["key"]
+
+            async def ask() -> httpx2.Response:
+                return await http.post(
+                    f"{other}/v1/chat/completions",
+                    json={"model": "m", "messages": HI},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+
+            # The other instance has the key and the mapping cached before the changes.
+            first = await ask()
+            assert first.status_code == 200
+            assert first.headers["x-conduit-model"] == "first"
+
+            changed = await http.patch(
+                f"{one}/admin/v1/models/m",
+                json={"deployments": [{"provider": "mock", "model": "second"}]},
+                headers=admin_headers,
+            )
+            assert changed.status_code == 200
+            deadline = time.monotonic() + CONVERGE
+
+            async def routed_anew() -> bool:
+                answer = await ask()
+                assert answer.status_code == 200
+                return answer.headers["x-conduit-model"] == "second"
+
+            assert await _until(routed_anew, deadline), "the new mapping did not arrive in 2 s"
+
+            await admin.update_key(created["id"], enabled=False)
+            deadline = time.monotonic() + CONVERGE
+
+            async def refused() -> bool:
+                return (await ask()).status_code == 401
+
+            assert await _until(refused, deadline), "the disabled key still served after 2 s"
+            answer = await ask()
+            assert answer.json()["error"]["code"] == "invalid_api_key"
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_the_feed_drops_one_entry_or_everything(store: Store, store_kind: str) -> None:
+    feed = ChangeFeed(store, 0.05)
+    await feed.start()
+    told: list[tuple[str, str | None]] = []
+    feed.on(KEYS, lambda which: told.append((KEYS, which)))
+
+    async def catalog(which: str | None) -> None:
+        told.append((CATALOG, which))
+
+    feed.on(CATALOG, catalog)
+    await store.note_change(KEYS, "key_1")
+    await store.note_change(CATALOG, None)
+    await feed.check()
+    if store_kind == "memory":  # one process: nothing to tell anyone
+        assert told == [] and feed.applied == 0
+        return
+    assert sorted(told, key=str) == [(CATALOG, None), (KEYS, "key_1")]
+    told.clear()
+    await feed.check()
+    assert told == []  # nothing moved since
+    await store.note_change(KEYS, "key_2")
+    await store.note_change(KEYS, "key_3")
+    await feed.check()
+    assert told == [(KEYS, None)]  # two changes between reads: every key's entry goes
+
+
+# -- pruning ----------------------------------------------------------------------------------
+
+
+async def _held_slots(store: Store) -> dict[str, Any]:
+    doc = await store.get(PARALLEL, "key_p")
+    return dict((doc or {}).get("by") or {})
+
+
+async def test_a_dead_instances_entries_are_pruned_and_counts_stay_exact(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.insert("keys", {"_id": "key_p", "spend": 0.0})
+    dead = Limiter(store, clock, "inst_dead", instance_ttl=120)
+    live = Limiter(store, clock, "inst_live", instance_ttl=120)
+    await dead.heartbeat()
+    await live.heartbeat()
+
+    # Both settle work on shared documents under their own names (settled.<writer>), and
+    # both hold parallel slots (by.<instance>); the dead one crashes holding two.
+    for limiter in (dead, live):
+        assert await limiter._holdings.slot("key_p", 10)
+        limiter._defer("keys", "key_p", "spend", 1.5)
+        await limiter.flush()
+    assert await dead._holdings.slot("key_p", 10)
+    before = await store.get("keys", "key_p")
+    assert before is not None and set(before[SETTLED]) == {"inst_dead", "inst_live"}
+    assert before["spend"] == 3.0
+    assert set(await _held_slots(store)) == {"inst_dead", "inst_live"}
+
+    pruner = Pruner(store, clock, live.instance, ttl=120)
+    clock.advance(60)
+    await live.heartbeat()
+    assert await pruner.prune() == []  # not silent long enough yet
+    clock.advance(61)
+    await live.heartbeat()
+    assert await pruner.prune() == ["inst_dead"]
+
+    after = await store.get("keys", "key_p")
+    assert after is not None and set(after[SETTLED]) == {"inst_live"}
+    assert after["spend"] == 3.0  # what was settled stays counted, once
+    assert set(await _held_slots(store)) == {"inst_live"}
+    assert await store.get(INSTANCES, "inst_dead") is None
+    assert await store.get(INSTANCES, "inst_live") is not None
+    for collection in (WINDOWS, "groups"):
+        assert not [
+            d for d in await store.find(collection, {}) if "inst_dead" in d.get(SETTLED, {})
+        ]
+
+    # The live instance's next batches still count exactly once.
+    live._defer("keys", "key_p", "spend", 1.0)
+    await live.flush()
+    final = await store.get("keys", "key_p")
+    assert final is not None and final["spend"] == 4.0
+
+
+async def test_an_instance_pruned_while_cut_off_holds_nothing_and_sends_no_stale_batch(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.insert("keys", {"_id": "key_p", "spend": 0.0})
+    away = Limiter(store, clock, "inst_away", instance_ttl=120)
+    live = Limiter(store, clock, "inst_live", instance_ttl=120)
+    await away.heartbeat()
+    assert await away._holdings.slot("key_p", 10)
+    # Cut off past half the TTL: it keeps its batches rather than send them, since the
+    # others may prune the marks that make a batch sent twice count once.
+    clock.advance(61)
+    away._defer("keys", "key_p", "spend", 2.0)
+    await away.flush()
+    assert (await store.get("keys", "key_p") or {})["spend"] == 0.0
+    assert away._counters.unsure  # kept back, not sent
+
+    clock.advance(60)
+    await live.heartbeat()
+    assert await Pruner(store, clock, live.instance, ttl=120).prune() == ["inst_away"]
+    assert await _held_slots(store) == {}
+
+    await away.heartbeat()  # back: finds itself pruned
+    assert away._counters.unsure  # never sent, so still to send: it cannot count twice
+    assert not away._holdings.slot_held("key_p", 10)
+    away._free_slot("key_p")  # the request that held a slot ends: nothing to give back
+    away._defer("keys", "key_p", "spend", 0.5)
+    await away.flush()
+    assert not away._counters.unsure
+    assert (await store.get("keys", "key_p") or {})["spend"] == 2.5
+    assert await _held_slots(store) == {}  # no negative count left behind
+
+
+async def test_pruning_waits_for_a_heartbeat_that_got_in_first(
+    store: Store, clock: FakeClock
+) -> None:
+    late = Limiter(store, clock, "inst_late", instance_ttl=120)
+    await late.heartbeat()
+    clock.advance(121)
+    await late.heartbeat()  # just in time
+    assert await Pruner(store, clock, "inst_other", ttl=120).prune() == []
+    assert await store.get(INSTANCES, "inst_late") is not None
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    from datetime import UTC, datetime
+
+    return FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC) + timedelta(0))
