@@ -21,9 +21,11 @@ from conduit_tornado import AdminClient
 from conduit_tornado.admission.holdings import PARALLEL, WINDOWS
 from conduit_tornado.admission.limits import INSTANCES, Limiter
 from conduit_tornado.admission.pruning import Pruner
-from conduit_tornado.store import SETTLED, Store
+from conduit_tornado.core.schemas import GroupCreate, GroupUpdate
+from conduit_tornado.gateway import reset_master_key
+from conduit_tornado.store import SETTLED, SQLiteStore, Store
 from conduit_tornado.store.changes import CATALOG, KEYS, ChangeFeed
-from tests.conftest import MASTER_KEY, FakeClock, free_port
+from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, free_port
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -268,3 +270,39 @@ def clock() -> FakeClock:
     from datetime import UTC, datetime
 
     return FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC) + timedelta(0))
+
+
+async def test_group_and_master_key_changes_reach_another_instance(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    # No master key from the environment: the store's applies, and can be reset.
+    one = await start_gateway(store=SQLiteStore(path), master_key=None, change_poll=0.5)
+    other = await start_gateway(store=SQLiteStore(path), master_key=None, change_poll=0.5)
+    assert other.ctx is not None and one.ctx is not None
+    await one.ctx.groups.create(GroupCreate(name="team", rpm=10))
+    assert (await other.ctx.limiter.group("team") or {})["rpm"] == 10  # cached there now
+
+    await one.ctx.groups.update("team", GroupUpdate(rpm=20))
+    deadline = time.monotonic() + CONVERGE
+    ctx = other.ctx
+
+    async def group_changed() -> bool:
+        return (await ctx.limiter.group("team") or {}).get("rpm") == 20
+
+    assert await _until(group_changed, deadline)
+
+    before = ctx.master_key_hash
+    store = SQLiteStore(path)
+    await store.start()
+    try:
+        new_key = await reset_master_key(store)  # `conduit-tornado admin reset-master-key`
+    finally:
+        await store.close()
+    deadline = time.monotonic() + CONVERGE
+
+    async def master_key_changed() -> bool:
+        return ctx.master_key_hash != before
+
+    assert await _until(master_key_changed, deadline)
+    assert ctx.is_master_key(new_key) and one.ctx.is_master_key(new_key)

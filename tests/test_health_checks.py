@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from conduit_tornado import AdminClient, Gateway
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import API_KEY, FakeProviders
+from tests.proxy_setup import WiredFactory
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -215,3 +216,32 @@ async def test_a_deployment_can_opt_out_of_checks(
         pa = next(d for d in data if d["provider"] == "pa")
         assert pa["health_check"] is False and pa["healthy"] is None
         assert not [r for r in sick.requests if r.path == "/v1/models"]
+
+
+async def test_each_provider_type_is_checked_by_its_own_model_list(
+    wired_with: WiredFactory, fake: FakeProviders
+) -> None:
+    w = await wired_with(health_check_interval=0.2)
+    async with httpx2.AsyncClient(base_url=w.gateway.url) as http:
+
+        async def all_checked() -> bool:
+            answer = await http.get("/admin/v1/health/deployments", headers=ADMIN)
+            data = answer.json()["data"]
+            return bool(data) and all(d["healthy"] is True for d in data)
+
+        await _until(all_checked)
+    lists = {r.path: r for r in fake.requests if r.path.endswith("/models")}
+    # Each with its provider's own credentials header (the fake refuses anything else).
+    assert lists["/v1/models"].headers.get("authorization") == f"Bearer {API_KEY}" or (
+        lists["/v1/models"].headers.get("x-api-key") == API_KEY
+    )
+    assert lists["/openai/models"].headers["api-key"] == API_KEY
+    assert lists["/openai/models"].query["api-version"] == "2024-10-21"
+    assert lists["/v1beta/models"].headers["x-goog-api-key"] == API_KEY
+    anthropic = [r for r in fake.requests if r.path == "/v1/models" and "x-api-key" in r.headers]
+    assert anthropic and anthropic[0].headers["anthropic-version"]
+    # One check per provider a round, however many deployments it serves: "oai" serves
+    # many and "az" three, yet each was asked about as often (az was added a moment later).
+    oai = [r for r in fake.requests if r.path == "/v1/models" and "authorization" in r.headers]
+    azure = [r for r in fake.requests if r.path == "/openai/models"]
+    assert azure and len(azure) <= len(oai) <= len(azure) + 3
