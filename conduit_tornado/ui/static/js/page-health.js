@@ -6,7 +6,8 @@ import { count, plural } from "./format.js";
 export async function render(root) {
   const data = await api("ui/api/health");
   const cooling = data.deployments.filter((d) => d.cooldown_seconds > 0);
-  const failing = data.deployments.filter((d) => d.healthy === false);
+  const checked = data.deployments.filter((d) => d.healthy === true || d.healthy === false);
+  const failing = checked.filter((d) => d.healthy === false);
   const stat = (label, value, sub, kind) => h("div", { class: "stat" }, h("div", { class: "label" }, label),
     h("div", { class: "value" }, kind ? h("span", { class: `badge ${kind}` }, value) : value), h("div", { class: "sub" }, sub));
   root.replaceChildren(
@@ -14,7 +15,8 @@ export async function render(root) {
     h("div", { class: "stats" },
       stat("Store", data.store.ok ? "Reachable" : "Unreachable", `${data.store.kind}, answered in ${data.store.ping_ms} ms`, data.store.ok ? "ok" : "bad"),
       stat("Deployments in cooldown", count(cooling.length), `of ${plural(data.deployments.length, "deployment")}`, cooling.length ? "warn" : null),
-      stat("Failing health checks", count(failing.length), "active checks: CONDUIT_HEALTH_CHECK_INTERVAL", failing.length ? "bad" : null),
+      stat("Failing health checks", count(failing.length), checked.length ? `of ${plural(checked.length, "deployment")} checked` : "Active checks are off",
+        failing.length ? "bad" : null),
       stat("Other requests in flight", count(data.in_flight_requests), `${plural(data.models, "model")}, ${plural(data.providers, "provider")}`),
       stat("Request logs waiting", count(data.logs_pending), `${count(data.logs_dropped)} dropped since start`, data.logs_dropped ? "warn" : null)));
   if (!data.deployments.length) {
