@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -26,6 +26,7 @@ from conduit_tornado.gateway import reset_master_key
 from conduit_tornado.store import SETTLED, SQLiteStore, Store
 from conduit_tornado.store.changes import CATALOG, KEYS, ChangeFeed
 from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, free_port
+from tests.store_faults import AnswersLost
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
@@ -306,3 +307,29 @@ async def test_group_and_master_key_changes_reach_another_instance(
 
     assert await _until(master_key_changed, deadline)
     assert ctx.is_master_key(new_key) and one.ctx.is_master_key(new_key)
+
+
+async def test_a_batch_of_unknown_outcome_is_not_sent_again_once_its_marks_are_pruned(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.insert("keys", {"_id": "key_p", "spend": 0.0})
+    lossy = AnswersLost(store)
+    away = Limiter(cast(Store, lossy), clock, "inst_away", instance_ttl=120)
+    await away.heartbeat()
+    lossy.losing = {"increment_many"}  # taken by the store, but the answer is lost
+    away._defer("keys", "key_p", "spend", 2.0)
+    await away.flush()
+    assert away._counters.unsure and (await store.get("keys", "key_p") or {})["spend"] == 2.0
+    lossy.losing = set()
+
+    clock.advance(121)  # cut off meanwhile; the others prune it
+    live = Limiter(store, clock, "inst_live", instance_ttl=120)
+    await live.heartbeat()
+    assert await Pruner(store, clock, live.instance, ttl=120).prune() == ["inst_away"]
+    after = await store.get("keys", "key_p")
+    assert after is not None and "inst_away" not in after.get(SETTLED, {})
+
+    await away.heartbeat()  # back: the mark that would make a resend harmless is gone
+    await away.flush()
+    assert not away._counters.unsure
+    assert (await store.get("keys", "key_p") or {})["spend"] == 2.0  # counted once
