@@ -320,3 +320,22 @@ async def test_wait_for_change_returns_by_its_timeout(store: Store) -> None:
     await asyncio.wait_for(store.wait_for_change(0.05), 5)
     if isinstance(store, MongoStore):
         assert store.replica_set is False
+
+
+@pytest.mark.realmongo
+async def test_a_change_stream_wakes_the_waiter_on_a_replica_set(mongo_uri: str) -> None:
+    """Only with a genuine mongod (CONDUIT_TEST_MONGODB_URI), and only a replica set has
+    change streams: the path the jongodb runs cannot reach."""
+    from tests.conftest import new_mongo_store
+
+    store = new_mongo_store(mongo_uri)
+    await store.start()
+    try:
+        await store.wait_for_change(0.05)  # learns what the server is; opens the stream
+        if not store.replica_set:
+            pytest.skip("a standalone mongod has no change streams")
+        await store.note_change("keys", "key_1")
+        # Woken by the event, long before the wait would end on its own.
+        await asyncio.wait_for(store.wait_for_change(60), 10)
+    finally:
+        await store.close()
