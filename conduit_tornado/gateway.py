@@ -122,7 +122,7 @@ async def resolve_master_key(settings: Settings, store: Store) -> tuple[str, str
 
 async def reset_master_key(store: Store) -> str:
     """Generate a new master key, keep its hash in the store and return it (the CLI's
-        ``admin reset-master-key``). Running gateways sharing the store take it up through the
+    ``admin reset-master-key``). Running gateways sharing the store take it up through the
     change feed (within CONDUIT_CHANGE_POLL seconds)."""
     key = new_master_key()
     if await store.update("meta", _MASTER_META, {"hash": hash_key(key)}) is None:

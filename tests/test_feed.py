@@ -333,3 +333,22 @@ async def test_a_batch_of_unknown_outcome_is_not_sent_again_once_its_marks_are_p
     await away.flush()
     assert not away._counters.unsure
     assert (await store.get("keys", "key_p") or {})["spend"] == 2.0  # counted once
+
+
+async def test_an_instance_rejoins_only_once_its_pruning_is_done(
+    store: Store, clock: FakeClock
+) -> None:
+    back = Limiter(store, clock, "inst_back", instance_ttl=120)
+    await back.heartbeat()
+    clock.advance(121)
+    assert not back._may_send()  # silent past half the TTL: it holds its batches back
+    # A live instance has claimed it and is removing its entries meanwhile.
+    assert await store.update(INSTANCES, "inst_back", {"pruning": True}) is not None
+    await back.heartbeat()  # refused, quietly: its batches still wait
+    assert not back._may_send()
+    seen = (await store.get(INSTANCES, "inst_back") or {}).get("seen")
+    assert seen is not None and seen < clock.now() - timedelta(seconds=120)  # not refreshed
+    await store.delete(INSTANCES, "inst_back")  # the pruning is done
+    await back.heartbeat()
+    assert back._may_send()
+    assert await store.get(INSTANCES, "inst_back") is not None

@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, refusal
-from conduit_tornado.store import Doc, Store, StoreUnavailable, log_failure
+from conduit_tornado.store import Doc, DuplicateError, Store, StoreUnavailable, log_failure
 from conduit_tornado.store.once_writes import OnceWrites
 
 from .budgets import Account, Budget, Budgets, Charge
@@ -184,7 +184,12 @@ class Limiter:
         if await self._store.update(INSTANCES, self.instance, {"seen": now}, where=beat) is None:
             if self._registered:
                 pruned_while_away(self._counters, self._spends, self._holdings, log)
-            await self._store.insert(INSTANCES, {"_id": self.instance, "seen": now})
+                self._registered = False
+            try:
+                await self._store.insert(INSTANCES, {"_id": self.instance, "seen": now})
+            except DuplicateError:  # still being pruned: batches wait until it is done
+                log.warning("this instance is being pruned by another; it rejoins after")
+                return
         self._registered = True
         self._send_until = self._clock.monotonic() + self.instance_ttl / 2
         live = await self._store.find(
