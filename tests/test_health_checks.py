@@ -179,6 +179,17 @@ async def test_cooldowns_and_opt_outs_are_shown(
 
         await _until(gauge_says_cooling)
         assert not sick.requests or all(r.path != "/v1/models" for r in sick.requests)
+
+        # A deployment removed from the mapping leaves the gauges.
+        only_pb = {"deployments": [{"provider": "pb", "model": "y"}]}
+        changed = await s.http.patch("/admin/v1/models/m", json=only_pb, headers=ADMIN)
+        assert changed.status_code == 200
+
+        async def gauge_gone() -> bool:
+            return _gauge("conduit_deployment_cooldown", "pa", "x") is None
+
+        await _until(gauge_gone)
+        assert "pa/x" not in await s.deployments()
     finally:
         await s.http.aclose()
         await admin.aclose()

@@ -15,6 +15,7 @@ GET /admin/v1/health/deployments, cooldowns included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -125,10 +126,21 @@ class HealthChecks:
         return None
 
     def update_gauges(self) -> None:
-        """Cooldowns start and end with requests and with time: export where they stand."""
+        """Cooldowns start and end with requests and with time: export where they stand.
+        Deployments gone from the catalog leave the gauges (label sets stay bounded)."""
         now = time.monotonic()
+        current = {
+            (str(d["provider"]), str(d["model"]))
+            for route in self._catalog.models.values()
+            for d in route.deployments
+        }
+        for key in self._labelled - current:
+            for gauge in (HEALTHY, COOLDOWN):
+                with contextlib.suppress(KeyError):  # one of them may never have been set
+                    gauge.remove(*key)
+        self._labelled &= current
         for key, health in list(self._router.deployments.items()):
-            if health.cooled_until or key in self._labelled:
+            if key in current and (health.cooled_until or key in self._labelled):
                 COOLDOWN.labels(*key).set(1 if health.cooled_until > now else 0)
                 self._labelled.add(key)
 
