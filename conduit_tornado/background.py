@@ -43,4 +43,7 @@ def tasks(ctx: Context, feed: ChangeFeed) -> list[Coroutine[Any, Any, None]]:
     s = ctx.settings
     health = HealthChecks(ctx.catalog, ctx.router, ctx.upstream, s)
     pruner = Pruner(ctx.store, ctx.clock, ctx.limiter.instance, s.instance_ttl)
-    return [feed.run(), pruner.run(), health.run()]
+    work = [pruner.run(), health.run()]
+    if ctx.store.persistent:  # the in-process store has no other instance to hear from
+        work.append(feed.run())
+    return work
