@@ -17,7 +17,8 @@ from .context import Context
 
 CHANGES_APPLIED = Counter(
     "conduit_config_changes_applied_total",
-    "Admin changes made through other instances (or processes) and applied here.",
+    "Admin changes read from the change feed and applied here (this instance's own "
+    "included: it reloads what it changed once more).",
     ["kind"],
 )
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import httpx2
 import pytest
+from prometheus_client import REGISTRY
 
 from conduit_tornado import AdminClient
 from conduit_tornado.admission.holdings import PARALLEL, WINDOWS
@@ -24,12 +25,13 @@ from conduit_tornado.admission.pruning import Pruner
 from conduit_tornado.core.schemas import GroupCreate, GroupUpdate
 from conduit_tornado.gateway import reset_master_key
 from conduit_tornado.store import SETTLED, SQLiteStore, Store
-from conduit_tornado.store.changes import CATALOG, KEYS, ChangeFeed
+from conduit_tornado.store.changes import CATALOG, GROUPS, KEYS, ChangeFeed
 from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, free_port
 from tests.store_faults import AnswersLost
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
+APPLIED = "conduit_config_changes_applied_total"
 CONVERGE = 2.0  # seconds: the bound for an admin change to reach every instance
 
 
@@ -284,6 +286,7 @@ async def test_group_and_master_key_changes_reach_another_instance(
     await one.ctx.groups.create(GroupCreate(name="team", rpm=10))
     assert (await other.ctx.limiter.group("team") or {})["rpm"] == 10  # cached there now
 
+    applied = REGISTRY.get_sample_value(APPLIED, {"kind": GROUPS}) or 0.0
     await one.ctx.groups.update("team", GroupUpdate(rpm=20))
     deadline = time.monotonic() + CONVERGE
     ctx = other.ctx
@@ -292,6 +295,7 @@ async def test_group_and_master_key_changes_reach_another_instance(
         return (await ctx.limiter.group("team") or {}).get("rpm") == 20
 
     assert await _until(group_changed, deadline)
+    assert (REGISTRY.get_sample_value(APPLIED, {"kind": GROUPS}) or 0.0) > applied
 
     before = ctx.master_key_hash
     store = SQLiteStore(path)
