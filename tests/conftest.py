@@ -35,6 +35,8 @@ import openai.types.conversations
 import openai.types.realtime
 import openai.types.responses  # noqa: F401
 
+import tests.fakes.sdk_types  # noqa: F401  (google-genai's models, built now for the same reason)
+
 MASTER_KEY = "condt_master_test_" + "x" * 24
 REAL_MONGO = bool(os.environ.get("CONDUIT_TEST_MONGODB_URI"))
 

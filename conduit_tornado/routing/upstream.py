@@ -181,6 +181,21 @@ def error_details(data: Any) -> tuple[str | None, str | None, str | None]:
     return (code[:100] if code else None), (param[:200] if param else None), reason
 
 
+def retry_info(data: Any) -> float | None:
+    """Seconds to wait from Google's RetryInfo detail ({"retryDelay": "37s"}): Gemini says
+    when to come back in the body of its 429, not in a Retry-After header."""
+    err = data.get("error") if isinstance(data, dict) else None
+    for detail in (err.get("details") if isinstance(err, dict) else None) or ():
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                seconds = float(delay[:-1])
+            except ValueError:
+                return None
+            return seconds if 0 <= seconds < 86_400 else None
+    return None
+
+
 def _retry_after(headers: Headers) -> float | None:
     for name in ("retry-after-ms", "Retry-After"):
         raw = headers.get(name)
@@ -473,7 +488,7 @@ class Upstream:
             raise classify_status(
                 response.status,
                 message,
-                _retry_after(response.headers),
+                _retry_after(response.headers) or retry_info(parsed),
                 code=code,
                 param=param,
                 reason=reason,
