@@ -262,7 +262,7 @@ async def _offline(args: argparse.Namespace, settings: Settings) -> int:
             print(key)
             print(
                 f"\nNew admin master key for the {where}; only its hash is stored. "
-                "Restart running gateways for it to take effect.",
+                "Running gateways on this store take it up within CONDUIT_CHANGE_POLL seconds.",
                 file=sys.stderr,
             )
             if settings.master_key is not None:

@@ -29,9 +29,11 @@ from conduit_tornado.routing.upstream import Upstream
 from conduit_tornado.server.http import HttpServer
 from conduit_tornado.server.tls import server_context
 
+from .background import tasks, wire_feed
 from .config_file import load_config
 from .context import Context
 from .store import DuplicateError, MemoryStore, MongoStore, SQLiteStore, Store, log_failure
+from .store.changes import MASTER_KEY, ChangeFeed, note
 from .store.sqlite import FILE_NAME, default_data_dir
 
 log = logging.getLogger("conduit")
@@ -121,13 +123,15 @@ async def resolve_master_key(settings: Settings, store: Store) -> tuple[str, str
 
 async def reset_master_key(store: Store) -> str:
     """Generate a new master key, keep its hash in the store and return it (the CLI's
-    ``admin reset-master-key``). Running gateways read the hash at start: restart them."""
+    ``admin reset-master-key``). Running gateways sharing the store take it up through the
+    change feed (within CONDUIT_CHANGE_POLL seconds)."""
     key = new_master_key()
     if await store.update("meta", _MASTER_META, {"hash": hash_key(key)}) is None:
         try:
             await store.insert("meta", {"_id": _MASTER_META, "hash": hash_key(key)})
         except DuplicateError:  # one was created meanwhile: replace it all the same
             await store.update("meta", _MASTER_META, {"hash": hash_key(key)})
+    await note(store, MASTER_KEY)  # running gateways take it up (background.py)
     return key
 
 
@@ -182,6 +186,8 @@ class Gateway:
         box = SecretBox(secret)
         master_hash, generated = await resolve_master_key(s, store)
         self.generated_master_key = generated
+        feed = ChangeFeed(store, s.change_poll)
+        await feed.start()  # before the first reads: later changes are acted on
         catalog = Catalog(store, box, self._clock)
         if s.config is not None:
             providers, models = load_config(s.config)
@@ -190,7 +196,13 @@ class Gateway:
         upstream = Upstream(s)
         recorder = Recorder(store, s, self._clock)
         alerts = Alerts(store, s, self._clock)
-        limiter = Limiter(store, self._clock, spend_ttl=s.spend_cache_ttl, on_charges=alerts.check)
+        limiter = Limiter(
+            store,
+            self._clock,
+            spend_ttl=s.spend_cache_ttl,
+            on_charges=alerts.check,
+            instance_ttl=s.instance_ttl,
+        )
         await limiter.heartbeat()
         self.ctx = Context(
             settings=s,
@@ -213,6 +225,8 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._refresh_catalog(catalog)))
         self._tasks.append(asyncio.create_task(recorder.run()))
         self._tasks.append(asyncio.create_task(limiter.run_heartbeat()))
+        wire_feed(feed, self.ctx)
+        self._tasks += [asyncio.create_task(work) for work in tasks(self.ctx, feed)]
         return self.ctx
 
     async def _refresh_catalog(self, catalog: Catalog) -> None:

@@ -110,7 +110,7 @@ async def test_admin_reset_master_key_replaces_the_stored_one(
     out, err = capsys.readouterr()
     new = out.strip()
     assert new.startswith("condt_master_") and new != old
-    assert f"local file {tmp_path}" in err and "Restart running gateways" in err
+    assert f"local file {tmp_path}" in err and "Running gateways on this store take it up" in err
 
     again = Gateway(settings)
     await again.start()

@@ -283,3 +283,59 @@ async def test_increment_many_once_takes_a_batch_at_most_once(store: Store) -> N
     a, b = await store.get("c", "a"), await store.get("c", "b")
     assert a is not None and b is not None
     assert a["v"] == 1 + 2 + 5 + 10 and b["v"] == 1 + 2
+
+
+async def test_unset_everywhere_removes_only_the_named_fields(store: Store) -> None:
+    await store.insert("things", {"_id": "a", "settled": {"w1": 3, "w2": 4}, "by": {"w1": 2}})
+    await store.insert("things", {"_id": "b", "settled": {"w2": 1}, "n": 1})
+    await store.insert("things", {"_id": "c", "n": 2})
+    assert await store.unset_everywhere("things", ["settled.w1", "by.w1"]) == 1
+    assert await store.get("things", "a") == {"_id": "a", "settled": {"w2": 4}, "by": {}}
+    assert await store.get("things", "b") == {"_id": "b", "settled": {"w2": 1}, "n": 1}
+    assert await store.unset_everywhere("things", ["settled.w2"]) == 2
+    assert await store.get("things", "b") == {"_id": "b", "settled": {}, "n": 1}
+    assert await store.get("things", "c") == {"_id": "c", "n": 2}
+    assert await store.unset_everywhere("things", ["settled.gone"]) == 0
+
+
+async def test_change_counters_move_with_every_change(store: Store, store_kind: str) -> None:
+    assert await store.read_changes() == {}
+    await store.note_change("keys", "key_1")
+    await store.note_change("catalog", None)
+    await store.note_change("keys", "key_2")
+    got = await store.read_changes()
+    if store_kind == "memory":  # one process: nobody to tell
+        assert got == {}
+        return
+    assert {k: (d["n"], d["id"]) for k, d in got.items()} == {
+        "keys": (2, "key_2"),
+        "catalog": (1, None),
+    }
+    assert isinstance(got["keys"]["at"], datetime)
+
+
+async def test_wait_for_change_returns_by_its_timeout(store: Store) -> None:
+    # jongodb is not a replica set: MongoStore waits and lets the caller poll, as the
+    # others do. (Change streams need a replica set; they are not exercised here.)
+    await asyncio.wait_for(store.wait_for_change(0.05), 5)
+    if isinstance(store, MongoStore):
+        assert store.replica_set is False
+
+
+@pytest.mark.realmongo
+async def test_a_change_stream_wakes_the_waiter_on_a_replica_set(mongo_uri: str) -> None:
+    """Only with a genuine mongod (CONDUIT_TEST_MONGODB_URI), and only a replica set has
+    change streams: the path the jongodb runs cannot reach."""
+    from tests.conftest import new_mongo_store
+
+    store = new_mongo_store(mongo_uri)
+    await store.start()
+    try:
+        await store.wait_for_change(0.05)  # learns what the server is; opens the stream
+        if not store.replica_set:
+            pytest.skip("a standalone mongod has no change streams")
+        await store.note_change("keys", "key_1")
+        # Woken by the event, long before the wait would end on its own.
+        await asyncio.wait_for(store.wait_for_change(60), 10)
+    finally:
+        await store.close()

@@ -8,6 +8,7 @@ from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, not_found
 from conduit_tornado.core.schemas import GroupCreate, GroupUpdate
 from conduit_tornado.store import SETTLED, Doc, DuplicateError, Store
+from conduit_tornado.store.changes import GROUPS, note
 
 COLLECTION = "groups"
 
@@ -62,6 +63,7 @@ class GroupService:
         doc = await self._store.update(COLLECTION, name, fields)
         if doc is None:
             raise not_found(f"No group {name!r}.", code="group_not_found")
+        await note(self._store, GROUPS, name)  # other instances drop their cached copy
         return doc
 
     async def delete(self, name: str) -> None:
@@ -73,3 +75,4 @@ class GroupService:
             )
         if not await self._store.delete(COLLECTION, name):
             raise not_found(f"No group {name!r}.", code="group_not_found")
+        await note(self._store, GROUPS, name)

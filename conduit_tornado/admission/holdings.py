@@ -294,6 +294,12 @@ class Holdings:
             slots.used = False
         return returned
 
+    def forget_slots(self) -> None:
+        """Hold no slots: the store no longer counts them for this instance (it was
+        pruned: pruning.py). Requests using one end without giving it back."""
+        self._slots.clear()
+        self._idle.clear()
+
     # -- shutdown -------------------------------------------------------------------------
 
     def let_go(self) -> list[tuple[str, str, str, int]]:

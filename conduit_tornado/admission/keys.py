@@ -15,6 +15,7 @@ from conduit_tornado.core.errors import ApiError, invalid_api_key, not_found, re
 from conduit_tornado.core.schemas import KeyCreate, KeyFields, KeyUpdate
 from conduit_tornado.core.security import KEY_PREFIX, hash_key, new_virtual_key, visible_prefix
 from conduit_tornado.store import SETTLED, Doc, Store, StoreUnavailable
+from conduit_tornado.store.changes import KEYS, note
 
 COLLECTION = "keys"
 _HIDDEN = frozenset({"_id", "hash", SETTLED})  # SETTLED: the limiter's bookkeeping
@@ -167,10 +168,18 @@ class KeyService:
             raise invalid_api_key()
         return self.check(VirtualKey.from_doc(doc))
 
-    def invalidate(self, key_id: str) -> None:
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Drop a key's cached lookups (None: every key's: the change feed lost count)."""
+        if key_id is None:
+            self._cache.clear()
+            return
         for digest, (_, key) in list(self._cache.items()):
             if key.id == key_id:
                 del self._cache[digest]
+
+    async def _changed(self, key_id: str) -> None:
+        self.invalidate(key_id)
+        await note(self._store, KEYS, key_id)  # and on the other instances (changes.py)
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -226,7 +235,7 @@ class KeyService:
         doc = await self._store.update(COLLECTION, key_id, fields)
         if doc is None:
             raise not_found(f"No key with id {key_id!r}.", code="key_not_found")
-        self.invalidate(key_id)
+        await self._changed(key_id)
         return doc
 
     async def rotate(self, key_id: str) -> tuple[str, Doc]:
@@ -242,13 +251,13 @@ class KeyService:
         )
         if doc is None:
             raise not_found(f"No key with id {key_id!r}.", code="key_not_found")
-        self.invalidate(key_id)
+        await self._changed(key_id)
         return secret, doc
 
     async def delete(self, key_id: str) -> None:
         if not await self._store.delete(COLLECTION, key_id):
             raise not_found(f"No key with id {key_id!r}.", code="key_not_found")
-        self.invalidate(key_id)
+        await self._changed(key_id)
 
     async def list(
         self, *, name: str | None, enabled: bool | None, group: str | None, offset: int, limit: int

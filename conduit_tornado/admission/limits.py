@@ -47,12 +47,13 @@ from datetime import datetime, timedelta
 
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, refusal
-from conduit_tornado.store import Doc, Store, StoreUnavailable, log_failure
+from conduit_tornado.store import Doc, DuplicateError, Store, StoreUnavailable, log_failure
 from conduit_tornado.store.once_writes import OnceWrites
 
 from .budgets import Account, Budget, Budgets, Charge
 from .holdings import PARALLEL, WINDOWS, Holdings
 from .periods import day_window, minute_window, openai_duration, seconds_until
+from .pruning import pruned_while_away
 
 log = logging.getLogger("conduit.limits")
 INSTANCES = "instances"
@@ -132,6 +133,7 @@ class Limiter:
         *,
         spend_ttl: float = 1.0,
         on_charges: Callable[[list[Charge]], Awaitable[None]] | None = None,
+        instance_ttl: float = float("inf"),
     ) -> None:
         self._store = store
         self._clock = clock
@@ -165,13 +167,31 @@ class Limiter:
         self._settling: asyncio.Task[None] | None = None
         #: Told of every charge written (budget alerts).
         self._on_charges = on_charges
+        # Batches go out only within instance_ttl / 2 of a heartbeat that reached the
+        # store: past instance_ttl other instances may prune what guards them (pruning.py).
+        self.instance_ttl = instance_ttl
+        self._registered = False
+        self._send_until = float("inf")
+        self._counters.may_send = self._spends.may_send = self._may_send
 
     # -- instances ------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
         now = self._clock.now()
-        if await self._store.update(INSTANCES, self.instance, {"seen": now}) is None:
-            await self._store.insert(INSTANCES, {"_id": self.instance, "seen": now})
+        # Not while a live instance is pruning this one (pruning.py): it is let back in
+        # once the pruning is done and its document gone.
+        beat = {"pruning": {"$ne": True}}
+        if await self._store.update(INSTANCES, self.instance, {"seen": now}, where=beat) is None:
+            if self._registered:
+                pruned_while_away(self._counters, self._spends, self._holdings, log)
+                self._registered = False
+            try:
+                await self._store.insert(INSTANCES, {"_id": self.instance, "seen": now})
+            except DuplicateError:  # still being pruned: batches wait until it is done
+                log.warning("this instance is being pruned by another; it rejoins after")
+                return
+        self._registered = True
+        self._send_until = self._clock.monotonic() + self.instance_ttl / 2
         live = await self._store.find(
             INSTANCES, {"seen": {"$gte": now - INSTANCE_TTL}}, limit=10_000
         )
@@ -211,8 +231,15 @@ class Limiter:
         self._groups[name] = (now + self.group_ttl, doc)
         return doc
 
-    def forget_group(self, name: str) -> None:
-        self._groups.pop(name, None)
+    def forget_group(self, name: str | None = None) -> None:
+        """Drop a group's cached document (None: every group's)."""
+        if name is None:
+            self._groups.clear()
+        else:
+            self._groups.pop(name, None)
+
+    def _may_send(self) -> bool:
+        return self._clock.monotonic() <= self._send_until
 
     # -- admission ------------------------------------------------------------------------
 

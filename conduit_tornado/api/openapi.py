@@ -1144,6 +1144,39 @@ _OPS.update(
     }
 )
 
+_DEPLOYMENT_HEALTH: Json = {
+    "type": "object",
+    "required": ["provider", "deployment", "models", "healthy", "cooldown"],
+    "properties": {
+        "provider": STRING,
+        "deployment": STRING,
+        "models": {"type": "array", "items": STRING},
+        "health_check": {"type": "boolean"},
+        "healthy": _nullable({"type": "boolean"}),
+        "checked_at": _nullable({"type": "string", "format": "date-time"}),
+        "last_error": _nullable(STRING),
+        "cooldown": {"type": "boolean"},
+        "cooldown_remaining": {"type": "number", "minimum": 0},
+        "failures": {"type": "integer", "minimum": 0},
+        "in_flight": {"type": "integer"},
+        "latency_ms": _nullable({"type": "number"}),
+    },
+}
+_OPS["admin_health.DeploymentHealthHandler"] = {
+    "get": Op(
+        "Each deployment's active health check (CONDUIT_HEALTH_CHECK_INTERVAL) and cooldown.",
+        {
+            "type": "object",
+            "required": ["object", "data"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _DEPLOYMENT_HEALTH},
+                "health_check_interval": {"type": "number", "minimum": 0},
+            },
+        },
+    )
+}
+
 
 class OpenApiHandler(PublicHandler):
     """Unauthenticated, like the health checks: it says what exists, never what is in it.

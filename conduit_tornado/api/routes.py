@@ -15,6 +15,7 @@ from conduit_tornado.ui.sessions import UiSessions
 
 from . import (
     admin,
+    admin_health,
     admin_limits,
     admin_usage,
     classify,
@@ -85,6 +86,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/admin/v1/logs", admin_usage.LogsHandler),
         (p + r"/admin/v1/usage", admin_usage.UsageHandler),
         (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
+        (p + r"/admin/v1/health/deployments", admin_health.DeploymentHealthHandler),
     ]
     table += ui_routes(p)  # the web UI (conduit_tornado/ui/)
     if catch_all:

@@ -411,6 +411,7 @@ class Deployment(Strict):
     connect_timeout: Annotated[float, Field(gt=0)] | None = None
     first_byte_timeout: Annotated[float, Field(gt=0)] | None = None
     pricing: Pricing | None = None
+    health_check: bool | None = None  # false: no active checks (routing/health.py)
 
 
 Capability = Literal[

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         10.0,
         ge=0,
         description="Seconds a virtual key lookup is cached per instance. Changes made "
-        "through this instance apply at once; other instances see them within this time.",
+        "through this instance apply at once, through another within CONDUIT_CHANGE_POLL "
+        "(the change feed); this expiry is the backstop should a change notice be lost.",
     )
     spend_cache_ttl: float = Field(
         1.0,
@@ -113,7 +114,31 @@ class Settings(BaseSettings):
     catalog_refresh: float = Field(
         10.0,
         ge=0.5,
-        description="Seconds between reloads of providers and model mappings from the store.",
+        description="Seconds between reloads of providers and model mappings from the store "
+        "(a backstop: changes made through another instance arrive within "
+        "CONDUIT_CHANGE_POLL through the change feed).",
+    )
+    change_poll: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between reads of the change counters: how soon an admin change "
+        "made on another instance (a key disabled, a mapping changed) applies here. On a "
+        "MongoDB replica set a change stream applies it at once; this stays the fallback.",
+    )
+    instance_ttl: float = Field(
+        300.0,
+        ge=60,
+        description="Seconds after an instance's last heartbeat when a live instance prunes "
+        "what the store keeps for it (settled.<instance>, by.<instance>). An instance cut "
+        "off from the store this long forgets writes whose outcome it never learned.",
+    )
+    health_check_interval: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between active health checks of each deployment (a cheap "
+        "call: the provider's model list). 0: off. A deployment that fails one is tried "
+        "after the healthy ones, as a cooled-down one is, until a check passes.",
     )
     trust_proxy_headers: bool = Field(
         False,

@@ -1,8 +1,8 @@
 """Providers and model mappings: admin CRUD and the in-memory snapshot routing reads.
 
 The hot path never queries the store for these: it reads a snapshot that is reloaded
-after every admin change on this instance and every ``catalog_refresh`` seconds (so
-changes made through other instances arrive too).
+after every admin change on this instance, when the change feed says another instance
+made one (store/changes.py), and every ``catalog_refresh`` seconds as a backstop.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from conduit_tornado.core.schemas import (
 )
 from conduit_tornado.core.security import CredentialError, SecretBox
 from conduit_tornado.store import Doc, DuplicateError, Store
+from conduit_tornado.store.changes import CATALOG, note
 
 from .clients import ClientConfigError, client_identity
 
@@ -232,6 +233,11 @@ class Catalog:
             "header_names": sorted(headers),
         }
 
+    async def _changed(self) -> None:
+        """After an admin write: a new snapshot here, and the other instances told."""
+        await self.refresh()
+        await note(self._store, CATALOG)
+
     async def create_provider(self, body: ProviderCreate) -> Doc:
         _check_identity(body.options or {})
         options, client_key = _key_apart(body.options or {})
@@ -260,7 +266,7 @@ class Catalog:
                 code="provider_exists",
                 param="name",
             ) from exc
-        await self.refresh()
+        await self._changed()
         return doc
 
     async def get_provider(self, ref: str) -> Doc:
@@ -316,7 +322,7 @@ class Catalog:
         updated = await self._store.update(PROVIDERS, doc["_id"], fields)
         if updated is None:
             raise not_found(f"No provider {ref!r}.", code="provider_not_found")
-        await self.refresh()
+        await self._changed()
         return updated
 
     async def delete_provider(self, ref: str) -> None:
@@ -333,7 +339,7 @@ class Catalog:
                 code="provider_in_use",
             )
         await self._store.delete(PROVIDERS, doc["_id"])
-        await self.refresh()
+        await self._changed()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -372,7 +378,7 @@ class Catalog:
                 code="model_exists",
                 param="name",
             ) from exc
-        await self.refresh()
+        await self._changed()
         return doc
 
     async def get_model(self, name: str) -> Doc:
@@ -403,13 +409,13 @@ class Catalog:
         doc = await self._store.update(MODELS, name, changes, unset)
         if doc is None:
             raise not_found(f"No model {name!r}.", code="model_not_found")
-        await self.refresh()
+        await self._changed()
         return doc
 
     async def delete_model(self, name: str) -> None:
         if not await self._store.delete(MODELS, name):
             raise not_found(f"No model {name!r}.", code="model_not_found")
-        await self.refresh()
+        await self._changed()
 
     # -- declarative config ---------------------------------------------------------------
 

@@ -44,6 +44,14 @@ class Health:
     ewma_ms: float | None = None
     failures: int = 0
     cooled_until: float = 0.0
+    # What the last active health check found (routing/health.py); None: never checked.
+    healthy: bool | None = None
+    checked_at: float | None = None  # wall-clock seconds
+    check_error: str | None = None
+
+    def shunned(self, now: float) -> bool:
+        """Tried only after the others: cooled down, or failing its health checks."""
+        return self.cooled_until > now or self.healthy is False
 
 
 @dataclass(slots=True)
@@ -85,6 +93,11 @@ class Router:
         # Per model: its usable targets grouped by priority, built once per catalog
         # snapshot (a refresh replaces the route and provider objects, never edits them).
         self._groups: dict[str, tuple[ModelRoute, dict[str, Provider], list[list[Target]]]] = {}
+
+    @property
+    def deployments(self) -> dict[tuple[str, str], Health]:
+        """Every deployment's state by (provider, upstream model): metrics, admin API."""
+        return self._health
 
     def health(self, provider: str, model: str) -> Health:
         health = self._health.get((provider, model))
@@ -174,13 +187,13 @@ class Router:
             fallback = self._catalog.models.get(name)
             if fallback is not None and fallback.enabled:
                 plan.extend(self.targets(fallback))
-        # Cooled-down deployments stay in the plan, after every healthy one (fallbacks
-        # included): better a likely failure than no answer at all.
+        # Cooled-down and unhealthy deployments stay in the plan, after every other one
+        # (fallbacks included): better a likely failure than no answer at all.
         now = time.monotonic()
-        cooled = [t for t in plan if t.health.cooled_until > now]
+        cooled = [t for t in plan if t.health.shunned(now)]
         if not cooled:
             return plan
-        return [t for t in plan if t.health.cooled_until <= now] + cooled
+        return [t for t in plan if not t.health.shunned(now)] + cooled
 
     def timeouts(self, target: Target, deadline: float) -> Timeouts:
         """Per deployment: connect, first byte and total, within what the request has left."""

@@ -27,6 +27,9 @@ RETAINED = ("request_logs", "responses")
 FILTER_OPERATORS = frozenset({"$gte", "$gt", "$lte", "$lt", "$in", "$ne"})
 #: Where documents keep each writer's last batch (``increment_many``'s ``once``).
 SETTLED = "settled"
+#: The change counters: one document per kind of admin data ({_id: kind, n, at, id}),
+#: bumped by every admin write so that other instances drop what they cached of it.
+CHANGES = "changes"
 
 
 class DuplicateError(Exception):
@@ -140,3 +143,23 @@ class Store(Protocol):
         self, collection: str, where: Where, group_by: str, fields: Sequence[str]
     ) -> dict[Any, dict[str, float]]:
         """Sum ``fields`` over matching documents grouped by one field."""
+
+    async def unset_everywhere(self, collection: str, paths: Sequence[str]) -> int:
+        """Remove these (dotted) fields from every document of the collection that has
+        any of them; return how many documents changed (pruning a dead instance's
+        entries: see admission/pruning.py)."""
+
+    # -- the change feed (store/changes.py) -----------------------------------------------
+
+    async def note_change(self, kind: str, id: str | None) -> None:
+        """Admin data of ``kind`` changed (``id``: the document, if one): bump its change
+        counter, for the other instances sharing the store. A no-op in memory: no other
+        instance can see that store."""
+
+    async def read_changes(self) -> dict[str, Doc]:
+        """The change counters by kind ({} in memory)."""
+
+    async def wait_for_change(self, seconds: float) -> None:
+        """Return once a change counter may have moved, at the latest after ``seconds``:
+        MongoDB on a replica set is told by a change stream; elsewhere this only waits,
+        and the caller polls the counters."""

@@ -278,3 +278,29 @@ class MemoryStore:
                 for f in fields:
                     row[f] += doc.get(f) or 0
         return out
+
+    async def unset_everywhere(self, collection: str, paths: Sequence[str]) -> int:
+        changed = 0
+        for doc in self._coll(collection).values():
+            found = False
+            for path in paths:
+                *parents, leaf = path.split(".")
+                parent: Any = doc
+                for part in parents:
+                    parent = parent.get(part) if isinstance(parent, dict) else None
+                if isinstance(parent, dict) and leaf in parent:
+                    del parent[leaf]
+                    found = True
+            changed += found
+        return changed
+
+    # One process alone uses this store: no other instance to tell of changes.
+
+    async def note_change(self, kind: str, id: str | None) -> None:
+        return None
+
+    async def read_changes(self) -> dict[str, Doc]:
+        return {}
+
+    async def wait_for_change(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

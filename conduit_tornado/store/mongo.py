@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -19,7 +20,8 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from .base import RETAINED, UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
+from .base import CHANGES, RETAINED, UNIQUE_FIELDS, Doc, DuplicateError, StoreUnavailable, Where
+from .changes import bump, counters
 from .once_writes import marks
 
 log = logging.getLogger("conduit.store")
@@ -137,6 +139,8 @@ class MongoStore:
         self._retention = log_retention_days
         self.breaker = _Breaker()
         self._timeout = timeout
+        self.replica_set: bool | None = None  # known after the first wait_for_change
+        self._stream: Any = None  # the change stream on CHANGES, once opened
 
     @_outages
     async def start(self) -> None:
@@ -179,6 +183,9 @@ class MongoStore:
     async def close(self) -> None:
         # Closing ends the server sessions with a command: bounded like any operation.
         with pymongo.timeout(self._timeout):
+            if self._stream is not None:
+                stream, self._stream = self._stream, None
+                await stream.close()
             await self._client.close()
 
     @_outages
@@ -331,3 +338,62 @@ class MongoStore:
         group.update({f: {"$sum": f"${f}"} for f in fields})
         cursor = await self._db[collection].aggregate([{"$match": dict(where)}, {"$group": group}])
         return {row.pop("_id"): row async for row in cursor}
+
+    @_outages
+    async def unset_everywhere(self, collection: str, paths: Sequence[str]) -> int:
+        if not paths:
+            return 0
+        result = await self._db[collection].update_many(
+            {"$or": [{p: {"$exists": True}} for p in paths]},
+            {"$unset": dict.fromkeys(paths, "")},
+        )
+        return result.modified_count
+
+    # -- the change feed (store/changes.py) -----------------------------------------------
+
+    async def note_change(self, kind: str, id: str | None) -> None:
+        await bump(self, kind, id)
+
+    async def read_changes(self) -> dict[str, Doc]:
+        return await counters(self)
+
+    @_outages
+    async def _is_replica_set(self) -> bool:
+        hello = await self._db.command("hello")
+        return bool(hello.get("setName"))
+
+    async def wait_for_change(self, seconds: float) -> None:
+        """On a replica set, a change stream on the counters wakes the caller as soon as
+        one is bumped (standalone servers, and the jongodb test server, have none: there
+        the caller polls). Untested here: jongodb is not a replica set."""
+        if self.replica_set is None:
+            self.replica_set = await self._is_replica_set()
+        if not self.replica_set:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await self._next_change(seconds)
+        except StoreUnavailable:
+            await self._drop_stream()
+            raise
+        except PyMongoError as exc:  # the stream broke (failover, say): a new one next time
+            await self._drop_stream()
+            raise StoreUnavailable(f"MongoDB change stream: {exc}") from exc
+
+    async def _next_change(self, seconds: float) -> None:
+        # The server holds each getMore up to max_await_time_ms; the operation's own
+        # deadline must exceed it (PyMongo refuses an await time past timeoutMS).
+        wait_ms = max(1, round(seconds * 1000))
+        with pymongo.timeout(seconds + self._timeout):
+            if self._stream is None:
+                self._stream = await self._db[CHANGES].watch(max_await_time_ms=wait_ms)
+            await self._stream.try_next()
+
+    async def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                with pymongo.timeout(self._timeout):
+                    await stream.close()
+            except PyMongoError:
+                pass  # it is broken already

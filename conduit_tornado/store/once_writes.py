@@ -51,7 +51,12 @@ class OnceWrites(Generic[K, V, R]):
         self._what = what  # a failure's log line: "<what> failed; will retry"
         self._numbers = itertools.count(1)
         self._unsure: dict[K, tuple[int, V]] = {}
+        self._tried: set[K] = set()  # keys whose unsure write went out (not only queued)
         self.store_down = False
+        #: Whether writes may go out now (see Limiter.heartbeat): a writer that may have
+        #: been pruned must not send, since the marks that make a resend harmless may be
+        #: gone. Work not sent stays for a later round, as in an outage.
+        self.may_send: Callable[[], bool] = lambda: True
 
     def new_round(self) -> None:
         self.store_down = False
@@ -77,12 +82,24 @@ class OnceWrites(Generic[K, V, R]):
         return True, results
 
     async def _try(self, key: K, number: int, value: V, results: list[R]) -> bool:
-        if self.store_down:
+        if self.store_down or not self.may_send():
             return False
         try:
             results.append(await self._write(key, value, (self.writer, number)))
         except Exception as exc:
+            self._tried.add(key)
             self.store_down = isinstance(exc, StoreUnavailable)
             log_failure(self._log, exc, "%s failed; will retry", self._what(key, value))
             return False
+        self._tried.discard(key)
         return True
+
+    def forget_tried(self) -> int:
+        """Drop the unsure writes that went out (the store may have taken them), keeping
+        those never sent; return how many were dropped. For a writer whose marks were
+        pruned (admission/pruning.py): sent again, a taken write would count twice."""
+        dropped = 0
+        for key in self._tried:
+            dropped += self._unsure.pop(key, None) is not None
+        self._tried.clear()
+        return dropped

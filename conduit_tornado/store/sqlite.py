@@ -54,6 +54,7 @@ from .base import (
     StoreUnavailable,
     Where,
 )
+from .changes import bump, counters
 from .memory import matches
 
 T = TypeVar("T")
@@ -826,3 +827,39 @@ class SQLiteStore:
                     parent, leaf = _walk(doc, path)
                     parent[leaf] = parent.get(leaf, 0) + amount
                 db.execute(f"UPDATE {table} SET doc = ? WHERE id = ?", (self._dumps(doc), id))
+
+    async def unset_everywhere(self, collection: str, paths: Sequence[str]) -> int:
+        return await self._run(self._unset_everywhere, collection, list(paths))
+
+    def _unset_everywhere(self, collection: str, paths: list[str]) -> int:
+        table = self._table(collection)
+        # json_type is NULL for a path the document lacks (_field checked the parts).
+        has = " OR ".join(
+            _field(p).replace("json_extract", "json_type", 1) + " IS NOT NULL" for p in paths
+        )
+        changed = 0
+        with self._write() as db:
+            rows = db.execute(f"SELECT id, doc FROM {table} WHERE {has}").fetchall()
+            for id, text in rows:
+                doc = loads(text)
+                for path in paths:
+                    parent: Any = doc
+                    *parents, leaf = path.split(".")
+                    for part in parents:
+                        parent = parent.get(part) if isinstance(parent, dict) else None
+                    if isinstance(parent, dict):
+                        parent.pop(leaf, None)
+                db.execute(f"UPDATE {table} SET doc = ? WHERE id = ?", (self._dumps(doc), id))
+                changed += 1
+        return changed
+
+    # The change feed (store/changes.py): worker processes of one machine share the file.
+
+    async def note_change(self, kind: str, id: str | None) -> None:
+        await bump(self, kind, id)
+
+    async def read_changes(self) -> dict[str, Doc]:
+        return await counters(self)
+
+    async def wait_for_change(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -225,6 +225,10 @@ class HealthHandler(AdminHandler):
                         "failures": health.failures,
                         "in_flight": health.in_flight,
                         "latency_ms": health.ewma_ms,
+                        # The last active check (routing/health.py); None: not checked.
+                        "healthy": health.healthy,
+                        "checked_at": health.checked_at,
+                        "check_error": health.check_error,
                     }
                 )
         self.send_json(

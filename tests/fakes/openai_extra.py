@@ -1,4 +1,5 @@
-"""Fake moderation (OpenAI) and rerank (the shape vLLM, Jina and Cohere share) endpoints."""
+"""Fake moderation (OpenAI) and rerank (the shape vLLM, Jina and Cohere share) endpoints,
+and the model lists health checks ask for (every provider type's)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,21 @@ class Rerank(Authorized):
                 "meta": {"billed_units": {"search_units": 1}},
             }
         )
+
+
+class ModelList(FakeHandler):
+    """GET of a model list, as OpenAI, Azure, Anthropic and Gemini serve it: what active
+    health checks call. Scripted like the rest; ``for_model="models"`` aims a directive
+    at these calls alone."""
+
+    def auth_problem(self) -> str | None:
+        given = {
+            self.request.headers.get("Authorization"),
+            self.request.headers.get("api-key"),
+            self.request.headers.get("x-api-key"),
+            self.request.headers.get("x-goog-api-key"),
+        }
+        return None if {f"Bearer {API_KEY}", API_KEY} & given else "Incorrect API key provided."
+
+    async def get(self, *args: str) -> None:
+        self.finish({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})

@@ -75,7 +75,7 @@ class FakeProviders(Loopback):
             OpenAIImages,
             OpenAISpeech,
         )
-        from tests.fakes.openai_extra import OpenAIModerations, Rerank
+        from tests.fakes.openai_extra import ModelList, OpenAIModerations, Rerank
         from tests.fakes.openai_responses import OpenAIResponses
 
         app = tornado.web.Application(
@@ -100,6 +100,9 @@ class FakeProviders(Loopback):
                 (r"/openai/deployments/([^/]+)/audio/speech", AzureSpeech, {"fake": self}),
                 (r"/v1/messages", AnthropicMessages, {"fake": self}),
                 (r"/v1beta/models/([^/:]+):(\w+)", GeminiMethod, {"fake": self}),
+                (r"/v1/(models)", ModelList, {"fake": self}),  # OpenAI's and Anthropic's
+                (r"/openai/(models)", ModelList, {"fake": self}),  # Azure's
+                (r"/v1beta/(models)", ModelList, {"fake": self}),  # Gemini's
             ]
         )
         self.listen(app)

@@ -20,6 +20,7 @@ from .base import (
     Adapter,
     ChunkStream,
     Json,
+    Probe,
     function_tools,
     open_batches,
     open_stream,
@@ -316,6 +317,9 @@ class AnthropicAdapter(Adapter):
         if self.provider.api_key:
             headers["x-api-key"] = self.provider.api_key
         return headers
+
+    def probe(self) -> Probe:
+        return Probe(f"{self.provider.base_url or self.default_base}/v1/models", self._headers())
 
     native_messages = True
 

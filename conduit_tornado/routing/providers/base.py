@@ -197,6 +197,15 @@ def stop_sequences(body: Json) -> list[str] | None:
 NextBatch = Callable[[], Awaitable[list["Json"] | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A health check's request: GET ``url`` with these headers and query parameters."""
+
+    url: str
+    headers: dict[str, str]
+    params: dict[str, str] | None = None
+
+
 class ChunkStream:
     """An opened stream of OpenAI chunk dicts. Opening already awaited the first event, so a
     failure before anything reached the client can still be retried elsewhere.
@@ -365,6 +374,12 @@ class Adapter:
         self.provider = provider
         self.upstream = upstream
         upstream.configure(provider.id, provider.options)  # its client certificate, if any
+
+    def probe(self) -> Probe | None:
+        """The cheapest authenticated call that tells whether the provider answers, for
+        active health checks (routing/health.py): a GET of its model list. None: nothing
+        to call (the mock)."""
+        return None
 
     @staticmethod
     def dropped(body: Json) -> list[str]:

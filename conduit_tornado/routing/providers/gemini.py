@@ -19,6 +19,7 @@ from .base import (
     Adapter,
     ChunkStream,
     Json,
+    Probe,
     estimate_tokens,
     function_tools,
     open_stream,
@@ -301,6 +302,10 @@ class GeminiAdapter(Adapter):
         if self.provider.api_key:
             headers["x-goog-api-key"] = self.provider.api_key
         return headers
+
+    def probe(self) -> Probe:
+        base = self.provider.base_url or self.default_base
+        return Probe(f"{base}/v1beta/models", self._headers(), {"pageSize": "1"})
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         data = await self.upstream.request_json(

@@ -23,7 +23,7 @@ from conduit_tornado.routing.upstream import (
     read_body,
 )
 
-from .base import Adapter, ByteStream, ChunkStream, Upload, open_batches
+from .base import Adapter, ByteStream, ChunkStream, Probe, Upload, open_batches
 
 DONE = b"[DONE]"
 
@@ -37,6 +37,9 @@ class OpenAIAdapter(Adapter):
 
     def params(self) -> dict[str, str] | None:
         return None
+
+    def probe(self) -> Probe:
+        return Probe(f"{self.provider.base_url or self.default_base}/models", self.headers())
 
     def headers(self) -> dict[str, str]:
         headers = dict(self.provider.headers)
@@ -219,6 +222,9 @@ class AzureAdapter(OpenAIAdapter):
         return {
             "api-version": str(self.provider.options.get("api_version", self.default_api_version))
         }
+
+    def probe(self) -> Probe:
+        return Probe(f"{self.provider.base_url}/openai/models", self.headers(), self.params())
 
     def headers(self) -> dict[str, str]:
         headers = dict(self.provider.headers)
