@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -180,3 +181,24 @@ async def test_unknown_master_key_is_refused(start_gateway: GatewayFactory) -> N
     async with AdminClient(gw.url, MASTER_KEY + "x") as admin:
         with pytest.raises(Exception, match="401"):
             await admin.list_keys()
+
+
+async def test_instances_applying_one_config_at_once_all_start(tmp_path: Path, store: Any) -> None:
+    """Several instances starting together on a fresh database with the same file: each
+    sees no provider, the first create wins, the others update (no 409 at start)."""
+    from conduit_tornado.core.clock import Clock
+    from conduit_tornado.core.security import SecretBox
+    from conduit_tornado.routing.catalog import Catalog
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers: [{name: fake, type: mock}]\n"
+        "models: [{name: chat, deployments: [{provider: fake, model: m}]}]\n"
+    )
+    providers, models = load_config(config)
+    box = SecretBox("s" * 32)
+    catalogs = [Catalog(store, box, Clock()) for _ in range(3)]
+    await asyncio.gather(*(c.apply(providers, models) for c in catalogs))
+    for catalog in catalogs:
+        await catalog.refresh()
+        assert list(catalog.providers) == ["fake"] and list(catalog.models) == ["chat"]

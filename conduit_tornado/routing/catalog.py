@@ -423,16 +423,26 @@ class Catalog:
         """Make the store match a config file's declarations (create or update by name)."""
         await self.refresh()
         for p in providers:
-            if p.name in self.providers:
-                await self.update_provider(
-                    p.name, ProviderUpdate(**p.model_dump(exclude={"name"}, exclude_unset=True))
-                )
-            else:
-                await self.create_provider(p)
+            update = ProviderUpdate(**p.model_dump(exclude={"name"}, exclude_unset=True))
+            if p.name not in self.providers:
+                try:
+                    await self.create_provider(p)
+                    continue
+                except ApiError as exc:
+                    # Another instance, starting with the same file on the same database,
+                    # created it first (409): then this one updates it like any other.
+                    if exc.status != 409:
+                        raise
+                    await self.refresh()
+            await self.update_provider(p.name, update)
         for m in models:
-            if m.name in self.models:
-                await self.update_model(
-                    m.name, ModelUpdate(**m.model_dump(exclude={"name"}, exclude_unset=True))
-                )
-            else:
-                await self.create_model(m)
+            change = ModelUpdate(**m.model_dump(exclude={"name"}, exclude_unset=True))
+            if m.name not in self.models:
+                try:
+                    await self.create_model(m)
+                    continue
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    await self.refresh()
+            await self.update_model(m.name, change)
