@@ -1145,6 +1145,66 @@ _OPS.update(
 )
 
 
+# -- Image edits and variations, realtime calls (WebRTC), the Responses WebSocket ------------
+
+_IMAGE_FILE: Json = {"type": "string", "contentMediaType": "application/octet-stream"}
+_CLIENT_SCHEMAS.update(
+    {
+        "ImageEditUpload": {
+            "type": "object",
+            "required": ["model", "prompt", "image"],
+            "properties": {
+                "model": MODEL,
+                "prompt": {"type": "string", "pattern": r"\S"},
+                "image": _IMAGE_FILE,
+                "image[]": {"type": "array", "items": _IMAGE_FILE, "maxItems": 16},
+                "mask": _IMAGE_FILE,
+                "n": {"type": "integer", "minimum": 1, "maximum": 10},
+                "response_format": {"enum": list(media.IMAGE_FORMATS)},
+                "size": STRING,
+                "quality": STRING,
+                "background": STRING,
+                "output_format": STRING,
+                "input_fidelity": STRING,
+                "user": STRING,
+            },
+        },
+        "ImageVariationUpload": {
+            "type": "object",
+            "required": ["model", "image"],
+            "properties": {
+                "model": MODEL,
+                "image": _IMAGE_FILE,
+                "n": {"type": "integer", "minimum": 1, "maximum": 10},
+                "response_format": {"enum": list(media.IMAGE_FORMATS)},
+                "size": STRING,
+                "user": STRING,
+            },
+        },
+    }
+)
+_OPS.update(
+    {
+        "media.ImageEditHandler": {
+            "post": Op(
+                "Edit images (multipart: image or image[], optional mask); priced per image.",
+                _ref("ImageList"),
+                body="ImageEditUpload",
+                body_type="multipart/form-data",
+            )
+        },
+        "media.ImageVariationHandler": {
+            "post": Op(
+                "Variations of one square PNG (multipart); priced per image.",
+                _ref("ImageList"),
+                body="ImageVariationUpload",
+                body_type="multipart/form-data",
+            )
+        },
+    }
+)
+
+
 class OpenApiHandler(PublicHandler):
     """Unauthenticated, like the health checks: it says what exists, never what is in it.
     Under a mount (Jupyter) the document names the prefix as its server."""

@@ -62,6 +62,8 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/models", models.ModelListHandler),
         (p + r"/v1/models/(.+)", models.ModelHandler),
         (p + r"/v1/images/generations", media.ImagesHandler),
+        (p + r"/v1/images/edits", media.ImageEditHandler),
+        (p + r"/v1/images/variations", media.ImageVariationHandler),
         (p + r"/v1/audio/transcriptions", media.TranscriptionHandler),
         (p + r"/v1/audio/translations", media.TranslationHandler),
         (p + r"/v1/audio/speech", media.SpeechHandler),

@@ -194,6 +194,23 @@ class MockAdapter(Adapter):
             "data": [dict(item, revised_prompt=body.get("prompt")) for _ in range(n)],
         }
 
+    async def image_edit(
+        self,
+        kind: str,
+        fields: list[tuple[str, str]],
+        uploads: list[Upload],
+        model: str,
+        t: Timeouts,
+    ) -> Json:
+        values = dict(fields)
+        answer = await self.images(
+            {k: values[k] for k in ("n", "response_format", "prompt") if k in values}, model, t
+        )
+        if "prompt" not in values:  # a variation: nothing was revised
+            for item in answer["data"]:
+                item.pop("revised_prompt", None)
+        return answer
+
     async def transcribe(
         self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
     ) -> tuple[bytes, str]:

@@ -18,10 +18,11 @@ from conduit_tornado.routing.upstream import (
     Timeouts,
     body_chunks,
     parse_event,
+    parse_json,
     read_body,
 )
 
-from .base import Adapter, ByteStream, ChunkStream, Upload, open_batches
+from .base import Adapter, ByteStream, ChunkStream, Upload, open_batches, upload_form
 
 DONE = b"[DONE]"
 
@@ -154,6 +155,32 @@ class OpenAIAdapter(Adapter):
         )
         body = await read_body(response)
         return body, response.headers.get("Content-Type", "application/json")
+
+    async def image_edit(
+        self,
+        kind: str,
+        fields: list[tuple[str, str]],
+        uploads: list[Upload],
+        model: str,
+        t: Timeouts,
+    ) -> Json:
+        content_type, length, pieces = upload_form(
+            [(name, model if name == "model" else value) for name, value in fields], uploads
+        )
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url(f"/images/{kind}", model),
+            t,
+            stream=pieces,
+            length=length,
+            headers={**self.headers(), "Content-Type": content_type},
+            params=self.params(),
+        )
+        data = parse_json(await read_body(response))
+        if not isinstance(data, dict):
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return data
 
     async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
         response = await self.upstream.request(
