@@ -14,6 +14,7 @@ from conduit_tornado.core.security import hash_key, hashes_match
 from conduit_tornado.store import Doc, Store
 
 SESSIONS = "realtime_sessions"
+CALLS = "realtime_calls"
 SECRET_PREFIX = "ek_"  # noqa: S105 (a prefix that marks client secrets, not a secret)
 DEFAULTS: dict[str, Any] = {
     "modalities": ["text", "audio"],
@@ -125,6 +126,41 @@ class RealtimeSessions:
             where={"secret_used_at": None},
         )
         return used is not None  # another connection already redeemed it
+
+    async def create_call(
+        self,
+        key_id: str,
+        model: str,
+        config: dict[str, Any],
+        provider: str,
+        deployment: str,
+        upstream_call_id: str,
+    ) -> Doc:
+        """A WebRTC call, under the gateway's own id (the provider's stays inside): the
+        sideband (/v1/realtime?call_id=) and the hangup find it, owned by its key."""
+        doc: Doc = {
+            "_id": "rtc_" + secrets.token_hex(16),
+            "key_id": key_id,
+            "model": model,
+            "config": config,
+            "provider": provider,
+            "deployment": deployment,
+            "upstream_call_id": upstream_call_id,
+            "created_at": self._clock.now(),
+            "status": "active",
+        }
+        await self._store.insert(CALLS, doc)
+        return doc
+
+    async def get_call(self, call_id: str) -> Doc | None:
+        if not call_id.startswith("rtc_") or len(call_id) > 64:
+            return None
+        return await self._store.get(CALLS, call_id)
+
+    async def call_ended(self, call_id: str, usage: dict[str, Any]) -> None:
+        await self._store.update(
+            CALLS, call_id, {"status": "ended", "ended_at": self._clock.now(), **usage}
+        )
 
     async def ended(self, session_id: str, usage: dict[str, Any]) -> None:
         await self._store.update(

@@ -17,7 +17,7 @@ import importlib.metadata
 import re
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import tornado.web
@@ -1183,8 +1183,44 @@ _CLIENT_SCHEMAS.update(
         },
     }
 )
+_CLIENT_SCHEMAS["RealtimeCallUpload"] = {
+    "type": "object",
+    "required": ["sdp"],
+    "properties": {
+        "sdp": {"type": "string", "description": "The WebRTC SDP offer (v=0 ...)."},
+        "session": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The GA session object as JSON (type realtime, model, ...).",
+        },
+    },
+}
+_PARAMS["realtime.RealtimeCallHangupHandler"] = ("call_id",)
+_OPS["realtime.RealtimeSocketHandler"]["get"] = replace(
+    _OPS["realtime.RealtimeSocketHandler"]["get"],
+    summary="The realtime WebSocket (upgrade only): with a virtual key and ?model=, at a "
+    "session's URL with its client secret, or with ?call_id= as the sideband of a WebRTC "
+    "call this key made.",
+    query=(_q("model", STRING), _q("call_id", STRING)),
+)
 _OPS.update(
     {
+        "realtime.RealtimeCallsHandler": {
+            "post": Op(
+                "Start a WebRTC realtime call: the SDP offer (multipart sdp + session, or "
+                "application/sdp with a client secret) in, the provider's SDP answer out "
+                "(201, Location names the call).",
+                None,
+                status=201,
+                body="RealtimeCallUpload",
+                body_type="multipart/form-data",
+                other_types={"application/sdp": TEXT},
+                also=(409,),
+            )
+        },
+        "realtime.RealtimeCallHangupHandler": {
+            "post": Op("End a WebRTC realtime call this key made.", None, also=(409,))
+        },
         "media.ImageEditHandler": {
             "post": Op(
                 "Edit images (multipart: image or image[], optional mask); priced per image.",

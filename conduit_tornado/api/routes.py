@@ -69,6 +69,8 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/v1/audio/speech", media.SpeechHandler),
         (p + r"/v1/audio/speech/stream", media.SpeechStreamHandler),
         (p + r"/v1/realtime/client_secrets", realtime.RealtimeClientSecretsHandler),
+        (p + r"/v1/realtime/calls", realtime.RealtimeCallsHandler),
+        (p + r"/v1/realtime/calls/([^/]+)/hangup", realtime.RealtimeCallHangupHandler),
         (p + r"/v1/realtime/sessions", realtime.RealtimeSessionsHandler),
         (p + r"/v1/realtime/sessions/([^/]+)/ws", realtime.RealtimeSocketHandler),
         (p + r"/v1/realtime", realtime.RealtimeSocketHandler),

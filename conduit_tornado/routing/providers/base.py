@@ -422,6 +422,28 @@ class Adapter:
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         raise ProviderError("unsupported", "This model has no realtime API.", param="model")
 
+    # WebRTC calls (POST /v1/realtime/calls): the offer relayed, then the sideband socket
+    # the gateway meters the call on, and the hangup when the budget runs out.
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        """(the provider's SDP answer, its call id)."""
+        raise ProviderError(
+            "unsupported", "This model has no WebRTC realtime calls.", param="model"
+        )
+
+    async def realtime_sideband(
+        self, call_id: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        raise ProviderError(
+            "unsupported", "This model has no WebRTC realtime calls.", param="model"
+        )
+
+    async def realtime_hangup(self, call_id: str, t: Timeouts) -> None:
+        raise ProviderError(
+            "unsupported", "This model has no WebRTC realtime calls.", param="model"
+        )
+
     async def moderations(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError("unsupported", "This model does not classify content.", param="model")
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from conduit_tornado.core.schemas import MockOptions
 from conduit_tornado.routing.catalog import Provider
-from conduit_tornado.routing.realtime import MockRealtimeSocket, RealtimeSocket
+from conduit_tornado.routing.realtime import MOCK_ANSWER, MockRealtimeSocket, RealtimeSocket
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
 
 from .base import (
@@ -250,3 +250,16 @@ class MockAdapter(Adapter):
 
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         return MockRealtimeSocket(model)
+
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        return MOCK_ANSWER, "rtc_mock" + secrets.token_hex(8)
+
+    async def realtime_sideband(
+        self, call_id: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        return MockRealtimeSocket("mock")
+
+    async def realtime_hangup(self, call_id: str, t: Timeouts) -> None:
+        return None

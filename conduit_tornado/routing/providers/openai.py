@@ -7,9 +7,14 @@ Requests pass through unchanged except ``model`` (the deployment's) and, for str
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-from conduit_tornado.routing.realtime import RealtimeSocket, connect_ws
+from conduit_tornado.routing.realtime import (
+    RealtimeSocket,
+    connect_ws,
+    create_call,
+    hangup_call,
+)
 from conduit_tornado.routing.upstream import (
     Json,
     ProviderError,
@@ -216,6 +221,32 @@ class OpenAIAdapter(Adapter):
             max_message,
         )
 
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        return await create_call(
+            self.upstream,
+            self.provider.id,
+            self.url("/realtime/calls", model),
+            self.headers(),
+            t,
+            sdp,
+            {**session, "type": "realtime", "model": model},
+        )
+
+    async def realtime_sideband(
+        self, call_id: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        base = self.provider.base_url or self.default_base
+        url = _ws(base) + "/realtime?" + urlencode({"call_id": call_id})
+        return await connect_ws(
+            self.upstream, self.provider.id, url, self.headers(), t, max_message
+        )
+
+    async def realtime_hangup(self, call_id: str, t: Timeouts) -> None:
+        url = self.url(f"/realtime/calls/{quote(call_id, safe='')}/hangup", "")
+        await hangup_call(self.upstream, self.provider.id, url, self.headers(), t)
+
 
 def _ws(url: str) -> str:
     return "ws" + url[4:] if url.startswith("http") else url
@@ -255,6 +286,14 @@ class AzureAdapter(OpenAIAdapter):
         # stream_options arrived with api-version 2024-09-01-preview; older versions
         # refuse the request outright, so their streams' usage is estimated.
         return self.params()["api-version"][:10] >= "2024-09-01"
+
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        # Azure's WebRTC endpoint is regional and takes an ephemeral key: not wired yet.
+        raise ProviderError(
+            "unsupported", "WebRTC calls are not supported for Azure providers.", param="model"
+        )
 
     def realtime_url(self, model: str) -> str:
         query = urlencode({**self.params(), "deployment": model})
