@@ -40,6 +40,7 @@ _REASONS = {
     404: "No such resource, model or route.",
     409: "The name is taken, or the resource is still referenced.",
     413: "The request body is too large.",
+    426: "A WebSocket upgrade is needed (the Responses WebSocket mode).",
     429: "A rate limit or budget refused the request (see Retry-After).",
     500: "An error in the gateway.",
     502: "The provider answered with an error.",
@@ -1202,6 +1203,14 @@ _OPS["realtime.RealtimeSocketHandler"]["get"] = replace(
     "session's URL with its client secret, or with ?call_id= as the sideband of a WebRTC "
     "call this key made.",
     query=(_q("model", STRING), _q("call_id", STRING)),
+)
+_OPS["responses.ResponsesHandler"]["get"] = Op(
+    "The Responses WebSocket mode (client.responses.connect(), upgrade only): send "
+    "response.create events, receive the events of the SSE stream as JSON messages. A "
+    "GET without the upgrade answers 426.",
+    None,
+    status=101,
+    also=(426,),
 )
 _OPS.update(
     {

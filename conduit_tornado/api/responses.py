@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import tornado.web
 
 from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
 from conduit_tornado.core.errors import ApiError
@@ -246,6 +247,25 @@ class ResponsesHandler(ProxyHandler):
     def initialize(self) -> None:
         super().initialize()
         self._detached = False  # a background run owns the log entry and the grant
+
+    @staticmethod
+    def upgrade_handler() -> type[tornado.web.RequestHandler]:
+        """Serves a WebSocket upgrade of this URL (the WebSocket mode, see
+        server/application.py): ``client.responses.connect()``."""
+        from .responses_socket import ResponsesSocketHandler  # it imports this module
+
+        return ResponsesSocketHandler
+
+    async def get(self) -> None:
+        """A GET that was not routed to the WebSocket mode: a plain GET, or an upgrade
+        where the host application does not route upgrades (inside Jupyter)."""
+        raise ApiError(
+            426,
+            "The Responses WebSocket mode needs a WebSocket upgrade, which this server "
+            "does not route here; use POST /v1/responses.",
+            code="upgrade_required",
+            headers={"Upgrade": "websocket"},
+        )
 
     async def post(self) -> None:
         body = self.json_body()
