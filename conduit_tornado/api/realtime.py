@@ -19,10 +19,13 @@ from conduit_tornado.admission.keys import VirtualKey
 from conduit_tornado.admission.limits import Grant
 from conduit_tornado.admission.realtime import (
     SECRET_PREFIX,
+    TRANSCRIPTION_MODEL,
     client_secret_object,
     session_object,
+    transcription_model,
     validate_config,
     validate_session,
+    with_transcription_model,
 )
 from conduit_tornado.context import Context
 from conduit_tornado.core.errors import ApiError, invalid_api_key
@@ -108,17 +111,30 @@ class Meter:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(event, dict) or event.get("type") != "response.done":
+        if not isinstance(event, dict) or event.get("type") not in BILLED:
             return None
-        response = event.get("response") or {}
-        usage = response.get("usage") if isinstance(response, dict) else None
+        if event["type"] == "response.done":
+            response = event.get("response") or {}
+            usage = response.get("usage") if isinstance(response, dict) else None
+            answer_id = response.get("id") if isinstance(response, dict) else None
+        else:  # a transcription session's turn
+            usage, answer_id = event.get("usage"), event.get("item_id")
         if not isinstance(usage, dict) or not usage:
             return None
         ctx, target = self.ctx, self.outcome.target
-        rates = ctx.media_prices.realtime(
-            target.model, target.deployment.get("pricing") or target.route.pricing
-        )
-        cost = realtime_cost(rates, usage) if rates else (0.0 if target.adapter.free else None)
+        pricing = target.deployment.get("pricing") or target.route.pricing
+        rates = ctx.media_prices.realtime(target.model, pricing)
+        media: dict[str, Any] | None = None
+        if usage.get("type") == "duration":  # transcription models billed by the minute
+            seconds = usage.get("seconds")
+            seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
+            per_minute = ctx.media_prices.per_minute(target.model, pricing)
+            cost = None if per_minute is None else round(per_minute * seconds / 60, 10)
+            media = {"audio_seconds": round(seconds, 3)}
+        else:
+            cost = realtime_cost(rates, usage) if rates else None
+        if cost is None and target.adapter.free:
+            cost = 0.0
         inp, out = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
         details = usage.get("input_token_details")
         cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
@@ -141,7 +157,8 @@ class Meter:
                 **self.ids,
                 "provider": target.provider.name,
                 "deployment": target.model,
-                "response_id": response.get("id"),
+                "response_id": answer_id,
+                **({"media": media} if media else {}),
                 "prompt_tokens": inp,
                 "completion_tokens": out,
                 "cached_tokens": cached,
@@ -172,6 +189,15 @@ class Meter:
         return exhausted
 
 
+#: The events a realtime session is charged by: a response, or a transcription's turn.
+BILLED = frozenset({"response.done", "conversation.item.input_audio_transcription.completed"})
+
+
+def _billable(data: str) -> bool:
+    """Cheap test before parsing: could this text frame be one of BILLED?"""
+    return '"response.done"' in data or '"conversation.item.input_audio_transcription.c' in data
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
@@ -184,7 +210,21 @@ class RealtimeClientSecretsHandler(ClientHandler):
         body = self.json_body()
         session = body.get("session") or {"type": "realtime"}
         config = validate_session(session)
-        route = _realtime_route(self.ctx, self.key, session.get("model"), "session.model")
+        if config["type"] == "transcription":
+            # Bound to the transcription model; the browser opens /v1/realtime?intent=
+            # transcription with the secret.
+            if not isinstance(transcription_model(session), str):
+                raise ApiError(
+                    400,
+                    f"A transcription session needs {TRANSCRIPTION_MODEL}.",
+                    param=TRANSCRIPTION_MODEL,
+                    code="missing_required_parameter",
+                )
+            route = _realtime_route(
+                self.ctx, self.key, transcription_model(session), TRANSCRIPTION_MODEL
+            )
+        else:
+            route = _realtime_route(self.ctx, self.key, session.get("model"), "session.model")
         ttl = None
         expires = body.get("expires_after")
         if expires is not None:
@@ -228,6 +268,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self._last = time.monotonic()
         self._closing = False
         self.meter: Meter | None = None
+        self.transcription = False  # a transcription session (intent=transcription)
         self.call: dict[str, Any] | None = None  # a WebRTC call's sideband (?call_id=)
 
     def _token(self) -> str | None:
@@ -308,7 +349,14 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                 )
             limit = ctx.settings.realtime_max_message_bytes
 
+            self.transcription = (self.session.get("config") or {}).get(
+                "type"
+            ) == "transcription" or self.get_query_argument("intent", None) == "transcription"
+            transcription = self.transcription
+
             async def connect(target: Target, t: Timeouts) -> RealtimeSocket:
+                if transcription:
+                    return await target.adapter.realtime_transcription(target.model, t, limit)
                 return await target.adapter.realtime(target.model, t, limit)
 
             self.upstream, self.outcome = await ctx.router.run(route, connect)
@@ -385,6 +433,8 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             self.outcome.target.provider.name,
         )
         config = self.session.get("config") or {}
+        if config.get("type") == "transcription":
+            config = with_transcription_model(config, self.outcome.target.model)
         if config:
             await self.upstream.send(
                 orjson.dumps({"type": "session.update", "session": config}).decode()
@@ -396,7 +446,36 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         # Tornado awaits this before delivering the next message: order is kept.
         self._last = time.monotonic()
         if self.upstream is not None and not self._closing:
+            if self.transcription and isinstance(message, str) and "session.update" in message:
+                message = await self._transcription_update(message)
+                if not message:
+                    return
             await self.upstream.send(message)
+
+    async def _transcription_update(self, message: str) -> str:
+        """A transcription session names its model in session.update: the client names
+        the virtual model (the one admitted), the provider gets its deployment's."""
+        try:
+            event = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return message  # the provider answers it with its own error event
+        if not isinstance(event, dict) or event.get("type") != "session.update":
+            return message
+        session = event.get("session")
+        if not isinstance(session, dict):
+            return message
+        asked = transcription_model(session)
+        if asked is None:
+            return message
+        assert self.session is not None and self.outcome is not None
+        if asked != self.session["model"]:
+            await self.send_error_event(
+                "model_not_allowed",
+                f"This session was opened for {self.session['model']!r}, not {asked!r}.",
+            )
+            return ""
+        event["session"] = with_transcription_model(session, self.outcome.target.model)
+        return orjson.dumps(event).decode()
 
     async def _from_upstream(self) -> None:
         assert self.upstream is not None
@@ -416,11 +495,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                 await self.write_message(frame.data, binary=frame.kind == "binary")
             except tornado.websocket.WebSocketClosedError:
                 return
-            if (
-                frame.kind == "text"
-                and isinstance(frame.data, str)
-                and '"response.done"' in frame.data
-            ):
+            if frame.kind == "text" and isinstance(frame.data, str) and _billable(frame.data):
                 await self._bill(frame.data)
 
     async def _bill(self, data: str) -> None:
@@ -627,8 +702,16 @@ class RealtimeCallsHandler(ClientHandler):
                     code="model_not_allowed",
                     param="session.model",
                 )
-            config = {**minted["config"], **validate_session({**(session or {}), "model": None})}
-            config.pop("model", None)
+            if minted["config"].get("type") == "transcription":
+                raise ApiError(
+                    400,
+                    "This client secret is for a transcription session; WebRTC calls need a "
+                    "realtime session.",
+                    param="session.type",
+                    code="unsupported_value",
+                )
+            sent = {k: v for k, v in (session or {}).items() if k != "model"}
+            config = {**minted["config"], **validate_session(sent)}
             route = _route(ctx, self.key, minted["model"])
         else:
             if session is None or not session.get("model"):
@@ -639,6 +722,13 @@ class RealtimeCallsHandler(ClientHandler):
                     code="missing_required_parameter",
                 )
             config = validate_session(session)
+            if config["type"] != "realtime":
+                raise ApiError(
+                    400,
+                    "WebRTC calls need a realtime session (session.type 'realtime').",
+                    param="session.type",
+                    code="unsupported_value",
+                )
             route = _realtime_route(ctx, self.key, session.get("model"), "session.model")
         if minted is not None and not await ctx.realtime.redeem(minted, self.secret):
             raise invalid_api_key("The client secret is invalid, expired or already used.")
@@ -733,7 +823,7 @@ class CallSideband:
                     break
                 if frame.kind != "text" or not isinstance(frame.data, str):
                     continue
-                if '"response.done"' in frame.data:
+                if _billable(frame.data):
                     exhausted = await self.meter.bill(frame.data)
                     if exhausted is not None:
                         self.ended_by = "budget"

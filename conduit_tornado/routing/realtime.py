@@ -100,8 +100,9 @@ class MockRealtimeSocket:
     """A realtime peer in process: echoes session updates, answers response.create with a
     little audio and transcript, and reports usage in response.done."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, transcription: bool = False) -> None:
         self._model = model
+        self._transcription = transcription  # answers input_audio_buffer.commit
         self._out: asyncio.Queue[Frame] = asyncio.Queue()
         self._audio_bytes = 0
         self._session: dict[str, Any] = {"id": "sess_mock" + secrets.token_hex(6), "model": model}
@@ -128,6 +129,25 @@ class MockRealtimeSocket:
             self._emit({"type": "session.updated", "session": self._session})
         elif kind == "input_audio_buffer.append":
             self._audio_bytes += len(base64.b64decode(event.get("audio", ""), validate=False))
+        elif kind == "input_audio_buffer.commit" and self._transcription:
+            item = "item_" + secrets.token_hex(6)
+            audio_in = max(1, self._audio_bytes // 100)
+            self._audio_bytes = 0
+            self._emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item,
+                    "content_index": 0,
+                    "transcript": "Mock transcript.",
+                    "usage": {
+                        "type": "tokens",
+                        "input_tokens": audio_in,
+                        "output_tokens": 3,
+                        "total_tokens": audio_in + 3,
+                        "input_token_details": {"audio_tokens": audio_in, "text_tokens": 0},
+                    },
+                }
+            )
         elif kind == "response.create":
             rid = "resp_" + secrets.token_hex(6)
             self._emit(

@@ -105,6 +105,7 @@ class RealtimePeer(tornado.websocket.WebSocketHandler):
                 and (
                     self.get_query_argument("model", None)
                     or self.get_query_argument("call_id", None)
+                    or self.get_query_argument("intent", None) == "transcription"
                 )
             )
         )
@@ -126,7 +127,7 @@ class RealtimePeer(tornado.websocket.WebSocketHandler):
             self.call.peers.append(self)
             model = str(self.call.session.get("model"))
         else:
-            model = self.get_query_argument("deployment" if self.azure else "model")
+            model = self.get_query_argument("deployment" if self.azure else "model", "")
         self.session = {
             "id": "sess_up_" + secrets.token_hex(4),
             "object": "realtime.session",
@@ -151,6 +152,8 @@ class RealtimePeer(tornado.websocket.WebSocketHandler):
             self.emit({"type": "session.updated", "session": self.session})
         elif kind == "input_audio_buffer.append":
             self.audio += len(base64.b64decode(event["audio"]))
+        elif kind == "input_audio_buffer.commit" and self.conn.query.get("intent"):
+            self.transcribe()
         elif kind == "response.create":
             if self.call is not None:  # a call's response reaches every sideband of it
                 self.fake.respond(self.call.id)
@@ -207,6 +210,33 @@ class RealtimePeer(tornado.websocket.WebSocketHandler):
                 },
             }
         )
+
+    def transcribe(self) -> None:
+        """A transcription session's turn: whisper-1 is billed by duration, the GPT
+        transcription models by tokens (as OpenAI reports them)."""
+        model = ((self.session.get("audio") or {}).get("input") or {}).get("transcription", {})
+        name = model.get("model") if isinstance(model, dict) else None
+        usage: dict[str, Any] = (
+            {"type": "duration", "seconds": 2.5}
+            if name == "whisper-1"
+            else {
+                "type": "tokens",
+                "input_tokens": 120,
+                "output_tokens": 8,
+                "total_tokens": 128,
+                "input_token_details": {"audio_tokens": 100, "text_tokens": 20},
+            }
+        )
+        self.emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": "item_" + secrets.token_hex(4),
+                "content_index": 0,
+                "transcript": f"{name} heard {self.audio} bytes",
+                "usage": usage,
+            }
+        )
+        self.audio = 0
 
     def on_close(self) -> None:
         self.conn.closed = True

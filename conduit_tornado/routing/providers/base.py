@@ -422,6 +422,14 @@ class Adapter:
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         raise ProviderError("unsupported", "This model has no realtime API.", param="model")
 
+    async def realtime_transcription(
+        self, model: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        """A realtime socket for a transcription session (``intent=transcription``)."""
+        raise ProviderError(
+            "unsupported", "This model has no realtime transcription.", param="model"
+        )
+
     # WebRTC calls (POST /v1/realtime/calls): the offer relayed, then the sideband socket
     # the gateway meters the call on, and the hangup when the budget runs out.
     async def realtime_call(

@@ -251,6 +251,11 @@ class MockAdapter(Adapter):
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         return MockRealtimeSocket(model)
 
+    async def realtime_transcription(
+        self, model: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        return MockRealtimeSocket(model, transcription=True)
+
     async def realtime_call(
         self, sdp: str, session: Json, model: str, t: Timeouts
     ) -> tuple[str, str]:

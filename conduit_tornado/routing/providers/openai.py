@@ -207,15 +207,29 @@ class OpenAIAdapter(Adapter):
             close,
         )
 
-    def realtime_url(self, model: str) -> str:
+    def realtime_url(self, model: str, intent: str | None = None) -> str:
         base = self.provider.base_url or self.default_base
-        return _ws(base) + "/realtime?" + urlencode({"model": model})
+        # A transcription session names its model in its session.update, not the URL.
+        query = {"intent": intent} if intent else {"model": model}
+        return _ws(base) + "/realtime?" + urlencode(query)
 
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         return await connect_ws(
             self.upstream,
             self.provider.id,
             self.realtime_url(model),
+            self.headers(),
+            t,
+            max_message,
+        )
+
+    async def realtime_transcription(
+        self, model: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        return await connect_ws(
+            self.upstream,
+            self.provider.id,
+            self.realtime_url(model, "transcription"),
             self.headers(),
             t,
             max_message,
@@ -295,8 +309,9 @@ class AzureAdapter(OpenAIAdapter):
             "unsupported", "WebRTC calls are not supported for Azure providers.", param="model"
         )
 
-    def realtime_url(self, model: str) -> str:
-        query = urlencode({**self.params(), "deployment": model})
+    def realtime_url(self, model: str, intent: str | None = None) -> str:
+        extra = {"intent": intent} if intent else {}
+        query = urlencode({**self.params(), **extra, "deployment": model})
         return f"{_ws(self.provider.base_url or '')}/openai/realtime?{query}"
 
 
