@@ -1204,6 +1204,16 @@ _OPS["realtime.RealtimeSocketHandler"]["get"] = replace(
     "call this key made.",
     query=(_q("model", STRING), _q("call_id", STRING)),
 )
+_OPS["responses.ResponseHandler"]["get"] = Op(
+    "A stored response of this key; with stream=true, the events of a response created "
+    "with background and stream, after starting_after, live until it ends.",
+    _ref("Response"),
+    query=(
+        _q("stream", BOOL),
+        _q("starting_after", {"type": "integer", "minimum": -1, "maximum": 2**31 - 1}),
+    ),
+    other_types={"text/event-stream": SSE},
+)
 _OPS["responses.ResponsesHandler"]["get"] = Op(
     "The Responses WebSocket mode (client.responses.connect(), upgrade only): send "
     "response.create events, receive the events of the SSE stream as JSON messages. A "

@@ -256,6 +256,17 @@ class ResponsesHandler(ProxyHandler):
 
         return ResponsesSocketHandler
 
+    async def stream_in_background(self, body: Json) -> bool:
+        """background with stream: an in-process run whose events are stored, followed
+        by this request (api/responses_stream.py). True: answered."""
+        from .responses_stream import background_stream  # it imports this module
+
+        await background_stream(self, body)
+        return True
+
+    def new_response_id(self) -> str:
+        return new_id("resp")
+
     async def get(self) -> None:
         """A GET that was not routed to the WebSocket mode: a plain GET, or an upgrade
         where the host application does not route upgrades (inside Jupyter)."""
@@ -270,6 +281,8 @@ class ResponsesHandler(ProxyHandler):
     async def post(self) -> None:
         body = self.json_body()
         self._check(body)
+        if body.get("background") and body.get("stream") and await self.stream_in_background(body):
+            return
         before = await prior(self, body)
         user = body.get("user") or body.get("safety_identifier")
         route = self.resolve(
@@ -290,7 +303,7 @@ class ResponsesHandler(ProxyHandler):
         turn = Turn(
             body,
             route,
-            new_id("resp"),
+            self.new_response_id(),
             int(time.time()),
             self.entry["model"],
             items,
@@ -425,15 +438,6 @@ class ResponsesHandler(ProxyHandler):
                 "/v1/responses/{id}. Send store true, or drop background.",
                 param="background",
             )
-        if body.get("background") and body.get("stream"):
-            raise ApiError(
-                400,
-                "Streaming a background response is not supported by this gateway yet; "
-                "create it in the background and poll GET /v1/responses/{id}, or stream "
-                "it without background.",
-                param="stream",
-                code="unsupported_value",
-            )
         if body.get("conversation") is not None and body.get("previous_response_id"):
             raise ApiError(
                 400,
@@ -556,6 +560,12 @@ _FINAL = frozenset({"response.completed", "response.incomplete", "response.faile
 class ResponseHandler(Owned):
     async def get(self, response_id: str) -> None:
         doc = await self.owned(response_id)
+        if self.bool_arg("stream"):
+            # A streamed background response's events, from after starting_after on.
+            from .responses_stream import follow_stored  # it imports this module
+
+            await follow_stored(self, doc)
+            return
         self.send_json(doc["response"])
 
     async def delete(self, response_id: str) -> None:
