@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import httpx2
-import openai
 import pytest
 
 from tests.conftest import settled
