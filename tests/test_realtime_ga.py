@@ -86,7 +86,7 @@ async def test_a_secret_is_bound_to_its_model_and_expires(ga: RT) -> None:
         assert short.value.body["param"] == "expires_after"  # type: ignore[index]
         with pytest.raises(openai.BadRequestError) as kind:
             await client.realtime.client_secrets.create(
-                session={"type": "transcription"}  # type: ignore[typeddict-item]
+                session={"type": "translation"}  # type: ignore[typeddict-item]
             )
         assert kind.value.body["param"] == "session.type"  # type: ignore[index]
     with pytest.raises(InvalidStatus) as other_model:

@@ -241,7 +241,6 @@ async def test_store_false_keeps_nothing(wired: Wired) -> None:
             "input[0]",
         ),
         ({"input": "hi", "background": True, "store": False}, "background"),
-        ({"input": "hi", "background": True, "stream": True}, "stream"),
         ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
         ({"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]}, None),
         ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),

@@ -14,6 +14,7 @@ from conduit_tornado.core.security import hash_key, hashes_match
 from conduit_tornado.store import Doc, Store
 
 SESSIONS = "realtime_sessions"
+CALLS = "realtime_calls"
 SECRET_PREFIX = "ek_"  # noqa: S105 (a prefix that marks client secrets, not a secret)
 DEFAULTS: dict[str, Any] = {
     "modalities": ["text", "audio"],
@@ -126,6 +127,41 @@ class RealtimeSessions:
         )
         return used is not None  # another connection already redeemed it
 
+    async def create_call(
+        self,
+        key_id: str,
+        model: str,
+        config: dict[str, Any],
+        provider: str,
+        deployment: str,
+        upstream_call_id: str,
+    ) -> Doc:
+        """A WebRTC call, under the gateway's own id (the provider's stays inside): the
+        sideband (/v1/realtime?call_id=) and the hangup find it, owned by its key."""
+        doc: Doc = {
+            "_id": "rtc_" + secrets.token_hex(16),
+            "key_id": key_id,
+            "model": model,
+            "config": config,
+            "provider": provider,
+            "deployment": deployment,
+            "upstream_call_id": upstream_call_id,
+            "created_at": self._clock.now(),
+            "status": "active",
+        }
+        await self._store.insert(CALLS, doc)
+        return doc
+
+    async def get_call(self, call_id: str) -> Doc | None:
+        if not call_id.startswith("rtc_") or len(call_id) > 64:
+            return None
+        return await self._store.get(CALLS, call_id)
+
+    async def call_ended(self, call_id: str, usage: dict[str, Any]) -> None:
+        await self._store.update(
+            CALLS, call_id, {"status": "ended", "ended_at": self._clock.now(), **usage}
+        )
+
     async def ended(self, session_id: str, usage: dict[str, Any]) -> None:
         await self._store.update(
             SESSIONS, session_id, {"status": "closed", "ended_at": self._clock.now(), **usage}
@@ -146,32 +182,70 @@ def session_object(doc: Doc, secret: str | None, websocket_url: str) -> dict[str
 def client_secret_object(doc: Doc, secret: str) -> dict[str, Any]:
     """The GA answer to POST /v1/realtime/client_secrets."""
     expires = int(doc["secret_expires_at"].timestamp())
-    session = {
-        "id": doc["_id"],
-        "object": "realtime.session",
-        "type": "realtime",
-        "model": doc["model"],
-        "expires_at": expires,
-        **{k: v for k, v in doc["config"].items() if k not in ("type", "model")},
-    }
+    config = doc["config"]
+    if config.get("type") == "transcription":
+        session = {
+            "id": doc["_id"],
+            "object": "realtime.transcription_session",
+            "expires_at": expires,
+            **config,
+        }
+    else:
+        session = {
+            "id": doc["_id"],
+            "object": "realtime.session",
+            "type": "realtime",
+            "model": doc["model"],
+            "expires_at": expires,
+            **{k: v for k, v in config.items() if k not in ("type", "model")},
+        }
     return {"value": secret, "expires_at": expires, "session": session}
 
 
+TRANSCRIPTION_MODEL = "session.audio.input.transcription.model"
+
+
+def transcription_model(session: dict[str, Any]) -> Any:
+    """The model of a transcription session (audio.input.transcription.model), or None."""
+    audio = session.get("audio")
+    heard = audio.get("input") if isinstance(audio, dict) else None
+    transcription = heard.get("transcription") if isinstance(heard, dict) else None
+    return transcription.get("model") if isinstance(transcription, dict) else None
+
+
+def with_transcription_model(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """A transcription session's settings with its model replaced (the provider gets its
+    deployment's name, never the virtual one)."""
+    audio = dict(config.get("audio") or {})
+    heard = dict(audio.get("input") or {})
+    heard["transcription"] = {**(heard.get("transcription") or {}), "model": model}
+    audio["input"] = heard
+    return {**config, "audio": audio}
+
+
 def validate_session(session: Any) -> dict[str, Any]:
-    """A GA session configuration (session.type 'realtime'), as the provider will get it."""
+    """A GA session configuration, as the provider will get it: a realtime session
+    (session.type 'realtime'; its model is session.model) or a transcription session
+    ('transcription'; its model is audio.input.transcription.model)."""
     if not isinstance(session, dict):
         raise ApiError(400, "session must be an object.", param="session", code="invalid_type")
     kind = session.get("type", "realtime")
-    if kind != "realtime":
+    if kind not in ("realtime", "transcription"):
         raise ApiError(
             400,
-            "Only realtime sessions can be created here; transcription sessions are not "
-            "supported by this gateway yet.",
+            "session.type must be 'realtime' or 'transcription'.",
             param="session.type",
             code="unsupported_value",
         )
     config = {k: v for k, v in session.items() if k != "model"}
-    config["type"] = "realtime"
+    config["type"] = kind
+    if kind == "transcription" and "model" in session:
+        raise ApiError(
+            400,
+            f"A transcription session names its model in {TRANSCRIPTION_MODEL}.",
+            param="session.model",
+            code="invalid_value",
+        )
     for name, value in config.items():  # stored, and sent back: what no store can hold
         problem = unstorable(value, MAX_STORED_DEPTH - 1)
         if problem:

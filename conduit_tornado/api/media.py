@@ -97,12 +97,12 @@ def _token_usage(usage: Any) -> Json | None:
     }
 
 
-class TranscriptionHandler(ProxyHandler):
-    """Multipart upload, parsed as it arrives; the file is spooled, never held whole."""
+class UploadHandler(ProxyHandler):
+    """A multipart upload, parsed as it arrives; files are spooled, never held whole.
+    The whole body is capped by CONDUIT_MAX_AUDIO_BYTES (413 beyond)."""
 
-    endpoint = "audio.transcriptions"
-    kind = "transcriptions"
     max_body_setting = "max_audio_bytes"
+    file_fields = frozenset({"file"})
 
     def initialize(self) -> None:
         super().initialize()
@@ -112,7 +112,10 @@ class TranscriptionHandler(ProxyHandler):
     async def prepare(self) -> None:
         await super().prepare()
         try:
-            self.parser = MultipartParser(boundary_of(self.request.headers.get("Content-Type", "")))
+            self.parser = MultipartParser(
+                boundary_of(self.request.headers.get("Content-Type", "")),
+                file_fields=self.file_fields,
+            )
         except MultipartError as exc:  # refused before a byte of the body is read
             raise ApiError(400, f"Invalid upload: {exc}.", code="invalid_multipart") from None
 
@@ -135,7 +138,7 @@ class TranscriptionHandler(ProxyHandler):
         if self._received > self.body_limit:
             raise ApiError(
                 413,
-                f"The file is too large: the limit is {self.body_limit} bytes.",
+                f"The upload is too large: the limit is {self.body_limit} bytes.",
                 code="request_too_large",
             )
         if self.upload_error is not None:
@@ -146,11 +149,18 @@ class TranscriptionHandler(ProxyHandler):
         except MultipartError as exc:
             raise ApiError(400, f"Invalid upload: {exc}.", code="invalid_multipart") from None
 
+    def text_fields(self) -> list[tuple[str, str]]:
+        parts = self.parser.parts if self.parser else []
+        return [(p.name, p.text) for p in parts if p.file is None]
+
+
+class TranscriptionHandler(UploadHandler):
+    endpoint = "audio.transcriptions"
+    kind = "transcriptions"
+
     async def post(self) -> None:
         parts = self._parts()
-        fields = (
-            [(p.name, p.text) for p in self.parser.parts if p.file is None] if self.parser else []
-        )
+        fields = self.text_fields()
         values = dict(fields)
         route = self.resolve({"model": values.get("model"), "user": values.get("user")})
         file = parts.get("file")
@@ -340,4 +350,133 @@ class SpeechStreamHandler(SpeechHandler):
             raise ApiError(400, "stream_format must be 'audio' or 'sse'.", param="stream_format")
         return fmt == "sse" or (
             fmt is None and "text/event-stream" in self.request.headers.get("Accept", "")
+        )
+
+
+MAX_EDIT_IMAGES = 16  # OpenAI's limit for the GPT image models
+
+
+class ImageEditHandler(UploadHandler):
+    """POST /v1/images/edits: one image (``image``) or several (``image[]``), an optional
+    ``mask``, and the form fields, relayed as OpenAI's multipart; priced per image."""
+
+    endpoint = "images.edits"
+    kind = "edits"
+    file_fields = frozenset({"image", "image[]", "mask", "markup"})
+    needs_prompt = True
+    max_images = MAX_EDIT_IMAGES
+
+    async def post(self) -> None:
+        self._parts()
+        assert self.parser is not None
+        fields = self.text_fields()
+        values = dict(fields)
+        route = self.resolve({"model": values.get("model"), "user": values.get("user")})
+        files = [p for p in self.parser.parts if p.file is not None]
+        images = [p for p in files if p.name in ("image", "image[]")]
+        if not images:
+            raise ApiError(
+                400, "Upload an image in the 'image' field.", param="image", code="invalid_value"
+            )
+        if len(images) > self.max_images:
+            raise ApiError(
+                400,
+                f"At most {self.max_images} image(s) can be sent.",
+                param="image",
+                code="invalid_value",
+            )
+        for part in files:
+            if part.size == 0:
+                raise ApiError(
+                    400, f"The {part.name!r} file is empty.", param=part.name, code="invalid_value"
+                )
+        prompt = values.get("prompt", "")
+        if self.needs_prompt and not prompt.strip():
+            raise ApiError(
+                400, "prompt must be a non-empty string.", param="prompt", code="invalid_value"
+            )
+        _form_int(values, "n", 1, 10)  # the provider makes them; refused early if wrong
+        fmt = values.get("response_format", "url")
+        if fmt not in IMAGE_FORMATS:
+            raise ApiError(
+                400, "response_format must be 'url' or 'b64_json'.", param="response_format"
+            )
+        if values.get("stream", "false").lower() not in ("false", "0", ""):
+            raise ApiError(
+                400,
+                "Streamed image edits are not supported by this gateway; omit stream.",
+                param="stream",
+                code="unsupported_value",
+            )
+        await self.admit(
+            {}, prompt_tokens=estimate_tokens(prompt) if prompt else 0, completion_reserve=False
+        )
+        uploads = [
+            Upload(
+                p.file,
+                p.filename or p.name.rstrip("[]") + ".png",
+                p.content_type or "application/octet-stream",
+                p.size,
+                p.name,
+            )
+            for p in files
+            if p.file is not None
+        ]
+
+        async def call(target: Target, t: Timeouts) -> Json:
+            return await target.adapter.image_edit(self.kind, fields, uploads, target.model, t)
+
+        result, self.outcome = await self.ctx.router.run(route, call)
+        target = self.outcome.target
+        made = len(result.get("data") or [])
+        asked = values.get("size") or "1024x1024"
+        # "auto" is priced by what the provider says it made, when it says.
+        size = str(result.get("size") or asked) if asked == "auto" else asked
+        quality = values.get("quality") or ("standard" if "dall-e" in target.model else "medium")
+        if quality == "auto":
+            quality = str(result.get("quality") or "medium")
+        each = self.ctx.media_prices.image(target.model, size, quality, _pricing(target))
+        usage = Usage.from_openai(_token_usage(result.get("usage"))) or Usage(
+            estimate_tokens(prompt) if prompt else 0, 0, estimated=True
+        )
+        cost = self.account(
+            usage,
+            self.outcome,
+            cost=None if each is None else round(each * made, 10),
+            media={
+                "images": made,
+                "size": size,
+                "quality": quality,
+                "inputs": len(images),
+                "bytes": sum(p.size for p in files),
+            },
+        )
+        self.answer_headers(self.outcome, cost)
+        self.send_json(result)
+
+
+class ImageVariationHandler(ImageEditHandler):
+    """POST /v1/images/variations (dall-e-2's): one square PNG in ``image``, no prompt."""
+
+    endpoint = "images.variations"
+    kind = "variations"
+    file_fields = frozenset({"image"})
+    needs_prompt = False
+    max_images = 1
+
+
+def _form_int(values: dict[str, str], name: str, low: int, high: int) -> None:
+    raw = values.get(name)
+    if raw is None or raw == "":
+        return
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(
+            400,
+            f"{name} must be an integer from {low} to {high}.",
+            param=name,
+            code="invalid_value",
         )

@@ -17,7 +17,7 @@ import importlib.metadata
 import re
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import tornado.web
@@ -40,6 +40,7 @@ _REASONS = {
     404: "No such resource, model or route.",
     409: "The name is taken, or the resource is still referenced.",
     413: "The request body is too large.",
+    426: "A WebSocket upgrade is needed (the Responses WebSocket mode).",
     429: "A rate limit or budget refused the request (see Retry-After).",
     500: "An error in the gateway.",
     502: "The provider answered with an error.",
@@ -1176,6 +1177,120 @@ _OPS["admin_health.DeploymentHealthHandler"] = {
         },
     )
 }
+
+
+# -- Image edits and variations, realtime calls (WebRTC), the Responses WebSocket ------------
+
+_IMAGE_FILE: Json = {"type": "string", "contentMediaType": "application/octet-stream"}
+_CLIENT_SCHEMAS.update(
+    {
+        "ImageEditUpload": {
+            "type": "object",
+            "required": ["model", "prompt", "image"],
+            "properties": {
+                "model": MODEL,
+                "prompt": {"type": "string", "pattern": r"\S"},
+                "image": _IMAGE_FILE,
+                "image[]": {"type": "array", "items": _IMAGE_FILE, "maxItems": 16},
+                "mask": _IMAGE_FILE,
+                "n": {"type": "integer", "minimum": 1, "maximum": 10},
+                "response_format": {"enum": list(media.IMAGE_FORMATS)},
+                "size": STRING,
+                "quality": STRING,
+                "background": STRING,
+                "output_format": STRING,
+                "input_fidelity": STRING,
+                "user": STRING,
+            },
+        },
+        "ImageVariationUpload": {
+            "type": "object",
+            "required": ["model", "image"],
+            "properties": {
+                "model": MODEL,
+                "image": _IMAGE_FILE,
+                "n": {"type": "integer", "minimum": 1, "maximum": 10},
+                "response_format": {"enum": list(media.IMAGE_FORMATS)},
+                "size": STRING,
+                "user": STRING,
+            },
+        },
+    }
+)
+_CLIENT_SCHEMAS["RealtimeCallUpload"] = {
+    "type": "object",
+    "required": ["sdp"],
+    "properties": {
+        "sdp": {"type": "string", "description": "The WebRTC SDP offer (v=0 ...)."},
+        "session": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The GA session object as JSON (type realtime, model, ...).",
+        },
+    },
+}
+_PARAMS["realtime.RealtimeCallHangupHandler"] = ("call_id",)
+_OPS["realtime.RealtimeSocketHandler"]["get"] = replace(
+    _OPS["realtime.RealtimeSocketHandler"]["get"],
+    summary="The realtime WebSocket (upgrade only): with a virtual key and ?model=, at a "
+    "session's URL with its client secret, or with ?call_id= as the sideband of a WebRTC "
+    "call this key made.",
+    query=(_q("model", STRING), _q("call_id", STRING)),
+)
+_OPS["responses.ResponseHandler"]["get"] = Op(
+    "A stored response of this key; with stream=true, the events of a response created "
+    "with background and stream, after starting_after, live until it ends.",
+    _ref("Response"),
+    query=(
+        _q("stream", BOOL),
+        _q("starting_after", {"type": "integer", "minimum": -1, "maximum": 2**31 - 1}),
+    ),
+    other_types={"text/event-stream": SSE},
+)
+_OPS["responses.ResponsesHandler"]["get"] = Op(
+    "The Responses WebSocket mode (client.responses.connect(), upgrade only): send "
+    "response.create events, receive the events of the SSE stream as JSON messages. A "
+    "GET without the upgrade answers 426.",
+    None,
+    status=101,
+    also=(426,),
+)
+_OPS.update(
+    {
+        "realtime.RealtimeCallsHandler": {
+            "post": Op(
+                "Start a WebRTC realtime call: the SDP offer (multipart sdp + session, or "
+                "application/sdp with a client secret) in, the provider's SDP answer out "
+                "(201, Location names the call).",
+                None,
+                status=201,
+                body="RealtimeCallUpload",
+                body_type="multipart/form-data",
+                other_types={"application/sdp": TEXT},
+                also=(409,),
+            )
+        },
+        "realtime.RealtimeCallHangupHandler": {
+            "post": Op("End a WebRTC realtime call this key made.", None, also=(409,))
+        },
+        "media.ImageEditHandler": {
+            "post": Op(
+                "Edit images (multipart: image or image[], optional mask); priced per image.",
+                _ref("ImageList"),
+                body="ImageEditUpload",
+                body_type="multipart/form-data",
+            )
+        },
+        "media.ImageVariationHandler": {
+            "post": Op(
+                "Variations of one square PNG (multipart); priced per image.",
+                _ref("ImageList"),
+                body="ImageVariationUpload",
+                body_type="multipart/form-data",
+            )
+        },
+    }
+)
 
 
 class OpenApiHandler(PublicHandler):

@@ -39,6 +39,8 @@ NEEDS: dict[str, frozenset[str]] = {
     "completions": frozenset({"completions", "chat"}),
     "embeddings": frozenset({"embeddings"}),
     "images.generations": frozenset({"images"}),
+    "images.edits": frozenset({"images"}),
+    "images.variations": frozenset({"images"}),
     "audio.transcriptions": frozenset({"audio"}),
     "audio.translations": frozenset({"audio"}),
     "audio.speech": frozenset({"audio"}),

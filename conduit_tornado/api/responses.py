@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import tornado.web
 
 from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
 from conduit_tornado.core.errors import ApiError
@@ -247,9 +248,41 @@ class ResponsesHandler(ProxyHandler):
         super().initialize()
         self._detached = False  # a background run owns the log entry and the grant
 
+    @staticmethod
+    def upgrade_handler() -> type[tornado.web.RequestHandler]:
+        """Serves a WebSocket upgrade of this URL (the WebSocket mode, see
+        server/application.py): ``client.responses.connect()``."""
+        from .responses_socket import ResponsesSocketHandler  # it imports this module
+
+        return ResponsesSocketHandler
+
+    async def stream_in_background(self, body: Json) -> bool:
+        """background with stream: an in-process run whose events are stored, followed
+        by this request (api/responses_stream.py). True: answered."""
+        from .responses_stream import background_stream  # it imports this module
+
+        await background_stream(self, body)
+        return True
+
+    def new_response_id(self) -> str:
+        return new_id("resp")
+
+    async def get(self) -> None:
+        """A GET that was not routed to the WebSocket mode: a plain GET, or an upgrade
+        where the host application does not route upgrades (inside Jupyter)."""
+        raise ApiError(
+            426,
+            "The Responses WebSocket mode needs a WebSocket upgrade, which this server "
+            "does not route here; use POST /v1/responses.",
+            code="upgrade_required",
+            headers={"Upgrade": "websocket"},
+        )
+
     async def post(self) -> None:
         body = self.json_body()
         self._check(body)
+        if body.get("background") and body.get("stream") and await self.stream_in_background(body):
+            return
         before = await prior(self, body)
         user = body.get("user") or body.get("safety_identifier")
         route = self.resolve(
@@ -270,7 +303,7 @@ class ResponsesHandler(ProxyHandler):
         turn = Turn(
             body,
             route,
-            new_id("resp"),
+            self.new_response_id(),
             int(time.time()),
             self.entry["model"],
             items,
@@ -405,15 +438,6 @@ class ResponsesHandler(ProxyHandler):
                 "/v1/responses/{id}. Send store true, or drop background.",
                 param="background",
             )
-        if body.get("background") and body.get("stream"):
-            raise ApiError(
-                400,
-                "Streaming a background response is not supported by this gateway yet; "
-                "create it in the background and poll GET /v1/responses/{id}, or stream "
-                "it without background.",
-                param="stream",
-                code="unsupported_value",
-            )
         if body.get("conversation") is not None and body.get("previous_response_id"):
             raise ApiError(
                 400,
@@ -536,6 +560,12 @@ _FINAL = frozenset({"response.completed", "response.incomplete", "response.faile
 class ResponseHandler(Owned):
     async def get(self, response_id: str) -> None:
         doc = await self.owned(response_id)
+        if self.bool_arg("stream"):
+            # A streamed background response's events, from after starting_after on.
+            from .responses_stream import follow_stored  # it imports this module
+
+            await follow_stored(self, doc)
+            return
         self.send_json(doc["response"])
 
     async def delete(self, response_id: str) -> None:

@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     max_audio_bytes: int = Field(
         25 * MIB,
         ge=1024,
-        description="Largest audio upload accepted for transcription (413 beyond).",
+        description="Largest multipart upload accepted: audio for transcription, images for "
+        "edits and variations (413 beyond).",
     )
     max_admin_request_bytes: int = Field(
         1 * MIB, ge=1024, description="Largest admin API request body accepted (413 beyond)."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +19,14 @@ import orjson
 
 from conduit_tornado.core import via
 
-from .upstream import ProviderError, Timeouts, Upstream, check_headers, classify_status
+from .upstream import (
+    ProviderError,
+    Timeouts,
+    Upstream,
+    check_headers,
+    classify_status,
+    read_body,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +100,9 @@ class MockRealtimeSocket:
     """A realtime peer in process: echoes session updates, answers response.create with a
     little audio and transcript, and reports usage in response.done."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, transcription: bool = False) -> None:
         self._model = model
+        self._transcription = transcription  # answers input_audio_buffer.commit
         self._out: asyncio.Queue[Frame] = asyncio.Queue()
         self._audio_bytes = 0
         self._session: dict[str, Any] = {"id": "sess_mock" + secrets.token_hex(6), "model": model}
@@ -120,6 +129,25 @@ class MockRealtimeSocket:
             self._emit({"type": "session.updated", "session": self._session})
         elif kind == "input_audio_buffer.append":
             self._audio_bytes += len(base64.b64decode(event.get("audio", ""), validate=False))
+        elif kind == "input_audio_buffer.commit" and self._transcription:
+            item = "item_" + secrets.token_hex(6)
+            audio_in = max(1, self._audio_bytes // 100)
+            self._audio_bytes = 0
+            self._emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item,
+                    "content_index": 0,
+                    "transcript": "Mock transcript.",
+                    "usage": {
+                        "type": "tokens",
+                        "input_tokens": audio_in,
+                        "output_tokens": 3,
+                        "total_tokens": audio_in + 3,
+                        "input_token_details": {"audio_tokens": audio_in, "text_tokens": 0},
+                    },
+                }
+            )
         elif kind == "response.create":
             rid = "resp_" + secrets.token_hex(6)
             self._emit(
@@ -164,3 +192,78 @@ class MockRealtimeSocket:
 
     async def close(self, code: int, reason: str) -> None:
         self._out.put_nowait(Frame("close", None, code, reason))
+
+
+# -- WebRTC calls: the SDP offer relayed, the sideband socket, the hangup ---------------------
+
+MAX_SDP = 64 * 1024  # an offer is a few kilobytes; anything near this is not one
+
+
+def sdp_form(sdp: str, session: dict[str, Any]) -> tuple[str, bytes]:
+    """The SDP offer and the session as OpenAI's multipart (``sdp`` as application/sdp,
+    ``session`` as application/json): (content type, body)."""
+    boundary = secrets.token_hex(16)
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="sdp"\r\n'
+            f"Content-Type: application/sdp\r\n\r\n{sdp}\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="session"\r\n'
+            f"Content-Type: application/json\r\n\r\n"
+        ).encode()
+        + orjson.dumps(session)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def call_id_of(location: str | None) -> str:
+    """The call id at the end of the provider's Location header (/v1/realtime/calls/{id})."""
+    call_id = (location or "").split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if not call_id or len(call_id) > 128 or not call_id.isascii() or not call_id.isprintable():
+        raise ProviderError("bad_response", "the provider's answer named no call")
+    return call_id
+
+
+async def create_call(
+    upstream: Upstream,
+    pool: str,
+    url: str,
+    headers: dict[str, str],
+    t: Timeouts,
+    sdp: str,
+    session: dict[str, Any],
+) -> tuple[str, str]:
+    """POST the offer to the provider's /realtime/calls: (its SDP answer, its call id)."""
+    content_type, body = sdp_form(sdp, session)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield body
+
+    response = await upstream.request(
+        pool,
+        "POST",
+        url,
+        t,
+        stream=pieces(),
+        length=len(body),
+        headers={**headers, "Content-Type": content_type, "Accept": "application/sdp"},
+    )
+    location = response.headers.get("Location")
+    answer = await read_body(response)
+    if len(answer) > MAX_SDP or not answer.startswith(b"v=0"):
+        raise ProviderError("bad_response", "the provider's answer is not an SDP answer")
+    return answer.decode("utf-8", "replace"), call_id_of(location)
+
+
+async def hangup_call(
+    upstream: Upstream, pool: str, url: str, headers: dict[str, str], t: Timeouts
+) -> None:
+    response = await upstream.request(pool, "POST", url, t, headers=headers)
+    await read_body(response)
+
+
+MOCK_ANSWER = (
+    "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=setup:active\r\n"
+    "a=rtpmap:111 opus/48000/2\r\n"
+)

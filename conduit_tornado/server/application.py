@@ -46,6 +46,28 @@ class GatewayApplication(tornado.web.Application):
     def start_request(self, server_conn: object, request_conn: HTTPConnection) -> _Dispatch:
         return _Dispatch(self, server_conn, request_conn)
 
+    def get_handler_delegate(
+        self,
+        request: HTTPServerRequest,
+        target_class: type[tornado.web.RequestHandler],
+        target_kwargs: dict[str, Any] | None = None,
+        path_args: list[bytes] | None = None,
+        path_kwargs: dict[str, bytes] | None = None,
+    ) -> tornado_private.HandlerDelegate:
+        """Tornado's routing picks a handler by path alone; a route whose handler names an
+        ``upgrade_handler`` (POST /v1/responses and its WebSocket mode share a URL) has
+        its WebSocket upgrades served by that one instead."""
+        upgrade = getattr(target_class, "upgrade_handler", None)
+        if upgrade is not None and _is_upgrade(request.method, request.headers):
+            target_class = upgrade()
+        return super().get_handler_delegate(
+            request, target_class, target_kwargs, path_args, path_kwargs
+        )
+
+
+def _is_upgrade(method: str | None, headers: HTTPHeaders) -> bool:
+    return method == "GET" and headers.get("Upgrade", "").lower() == "websocket"
+
 
 class PlainRequest(HTTPServerRequest):
     """HTTPServerRequest with the same attributes, built for less. Tornado checks the
@@ -119,7 +141,11 @@ class _Dispatch(HTTPMessageDelegate):
         assert isinstance(start_line, RequestStartLine)
         app = self._app
         handler_class = app.plain_routes.get(start_line.path.partition("?")[0])
-        if handler_class is None:
+        if handler_class is None or (
+            # A WebSocket upgrade of a plain route: Tornado's routing, which hands it to
+            # the route's upgrade_handler (get_handler_delegate above).
+            hasattr(handler_class, "upgrade_handler") and _is_upgrade(start_line.method, headers)
+        ):
             self._fallback = tornado_private.routing_delegate(app, self._server_conn, self._conn)
             return self._fallback.headers_received(start_line, headers)  # type: ignore[return-value]
         request = PlainRequest(self._conn, self._server_conn, start_line, headers)

@@ -26,6 +26,9 @@ from tornado.routing import _RoutingDelegate
 
 from .http import Exchange
 
+#: What Application.get_handler_delegate returns (server/application.py overrides it).
+HandlerDelegate = tornado.web._HandlerDelegate
+
 
 def routing_delegate(
     app: tornado.web.Application, server_conn: object, request_conn: HTTPConnection

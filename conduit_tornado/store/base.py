@@ -23,7 +23,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 #: Collections kept for the log retention period (by their ``created_at``): MongoDB expires
 #: them with a TTL index, the in-process store keeps the newest of each.
-RETAINED = ("request_logs", "responses")
+RETAINED = ("request_logs", "responses", "response_events")
 FILTER_OPERATORS = frozenset({"$gte", "$gt", "$lte", "$lt", "$in", "$ne"})
 #: Where documents keep each writer's last batch (``increment_many``'s ``once``).
 SETTLED = "settled"

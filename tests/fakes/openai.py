@@ -448,3 +448,157 @@ class OpenAISpeech(OpenAIChat):
 
 class AzureSpeech(OpenAISpeech, AzureChat):
     pass
+
+
+# -- Image edits and variations: checked as OpenAI checks them --------------------------------
+
+
+def png(width: int, height: int, *, alpha: bool = False) -> bytes:
+    """A real PNG of that size (RGBA with a transparent first pixel, or RGB)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    channels = 4 if alpha else 3
+    rows = b"".join(
+        b"\x00" + bytes(channels * width if not (alpha and y == 0) else [0] * channels * width)
+        for y in range(height)
+    )
+    head = struct.pack(">IIBBBBB", width, height, 8, 6 if alpha else 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", head)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def png_info(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, has alpha) of a PNG, None for anything else."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height, data[25] in (4, 6) or b"tRNS" in data
+
+
+MIB = 1024 * 1024
+IMAGE_TYPES = {b"\x89PNG": "png", b"\xff\xd8\xff": "jpeg", b"RIFF": "webp"}
+
+
+def _kind(data: bytes) -> str | None:
+    return next((k for magic, k in IMAGE_TYPES.items() if data.startswith(magic)), None)
+
+
+class _Refused(Exception):
+    pass
+
+
+class OpenAIImageEdits(OpenAIChat):
+    """/v1/images/edits and /v1/images/variations, refusing what OpenAI refuses."""
+
+    def refuse(self, message: str, param: str | None) -> None:
+        self.set_status(400)
+        self.finish(
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "code": "invalid_value" if param else None,
+                }
+            }
+        )
+
+    async def post(self, *args: str) -> None:
+        try:
+            self.answer()
+        except _Refused as refused:
+            self.refuse(*refused.args)
+
+    def answer(self) -> None:
+        import tornado.httputil
+        from openai.types import ImagesResponse
+
+        kind = self.request.path.rsplit("/", 1)[1]
+        fields: dict[str, list[bytes]] = {}
+        files: dict[str, list[Any]] = {}
+        tornado.httputil.parse_body_arguments(
+            self.request.headers.get("Content-Type", ""), self.request.body, fields, files
+        )
+        self.seen.body["_files"] = [
+            (name, f.filename, f.content_type, len(f.body))
+            for name, fs in files.items()
+            for f in fs
+        ]
+        values = {k: v[0].decode() for k, v in fields.items()}
+        model = str(values.get("model") or ("dall-e-2" if kind == "variations" else "gpt-image-1"))
+        images = [f.body for name in ("image", "image[]") for f in files.get(name, [])]
+        if not images:
+            raise _Refused("Missing required parameter: 'image'.", "image")
+        if kind == "edits" and not values.get("prompt"):
+            raise _Refused("Missing required parameter: 'prompt'.", "prompt")
+        legacy = model.startswith("dall-e") or kind == "variations"
+        for data in images:
+            info = png_info(data)
+            if legacy:
+                if len(images) > 1:
+                    raise _Refused(f"{model} accepts one image.", "image")
+                if info is None:
+                    raise _Refused(
+                        "Invalid input image - format must be in ['RGBA', 'LA', 'L'], got "
+                        "unknown. Uploaded image must be a PNG.",
+                        "image",
+                    )
+                if len(data) >= 4 * MIB:
+                    raise _Refused("Uploaded image must be less than 4 MB.", "image")
+                if info[0] != info[1]:
+                    raise _Refused("Uploaded image must be square.", "image")
+            elif _kind(data) is None:
+                raise _Refused("Invalid image file: use png, webp or jpg.", "image")
+            elif len(data) >= 50 * MIB:
+                raise _Refused("Each image must be less than 50 MB.", "image")
+        if "mask" in files:
+            mask = png_info(files["mask"][0].body)
+            first = png_info(images[0])
+            if mask is None or not mask[2]:
+                raise _Refused(
+                    "Invalid mask image: it must be a PNG with an alpha channel.", "mask"
+                )
+            if first is not None and mask[:2] != first[:2]:
+                raise _Refused("The mask must have the same dimensions as the image.", "mask")
+        n = int(values.get("n") or 1)
+        if legacy:
+            fmt = values.get("response_format", "url")
+            item: dict[str, Any] = (
+                {"b64_json": PIXEL}
+                if fmt == "b64_json"
+                else {"url": "https://images.example.test/edit.png"}
+            )
+            answer: dict[str, Any] = {"created": int(time.time()), "data": [item] * n}
+        else:
+            answer = {
+                "created": int(time.time()),
+                "data": [{"b64_json": PIXEL}] * n,
+                "background": "opaque",
+                "output_format": "png",
+                "quality": "medium"
+                if values.get("quality") in (None, "auto")
+                else values["quality"],
+                "size": "1024x1024" if values.get("size") in (None, "auto") else values["size"],
+                "usage": {
+                    "input_tokens": 50 * len(images),
+                    "output_tokens": 200 * n,
+                    "total_tokens": 50 * len(images) + 200 * n,
+                    "input_tokens_details": {"image_tokens": 40 * len(images), "text_tokens": 10},
+                },
+            }
+        # Through the SDK's own type, so the fake cannot drift from OpenAI's shape.
+        self.finish(
+            ImagesResponse.model_validate(answer).model_dump(mode="json", exclude_none=True)
+        )
+
+
+class AzureImageEdits(OpenAIImageEdits, AzureChat):
+    pass

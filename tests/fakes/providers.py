@@ -66,12 +66,14 @@ class FakeProviders(Loopback):
             AzureAudioText,
             AzureChat,
             AzureEmbeddings,
+            AzureImageEdits,
             AzureImages,
             AzureSpeech,
             OpenAIAudioText,
             OpenAIChat,
             OpenAICompletions,
             OpenAIEmbeddings,
+            OpenAIImageEdits,
             OpenAIImages,
             OpenAISpeech,
         )
@@ -90,6 +92,12 @@ class FakeProviders(Loopback):
                 (r"/openai/deployments/([^/]+)/embeddings", AzureEmbeddings, {"fake": self}),
                 (r"/v1/images/generations", OpenAIImages, {"fake": self}),
                 (r"/openai/deployments/([^/]+)/images/generations", AzureImages, {"fake": self}),
+                (r"/v1/images/(?:edits|variations)", OpenAIImageEdits, {"fake": self}),
+                (
+                    r"/openai/deployments/([^/]+)/images/(?:edits|variations)",
+                    AzureImageEdits,
+                    {"fake": self},
+                ),
                 (r"/v1/audio/(transcriptions|translations)", OpenAIAudioText, {"fake": self}),
                 (
                     r"/openai/deployments/([^/]+)/audio/(transcriptions|translations)",

@@ -323,39 +323,60 @@ UPLOAD_PIECE = 256 * 1024  # bytes read from the spooled upload per write
 class Upload:
     """A spooled uploaded file, readable again for every attempt (retries)."""
 
-    def __init__(self, file: IO[bytes], filename: str, content_type: str, size: int) -> None:
+    def __init__(
+        self, file: IO[bytes], filename: str, content_type: str, size: int, name: str = "file"
+    ) -> None:
         self._file = file
         self.filename = filename
         self.content_type = content_type
         self.size = size
+        self.name = name  # the form field it was sent in (file, image, image[], mask ...)
 
     def form(self, fields: list[tuple[str, str]]) -> tuple[str, int, AsyncIterator[bytes]]:
         """The fields and this file as a multipart/form-data body: (content type, length,
         the bytes in pieces), re-read from the spool on every call so retries resend it."""
-        boundary = secrets.token_hex(16)
-        head = "".join(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"'
-            f"\r\n\r\n{value}\r\n"
-            for name, value in fields
-        ).encode()
-        head += (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{_quoted(self.filename)}"\r\nContent-Type: {self.content_type}\r\n\r\n'
-        ).encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
+        return upload_form(fields, [self])
 
-        async def pieces() -> AsyncIterator[bytes]:
-            yield head
+    def pieces(self) -> AsyncIterator[bytes]:
+        async def read() -> AsyncIterator[bytes]:
             self._file.seek(0)
             while piece := self._file.read(UPLOAD_PIECE):
                 yield piece
-            yield tail
 
-        return (
-            f"multipart/form-data; boundary={boundary}",
-            len(head) + self.size + len(tail),
-            pieces(),
-        )
+        return read()
+
+
+def upload_form(
+    fields: list[tuple[str, str]], uploads: list[Upload]
+) -> tuple[str, int, AsyncIterator[bytes]]:
+    """Fields and files (each under its own field name, repeated names kept in order) as
+    one multipart/form-data body: (content type, length, the bytes in pieces)."""
+    boundary = secrets.token_hex(16)
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n{value}\r\n'
+        for name, value in fields
+    ).encode()
+    # A file's bytes end its part: the next delimiter starts with the line break.
+    heads = [
+        (b"\r\n" if i else b"")
+        + (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(u.name)}"; '
+            f'filename="{_quoted(u.filename)}"\r\nContent-Type: {u.content_type}\r\n\r\n'
+        ).encode()
+        for i, u in enumerate(uploads)
+    ]
+    tail = (b"\r\n" if uploads else b"") + f"--{boundary}--\r\n".encode()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield head
+        for part_head, upload in zip(heads, uploads, strict=True):
+            yield part_head
+            async for piece in upload.pieces():
+                yield piece
+        yield tail
+
+    length = len(head) + sum(len(h) + u.size for h, u in zip(heads, uploads, strict=True))
+    return f"multipart/form-data; boundary={boundary}", length + len(tail), pieces()
 
 
 def _quoted(value: str) -> str:
@@ -422,8 +443,49 @@ class Adapter:
     async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
         raise ProviderError("unsupported", "This model does not generate speech.", param="model")
 
+    async def image_edit(
+        self,
+        kind: str,
+        fields: list[tuple[str, str]],
+        uploads: list[Upload],
+        model: str,
+        t: Timeouts,
+    ) -> Json:
+        """kind is "edits" or "variations": the images and fields as OpenAI's multipart."""
+        raise ProviderError("unsupported", "This model does not edit images.", param="model")
+
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         raise ProviderError("unsupported", "This model has no realtime API.", param="model")
+
+    async def realtime_transcription(
+        self, model: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        """A realtime socket for a transcription session (``intent=transcription``)."""
+        raise ProviderError(
+            "unsupported", "This model has no realtime transcription.", param="model"
+        )
+
+    # WebRTC calls (POST /v1/realtime/calls): the offer relayed, then the sideband socket
+    # the gateway meters the call on, and the hangup when the budget runs out.
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        """(the provider's SDP answer, its call id)."""
+        raise ProviderError(
+            "unsupported", "This model has no WebRTC realtime calls.", param="model"
+        )
+
+    async def realtime_sideband(
+        self, call_id: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        raise ProviderError(
+            "unsupported", "This model has no WebRTC realtime calls.", param="model"
+        )
+
+    async def realtime_hangup(self, call_id: str, t: Timeouts) -> None:
+        raise ProviderError(
+            "unsupported", "This model has no WebRTC realtime calls.", param="model"
+        )
 
     async def moderations(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError("unsupported", "This model does not classify content.", param="model")

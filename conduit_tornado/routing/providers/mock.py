@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from conduit_tornado.core.schemas import MockOptions
 from conduit_tornado.routing.catalog import Provider
-from conduit_tornado.routing.realtime import MockRealtimeSocket, RealtimeSocket
+from conduit_tornado.routing.realtime import MOCK_ANSWER, MockRealtimeSocket, RealtimeSocket
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
 
 from .base import (
@@ -194,6 +194,23 @@ class MockAdapter(Adapter):
             "data": [dict(item, revised_prompt=body.get("prompt")) for _ in range(n)],
         }
 
+    async def image_edit(
+        self,
+        kind: str,
+        fields: list[tuple[str, str]],
+        uploads: list[Upload],
+        model: str,
+        t: Timeouts,
+    ) -> Json:
+        values = dict(fields)
+        answer = await self.images(
+            {k: values[k] for k in ("n", "response_format", "prompt") if k in values}, model, t
+        )
+        if "prompt" not in values:  # a variation: nothing was revised
+            for item in answer["data"]:
+                item.pop("revised_prompt", None)
+        return answer
+
     async def transcribe(
         self, kind: str, fields: list[tuple[str, str]], upload: Upload, model: str, t: Timeouts
     ) -> tuple[bytes, str]:
@@ -233,3 +250,21 @@ class MockAdapter(Adapter):
 
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         return MockRealtimeSocket(model)
+
+    async def realtime_transcription(
+        self, model: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        return MockRealtimeSocket(model, transcription=True)
+
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        return MOCK_ANSWER, "rtc_mock" + secrets.token_hex(8)
+
+    async def realtime_sideband(
+        self, call_id: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        return MockRealtimeSocket("mock")
+
+    async def realtime_hangup(self, call_id: str, t: Timeouts) -> None:
+        return None

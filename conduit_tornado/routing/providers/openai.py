@@ -7,11 +7,16 @@ Requests pass through unchanged except ``model`` (the deployment's) and, for str
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from orjson import JSONDecodeError, loads
 
-from conduit_tornado.routing.realtime import RealtimeSocket, connect_ws
+from conduit_tornado.routing.realtime import (
+    RealtimeSocket,
+    connect_ws,
+    create_call,
+    hangup_call,
+)
 from conduit_tornado.routing.upstream import (
     Json,
     ProviderError,
@@ -20,10 +25,11 @@ from conduit_tornado.routing.upstream import (
     Timeouts,
     body_chunks,
     parse_event,
+    parse_json,
     read_body,
 )
 
-from .base import Adapter, ByteStream, ChunkStream, Probe, Upload, open_batches
+from .base import Adapter, ByteStream, ChunkStream, Probe, Upload, open_batches, upload_form
 
 DONE = b"[DONE]"
 
@@ -160,6 +166,32 @@ class OpenAIAdapter(Adapter):
         body = await read_body(response)
         return body, response.headers.get("Content-Type", "application/json")
 
+    async def image_edit(
+        self,
+        kind: str,
+        fields: list[tuple[str, str]],
+        uploads: list[Upload],
+        model: str,
+        t: Timeouts,
+    ) -> Json:
+        content_type, length, pieces = upload_form(
+            [(name, model if name == "model" else value) for name, value in fields], uploads
+        )
+        response = await self.upstream.request(
+            self.provider.id,
+            "POST",
+            self.url(f"/images/{kind}", model),
+            t,
+            stream=pieces,
+            length=length,
+            headers={**self.headers(), "Content-Type": content_type},
+            params=self.params(),
+        )
+        data = parse_json(await read_body(response))
+        if not isinstance(data, dict):
+            raise ProviderError("bad_response", "the provider answered with an unexpected shape")
+        return data
+
     async def speech(self, body: Json, model: str, t: Timeouts) -> ByteStream:
         response = await self.upstream.request(
             self.provider.id,
@@ -180,9 +212,11 @@ class OpenAIAdapter(Adapter):
             close,
         )
 
-    def realtime_url(self, model: str) -> str:
+    def realtime_url(self, model: str, intent: str | None = None) -> str:
         base = self.provider.base_url or self.default_base
-        return _ws(base) + "/realtime?" + urlencode({"model": model})
+        # A transcription session names its model in its session.update, not the URL.
+        query = {"intent": intent} if intent else {"model": model}
+        return _ws(base) + "/realtime?" + urlencode(query)
 
     async def realtime(self, model: str, t: Timeouts, max_message: int) -> RealtimeSocket:
         return await connect_ws(
@@ -193,6 +227,44 @@ class OpenAIAdapter(Adapter):
             t,
             max_message,
         )
+
+    async def realtime_transcription(
+        self, model: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        return await connect_ws(
+            self.upstream,
+            self.provider.id,
+            self.realtime_url(model, "transcription"),
+            self.headers(),
+            t,
+            max_message,
+        )
+
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        return await create_call(
+            self.upstream,
+            self.provider.id,
+            self.url("/realtime/calls", model),
+            self.headers(),
+            t,
+            sdp,
+            {**session, "type": "realtime", "model": model},
+        )
+
+    async def realtime_sideband(
+        self, call_id: str, t: Timeouts, max_message: int
+    ) -> RealtimeSocket:
+        base = self.provider.base_url or self.default_base
+        url = _ws(base) + "/realtime?" + urlencode({"call_id": call_id})
+        return await connect_ws(
+            self.upstream, self.provider.id, url, self.headers(), t, max_message
+        )
+
+    async def realtime_hangup(self, call_id: str, t: Timeouts) -> None:
+        url = self.url(f"/realtime/calls/{quote(call_id, safe='')}/hangup", "")
+        await hangup_call(self.upstream, self.provider.id, url, self.headers(), t)
 
 
 def _ws(url: str) -> str:
@@ -237,8 +309,17 @@ class AzureAdapter(OpenAIAdapter):
         # refuse the request outright, so their streams' usage is estimated.
         return self.params()["api-version"][:10] >= "2024-09-01"
 
-    def realtime_url(self, model: str) -> str:
-        query = urlencode({**self.params(), "deployment": model})
+    async def realtime_call(
+        self, sdp: str, session: Json, model: str, t: Timeouts
+    ) -> tuple[str, str]:
+        # Azure's WebRTC endpoint is regional and takes an ephemeral key: not wired yet.
+        raise ProviderError(
+            "unsupported", "WebRTC calls are not supported for Azure providers.", param="model"
+        )
+
+    def realtime_url(self, model: str, intent: str | None = None) -> str:
+        extra = {"intent": intent} if intent else {}
+        query = urlencode({**self.params(), **extra, "deployment": model})
         return f"{_ws(self.provider.base_url or '')}/openai/realtime?{query}"
 
 

@@ -1,0 +1,330 @@
+"""Background responses that stream: ``POST /v1/responses`` with ``background`` and
+``stream`` both true, and ``GET /v1/responses/{id}?stream=true&starting_after=N``.
+
+The run is an in-process ``POST /v1/responses`` served by ``BackgroundStreamRun`` (the
+ResponsesHandler that serves HTTP, with its storage made a running document), so it has
+the HTTP route's admission, routing to every provider, usage, cost and request log. Its
+events go to an event log in the store (``response_events``, one document per event,
+kept as long as stored responses) rather than to a client: the client that made it, and
+anyone with its key later, *follow* that log from a sequence number, so the run goes on
+when a client leaves and a reader may resume where it stopped. Followers in the process of
+the run are woken as events are written; others read the store every POLL seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import tornado.web
+from tornado.httputil import (
+    HTTPConnection,
+    HTTPHeaders,
+    HTTPServerRequest,
+    RequestStartLine,
+    ResponseStartLine,
+)
+from tornado.iostream import StreamClosedError
+
+from conduit_tornado.core.errors import ApiError
+from conduit_tornado.formats.responses import new_id
+from conduit_tornado.server.http import RequestContext
+from conduit_tornado.server.tornado_private import body_complete, start_streaming_handler
+from conduit_tornado.store import StoreUnavailable
+
+from .base import ClientHandler
+from .responses import (
+    RESPONSES,
+    UNFINISHED,
+    ResponsesHandler,
+    Turn,
+    _end,
+    packed,
+)
+
+log = logging.getLogger("conduit.responses")
+EVENTS = "response_events"
+POLL = 0.1  # seconds between store reads when the run is in another process
+PAGE = 500  # events read from the store at a time
+
+#: In-process runs, by response id: followers here wait on its wake-up instead of polling.
+_LIVE: dict[str, asyncio.Event] = {}
+
+
+def _event_id(response_id: str, seq: int) -> str:
+    # Zero-padded so the ids of one response sort by sequence number.
+    return f"{response_id}.{max(seq, -1) + 1:010d}"
+
+
+class BackgroundStreamRun(ResponsesHandler):
+    """Serves the in-process POST of a streamed background response: the stored document
+    is written when the run starts (``in_progress``, so GET and cancel see it) and
+    completed at its end, instead of written once at the end."""
+
+    preset_id = ""
+
+    def initialize(self, response_id: str = "") -> None:
+        super().initialize()
+        self.preset_id = response_id
+
+    async def stream_in_background(self, body: Any) -> bool:
+        return False  # this is the run itself
+
+    def new_response_id(self) -> str:
+        return self.preset_id
+
+    async def _start(self, turn: Turn) -> None:
+        running = turn.response("in_progress")
+        await self.ctx.store.insert(
+            RESPONSES,
+            {
+                "_id": turn.response_id,
+                "key": self.key.id,
+                "created_at": self.ctx.clock.now(),
+                "status": "in_progress",
+                "runner": self.ctx.limiter.instance,
+                "events": True,  # its events are in response_events
+                "response": packed(running),
+                "items": packed(turn.items),
+                "messages": packed(turn.messages([])),
+            },
+        )
+        try:
+            await self._stream(turn)
+        except ApiError:
+            # Nothing was streamed (no provider answered): nothing stays stored.
+            with contextlib.suppress(StoreUnavailable):
+                await self.ctx.store.delete(RESPONSES, turn.response_id)
+            raise
+
+    async def _save(self, turn: Turn, response: Any, upstream: Any) -> None:
+        if response["status"] != "failed":
+            await self._record(turn, response)
+        await self.ctx.store.update(
+            RESPONSES,
+            turn.response_id,
+            {
+                "status": response["status"],
+                "response": packed(response),
+                "messages": packed(turn.messages(response["output"])),
+                "upstream": upstream,
+            },
+            where={"status": {"$in": list(UNFINISHED)}},  # a cancel got there first
+        )
+
+
+class EventLog(HTTPConnection):
+    """The connection the run is answered on: each SSE event it writes is stored (the
+    write completes when the store has it) and wakes this process's followers."""
+
+    def __init__(self, handler: ClientHandler, response_id: str) -> None:
+        self.ctx = handler.ctx
+        self.response_id = response_id
+        self.context = RequestContext(
+            handler.request.remote_ip or "", handler.request.protocol or "http"
+        )
+        self.status = 0
+        self.sse = False
+        self.error_body = bytearray()
+        self._pending = b""
+        self._close_callback: Callable[[], None] | None = None
+        loop = asyncio.get_running_loop()
+        self.head: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.wake = _LIVE.setdefault(response_id, asyncio.Event())
+
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        self._close_callback = callback
+
+    def write_headers(
+        self,
+        start_line: RequestStartLine | ResponseStartLine,
+        headers: HTTPHeaders,
+        chunk: bytes | None = None,
+    ) -> asyncio.Future[None]:
+        assert isinstance(start_line, ResponseStartLine)
+        self.status = start_line.code
+        self.sse = headers.get("Content-Type", "").startswith("text/event-stream")
+        if not self.head.done():
+            self.head.set_result(None)
+        return self.write(chunk or b"")
+
+    def write(self, chunk: bytes) -> asyncio.Future[None]:
+        if not self.sse:
+            self.error_body += chunk
+            return _done()
+        *frames, self._pending = (self._pending + chunk).split(b"\n\n")
+        docs = []
+        now = self.ctx.clock.now()
+        for frame in frames:
+            data = [line[5:].lstrip() for line in frame.split(b"\n") if line.startswith(b"data:")]
+            if not data:
+                continue  # a keepalive comment
+            event = orjson.loads(b"\n".join(data))
+            seq = event.get("sequence_number")
+            if not isinstance(seq, int):
+                continue
+            docs.append(
+                {
+                    "_id": _event_id(self.response_id, seq),
+                    "response": self.response_id,
+                    "seq": seq,
+                    "created_at": now,
+                    "event": orjson.dumps(event).decode(),
+                }
+            )
+        if not docs:
+            return _done()
+        return asyncio.ensure_future(self._store(docs))
+
+    async def _store(self, docs: list[dict[str, Any]]) -> None:
+        await self.ctx.store.insert_many(EVENTS, docs)
+        self.wake.set()
+        self.wake.clear()
+
+    def finish(self) -> None:
+        if not self.head.done():
+            self.head.set_result(None)
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def stop(self) -> None:
+        """The run is cancelled: the handler stops reading upstream and bills what was
+        made, as for a client that left (ProxyHandler.on_connection_close)."""
+        callback, self._close_callback = self._close_callback, None
+        if callback is not None:
+            callback()
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+async def _run(handler: ClientHandler, events: EventLog, body: bytes) -> None:
+    """Serve the run's POST in process, until it ends or is cancelled."""
+    request = HTTPServerRequest(
+        connection=events,
+        start_line=RequestStartLine("POST", handler.request.path, "HTTP/1.1"),
+        headers=_headers(handler, len(body)),
+    )
+    run = BackgroundStreamRun(handler.application, request, response_id=events.response_id)
+    try:
+        await start_streaming_handler(run, request, [])
+        run.data_received(body)
+        body_complete(request)
+        await events.finished
+    except asyncio.CancelledError:
+        events.stop()  # a cancel, or the gateway stopping: say why if no cancel did
+        doc = await handler.ctx.store.get(RESPONSES, events.response_id)
+        if doc is not None and doc.get("status") in UNFINISHED:
+            await _end(
+                handler.ctx.store,
+                orjson.loads(doc["response"]),
+                "The gateway stopped before this response finished.",
+            )
+        raise
+    finally:
+        events.finish()  # whoever waits for its head or end stops waiting
+        events.wake.set()  # followers look once more, and see the end
+        _LIVE.pop(events.response_id, None)
+
+
+def _headers(handler: ClientHandler, length: int) -> HTTPHeaders:
+    headers = HTTPHeaders(
+        {
+            "Host": handler.request.host,
+            "Content-Type": "application/json",
+            "Content-Length": str(length),
+        }
+    )
+    for name in ("Authorization", "api-key", "x-api-key", "Via"):
+        for value in handler.request.headers.get_list(name):
+            headers.add(name, value)
+    return headers
+
+
+async def background_stream(handler: ClientHandler, body: dict[str, Any]) -> None:
+    """POST /v1/responses with background and stream: start the run, then follow it."""
+    response_id = new_id("resp")
+    events = EventLog(handler, response_id)
+    handler.ctx.in_flight.start_run(response_id, _run(handler, events, orjson.dumps(body)))
+    await events.head
+    if events.status != 200 or not events.sse:
+        # Refused before anything streamed (a 4xx naming the param, a 429, no provider):
+        # the run's own answer, as the client would have had it over HTTP.
+        await events.finished
+        handler.set_status(events.status or 500)
+        handler.set_header("Content-Type", "application/json")
+        handler.finish(bytes(events.error_body))
+        return
+    await follow(handler, response_id, -1)
+
+
+async def follow(handler: tornado.web.RequestHandler, response_id: str, after: int) -> None:
+    """Write a response's stored events after sequence number ``after`` as SSE, and the
+    ones still to come, until the response has ended."""
+    ctx = handler.application.settings["conduit"]
+    handler.set_header("Content-Type", "text/event-stream; charset=utf-8")
+    handler.set_header("Cache-Control", "no-cache")
+    handler.set_header("X-Accel-Buffering", "no")
+    try:
+        while True:
+            wake = _LIVE.get(response_id)
+            waiter = asyncio.ensure_future(wake.wait()) if wake is not None else None
+            page = await ctx.store.find(
+                EVENTS,
+                {"response": response_id, "_id": {"$gt": _event_id(response_id, after)}},
+                sort="_id",
+                limit=PAGE,
+            )
+            if page:
+                if waiter is not None:
+                    waiter.cancel()
+                for doc in page:
+                    event = doc["event"]
+                    kind = orjson.loads(event)["type"]
+                    handler.write(f"event: {kind}\ndata: {event}\n\n".encode())
+                    after = doc["seq"]
+                await handler.flush()
+                continue
+            doc = await ctx.store.get(RESPONSES, response_id)
+            if doc is None or doc.get("status") not in UNFINISHED:
+                if waiter is not None:
+                    waiter.cancel()
+                # One more read: events written between the page and the status.
+                if await ctx.store.count(
+                    EVENTS,
+                    {"response": response_id, "_id": {"$gt": _event_id(response_id, after)}},
+                ):
+                    continue
+                break
+            if waiter is None:
+                await asyncio.sleep(POLL)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL * 10):
+                        await waiter
+                waiter.cancel()
+        handler.finish()
+    except StreamClosedError:
+        return  # the client left; the run goes on
+
+
+async def follow_stored(handler: ClientHandler, doc: dict[str, Any]) -> None:
+    """GET /v1/responses/{id}?stream=true[&starting_after=N] of a stored response."""
+    if not doc.get("events"):
+        raise ApiError(
+            400,
+            "Only a response created with background and stream true can be streamed "
+            "again; read this one with GET /v1/responses/{id}.",
+            param="stream",
+            code="invalid_request",
+        )
+    after = handler.int_arg("starting_after", -1, -1, 2**31 - 1)
+    await follow(handler, doc["_id"], after)

@@ -1,0 +1,143 @@
+"""Background responses that stream (background and stream true), read again from any
+point with GET /v1/responses/{id}?stream=true&starting_after=N, with the official SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.conftest import settled
+from tests.openai_schemas import validate
+from tests.proxy_setup import Wired
+
+pytestmark = pytest.mark.asyncio
+LONG = "one two three four five six seven eight nine ten"
+
+
+def _data(event: Any) -> dict[str, Any]:
+    data: dict[str, Any] = event.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    return data
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude", "mock"])
+async def test_a_background_stream_is_followed_and_replayed(wired: Wired, model: str) -> None:
+    async with wired.client() as client:
+        stream = await client.responses.create(
+            model=model, input="Say hello", background=True, stream=True
+        )
+        events = [event async for event in stream]
+        for event in events:
+            validate(_data(event), "ResponseStreamEvent")
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert events[0].type == "response.created" and events[-1].type == "response.completed"
+        done = events[-1].response
+        assert done.background is True and done.status == "completed"
+        stored = await client.responses.retrieve(done.id)
+        assert stored.status == "completed" and stored.output_text == done.output_text
+        # Replayed from after event 2: the same events, the same numbers.
+        replay = await client.responses.retrieve(done.id, stream=True, starting_after=2)
+        again = [event async for event in replay]
+        assert [_data(e) for e in again] == [_data(e) for e in events[3:]]
+        everything = await client.responses.retrieve(done.id, stream=True)
+        assert len([e async for e in everything]) == len(events)
+    await settled(wired.gateway)
+    logs = (await wired.admin.logs())["data"]
+    assert len([e for e in logs if e["endpoint"] == "responses"]) == 1  # one run, one log
+
+
+async def test_the_run_goes_on_when_the_client_leaves(wired: Wired) -> None:
+    wired.fake.then(chunk_delay=0.1, text=LONG)
+    async with wired.client() as client:
+        stream = await client.responses.create(
+            model="gpt", input="Count", background=True, stream=True
+        )
+        seen = []
+        async for event in stream:
+            seen.append(event)
+            if event.type == "response.output_text.delta":
+                break
+        await stream.close()  # the client leaves mid-stream
+        response_id = seen[0].response.id
+        assert (await client.responses.retrieve(response_id)).status == "in_progress"
+        # Another reader resumes where the first one stopped, and sees the rest live.
+        resumed = await client.responses.retrieve(
+            response_id, stream=True, starting_after=seen[-1].sequence_number
+        )
+        rest = [event async for event in resumed]
+        assert rest[0].sequence_number == seen[-1].sequence_number + 1
+        assert rest[-1].type == "response.completed"
+        text = "".join(e.delta for e in [*seen, *rest] if e.type == "response.output_text.delta")
+        assert text == LONG
+    await settled(wired.gateway)
+    entry = (await wired.admin.logs())["data"][0]
+    assert entry["status"] == 200 and entry["completion_tokens"] == 10  # billed in full
+
+
+async def test_cancel_stops_a_streamed_run(wired: Wired) -> None:
+    wired.fake.then(chunk_delay=0.2, text=LONG)
+    async with wired.client() as client:
+        stream = await client.responses.create(
+            model="gpt", input="Count", background=True, stream=True
+        )
+        first = await stream.__anext__()
+        cancelled = await client.responses.cancel(first.response.id)
+        assert cancelled.status == "cancelled"
+        async with asyncio.timeout(10):  # the follower sees the end
+            async for _ in stream:
+                pass
+        assert (await client.responses.retrieve(first.response.id)).status == "cancelled"
+    await settled(wired.gateway)
+    entry = (await wired.admin.logs())["data"][0]
+    assert entry["status"] == 499  # stopped mid-stream; what was made is billed
+
+
+async def test_refusals_come_back_as_http_errors_and_store_nothing(wired: Wired) -> None:
+    auth = {"Authorization": f"Bearer {wired.key}"}
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, headers=auth) as http:
+        nope = await http.post(
+            "/v1/responses",
+            json={"model": "nope", "input": "x", "background": True, "stream": True},
+        )
+        assert nope.status_code == 404 and nope.json()["error"]["code"] == "model_not_found"
+        unstored = await http.post(
+            "/v1/responses",
+            json={"model": "gpt", "input": "x", "background": True, "stream": True, "store": False},
+        )
+        assert unstored.status_code == 400
+        plain = (await http.post("/v1/responses", json={"model": "mock", "input": "x"})).json()
+        again = await http.get(f"/v1/responses/{plain['id']}", params={"stream": "true"})
+        assert again.status_code == 400 and again.json()["error"]["param"] == "stream"
+        stranger = (await wired.admin.create_key(name="stranger"))["key"]
+        made = await http.post(
+            "/v1/responses",
+            json={"model": "mock", "input": "x", "background": True, "stream": True},
+        )
+        first = json.loads(made.text.split("data: ", 2)[1].split("\n", 1)[0])
+        theirs = await http.get(
+            f"/v1/responses/{first['response']['id']}",
+            params={"stream": "true"},
+            headers={"Authorization": f"Bearer {stranger}"},
+        )
+        assert theirs.status_code == 404
+    assert wired.gateway.ctx is not None
+    stored = await wired.gateway.ctx.store.find("responses", {})
+    assert [doc["_id"] for doc in stored if doc.get("events")] == [first["response"]["id"]]
+
+
+async def test_the_event_log_on_every_store(wired_store: Wired) -> None:
+    async with wired_store.client() as client:
+        stream = await client.responses.create(
+            model="gpt", input="Say hello", background=True, stream=True
+        )
+        events = [_data(event) async for event in stream]
+        response_id = events[0]["response"]["id"]
+        replay = await client.responses.retrieve(response_id, stream=True, starting_after=1)
+        assert [_data(e) async for e in replay] == events[2:]
+        last = await client.responses.retrieve(
+            response_id, stream=True, starting_after=len(events) - 1
+        )
+        assert [e async for e in last] == []
