@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from conduit_tornado.core.security import SecretBox
 from conduit_tornado.core.settings import Settings, settings_markdown
+from conduit_tornado.metering.access_log import configure_logging
 
 from . import transfer
 from .admin_client import AdminClient, AdminError
@@ -197,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         except StoreUnavailable as exc:
             print(f"error: cannot reach the store: {exc}", file=sys.stderr)
             return 1
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)  # text or JSON lines (CONDUIT_LOG_FORMAT), scrubbed
     try:
         return run_loop(_serve(settings), settings.event_loop)
     except ConfigError as exc:

@@ -20,6 +20,7 @@ from conduit_tornado.api.routes import make_app
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox, hash_key, new_master_key
 from conduit_tornado.core.settings import Settings
+from conduit_tornado.core.tracing import open_tracing
 from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.metering.pricing import MediaPrices, PriceTable
 from conduit_tornado.metering.recorder import Recorder
@@ -32,6 +33,7 @@ from .config_file import load_config
 from .context import Context
 from .store import DuplicateError, MemoryStore, MongoStore, SQLiteStore, Store, log_failure
 from .store.sqlite import FILE_NAME, default_data_dir
+from .store.traced import TracedStore, traced
 
 log = logging.getLogger("conduit")
 _MASTER_META = "master_key"
@@ -68,6 +70,8 @@ def data_dir(settings: Settings) -> Path:
 
 def describe_store(store: Store) -> str:
     """Which store, and where: for the start-up line."""
+    if isinstance(store, TracedStore):
+        store = store.inner
     if isinstance(store, SQLiteStore):
         return f"local file {store.path}"
     if isinstance(store, MongoStore):
@@ -180,6 +184,11 @@ class Gateway:
         box = SecretBox(secret)
         master_hash, generated = await resolve_master_key(s, store)
         self.generated_master_key = generated
+        tracer = open_tracing(s)
+        if tracer is not None:
+            # Operations made for a traced request become its child spans; every service
+            # uses the wrapped store (background writes, outside requests, make none).
+            store = traced(store)
         catalog = Catalog(store, box, self._clock)
         if s.config is not None:
             providers, models = load_config(s.config)
@@ -207,6 +216,7 @@ class Gateway:
             alerts=alerts,
             realtime=RealtimeSessions(store, self._clock, s.realtime_secret_ttl),
             master_key_hash=master_hash,
+            tracing=tracer,
         )
         self._tasks.append(asyncio.create_task(self._refresh_catalog(catalog)))
         self._tasks.append(asyncio.create_task(recorder.run()))
@@ -267,6 +277,8 @@ class Gateway:
                 )
             await self.ctx.upstream.close()
             await self.ctx.store.close()
+            if self.ctx.tracing is not None:  # exports what is buffered: off the loop
+                await asyncio.to_thread(self.ctx.tracing.shutdown)
             self.ctx = None
 
 
