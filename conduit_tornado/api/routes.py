@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import tornado.web
 
 from conduit_tornado.context import Context
+from conduit_tornado.core.scrub import scrub
 from conduit_tornado.server.application import GatewayApplication
 from conduit_tornado.ui.handlers import ui_routes
 from conduit_tornado.ui.sessions import UiSessions
@@ -98,7 +98,6 @@ def app_settings(ctx: Context) -> dict[str, Any]:
     return {"conduit": ctx, "conduit_ui": UiSessions(ctx)}
 
 
-_SECRET_PARAMS = re.compile(r"([?&](?:token|key|api-key|api_key)=)[^&]*", re.IGNORECASE)
 access_log = logging.getLogger("tornado.access")
 
 
@@ -113,7 +112,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     if not access_log.isEnabledFor(level):
         return
     request = handler.request
-    uri = _SECRET_PARAMS.sub(r"\1[redacted]", request.uri or "")
+    uri = scrub(request.uri or "")
     access_log.log(
         level,
         "%d %s %s (%s) %.2fms",
