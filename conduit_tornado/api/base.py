@@ -24,7 +24,7 @@ from tornado.http1connection import HTTP1Connection
 
 from conduit_tornado.admission.keys import VirtualKey
 from conduit_tornado.context import Context
-from conduit_tornado.core import tracing, via
+from conduit_tornado.core import via
 from conduit_tornado.core.errors import (
     ApiError,
     default_type,
@@ -278,7 +278,7 @@ class BaseHandler(ApiResponses):
 
     async def prepare(self) -> None:
         if self.trace is not None:
-            tracing.current.set(self.trace)  # this request's task: routing and store see it
+            self.trace.enter()  # this request's task: routing and the store see its span
         allowed = self.allowed_methods()
         if self.request.method not in allowed:  # before auth: a wrong method is not a 401
             raise ApiError(

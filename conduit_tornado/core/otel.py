@@ -10,6 +10,7 @@ answer text appear only with CONDUIT_OTEL_CAPTURE_CONTENT.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,7 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .scrub import scrub
 from .settings import Settings
-from .tracing import Span, outgoing
+from .tracing import Span, current, outgoing
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -111,6 +112,11 @@ class OtelRequest:
         self._context = trace.set_span_in_context(span)
         self._provider: str | None = None
         self._operation: str | None = None
+        self.task: asyncio.Task[Any] | None = None
+
+    def enter(self) -> None:
+        self.task = asyncio.current_task()
+        current.set(self)
 
     @property
     def trace_id(self) -> str:
@@ -119,20 +125,23 @@ class OtelRequest:
     def model_request(self, endpoint: str, model: str, body: Mapping[str, Any]) -> None:
         operation = OPERATIONS.get(endpoint, endpoint)
         self._operation = operation
-        span = self.span
-        span.update_name(f"{operation} {model}")
-        span.set_attribute("gen_ai.operation.name", operation)
-        span.set_attribute("gen_ai.request.model", model)
+        self.span.update_name(f"{operation} {model}")
+        # One call with every attribute: the SDK takes a lock for each call.
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": model,
+        }
         for field, attribute in REQUEST_PARAMS.items():
             value = body.get(field)
             if isinstance(value, int | float) and not isinstance(value, bool):
-                span.set_attribute(attribute, value)
+                attributes[attribute] = value
         if body.get("stream") is True:
-            span.set_attribute("conduit.stream", True)
+            attributes["conduit.stream"] = True
         if self._tracing.capture:
             given = body.get("messages", body.get("input", body.get("prompt")))
             if given is not None:
-                span.set_attribute("gen_ai.input.messages", _content(given))
+                attributes["gen_ai.input.messages"] = _content(given)
+        self.span.set_attributes(attributes)
 
     def model_answer(self, result: Mapping[str, Any]) -> None:
         if not self._tracing.capture:
@@ -211,35 +220,36 @@ class OtelRequest:
         entry: Mapping[str, Any] | None,
         response_model: str | None,
     ) -> None:
-        span = self.span
-        span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
+        attributes: dict[str, Any] = {"http.route": route, "http.response.status_code": status}
         if self._provider is not None:
-            span.set_attribute("gen_ai.provider.name", self._provider)
+            attributes["gen_ai.provider.name"] = self._provider
         if entry is not None:
-            _accounting(span, entry, response_model)
+            _accounting(attributes, entry, response_model)
         if status >= 400:
             error = entry.get("error_code") or entry.get("error_type") if entry else None
-            span.set_attribute("error.type", str(error or status))
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
+            attributes["error.type"] = str(error or status)
+        span = self.span
+        span.set_attributes(attributes)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
         span.end()
 
 
-def _accounting(span: trace.Span, entry: Mapping[str, Any], response_model: str | None) -> None:
-    if entry.get("request_id"):
-        span.set_attribute("conduit.request_id", str(entry["request_id"]))
-    if entry.get("key_id"):
-        span.set_attribute("conduit.key_id", str(entry["key_id"]))
-    provider = entry.get("provider")
-    if provider:
-        span.set_attribute("conduit.provider", str(provider))
-    deployment = entry.get("deployment")
-    model = response_model or deployment
+def _accounting(
+    attributes: dict[str, Any], entry: Mapping[str, Any], response_model: str | None
+) -> None:
+    for field, attribute in (
+        ("request_id", "conduit.request_id"),
+        ("key_id", "conduit.key_id"),
+        ("provider", "conduit.provider"),
+        ("deployment", "conduit.deployment"),
+    ):
+        value = entry.get(field)
+        if value:
+            attributes[attribute] = str(value)
+    model = response_model or entry.get("deployment")
     if model:
-        span.set_attribute("gen_ai.response.model", str(model))
-    if deployment:
-        span.set_attribute("conduit.deployment", str(deployment))
+        attributes["gen_ai.response.model"] = str(model)
     for field, attribute in (
         ("prompt_tokens", "gen_ai.usage.input_tokens"),
         ("completion_tokens", "gen_ai.usage.output_tokens"),
@@ -247,14 +257,15 @@ def _accounting(span: trace.Span, entry: Mapping[str, Any], response_model: str 
     ):
         value = entry.get(field)
         if isinstance(value, int):
-            span.set_attribute(attribute, value)
-    cost = entry.get("cost")
-    if isinstance(cost, int | float):
-        span.set_attribute("conduit.cost_usd", float(cost))
-    for field in ("latency_ms", "overhead_ms"):
+            attributes[attribute] = value
+    for field, attribute in (
+        ("cost", "conduit.cost_usd"),
+        ("latency_ms", "conduit.latency_ms"),
+        ("overhead_ms", "conduit.overhead_ms"),
+    ):
         value = entry.get(field)
-        if isinstance(value, int | float):
-            span.set_attribute(f"conduit.{field}", float(value))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            attributes[attribute] = float(value)
 
 
 def _content(value: Any) -> str:

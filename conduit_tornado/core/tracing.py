@@ -13,6 +13,7 @@ process), so several gateways, traced or not, can run in one process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,6 +44,13 @@ class Span(Protocol):
 
 class RequestTrace(Protocol):
     """One request's SERVER span, and the children made while serving it."""
+
+    #: The request's own task: store operations made by tasks it started (settlement
+    #: batches, alerts, which serve many requests) are not this request's children.
+    task: asyncio.Task[Any] | None
+
+    def enter(self) -> None:
+        """Make this the current request of the running task (called from prepare())."""
 
     @property
     def trace_id(self) -> str:

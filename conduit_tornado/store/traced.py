@@ -1,12 +1,14 @@
 """A store whose operations made while serving a traced request become child spans.
 
 Put in front of the real store only when tracing is on (gateway.py), so an untraced
-gateway calls its store directly. Operations outside a request (the recorder's batches,
-heartbeats, catalog refreshes) run in tasks without a traced request and make no spans.
+gateway calls its store directly. Only operations awaited by the request's own task are
+its children: background work (the recorder's batches, settlements and alerts that a
+request's task started and that serve many requests, heartbeats) makes no spans.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -44,7 +46,7 @@ def _traced(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     async def operation(self: TracedStore, collection: str, *args: Any, **kwargs: Any) -> Any:
         call = getattr(self.inner, name)
         trace = tracing.current.get()
-        if trace is None:
+        if trace is None or trace.task is not asyncio.current_task():
             return await call(collection, *args, **kwargs)
         span = trace.store_call(name, collection, self.inner.kind)
         try:
