@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
-from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 #: Known values kept at most (oldest forgotten first): providers x credentials, bounded.
@@ -52,6 +51,9 @@ _AFTER_NAME = re.compile(
     r"(?!\[redacted\])[^\s\"'&,;}\]]{4,}"
 )
 
+#: Credentials in a URL's user info (a base_url may carry them; client errors quote URLs).
+_USERINFO = re.compile(r"(?i)\b((?:https?|wss?)://)[^/\s@]+@")
+
 _known: OrderedDict[str, None] = OrderedDict()
 _known_pattern: re.Pattern[str] | None = None
 
@@ -83,30 +85,6 @@ def scrub(text: str) -> str:
     known = _known_pattern
     if known is not None:
         text = known.sub(REDACTED, text)
+    text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
     text = _AFTER_NAME.sub(r"\1" + REDACTED, text)
     return _WHOLE.sub(REDACTED, text)
-
-
-def scrub_url(url: str) -> str:
-    """A URL without its credentials: user info, and secret-looking query parameters."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return scrub(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = REDACTED + "@" + netloc.rpartition("@")[2]
-    cleaned = SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment)
-    return scrub(urlunsplit(cleaned))
-
-
-def scrub_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Headers fit to log: credential headers' values replaced, the rest scrubbed."""
-    out: dict[str, str] = {}
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in SECRET_NAMES or lowered in ("cookie", "set-cookie"):
-            out[name] = REDACTED
-        else:
-            out[name] = scrub(value)
-    return out
