@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox
 from conduit_tornado.core.settings import Settings, settings_markdown
+from conduit_tornado.metering.access_log import configure_logging
 
 from . import transfer
 from .admin_client import AdminClient, AdminError
@@ -227,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         except StoreUnavailable as exc:
             print(f"error: cannot reach the store: {exc}", file=sys.stderr)
             return 1
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)  # text or JSON lines (CONDUIT_LOG_FORMAT), scrubbed
     try:
         if args.worker_channel is None and workers.worker_count(settings.workers) > 1:
             return _supervise(args, settings)

@@ -12,6 +12,7 @@ from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.in_flight import InFlight
 from conduit_tornado.core.security import SecretBox, hash_key, hashes_match
 from conduit_tornado.core.settings import Settings
+from conduit_tornado.core.tracing import Tracing
 from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.metering.metrics import Histogram, overhead_histogram
 from conduit_tornado.metering.pricing import MediaPrices, PriceTable
@@ -43,6 +44,7 @@ class Context:
     master_key_hash: str = ""
     in_flight: InFlight = field(default_factory=InFlight)
     overhead: Histogram = field(default_factory=overhead_histogram)
+    tracing: Tracing | None = None  # None: tracing off (core/tracing.py)
 
     def is_master_key(self, token: str | None) -> bool:
         if not token or not self.master_key_hash or len(token) > 256:

@@ -20,6 +20,7 @@ from conduit_tornado.api.routes import make_app
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox, hash_key, new_master_key
 from conduit_tornado.core.settings import Settings
+from conduit_tornado.core.tracing import open_tracing
 from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.metering.pricing import MediaPrices, PriceTable
 from conduit_tornado.metering.recorder import Recorder
@@ -35,6 +36,7 @@ from .context import Context
 from .store import DuplicateError, MemoryStore, MongoStore, SQLiteStore, Store, log_failure
 from .store.changes import MASTER_KEY, ChangeFeed, note
 from .store.sqlite import FILE_NAME, default_data_dir
+from .store.traced import TracedStore, traced
 
 log = logging.getLogger("conduit")
 _MASTER_META = "master_key"
@@ -71,6 +73,8 @@ def data_dir(settings: Settings) -> Path:
 
 def describe_store(store: Store) -> str:
     """Which store, and where: for the start-up line."""
+    if isinstance(store, TracedStore):
+        store = store.inner
     if isinstance(store, SQLiteStore):
         return f"local file {store.path}"
     if isinstance(store, MongoStore):
@@ -188,6 +192,11 @@ class Gateway:
         self.generated_master_key = generated
         feed = ChangeFeed(store, s.change_poll)
         await feed.start()  # before the first reads: later changes are acted on
+        tracer = open_tracing(s)
+        if tracer is not None:
+            # Operations made for a traced request become its child spans; every service
+            # uses the wrapped store (background writes, outside requests, make none).
+            store = traced(store)
         catalog = Catalog(store, box, self._clock)
         if s.config is not None:
             providers, models = load_config(s.config)
@@ -221,6 +230,7 @@ class Gateway:
             alerts=alerts,
             realtime=RealtimeSessions(store, self._clock, s.realtime_secret_ttl),
             master_key_hash=master_hash,
+            tracing=tracer,
         )
         self._tasks.append(asyncio.create_task(self._refresh_catalog(catalog)))
         self._tasks.append(asyncio.create_task(recorder.run()))
@@ -286,6 +296,8 @@ class Gateway:
                 )
             await self.ctx.upstream.close()
             await self.ctx.store.close()
+            if self.ctx.tracing is not None:  # exports what is buffered: off the loop
+                await asyncio.to_thread(self.ctx.tracing.shutdown)
             self.ctx = None
 
 

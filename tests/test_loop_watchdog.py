@@ -32,7 +32,7 @@ async def test_a_handler_blocking_the_loop_is_recorded(
     start_gateway: GatewayFactory, loop_watch: LoopWatch
 ) -> None:
     gw = await start_gateway()
-    access = logging.getLogger("tornado.access")
+    access = logging.getLogger("conduit.access")
     blocker, level = _BlockingLog(), access.level
     access.addHandler(blocker)
     access.setLevel(logging.INFO)

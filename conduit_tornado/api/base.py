@@ -40,6 +40,8 @@ from conduit_tornado.server import tornado_private
 from conduit_tornado.server.http import Exchange
 from conduit_tornado.store import StoreUnavailable
 
+from .observe import request_done
+
 log = logging.getLogger("conduit.http")
 M = TypeVar("M", bound=BaseModel)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -243,6 +245,15 @@ class BaseHandler(ApiResponses):
         self._chunks: list[bytes] = []
         self._received = 0
         self._counted = False
+        self._done = False
+        traces = self.ctx.tracing  # None unless tracing is on: then this is all it costs
+        self.trace = (
+            None
+            if traces is None
+            else traces.start_request(
+                self.request.method or "", self.request.path, self.request.headers, self.started
+            )
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -266,6 +277,8 @@ class BaseHandler(ApiResponses):
         return cached
 
     async def prepare(self) -> None:
+        if self.trace is not None:
+            self.trace.enter()  # this request's task: routing and the store see its span
         allowed = self.allowed_methods()
         if self.request.method not in allowed:  # before auth: a wrong method is not a 401
             raise ApiError(
@@ -319,6 +332,13 @@ class BaseHandler(ApiResponses):
 
     def on_finish(self) -> None:
         self._release()
+        self.request_done(None)
+
+    def request_done(self, entry: Mapping[str, Any] | None) -> None:
+        """End the request's span and write its access line, once (api/observe.py)."""
+        if not self._done:
+            self._done = True
+            request_done(self, entry)
 
     def on_connection_close(self) -> None:
         self._release()

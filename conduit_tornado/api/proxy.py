@@ -114,6 +114,7 @@ class ProxyHandler(ClientHandler):
         self._keepalive: asyncio.TimerHandle | None = None
         self._streaming = False  # the response head has gone out; events go direct
         self.grant: Grant | None = None
+        self.reported_model: str | None = None  # what the provider says answered (spans)
 
     # -- request --------------------------------------------------------------------------
 
@@ -138,6 +139,8 @@ class ProxyHandler(ClientHandler):
             stream=bool(body.get("stream")),
             user=user if isinstance(user, str) else None,
         )
+        if self.trace is not None:
+            self.trace.model_request(self.endpoint, model, body)
         self.route = resolve_model(self.ctx, self.key, model)
         needs = NEEDS.get(self.endpoint)
         declared = self.route.declared
@@ -203,6 +206,7 @@ class ProxyHandler(ClientHandler):
         elif cost is None and target.adapter.free:
             cost = 0.0
         assert self.entry is not None
+        self.reported_model = reported
         if media is not None:
             self.entry["media"] = media
         self.entry.update(
@@ -249,6 +253,8 @@ class ProxyHandler(ClientHandler):
         reported = result.get("model")
         cost = self.account(usage, outcome, reported if isinstance(reported, str) else None)
         self.answer_headers(outcome, cost)
+        if self.trace is not None:
+            self.trace.model_answer(result)
         result["model"] = self.entry["model"] if self.entry else result.get("model")
         self.send_json(result)
 
@@ -485,6 +491,7 @@ class ProxyHandler(ClientHandler):
             self.ctx.overhead.observe(overhead / 1000)
         entry["client_ip"] = self.request.remote_ip
         self.ctx.recorder.record(entry)
+        self.request_done(entry)
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

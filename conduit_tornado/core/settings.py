@@ -316,6 +316,32 @@ class Settings(BaseSettings):
         "'auto', else asyncio's. Notebooks and Jupyter always use their own loop.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as one JSON object each (for log collectors).",
+    )
+    access_log: bool = Field(
+        True,
+        description="One line per request on the conduit.access logger (level INFO): "
+        "request id, trace id, key id and prefix, model, provider, status, latency, "
+        "overhead, tokens and cost. Never the key.",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector URL (e.g. http://collector:4318): traces are sent "
+        "to its /v1/traces. Unset: tracing is on only if the standard "
+        "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. "
+        "Needs the `otel` extra.",
+    )
+    otel_service_name: str = Field(
+        "conduit-tornado",
+        description="service.name of the spans (OTEL_SERVICE_NAME is used when this is not set).",
+    )
+    otel_capture_content: bool = Field(
+        False,
+        description="Put prompts and whole answers in spans (gen_ai.input.messages, "
+        "gen_ai.output.messages). Off: spans carry no request or answer text.",
+    )
 
 
 def settings_markdown() -> str:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from conduit_tornado.core import scrub, tracing
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.core.settings import Settings
 
@@ -75,6 +76,18 @@ class Outcome:
     waited_seconds: float
 
 
+def credentials(provider: Provider) -> list[str | None]:
+    """The provider's key, and its header values that look like credentials."""
+    return [
+        provider.api_key,
+        *(
+            value
+            for name, value in provider.headers.items()
+            if any(word in name.lower() for word in ("key", "token", "auth", "secret"))
+        ),
+    ]
+
+
 class Router:
     def __init__(
         self,
@@ -108,6 +121,7 @@ class Router:
     def adapter(self, provider: Provider) -> Adapter:
         cached = self._adapters.get(provider.name)
         if cached is None or cached[0] is not provider:  # the catalog replaced it: rebuild
+            scrub.remember(credentials(provider))  # out of every log, span and error text
             cached = (provider, make_adapter(provider, self._upstream))
             self._adapters[provider.name] = cached
         return cached[1]
@@ -215,6 +229,9 @@ class Router:
         upstream calls one try on a target makes (1 if not given); see the module
         docstring for the request's budget."""
         s = self._settings
+        trace = tracing.current.get()
+        if trace is not None:
+            call = trace.attempts(call)  # a CLIENT span per try, carrying traceparent on
         plan = self.plan(route)
         if not plan:
             raise ApiError(

@@ -26,8 +26,9 @@ from pyreqwest.http import Url
 from pyreqwest.request import StreamRequest
 from pyreqwest.response import Response as RawResponse
 
-from conduit_tornado.core import via
+from conduit_tornado.core import tracing, via
 from conduit_tornado.core.errors import ApiError
+from conduit_tornado.core.scrub import scrub
 from conduit_tornado.core.settings import Settings
 
 from .clients import ClientConfigError, ClientFactory, Identity, client_identity, env_proxy
@@ -74,6 +75,9 @@ class ProviderError(Exception):
         code: str | None = None,
         param: str | None = None,
     ) -> None:
+        # Providers have echoed the key they were sent in their error messages, which
+        # reach clients, logs and spans from here.
+        message = scrub(message)
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -478,6 +482,9 @@ class Upstream:
         status; anything else raises ProviderError. The caller closes the response."""
         hdrs = dict(headers or {})
         hdrs["Via"] = via.outgoing()
+        carried = tracing.outgoing.get()  # traceparent of the attempt's span, when tracing
+        if carried:
+            hdrs.update(carried)
         check_headers(hdrs)
         builder = (await self._client(pool, t.connect)).request(method, _parsed_url(url))
         if params:
