@@ -23,6 +23,7 @@ from conduit_tornado.admission.realtime import (
     validate_session,
 )
 from conduit_tornado.context import Context
+from conduit_tornado.core import meters
 from conduit_tornado.core.errors import ApiError, invalid_api_key
 from conduit_tornado.metering.pricing import realtime_cost
 from conduit_tornado.metering.recorder import new_log_entry
@@ -119,6 +120,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self._idle: asyncio.Task[None] | None = None
         self._last = time.monotonic()
         self._closing = False
+        self._opened = False
         self._totals = {"responses": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
 
     def _token(self) -> str | None:
@@ -221,6 +223,8 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
 
     async def open(self, *args: str) -> None:
         assert self.upstream is not None and self.session is not None and self.outcome is not None
+        meters.REALTIME_SESSIONS.inc()  # dec in _finish, which every opened session reaches
+        self._opened = True
         self.set_nodelay(True)
         log.info(
             "realtime session %s opened via %s",
@@ -382,6 +386,9 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self.ctx.in_flight.spawn(self._finish((code, self.close_reason or "client went away")))
 
     async def _finish(self, close_upstream: tuple[int, str] | None) -> None:
+        if self._opened:
+            self._opened = False
+            meters.REALTIME_SESSIONS.dec()
         for task in (self._pump, self._idle):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
