@@ -17,8 +17,10 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conduit_tornado.core import meters
 from conduit_tornado.store import MemoryStore
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import PROMPT_TOKENS
@@ -234,6 +236,33 @@ async def test_admin_metrics_keep_working(wired: Wired) -> None:
     assert 'conduit_overhead_seconds_bucket{le="+Inf"} 1' in r.text
 
 
+async def test_a_synced_histogram_exposes_what_observe_would() -> None:
+    """meters.Observed writes prometheus_client's per-bucket values (private API): the
+    exposition must be exactly that of observe() on the same values."""
+    registry = CollectorRegistry()
+    buckets = meters.LATENCY_BUCKETS
+    synced = Histogram("synced_seconds", "h", ["route"], buckets=buckets, registry=registry)
+    direct = Histogram("direct_seconds", "h", ["route"], buckets=buckets, registry=registry)
+    observed = meters.Observed(synced.labels("r"), buckets)
+    values = [0.0, 0.005, 0.0051, 0.3, 1.0, 299.0, 300.0, 301.0, 1e9, 0.005, 7.5]
+    for batch in (values, values[:3]):  # twice: a sync adds to what is there
+        for v in batch:
+            observed.add(v)
+            direct.labels("r").observe(v)
+        observed.sync()
+    exposed: dict[str, dict[tuple[str, ...], float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            suffix = sample.name.removeprefix(family.name)
+            key = (suffix, *(f"{k}={v}" for k, v in sorted(sample.labels.items())))
+            exposed.setdefault(family.name, {})[key] = sample.value
+    assert exposed["synced_seconds"] == exposed["direct_seconds"]
+    assert len(exposed["direct_seconds"]) == len(buckets) + 3  # buckets, +Inf, sum, count
+    assert exposed["direct_seconds"][("_count", "route=r")] == len(values) + 3
+
+
 # -- token and port ---------------------------------------------------------------------------
 
 
@@ -308,7 +337,13 @@ async def test_multiprocess_mode_sums_every_process(
                 assert r.status_code == 200
     labels = {"route": "chat.completions", "model": MODEL, "provider": "mock", "status": "200"}
     for gw in (first, second):  # either process answers with the sum of both
-        seen = await scrape(gw.url)
+        # The scraped process counts up to the scrape; the other writes its counts to the
+        # shared files every second (metering/prometheus.py).
+        for _ in range(50):
+            seen = await scrape(gw.url)
+            if seen.get("conduit_requests_total", **labels) >= 5:
+                break
+            await asyncio.sleep(0.1)
         assert seen.get("conduit_requests_total", **labels) == 5
         assert seen.get("conduit_upstream_attempts_total", provider="mock", outcome="success") == 5
         assert seen.get("conduit_key_cache_lookups_total", result="miss") == 2

@@ -123,10 +123,10 @@ class KeyService:
         now = self._clock.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
-            meters.KEY_CACHE_HIT.inc()
+            meters.KEY_CACHE_HITS.n += 1
             key = hit[1]
         else:
-            meters.KEY_CACHE_MISS.inc()
+            meters.KEY_CACHE_MISSES.n += 1
             try:
                 doc = await self._store.find_one(COLLECTION, {"hash": digest})
             except StoreUnavailable:

@@ -324,7 +324,7 @@ class ProxyHandler(ClientHandler):
     def start_events(self, outcome: Outcome) -> None:
         """The head of a server-sent event stream."""
         self._first_event = time.perf_counter()  # opening the stream awaited its first event
-        meters.STREAMS.inc()
+        meters.STREAMS_OPEN.n += 1
         self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
         self.put_headers(
             {
@@ -483,7 +483,7 @@ class ProxyHandler(ClientHandler):
         self._metered = True
         first = self._first_event
         if first is not None:
-            meters.STREAMS.dec()
+            meters.STREAMS_OPEN.n -= 1
         meters.request_finished(
             self.endpoint,
             self.route.name if self.route is not None else "unknown",  # never free text

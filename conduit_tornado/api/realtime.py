@@ -223,7 +223,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
 
     async def open(self, *args: str) -> None:
         assert self.upstream is not None and self.session is not None and self.outcome is not None
-        meters.REALTIME_SESSIONS.inc()  # dec in _finish, which every opened session reaches
+        meters.REALTIME_OPEN.n += 1  # dec in _finish, which every opened session reaches
         self._opened = True
         self.set_nodelay(True)
         log.info(
@@ -388,7 +388,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
     async def _finish(self, close_upstream: tuple[int, str] | None) -> None:
         if self._opened:
             self._opened = False
-            meters.REALTIME_SESSIONS.dec()
+            meters.REALTIME_OPEN.n -= 1
         for task in (self._pump, self._idle):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()

@@ -4,8 +4,15 @@ deltas). They live in core so that every layer can count where the event happens
 exposition (/metrics, multiprocess collection, gauges read from live state) is in
 metering/prometheus.py.
 
-Hot-path updates go through children resolved once per label combination and kept in a
-dict: ``.labels()`` validates and locks on every call, a dict lookup does not.
+The request path does not call prometheus_client: one of its updates (a method call, a
+check, a lock; a histogram walks its buckets) costs thousands of instructions, and a
+request makes a dozen (bench/MEASUREMENTS.md). It adds to plain numbers instead, kept per
+label combination beside that combination's prometheus_client children, and ``sync()``
+moves them into the children: before every scrape, and every second in multiprocess mode
+(metering/prometheus.py). Rare events (failures, refusals) update the metrics directly.
+Histograms are synced through prometheus_client's per-bucket values (``_buckets``,
+``_sum``: private, so tests/test_metrics.py proves a synced histogram exposes exactly what
+``observe()`` would have).
 
 Label values are bounded: routes are the gateway's own endpoint names, models virtual
 model names from the catalog (or "unknown"), providers the configured provider names,
@@ -19,6 +26,7 @@ sums them all; gauges say how (``livesum``: the sum over live processes).
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -174,71 +182,152 @@ KEY_CACHE = Counter(
     "Virtual key lookups by result: hit (answered from the cache) or miss (read from the store).",
     ["result"],
 )
-KEY_CACHE_HIT = KEY_CACHE.labels("hit")
-KEY_CACHE_MISS = KEY_CACHE.labels("miss")
+
+_CHILDREN_MAX = 10_000  # label combinations are bounded; this bounds the tables below too
+
+
+class Tally:
+    """A counter child's increments since the last sync: the request path adds to ``n``."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n: float = 0
+        _tallies.append(self)
+
+    def sync(self) -> None:
+        if self.n:
+            n, self.n = self.n, 0
+            self.child.inc(n)
+
+
+class Level:
+    """A gauge child's value, kept by the code that changes it: ``n`` is set on sync."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n = 0
+        _levels.append(self)
+
+    def sync(self) -> None:
+        self.child.set(self.n)
+
+
+class Observed:
+    """A histogram child's observations since the last sync, by bucket: ``add`` is one
+    bisect and three additions."""
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self.child = child
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+        _observed.append(self)
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # a bucket counts <= bound
+        self.total += value
+
+    def sync(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        self.counts = [0] * len(counts)
+        total, self.total = self.total, 0.0
+        buckets = self.child._buckets  # one value per bucket, cumulated when exposed
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+        self.child._sum.inc(total)
+
+
+_tallies: list[Tally] = []
+_levels: list[Level] = []
+_observed: list[Observed] = []
+
+
+def sync() -> None:
+    """Move everything counted since the last sync into the metrics (on the thread that
+    counts: the event loop's)."""
+    for tally in _tallies:
+        tally.sync()
+    for level in _levels:
+        level.sync()
+    for observed in _observed:
+        observed.sync()
+
+
+KEY_CACHE_HITS = Tally(KEY_CACHE.labels("hit"))
+KEY_CACHE_MISSES = Tally(KEY_CACHE.labels("miss"))
+STREAMS_OPEN = Level(STREAMS)
+REALTIME_OPEN = Level(REALTIME_SESSIONS)
 QUEUE_DROPPED.labels("request_logs")  # listed from the start: zero is a value worth seeing
 
-_CHILDREN_MAX = 10_000  # label combinations are bounded; this bounds the lookup dicts too
+
+def _full(table: dict[Any, Any]) -> bool:
+    """Whether a table holds as many label combinations as it may: the rest are counted
+    under "other" (a safety net; combinations are bounded by the catalog and the code)."""
+    return len(table) >= _CHILDREN_MAX
 
 
-def _child(cache: dict[Any, Any], metric: Any, labels: tuple[str, ...]) -> Any:
-    child = cache.get(labels)
-    if child is None:
-        if len(cache) >= _CHILDREN_MAX:
-            cache.clear()  # the children stay in the metric; only the shortcut is rebuilt
-        child = cache[labels] = metric.labels(*labels)
-    return child
-
-
-_attempts: dict[tuple[str, ...], Any] = {}
-_errors: dict[tuple[str, ...], Any] = {}
-_retries: dict[tuple[str, ...], Any] = {}
-_refusals: dict[tuple[str, ...], Any] = {}
+_attempts_ok: dict[str, Tally] = {}
 
 
 def attempt_succeeded(provider: str) -> None:
-    child = _attempts.get((provider, "success"))
-    if child is None:
-        child = _child(_attempts, ATTEMPTS, (provider, "success"))
-    child.inc()
+    tally = _attempts_ok.get(provider)
+    if tally is None:
+        if _full(_attempts_ok):
+            provider = "other"
+        tally = _attempts_ok.get(provider)
+        if tally is None:
+            tally = _attempts_ok[provider] = Tally(ATTEMPTS.labels(provider, "success"))
+    tally.n += 1
+
+
+# Failures and refusals are rare: straight into the metrics.
 
 
 def attempt_failed(provider: str, cause: str) -> None:
-    _child(_attempts, ATTEMPTS, (provider, "error")).inc()
+    ATTEMPTS.labels(provider, "error").inc()
     upstream_error(provider, cause)
 
 
 def upstream_error(provider: str, cause: str) -> None:
-    _child(_errors, ERRORS, (provider, cause)).inc()
+    ERRORS.labels(provider, cause).inc()
 
 
 def retried(provider: str, cause: str) -> None:
-    _child(_retries, RETRIES, (provider, cause)).inc()
+    RETRIES.labels(provider, cause).inc()
 
 
 def refused(code: str | None) -> None:
-    _child(_refusals, REFUSALS, (code or "rate_limit_exceeded",)).inc()
+    REFUSALS.labels(code or "rate_limit_exceeded").inc()
 
 
 class _PerRequest:
-    """The children one label combination of a finished request updates."""
+    """What one label combination of a finished request adds to."""
 
     __slots__ = ("duration", "overhead", "requests", "ttft")
 
     def __init__(self, route: str, model: str, provider: str, status: int) -> None:
-        self.requests = REQUESTS.labels(route, model, provider, str(status))
-        self.duration = DURATION.labels(route, model, provider)
-        self.overhead = OVERHEAD.labels(route)
-        self.ttft = TTFT.labels(model, provider)
+        self.requests = Tally(REQUESTS.labels(route, model, provider, str(status)))
+        self.duration = Observed(DURATION.labels(route, model, provider), LATENCY_BUCKETS)
+        self.overhead = Observed(OVERHEAD.labels(route), OVERHEAD_BUCKETS)
+        self.ttft = Observed(TTFT.labels(model, provider), LATENCY_BUCKETS)
 
 
 class _PerUsage:
     __slots__ = ("cost", "input", "output")
 
     def __init__(self, model: str, group: str) -> None:
-        self.input = TOKENS.labels(model, group, "input")
-        self.output = TOKENS.labels(model, group, "output")
-        self.cost = COST.labels(model, group)
+        self.input = Tally(TOKENS.labels(model, group, "input"))
+        self.output = Tally(TOKENS.labels(model, group, "output"))
+        self.cost = Tally(COST.labels(model, group))
 
 
 _requests: dict[tuple[str, str, str, int], _PerRequest] = {}
@@ -255,32 +344,48 @@ def request_finished(
     ttft: float | None = None,
 ) -> None:
     """One answered request: counted, its latency (and overhead, time to first token)
-    observed. One dict lookup finds the children."""
+    observed. One dict lookup finds where."""
     labels = (route, model, provider, status)
-    children = _requests.get(labels)
-    if children is None:
-        if len(_requests) >= _CHILDREN_MAX:
-            _requests.clear()
-        children = _requests[labels] = _PerRequest(*labels)
-    children.requests.inc()
-    children.duration.observe(seconds)
+    per = _requests.get(labels)
+    if per is None:
+        if _full(_requests):
+            labels = (route, "other", "other", status)
+        per = _requests.get(labels)
+        if per is None:
+            per = _requests[labels] = _PerRequest(*labels)
+    per.requests.n += 1
+    per.duration.add(seconds)
     if overhead is not None:
-        children.overhead.observe(overhead)
+        per.overhead.add(overhead)
     if ttft is not None:
-        children.ttft.observe(ttft)
+        per.ttft.add(ttft)
 
 
 def usage_recorded(model: str, group: str | None, input: int, output: int, cost: float) -> None:
     """Tokens and cost of one answered request (or realtime response)."""
     labels = (model, group or "")
-    children = _usage.get(labels)
-    if children is None:
-        if len(_usage) >= _CHILDREN_MAX:
-            _usage.clear()
-        children = _usage[labels] = _PerUsage(*labels)
-    if input:
-        children.input.inc(input)
-    if output:
-        children.output.inc(output)
-    if cost:
-        children.cost.inc(cost)
+    per = _usage.get(labels)
+    if per is None:
+        if _full(_usage):
+            labels = ("other", "other")
+        per = _usage.get(labels)
+        if per is None:
+            per = _usage[labels] = _PerUsage(*labels)
+    per.input.n += input
+    per.output.n += output
+    per.cost.n += cost
+
+
+#: Store operations (store/metered.py), by operation name.
+_STORE: dict[str, tuple[Observed, Any]] = {}
+
+
+def store_operation(name: str) -> tuple[Observed, Any]:
+    """The latency histogram (synced) and failure counter (direct) of one operation."""
+    found = _STORE.get(name)
+    if found is None:
+        found = _STORE[name] = (
+            Observed(STORE_SECONDS.labels(name), STORE_BUCKETS),
+            STORE_FAILURES.labels(name),
+        )
+    return found

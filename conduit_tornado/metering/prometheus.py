@@ -1,9 +1,10 @@
 """Prometheus exposition: what a scrape of /metrics sees (the metrics are core/meters.py).
 
-Counters and histograms are updated where things happen. Gauges of state the gateway
-already keeps (requests in flight, write queues) are read from it instead, never kept
-twice on the request path: at each scrape in the scraping process, and, in multiprocess
-mode, every ``REFRESH_SECONDS`` in every worker (a scrape reads the other workers' files).
+What the request path counts in plain numbers (core/meters.py), and gauges of state the
+gateway keeps anyway (requests in flight, write queues), are brought into the metrics by
+``refresh()``: before each scrape in the scraping process, and, in multiprocess mode,
+every ``REFRESH_SECONDS`` in every worker (a scrape reads the other workers' files), and
+once more when a gateway stops. A worker killed outright loses at most that second.
 
 Multiprocess mode (PROMETHEUS_MULTIPROC_DIR set before the process started): a scrape
 collects every worker's files with MultiProcessCollector into a fresh registry; otherwise
@@ -60,7 +61,9 @@ def unwatch(watched: Watched) -> None:
 
 
 def refresh() -> None:
-    """Set the gauges from the state of every gateway of this process."""
+    """Bring the metrics up to date: what the request path counted since the last time
+    (core/meters.py), and the gauges from the state of every gateway of this process."""
+    meters.sync()
     meters.IN_FLIGHT.set(sum(w.in_flight.requests for w in _watched))
     depth = meters.QUEUE_DEPTH
     depth.labels("request_logs").set(sum(w.recorder.pending for w in _watched))

@@ -40,8 +40,7 @@ class MeteredStore:
 
 
 def _timed(name: str) -> Any:
-    seconds = meters.STORE_SECONDS.labels(name)
-    failures = meters.STORE_FAILURES.labels(name)
+    seconds, failures = meters.store_operation(name)
 
     async def operation(self: MeteredStore, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -54,7 +53,7 @@ def _timed(name: str) -> Any:
             failures.inc()
             raise
         finally:
-            seconds.observe(time.perf_counter() - started)
+            seconds.add(time.perf_counter() - started)
 
     operation.__name__ = operation.__qualname__ = name
     return operation
