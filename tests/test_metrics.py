@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
+import pytest_asyncio
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,9 +25,11 @@ from conduit_tornado.core import meters
 from conduit_tornado.store import MemoryStore
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import PROMPT_TOKENS
+from tests.fakes.realtime import FakeRealtime
 from tests.gateway_process import MODEL, GatewayProcess
 from tests.proxy_setup import Wired, WiredFactory
 from tests.store_faults import Down
+from tests.test_realtime import RT, _setup, recv
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +212,37 @@ async def test_a_stream_in_flight_and_a_failure_mid_stream(wired: Wired) -> None
         "conduit_upstream_errors_total", provider="oai"
     )
     assert errors == 1  # after the first byte: nothing can be retried, but it is counted
+
+
+@pytest_asyncio.fixture
+async def rt(start_gateway: GatewayFactory) -> AsyncIterator[RT]:
+    upstream = FakeRealtime()
+    await upstream.start()
+    env, admin = await _setup(start_gateway, upstream)
+    yield env
+    await admin.aclose()
+    await upstream.stop()
+
+
+async def test_realtime_sessions_and_their_tokens(rt: RT) -> None:
+    before = await scrape(rt.gw.url)
+    async with rt.connect() as ws:
+        await recv(ws, "session.created")
+        await ws.send(json.dumps({"type": "response.create"}))
+        done = (await recv(ws, "response.done"))[-1]
+        during = await scrape(rt.gw.url)
+    usage = done["response"]["usage"]
+    assert moved(before, during, "conduit_realtime_sessions") == 1
+    tokens = "conduit_tokens_total"
+    for direction, field in (("input", "input_tokens"), ("output", "output_tokens")):
+        labels = {"model": "rt", "key_group": "", "direction": direction}
+        assert moved(before, during, tokens, **labels) == usage[field]
+    for _ in range(100):  # the session's end is handled after the socket closed
+        after = await scrape(rt.gw.url)
+        if moved(before, after, "conduit_realtime_sessions") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert moved(before, after, "conduit_realtime_sessions") == 0
 
 
 async def test_store_failures_are_counted(start_gateway: GatewayFactory) -> None:
