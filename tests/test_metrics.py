@@ -10,8 +10,10 @@ assertion is on a difference between two scrapes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -43,6 +45,27 @@ FEED_NAMES = {
     "conduit_config_changes_applied",
 }
 
+# Made once, at import: a client building its own context reads the CA bundle on the
+# event loop, which the loop watchdog rightly flags on a loaded machine.
+TLS = ssl.create_default_context()
+
+
+def client(base_url: str = "", timeout: float = 30) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(base_url=base_url, timeout=timeout, verify=TLS)
+
+
+@contextlib.asynccontextmanager
+async def streamed(w: Wired, body: dict[str, object]) -> AsyncIterator[httpx2.Response]:
+    """POST /v1/chat/completions with this key, its response read as it arrives."""
+    async with (
+        client(w.gateway.url) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {w.key}"}
+        ) as response,
+    ):
+        yield response
+
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -66,7 +89,7 @@ class Scrape:
 
 async def scrape(url: str, token: str | None = None) -> Scrape:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(timeout=10) as http:
+    async with client(timeout=10) as http:
         r = await http.get(url + "/metrics", headers=headers)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain; version=")
@@ -78,7 +101,7 @@ def moved(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
 
 
 async def chat(w: Wired, key: str | None = None, **body: object) -> httpx2.Response:
-    async with httpx2.AsyncClient(base_url=w.gateway.url, timeout=30) as http:
+    async with client(w.gateway.url, timeout=30) as http:
         return await http.post(
             "/v1/chat/completions",
             json={"model": "gpt", "messages": HI, **body},
@@ -101,7 +124,7 @@ async def test_requests_latency_tokens_and_cost_move_with_traffic(
 
     assert (await chat(w)).status_code == 200
     assert (await chat(w, group_key)).status_code == 200
-    async with w.stream({"model": "gpt", "messages": HI, "stream": True}) as r:
+    async with streamed(w, {"model": "gpt", "messages": HI, "stream": True}) as r:
         assert r.status_code == 200
         async for _ in r.aiter_bytes():
             pass
@@ -194,7 +217,7 @@ async def test_upstream_errors_retries_and_refusals(wired_with: WiredFactory) ->
 async def test_a_stream_in_flight_and_a_failure_mid_stream(wired: Wired) -> None:
     before = await scrape(wired.gateway.url)
     wired.fake.then(chunk_delay=0.3)
-    async with wired.stream({"model": "gpt", "messages": HI, "stream": True}) as r:
+    async with streamed(wired, {"model": "gpt", "messages": HI, "stream": True}) as r:
         chunks = r.aiter_bytes()
         assert await anext(chunks)
         during = await scrape(wired.gateway.url)
@@ -203,7 +226,7 @@ async def test_a_stream_in_flight_and_a_failure_mid_stream(wired: Wired) -> None
     assert moved(before, during, "conduit_in_flight_streams") == 1
     assert during.get("conduit_in_flight_requests") >= 2  # the stream and the scrape
     wired.fake.then(drop_after=2)  # the provider cuts the stream after two events
-    async with wired.stream({"model": "gpt", "messages": HI, "stream": True}) as r:
+    async with streamed(wired, {"model": "gpt", "messages": HI, "stream": True}) as r:
         async for _ in r.aiter_bytes():
             pass
     after = await scrape(wired.gateway.url)
@@ -250,7 +273,7 @@ async def test_store_failures_are_counted(start_gateway: GatewayFactory) -> None
     gw = await start_gateway(store=store)  # type: ignore[arg-type]
     before = await scrape(gw.url)
     store.down = True
-    async with httpx2.AsyncClient(base_url=gw.url, timeout=10) as http:
+    async with client(gw.url, timeout=10) as http:
         r = await http.get("/v1/models", headers={"Authorization": "Bearer condt_" + "x" * 40})
     store.down = False
     assert r.status_code == 503
@@ -262,7 +285,7 @@ async def test_store_failures_are_counted(start_gateway: GatewayFactory) -> None
 
 async def test_admin_metrics_keep_working(wired: Wired) -> None:
     assert (await chat(wired)).status_code == 200
-    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+    async with client(wired.gateway.url) as http:
         r = await http.get("/admin/v1/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert r.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
@@ -302,7 +325,7 @@ async def test_a_synced_histogram_exposes_what_observe_would() -> None:
 
 async def test_the_token_is_required_when_set(start_gateway: GatewayFactory) -> None:
     gw = await start_gateway(metrics_token="scrape-me-please")
-    async with httpx2.AsyncClient(base_url=gw.url, timeout=10) as http:
+    async with client(gw.url, timeout=10) as http:
         for headers in (
             {},
             {"Authorization": "Bearer wrong"},
@@ -322,7 +345,7 @@ async def test_a_metrics_port_serves_metrics_alone(start_gateway: GatewayFactory
     gw = await start_gateway(metrics_port=0, metrics_token="t0ken")
     assert gw.metrics_port is not None and gw.metrics_port != gw.port
     metrics_url = f"http://127.0.0.1:{gw.metrics_port}"
-    async with httpx2.AsyncClient(timeout=10) as http:
+    async with client(timeout=10) as http:
         main = await http.get(gw.url + "/metrics", headers={"Authorization": "Bearer t0ken"})
         assert main.status_code == 404
         other = await http.get(metrics_url + "/v1/models", headers={"Authorization": "Bearer x"})
@@ -334,7 +357,7 @@ async def test_a_metrics_port_serves_metrics_alone(start_gateway: GatewayFactory
     assert "conduit_requests" in (await scrape(metrics_url, "t0ken")).families
     await gw.stop()
     with pytest.raises(httpx2.TransportError):
-        async with httpx2.AsyncClient(timeout=2) as http:
+        async with client(timeout=2) as http:
             await http.get(metrics_url + "/metrics")
 
 
@@ -360,7 +383,7 @@ async def test_multiprocess_mode_sums_every_process(
     two_workers: tuple[GatewayProcess, GatewayProcess],
 ) -> None:
     first, second = two_workers
-    async with httpx2.AsyncClient(timeout=30) as http:
+    async with client(timeout=30) as http:
         for gw, count in ((first, 3), (second, 2)):
             for _ in range(count):
                 r = await http.post(
@@ -413,7 +436,7 @@ async def test_every_dashboard_metric_is_in_a_live_scrape(wired_with: WiredFacto
     limited = (await w.admin.create_key(name="one a minute", rpm=1, group="g"))["key"]
     w.fake.then(status=500)
     assert (await chat(w)).status_code == 200
-    async with w.stream({"model": "gpt", "messages": HI, "stream": True}) as r:
+    async with streamed(w, {"model": "gpt", "messages": HI, "stream": True}) as r:
         async for _ in r.aiter_bytes():
             pass
     await chat(w, limited)
