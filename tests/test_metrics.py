@@ -93,7 +93,9 @@ async def scrape(url: str, token: str | None = None) -> Scrape:
         r = await http.get(url + "/metrics", headers=headers)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain; version=")
-    return Scrape(r.text)
+    # Parsed off the loop: prometheus_client's parser is pure Python, and the gateways of
+    # the whole test session share these metrics, so a late scrape is long.
+    return await asyncio.to_thread(Scrape, r.text)
 
 
 def moved(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
