@@ -16,11 +16,12 @@ from conduit_tornado.admission.groups import GroupService
 from conduit_tornado.admission.keys import KeyService
 from conduit_tornado.admission.limits import Limiter
 from conduit_tornado.admission.realtime import RealtimeSessions
-from conduit_tornado.api.routes import make_app
+from conduit_tornado.api.routes import make_app, make_metrics_app
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox, hash_key, new_master_key
 from conduit_tornado.core.settings import Settings
 from conduit_tornado.core.tracing import open_tracing
+from conduit_tornado.metering import prometheus
 from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.metering.pricing import MediaPrices, PriceTable
 from conduit_tornado.metering.recorder import Recorder
@@ -35,6 +36,7 @@ from .config_file import load_config
 from .context import Context
 from .store import DuplicateError, MemoryStore, MongoStore, SQLiteStore, Store, log_failure
 from .store.changes import MASTER_KEY, ChangeFeed, note
+from .store.metered import metered, unwrapped
 from .store.sqlite import FILE_NAME, default_data_dir
 from .store.traced import TracedStore, traced
 
@@ -75,6 +77,7 @@ def describe_store(store: Store) -> str:
     """Which store, and where: for the start-up line."""
     if isinstance(store, TracedStore):
         store = store.inner
+    store = unwrapped(store)
     if isinstance(store, SQLiteStore):
         return f"local file {store.path}"
     if isinstance(store, MongoStore):
@@ -157,6 +160,9 @@ class Gateway:
         self.port: int | None = None
         self.generated_master_key: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.metrics_server: HttpServer | None = None
+        self.metrics_port: int | None = None  # CONDUIT_METRICS_PORT's, once listening
+        self._watched: prometheus.Watched | None = None
 
     @property
     def url(self) -> str:
@@ -188,6 +194,7 @@ class Gateway:
                 )
             secret = secrets.token_urlsafe(32)
         box = SecretBox(secret)
+        store = metered(store)  # every operation from here on is timed (core/meters.py)
         master_hash, generated = await resolve_master_key(s, store)
         self.generated_master_key = generated
         feed = ChangeFeed(store, s.change_poll)
@@ -237,6 +244,8 @@ class Gateway:
         self._tasks.append(asyncio.create_task(limiter.run_heartbeat()))
         wire_feed(feed, self.ctx)
         self._tasks += [asyncio.create_task(work) for work in tasks(self.ctx, feed)]
+        self._watched = prometheus.watch(self.ctx.in_flight, recorder, limiter)
+        self._tasks.append(asyncio.create_task(prometheus.refresh_forever()))
         return self.ctx
 
     async def _refresh_catalog(self, catalog: Catalog) -> None:
@@ -251,6 +260,7 @@ class Gateway:
         """Build and listen: on ``sockets`` when given (a worker's, bound by its
         supervisor), else on CONDUIT_HOST and CONDUIT_PORT."""
         s = self.settings
+        worker = sockets is not None
         server_context(s)  # incomplete TLS settings fail here, before anything starts
         ctx = await self.build()
         app = make_app(ctx)
@@ -259,6 +269,13 @@ class Gateway:
         sockets = sockets or bind(s.host, s.port)
         await self.server.start(sockets)
         self.port = sockets[0].getsockname()[1]
+        if s.metrics_port is not None:  # /metrics on a port of its own
+            self.metrics_server = HttpServer.for_settings(make_metrics_app(ctx), s)
+            # A worker among several (its sockets came from the supervisor) shares the
+            # metrics port with its siblings; any of them answers for all (multiprocess).
+            metrics_sockets = bind(s.host, s.metrics_port, reuse_port=worker)
+            await self.metrics_server.start(metrics_sockets)
+            self.metrics_port = metrics_sockets[0].getsockname()[1]
         log.info("conduit-tornado listening on %s (store: %s)", self.url, describe_store(ctx.store))
         if self.generated_master_key:
             announce_master_key(self.generated_master_key, ctx.store.persistent)
@@ -267,6 +284,9 @@ class Gateway:
         """Stop accepting, let in-flight requests finish (bounded), flush, close clients."""
         if self.server is not None:
             self.server.stop_listening()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         if self.ctx is not None:
             await self.ctx.in_flight.drain(self.settings.shutdown_timeout)
         if self.server is not None:
@@ -284,6 +304,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._watched is not None:
+            prometheus.unwatch(self._watched)
+            self._watched = None
         if self.ctx is not None:
             await self.ctx.in_flight.stop_runs()  # background responses: marked failed
             await self.ctx.in_flight.settle()

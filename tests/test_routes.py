@@ -35,7 +35,7 @@ def test_every_route_chooses_an_auth_kind() -> None:
             public.append(pattern)
     # The web UI's pages and its sign-in must load before a session exists.
     ui_public = ["/ui/api/login", "/ui", "/ui/(.*)"]
-    assert public == ["/health/live", "/health/ready", r"/openapi\.json", *ui_public]
+    assert public == ["/health/live", "/health/ready", r"/openapi\.json", "/metrics", *ui_public]
 
 
 def test_routes_mount_under_a_prefix() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from conduit_tornado.core import meters
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, invalid_api_key, not_found, reject_nulls
 from conduit_tornado.core.schemas import KeyCreate, KeyFields, KeyUpdate
@@ -123,8 +124,10 @@ class KeyService:
         now = self._clock.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
+            meters.KEY_CACHE_HITS.n += 1
             key = hit[1]
         else:
+            meters.KEY_CACHE_MISSES.n += 1
             try:
                 doc = await self._store.find_one(COLLECTION, {"hash": digest})
             except StoreUnavailable:

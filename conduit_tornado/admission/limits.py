@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from conduit_tornado.core import meters
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, refusal
 from conduit_tornado.store import Doc, DuplicateError, Store, StoreUnavailable, log_failure
@@ -260,8 +261,10 @@ class Limiter:
                     await self._per_day(grant, subject, subject.id == key["_id"], now)
             for doc_id, limit, label in plan.parallel:
                 await self._parallel(grant, doc_id, limit, label)
-        except Exception:  # a refusal, or the store failing part way: give back what was taken
+        except Exception as exc:  # a refusal, or the store failing part way: give back
             await self._undo(grant.held + grant.parallel)
+            if isinstance(exc, ApiError) and exc.status == 429:
+                meters.refused(exc.code)
             raise
         return grant
 
@@ -389,8 +392,9 @@ class Limiter:
         """Hold one of ``limit`` concurrent slots (e.g. realtime sessions) until settled."""
         try:
             await self._parallel(grant, doc_id, limit, label)
-        except ApiError:
+        except ApiError as exc:
             await self._undo(grant.parallel)
+            meters.refused(exc.code)
             raise
 
     async def _parallel(self, grant: Grant, doc_id: str, limit: int, label: str) -> None:
@@ -434,6 +438,11 @@ class Limiter:
         if not grant.settled:
             grant.settled = True
             await self._undo(grant.held + grant.parallel)
+
+    @property
+    def pending_writes(self) -> int:
+        """Documents and budget accounts with settled changes not yet written."""
+        return sum(len(changes) for changes in self._deferred.values()) + len(self._charges)
 
     def _charge(self, budget: Budget, cost: float) -> None:
         account = (budget.collection, budget.id)  # cheaper to hash than the Budget

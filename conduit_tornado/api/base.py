@@ -24,7 +24,7 @@ from tornado.http1connection import HTTP1Connection
 
 from conduit_tornado.admission.keys import VirtualKey
 from conduit_tornado.context import Context
-from conduit_tornado.core import via
+from conduit_tornado.core import meters, via
 from conduit_tornado.core.errors import (
     ApiError,
     default_type,
@@ -193,10 +193,15 @@ class BaseHandler(ApiResponses):
     # keeps this base's data_received, which only buffers (server/application.py uses it).
     body_before_prepare = True
     merges_own_headers = False
+    metric_route = "base"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.body_before_prepare = cls.data_received is BaseHandler.data_received
+        # The route label of this handler's requests in the metrics (ProxyHandler: its
+        # endpoint): "module.Class", bounded by the route table.
+        route = cls.__module__.rsplit(".", 1)[-1] + "." + cls.__name__.removesuffix("Handler")
+        cls.metric_route = getattr(cls, "endpoint", "") or route
 
     # Tornado's RequestHandler.__init__, finish and flush, minus what these handlers never
     # use: the per-request template namespace (UI modules), ETag hashing, output transforms
@@ -348,6 +353,13 @@ class BaseHandler(ApiResponses):
         if self._counted:
             self._counted = False
             self.ctx.in_flight.request_ended()
+            self.meter()
+
+    def meter(self) -> None:
+        """Count the finished request in the metrics (ProxyHandler: from its log entry)."""
+        meters.request_finished(
+            self.metric_route, "", "", self.get_status(), time.perf_counter() - self.started
+        )
 
     # -- input ----------------------------------------------------------------------------
 

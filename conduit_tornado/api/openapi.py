@@ -686,6 +686,16 @@ _OPS: dict[str, dict[str, Op]] = {
             other_types={"text/plain": TEXT},
         )
     },
+    "metrics.PrometheusHandler": {
+        "get": Op(
+            "Prometheus metrics (text exposition format). Open unless CONDUIT_METRICS_TOKEN "
+            "is set (then Authorization: Bearer <token>); with CONDUIT_METRICS_PORT set, "
+            "served on that port only (404 here).",
+            None,
+            other_types={"text/plain": TEXT},
+            also=(401, 404),
+        )
+    },
 }
 
 

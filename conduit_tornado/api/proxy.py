@@ -15,6 +15,7 @@ import orjson
 from tornado.iostream import StreamClosedError
 
 from conduit_tornado.admission.limits import Grant
+from conduit_tornado.core import meters
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.metering.pricing import Price
 from conduit_tornado.metering.recorder import new_log_entry
@@ -102,6 +103,8 @@ class _Seen:
 
 class ProxyHandler(ClientHandler):
     endpoint = ""
+    _first_event: float | None = None  # streams: when the provider's first event was here
+    _metered = False
 
     def initialize(self) -> None:
         super().initialize()
@@ -342,6 +345,8 @@ class ProxyHandler(ClientHandler):
 
     def start_events(self, outcome: Outcome) -> None:
         """The head of a server-sent event stream."""
+        self._first_event = time.perf_counter()  # opening the stream awaited its first event
+        meters.STREAMS_OPEN.n += 1
         self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
         self.put_headers(
             {
@@ -396,6 +401,8 @@ class ProxyHandler(ClientHandler):
         except ProviderError as exc:
             error = exc.to_api_error()
             self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
+            if self.outcome is not None:  # after the first byte: the router never saw it
+                meters.upstream_error(self.outcome.target.provider.name, exc.kind)
             if error_event is not None:
                 with contextlib.suppress(StreamClosedError):
                     self.write(error_event(error))
@@ -483,15 +490,36 @@ class ProxyHandler(ClientHandler):
         if self.grant is not None:
             grant, self.grant = self.grant, None
             self.ctx.limiter.settle(grant, entry.get("total_tokens") or 0, entry.get("cost"))
-        elapsed = (time.perf_counter() - self.started) * 1000
-        entry["latency_ms"] = round(elapsed, 3)
+        seconds = time.perf_counter() - self.started
+        entry["latency_ms"] = round(seconds * 1000, 3)
+        overhead = None
         if self.outcome is not None:
-            overhead = self.overhead_ms(self.outcome)
-            entry["overhead_ms"] = round(overhead, 3)
-            self.ctx.overhead.observe(overhead / 1000)
+            overhead = self.overhead_ms(self.outcome) / 1000
+            entry["overhead_ms"] = round(overhead * 1000, 3)
+            self.ctx.overhead.observe(overhead)
         entry["client_ip"] = self.request.remote_ip
         self.ctx.recorder.record(entry)
         self.request_done(entry)
+        self._meter_entry(entry, seconds, overhead)
+
+    def _meter_entry(self, entry: dict[str, Any], seconds: float, overhead: float | None) -> None:
+        self._metered = True
+        first = self._first_event
+        if first is not None:
+            meters.STREAMS_OPEN.n -= 1
+        meters.request_finished(
+            self.endpoint,
+            self.route.name if self.route is not None else "unknown",  # never free text
+            entry.get("provider") or "",
+            entry["status"],
+            seconds,
+            overhead,
+            None if first is None else first - self.started,
+        )
+
+    def meter(self) -> None:
+        if self.entry is None and not self._metered:  # refused before it had an entry
+            super().meter()
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

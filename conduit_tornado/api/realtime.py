@@ -28,6 +28,7 @@ from conduit_tornado.admission.realtime import (
     with_transcription_model,
 )
 from conduit_tornado.context import Context
+from conduit_tornado.core import meters
 from conduit_tornado.core.errors import ApiError, invalid_api_key
 from conduit_tornado.metering.pricing import realtime_cost
 from conduit_tornado.metering.recorder import new_log_entry
@@ -270,6 +271,7 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self.meter: Meter | None = None
         self.transcription = False  # a transcription session (intent=transcription)
         self.call: dict[str, Any] | None = None  # a WebRTC call's sideband (?call_id=)
+        self._opened = False
 
     def _token(self) -> str | None:
         token = bearer_token(self) or self.get_query_argument("token", None)
@@ -426,6 +428,8 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
 
     async def open(self, *args: str) -> None:
         assert self.upstream is not None and self.session is not None and self.outcome is not None
+        meters.REALTIME_OPEN.n += 1  # dec in _finish, which every opened session reaches
+        self._opened = True
         self.set_nodelay(True)
         log.info(
             "realtime session %s opened via %s",
@@ -553,6 +557,9 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self.ctx.in_flight.spawn(self._finish((code, self.close_reason or "client went away")))
 
     async def _finish(self, close_upstream: tuple[int, str] | None) -> None:
+        if self._opened:
+            self._opened = False
+            meters.REALTIME_OPEN.n -= 1
         for task in (self._pump, self._idle):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()

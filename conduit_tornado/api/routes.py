@@ -24,6 +24,7 @@ from . import (
     inference,
     media,
     messages,
+    metrics,
     models,
     openapi,
     realtime,
@@ -91,6 +92,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/admin/v1/usage", admin_usage.UsageHandler),
         (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
         (p + r"/admin/v1/health/deployments", admin_health.DeploymentHealthHandler),
+        (p + r"/metrics", metrics.PrometheusHandler),
     ]
     table += ui_routes(p)  # the web UI (conduit_tornado/ui/)
     if catch_all:
@@ -127,6 +129,17 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         uri,
         request.remote_ip,
         1000.0 * request.request_time(),
+    )
+
+
+def make_metrics_app(ctx: Context) -> tornado.web.Application:
+    """The application of CONDUIT_METRICS_PORT's listener: /metrics and nothing else."""
+    return GatewayApplication(
+        [(r"/metrics", metrics.PrometheusHandler)],
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        conduit=ctx,
+        **{metrics.METRICS_LISTENER: True},
     )
 
 

@@ -241,6 +241,19 @@ class Settings(BaseSettings):
     websocket_ping_interval: float = Field(
         20.0, gt=0, description="Seconds between WebSocket pings to clients."
     )
+    # Prometheus metrics at /metrics (api/metrics.py).
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token a scrape of /metrics must send (Authorization: Bearer "
+        "<token>). Unset: /metrics is open, like the health checks.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on this port only (a listener on the same host serving "
+        "nothing else); the main port then answers 404 there. Unset: on the main port.",
+    )
     # The HTTP front (server/): limits every connection is held to.
     http_server: Literal["conduit", "tornado"] = Field(
         "conduit",

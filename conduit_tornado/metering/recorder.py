@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from conduit_tornado.admission.keys import VirtualKey
+from conduit_tornado.core import meters
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.ids import IdSequence
 from conduit_tornado.core.settings import Settings
@@ -90,10 +91,19 @@ class Recorder:
         """Queue one finished request (a request log document)."""
         if len(self._logs) >= self._settings.log_queue_max:
             self.dropped += 1
+            meters.QUEUE_DROPPED.labels("request_logs").inc()
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("request log queue full: %d logs dropped so far", self.dropped)
         else:
             self._logs.append(entry)
+        if "provider" in entry:  # answered upstream: its model is one the catalog has
+            meters.usage_recorded(
+                entry["model"],
+                entry.get("group"),
+                entry.get("prompt_tokens") or 0,
+                entry.get("completion_tokens") or 0,
+                entry.get("cost") or 0.0,
+            )
         key_id = entry.get("key_id")
         if not key_id:
             return
@@ -121,6 +131,10 @@ class Recorder:
     @property
     def pending(self) -> int:
         return len(self._logs)
+
+    @property
+    def pending_rollups(self) -> int:
+        return len(self._rollups)
 
     async def flush(self) -> None:
         async with self._lock:  # one flush at a time: the periodic one and shutdown's

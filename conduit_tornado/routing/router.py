@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from conduit_tornado.core import scrub, tracing
+from conduit_tornado.core import meters, scrub, tracing
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.core.settings import Settings
 
@@ -250,6 +250,7 @@ class Router:
         refused: set[int] = set()  # plan positions that refused our credentials
         outcome = Outcome(plan[0], 0, 0.0, 0.0)
         last: ProviderError | None = None
+        failed_provider = ""  # the provider of the last failed try
         attempt = -1
         while True:
             attempt += 1
@@ -271,6 +272,8 @@ class Router:
                     break
                 outcome.waited_seconds += wait
                 await asyncio.sleep(wait)
+            if last is not None:  # every try after the first follows a failed one
+                meters.retried(failed_provider, last.kind)
             started = time.monotonic()
             target.health.in_flight += 1
             try:
@@ -285,6 +288,8 @@ class Router:
                 ) from None
             except ProviderError as exc:
                 outcome.upstream_seconds += time.monotonic() - started
+                failed_provider = target.provider.name
+                meters.attempt_failed(failed_provider, exc.kind)
                 self._failed(target, exc)
                 if not exc.retryable:
                     raise exc.to_api_error() from None
@@ -299,6 +304,7 @@ class Router:
             elapsed = time.monotonic() - started
             outcome.upstream_seconds += elapsed
             self._succeeded(target, elapsed)
+            meters.attempt_succeeded(target.provider.name)
             return result, outcome
         assert last is not None
         raise last.to_api_error()
