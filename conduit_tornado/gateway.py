@@ -16,10 +16,11 @@ from conduit_tornado.admission.groups import GroupService
 from conduit_tornado.admission.keys import KeyService
 from conduit_tornado.admission.limits import Limiter
 from conduit_tornado.admission.realtime import RealtimeSessions
-from conduit_tornado.api.routes import make_app
+from conduit_tornado.api.routes import make_app, mount_prefix
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox, hash_key, new_master_key
 from conduit_tornado.core.settings import Settings
+from conduit_tornado.hub import hub_for
 from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.metering.pricing import MediaPrices, PriceTable
 from conduit_tornado.metering.recorder import Recorder
@@ -152,7 +153,8 @@ class Gateway:
     @property
     def url(self) -> str:
         wildcard = self.settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (a comparison)
-        return f"http://{'127.0.0.1' if wildcard else self.settings.host}:{self.port}"
+        prefix = mount_prefix(self.settings).rstrip("/")  # CONDUIT_BASE_PATH, or the hub's
+        return f"http://{'127.0.0.1' if wildcard else self.settings.host}:{self.port}{prefix}"
 
     async def build(self) -> Context:
         """Every start-up step but listening; the Jupyter extension stops here."""
@@ -224,7 +226,10 @@ class Gateway:
     async def start(self) -> None:
         ctx = await self.build()
         s = self.settings
-        app = make_app(ctx)
+        hub = hub_for(ctx, mount_prefix(s))  # None unless a JupyterHub service
+        if hub is not None:
+            self._tasks.append(asyncio.create_task(hub.run()))
+        app = make_app(ctx, hub=hub)
         # Ours or Tornado's (CONDUIT_HTTP_SERVER), held to the settings' connection limits.
         self.server = HttpServer.for_settings(app, s)
         sockets = bind(s.host, s.port)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
@@ -29,6 +31,9 @@ from . import (
     responses,
 )
 from .base import NotFoundHandler
+
+if TYPE_CHECKING:
+    from conduit_tornado.hub.identity import Hub
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
 
@@ -122,12 +127,33 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:
+def mount_prefix(settings: Any, env: Mapping[str, str] = os.environ) -> str:
+    """Where the standalone server serves every route: CONDUIT_BASE_PATH, else as a
+    JupyterHub service the prefix the hub's proxy forwards unchanged
+    (JUPYTERHUB_SERVICE_PREFIX; single-user servers have one too, but no service name).
+    '/' or a path without a trailing slash."""
+    path: str = settings.base_path or ""
+    if not path and env.get("JUPYTERHUB_SERVICE_NAME"):
+        path = env.get("JUPYTERHUB_SERVICE_PREFIX", "")
+    return "/" + path.strip("/") if path.strip("/") else "/"
+
+
+def make_app(ctx: Context, *, hub: Hub | None = None, **extra: Any) -> tornado.web.Application:
+    prefix = mount_prefix(ctx.settings)
+    # Patterns are regexes: a prefix such as /a.b must match only itself.
+    escaped = re.escape(prefix) if prefix != "/" else prefix
+    table = routes(escaped)
+    settings = app_settings(ctx)
+    if hub is not None:
+        from conduit_tornado.hub.handlers import hub_routes
+
+        table = hub_routes(escaped.rstrip("/")) + table
+        settings.update(hub.app_settings())
     return GatewayApplication(
-        routes(),
+        table,
         default_handler_class=NotFoundHandler,
         compress_response=False,  # SSE must not be buffered by a compressor
         log_function=log_request,
-        **app_settings(ctx),
+        **settings,
         **extra,
     )
