@@ -1,0 +1,341 @@
+"""JupyterHub as the identity layer, with a real hub on loopback: the `jupyterhub` package
+(DummyAuthenticator, SimpleLocalProcessSpawner), configurable-http-proxy from npm
+(tests/chp.py), and the gateway as a hub-managed service (conduit_jupyter.hub's helpers, as
+in docs/jupyterhub.md) in front of the fake OpenAI provider.
+
+Browsers are HTTP clients that keep cookies and follow redirects: each signs in to the hub,
+then to the gateway through Hub OAuth. Everything goes through the hub's proxy, which
+forwards /services/conduit/... to the gateway with the prefix kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.chp import ProvisionError, chp_command
+from tests.conftest import free_port
+from tests.fakes.providers import API_KEY, FakeProviders
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "/services/conduit"
+MASTER = "sk-master-" + secrets.token_hex(16)
+TESTER = secrets.token_hex(32)  # the test's own hub API token (a service with admin scopes)
+MODEL = "gpt-4o-mini"
+BUDGET = 0.0001  # USD per user: a few requests of the fake at the prices below
+ASK = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def chp() -> Path:
+    try:
+        return chp_command()
+    except ProvisionError as exc:
+        pytest.skip(str(exc))
+
+
+def hub_config(tmp: Path, ports: dict[str, int], provider: str, chp: Path) -> str:
+    gateway_config = tmp / "conduit.yaml"
+    gateway_config.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "providers": [
+                    {"name": "fake", "type": "openai", "base_url": provider, "api_key": API_KEY}
+                ],
+                "models": [
+                    {
+                        "name": MODEL,
+                        "deployments": [{"provider": "fake", "model": MODEL}],
+                        "pricing": {"input_per_mtok": 1000, "output_per_mtok": 1000},
+                    }
+                ],
+                "jupyterhub": {
+                    "user": {"max_budget": BUDGET, "budget_duration": "monthly", "rpm": 600},
+                    "groups": {
+                        "staff": {"max_budget": 10.0, "user": {"max_budget": 1.0, "rpm": 1000}}
+                    },
+                },
+            }
+        )
+    )
+    pythonpath = os.pathsep.join([str(ROOT), str(ROOT / "jupyter_ext")])
+    out = tmp / "spawned"
+    out.mkdir()
+    return f"""
+import sys
+from conduit_jupyter.hub import conduit_roles, conduit_service, pre_spawn_hook
+
+c.JupyterHub.bind_url = "http://127.0.0.1:{ports["public"]}"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{ports["hub"]}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{ports["proxy_api"]}"
+c.ConfigurableHTTPProxy.command = [{str(chp)!r}]
+c.ConfigurableHTTPProxy.pid_file = {str(tmp / "proxy.pid")!r}
+c.JupyterHub.db_url = "sqlite:///{tmp / "hub.sqlite"}"
+c.JupyterHub.cookie_secret_file = {str(tmp / "cookie_secret")!r}
+c.JupyterHub.pid_file = {str(tmp / "hub.pid")!r}
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.admin_users = {{"root"}}
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = {str(tmp / "home" / "{username}")!r}
+c.Spawner.cmd = [sys.executable, "-m", "tests.hub_singleuser"]
+c.Spawner.environment = {{"CONDUIT_TEST_OUT": {str(out)!r}, "PYTHONPATH": {pythonpath!r}}}
+c.Spawner.start_timeout = 30
+c.Spawner.http_timeout = 30
+c.Spawner.pre_spawn_hook = pre_spawn_hook(
+    master_key={MASTER!r}, gateway="http://127.0.0.1:{ports["gateway"]}",
+    openai_base_url="http://127.0.0.1:{ports["public"]}{PREFIX}/v1",
+)
+c.JupyterHub.services = [
+    conduit_service(
+        port={ports["gateway"]},
+        master_key={MASTER!r},
+        config={str(gateway_config)!r},
+        environment={{
+            "CONDUIT_STORE": "memory",
+            "CONDUIT_JUPYTERHUB_SYNC_INTERVAL": "1",
+            "PYTHONPATH": {pythonpath!r},
+        }},
+    ),
+    {{"name": "tester", "api_token": {TESTER!r}}},
+]
+c.JupyterHub.load_roles = conduit_roles() + [
+    {{
+        "name": "tester",
+        "scopes": ["admin:users", "admin:servers", "admin:groups", "list:users", "read:users"],
+        "services": ["tester"],
+    }}
+]
+"""
+
+
+@dataclass
+class Hub:
+    url: str
+    out: Path
+    log: Path
+    api: httpx2.AsyncClient  # the tester service's token
+
+    async def browser(self, user: str) -> httpx2.AsyncClient:
+        """A browser signed in to the hub as ``user`` (any password: DummyAuthenticator)
+        and then to the gateway through Hub OAuth."""
+        client = httpx2.AsyncClient(base_url=self.url, follow_redirects=True, timeout=30)
+        page = await client.get("/hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert xsrf is not None, page.text[:500]
+        signed_in = await client.post(
+            "/hub/login?next=/hub/home",  # not /hub/spawn: servers start when the test says
+            data={"username": user, "password": "any", "_xsrf": xsrf.group(1)},
+        )
+        assert signed_in.status_code == 200, signed_in.text[:500]
+        landed = await client.get(f"{PREFIX}/hub/login", params={"next": f"{PREFIX}/ui/"})
+        assert landed.status_code == 200 and landed.url.path == f"{PREFIX}/ui/", landed.url
+        assert "<title>Conduit</title>" in landed.text
+        return client
+
+
+async def wait_for(check: Callable[[], Any], what: str, seconds: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            result = await check()
+        except httpx2.TransportError:
+            result = None
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(tmp_path: Path, chp: Path) -> AsyncIterator[Hub]:
+    """The hub, started on the test's own loop (the fake provider serves on it)."""
+    fake = FakeProviders()
+    await fake.start()
+    ports = {name: free_port() for name in ("public", "hub", "proxy_api", "gateway")}
+    (tmp_path / "jupyterhub_config.py").write_text(
+        hub_config(tmp_path, ports, fake.url + "/v1", chp)
+    )
+    log = tmp_path / "hub.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "jupyter_ext")])}
+    for name in ("CONDUIT_MASTER_KEY", "CONDUIT_CONFIG", "CONDUIT_MONGODB_URI", "CONDUIT_STORE"):
+        env.pop(name, None)
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "jupyterhub",
+            "-f",
+            str(tmp_path / "jupyterhub_config.py"),
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{ports['public']}"
+    api = httpx2.AsyncClient(
+        base_url=url + "/hub/api", headers={"Authorization": f"token {TESTER}"}, timeout=30
+    )
+    try:
+
+        async def gateway_up() -> bool:
+            if process.returncode is not None:
+                raise AssertionError("the hub exited:\n" + log.read_text()[-3000:])
+            async with httpx2.AsyncClient(timeout=5) as probe:
+                answer = await probe.get(f"{url}{PREFIX}/health/ready")
+            return answer.status_code == 200
+
+        await wait_for(gateway_up, "the hub, its proxy and the gateway service", 60)
+        yield Hub(url, tmp_path / "spawned", log, api)
+    finally:
+        await api.aclose()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)  # the hub stops its service and proxy
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await fake.stop()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_hub_users_each_get_a_key_a_budget_and_their_own_view(
+    tmp_path: Path, chp: Path
+) -> None:
+    async with running_hub(tmp_path, chp) as hub:
+        await two_users(hub)
+
+
+async def two_users(hub: Hub) -> None:
+    created = await hub.api.post("/users", json={"usernames": ["ana", "bob"]})
+    assert created.status_code == 201, created.text
+    staff = await hub.api.post("/groups/staff", json={"users": ["bob"]})
+    assert staff.status_code == 201, staff.text
+
+    # -- each signs in through Hub OAuth and finds a key of their own ---------------------
+    ana, bob, root = [await hub.browser(u) for u in ("ana", "bob", "root")]
+    try:
+        me = {}
+        for name, client in (("ana", ana), ("bob", bob)):
+            answer = await client.get(f"{PREFIX}/hub/api/me")
+            assert answer.status_code == 200, answer.text
+            me[name] = answer.json()
+            assert me[name]["user"] == name and me[name]["admin"] is False
+            assert me[name]["key"]["name"] == f"hub:{name}"
+            assert str(me[name]["secret"]).startswith("condt_"), me[name]  # created now: shown once
+        assert me["ana"]["key"]["max_budget"] == BUDGET and me["ana"]["key"]["group"] is None
+        # bob's hub group "staff": the key group hub:staff, and the staff's own user limits
+        assert me["bob"]["key"]["group"] == "hub:staff" and me["bob"]["key"]["max_budget"] == 1.0
+        again = (await ana.get(f"{PREFIX}/hub/api/me")).json()
+        assert again["key"]["id"] == me["ana"]["key"]["id"] and again["secret"] is None
+
+        # -- the OpenAI routes through the hub's proxy, each under their own budget -------
+        ana_key, bob_key = me["ana"]["secret"], me["bob"]["secret"]
+        v1 = f"{PREFIX}/v1/chat/completions"
+        async with httpx2.AsyncClient(base_url=hub.url, timeout=30) as http:
+            statuses = []
+            for _ in range(30):
+                answer = await http.post(v1, json=ASK, headers=bearer(ana_key))
+                statuses.append(answer.status_code)
+                if answer.status_code != 200:
+                    break
+            assert statuses[0] == 200 and statuses[-1] == 429, statuses
+            assert "budget" in answer.json()["error"]["message"].lower()
+            served = await http.post(v1, json=ASK, headers=bearer(bob_key))
+            assert served.status_code == 200, served.text
+            assert served.json()["choices"][0]["message"]["content"] == "Hello from the fake"
+
+            # -- each sees only their own usage; the admin API is not theirs -------------
+            usage = {}
+            for name, client in (("ana", ana), ("bob", bob)):
+                answer = await client.get(f"{PREFIX}/hub/api/me/usage")
+                assert answer.status_code == 200, answer.text
+                usage[name] = answer.json()
+            served_ana = usage["ana"]["totals"]["requests"] - usage["ana"]["totals"]["errors"]
+            assert served_ana == statuses.count(200)
+            assert usage["bob"]["totals"]["requests"] == 1
+            assert usage["ana"]["key"]["spend"] >= BUDGET
+            # the same view with the key alone (the widget in a user's notebook)
+            by_key = await http.get(f"{PREFIX}/hub/api/me/usage", headers=bearer(bob_key))
+            assert by_key.json()["totals"] == usage["bob"]["totals"]
+            for client in (ana, bob):
+                assert (await client.get(f"{PREFIX}/admin/v1/keys")).status_code == 401
+            refused = await http.get(f"{PREFIX}/admin/v1/keys", headers=bearer(ana_key))
+            assert refused.status_code == 401
+
+            # -- a hub admin is a gateway admin: every key, and changes with the CSRF token
+            root_me = (await root.get(f"{PREFIX}/hub/api/me")).json()
+            assert root_me["admin"] is True and root_me["csrf"]
+            keys = (await root.get(f"{PREFIX}/admin/v1/keys")).json()["data"]
+            assert {"hub:ana", "hub:bob", "hub:root"} <= {k["name"] for k in keys}
+            assert (await root.get(f"{PREFIX}/ui/api/session")).json()["via"] == "host"
+            reset = f"{PREFIX}/admin/v1/keys/{me['ana']['key']['id']}/spend"
+            assert (await root.post(reset, json={"spend": 0})).status_code == 401  # no token
+            csrf = {root_me["csrf_header"]: root_me["csrf"]}
+            assert (await root.post(reset, json={"spend": 0}, headers=csrf)).status_code == 200
+            assert (await http.post(v1, json=ASK, headers=bearer(ana_key))).status_code == 200
+
+            # -- rotation on request: the old secret stops, the new one serves -----------
+            headers = {me["ana"]["csrf_header"]: me["ana"]["csrf"]}
+            assert (await ana.post(f"{PREFIX}/hub/api/me/rotate", json={})).status_code == 401
+            rotated = await ana.post(f"{PREFIX}/hub/api/me/rotate", json={}, headers=headers)
+            assert rotated.status_code == 200, rotated.text
+            new_key = rotated.json()["key"]
+            assert (await http.post(v1, json=ASK, headers=bearer(ana_key))).status_code == 401
+            # the new secret is ana's key (over budget again after the request above)
+            assert (await http.post(v1, json=ASK, headers=bearer(new_key))).status_code == 429
+
+            # -- a spawned server gets the user's key in its environment ------------------
+            spawned = await hub.api.post("/users/ana/server")
+            assert spawned.status_code in (201, 202), spawned.text
+            out = hub.out / "ana.json"
+
+            async def written() -> bool:
+                return out.exists()
+
+            await wait_for(written, "ana's server to start and write what it saw")
+            seen = json.loads(out.read_text())
+            assert seen.get("error") is None, seen
+            assert seen["OPENAI_BASE_URL"] == f"{hub.url}{PREFIX}/v1"
+            assert seen["models"] == [MODEL]
+            assert seen["me"] == {"user": "ana", "key": "hub:ana", "admin": False}
+            # each spawn gives a new secret: the one shown before stops working
+            assert (await http.post(v1, json=ASK, headers=bearer(new_key))).status_code == 401
+            assert (
+                seen["key_prefix"]
+                == (await ana.get(f"{PREFIX}/hub/api/me")).json()["key"]["prefix"][:10]
+            )
+
+            # -- a user deleted from the hub loses their key ------------------------------
+            assert (await hub.api.delete("/users/bob")).status_code == 204
+
+            async def revoked() -> bool:
+                answer = await http.post(v1, json=ASK, headers=bearer(bob_key))
+                return answer.status_code == 401
+
+            await wait_for(revoked, "bob's key to be revoked", 15)
+            keys = (await root.get(f"{PREFIX}/admin/v1/keys")).json()["data"]
+            assert "hub:bob" not in {k["name"] for k in keys}
+            assert (await bob.get(f"{PREFIX}/hub/api/me")).status_code == 401
+    finally:
+        for client in (ana, bob, root):
+            await client.aclose()
