@@ -25,10 +25,12 @@ from typing import Any
 
 import httpx2
 import pytest
+from playwright.async_api import async_playwright
 
 from tests.chp import ProvisionError, chp_command
 from tests.conftest import free_port
 from tests.fakes.providers import API_KEY, FakeProviders
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/services/conduit"
@@ -294,6 +296,9 @@ async def two_users(hub: Hub) -> None:
             assert (await root.post(reset, json={"spend": 0}, headers=csrf)).status_code == 200
             assert (await http.post(v1, json=ASK, headers=bearer(ana_key))).status_code == 200
 
+            # -- the web UI: ana's own page, root's whole gateway -------------------------
+            await web_ui(hub)
+
             # -- rotation on request: the old secret stops, the new one serves -----------
             headers = {me["ana"]["csrf_header"]: me["ana"]["csrf"]}
             assert (await ana.post(f"{PREFIX}/hub/api/me/rotate", json={})).status_code == 401
@@ -339,3 +344,29 @@ async def two_users(hub: Hub) -> None:
     finally:
         for client in (ana, bob, root):
             await client.aclose()
+
+
+async def web_ui(hub: Hub) -> None:
+    """In Chromium: sign in to the hub, open the gateway's UI, sign in with JupyterHub."""
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for user, page_id, sees in (("ana", "mine", "hub:ana"), ("root", "keys", "hub:bob")):
+                context = await browser.new_context()
+                page = await context.new_page()
+                await page.goto(f"{hub.url}/hub/login?next=/hub/home")
+                await page.fill("#username_input", user)
+                await page.fill("#password_input", "any")
+                await page.click("#login_submit")
+                await page.wait_for_url("**/hub/home")
+                await page.goto(f"{hub.url}{PREFIX}/ui/")
+                await page.get_by_role("link", name="Sign in with JupyterHub").click()
+                await page.locator(f"[data-page='{page_id}'][data-ready]").wait_for()
+                text = await page.locator("main").inner_text()
+                assert sees in text, text
+                if user == "ana":  # her own key and usage, and nothing of the admin's
+                    assert "Your key" in text and "hub:bob" not in text
+                    assert await page.locator("#nav").is_hidden()
+                await context.close()
+        finally:
+            await browser.close()

@@ -103,13 +103,14 @@ def app_settings(ctx: Context) -> dict[str, Any]:
     return {"conduit": ctx, "conduit_ui": UiSessions(ctx)}
 
 
-_SECRET_PARAMS = re.compile(r"([?&](?:token|key|api-key|api_key)=)[^&]*", re.IGNORECASE)
+# code and state: Hub OAuth's callback (conduit_tornado/hub/) carries a one-use code.
+_SECRET_PARAMS = re.compile(r"([?&](?:token|key|api-key|api_key|code|state)=)[^&]*", re.IGNORECASE)
 access_log = logging.getLogger("tornado.access")
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log line, with credentials in query strings redacted (browsers
-    may authenticate the realtime socket with ?token=)."""
+    may authenticate the realtime socket with ?token=; the hub's OAuth sends ?code=)."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if not access_log.isEnabledFor(level):
