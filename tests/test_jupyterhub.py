@@ -27,8 +27,13 @@ import httpx2
 import pytest
 from playwright.async_api import async_playwright
 
+from conduit_tornado.api.routes import mount_prefix
+from conduit_tornado.config_file import parse_config
+from conduit_tornado.core.settings import Settings
+from conduit_tornado.hub import enabled
+from conduit_tornado.hub.policy import PolicyError, load_policy
 from tests.chp import ProvisionError, chp_command
-from tests.conftest import free_port
+from tests.conftest import MASTER_KEY, GatewayFactory, free_port
 from tests.fakes.providers import API_KEY, FakeProviders
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -40,7 +45,69 @@ MODEL = "gpt-4o-mini"
 BUDGET = 0.0001  # USD per user: a few requests of the fake at the prices below
 ASK = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
+
+# -- without a hub: the prefix, hub mode's switch, the config section ----------------------
+
+
+def test_the_prefix_comes_from_the_setting_or_the_hubs_service_prefix() -> None:
+    hub_service = {"JUPYTERHUB_SERVICE_NAME": "conduit", "JUPYTERHUB_SERVICE_PREFIX": "/s/c/"}
+    # A single-user server has a service prefix too (its own), but no service name.
+    single_user = {"JUPYTERHUB_SERVICE_PREFIX": "/user/ana/", "JUPYTERHUB_API_TOKEN": "t"}
+    assert mount_prefix(Settings(), {}) == "/"
+    assert mount_prefix(Settings(), hub_service) == "/s/c"
+    assert mount_prefix(Settings(), single_user) == "/"
+    assert mount_prefix(Settings(base_path="/gw/"), hub_service) == "/gw"
+    with pytest.raises(ValueError, match="base_path"):
+        Settings(base_path="/a b/")
+    assert enabled(Settings(), {**hub_service, "JUPYTERHUB_API_TOKEN": "t"})
+    assert not enabled(Settings(), single_user)
+    assert enabled(Settings(jupyterhub="on"), {})
+    assert not enabled(Settings(jupyterhub="off"), {**hub_service, "JUPYTERHUB_API_TOKEN": "t"})
+
+
+@pytest.mark.asyncio
+async def test_every_route_is_served_under_the_prefix(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway(base_path="/services/conduit.x")  # a dot: escaped, not a wildcard
+    assert gw.url.endswith("/services/conduit.x")
+    root = gw.url.removesuffix("/services/conduit.x")
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        created = await http.post(f"{gw.url}/admin/v1/keys", json={"name": "k"}, headers=admin)
+        assert created.status_code == 201
+        key = {"Authorization": f"Bearer {created.json()['key']}"}
+        assert (await http.get(f"{gw.url}/v1/models", headers=key)).status_code == 200
+        assert (await http.get(f"{gw.url}/health/live")).status_code == 200
+        page = await http.get(f"{gw.url}/ui/")
+        assert page.status_code == 200 and 'src="js/app.js"' in page.text  # relative assets
+        assert (await http.get(f"{gw.url}/ui/js/api.js")).status_code == 200
+        for outside in ("/v1/models", "/services/conduitxx/v1/models", "/admin/v1/keys"):
+            missed = await http.get(root + outside, headers=admin)
+            assert missed.status_code == 404 and missed.json()["error"]["code"] == "unknown_url"
+
+
+def test_the_config_files_jupyterhub_section(tmp_path: Path) -> None:
+    section = {
+        "user": {"max_budget": 5, "budget_duration": "monthly", "rpm": 60},
+        "groups": {
+            "students": {"max_budget": 200, "user": {"max_budget": 2}},
+            "staff": {"max_budget": 1000},
+        },
+    }
+    parse_config({"jupyterhub": section})  # the gateway's own reader accepts the section
+    path = tmp_path / "conduit.yaml"
+    path.write_text(json.dumps({"models": [], "jupyterhub": section}))
+    policy = load_policy(path)
+    assert policy.group_of(["staff", "students"]) == "students"  # first listed in the file
+    assert policy.group_of(["other"]) is None
+    assert policy.user_limits("students").max_budget == 2
+    assert policy.user_limits("staff") == policy.user and policy.user.rpm == 60
+    assert load_policy(None).user.max_budget is None
+    path.write_text(json.dumps({"jupyterhub": {"user": {"max_budget": -1}}}))
+    with pytest.raises(PolicyError, match="max_budget"):
+        load_policy(path)
+
+
+# -- a real hub -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +287,8 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+@pytest.mark.asyncio
+@pytest.mark.timeout(180)
 async def test_hub_users_each_get_a_key_a_budget_and_their_own_view(
     tmp_path: Path, chp: Path
 ) -> None:
