@@ -27,11 +27,12 @@ import httpx2
 import pytest
 from playwright.async_api import async_playwright
 
-from conduit_tornado.api.routes import mount_prefix
+from conduit_tornado.api.routes import mount_prefix, routes
 from conduit_tornado.config_file import parse_config
 from conduit_tornado.core.settings import Settings
 from conduit_tornado.hub import enabled
 from conduit_tornado.hub.policy import PolicyError, load_policy
+from conduit_tornado.server.application import GatewayApplication
 from tests.chp import ProvisionError, chp_command
 from tests.conftest import MASTER_KEY, GatewayFactory, free_port
 from tests.fakes.providers import API_KEY, FakeProviders
@@ -59,6 +60,9 @@ def test_the_prefix_comes_from_the_setting_or_the_hubs_service_prefix() -> None:
     assert mount_prefix(Settings(base_path="/gw/"), hub_service) == "/gw"
     with pytest.raises(ValueError, match="base_path"):
         Settings(base_path="/a b/")
+    # The busiest routes keep the direct dispatch under a prefix of plain characters.
+    plain = GatewayApplication(routes("/services/conduit")).plain_routes
+    assert "/services/conduit/v1/chat/completions" in plain
     assert enabled(Settings(), {**hub_service, "JUPYTERHUB_API_TOKEN": "t"})
     assert not enabled(Settings(), single_user)
     assert enabled(Settings(jupyterhub="on"), {})

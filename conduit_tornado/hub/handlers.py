@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from jupyterhub.utils import get_browser_protocol
 from tornado.httputil import url_concat
 
 from conduit_tornado.admission.keys import VirtualKey, key_view
@@ -122,7 +123,9 @@ class OAuthCallbackHandler(PublicHandler):
             path=hub.prefix + "/",
             expires=session.expires_at,
             httponly=True,
-            secure=self.request.protocol == "https",
+            # Behind the hub's proxy, which terminates TLS: its X-Forwarded-Proto, as HubOAuth
+            # reads it for the state cookie (a forged one could only add Secure).
+            secure=get_browser_protocol(self.request) == "https",
             samesite="Lax",  # set at the end of a redirect chain through the hub
         )
         self.redirect(next_url)
