@@ -69,6 +69,25 @@ def test_the_prefix_comes_from_the_setting_or_the_hubs_service_prefix() -> None:
     assert not enabled(Settings(jupyterhub="off"), {**hub_service, "JUPYTERHUB_API_TOKEN": "t"})
 
 
+def test_every_hub_route_chooses_who_may_call_it() -> None:
+    """Deny by default, as tests/test_routes.py holds the main table to: only the OAuth
+    round trip and the redirect to the UI are public; the spawner's route is admin."""
+    from conduit_tornado.api.base import AdminHandler, PublicHandler
+    from conduit_tornado.hub.handlers import HubSessionHandler, hub_routes
+
+    kinds = {}
+    for pattern, handler in hub_routes("/p"):
+        assert issubclass(handler, PublicHandler | AdminHandler | HubSessionHandler), pattern
+        kinds[pattern] = "public" if issubclass(handler, PublicHandler) else handler.__name__
+    assert [p for p, kind in kinds.items() if kind == "public"] == [
+        "/p/hub/login",
+        "/p/oauth_callback",
+        "/p/?",
+    ]
+    assert kinds["/p/hub/api/users/([^/]+)/environment"] == "EnvironmentHandler"
+    assert issubclass(HubSessionHandler, PublicHandler | AdminHandler) is False
+
+
 @pytest.mark.asyncio
 async def test_every_route_is_served_under_the_prefix(start_gateway: GatewayFactory) -> None:
     gw = await start_gateway(base_path="/services/conduit.x")  # a dot: escaped, not a wildcard
