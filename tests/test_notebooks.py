@@ -19,7 +19,7 @@ EXPECTED: dict[str, tuple[list[str], int]] = {
     "quickstart": (
         [
             r"<conduit gateway at http://127\.0\.0\.1:\d+>",
-            r"key_[0-9a-f]+ condt_\w+",
+            r"key_[0-9a-f]+ condt_[\w-]+",  # prefixes are url-safe base64: - too
             r"\['my-gpt'\]",
             r"Mock reply: Hello, gateway! CompletionUsage\(completion_tokens=4",
             r"Mock reply: Stream, please\n",
