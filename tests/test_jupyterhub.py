@@ -462,3 +462,82 @@ async def web_ui(hub: Hub) -> None:
                 await context.close()
         finally:
             await browser.close()
+
+
+# -- a user's own usage widget, with their key alone ----------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.blocks_loop(reason="ipywidgets builds its widget models on the shared loop")
+async def test_my_usage_shows_a_user_their_own_key_and_spend(
+    start_gateway: GatewayFactory,
+) -> None:
+    """MyUsage in a user's notebook: OPENAI_BASE_URL and OPENAI_API_KEY are all it has. The
+    hub routes are mounted as in hub mode; a key's own view never asks the hub."""
+    import tornado.httpserver
+    from conduit_jupyter.hub import UserClient
+    from conduit_jupyter.widgets import MyUsage
+
+    from conduit_tornado import AdminClient
+    from conduit_tornado.api.routes import make_app
+    from conduit_tornado.hub.identity import Hub as GatewayHub
+    from conduit_tornado.hub.policy import HubPolicy
+
+    gw = await start_gateway(base_path=PREFIX)
+    assert gw.ctx is not None
+    env = {"JUPYTERHUB_API_TOKEN": "not-used", "JUPYTERHUB_SERVICE_NAME": "conduit"}
+    hub = GatewayHub(gw.ctx, HubPolicy(), PREFIX, env)
+    server = tornado.httpserver.HTTPServer(make_app(gw.ctx, hub=hub))
+    port = free_port()
+    server.listen(port, "127.0.0.1")
+    base = f"http://127.0.0.1:{port}{PREFIX}/v1"
+    widgets: list[MyUsage] = []
+    try:
+        async with AdminClient(gw.url, MASTER_KEY) as admin:
+            await admin.create_provider(name="mock", type="mock")
+            await admin.create_model(
+                name=MODEL,
+                deployments=[{"provider": "mock", "model": "m"}],
+                pricing={"input_per_mtok": 1000, "output_per_mtok": 1000},
+            )
+            secrets_of = {}
+            for user in ("ana", "bob"):
+                created = await admin.create_key(
+                    name=f"hub:{user}", max_budget=5, metadata={"hub_user": user}
+                )
+                secrets_of[user] = created["key"]
+        async with httpx2.AsyncClient(timeout=30) as http:
+            for _ in range(2):
+                answer = await http.post(
+                    base + "/chat/completions", json=ASK, headers=bearer(secrets_of["ana"])
+                )
+                assert answer.status_code == 200, answer.text
+        ana = MyUsage(url=base, key=secrets_of["ana"])
+        widgets.append(ana)
+        await ana.refresh()
+        assert "ana" in ana.key_info.value and "hub:ana" in ana.key_info.value
+        assert "of $5.00" in ana.key_info.value  # the budget, in words
+        assert "2 requests" in ana.summary.value and "<svg" in ana.chart.value
+        assert list(ana.series) == ["hub:ana"] and ana.series["hub:ana"][-1] > 0
+        bob = MyUsage(url=base, key=secrets_of["bob"])
+        widgets.append(bob)
+        await bob.refresh()  # bob's key sees bob's usage: none
+        assert "0 requests" in bob.summary.value and "No usage" in bob.chart.value
+        # A rotated or revoked key: a sentence saying what to do, not a traceback.
+        stale = MyUsage(url=base, key="condt_" + "x" * 40)
+        widgets.append(stale)
+        stale._spawn(stale.refresh())
+        await stale.settle()
+        assert "restart your server from the hub" in stale.status.value.lower()
+        client = UserClient(base, secrets_of["bob"])
+        try:
+            by_model = await client.usage(group_by="model")
+            assert by_model["data"] == [] and by_model["key"]["name"] == "hub:bob"
+        finally:
+            await client.aclose()
+    finally:
+        for widget in widgets:
+            await widget.aclose()
+        server.stop()
+        await server.close_all_connections()
+        await hub.close()

@@ -793,6 +793,10 @@ class MyUsage(_Panel):
         self.days: list[str] = []
         self.series: dict[str, list[float]] = {}
 
+    async def aclose(self) -> None:
+        """Close the widget's HTTP client (when done with it outside a notebook)."""
+        await self._client.aclose()
+
     def _sentence(self, exc: AdminError) -> str:
         if exc.status == 401:
             return (
