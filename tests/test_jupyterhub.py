@@ -469,8 +469,8 @@ async def web_ui(hub: Hub) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.blocks_loop(reason="ipywidgets builds its widget models on the shared loop")
-async def test_my_usage_shows_a_user_their_own_key_and_spend(
-    start_gateway: GatewayFactory,
+async def test_my_usage_and_sign_in_limits_in_hub_mode(
+    start_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MyUsage in a user's notebook: OPENAI_BASE_URL and OPENAI_API_KEY are all it has. The
     hub routes are mounted as in hub mode; a key's own view never asks the hub."""
@@ -480,6 +480,7 @@ async def test_my_usage_shows_a_user_their_own_key_and_spend(
 
     from conduit_tornado import AdminClient
     from conduit_tornado.api.routes import make_app
+    from conduit_tornado.hub import handlers as hub_handlers
     from conduit_tornado.hub.identity import Hub as GatewayHub
     from conduit_tornado.hub.policy import HubPolicy
 
@@ -529,6 +530,21 @@ async def test_my_usage_shows_a_user_their_own_key_and_spend(
         stale._spawn(stale.refresh())
         await stale.settle()
         assert "restart your server from the hub" in stale.status.value.lower()
+        # Sign-ins begun are held in memory until finished or expired: a flood is capped.
+        monkeypatch.setattr(hub_handlers, "MAX_PENDING_SIGN_INS", 3)
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}{PREFIX}") as http:
+            begun = [(await http.get("/hub/login")).status_code for _ in range(4)]
+            assert begun == [302, 302, 302, 429], begun
+            evil = await http.get("/hub/login", params={"next": "//evil.example/"})
+            assert evil.status_code == 429  # still capped
+        monkeypatch.setattr(hub_handlers, "MAX_PENDING_SIGN_INS", 100)
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}{PREFIX}") as http:
+            for bad in ("//evil.example/", "https://evil.example/", "/elsewhere/"):
+                to_hub = await http.get("/hub/login", params={"next": bad})
+                assert to_hub.status_code == 302
+                state = to_hub.headers["location"].split("state=")[1].split("&")[0]
+                # the page after sign-in is ours whatever next said (no open redirect)
+                assert hub.auth.get_next_url(state) == f"{PREFIX}/ui/"
         client = UserClient(base, secrets_of["bob"])
         try:
             by_model = await client.usage(group_by="model")

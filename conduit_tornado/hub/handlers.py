@@ -44,6 +44,9 @@ _USAGE_FIELDS = (
     "unpriced_requests",
 )
 _MAX_NEXT = 2048
+# Sign-ins begun and not finished: HubOAuth keeps each one's state in memory for ten minutes,
+# so a flood of /hub/login is held to this many (about 2 MB) rather than growing without end.
+MAX_PENDING_SIGN_INS = 10_000
 
 
 def hub_of(handler: Any) -> Hub:
@@ -74,6 +77,16 @@ class HubLoginHandler(PublicHandler):
             or "\\" in next_url
         ):
             next_url = hub.prefix + "/ui/"  # never a redirect elsewhere (no open redirect)
+        pending = auth._oauth_states  # HubOAuth's own store of states (an _ExpiringDict)
+        if len(pending) >= MAX_PENDING_SIGN_INS:
+            pending.purge_expired()
+            if len(pending) >= MAX_PENDING_SIGN_INS:
+                raise ApiError(
+                    429,
+                    "Too many sign-ins are under way. Try again in a minute.",
+                    code="login_throttled",
+                    headers={"Retry-After": "60"},
+                )
         verifier, challenge, method = auth.generate_pkce_code_challenge()
         state = auth.set_state_cookie(self, next_url=next_url, code_verifier=verifier)
         params = {"state": state, "code_challenge": challenge, "code_challenge_method": method}
