@@ -31,7 +31,7 @@ from conduit_tornado.api.base import (
 from conduit_tornado.core.errors import ApiError, invalid_api_key
 from conduit_tornado.metering.recorder import USAGE
 
-from .identity import Hub, HubUser, key_name
+from .identity import Hub, HubUser
 from .sessions import COOKIE, CSRF_HEADER
 
 _USAGE_FIELDS = (
@@ -300,6 +300,3 @@ def hub_routes(p: str) -> list[tuple[str, type[Any]]]:
         (p + r"/hub/api/users/([^/]+)/environment", EnvironmentHandler),
         (p + r"/?", HubHomeHandler),
     ]
-
-
-__all__ = ["hub_routes", "key_name"]
