@@ -13,6 +13,13 @@ asyncio driver. With --mongodb-uri the report names the server's version; the jo
 test server is refused (see DESIGN.md). With --store local a second gateway process, on
 the local store (a SQLite file in a temporary directory), runs the same gateway variants
 interleaved with the first one's, so its rows sit beside the memory (or MongoDB) rows.
+With --workers only the workers row runs (`_workers_row`): chat at 64 connections through
+`serve --workers 2` against one worker held to one core, on the local store.
+With --baseline DIR a third gateway process runs the code of another source tree (e.g.
+``git archive <commit> | tar -x -C DIR``) on the same store, interleaved with this one:
+on a shared, noisy machine a before/after comparison taken in one run is the one to
+trust. --only keeps the scenarios whose names contain one of the given strings (the chat,
+32 connections row always runs: the report's ratios are taken against it).
 """
 
 from __future__ import annotations
@@ -291,15 +298,24 @@ class Stack:
         mongodb_uri: str | None = None,
         wrapper: list[str] | None = None,
         local: bool = False,
+        baseline: Path | None = None,
     ) -> None:
         self.event_loop, self.mongodb_uri = event_loop, mongodb_uri
         self.local = local  # also a gateway on the local store (--store local)
+        self.baseline = baseline  # also a gateway running another source tree's code
         self.wrapper = wrapper or []  # a command the gateway runs under (bench/instructions.py)
         # Under an instrumenting wrapper the gateway is ~50x slower to start and answer.
         self.timeout = 120.0 if wrapper else 5.0
         self.store = "mongodb" if mongodb_uri else "memory"
 
     def __enter__(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # what did start is stopped, not left running
+            raise
+
+    def _start(self) -> Stack:
         up_port, gw_port = free_port(), free_port()
         self.upstream = subprocess.Popen(
             [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)],
@@ -344,6 +360,13 @@ class Stack:
             self.local_through = url + "/v1/chat/completions"
         else:
             self.local_gateway = None
+        self.baseline_gateway: subprocess.Popen[bytes] | None = None
+        if self.baseline is not None:
+            tree = self.baseline.resolve()
+            base_env = {**env, "PYTHONPATH": f"{tree / 'jupyter_ext'}{os.pathsep}{tree}"}
+            proc, url, self.baseline_limited, _ = self._gateway(base_env, free_port())
+            self.baseline_gateway = proc
+            self.baseline_url = url
         return self
 
     def _gateway(self, env: dict[str, str], gw_port: int) -> tuple[Any, str, str, str]:
@@ -366,33 +389,38 @@ class Stack:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        gw = f"http://127.0.0.1:{gw_port}"
-        started = time.monotonic()
-        while time.monotonic() - started < 15 * self.timeout:
-            try:
-                if httpx2.get(gw + "/health/ready", timeout=self.timeout).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.05)
-        self.admin = {"Authorization": f"Bearer {MASTER}"}
-        limited = httpx2.post(
-            gw + "/admin/v1/keys",
-            timeout=self.timeout,
-            headers=self.admin,
-            json={
-                "name": "bench-limited",
-                "rpm": 100_000_000,
-                "tpm": 10**12,
-                "max_parallel": 100_000,
-                "max_budget": 10**9,
-            },
-        ).json()["key"]
-        plain = httpx2.post(
-            gw + "/admin/v1/keys",
-            timeout=self.timeout,
-            headers=self.admin,
-            json={"name": "bench-plain"},
-        ).json()["key"]
+        try:
+            gw = f"http://127.0.0.1:{gw_port}"
+            started = time.monotonic()
+            while time.monotonic() - started < 15 * self.timeout:
+                try:
+                    if httpx2.get(gw + "/health/ready", timeout=self.timeout).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    time.sleep(0.05)
+            self.admin = {"Authorization": f"Bearer {MASTER}"}
+            limited = httpx2.post(
+                gw + "/admin/v1/keys",
+                timeout=self.timeout,
+                headers=self.admin,
+                json={
+                    "name": "bench-limited",
+                    "rpm": 100_000_000,
+                    "tpm": 10**12,
+                    "max_parallel": 100_000,
+                    "max_budget": 10**9,
+                },
+            ).json()["key"]
+            plain = httpx2.post(
+                gw + "/admin/v1/keys",
+                timeout=self.timeout,
+                headers=self.admin,
+                json={"name": "bench-plain"},
+            ).json()["key"]
+        except BaseException:
+            gateway.kill()  # it did not come up: not left running
+            gateway.wait()
+            raise
         return gateway, gw, limited, plain
 
     def local_file_mb(self) -> float:
@@ -401,7 +429,8 @@ class Stack:
         return sum(f.stat().st_size for f in files) / 1e6
 
     def __exit__(self, *_: object) -> None:
-        for proc in (self.gateway, self.local_gateway, self.upstream):
+        for name in ("gateway", "local_gateway", "baseline_gateway", "upstream"):
+            proc = getattr(self, name, None)
             if proc is None:
                 continue
             proc.send_signal(signal.SIGTERM)
@@ -424,8 +453,25 @@ def main() -> int:
     parser.add_argument(
         "--soak", type=float, default=0, help="also run N seconds of sustained load, sampling RSS"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree (an earlier commit) to run as a second gateway, interleaved",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only scenarios whose name contains this (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="run only the workers row: serve --workers 2 on 2 cores vs 1 worker on 1 core",
+    )
     args = parser.parse_args()
+    if args.workers:
+        return _workers_row(args)
 
     from floor import floor
 
@@ -442,13 +488,18 @@ def main() -> int:
             return 2
         store = f"mongodb (server {version})"
     floors = [floor("tornado", args.duration)]  # this machine's speed now, for the ratio
-    with Stack(args.event_loop, args.mongodb_uri, local=args.store == "local") as stack:
+    with Stack(
+        args.event_loop, args.mongodb_uri, local=args.store == "local", baseline=args.baseline
+    ) as stack:
         direct, through, limited, plain = stack.direct, stack.through, stack.limited, stack.plain
         pid = stack.gateway.pid
         load(through, CHAT, limited, 4, 2)  # warm up: caches, pools, JIT-free but still
         local = stack.local_gateway
         if local is not None:
             load(stack.local_through, CHAT, stack.local_limited, 4, 2)
+        baseline = stack.baseline_gateway
+        if baseline is not None:
+            load(stack.baseline_url + "/v1/chat/completions", CHAT, stack.baseline_limited, 4, 2)
         scenarios = [
             Scenario("chat, 32 connections", CHAT, 32),
             Scenario("chat, 8 connections", CHAT, 8),
@@ -467,6 +518,12 @@ def main() -> int:
                 gateway_body=RESPONSES_STREAM,
             ),
         ]
+        if args.only:
+            scenarios = [
+                sc
+                for i, sc in enumerate(scenarios)
+                if i == 0 or any(part in sc.name for part in args.only)
+            ]
         for sc in scenarios:
             routed = stack.url + sc.path
             body = sc.gateway_body or sc.body
@@ -478,6 +535,16 @@ def main() -> int:
                 local_routed = stack.local_through.rsplit("/v1/", 1)[0] + sc.path
                 variants.append(
                     ("gateway, local store", local_routed, stack.local_limited, local.pid, body)
+                )
+            if baseline is not None:
+                variants.append(
+                    (
+                        "gateway, baseline",
+                        stack.baseline_url + sc.path,
+                        stack.baseline_limited,
+                        baseline.pid,
+                        body,
+                    )
                 )
             if sc.connections == 32 and sc.body is CHAT and sc.gateway_body is None:
                 variants.append(("gateway, no limits", through, plain, pid, body))
@@ -492,8 +559,13 @@ def main() -> int:
                         )
                     )
             with awake_cores() if sc.awake else contextlib.nullcontext():
-                for _ in range(args.rounds):
-                    for label, url, key, gw_pid, sent in variants:
+                for round_ in range(args.rounds):
+                    order = list(variants)
+                    if round_ % 2:
+                        # The gateways take turns going first: a slot's own bias (what
+                        # ran just before it) falls on each of them alike.
+                        order = [order[0], *reversed(order[1:])]
+                    for label, url, key, gw_pid, sent in order:
                         cpu0 = cpu_seconds(gw_pid)
                         run = load(url, sent, key, sc.connections, args.duration)
                         if label != "direct":
@@ -508,9 +580,12 @@ def main() -> int:
         report = _report(scenarios, ttft_direct, ttft_gateway, overhead, floors, store, args, soak)
         if local is not None:
             report += _local_report(scenarios, stack.local_file_mb())
+        if baseline is not None:
+            report += _baseline_report(scenarios, args.baseline)
         print(report)
         args.out.mkdir(parents=True, exist_ok=True)
         name = stack.store + ("+local" if local is not None else "")
+        name += "+baseline" if baseline is not None else ""
         target = args.out / f"{datetime.now(UTC).date().isoformat()}-{name}.md"
         target.write_text(report)
         print(f"\nsaved {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
@@ -594,6 +669,35 @@ def _local_report(scenarios: list[Scenario], file_mb: float) -> str:
         "Local store against the first gateway's store, every limit on (medians): "
         + "; ".join(parts)
         + f". The local store's file (with its WAL) after the run: {file_mb:.1f} MB.\n"
+    )
+
+
+def _baseline_report(scenarios: list[Scenario], tree: Path) -> str:
+    """This tree's gateway against the baseline tree's, every limit on (CPU per request)."""
+    parts = []
+    for sc in scenarios:
+        if "gateway, baseline" not in sc.runs:
+            continue
+        now, before = sc.runs["gateway"], sc.runs["gateway, baseline"]
+        cpu_now, cpu_before = _med(now, "cpu_ms_per_req"), _med(before, "cpu_ms_per_req")
+        parts.append(
+            f"{sc.name}: {cpu_before:.3f} -> {cpu_now:.3f} ms ({cpu_now / cpu_before - 1:+.1%})"
+        )
+    by_name = {sc.name: sc.runs for sc in scenarios}
+    for route, chat in (
+        ("responses, 32 connections", "chat, 32 connections"),
+        ("responses stream (20 chunks), 32 connections", "stream (20 chunks), 32 connections"),
+    ):
+        if route in by_name and chat in by_name and "gateway, baseline" in by_name[route]:
+            ratios = [
+                _med(by_name[route][label], "cpu_ms_per_req")
+                / _med(by_name[chat][label], "cpu_ms_per_req")
+                for label in ("gateway, baseline", "gateway")
+            ]
+            parts.append(f"{route} / {chat}: {ratios[0]:.2f}x -> {ratios[1]:.2f}x")
+    return (
+        f"Against the baseline tree ({tree.name}), gateway CPU per request, every limit on "
+        "(medians, baseline -> this tree): " + "; ".join(parts) + ".\n"
     )
 
 
@@ -687,6 +791,154 @@ def _report(
             "RSS during the soak (s, MB): " + ", ".join(f"{t:.0f}: {m:.1f}" for t, m in soak)
         )
     return "\n".join(lines) + "\n"
+
+
+def _family(pid: int) -> list[int]:
+    """A process and its children (a supervisor's workers)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return [pid, *kids]
+
+
+def _workers_row(args: argparse.Namespace) -> int:
+    """Chat at 64 connections, every limit on, local store: one gateway process held to
+    core 0 (CONDUIT_WORKERS=1) against `serve --workers 2` free on both cores. The
+    upstream and the load driver are free on both cores in both variants, so with two
+    workers everything shares the two cores. Interleaved A B A B; CPU per request is
+    measured for the gateway (supervisor and workers) and for upstream plus driver, whose
+    share bounds what a second worker can add on this machine."""
+    conns = 64
+    up_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)], stdout=subprocess.DEVNULL
+    )
+    tmp = Path(tempfile.mkdtemp())
+    config = tmp / "bench.yaml"
+    config.write_text(
+        f"providers: [{{name: up, type: openai, base_url: 'http://127.0.0.1:{up_port}/v1', api_key: sk-bench}}]\n"
+        "models: [{name: bench, deployments: [{provider: up, model: gpt-4o-mini}]}]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env.update(
+        {
+            "CONDUIT_MASTER_KEY": MASTER,
+            "CONDUIT_LOG_LEVEL": "WARNING",
+            "CONDUIT_SECRET_KEY": "bench",
+            "CONDUIT_EVENT_LOOP": args.event_loop,
+            "CONDUIT_STORE": "local",
+        }
+    )
+    admin = {"Authorization": f"Bearer {MASTER}"}
+    gateways: dict[str, tuple[subprocess.Popen[bytes], str, str]] = {}
+    for label, workers, pin in (("1 worker, core 0", "1", pinned(0)), ("2 workers", "2", None)):
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                *[sys.executable, "-m", "conduit_tornado", "serve"],
+                *["--port", str(port), "--config", str(config), "--workers", workers],
+            ],
+            env={**env, "CONDUIT_DATA_DIR": str(tmp / f"data-{workers}")},
+            preexec_fn=pin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(1200):
+            try:
+                if httpx2.get(url + "/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                time.sleep(0.05)
+        key = httpx2.post(
+            url + "/admin/v1/keys",
+            headers=admin,
+            timeout=30,
+            json={
+                "name": "bench-limited",
+                "rpm": 100_000_000,
+                "tpm": 10**12,
+                "max_parallel": 100_000,
+                "max_budget": 10**9,
+            },
+        ).json()["key"]
+        time.sleep(2)  # the other workers too: a request on each
+        gateways[label] = (proc, url + "/v1/chat/completions", key)
+    # (run, gateway CPU ms/request, upstream + driver CPU ms/request, cores busy)
+    runs: dict[str, list[tuple[Run, float, float, float]]] = {label: [] for label in gateways}
+    try:
+        for _, url, key in gateways.values():
+            load(url, CHAT, key, conns, 2)  # warm up
+        for _ in range(args.rounds):
+            for label, (proc, url, key) in gateways.items():
+                family = _family(proc.pid)
+                gw0 = sum(cpu_seconds(p) for p in family)
+                up0 = cpu_seconds(upstream.pid) + time.process_time()
+                wall = time.monotonic()
+                run = load(url, CHAT, key, conns, args.duration)
+                wall = time.monotonic() - wall
+                gw = sum(cpu_seconds(p) for p in family) - gw0
+                up = cpu_seconds(upstream.pid) + time.process_time() - up0
+                n = max(1, run.requests)
+                runs[label].append((run, gw * 1000 / n, up * 1000 / n, (gw + up) / wall))
+    finally:
+        for proc, _, _ in gateways.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        upstream.send_signal(signal.SIGTERM)
+        upstream.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(label: str, i: int, attr: str = "") -> float:
+        """Median of a Run field (attr), else of the i-th CPU figure."""
+        return statistics.median(
+            float(getattr(run, attr)) if attr else (0.0, gw, up, busy)[i]
+            for run, gw, up, busy in runs[label]
+        )
+
+    one, two = list(gateways)
+    lines = [
+        f"# conduit-tornado workers row, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {versions()}. Load average at the end: {os.getloadavg()[0]:.1f}.",
+        f"Store: local (SQLite). Event loop: {args.event_loop}. Chat, {conns} connections, every "
+        f"limit on. Runs: {args.rounds} x {args.duration:g} s per variant, interleaved; medians. "
+        "One worker is pinned to core 0; two workers run free on both cores. The upstream "
+        "(bench/upstream.py) and the load driver run free on both cores in both variants.",
+        "",
+        "| variant | req/s | p50 ms | p99 ms | gateway CPU ms/req | upstream + driver CPU ms/req "
+        "| cores busy (all three) | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in gateways:
+        lines.append(
+            f"| {label} | {med(label, 0, 'rps'):,.0f} | {med(label, 0, 'p50'):.2f} | "
+            f"{med(label, 0, 'p99'):.2f} | {med(label, 1):.3f} | {med(label, 2):.3f} | "
+            f"{med(label, 3):.2f} | {sum(r[0].errors for r in runs[label])} |"
+        )
+    gw, rest = med(one, 1), med(one, 2)
+    lines += [
+        "",
+        f"Two workers: {med(two, 0, 'rps') / med(one, 0, 'rps'):.2f}x the requests per second "
+        f"of one. With the upstream and the driver on the same two cores, two workers can "
+        f"reach at most 2 x G / (G + U) = {2 * gw / (gw + rest):.2f}x one worker held to a "
+        f"core (G the gateway's CPU per request, U the upstream's and driver's, as measured "
+        f"with one worker); CPU per request with two workers is "
+        f"{med(two, 1) / gw:.2f}x that with one. Cores busy is the CPU time of gateway, "
+        "upstream and driver over the run's wall time: when it stays well under 2 with two "
+        "workers, the run was held back by other load on the machine (CPU shares: Linux "
+        "autogroup gives each session one share however many processes it runs), not by "
+        "the gateway.",
+    ]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-workers.md"
+    target.write_text(report)
+    print(f"saved {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+    return 0
 
 
 if __name__ == "__main__":

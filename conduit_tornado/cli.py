@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Coroutine
@@ -18,13 +19,26 @@ from typing import Any
 import httpx2
 from pydantic import ValidationError
 
+from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox
 from conduit_tornado.core.settings import Settings, settings_markdown
 
 from . import transfer
 from .admin_client import AdminClient, AdminError
-from .config_file import ConfigError
-from .gateway import Gateway, describe_store, open_store, reset_master_key, resolve_secret_key
+from .config_file import ConfigError, load_config
+from .gateway import (
+    Gateway,
+    announce_master_key,
+    bind,
+    describe_store,
+    open_store,
+    reset_master_key,
+    resolve_master_key,
+    resolve_secret_key,
+)
+from .routing.catalog import Catalog
+from .server import workers
+from .server.tls import server_context
 from .store import StoreUnavailable
 from .transfer import TransferError
 
@@ -40,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (CONDUIT_PORT, default 5000)")
     serve.add_argument("--config", type=Path, help="providers/models file (CONDUIT_CONFIG)")
     serve.add_argument("--store", choices=STORES, help="which store (CONDUIT_STORE, default auto)")
+    serve.add_argument(
+        "--workers", help="worker processes: a number or auto, one per core (CONDUIT_WORKERS)"
+    )
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (CONDUIT_TLS_CERT)")
+    serve.add_argument("--tls-key", type=Path, help="its private key (CONDUIT_TLS_KEY)")
+    # Given by the supervisor to the workers it starts (server/workers.py).
+    serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-channel", type=int, help=argparse.SUPPRESS)
 
     sub.add_parser("settings", help="print every CONDUIT_* setting as Markdown")
 
@@ -125,14 +147,22 @@ async def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(
+    settings: Settings, listen_fds: str | None = None, channel: int | None = None
+) -> int:
+    """Serve until SIGTERM or SIGINT: alone, or as a worker of a supervisor (which passes
+    the listening sockets and its channel's descriptor)."""
     gateway = Gateway(settings)
-    await gateway.start()
+    await gateway.start(workers.inherited_sockets(listen_fds) if listen_fds else None)
     tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if channel is not None:
+        supervisor = workers.WorkerChannel(channel)
+        supervisor.watch(stop.set)
+        supervisor.ready()
     await stop.wait()
     logging.getLogger("conduit").info("shutting down: finishing in-flight requests")
     await gateway.stop()
@@ -181,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, httpx2.TransportError) as exc:
             print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
             return 1
-    names = ("host", "port", "config", "store")
+    names = ("host", "port", "config", "store", "workers", "tls_cert", "tls_key")
     overrides = {k: v for k in names if (v := getattr(args, k, None)) is not None}
     try:
         settings = Settings(**overrides)
@@ -201,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return run_loop(_serve(settings), settings.event_loop)
+        if args.worker_channel is None and workers.worker_count(settings.workers) > 1:
+            return _supervise(args, settings)
+        return run_loop(_serve(settings, args.listen_fds, args.worker_channel), settings.event_loop)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -260,3 +292,85 @@ async def _offline(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await store.close()
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``serve`` with more than one worker (server/workers.py): one-time set-up here,
+    then the workers, each a fresh process of this command."""
+    count = workers.worker_count(settings.workers)
+    if os.name != "posix":
+        raise ValueError("--workers above 1 needs a POSIX system (descriptors passed down)")
+    if settings.store == "memory":
+        raise ValueError(
+            "the in-process store (CONDUIT_STORE=memory) is per process: workers would not "
+            "share keys, limits or usage. Use the local store or MongoDB with --workers"
+        )
+    server_context(settings)  # incomplete TLS settings: said once, before anything starts
+    generated, secret, where = asyncio.run(_prepare(settings))
+    try:
+        sets = workers.bind_workers(bind, settings.host, settings.port, count)
+    except OSError as exc:  # a port in use, an address not of this machine
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    port = sets[0][0].getsockname()[1]
+    scheme = "https" if settings.tls_cert is not None else "http"
+    wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (a comparison)
+    url = f"{scheme}://{'127.0.0.1' if wildcard else settings.host}:{port}"
+    # The config file was applied above, once; workers that applied it too would race to
+    # create the same providers.
+    env = {k: v for k, v in os.environ.items() if k != "CONDUIT_CONFIG"}
+    if secret is not None:  # no lasting secret: one for this run, the same in every worker
+        env["CONDUIT_SECRET_KEY"] = secret
+    passed = [f"--host={settings.host}"]
+    for flag in ("store", "tls_cert", "tls_key"):
+        if (value := getattr(args, flag)) is not None:
+            passed.append(f"--{flag.replace('_', '-')}={value}")
+
+    def command(fds: list[int], channel: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "conduit_tornado",
+            "serve",
+            *passed,
+            f"--listen-fds={','.join(map(str, fds))}",
+            f"--worker-channel={channel}",
+        ]
+
+    def ready(pids: list[int]) -> None:
+        logging.getLogger("conduit").info(
+            "conduit-tornado listening on %s with %d workers, pids %s (store: %s)",
+            url,
+            count,
+            " ".join(map(str, pids)),
+            where,
+        )
+        if generated:
+            announce_master_key(generated, True)
+
+    supervisor = workers.Supervisor(command, sets, env, settings.shutdown_timeout)
+    return supervisor.run(ready)
+
+
+async def _prepare(settings: Settings) -> tuple[str | None, str | None, str]:
+    """What must happen once before the workers start, not in each at once: the store's
+    schema, the secret key, the master key (printed once) and the config file. Returns
+    (a master key generated now, a secret generated for this run only, the store)."""
+    store = open_store(settings)
+    await store.start()
+    try:
+        secret = resolve_secret_key(settings, store)
+        ephemeral = None
+        if secret is None:
+            logging.getLogger("conduit").warning(
+                "CONDUIT_SECRET_KEY is not set: provider credentials stored now cannot be "
+                "decrypted after a restart. Set it for real use."
+            )
+            secret = ephemeral = secrets.token_urlsafe(32)
+        _, generated = await resolve_master_key(settings, store)
+        if settings.config is not None:
+            catalog = Catalog(store, SecretBox(secret), Clock())
+            await catalog.apply(*load_config(settings.config))
+        return generated, ephemeral, describe_store(store)
+    finally:
+        await store.close()

@@ -28,6 +28,7 @@ from conduit_tornado.routing.catalog import Catalog
 from conduit_tornado.routing.router import Router
 from conduit_tornado.routing.upstream import Upstream
 from conduit_tornado.server.http import HttpServer
+from conduit_tornado.server.tls import server_context
 
 from .config_file import load_config
 from .context import Context
@@ -153,8 +154,10 @@ class Gateway:
     @property
     def url(self) -> str:
         wildcard = self.settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (a comparison)
+        scheme = "https" if self.settings.tls_cert is not None else "http"
         prefix = mount_prefix(self.settings).rstrip("/")  # CONDUIT_BASE_PATH, or the hub's
-        return f"http://{'127.0.0.1' if wildcard else self.settings.host}:{self.port}{prefix}"
+        host = "127.0.0.1" if wildcard else self.settings.host
+        return f"{scheme}://{host}:{self.port}{prefix}"
 
     async def build(self) -> Context:
         """Every start-up step but listening; the Jupyter extension stops here."""
@@ -223,16 +226,19 @@ class Gateway:
             except Exception as exc:
                 log_failure(log, exc, "catalog refresh failed; keeping the previous snapshot")
 
-    async def start(self) -> None:
-        ctx = await self.build()
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Build and listen: on ``sockets`` when given (a worker's, bound by its
+        supervisor), else on CONDUIT_HOST and CONDUIT_PORT."""
         s = self.settings
+        server_context(s)  # incomplete TLS settings fail here, before anything starts
+        ctx = await self.build()
         hub = hub_for(ctx, mount_prefix(s))  # None unless a JupyterHub service
         if hub is not None:
             self._tasks.append(asyncio.create_task(hub.run()))
         app = make_app(ctx, hub=hub)
         # Ours or Tornado's (CONDUIT_HTTP_SERVER), held to the settings' connection limits.
         self.server = HttpServer.for_settings(app, s)
-        sockets = bind(s.host, s.port)
+        sockets = sockets or bind(s.host, s.port)
         await self.server.start(sockets)
         self.port = sockets[0].getsockname()[1]
         log.info("conduit-tornado listening on %s (store: %s)", self.url, describe_store(ctx.store))
@@ -275,9 +281,10 @@ class Gateway:
             self.ctx = None
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
+def bind(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Listening sockets for every address of host (tornado.netutil.bind_sockets leaks the
-    socket when bind fails, e.g. on a port in use; this closes it)."""
+    socket when bind fails, e.g. on a port in use; this closes it). ``reuse_port``: others
+    may bind the same port with it too (SO_REUSEPORT; server/workers.py)."""
     bound: list[socket.socket] = []
     infos = socket.getaddrinfo(
         host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
@@ -288,6 +295,8 @@ def bind(host: str, port: int) -> list[socket.socket]:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setblocking(False)

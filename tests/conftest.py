@@ -35,6 +35,8 @@ import openai.types.conversations
 import openai.types.realtime
 import openai.types.responses  # noqa: F401
 
+import tests.fakes.sdk_types  # noqa: F401  (google-genai's models, built now for the same reason)
+
 MASTER_KEY = "condt_master_test_" + "x" * 24
 REAL_MONGO = bool(os.environ.get("CONDUIT_TEST_MONGODB_URI"))
 
@@ -266,7 +268,12 @@ class LoopWatchdog:
     def _look(self, fresh_wall: bool) -> None:
         thread = self._thread
         frame = sys._current_frames().get(thread) if thread is not None else None
-        handle = _running_handle(frame) if self.loop.is_running() else None
+        try:
+            handle = _running_handle(frame) if self.loop.is_running() else None
+        except AttributeError:
+            # The loop's thread ran on while its stack was walked (this thread gives up the
+            # GIL between bytecodes) and a link came back as something else: look again.
+            handle = None
         if handle is None:
             self._current = None
             return
@@ -284,11 +291,16 @@ class LoopWatchdog:
             self.stalls[-1] = held  # the same stall, still going
             return
         busy = cpu - cpu_since > self.limit
-        asleep = now - since > self.limit and not self._on_cpu() and not _starting_a_thread(frame)
+        try:
+            asleep = (
+                now - since > self.limit and not self._on_cpu() and not _starting_a_thread(frame)
+            )
+            stack = traceback.format_stack(frame)[-8:] if busy or asleep else []
+        except AttributeError:  # as above: the stack changed under us
+            return
         if busy or asleep:
             self._reported = handle
             self.stalls.append(held)
-            stack = traceback.format_stack(frame)[-8:]
             self.where.append(("(on the CPU)\n" if busy else "(asleep)\n") + "".join(stack))
 
     def _on_cpu(self) -> bool:

@@ -215,17 +215,30 @@ async def test_azure_streams_are_priced_and_old_api_versions_still_stream(wired:
 
 async def test_anthropic_gets_only_what_it_takes(wired: Wired) -> None:
     async with wired.client() as client:
-        answer = await client.chat.completions.create(
+        raw = await client.chat.completions.with_raw_response.create(
             model="claude",
             messages=HI,  # type: ignore[arg-type]
             temperature=1.6,
             top_p=0.9,
+            seed=3,
             stop=["\n\n", "END"],
+            reasoning_effort="minimal",
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "w", "schema": {"type": "object"}},
+            },
         )
+        answer = raw.parse()
         assert answer.choices[0].message.content == "Hello from the fake"
         sent = wired.fake.requests[-1].body
-        assert sent["temperature"] == 1.0 and "top_p" not in sent
+        # The Messages API's request type has no sampling parameters: left out, and named.
+        assert "temperature" not in sent and "top_p" not in sent
+        assert raw.headers["x-conduit-dropped-params"] == "seed,temperature,top_p"
         assert sent["stop_sequences"] == ["END"]
+        assert sent["output_config"] == {
+            "effort": "low",
+            "format": {"type": "json_schema", "schema": {"type": "object"}},
+        }
         none = await client.chat.completions.create(
             model="claude",
             messages=HI,  # type: ignore[arg-type]
@@ -270,3 +283,36 @@ async def test_anthropic_cache_writes_cost_more_than_input(wired: Wired) -> None
     # 11 + 1M written at 1.25 x 3.00 $/M, 4 output at 15 $/M; the read at 0.30 $/M.
     assert cost_written == pytest.approx((11 * 3.0 + 1_000_000 * 3.75 + 4 * 15.0) / 1e6)
     assert cost_read == pytest.approx((11 * 3.0 + 1_000_000 * 0.3 + 4 * 15.0) / 1e6)
+
+
+async def test_hour_long_cache_writes_cost_twice_input(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="claude-hour", deployments=[{"provider": "ant", "model": "claude-sonnet-4-5"}]
+    )
+    wired.fake.then(cache_write=1_000_000, cache_write_1h=1_000_000)
+    async with wired.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="claude-hour",
+            messages=HI,  # type: ignore[arg-type]
+        )
+    # Bundled claude-sonnet-4-5 at 3.00 $/M in: 1M written for 5 minutes at 1.25x, 1M for
+    # an hour at 2x, 11 plain input tokens, 4 output at 15 $/M.
+    expected = (11 * 3.0 + 1_000_000 * 3.75 + 1_000_000 * 6.0 + 4 * 15.0) / 1e6
+    assert float(raw.headers["x-conduit-cost-usd"]) == pytest.approx(expected)
+
+
+async def test_audio_tokens_are_priced_at_audio_rates(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="voice", deployments=[{"provider": "oai", "model": "gpt-4o-audio-preview"}]
+    )
+    wired.fake.then(audio_tokens=(1_000, 2_000))
+    async with wired.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="voice",
+            messages=HI,  # type: ignore[arg-type]
+        )
+    # Bundled gpt-4o-audio-preview: text 2.50 / 10.00 $/M, audio 40 / 80 $/M.
+    expected = (11 * 2.5 + 1_000 * 40.0 + 4 * 10.0 + 2_000 * 80.0) / 1e6
+    assert float(raw.headers["x-conduit-cost-usd"]) == pytest.approx(expected)
+    usage = raw.parse().usage
+    assert usage is not None and usage.prompt_tokens == 1_011  # audio counted in the prompt

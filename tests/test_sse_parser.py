@@ -54,3 +54,31 @@ async def test_a_burst_of_events_in_one_read_comes_out_whole_and_in_order() -> N
     burst = b"".join(b'data: {"n":%d}\n\n' % i for i in range(5000))
     got = await events([burst[:-7], burst[-7:]])  # the last event completes in a later read
     assert got == [("message", b'{"n":%d}' % i) for i in range(5000)]
+
+
+async def test_reads_of_one_whole_event_each_give_what_a_byte_at_a_time_read_gives() -> None:
+    # A read holding exactly one data-only event is taken on a shorter path than the rest:
+    # every neighbour it can have must leave the events as the general walk finds them.
+    pieces = [
+        b'data: {"n":1}\n\n',
+        b'data: {"n":2}\r\n\r\n',
+        b'data: {"n":3}\n\n',
+        b"event: named\ndata: x\n\n",
+        b'data: {"n":4}\n\n',
+        b"data: a\ndata: b\n\n",
+        b"data:{}\n\n",
+        b": keepalive\n\n",
+        b'data: {"n":5}\r',
+        b"\n\r\n",
+        b'data: {"n":6}\n\n',
+        b'data: {"n":7}\n',
+        b'\ndata: {"n":8}\n\n',
+        b'data: {"n":9}\n\ndata: {"n":10}\n\n',
+        b'data: {"n":11}\n\n',
+    ]
+    whole = await events(pieces)
+    assert whole == await events([bytes([b]) for b in b"".join(pieces)])
+    assert [data for _, data in whole if data.startswith(b'{"n"')] == [
+        b'{"n":%d}' % n for n in range(1, 12)
+    ]
+    assert ("named", b"x") in whole and ("message", b"a\nb") in whole

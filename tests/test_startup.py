@@ -53,7 +53,7 @@ async def test_memory_store_generates_a_key_each_start(start_gateway: GatewayFac
         assert (await admin.list_keys())["total"] == 0
     async with httpx2.AsyncClient(base_url=gw.url) as http:
         assert (await http.get("/health/ready")).json() == {"status": "ok", "store": "memory"}
-        assert (await http.get("/health/live")).json() == {"status": "ok"}
+        assert (await http.get("/health/live")).json() == {"status": "ok", "pid": os.getpid()}
 
 
 async def test_ready_reports_a_lost_store(start_gateway: GatewayFactory) -> None:

@@ -93,12 +93,21 @@ class Holdings:
     """This instance's leases and slots. Giving capacity back to the store is the
     caller's (it writes it behind); methods here say what to give back."""
 
-    def __init__(self, store: Store, clock: Clock, instance: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        instance: str,
+        look_again: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self.slot_path = f"by.{instance}"  # this instance's counter on a slot document
         #: Instances whose heartbeat is fresh: only their slots count.
         self.live: set[str] = {instance}
+        #: Holders of slots that were not live when ``look_again`` last refreshed ``live``.
+        self.gone: set[str] = set()
+        self._look_again = look_again
         self._leases: dict[str, Lease] = {}
         self._leasing: dict[str, asyncio.Future[None]] = {}
         self._leases_pruned = 0.0  # monotonic time ended leases were last dropped
@@ -225,7 +234,15 @@ class Holdings:
         ask = lease_size(slots.limit)
         doc = await self._store.increment(PARALLEL, doc_id, {path: ask})
         assert doc is not None
-        running: int = sum(n for inst, n in (doc.get("by") or {}).items() if inst in self.live)
+        by: dict[str, int] = doc.get("by") or {}
+        unknown = [i for i, n in by.items() if n > 0 and i not in self.live and i not in self.gone]
+        if unknown and self._look_again is not None:
+            # An instance started since the last heartbeat (a worker just started, say)
+            # holds slots here: uncounted, they would be handed out twice. Learn now who
+            # is live; holders still not are dead ones, not looked for again.
+            await self._look_again()
+            self.gone.update(i for i in unknown if i not in self.live)
+        running = sum(n for inst, n in by.items() if inst in self.live)
         over = max(0, min(running - slots.limit, ask))
         slots.held += ask - over
         if over:  # past the limit: give back what does not fit, at once

@@ -139,7 +139,7 @@ class Limiter:
         self._groups: dict[str, tuple[float, Doc | None]] = {}
         self.group_ttl = 5.0
         self.budgets = Budgets(store, clock, spend_ttl)
-        self._holdings = Holdings(store, clock, self.instance)
+        self._holdings = Holdings(store, clock, self.instance, self._look_at_instances)
         self._minute_cache: tuple[datetime, datetime, str] | None = None
         # Written behind (see the module docstring): {collection: {id: {field: amount}}}
         # and {(collection, id) of a budget account: (its budget, cost)}, with the timer
@@ -178,6 +178,14 @@ class Limiter:
         self._holdings.live = {d["_id"] for d in live} | {self.instance}
         for doc_id, count in self._holdings.unused_slots().items():
             self._defer(PARALLEL, doc_id, self._holdings.slot_path, -count)
+
+    async def _look_at_instances(self) -> None:
+        """Refresh which instances are live, between heartbeats (see Holdings._grow)."""
+        now = self._clock.now()
+        live = await self._store.find(
+            INSTANCES, {"seen": {"$gte": now - INSTANCE_TTL}}, limit=10_000
+        )
+        self._holdings.live = {d["_id"] for d in live} | {self.instance}
 
     async def run_heartbeat(self) -> None:
         while True:

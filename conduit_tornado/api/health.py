@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from conduit_tornado.core.errors import store_unavailable
 
@@ -11,7 +12,8 @@ from .base import PublicHandler
 
 class LiveHandler(PublicHandler):
     def get(self) -> None:
-        self.send_json({"status": "ok"})
+        # The pid tells which worker process answered (serve --workers).
+        self.send_json({"status": "ok", "pid": os.getpid()})
 
 
 class ReadyHandler(PublicHandler):

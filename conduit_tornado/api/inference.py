@@ -168,6 +168,7 @@ class ChatCompletionsHandler(ProxyHandler):
         if body.get("stream"):
 
             async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
+                self._name_dropped(target.adapter, body)
                 return await chat_stream_call(target.adapter, body, target.model, t, n)
 
             stream, self.outcome = await router.run(route, open_stream, calls)
@@ -175,10 +176,20 @@ class ChatCompletionsHandler(ProxyHandler):
             return
 
         async def call(target: Target, t: Timeouts) -> Json:
+            self._name_dropped(target.adapter, body)
             return await chat_call(target.adapter, body, target.model, t, n)
 
         result, self.outcome = await router.run(route, call, calls)
         self.send_answer(result, self.usage_of(result, body), self.outcome)
+
+    def _name_dropped(self, adapter: Adapter, body: Json) -> None:
+        """Say which fields the deployment answering could not take (each attempt may go to
+        another provider, so the last one's list stands)."""
+        names = adapter.dropped(body)
+        if names:
+            self.set_header("x-conduit-dropped-params", ",".join(names))
+        else:
+            self.clear_header("x-conduit-dropped-params")
 
 
 class CompletionsHandler(ProxyHandler):

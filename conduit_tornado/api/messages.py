@@ -16,6 +16,7 @@ from typing import Any
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.messages import EventStream, error_body, message_of, to_chat
 from conduit_tornado.routing.catalog import ModelRoute
+from conduit_tornado.routing.providers.anthropic import cache_write_1h
 from conduit_tornado.routing.providers.base import (
     ChunkStream,
     Json,
@@ -67,6 +68,7 @@ def native_usage(usage: Any) -> Usage:
         completion_tokens=int(usage.get("output_tokens") or 0),
         cached_tokens=read,
         cache_write_tokens=written,
+        cache_write_1h_tokens=cache_write_1h(usage),
     )
 
 

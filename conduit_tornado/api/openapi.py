@@ -338,7 +338,7 @@ _CLIENT_SCHEMAS: dict[str, Json] = {
     "Health": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"const": "ok"}, "store": STRING},
+        "properties": {"status": {"const": "ok"}, "store": STRING, "pid": {"type": "integer"}},
     },
 }
 

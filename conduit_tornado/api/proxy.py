@@ -66,9 +66,23 @@ def note_chunk(seen: dict[str, Any], chunk: Json) -> None:
 def named_events(events: list[Json]) -> bytes:
     """Events as named SSE frames: clients that dispatch on the event name and clients
     that read the data's ``type`` both work."""
+    heads = _EVENT_HEADS
     return b"".join(
-        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events
+        [
+            (heads.get(e["type"]) or _event_head(e["type"])) + orjson.dumps(e) + b"\n\n"
+            for e in events
+        ]
     )
+
+
+def _event_head(kind: str) -> bytes:
+    head = b"event: " + kind.encode() + b"\ndata: "
+    if len(_EVENT_HEADS) < 256:  # the APIs' own event names: a few dozen
+        _EVENT_HEADS[kind] = head
+    return head
+
+
+_EVENT_HEADS: dict[str, bytes] = {}
 
 
 def _usd(cost: float) -> str:

@@ -393,6 +393,9 @@ class Pricing(Strict):
     output_per_mtok: Usd = 0.0
     cached_input_per_mtok: Usd | None = None
     cache_write_per_mtok: Usd | None = None
+    cache_write_1h_per_mtok: Usd | None = None
+    audio_input_per_mtok: Usd | None = None
+    audio_output_per_mtok: Usd | None = None
     per_image: Usd | dict[str, Usd] | None = None
     per_minute: Usd | None = None
     per_1k_chars: Usd | None = None

@@ -8,7 +8,7 @@ from it, and a test keeps the two equal).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +21,21 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
     port: int = Field(5000, ge=0, le=65535, description="TCP port to listen on.")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1,
+        description="Worker processes of `serve`, all on the one port, each with its own "
+        "event loop: a number, or auto for one per core this process may run on. Above 1 a "
+        "supervisor starts them, restarts one that dies and drains them all on SIGTERM; "
+        "the store must be shared (local or MongoDB).",
+    )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate chain to serve HTTPS and WSS directly (with "
+        "CONDUIT_TLS_KEY). Unset: plain HTTP, e.g. behind a proxy that terminates TLS.",
+    )
+    tls_key: Path | None = Field(
+        None, description="PEM private key of CONDUIT_TLS_CERT (not passphrase-protected)."
+    )
     config: Path | None = Field(
         None, description="Optional YAML or TOML file declaring providers and model mappings."
     )

@@ -286,6 +286,10 @@ def message_of(result: Json, model: str, usage: Usage) -> Json:
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     if text:
         content.append({"type": "text", "text": text})
+    # Anthropic has no refusal block: its own refusals are text with stop_reason "refusal".
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        content.append({"type": "text", "text": refusal})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         content.append(
@@ -302,7 +306,9 @@ def message_of(result: Json, model: str, usage: Usage) -> Json:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
+        "stop_reason": "refusal"
+        if refusal
+        else STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
         "stop_sequence": None,
         "usage": usage_object(usage),
     }
@@ -329,6 +335,7 @@ class EventStream:
         self.model = model
         self.estimated_input = estimated_input
         self.finish_reason: Any = None
+        self.refused = False
         self._open: _Block | None = None
         self._calls: dict[int, _Block] = {}
         self._next = 0
@@ -362,6 +369,10 @@ class EventStream:
                 continue
             delta = choice.get("delta") or {}
             text = delta.get("content")
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self.refused = True  # told as text, and as the stop reason at the end
+                text = (text or "") + refusal
             if text:
                 if self._open is None or self._open.kind != "text":
                     events += self._stop()
@@ -432,7 +443,11 @@ class EventStream:
 
     def finish(self, usage: Usage) -> list[Json]:
         events = self._stop()
-        stop_reason = STOP_REASONS.get(self.finish_reason or "stop", "end_turn")
+        stop_reason = (
+            "refusal"
+            if self.refused
+            else STOP_REASONS.get(self.finish_reason or "stop", "end_turn")
+        )
         events.append(
             {
                 "type": "message_delta",

@@ -521,6 +521,10 @@ def response_object(
 # -- streams -------------------------------------------------------------------------------
 
 
+def _refusal_part(text: str) -> Json:
+    return {"type": "refusal", "refusal": text}
+
+
 @dataclass
 class _Open:
     """An output item being streamed."""
@@ -528,6 +532,7 @@ class _Open:
     index: int
     item: Json
     text: list[str] = field(default_factory=list)
+    refusal: bool = False  # a message whose one part is a refusal, not output_text
 
 
 class EventStream:
@@ -582,6 +587,9 @@ class EventStream:
             text = delta.get("content")
             if text:
                 events += self._text(text)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                events += self._text(refusal, refusal=True)
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict):
                     events += self._call(call)
@@ -589,8 +597,28 @@ class EventStream:
                 self.finish_reason = choice["finish_reason"]
         return events
 
-    def _text(self, text: str) -> list[Json]:
+    def _text(self, text: str, refusal: bool = False) -> list[Json]:
+        current = self._message
+        if current is not None and current.refusal == refusal and not refusal:
+            # Every chunk after the first: one delta event, built in one go (this runs per
+            # streamed token; the fields and their order are _event's).
+            current.text.append(text)
+            sequence = self.sequence
+            self.sequence = sequence + 1
+            return [
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": sequence,
+                    "item_id": current.item["id"],
+                    "output_index": current.index,
+                    "content_index": 0,
+                    "delta": text,
+                    "logprobs": [],
+                }
+            ]
         events: list[Json] = []
+        if self._message is not None and self._message.refusal != refusal:
+            events += self._close_message()  # text after a refusal (or before): a new item
         if self._message is None:
             events += self._close_calls()
             item = {
@@ -600,7 +628,7 @@ class EventStream:
                 "role": "assistant",
                 "content": [],
             }
-            self._message = _Open(len(self.output) + len(self._calls), item)
+            self._message = _Open(len(self.output) + len(self._calls), item, refusal=refusal)
             events.append(
                 self._event(
                     "response.output_item.added", output_index=self._message.index, item=item
@@ -612,20 +640,19 @@ class EventStream:
                     item_id=item["id"],
                     output_index=self._message.index,
                     content_index=0,
-                    part=output_text_part(""),
+                    part=_refusal_part("") if refusal else output_text_part(""),
                 )
             )
         self._message.text.append(text)
-        events.append(
-            self._event(
-                "response.output_text.delta",
-                item_id=self._message.item["id"],
-                output_index=self._message.index,
-                content_index=0,
-                delta=text,
-                logprobs=[],
+        ids = {"item_id": self._message.item["id"], "output_index": self._message.index}
+        if refusal:
+            events.append(self._event("response.refusal.delta", **ids, content_index=0, delta=text))
+        else:
+            events.append(
+                self._event(
+                    "response.output_text.delta", **ids, content_index=0, delta=text, logprobs=[]
+                )
             )
-        )
         return events
 
     def _call(self, call: Json) -> list[Json]:
@@ -670,14 +697,19 @@ class EventStream:
         if current is None:
             return []
         text = "".join(current.text)
-        part = output_text_part(text)
+        part = _refusal_part(text) if current.refusal else output_text_part(text)
         item = {**current.item, "status": "completed", "content": [part]}
         self.output.append(item)
         ids = {"item_id": item["id"], "output_index": current.index}
-        return [
-            self._event(
+        done = (
+            self._event("response.refusal.done", **ids, content_index=0, refusal=text)
+            if current.refusal
+            else self._event(
                 "response.output_text.done", **ids, content_index=0, text=text, logprobs=[]
-            ),
+            )
+        )
+        return [
+            done,
             self._event("response.content_part.done", **ids, content_index=0, part=part),
             self._event("response.output_item.done", output_index=current.index, item=item),
         ]

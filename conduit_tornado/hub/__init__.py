@@ -27,6 +27,12 @@ def hub_for(ctx: Context, prefix: str) -> Hub | None:
     """The gateway's link to its hub, or None when not in hub mode."""
     if not enabled(ctx.settings):
         return None
+    from conduit_tornado.server.workers import worker_count
+
+    if worker_count(ctx.settings.workers) > 1:
+        # HubOAuth keeps each sign-in's state in the process that began it; the hub's
+        # callback could reach another worker.
+        raise ValueError("as a JupyterHub service the gateway runs one process: CONDUIT_WORKERS=1")
     try:
         from .identity import Hub
     except ImportError as exc:

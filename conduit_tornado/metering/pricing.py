@@ -15,25 +15,49 @@ from conduit_tornado.routing.providers.base import Usage
 
 @dataclass(frozen=True, slots=True)
 class Price:
+    """USD per million tokens. Reasoning tokens are output tokens at the output rate (every
+    provider counts them in the completion); audio tokens have their own rates where a
+    model takes or makes audio, else the text rates."""
+
     input: float
     output: float
     cached_input: float | None = None
     #: Per million tokens written to a prompt cache; unset: 1.25x input (Anthropic's
     #: five-minute cache writes).
     cache_write: float | None = None
+    #: Written for an hour; unset: 2x input (Anthropic's one-hour cache writes).
+    cache_write_1h: float | None = None
+    audio_input: float | None = None
+    audio_output: float | None = None
 
     def cost(self, usage: Usage) -> float:
         cached = min(usage.cached_tokens, usage.prompt_tokens)
         written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+        hour = min(usage.cache_write_1h_tokens, written)
+        audio_in = min(usage.audio_prompt_tokens, usage.prompt_tokens - cached - written)
+        audio_out = min(usage.audio_completion_tokens, usage.completion_tokens)
         cached_rate = self.input if self.cached_input is None else self.cached_input
         write_rate = self.input * 1.25 if self.cache_write is None else self.cache_write
+        hour_rate = self.input * 2 if self.cache_write_1h is None else self.cache_write_1h
+        audio_in_rate = self.input if self.audio_input is None else self.audio_input
+        audio_out_rate = self.output if self.audio_output is None else self.audio_output
         total = (
-            (usage.prompt_tokens - cached - written) * self.input
+            (usage.prompt_tokens - cached - written - audio_in) * self.input
+            + audio_in * audio_in_rate
             + cached * cached_rate
-            + written * write_rate
-            + usage.completion_tokens * self.output
+            + (written - hour) * write_rate
+            + hour * hour_rate
+            + (usage.completion_tokens - audio_out) * self.output
+            + audio_out * audio_out_rate
         )
         return round(total / 1_000_000, 10)
+
+
+def _price(entry: Any) -> Price:
+    """A bundled entry: [input, output, cached input] or an object naming each rate."""
+    if isinstance(entry, dict):
+        return Price(**entry)
+    return Price(*entry)
 
 
 class PriceTable:
@@ -46,7 +70,7 @@ class PriceTable:
         raw = json.loads(
             resources.files("conduit_tornado").joinpath("data/prices.json").read_text()
         )
-        return cls({k: Price(*v) for k, v in raw.items() if not k.startswith("_")})
+        return cls({k: _price(v) for k, v in raw.items() if not k.startswith("_")})
 
     def lookup(self, model: str) -> Price | None:
         name = model.rsplit("/", 1)[-1]  # "openai/gpt-4o" style names
@@ -65,6 +89,9 @@ class PriceTable:
                     float(override.get("output_per_mtok") or 0),
                     override.get("cached_input_per_mtok"),
                     override.get("cache_write_per_mtok"),
+                    override.get("cache_write_1h_per_mtok"),
+                    override.get("audio_input_per_mtok"),
+                    override.get("audio_output_per_mtok"),
                 )
         return self.lookup(model)
 

@@ -10,6 +10,7 @@ checked before anything is sent, the ``Via`` chain on every call, and failures t
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -21,6 +22,7 @@ import aiohttp
 import orjson
 from pyreqwest.client import Client
 from pyreqwest.exceptions import PyreqwestError, RequestTimeoutError
+from pyreqwest.http import Url
 from pyreqwest.request import StreamRequest
 from pyreqwest.response import Response as RawResponse
 
@@ -37,7 +39,10 @@ MAX_ERROR_BODY = 64 * 1024  # what is read of an error answer, for its message
 #: Bytes pyreqwest gathers before handing a body on: each network read reaches us (and a
 #: stream's client) as it arrives. It also makes the head available with the first body
 #: bytes rather than after 64 KiB of them, so a declared length over the cap fails at once.
-#: Reading whole answers with a bigger batch measured no cheaper (bench/client.py).
+#: Reading whole answers with a bigger batch measured no cheaper (bench/client.py). A bigger
+#: limit would bring a stream's events across the thread boundary in batches, but pyreqwest
+#: hands a batch on only once it holds that many bytes (there is no timer): the events of a
+#: slow stream would wait for later ones. Each body frame therefore crosses on its own.
 READ_BUFFER = 1
 
 
@@ -181,6 +186,21 @@ def error_details(data: Any) -> tuple[str | None, str | None, str | None]:
     return (code[:100] if code else None), (param[:200] if param else None), reason
 
 
+def retry_info(data: Any) -> float | None:
+    """Seconds to wait from Google's RetryInfo detail ({"retryDelay": "37s"}): Gemini says
+    when to come back in the body of its 429, not in a Retry-After header."""
+    err = data.get("error") if isinstance(data, dict) else None
+    for detail in (err.get("details") if isinstance(err, dict) else None) or ():
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                seconds = float(delay[:-1])
+            except ValueError:
+                return None
+            return seconds if 0 <= seconds < 86_400 else None
+    return None
+
+
 def _retry_after(headers: Headers) -> float | None:
     for name in ("retry-after-ms", "Retry-After"):
         raw = headers.get(name)
@@ -275,10 +295,15 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body (within the cap)."""
-        pieces = []
+        first = await self.next_chunk()
+        if first is None:
+            return b""
+        if self._ended:  # the usual answer: whole in its first piece, its length declared
+            return first
+        pieces = [first]
         while (piece := await self.next_chunk()) is not None:
             pieces.append(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return b"".join(pieces)
 
     async def aclose(self) -> None:
         """Done with the answer: a body read to its end leaves its connection in the pool;
@@ -309,13 +334,46 @@ def check_headers(headers: Mapping[str, str]) -> None:
     ASCII, spaces and tabs may go out (pyreqwest would send other text as UTF-8, which no
     provider expects in a header). Raises ProviderError("config") naming the header."""
     for name, value in headers.items():
-        if _NOT_TOKEN.search(name) or not name:
-            raise ProviderError("config", f"a header name ({name[:40]!r}) is not a valid token")
-        if _NOT_VALUE.search(value):
-            raise ProviderError(
-                "config",
-                f"the value of header {name!r} holds a line break, control or non-ASCII character",
-            )
+        _check_header(name, value)
+
+
+# A deployment sends the same few headers on every call: each pair is checked once, then
+# remembered (a refused pair raises, and is not remembered). The pairs, credentials among
+# them, stay in this process's memory only, as the providers' own settings do.
+@functools.lru_cache(maxsize=512)
+def _check_header(name: str, value: str) -> None:
+    if _NOT_TOKEN.search(name) or not name:
+        raise ProviderError("config", f"a header name ({name[:40]!r}) is not a valid token")
+    if _NOT_VALUE.search(value):
+        raise ProviderError(
+            "config",
+            f"the value of header {name!r} holds a line break, control or non-ASCII character",
+        )
+
+
+def _parsed_url(text: str) -> Url:
+    """``text`` parsed once (a deployment calls the same few URLs); ValueError if it is not
+    a URL, as pyreqwest raises for the text itself."""
+    url = _URLS.get(text)
+    if url is None:
+        if len(_URLS) >= _CACHED:
+            _URLS.clear()  # many distinct URLs (Azure deployments): start over, bounded
+        url = _URLS[text] = Url(text)
+    return url
+
+
+def _deadline(seconds: float) -> timedelta:
+    total = _DEADLINES.get(seconds)
+    if total is None:
+        if len(_DEADLINES) >= _CACHED:
+            _DEADLINES.clear()
+        total = _DEADLINES[seconds] = timedelta(seconds=seconds)
+    return total
+
+
+_CACHED = 256
+_URLS: dict[str, Url] = {}
+_DEADLINES: dict[float, timedelta] = {}
 
 
 _NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
@@ -421,7 +479,7 @@ class Upstream:
         hdrs = dict(headers or {})
         hdrs["Via"] = via.outgoing()
         check_headers(hdrs)
-        builder = (await self._client(pool, t.connect)).request(method, url)
+        builder = (await self._client(pool, t.connect)).request(method, _parsed_url(url))
         if params:
             builder = builder.query(dict(params))
         if json is not None:
@@ -432,7 +490,7 @@ class Upstream:
                 raise ValueError("a streamed body needs its length")
             builder = builder.body_stream(stream)
             hdrs["Content-Length"] = str(length)  # sent as is, not chunked
-        builder = builder.headers(hdrs).timeout(timedelta(seconds=t.total))
+        builder = builder.headers(hdrs).timeout(_deadline(t.total))
         request = builder.streamed_read_buffer_limit(READ_BUFFER).build_streamed()
         try:
             if t.first_byte:
@@ -473,7 +531,7 @@ class Upstream:
             raise classify_status(
                 response.status,
                 message,
-                _retry_after(response.headers),
+                _retry_after(response.headers) or retry_info(parsed),
                 code=code,
                 param=param,
                 reason=reason,
@@ -522,7 +580,10 @@ async def read_body(response: Response) -> bytes:
     try:
         return await response.read()
     finally:
-        await response.aclose()
+        if response._ended:
+            response._closed = True  # what aclose() does then, without awaiting it
+        else:
+            await response.aclose()
 
 
 def parse_json(raw: bytes) -> Any:
@@ -604,12 +665,28 @@ class SseReader:
 
     async def next_batch(self) -> list[tuple[str, bytes]] | None:
         while not self._ended:
-            received = await next_chunk(self._response, "the provider's stream broke off")
+            try:  # Response.next_chunk awaited here, not through next_chunk(): one frame less
+                received = await self._response.next_chunk()
+            except ProviderError as exc:
+                if exc.kind == "server":
+                    raise ProviderError("server", "the provider's stream broke off") from None
+                raise
             if received is None:
                 self._ended = True
                 rest = bytes(self._buf).strip(b"\r\n")
                 parsed = _sse_block(rest) if rest.strip() else None
                 return [parsed] if parsed is not None else None
+            if (
+                not self._buf
+                and not self._cr
+                and received.startswith(b"data: ")
+                and received.endswith(b"\n\n")
+                and received.count(b"\n") == 2
+                and b"\r" not in received
+            ):
+                # What OpenAI-style providers send per read: one whole data-only event,
+                # taken without the buffer's copies (the same result as the walk below).
+                return [("message", received[6:-2])]
             if self._cr:
                 received = b"\r" + received
             self._cr = received.endswith(b"\r")

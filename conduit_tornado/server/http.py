@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -50,6 +51,7 @@ from conduit_tornado.core.settings import Settings
 
 from .forwarded import TrustedProxies
 from .limits import ServerLimits
+from .tls import relay_to_stream, server_context
 from .write_flow import WriteFlow
 
 log = logging.getLogger("conduit.http")
@@ -304,6 +306,7 @@ class _ServerProtocol(WriteFlow):
         self._exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._peer = ""
+        self._scheme = "https" if server.tls is not None else "http"
         self._own_context: RequestContext | None = None
 
     # asyncio.Protocol
@@ -633,10 +636,10 @@ class _ServerProtocol(WriteFlow):
         if not trusted or not trusted.trusts(self._peer):
             # The same for every request on this connection.
             if self._own_context is None:
-                self._own_context = RequestContext(self._peer, "http")
+                self._own_context = RequestContext(self._peer, self._scheme)
             return self._own_context
         client, scheme = trusted.resolve(self._peer, headers)
-        return RequestContext(client, scheme or "http")
+        return RequestContext(client, scheme or self._scheme)
 
     def expire(self) -> None:
         """The sweep found the client past a deadline to send."""
@@ -712,6 +715,14 @@ class _ServerProtocol(WriteFlow):
         transport = self.transport
         assert transport is not None
         transport.pause_reading()
+        if self.server.tls is not None:  # the TLS session stays with the transport
+            self.closed = True
+            self.transport = None
+            self.server.connections.discard(self)
+            stream = relay_to_stream(transport)
+            if self._leftover:  # a client that sent frames before our 101: refuse it
+                stream.close()
+            return stream
         sock = transport.get_extra_info("socket")
         duplicate = socket.socket(fileno=os.dup(sock.fileno()))
         duplicate.setblocking(False)
@@ -819,9 +830,13 @@ class HttpServer:
     """Serves ``delegate`` (a tornado.web.Application) on the sockets given to start()."""
 
     def __init__(
-        self, delegate: HTTPServerConnectionDelegate, limits: ServerLimits | None = None
+        self,
+        delegate: HTTPServerConnectionDelegate,
+        limits: ServerLimits | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.delegate = delegate
+        self.tls = tls  # serve HTTPS (and WSS) with this context
         self.limits = limits = limits or ServerLimits()
         self.max_body_size = limits.max_body_size
         self.trusted = TrustedProxies(limits.forwarded_allow_ips)
@@ -838,11 +853,12 @@ class HttpServer:
     def for_settings(cls, delegate: HTTPServerConnectionDelegate, settings: Settings) -> HttpServer:
         """The server CONDUIT_HTTP_SERVER names, held to the settings' limits."""
         limits = ServerLimits.from_settings(settings)
+        tls = server_context(settings)
         if settings.http_server == "tornado":
             from .tornado_server import TornadoHttpServer  # it builds on this module
 
-            return TornadoHttpServer(delegate, limits)
-        return cls(delegate, limits)
+            return TornadoHttpServer(delegate, limits, tls)
+        return cls(delegate, limits, tls)
 
     async def start(self, sockets: list[socket.socket]) -> None:
         self.cap = self.limits.connection_cap()
@@ -869,7 +885,14 @@ class HttpServer:
                 sock.close()  # refusing costs a descriptor too: past this, no answer
                 return
             factory = lambda: _Overloaded(self)  # noqa: E731
-        task = loop.create_task(loop.connect_accepted_socket(factory, sock))
+        if self.tls is None:
+            opening = loop.connect_accepted_socket(factory, sock)
+        else:  # the handshake is held to the head's deadline
+            handshake = self.limits.header_timeout
+            opening = loop.connect_accepted_socket(
+                factory, sock, ssl=self.tls, ssl_handshake_timeout=handshake
+            )
+        task = loop.create_task(opening)
         self._opening.add(task)
         task.add_done_callback(functools.partial(self._opened, sock))
 

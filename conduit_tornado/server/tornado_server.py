@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from typing import Any
 
 import tornado.httpserver
@@ -84,9 +85,12 @@ class TornadoHttpServer(HttpServer):
     tornado.httpserver.HTTPServer; none of our server's connection machinery runs."""
 
     def __init__(
-        self, delegate: HTTPServerConnectionDelegate, limits: ServerLimits | None = None
+        self,
+        delegate: HTTPServerConnectionDelegate,
+        limits: ServerLimits | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(delegate, limits)
+        super().__init__(delegate, limits, tls)
         limits = self.limits
         self._server = _Server(
             delegate,
@@ -97,6 +101,7 @@ class TornadoHttpServer(HttpServer):
             max_body_size=limits.max_body_size,
             trusted=self.trusted,
             cap=limits.connection_cap(),
+            ssl_options=tls,  # Tornado wraps each accepted socket (SSLIOStream)
         )
         self.cap = self._server.cap
 

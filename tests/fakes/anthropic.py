@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.fakes.base import API_KEY, PROMPT_TOKENS, TOOL_ARGS, FakeHandler, sse
+from typing import Any
+
+from tests.fakes import anthropic_streams, sdk_types
+from tests.fakes.base import API_KEY, PROMPT_TOKENS, FakeHandler, sse
 
 # -- Anthropic ---------------------------------------------------------------------------------
 
@@ -18,7 +21,10 @@ class AnthropicMessages(FakeHandler):
     def refusal(self) -> str | None:
         """What Anthropic's API refuses, as documented for current Claude models."""
         body = self.seen.body
-        if "max_tokens" not in body or not body.get("messages"):
+        # First what the SDK's own request types allow (unknown fields, types, required).
+        for problem in sdk_types.anthropic_messages(body):
+            return problem.removeprefix("body.")
+        if not body.get("messages"):
             return "max_tokens: Field required"
         temperature = body.get("temperature")
         if temperature is not None and not 0 <= temperature <= 1:
@@ -45,39 +51,59 @@ class AnthropicMessages(FakeHandler):
         model = body["model"]
         tool = self.wants_tool()
         # Scripted: cache counts as Anthropic reports them, a stop reason, a call without
-        # arguments.
+        # arguments, text before the call, parallel calls, thinking, error events.
         usage = {
             "input_tokens": PROMPT_TOKENS,
             "output_tokens": len(self.words()),
             "cache_creation_input_tokens": self.directive.get("cache_write", 0),
             "cache_read_input_tokens": self.directive.get("cache_read", 0),
         }
-        no_args = bool(self.directive.get("no_args"))
-        tool_block = (
-            {
-                "type": "tool_use",
-                "id": "toolu_fake1",
-                "name": body["tools"][0]["name"],
-                "input": {} if no_args else {"city": "Paris"},
+        if "cache_write_1h" in self.directive:  # the split of the writes by lifetime
+            hour = self.directive["cache_write_1h"]
+            usage["cache_creation_input_tokens"] += hour
+            usage["cache_creation"] = {
+                "ephemeral_5m_input_tokens": self.directive.get("cache_write", 0),
+                "ephemeral_1h_input_tokens": hour,
             }
-            if tool
-            else None
-        )
+        no_args = bool(self.directive.get("no_args"))
+        blocks: list[dict[str, Any]] = []
+        if self.directive.get("thinking"):
+            blocks.append(
+                {"type": "thinking", "thinking": "Let me think.", "signature": "c2lnbmF0dXJl"}
+            )
+        if not tool or self.directive.get("text_then_tool"):
+            blocks.append({"type": "text", "text": self.text()})
+        if tool:
+            for i in range(2 if self.directive.get("parallel") else 1):
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_fake{i + 1}",
+                        "name": body["tools"][0]["name"],
+                        "input": {} if no_args else {"city": ["Paris", "Lyon"][i]},
+                    }
+                )
         stop_reason = self.directive.get("stop_reason") or ("tool_use" if tool else "end_turn")
         if not body.get("stream"):
-            content = [tool_block] if tool_block else [{"type": "text", "text": self.text()}]
             self.finish(
                 {
                     "id": "msg_fake",
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": content,
+                    "content": blocks,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
                     "usage": usage,
                 }
             )
+            return
+        if self.directive.get("replay"):
+            await self.send_events(anthropic_streams.frames(self.directive["replay"], model))
+            return
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        if self.directive.get("error_event") == "first":
+            await self.send_events([sse(error, "error")])
             return
         events = [
             sse(
@@ -97,58 +123,46 @@ class AnthropicMessages(FakeHandler):
                 "message_start",
             )
         ]
-        if tool_block:
+
+        def delta(index: int, payload: dict[str, Any]) -> bytes:
+            return sse(
+                {"type": "content_block_delta", "index": index, "delta": payload},
+                "content_block_delta",
+            )
+
+        for index, block in enumerate(blocks):
+            start = {**block, **({"input": {}} if block["type"] == "tool_use" else {})}
+            if block["type"] in ("text", "thinking"):
+                start[block["type"]] = ""
+            if block["type"] == "thinking":
+                start["signature"] = ""
             events.append(
                 sse(
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {
-                            "type": "tool_use",
-                            "id": "toolu_fake1",
-                            "name": tool_block["name"],
-                            "input": {},
-                        },
-                    },
+                    {"type": "content_block_start", "index": index, "content_block": start},
                     "content_block_start",
                 )
             )
-            events.append(sse({"type": "ping"}, "ping"))
-            for piece in [""] if no_args else TOOL_ARGS:
+            if index == 0:
+                events.append(sse({"type": "ping"}, "ping"))
+            if block["type"] == "thinking":
                 events.append(
-                    sse(
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "input_json_delta", "partial_json": piece},
-                        },
-                        "content_block_delta",
-                    )
+                    delta(index, {"type": "thinking_delta", "thinking": block["thinking"]})
                 )
-        else:
-            events.append(
-                sse(
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                    "content_block_start",
-                )
-            )
-            events.append(sse({"type": "ping"}, "ping"))
-            for word in self.words():
                 events.append(
-                    sse(
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "text_delta", "text": word},
-                        },
-                        "content_block_delta",
-                    )
+                    delta(index, {"type": "signature_delta", "signature": block["signature"]})
                 )
-        events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+            elif block["type"] == "text":
+                for word in self.words():
+                    events.append(delta(index, {"type": "text_delta", "text": word}))
+                if self.directive.get("error_event") == "mid":
+                    events.append(sse(error, "error"))
+                    await self.send_events(events)
+                    return
+            else:
+                pieces = [""] if no_args else ['{"city": ', f'"{block["input"]["city"]}"}}']
+                for piece in pieces:
+                    events.append(delta(index, {"type": "input_json_delta", "partial_json": piece}))
+            events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
         events.append(
             sse(
                 {

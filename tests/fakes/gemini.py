@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.fakes import sdk_types
 from tests.fakes.base import API_KEY, PROMPT_TOKENS, FakeHandler, sse
 
 # -- Gemini ------------------------------------------------------------------------------------
@@ -52,10 +53,14 @@ class GeminiMethod(FakeHandler):
     Schema outside the OpenAPI subset under ``parameters``, ``image/*`` as a MIME type, and
     on Gemini 3 a function call sent back without its thought signature."""
 
-    def refusal(self, model: str) -> dict[str, Any] | None:
+    def refusal(self, model: str, method: str) -> dict[str, Any] | None:
         body = self.seen.body
         if self.request.headers.get("x-goog-api-key") != API_KEY:
             return _invalid("API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
+        if method != "batchEmbedContents":
+            # First what google-genai's own types allow (unknown fields, types).
+            for problem in sdk_types.gemini_generate(body):
+                return _invalid(f"Invalid JSON payload received. {problem}")
         config = body.get("generationConfig") or {}
         for penalty in ("presencePenalty", "frequencyPenalty"):
             if penalty in config:
@@ -84,11 +89,17 @@ class GeminiMethod(FakeHandler):
                     )
         return None
 
-    def call_part(self, model: str, fn: str | None) -> dict[str, Any]:
-        part: dict[str, Any] = {"functionCall": {"name": fn, "args": {"city": "Paris"}}}
-        if model.startswith("gemini-3"):
-            part["thoughtSignature"] = "c2lnbmF0dXJlLWZyb20tZ2VtaW5pLTM="
-        return part
+    def call_parts(self, model: str, fn: str | None) -> list[dict[str, Any]]:
+        """One call, or with the ``calls`` directive several in the same content (Gemini
+        sends parallel calls as parts of one chunk; only the first carries a signature)."""
+        parts: list[dict[str, Any]] = []
+        for i in range(int(self.directive.get("calls", 1))):
+            city = ["Paris", "Lyon", "Nice"][i % 3]
+            part: dict[str, Any] = {"functionCall": {"name": fn, "args": {"city": city}}}
+            if model.startswith("gemini-3") and i == 0:
+                part["thoughtSignature"] = "c2lnbmF0dXJlLWZyb20tZ2VtaW5pLTM="
+            parts.append(part)
+        return parts
 
     def usage(self) -> dict[str, int]:
         words = len(self.words())
@@ -100,7 +111,7 @@ class GeminiMethod(FakeHandler):
 
     async def post(self, model: str, method: str) -> None:
         body = self.seen.body
-        refused = self.refusal(model)
+        refused = self.refusal(model, method)
         if refused is not None:
             self.set_status(400)
             self.finish(refused)
@@ -131,11 +142,29 @@ class GeminiMethod(FakeHandler):
                 }
             )
             return
+        if self.directive.get("finish"):
+            # An answer stopped with no content at all: SAFETY, MALFORMED_FUNCTION_CALL ...
+            empty = {
+                "candidates": [
+                    {
+                        "finishReason": self.directive["finish"],
+                        "finishMessage": "Malformed function call: print(default_api.x(",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "totalTokenCount": 11},
+                "modelVersion": model,
+            }
+            if method == "generateContent":
+                self.finish(empty)
+            else:
+                await self.send_events([sse(empty, crlf=True)])
+            return
         count = int((body.get("generationConfig") or {}).get("candidateCount") or 1)
         tool = self.wants_tool()
         fn = body["tools"][0]["functionDeclarations"][0]["name"] if tool else None
         if method == "generateContent":
-            parts = [self.call_part(model, fn)] if tool else [{"text": self.text()}]
+            parts = self.call_parts(model, fn) if tool else [{"text": self.text()}]
             self.finish(
                 {
                     "candidates": [
@@ -162,7 +191,7 @@ class GeminiMethod(FakeHandler):
                             {
                                 "content": {
                                     "role": "model",
-                                    "parts": [self.call_part(model, fn)],
+                                    "parts": self.call_parts(model, fn),
                                 },
                                 "finishReason": "STOP",
                                 "index": 0,
@@ -192,4 +221,13 @@ class GeminiMethod(FakeHandler):
                     self.usage() if last else {"promptTokenCount": PROMPT_TOKENS}
                 )
                 events.append(sse(frame, crlf=True))
+                if i == 0 and self.directive.get("stream_error"):
+                    # What Gemini sends when a stream fails after it started.
+                    error = {
+                        "code": 503,
+                        "message": "The model is overloaded.",
+                        "status": "UNAVAILABLE",
+                    }
+                    events.append(sse({"error": error}, crlf=True))
+                    break
         await self.send_events(events)

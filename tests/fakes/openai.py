@@ -6,16 +6,45 @@ import asyncio
 import base64
 import struct
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tornado.iostream import StreamClosedError
 
+from tests.fakes import sdk_types
 from tests.fakes.base import API_KEY, PROMPT_TOKENS, TOOL_ARGS, FakeHandler, sse
 
 # -- OpenAI and Azure ------------------------------------------------------------------------
 
 
 class OpenAIChat(FakeHandler):
+    #: openai-python's request type for this endpoint, as a check (None: not checked).
+    sdk_check: Callable[[dict[str, Any]], list[str]] | None = staticmethod(sdk_types.openai_chat)
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self._finished or self.sdk_check is None or not isinstance(self.seen.body, dict):
+            return
+        if self.request.headers.get("Content-Type", "").startswith("multipart/"):
+            return
+        # What the SDK's own types refuse (unknown fields, wrong types); Azure names the
+        # deployment in the path, so its body may leave out the model.
+        body = {"model": self.upstream_model(), **self.seen.body}
+        for problem in self.sdk_check(body):
+            refused = problem.removeprefix("body.")
+            self.set_status(400)
+            self.finish(
+                {
+                    "error": {
+                        "message": f"Invalid request: {refused}",
+                        "type": "invalid_request_error",
+                        "param": refused.split(":")[0],
+                        "code": None,
+                    }
+                }
+            )
+            return
+
     def auth_problem(self) -> str | None:
         if self.request.headers.get("Authorization") != f"Bearer {API_KEY}":
             return "Incorrect API key provided."
@@ -27,6 +56,21 @@ class OpenAIChat(FakeHandler):
     def prelude(self) -> list[bytes]:
         return []
 
+    def choice_extra(self) -> dict[str, Any]:
+        return {}
+
+    def logprobs(self, words: list[str]) -> dict[str, Any] | None:
+        """Per-token log probabilities, when the request asked for them."""
+        if not self.seen.body.get("logprobs") or not words:
+            return None
+        return {
+            "content": [
+                {"token": w, "logprob": -0.25, "bytes": list(w.encode()), "top_logprobs": []}
+                for w in words
+            ],
+            "refusal": None,
+        }
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         n = int(body.get("n") or 1)
@@ -37,10 +81,22 @@ class OpenAIChat(FakeHandler):
             "total_tokens": PROMPT_TOKENS + len(self.words()) * n,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
+        if "audio_tokens" in self.directive:  # an audio model: audio in and out, counted apart
+            heard, spoken = self.directive["audio_tokens"]
+            usage["prompt_tokens"] += heard
+            usage["completion_tokens"] += spoken
+            usage["total_tokens"] += heard + spoken
+            usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": heard}
+            usage["completion_tokens_details"] = {"audio_tokens": spoken, "reasoning_tokens": 0}
+        refusal = self.directive.get("refusal")
+        finish_text = "content_filter" if self.directive.get("filtered") else "stop"
         if not body.get("stream"):
             choices = []
             for i in range(n):
-                if self.wants_tool():
+                if refusal:
+                    message = {"role": "assistant", "content": None, "refusal": refusal}
+                    finish = "stop"
+                elif self.wants_tool():
                     message = {
                         "role": "assistant",
                         "content": None,
@@ -59,9 +115,15 @@ class OpenAIChat(FakeHandler):
                     finish = "tool_calls"
                 else:
                     message = {"role": "assistant", "content": self.text(), "refusal": None}
-                    finish = "stop"
+                    finish = finish_text
                 choices.append(
-                    {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": i,
+                        "message": message,
+                        "logprobs": self.logprobs(self.words()),
+                        "finish_reason": finish,
+                        **self.choice_extra(),
+                    }
                 )
             self.finish(
                 {
@@ -86,15 +148,30 @@ class OpenAIChat(FakeHandler):
         if include_usage:
             base["usage"] = None
 
-        def chunk(i: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+        def chunk(
+            i: int, delta: dict[str, Any], finish: str | None = None, words: Sequence[str] = ()
+        ) -> bytes:
+            choice = {
+                "index": i,
+                "delta": delta,
+                "logprobs": self.logprobs(list(words)),
+                "finish_reason": finish,
+                **self.choice_extra(),
+            }
             return sse({**base, "choices": [choice]})
 
-        events = self.prelude()
-        self.hold_index = len(events)  # hold_after_first: after the first chunk with a choice
+        prelude = self.prelude()
+        self.hold_index = len(prelude)  # hold_after_first: after the first chunk with a choice
+        per_choice: list[list[bytes]] = []
         for i in range(n):
+            events: list[bytes] = []
+            per_choice.append(events)
             events.append(chunk(i, {"role": "assistant", "content": ""}))
-            if self.wants_tool():
+            if refusal:
+                for word in refusal.split(" "):
+                    events.append(chunk(i, {"refusal": word + " "}))
+                finish = "stop"
+            elif self.wants_tool():
                 name = body["tools"][0]["function"]["name"]
                 call = {
                     "index": 0,
@@ -110,9 +187,16 @@ class OpenAIChat(FakeHandler):
                 finish = "tool_calls"
             else:
                 for word in self.words():
-                    events.append(chunk(i, {"content": word}))
-                finish = "stop"
+                    events.append(chunk(i, {"content": word}, words=[word]))
+                finish = finish_text
             events.append(chunk(i, {}, finish))
+        events = prelude
+        if self.directive.get("interleave"):
+            # Choices truly interleaved, as OpenAI streams n > 1: one chunk of each in turn.
+            longest = max(len(c) for c in per_choice)
+            events += [c[j] for j in range(longest) for c in per_choice if j < len(c)]
+        else:
+            events += [frame for c in per_choice for frame in c]
         if include_usage:
             events.append(sse({**base, "choices": [], "usage": usage}))
         await self.send_events(events, b"data: [DONE]\n\n")
@@ -162,6 +246,17 @@ class AzureChat(OpenAIChat):
             )
         ]
 
+    def choice_extra(self) -> dict[str, Any]:
+        """Azure annotates each choice with its content filter's verdicts."""
+        filtered = bool(self.directive.get("filtered"))
+        verdict = {"filtered": filtered, "severity": "high" if filtered else "safe"}
+        return {
+            "content_filter_results": {
+                "hate": {"filtered": False, "severity": "safe"},
+                "violence": verdict,
+            }
+        }
+
     def upstream_model(self) -> str:
         return "gpt-4o-2024-08-06"  # Azure answers with the model behind the deployment
 
@@ -170,6 +265,8 @@ class AzureChat(OpenAIChat):
 
 
 class OpenAICompletions(OpenAIChat):
+    sdk_check = staticmethod(sdk_types.openai_completion)
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         model = self.upstream_model()
@@ -227,6 +324,8 @@ def fake_vector(text: str, dims: int) -> list[float]:
 
 
 class OpenAIEmbeddings(OpenAIChat):
+    sdk_check = staticmethod(sdk_types.openai_embedding)
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -263,6 +362,8 @@ SPEECH_CHUNKS = [bytes([i]) * 4000 for i in range(5)]
 
 
 class OpenAIImages(OpenAIChat):
+    sdk_check = staticmethod(sdk_types.openai_image)
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         n = int(body.get("n") or 1)
@@ -278,6 +379,8 @@ class AzureImages(OpenAIImages, AzureChat):
 
 
 class OpenAIAudioText(OpenAIChat):
+    sdk_check = None  # multipart: checked field by field below
+
     async def post(self, *args: str) -> None:
         body = self.seen.body
         if not isinstance(body.get("file"), dict) or not body.get("model"):
@@ -324,6 +427,8 @@ class AzureAudioText(OpenAIAudioText, AzureChat):
 
 
 class OpenAISpeech(OpenAIChat):
+    sdk_check = staticmethod(sdk_types.openai_speech)
+
     async def post(self, *args: str) -> None:
         fmt = self.seen.body.get("response_format", "mp3")
         self.set_header(

@@ -40,6 +40,33 @@ FINISH = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+#: OpenAI's reasoning_effort as Anthropic's output_config.effort.
+EFFORT = {
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+}
+#: What to_anthropic carries over (translated or as is); any other field a client sets is
+#: named in the x-conduit-dropped-params header rather than lost without a word.
+CARRIED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "stream",
+        "stream_options",
+        "n",
+        "reasoning_effort",
+    }
+)
 ERROR_KINDS = {
     "rate_limit_error": "rate_limit",
     "overloaded_error": "server",
@@ -95,6 +122,25 @@ def _arguments(raw: Any) -> Any:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _json_schema(fmt: Any) -> Json | None:
+    """The schema of a json_schema response_format (the only kind Anthropic can enforce)."""
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
+def dropped_fields(body: Json) -> list[str]:
+    """The chat fields a client set that the Messages API has no place for."""
+    out = [k for k, v in body.items() if k not in CARRIED and v is not None]
+    if "response_format" in out and _json_schema(body["response_format"]) is not None:
+        out.remove("response_format")
+    if "reasoning_effort" in body and body["reasoning_effort"] not in (None, *EFFORT):
+        out.append("reasoning_effort")
+    return sorted(out)
+
+
 def to_anthropic(body: Json, model: str) -> Json:
     system: list[str] = []
     messages: list[Json] = []
@@ -143,13 +189,18 @@ def to_anthropic(body: Json, model: str) -> Json:
     }
     if system:
         out["system"] = "\n\n".join(s for s in system if s)
-    # OpenAI's temperature runs to 2, Anthropic's to 1; and current Claude models refuse
-    # temperature together with top_p, so temperature (the one clients mean) wins.
-    temperature = body.get("temperature")
-    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
-        out["temperature"] = min(float(temperature), 1.0)
-    elif body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    # The Messages API no longer takes sampling parameters (temperature, top_p, top_k are
+    # gone from its request type): they are left out, and named in DROPPED's header. How
+    # hard the model thinks, and a JSON schema for its answer, go in output_config.
+    config: Json = {}
+    effort = EFFORT.get(str(body.get("reasoning_effort")))
+    if effort:
+        config["effort"] = effort
+    schema = _json_schema(body.get("response_format"))
+    if schema is not None:
+        config["format"] = {"type": "json_schema", "schema": schema}
+    if config:
+        out["output_config"] = config
     # Anthropic refuses stop sequences that are only whitespace.
     stop = [s for s in stop_sequences(body) or () if s.strip()]
     if stop:
@@ -196,8 +247,19 @@ def _usage(u: Json) -> Json:
         "total_tokens": prompt + completion,
     }
     if cached or written:
-        out["prompt_tokens_details"] = {"cached_tokens": cached, "cache_write_tokens": written}
+        details: Json = {"cached_tokens": cached, "cache_write_tokens": written}
+        hour = cache_write_1h(u)
+        if hour:
+            details["cache_write_1h_tokens"] = hour
+        out["prompt_tokens_details"] = details
     return out
+
+
+def cache_write_1h(usage: Json) -> int:
+    """Cache writes that live an hour (billed at 2x input): Anthropic splits
+    cache_creation_input_tokens by lifetime in usage.cache_creation."""
+    split = usage.get("cache_creation")
+    return int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
 
 
 @shape_checked
@@ -256,6 +318,10 @@ class AnthropicAdapter(Adapter):
         return headers
 
     native_messages = True
+
+    @staticmethod
+    def dropped(body: Json) -> list[str]:
+        return dropped_fields(body)
 
     async def messages(self, body: Json, model: str, t: Timeouts, beta: str | None) -> Json:
         data = await self.upstream.request_json(

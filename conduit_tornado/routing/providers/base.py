@@ -33,6 +33,11 @@ class Usage:
     estimated: bool = False
     #: Input tokens written to a provider's prompt cache (Anthropic bills them above input).
     cache_write_tokens: int = 0
+    #: Of those, the ones written for an hour (Anthropic bills them at 2x input, not 1.25x).
+    cache_write_1h_tokens: int = 0
+    #: Audio tokens among the prompt's and the completion's (billed at audio rates).
+    audio_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -43,6 +48,9 @@ class Usage:
         self.completion_tokens += other.completion_tokens
         self.cached_tokens += other.cached_tokens
         self.cache_write_tokens += other.cache_write_tokens
+        self.cache_write_1h_tokens += other.cache_write_1h_tokens
+        self.audio_prompt_tokens += other.audio_prompt_tokens
+        self.audio_completion_tokens += other.audio_completion_tokens
         self.estimated = self.estimated or other.estimated
 
     def openai(self) -> Json:
@@ -62,11 +70,17 @@ class Usage:
         details = data.get("prompt_tokens_details") or {}
         if not isinstance(details, dict):
             details = {}
+        out_details = data.get("completion_tokens_details") or {}
+        if not isinstance(out_details, dict):
+            out_details = {}
         return cls(
             prompt_tokens=int(data.get("prompt_tokens") or 0),
             completion_tokens=int(data.get("completion_tokens") or 0),
             cached_tokens=int(details.get("cached_tokens") or 0),
             cache_write_tokens=int(details.get("cache_write_tokens") or 0),
+            cache_write_1h_tokens=int(details.get("cache_write_1h_tokens") or 0),
+            audio_prompt_tokens=int(details.get("audio_tokens") or 0),
+            audio_completion_tokens=int(out_details.get("audio_tokens") or 0),
         )
 
 
@@ -351,6 +365,12 @@ class Adapter:
         self.provider = provider
         self.upstream = upstream
         upstream.configure(provider.id, provider.options)  # its client certificate, if any
+
+    @staticmethod
+    def dropped(body: Json) -> list[str]:
+        """Chat fields the client set that this provider has no place for (left out of the
+        upstream request, and named to the client in x-conduit-dropped-params)."""
+        return []
 
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         raise ProviderError(

@@ -29,6 +29,9 @@ from .base import (
 )
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+#: Answers the model failed to form (a call it could not write, a call to no declared
+#: tool): a bad answer, which another attempt may well get right.
+MALFORMED = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
 FILTERED = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 )
@@ -56,6 +59,40 @@ def _parts(content: Any) -> list[Json]:
                 mime = guessed if guessed and guessed.startswith("image/") else "image/jpeg"
                 parts.append({"fileData": {"mimeType": mime, "fileUri": url}})
     return parts
+
+
+#: What to_gemini carries over (translated or as is); any other field a client sets is
+#: named in the x-conduit-dropped-params header. presence_penalty and frequency_penalty are
+#: among the dropped: current Gemini models refuse them, even at 0.
+CARRIED = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "seed",
+        "n",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "stream",
+        "stream_options",
+    }
+)
+
+
+def dropped_fields(body: Json) -> list[str]:
+    """The chat fields a client set that Gemini's generateContent has no place for."""
+    out = [k for k, v in body.items() if k not in CARRIED and v is not None]
+    if body.get("parallel_tool_calls") is not False and "parallel_tool_calls" in out:
+        out.remove("parallel_tool_calls")  # true is what Gemini does anyway
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") != "text" and function_tools(body):
+        out.append("response_format")  # JSON mode and tools cannot be combined on Gemini
+    return sorted(out)
 
 
 def to_gemini(body: Json) -> Json:
@@ -172,6 +209,8 @@ def _usage(meta: Json | None) -> Json:
 def _finish(reason: str | None, has_calls: bool) -> str | None:
     if not reason:
         return None
+    if reason in MALFORMED:
+        raise ProviderError("bad_response", f"The model failed to form its answer ({reason}).")
     if reason in FILTERED:
         return "content_filter"
     if has_calls:
@@ -249,6 +288,10 @@ def from_gemini(data: Json, model: str) -> Json:
 
 class GeminiAdapter(Adapter):
     default_base = "https://generativelanguage.googleapis.com"
+
+    @staticmethod
+    def dropped(body: Json) -> list[str]:
+        return dropped_fields(body)
 
     def _url(self, model: str, method: str) -> str:
         return f"{self.provider.base_url or self.default_base}/v1beta/models/{model}:{method}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from orjson import JSONDecodeError, loads
+
 from conduit_tornado.routing.realtime import RealtimeSocket, connect_ws
 from conduit_tornado.routing.upstream import (
     Json,
@@ -257,7 +259,14 @@ class _Chunks:
                     self._done = True
                     break
                 try:
-                    chunk = parse_event(data)
+                    try:  # parse_event's work, inline: this runs for every event of a stream
+                        chunk = loads(data)
+                    except JSONDecodeError:
+                        chunk = None
+                    if not isinstance(chunk, dict):
+                        raise ProviderError(
+                            "bad_response", "the provider sent a malformed stream event"
+                        )
                     if "error" in chunk:  # some servers report failures in the stream
                         err = chunk["error"]
                         message = err.get("message") if isinstance(err, dict) else err
