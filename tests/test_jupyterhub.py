@@ -177,7 +177,9 @@ c.JupyterHub.hub_bind_url = "http://127.0.0.1:{ports["hub"]}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{ports["proxy_api"]}"
 c.ConfigurableHTTPProxy.command = [{str(chp)!r}]
 c.ConfigurableHTTPProxy.pid_file = {str(tmp / "proxy.pid")!r}
-c.JupyterHub.db_url = "sqlite:///{tmp / "hub.sqlite"}"
+# In memory: the hub commits to its database on its event loop, and a loaded machine's disk
+# (8 test suites at once) has stalled it for minutes on a file's fsync.
+c.JupyterHub.db_url = "sqlite:///:memory:"
 c.JupyterHub.cookie_secret_file = {str(tmp / "cookie_secret")!r}
 c.JupyterHub.pid_file = {str(tmp / "hub.pid")!r}
 c.JupyterHub.authenticator_class = "dummy"
