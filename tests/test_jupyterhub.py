@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpcore2  # noqa: F401  (httpx2 imports it at its first request: here, not on the loop)
 import httpx2
 import pytest
 from playwright.async_api import async_playwright
