@@ -59,10 +59,11 @@ def parse_config(
     """Validate a config structure (from a file, or a dict given to ``start``)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    unknown = set(raw) - {"providers", "models"}
+    # jupyterhub: read by conduit_tornado/hub/policy.py when the gateway is a hub service.
+    unknown = set(raw) - {"providers", "models", "jupyterhub"}
     if unknown:
         raise ConfigError(
-            f"{source}: unknown sections {sorted(unknown)}; expected providers, models"
+            f"{source}: unknown sections {sorted(unknown)}; expected providers, models, jupyterhub"
         )
     raw = _expand(raw)
     try:

@@ -16,11 +16,12 @@ from conduit_tornado.admission.groups import GroupService
 from conduit_tornado.admission.keys import KeyService
 from conduit_tornado.admission.limits import Limiter
 from conduit_tornado.admission.realtime import RealtimeSessions
-from conduit_tornado.api.routes import make_app, make_metrics_app
+from conduit_tornado.api.routes import make_app, make_metrics_app, mount_prefix
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox, hash_key, new_master_key
 from conduit_tornado.core.settings import Settings
 from conduit_tornado.core.tracing import open_tracing
+from conduit_tornado.hub import hub_for
 from conduit_tornado.metering import prometheus
 from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.metering.pricing import MediaPrices, PriceTable
@@ -168,7 +169,9 @@ class Gateway:
     def url(self) -> str:
         wildcard = self.settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (a comparison)
         scheme = "https" if self.settings.tls_cert is not None else "http"
-        return f"{scheme}://{'127.0.0.1' if wildcard else self.settings.host}:{self.port}"
+        prefix = mount_prefix(self.settings).rstrip("/")  # CONDUIT_BASE_PATH, or the hub's
+        host = "127.0.0.1" if wildcard else self.settings.host
+        return f"{scheme}://{host}:{self.port}{prefix}"
 
     async def build(self) -> Context:
         """Every start-up step but listening; the Jupyter extension stops here."""
@@ -263,7 +266,10 @@ class Gateway:
         worker = sockets is not None
         server_context(s)  # incomplete TLS settings fail here, before anything starts
         ctx = await self.build()
-        app = make_app(ctx)
+        hub = hub_for(ctx, mount_prefix(s))  # None unless a JupyterHub service
+        if hub is not None:
+            self._tasks.append(asyncio.create_task(hub.run()))
+        app = make_app(ctx, hub=hub)
         # Ours or Tornado's (CONDUIT_HTTP_SERVER), held to the settings' connection limits.
         self.server = HttpServer.for_settings(app, s)
         sockets = sockets or bind(s.host, s.port)

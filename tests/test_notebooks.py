@@ -19,7 +19,7 @@ EXPECTED: dict[str, tuple[list[str], int]] = {
     "quickstart": (
         [
             r"<conduit gateway at http://127\.0\.0\.1:\d+>",
-            r"key_[0-9a-f]+ condt_\w+",
+            r"key_[0-9a-f]+ condt_[\w-]+",  # prefixes are url-safe base64: - too
             r"\['my-gpt'\]",
             r"Mock reply: Hello, gateway! CompletionUsage\(completion_tokens=4",
             r"Mock reply: Stream, please\n",
@@ -64,7 +64,10 @@ EXPECTED: dict[str, tuple[list[str], int]] = {
             r"bob http://127\.0\.0\.1:\d+/v1 condt_",
             r"alice: refused after [1-9]\d* requests with 429",
             r"bob: still served: Mock reply",
-            r"hub-user:alice \| \$1\.\d\d of \$1\.00 monthly",
+            r"hub:alice \| \$1\.\d\d of \$1\.00 monthly",
+            r"service conduit at http://127\.0\.0\.1:5055, served under /services/conduit/",
+            r"roles: conduit-service \(list:users read:users\), user \(self access:services",
+            r"pre_spawn_hook: hook",
             STILL_RUNNING,
         ],
         0,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from conduit_tornado.core.scrub import scrub
+from conduit_tornado.core.scrub import scrub_uri
 from conduit_tornado.metering import access_log
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def request_done(handler: BaseHandler, entry: Mapping[str, Any] | None) -> None:
     access_log.log_request(
         method=request.method or "",
         route=route,
-        path=scrub(request.uri or ""),
+        path=scrub_uri(request.uri or ""),
         status=status,
         latency_ms=float(latency),
         request_id=handler.request_id,

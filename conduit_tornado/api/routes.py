@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
 from conduit_tornado.context import Context
-from conduit_tornado.core.scrub import scrub
+from conduit_tornado.core.scrub import scrub_uri
 from conduit_tornado.server.application import GatewayApplication
 from conduit_tornado.ui.handlers import ui_routes
 from conduit_tornado.ui.sessions import UiSessions
@@ -31,6 +34,9 @@ from . import (
     responses,
 )
 from .base import BaseHandler, NotFoundHandler
+
+if TYPE_CHECKING:
+    from conduit_tornado.hub.identity import Hub
 
 Route = tuple[str, type[tornado.web.RequestHandler]]
 
@@ -111,8 +117,9 @@ access_log = logging.getLogger("tornado.access")
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log line, with credentials in query strings redacted (browsers
-    may authenticate the realtime socket with ?token=). The gateway's own handlers write
-    theirs to conduit.access instead (api/observe.py): one line a request."""
+    may authenticate the realtime socket with ?token=; the hub's OAuth sends ?code=). The
+    gateway's own handlers write theirs to conduit.access instead (api/observe.py): one
+    line a request."""
     if isinstance(handler, BaseHandler):
         return
     status = handler.get_status()
@@ -120,7 +127,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     if not access_log.isEnabledFor(level):
         return
     request = handler.request
-    uri = scrub(request.uri or "")
+    uri = scrub_uri(request.uri or "")
     access_log.log(
         level,
         "%d %s %s (%s) %.2fms",
@@ -143,12 +150,33 @@ def make_metrics_app(ctx: Context) -> tornado.web.Application:
     )
 
 
-def make_app(ctx: Context, **extra: Any) -> tornado.web.Application:
+def mount_prefix(settings: Any, env: Mapping[str, str] = os.environ) -> str:
+    """Where the standalone server serves every route: CONDUIT_BASE_PATH, else as a
+    JupyterHub service the prefix the hub's proxy forwards unchanged
+    (JUPYTERHUB_SERVICE_PREFIX; single-user servers have one too, but no service name).
+    '/' or a path without a trailing slash."""
+    path: str = settings.base_path or ""
+    if not path and env.get("JUPYTERHUB_SERVICE_NAME"):
+        path = env.get("JUPYTERHUB_SERVICE_PREFIX", "")
+    return "/" + path.strip("/") if path.strip("/") else "/"
+
+
+def make_app(ctx: Context, *, hub: Hub | None = None, **extra: Any) -> tornado.web.Application:
+    prefix = mount_prefix(ctx.settings)
+    # Patterns are regexes: a prefix such as /a.b must match only itself.
+    escaped = re.escape(prefix) if prefix != "/" else prefix
+    table = routes(escaped)
+    settings = app_settings(ctx)
+    if hub is not None:
+        from conduit_tornado.hub.handlers import hub_routes
+
+        table = hub_routes(escaped.rstrip("/")) + table
+        settings.update(hub.app_settings())
     return GatewayApplication(
-        routes(),
+        table,
         default_handler_class=NotFoundHandler,
         compress_response=False,  # SSE must not be buffered by a compressor
         log_function=log_request,
-        **app_settings(ctx),
+        **settings,
         **extra,
     )

@@ -88,3 +88,13 @@ def scrub(text: str) -> str:
     text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
     text = _AFTER_NAME.sub(r"\1" + REDACTED, text)
     return _WHOLE.sub(REDACTED, text)
+
+
+#: Query parameters secret only in a URL: Hub OAuth's callback (conduit_tornado/hub/)
+#: carries a one-use code and its state. (As JSON fields, "code" is an error code.)
+_URL_ONLY = re.compile(r"([?&](?:code|state)=)[^&#]*", re.IGNORECASE)
+
+
+def scrub_uri(uri: str) -> str:
+    """A request URI fit for a log line: credentials in its query redacted."""
+    return _URL_ONLY.sub(r"\1[redacted]", scrub(uri))

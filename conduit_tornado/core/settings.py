@@ -355,6 +355,26 @@ class Settings(BaseSettings):
         description="Put prompts and whole answers in spans (gen_ai.input.messages, "
         "gen_ai.output.messages). Off: spans carry no request or answer text.",
     )
+    # Serving under a URL prefix, and JupyterHub as the identity layer (conduit_tornado/hub/).
+    base_path: str | None = Field(
+        None,
+        pattern=r"^(/[A-Za-z0-9._~-]+)*/?$",
+        description="URL prefix every route (API, admin, web UI) is served under, e.g. "
+        "/services/conduit. Unset: JUPYTERHUB_SERVICE_PREFIX when the gateway runs as a "
+        "JupyterHub service (the hub's proxy keeps the prefix), else none.",
+    )
+    jupyterhub: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Admit JupyterHub users (Hub OAuth for the web UI; hub admins are gateway "
+        "admins, other users see their own key) and give each a virtual key. auto: on when "
+        "run as a hub service (JUPYTERHUB_SERVICE_NAME and JUPYTERHUB_API_TOKEN set).",
+    )
+    jupyterhub_sync_interval: float = Field(
+        60.0,
+        ge=1,
+        description="Seconds between reads of the hub's user list; the key of a user deleted "
+        "from the hub is revoked at the next read.",
+    )
 
 
 def settings_markdown() -> str:

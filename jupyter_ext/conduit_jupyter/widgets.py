@@ -1,4 +1,5 @@
-"""ipywidgets for a conduit gateway: KeyManager, UsageDashboard, Playground.
+"""ipywidgets for a conduit gateway: KeyManager, UsageDashboard, Playground, and MyUsage
+(a JupyterHub user's own key and usage, with no master key).
 
 Each works against any gateway (started in the kernel, mounted in Jupyter, or standalone):
 give it ``gateway=`` (what ``conduit_tornado.start`` returns) or ``url=`` and
@@ -738,6 +739,105 @@ class UsageDashboard(_Panel):
 
     async def _key_names(self) -> dict[str, str]:
         return {k["id"]: k["name"] for k in (await self._admin.list_keys(limit=1000))["data"]}
+
+
+class MyUsage(_Panel):
+    """A hub user's own key and usage, with their virtual key (no master key): the
+    budget and its reset, the limits, and spend per day over a chosen range. Defaults to
+    ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``, which the hub's spawn hook sets."""
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        key: str | None = None,
+        today: date | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from .hub import UserClient
+
+        w.VBox.__init__(self, **kwargs)  # no admin client: _Panel's set-up, minus that
+        self._client = UserClient(url, key)
+        self._url = self._client.url
+        self._master_key = None
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._pending = set()
+        self._spoke = False
+        self.status = w.HTML()
+        self.add_class("conduit")
+        self._today = today
+        self.range = w.Dropdown(
+            description="Range",
+            options=[("Last 7 days", 7), ("Last 30 days", 30), ("Last 90 days", 90)],
+            value=7,
+        )
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.key_info = w.HTML()
+        self.summary = w.HTML()
+        self.chart = w.HTML()
+        self.range.observe(lambda _: self._spawn(self.refresh()), names="value")
+        self.refresh_button.on_click(lambda _: self._spawn(self.refresh()))
+        self.children = [
+            w.HTML(CSS),
+            w.HTML("<h3>My usage</h3>"),
+            self.key_info,
+            w.HBox([self.range, self.refresh_button]),
+            self.summary,
+            self.chart,
+            self.status,
+        ]
+        self.me: dict[str, Any] = {}
+        self.days: list[str] = []
+        self.series: dict[str, list[float]] = {}
+
+    async def aclose(self) -> None:
+        """Close the widget's HTTP client (when done with it outside a notebook)."""
+        await self._client.aclose()
+
+    def _sentence(self, exc: AdminError) -> str:
+        if exc.status == 401:
+            return (
+                f"The gateway at {self._url} refused this key (OPENAI_API_KEY): it was "
+                "rotated or revoked. Restart your server from the hub to get the current one."
+            )
+        return exc.message
+
+    @_on_owner
+    async def refresh(self) -> None:
+        end = self._today or datetime.now(UTC).date()
+        span = int(self.range.value)
+        start = end - timedelta(days=span - 1)
+        days = [(start + timedelta(days=i)).isoformat() for i in range(span)]
+        self.me = await self._client.me()
+        usage = await self._client.usage(start=start.isoformat(), end=end.isoformat())
+        key = usage["key"]
+        spend = [0.0] * span
+        index = {d: i for i, d in enumerate(days)}
+        for row in usage["data"]:
+            if row["day"] in index:
+                spend[index[row["day"]]] += float(row.get("cost") or 0)
+        self.days, self.series = days, {key["name"]: spend}
+        who = self.me.get("user") or key["name"]
+        self.key_info.value = (
+            f"<div><b>{html.escape(str(who))}</b> · key {html.escape(key['name'])} "
+            f"({html.escape(key['prefix'])}…) · {html.escape(budget_text(key))} · "
+            f"{html.escape(limits_text(key) or 'no rate limits')}</div>"
+        )
+        totals = usage["totals"]
+        named = f"{self.range.label} ({day_text(start)} to {day_text(end)}, UTC days)"
+        self.summary.value = (
+            f"<div><b>{html.escape(named)}</b>: {count(totals.get('requests'))} requests · "
+            f"{count(totals.get('total_tokens'))} tokens · {money(totals.get('cost'))} spend</div>"
+        )
+        self.chart.value = (
+            bar_chart(days, self.series, "USD", f"Spend (USD) per day, {named}")
+            if any(spend)
+            else '<div class="cd-empty"><b>No usage in this range yet.</b>Call a model with '
+            "OpenAI() in a notebook, then refresh.</div>"
+        )
 
 
 TEMP_KEY_LIFETIME = timedelta(hours=1)

@@ -10,6 +10,7 @@ import * as providers from "./page-providers.js";
 import * as models from "./page-models.js";
 import * as alerts from "./page-alerts.js";
 import * as health from "./page-health.js";
+import * as mine from "./page-mine.js";
 
 const PAGES = [
   ["keys", "Keys", keys], ["logs", "Request logs", logs], ["usage", "Usage", usage],
@@ -21,6 +22,10 @@ const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const signout = document.getElementById("signout");
 let session = null;
+// The gateway as a JupyterHub service: sign-in through the hub (Hub OAuth) is offered, and a
+// hub user who is not a hub admin gets their own page only (page-mine.js).
+let hubLogin = false;
+let hubUser = null;
 
 // -- theme: the system's preference until the toggle is used, then the stored choice ----
 const themeButton = document.getElementById("theme");
@@ -44,9 +49,14 @@ applyTheme();
 // -- sign-in ----------------------------------------------------------------------------
 function showLogin(message) {
   session = null;
+  hubUser = null;
   setSession(null);
   nav.hidden = true;
   signout.hidden = true;
+  const next = encodeURIComponent(location.pathname);
+  const viaHub = hubLogin ? h("div", { class: "hub-login" },
+    h("a", { class: "btn primary", href: `${PREFIX}hub/login?next=${next}` }, "Sign in with JupyterHub"),
+    h("p", { class: "muted" }, "Hub users see their own key and usage; hub admins manage the gateway. Or sign in with the master key:")) : null;
   const key = field("Master key", h("input", { type: "password", autocomplete: "current-password", name: "key", required: true }),
     { help: "The gateway's CONDUIT_MASTER_KEY. Virtual keys cannot sign in." });
   const button = h("button", { type: "submit", class: "btn primary" }, "Sign in");
@@ -75,6 +85,7 @@ function showLogin(message) {
     h("h1", {}, "Sign in to Conduit"),
     h("p", { class: "muted" }, "Manage virtual keys, providers, models and spend for this gateway."),
     message ? h("p", { class: "notice", role: "alert" }, message) : null,
+    viaHub,
     form));
   key.input.focus();
 }
@@ -83,7 +94,7 @@ whenSignedOut(() => showLogin("Your session has ended. Sign in again to continue
 
 signout.addEventListener("click", async () => {
   try {
-    await api("ui/api/logout", { method: "POST", body: {}, quiet401: true });
+    await api(hubUser ? "hub/logout" : "ui/api/logout", { method: "POST", body: {}, quiet401: true });
   } catch {
     // already signed out: the sign-in page follows either way
   }
@@ -121,17 +132,53 @@ addEventListener("hashchange", () => {
   main.focus({ preventScroll: true });
 });
 
+/** Who JupyterHub says this browser is: the user, { signedOut } when the gateway is a hub
+ * service but this browser has not signed in through the hub, or null (not a hub service). */
+async function askHub() {
+  try {
+    return await api("hub/api/me", { quiet401: true });
+  } catch (err) {
+    return err.code === "hub_login_required" ? { signedOut: true } : null;
+  }
+}
+
 async function start() {
   try {
     session = await api("ui/api/session", { quiet401: true });
   } catch (err) {
-    if (err.status === 401) return showLogin();
-    main.replaceChildren(h("p", { class: "pad", role: "alert" }, err.message));
-    return;
+    if (err.status !== 401) {
+      main.replaceChildren(h("p", { class: "pad", role: "alert" }, err.message));
+      return;
+    }
+    session = null;
   }
-  setSession(session);
+  if (!session || session.via === "host") {
+    const hub = await askHub();
+    hubLogin = Boolean(hub);
+    if (hub && hub.via === "hub") {
+      hubUser = hub;
+      setSession({ csrf: hub.csrf, csrf_header: hub.csrf_header });
+      signout.hidden = false;
+      if (!hub.admin) {
+        nav.hidden = true;
+        document.title = "Your key · Conduit";
+        const container = h("div", { "data-page": "mine" });
+        main.replaceChildren(container);
+        try {
+          await mine.render(container, hub);
+        } catch (err) {
+          if (err.status !== 401) container.replaceChildren(h("div", { class: "card", role: "alert" }, h("p", {}, err.message)));
+        }
+        container.dataset.ready = "true";
+        return;
+      }
+      session = { ...(session || {}), via: "hub" };
+    }
+  }
+  if (!session) return showLogin();
+  if (!hubUser) setSession(session);
   nav.hidden = false;
-  signout.hidden = session.via !== "session";
+  signout.hidden = session.via !== "session" && !hubUser;
   await route();
 }
 
