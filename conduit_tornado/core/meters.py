@@ -27,9 +27,16 @@ sums them all; gauges say how (``livesum``: the sum over live processes).
 from __future__ import annotations
 
 import bisect
+import os
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+# In multiprocess mode prometheus-client opens a file in PROMETHEUS_MULTIPROC_DIR for each
+# metric made below, at import: a directory named but not made yet (the `--workers`
+# supervisor prepares a user's only after importing this) must not fail the import.
+if _multiproc_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(_multiproc_dir, exist_ok=True)
 
 #: Request latency, time to first token: from a millisecond to the longest request timeout.
 LATENCY_BUCKETS = (
