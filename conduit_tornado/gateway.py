@@ -37,9 +37,10 @@ from .config_file import load_config
 from .context import Context
 from .store import DuplicateError, MemoryStore, MongoStore, SQLiteStore, Store, log_failure
 from .store.changes import MASTER_KEY, ChangeFeed, note
-from .store.metered import metered, unwrapped
+from .store.metered import metered
 from .store.sqlite import FILE_NAME, default_data_dir
-from .store.traced import TracedStore, traced
+from .store.traced import traced
+from .store.wrapping import innermost
 
 log = logging.getLogger("conduit")
 _MASTER_META = "master_key"
@@ -76,9 +77,7 @@ def data_dir(settings: Settings) -> Path:
 
 def describe_store(store: Store) -> str:
     """Which store, and where: for the start-up line."""
-    if isinstance(store, TracedStore):
-        store = store.inner
-    store = unwrapped(store)
+    store = innermost(store)
     if isinstance(store, SQLiteStore):
         return f"local file {store.path}"
     if isinstance(store, MongoStore):

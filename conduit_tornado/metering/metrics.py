@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bisect
 
+from conduit_tornado.core.meters import OVERHEAD_BUCKETS
+
 
 class Histogram:
     def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
@@ -34,20 +36,5 @@ def overhead_histogram() -> Histogram:
     return Histogram(
         "conduit_overhead_seconds",
         "Gateway time per request, without upstream calls and retry waits (x-conduit-overhead-ms).",
-        (
-            0.0001,
-            0.00025,
-            0.0005,
-            0.00075,
-            0.001,
-            0.0015,
-            0.002,
-            0.003,
-            0.005,
-            0.0075,
-            0.01,
-            0.025,
-            0.05,
-            0.1,
-        ),
+        OVERHEAD_BUCKETS,  # the same buckets as /metrics' conduit_gateway_overhead_seconds
     )

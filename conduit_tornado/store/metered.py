@@ -13,30 +13,11 @@ from typing import Any, cast
 from conduit_tornado.core import meters
 
 from .base import DuplicateError, Store
-
-#: The protocol's operations (start and close are not: they run once).
-OPERATIONS = (
-    "ping",
-    "insert",
-    "insert_many",
-    "get",
-    "find_one",
-    "find",
-    "count",
-    "update",
-    "delete",
-    "increment",
-    "increment_many",
-    "sum_by",
-)
+from .wrapping import COLLECTION_OPERATIONS, StoreWrapper, wrap_operations
 
 
-class MeteredStore:
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+class MeteredStore(StoreWrapper):
+    pass
 
 
 def _timed(name: str) -> Any:
@@ -55,12 +36,11 @@ def _timed(name: str) -> Any:
         finally:
             seconds.add(time.perf_counter() - started)
 
-    operation.__name__ = operation.__qualname__ = name
     return operation
 
 
-for _name in OPERATIONS:
-    setattr(MeteredStore, _name, _timed(_name))
+# ping too: a failing ping is a store failure the metrics should show.
+wrap_operations(MeteredStore, ("ping", *COLLECTION_OPERATIONS), _timed)
 
 
 def metered(store: Store) -> Store:
@@ -68,9 +48,3 @@ def metered(store: Store) -> Store:
     if isinstance(store, MeteredStore):
         return cast(Store, store)
     return cast(Store, MeteredStore(store))
-
-
-def unwrapped(store: Store) -> Store:
-    """The store a metered one wraps (for checks of its kind)."""
-    inner: Store = getattr(store, "inner", store) if isinstance(store, MeteredStore) else store
-    return inner

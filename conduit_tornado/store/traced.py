@@ -15,31 +15,11 @@ from typing import Any, cast
 from conduit_tornado.core import tracing
 
 from .base import Store
-
-#: The protocol's operations on a collection (their first argument): each gets a span.
-OPERATIONS = (
-    "insert",
-    "insert_many",
-    "get",
-    "find_one",
-    "find",
-    "count",
-    "update",
-    "delete",
-    "increment",
-    "increment_many",
-    "sum_by",
-)
+from .wrapping import COLLECTION_OPERATIONS, StoreWrapper, wrap_operations
 
 
-class TracedStore:
-    """Delegates everything to ``inner``; collection operations are traced."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # kind, persistent, start, close, ping, extras
+class TracedStore(StoreWrapper):
+    """Collection operations are traced; everything else reads through."""
 
 
 def _traced(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
@@ -57,12 +37,10 @@ def _traced(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         finally:
             span.end()
 
-    operation.__name__ = name
     return operation
 
 
-for _name in OPERATIONS:
-    setattr(TracedStore, _name, _traced(_name))
+wrap_operations(TracedStore, COLLECTION_OPERATIONS, _traced)
 
 
 def traced(store: Store) -> Store:
