@@ -86,12 +86,12 @@ class Relay:
             sink.close()
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _collect_cut_driver_sockets() -> Iterator[None]:
     """PyMongo's async server monitor drops, without closing, the socket of a check that
-    the relay cut by going away: the socket is garbage once the gateways are stopped.
-    Collect it here, after this module's tests, where its ResourceWarning is expected,
-    instead of in whichever later test the collector happens to run."""
+    the relay cut by going away: the socket is garbage once the test's gateway is stopped.
+    Collect it here, after each test of this module, where its ResourceWarning is
+    expected, instead of in whichever later test the collector happens to run."""
     yield
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
