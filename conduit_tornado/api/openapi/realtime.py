@@ -68,19 +68,19 @@ CALL_SCHEMAS: dict[str, Json] = {
 }
 
 PARAMS: dict[str, tuple[str, ...]] = {
-    "realtime.RealtimeSocketHandler": ("session_id",),
-    "realtime.RealtimeCallHangupHandler": ("call_id",),
+    "realtime_socket.RealtimeSocketHandler": ("session_id",),
+    "realtime_calls.RealtimeCallHangupHandler": ("call_id",),
 }
 
 OPS: dict[str, dict[str, Op]] = {
-    "realtime.RealtimeSessionsHandler": {
+    "realtime_secrets.RealtimeSessionsHandler": {
         "post": Op(
             "Create a realtime session and its one-use client secret.",
             ref("RealtimeSession"),
             body="RealtimeSessionRequest",
         )
     },
-    "realtime.RealtimeSocketHandler": {
+    "realtime_socket.RealtimeSocketHandler": {
         "get": Op(
             "The realtime WebSocket (upgrade only): with a virtual key and ?model=, at a "
             "session's URL with its client secret, or with ?call_id= as the sideband of a "
@@ -90,14 +90,14 @@ OPS: dict[str, dict[str, Op]] = {
             query=(q("model", STRING), q("call_id", STRING)),
         )
     },
-    "realtime.RealtimeClientSecretsHandler": {
+    "realtime_secrets.RealtimeClientSecretsHandler": {
         "post": Op(
             "Mint a single-use client secret for a browser's realtime session (GA).",
             ref("ClientSecret"),
             body="ClientSecretRequest",
         )
     },
-    "realtime.RealtimeCallsHandler": {
+    "realtime_calls.RealtimeCallsHandler": {
         "post": Op(
             "Start a WebRTC realtime call: the SDP offer (multipart sdp + session, or "
             "application/sdp with a client secret) in, the provider's SDP answer out "
@@ -110,7 +110,7 @@ OPS: dict[str, dict[str, Op]] = {
             also=(409,),
         )
     },
-    "realtime.RealtimeCallHangupHandler": {
+    "realtime_calls.RealtimeCallHangupHandler": {
         "post": Op("End a WebRTC realtime call this key made.", None, also=(409,))
     },
 }
