@@ -60,6 +60,16 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self.transcription = False  # a transcription session (intent=transcription)
         self.call: dict[str, Any] | None = None  # a WebRTC call's sideband (?call_id=)
         self._opened = False
+        self._refused: str | None = None  # the error code of a refused upgrade, for its span
+        traces = self.ctx.tracing  # None unless tracing is on: then this is all it costs
+        # One span for the whole session, from the upgrade request to the last frame.
+        self.trace = (
+            None
+            if traces is None
+            else traces.start_request(
+                "GET", self.request.path, self.request.headers, time.perf_counter()
+            )
+        )
 
     def _token(self) -> str | None:
         token = bearer_token(self) or self.get_query_argument("token", None)
@@ -74,6 +84,8 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
 
     async def prepare(self) -> None:
         self.refuse_loops()
+        if self.trace is not None:
+            self.trace.enter()  # the router's connect attempts become its children
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise ApiError(
                 400, "This endpoint only accepts WebSocket upgrades.", code="websocket_required"
@@ -122,6 +134,8 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                     raise ApiError(404, "No such realtime session.", code="session_not_found")
             self.session = session
             route = route_of(ctx, self.key, session["model"])
+        if self.trace is not None:
+            self.trace.model_request("realtime", route.name, {})  # never the session's text
         if not self.key.allows_ip(self.request.remote_ip or ""):
             raise ApiError(
                 403,
@@ -184,13 +198,16 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             )
         target = call_target(ctx, self.key, call)
         self.grant = await ctx.limiter.admit(self.key.doc, call["model"], None, 0)
+        limit = ctx.settings.realtime_max_message_bytes
+
+        async def connect(target: Target, t: Timeouts) -> RealtimeSocket:
+            return await target.adapter.realtime_sideband(call["upstream_call_id"], t, limit)
+
+        if self.trace is not None:
+            self.trace.model_request("realtime", call["model"], {})
+            connect = self.trace.attempts(connect)  # pinned to the call's provider: one try
         try:
-            t = call_timeouts(ctx)
-            self.upstream = await provider_call(
-                target.adapter.realtime_sideband(
-                    call["upstream_call_id"], t, ctx.settings.realtime_max_message_bytes
-                )
-            )
+            self.upstream = await provider_call(connect(target, call_timeouts(ctx)))
         except BaseException:
             await ctx.limiter.release(self.grant)
             self.grant = None
@@ -357,8 +374,45 @@ class RealtimeSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         if self.grant is not None:
             grant, self.grant = self.grant, None
             self.ctx.limiter.settle(grant, None, None)
-        if self.session is not None and self.meter is not None:
-            try:
-                await self.ctx.realtime.ended(self.session["_id"], dict(self.meter.totals))
-            except StoreUnavailable as exc:  # its responses are in the request logs anyway
-                log.warning("realtime session %s: end not recorded: %s", self.session["_id"], exc)
+        try:
+            if self.session is not None and self.meter is not None:
+                try:
+                    await self.ctx.realtime.ended(self.session["_id"], dict(self.meter.totals))
+                except StoreUnavailable as exc:  # its responses are in the request logs anyway
+                    log.warning(
+                        "realtime session %s: end not recorded: %s", self.session["_id"], exc
+                    )
+        finally:
+            self._end_span()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            self._refused = exc.code
+        super().write_error(status_code, **kwargs)
+
+    def on_finish(self) -> None:
+        # Tornado finishes the handshake's response too (101): the session goes on, and
+        # _finish ends its span. Any other status is a refused upgrade.
+        if self.get_status() != 101:
+            self._end_span()
+
+    def _end_span(self) -> None:
+        """The session's span ends with its accounting: the deployment that served it and
+        the tokens of every response.done (not their text, not the audio)."""
+        trace, self.trace = self.trace, None
+        if trace is None:
+            return
+        entry: dict[str, Any] = {"request_id": self.request_id, "error_code": self._refused}
+        if self.key is not None:
+            entry["key_id"] = self.key.id
+        if self.outcome is not None:
+            entry["provider"] = self.outcome.target.provider.name
+            entry["deployment"] = self.outcome.target.model
+            entry["attempts"] = self.outcome.attempts
+        if self.meter is not None:
+            totals = self.meter.totals
+            entry["prompt_tokens"] = totals["input_tokens"]
+            entry["completion_tokens"] = totals["output_tokens"]
+            entry["cost"] = totals["cost"]
+        trace.finish(self.get_status(), "realtime", entry, None)
