@@ -24,6 +24,7 @@ from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.otlp import CLIENT, SERVER, OtlpReceiver, ReceivedSpan
 from tests.fakes.providers import API_KEY
 from tests.fakes.realtime import USAGE, FakeRealtime
+from tests.test_tracing import traceparent
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,11 +59,6 @@ async def gateway_for(
         )
         created = await admin.create_key(name="rt-key")
     return gw, str(created["key"])
-
-
-def traceparent() -> tuple[str, str, str]:
-    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
 
 
 async def until(ws: ClientConnection, kind: str) -> None:
