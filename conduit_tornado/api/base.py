@@ -199,9 +199,11 @@ class BaseHandler(ApiResponses):
         super().__init_subclass__(**kwargs)
         cls.body_before_prepare = cls.data_received is BaseHandler.data_received
         # The route label of this handler's requests in the metrics (ProxyHandler: its
-        # endpoint): "module.Class", bounded by the route table.
-        route = cls.__module__.rsplit(".", 1)[-1] + "." + cls.__name__.removesuffix("Handler")
-        cls.metric_route = getattr(cls, "endpoint", "") or route
+        # endpoint): "module.Class", bounded by the route table; a class may name its own
+        # (to keep its label when it moves to another module).
+        if "metric_route" not in cls.__dict__:
+            route = cls.__module__.rsplit(".", 1)[-1] + "." + cls.__name__.removesuffix("Handler")
+            cls.metric_route = getattr(cls, "endpoint", "") or route
 
     # Tornado's RequestHandler.__init__, finish and flush, minus what these handlers never
     # use: the per-request template namespace (UI modules), ETag hashing, output transforms

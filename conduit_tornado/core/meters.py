@@ -223,22 +223,37 @@ class Level:
         self.child.set(self.n)
 
 
-class Observed:
-    """A histogram child's observations since the last sync, by bucket: ``add`` is one
-    bisect and three additions."""
+class Buckets:
+    """A histogram's observations as the hot path makes them: a count per bucket and their
+    sum; ``add`` is one bisect and two additions. Observed drains them into a
+    prometheus_client histogram at each sync; metering/metrics.py keeps them for one
+    gateway's /admin/v1/metrics."""
 
-    __slots__ = ("bounds", "child", "counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
-    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
-        self.child = child
+    def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.total = 0.0
-        _observed.append(self)
 
     def add(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1  # a bucket counts <= bound
         self.total += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+class Observed(Buckets):
+    """A histogram child's observations since the last sync."""
+
+    __slots__ = ("child",)
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        super().__init__(bounds)
+        self.child = child
+        _observed.append(self)
 
     def sync(self) -> None:
         counts = self.counts

@@ -45,6 +45,7 @@ OPERATIONS = {
     "audio.speech.stream": "generate_content",
     "audio.transcriptions": "generate_content",
     "audio.translations": "generate_content",
+    "realtime": "realtime",  # a realtime session: one span from the upgrade to its close
 }
 #: gen_ai.provider.name per provider type (the conventions' well-known values).
 PROVIDER_NAMES = {

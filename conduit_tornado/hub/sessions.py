@@ -1,32 +1,26 @@
 """Browser sessions of hub users, opened by the OAuth callback.
 
-Like the master-key sessions of ui/sessions.py (kept apart: those die with the master key,
-these with the user's hub token): a 256-bit id in an HttpOnly cookie, only its SHA-256 in
-the store; the user's hub OAuth token beside it sealed with the gateway's secret key (a
-read of the store alone gives neither a cookie nor a token); a CSRF token derived from the
-id, required in a header on state-changing calls.
+The mechanism of the web UI's master-key sessions (ui/stored_sessions.py: a 256-bit id in an
+HttpOnly cookie, only its SHA-256 in the store, a CSRF token derived from the id, required
+in a header on state-changing calls), in a collection of their own: those die with the
+master key, these with the user's hub token, kept beside the session sealed with the
+gateway's secret key (a read of the store alone gives neither a cookie nor a token).
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import tornado.web
 
 from conduit_tornado.context import Context
-from conduit_tornado.core.security import CredentialError, hash_key, hashes_match
+from conduit_tornado.core.security import CredentialError
+from conduit_tornado.ui import stored_sessions
+from conduit_tornado.ui.stored_sessions import CSRF_HEADER, StoredSessions
 
 COLLECTION = "hub_sessions"
 COOKIE = "conduit_hub_session"
-CSRF_HEADER = "X-Conduit-CSRF"  # the header the web UI sends for its own sessions too
-_SESSION_ID_CHARS = 43  # secrets.token_urlsafe(32)
-
-
-def csrf_token(session_id: str) -> str:
-    return hashlib.sha256(b"conduit-hub-csrf:" + session_id.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,60 +31,39 @@ class HubSession:
     csrf: str
 
 
-class HubSessions:
+class HubSessions(StoredSessions):
     def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
+        super().__init__(ctx, COLLECTION, b"conduit-hub-csrf:")
 
     async def open(self, user: str, hub_token: str) -> tuple[str, HubSession]:
-        ctx = self._ctx
-        session_id = secrets.token_urlsafe(32)
-        now = ctx.clock.now()
-        expires = now + timedelta(hours=ctx.settings.ui_session_hours)
-        id_hash = hash_key(session_id)
-        await ctx.store.insert(
-            COLLECTION,
-            {
-                "_id": id_hash,
-                "user": user,
-                "token": ctx.box.encrypt(hub_token),
-                "created_at": now,
-                "expires_at": expires,
-            },
+        session_id, id_hash, expires = await self.insert(
+            {"user": user, "token": self._ctx.box.encrypt(hub_token)}
         )
-        # A few expired sessions go at each sign-in: the collection stays small without a task.
-        for doc in await ctx.store.find(COLLECTION, {"expires_at": {"$lt": now}}, limit=50):
-            await ctx.store.delete(COLLECTION, doc["_id"])
-        return session_id, HubSession(id_hash, user, expires, csrf_token(session_id))
+        return session_id, HubSession(id_hash, user, expires, self.csrf_token(session_id))
 
     async def of_request(
         self, handler: tornado.web.RequestHandler
     ) -> tuple[HubSession, str] | None:
         """The live session named by the request's cookie, and the user's hub token."""
         session_id = handler.get_cookie(COOKIE)
-        if not session_id or len(session_id) != _SESSION_ID_CHARS:
+        found = await self.live(session_id) if session_id else None
+        if found is None or not session_id:
             return None
-        ctx = self._ctx
-        id_hash = hash_key(session_id)
-        doc = await ctx.store.get(COLLECTION, id_hash)
-        if doc is None:
-            return None
-        expires: datetime = doc["expires_at"]
-        now = ctx.clock.now()
-        if expires.tzinfo is None:  # stores that drop the zone keep UTC
-            expires = expires.replace(tzinfo=now.tzinfo)
+        doc, expires = found
         try:
-            token = ctx.box.decrypt(str(doc["token"]))
+            token = self._ctx.box.decrypt(str(doc["token"]))
         except CredentialError:  # sealed under another secret key: sign in again
-            token = None
-        if expires <= now or token is None:
-            await ctx.store.delete(COLLECTION, id_hash)
+            await self.remove(doc["_id"])
             return None
-        session = HubSession(id_hash, str(doc["user"]), expires, csrf_token(session_id))
+        session = HubSession(doc["_id"], str(doc["user"]), expires, self.csrf_token(session_id))
         return session, token
 
     @staticmethod
     def csrf_matches(session: HubSession, given: str) -> bool:
-        return len(given) == len(session.csrf) and hashes_match(given, session.csrf)
+        return stored_sessions.csrf_matches(session.csrf, given)
 
     async def close(self, session: HubSession) -> None:
-        await self._ctx.store.delete(COLLECTION, session.id_hash)
+        await self.remove(session.id_hash)
+
+
+__all__ = ["COLLECTION", "COOKIE", "CSRF_HEADER", "HubSession", "HubSessions"]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from conduit_tornado.core import via
+from conduit_tornado.core import tracing, via
 
 from .upstream import (
     ProviderError,
@@ -72,6 +72,9 @@ async def connect_ws(
     upstream: Upstream, pool: str, url: str, headers: dict[str, str], t: Timeouts, max_message: int
 ) -> AiohttpSocket:
     sent = {**headers, "Via": via.outgoing()}
+    carried = tracing.outgoing.get()  # traceparent of the connect attempt's span, when tracing
+    if carried:
+        sent.update(carried)
     check_headers(sent)
     session = upstream.session(pool)
     try:

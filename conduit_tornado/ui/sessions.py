@@ -1,41 +1,31 @@
 """Web UI sign-in: sessions kept in the store, and a brake on repeated failed sign-ins.
 
-A session id is 256 random bits handed to the browser in an HttpOnly cookie; the store
-keeps only its SHA-256 (so a read of the store gives no usable cookie) together with the
-hash of the master key it was opened with. When the gateway starts with another master key
-every session opened with the old one stops working: rotating the master key signs
-everyone out. Sessions live in the store, so every gateway instance sharing it accepts them.
+A session (ui/stored_sessions.py: a random id in an HttpOnly cookie, only its hash stored,
+a CSRF token derived from it) is kept together with the hash of the master key it was
+opened with. When the gateway starts with another master key every session opened with the
+old one stops working: rotating the master key signs everyone out.
 
-State-changing calls also need a second token in a header: a page on another origin can
-make the browser send the cookie (SameSite=Strict already stops most of that), but cannot
-read the token, which only a page of ours gets from /ui/api/session. The token is derived
-from the session id, so nothing more is stored.
+State-changing calls need the CSRF token in a header (SameSite=Strict already stops most
+forgeries); only a page of ours gets it, from /ui/api/session.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import tornado.web
 
-from conduit_tornado.core.security import hash_key, hashes_match
-from conduit_tornado.store import Store
+from conduit_tornado.core.security import hashes_match
+
+from .stored_sessions import CSRF_HEADER, StoredSessions, csrf_matches
 
 COLLECTION = "ui_sessions"
 COOKIE = "conduit_ui_session"
-CSRF_HEADER = "X-Conduit-CSRF"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_SESSION_ID_CHARS = 43  # secrets.token_urlsafe(32)
-
-
-def csrf_token(session_id: str) -> str:
-    return hashlib.sha256(b"conduit-ui-csrf:" + session_id.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,69 +35,34 @@ class Session:
     csrf: str
 
 
-class UiSessions:
+class UiSessions(StoredSessions):
     """Opens, checks and ends sessions. ``context`` is the gateway's Context (duck-typed:
     the store, the clock, the settings and the current master key's hash)."""
 
     def __init__(self, context: Any) -> None:
-        self._ctx = context
+        super().__init__(context, COLLECTION, b"conduit-ui-csrf:")
         self.throttle = LoginThrottle()
-
-    @property
-    def _store(self) -> Store:
-        store: Store = self._ctx.store
-        return store
-
-    def _now(self) -> datetime:
-        now: datetime = self._ctx.clock.now()
-        return now
 
     async def open(self, user_agent: str) -> tuple[str, Session]:
         """A new session for whoever presented the master key; returns the cookie value."""
-        session_id = secrets.token_urlsafe(32)
-        now = self._now()
-        expires = now + timedelta(hours=self._ctx.settings.ui_session_hours)
-        id_hash = hash_key(session_id)
-        await self._store.insert(
-            COLLECTION,
-            {
-                "_id": id_hash,
-                "master": self._ctx.master_key_hash,
-                "created_at": now,
-                "expires_at": expires,
-                "user_agent": user_agent[:200],
-            },
+        session_id, id_hash, expires = await self.insert(
+            {"master": self._ctx.master_key_hash, "user_agent": user_agent[:200]}
         )
-        await self._sweep(now)
-        return session_id, Session(id_hash, expires, csrf_token(session_id))
+        return session_id, Session(id_hash, expires, self.csrf_token(session_id))
 
     async def find(self, session_id: str | None) -> Session | None:
-        if not session_id or len(session_id) != _SESSION_ID_CHARS:
+        found = await self.live(session_id) if session_id else None
+        if found is None or not session_id:
             return None
-        id_hash = hash_key(session_id)
-        doc = await self._store.get(COLLECTION, id_hash)
-        if doc is None:
-            return None
+        doc, expires = found
         master = self._ctx.master_key_hash
         if not master or not hashes_match(str(doc.get("master", "")), master):
-            await self._store.delete(COLLECTION, id_hash)  # opened with a former master key
+            await self.remove(doc["_id"])  # opened with a former master key
             return None
-        expires: datetime = doc["expires_at"]
-        if expires.tzinfo is None:  # stores that drop the zone keep UTC
-            expires = expires.replace(tzinfo=self._now().tzinfo)
-        if expires <= self._now():
-            await self._store.delete(COLLECTION, id_hash)
-            return None
-        return Session(id_hash, expires, csrf_token(session_id))
+        return Session(doc["_id"], expires, self.csrf_token(session_id))
 
     async def close(self, session: Session) -> None:
-        await self._store.delete(COLLECTION, session.id_hash)
-
-    async def _sweep(self, now: datetime) -> None:
-        """Remove a few expired sessions at each sign-in, so the collection stays small
-        without a background task."""
-        for doc in await self._store.find(COLLECTION, {"expires_at": {"$lt": now}}, limit=50):
-            await self._store.delete(COLLECTION, doc["_id"])
+        await self.remove(session.id_hash)
 
     async def of_request(self, handler: tornado.web.RequestHandler) -> Session | None:
         return await self.find(handler.get_cookie(COOKIE))
@@ -120,8 +75,7 @@ class UiSessions:
             return False
         if handler.request.method in _SAFE_METHODS:
             return True
-        given = handler.request.headers.get(CSRF_HEADER, "")
-        return len(given) == len(session.csrf) and hashes_match(given, session.csrf)
+        return csrf_matches(session.csrf, handler.request.headers.get(CSRF_HEADER, ""))
 
 
 class LoginThrottle:
@@ -157,3 +111,6 @@ class LoginThrottle:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+__all__ = ["COLLECTION", "COOKIE", "CSRF_HEADER", "LoginThrottle", "Session", "UiSessions"]
