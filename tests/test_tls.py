@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,7 @@ from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import API_KEY, FakeProviders
 from tests.fakes.realtime import FakeRealtime
 from tests.fakes.tls import Pki, make_pki
-from tests.served import ROOT, Served
+from tests.served import Served, serve_fails
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "hi"}]
@@ -173,16 +170,8 @@ async def test_tls_settings_must_be_complete_and_usable(pki: Pki, tmp_path: Path
         with pytest.raises(TlsSettingsError, match=message):
             server_context(Settings(**fields))
     assert server_context(Settings()) is None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env["CONDUIT_STORE"] = "memory"
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "conduit_tornado", "serve", "--tls-cert", str(pki.server_cert)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = await serve_fails(
+        tmp_path, "--tls-cert", str(pki.server_cert), env={"CONDUIT_STORE": "memory"}
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: CONDUIT_TLS_CERT is set without CONDUIT_TLS_KEY")
@@ -192,13 +181,13 @@ async def test_tls_settings_must_be_complete_and_usable(pki: Pki, tmp_path: Path
 async def test_https_served_by_two_workers(tmp_path: Path, pki: Pki, fake: FakeProviders) -> None:
     served = await Served.start(
         tmp_path,
-        fake.url,
         "--workers",
         "2",
         "--tls-cert",
         str(pki.server_cert),
         "--tls-key",
         str(pki.server_key),
+        fake_url=fake.url,
     )
     try:
         assert served.url.startswith("https://")
