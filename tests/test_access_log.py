@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import pytest_asyncio
 
 from conduit_tornado import AdminClient
 from conduit_tornado.core.scrub import remember, scrub
@@ -26,14 +24,6 @@ from tests.proxy_setup import WiredFactory, wire
 from tests.served import Served
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[OtlpReceiver]:
-    r = OtlpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 async def test_json_access_lines_parse_and_carry_the_fields(

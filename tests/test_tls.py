@@ -38,14 +38,6 @@ def trusting(pki: Pki) -> ssl.SSLContext:
 
 
 @pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeProviders]:
-    provider = FakeProviders()
-    await provider.start()
-    yield provider
-    await provider.stop()
-
-
-@pytest_asyncio.fixture
 async def realtime() -> AsyncIterator[FakeRealtime]:
     peer = FakeRealtime()
     await peer.start()

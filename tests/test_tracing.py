@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
 import pytest
-import pytest_asyncio
 
 from conduit_tornado import AdminClient
 from tests.conftest import MASTER_KEY
@@ -25,14 +23,6 @@ from tests.proxy_setup import Wired, WiredFactory, wire
 from tests.served import Served
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[OtlpReceiver]:
-    r = OtlpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 def traceparent() -> tuple[str, str, str]:

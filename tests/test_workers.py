@@ -28,14 +28,6 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeProviders]:
-    provider = FakeProviders()
-    await provider.start()
-    yield provider
-    await provider.stop()
-
-
-@pytest_asyncio.fixture
 async def two(tmp_path: Path, fake: FakeProviders) -> AsyncIterator[Served]:
     served = await Served.start(tmp_path, "--workers", "2", fake_url=fake.url)
     yield served
