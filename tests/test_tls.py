@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,6 @@ def trusting(pki: Pki) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(pki.ca))
 
 
-@pytest_asyncio.fixture
-async def realtime() -> AsyncIterator[FakeRealtime]:
-    peer = FakeRealtime()
-    await peer.start()
-    yield peer
-    await peer.stop()
-
-
 @dataclass
 class Env:
     gw: Gateway
@@ -58,7 +49,7 @@ async def env(
     start_gateway: GatewayFactory,
     pki: Pki,
     fake: FakeProviders,
-    realtime: FakeRealtime,
+    fake_realtime: FakeRealtime,
 ) -> Env:
     gw = await start_gateway(
         tls_cert=pki.server_cert, tls_key=pki.server_key, http_server=request.param
@@ -83,7 +74,7 @@ async def env(
             "/providers",
             name="rt-up",
             type="openai",
-            base_url=realtime.url + "/v1",
+            base_url=fake_realtime.url + "/v1",
             api_key=API_KEY,
         )
         await post("/models", name="m", deployments=[{"provider": "up", "model": "gpt-4o-mini"}])
@@ -115,7 +106,7 @@ async def test_chat_completions_over_https_with_the_openai_sdk(env: Env) -> None
             await untrusting.chat.completions.create(model="m", messages=HI)
 
 
-async def test_realtime_websocket_over_wss(env: Env, realtime: FakeRealtime) -> None:
+async def test_realtime_websocket_over_wss(env: Env, fake_realtime: FakeRealtime) -> None:
     async with httpx.AsyncClient(base_url=env.gw.url, verify=env.ca) as http:
         r = await http.post(
             "/v1/realtime/sessions",
@@ -147,8 +138,10 @@ async def test_realtime_websocket_over_wss(env: Env, realtime: FakeRealtime) -> 
         await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
         await ws.send(json.dumps({"type": "response.create"}))
         assert (await until("response.done"))[-1] == "response.done"
-    assert realtime.conns[0].query["model"] == "gpt-realtime"
-    appended = [e for e in realtime.conns[0].events if e["type"] == "input_audio_buffer.append"]
+    assert fake_realtime.conns[0].query["model"] == "gpt-realtime"
+    appended = [
+        e for e in fake_realtime.conns[0].events if e["type"] == "input_audio_buffer.append"
+    ]
     assert appended[0]["audio"] == audio
 
 
