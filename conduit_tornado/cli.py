@@ -154,12 +154,14 @@ async def _serve(
     """Serve until SIGTERM or SIGINT: alone, or as a worker of a supervisor (which passes
     the listening sockets and its channel's descriptor)."""
     gateway = Gateway(settings)
-    await gateway.start(workers.inherited_sockets(listen_fds) if listen_fds else None)
-    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before start: whoever reads "listening on" may signal at once, and must get a graceful
+    # stop (and the generated master key printed right after that line), not a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await gateway.start(workers.inherited_sockets(listen_fds) if listen_fds else None)
+    tune_gc()
     if channel is not None:
         supervisor = workers.WorkerChannel(channel)
         supervisor.watch(stop.set)

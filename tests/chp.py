@@ -13,14 +13,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.npm_pinned import ProvisionError
+
 PINNED = Path(__file__).resolve().parent / "chp"
 CACHE = Path(
     os.environ.get("CONDUIT_CHP_DIR", Path(__file__).resolve().parent.parent / ".cache" / "chp")
 )
-
-
-class ProvisionError(RuntimeError):
-    pass
 
 
 def _lock() -> bytes:

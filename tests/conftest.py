@@ -396,7 +396,12 @@ async def admin(gateway: Gateway) -> AsyncIterator[AdminClient]:
         yield client
 
 
-pytest_plugins = ["tests.proxy_setup", "pytest_jupyter.jupyter_server", "pytester"]
+pytest_plugins = [
+    "tests.proxy_setup",
+    "tests.realtime_setup",
+    "pytest_jupyter.jupyter_server",
+    "pytester",
+]
 
 
 async def clear_of_minute_end(needed: float = 3.0) -> None:

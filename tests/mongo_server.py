@@ -7,14 +7,12 @@ it on a free port for the test session. See DESIGN.md for what it gets right and
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
-import tarfile
-import tempfile
 import time
 from pathlib import Path
+
+from tests.npm_pinned import ProvisionError, pinned_file
 
 PACKAGE = "@jongodb/memory-server-bin-linux-x64-gnu"
 VERSION = "0.1.6"
@@ -26,56 +24,20 @@ CACHE = Path(
 )
 
 
-class ProvisionError(RuntimeError):
-    pass
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def jongodb_binary() -> Path:
     """Return the verified binary, fetching it once into the cache folder."""
-    binary = CACHE / VERSION / "jongodb"
-    if binary.exists() and _sha256(binary) == SHA256:
-        return binary
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ProvisionError(
+    return pinned_file(
+        PACKAGE,
+        VERSION,
+        "bin/jongodb",
+        SHA256,
+        CACHE / VERSION / "jongodb",
+        mode=0o755,
+        unavailable=(
             "No test MongoDB: set CONDUIT_TEST_MONGODB_URI to a mongod, or install npm so the "
             f"tests can fetch {PACKAGE}@{VERSION}."
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            [npm, "pack", f"{PACKAGE}@{VERSION}", "--silent"],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        tarballs = list(Path(tmp).glob("*.tgz"))
-        if result.returncode != 0 or not tarballs:
-            raise ProvisionError(
-                f"npm pack {PACKAGE}@{VERSION} failed: {result.stderr.strip()[-500:]}"
-            )
-        with tarfile.open(tarballs[0]) as tar:
-            member = tar.getmember("package/bin/jongodb")
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            binary.parent.mkdir(parents=True, exist_ok=True)
-            partial = binary.with_suffix(".part")
-            partial.write_bytes(extracted.read())
-    if _sha256(partial) != SHA256:
-        partial.unlink()
-        raise ProvisionError(f"{PACKAGE}@{VERSION}: binary sha256 does not match the pinned one")
-    partial.chmod(0o755)
-    partial.replace(binary)
-    return binary
+        ),
+    )
 
 
 class JongoServer:

@@ -14,6 +14,7 @@ import pytest_asyncio
 from conduit_tornado import AdminClient, Gateway
 from conduit_tornado.store import Store
 from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.fakes.otlp import OtlpReceiver
 from tests.fakes.providers import API_KEY, FakeProviders
 
 # virtual model -> (provider, deployment model)
@@ -88,6 +89,15 @@ async def fake() -> AsyncIterator[FakeProviders]:
     await f.start()
     yield f
     await f.stop()
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[OtlpReceiver]:
+    """An OTLP/HTTP receiver on loopback, for the spans a gateway exports."""
+    r = OtlpReceiver()
+    await r.start()
+    yield r
+    await r.stop()
 
 
 WiredFactory = Callable[..., Awaitable[Wired]]

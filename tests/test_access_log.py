@@ -4,81 +4,42 @@ virtual key and a provider key put everywhere a client or a provider could put t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import secrets
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import pytest_asyncio
 
 from conduit_tornado import AdminClient
 from conduit_tornado.core.scrub import remember, scrub
 from conduit_tornado.metering.access_log import JsonFormatter, TextFormatter
-from tests.conftest import MASTER_KEY, free_port
+from tests.conftest import MASTER_KEY
 from tests.fakes.base import PROMPT_TOKENS
 from tests.fakes.otlp import OtlpReceiver
 from tests.fakes.providers import API_KEY, FakeProviders
 from tests.proxy_setup import WiredFactory, wire
+from tests.served import Served
 
 pytestmark = pytest.mark.asyncio
 
 
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[OtlpReceiver]:
-    r = OtlpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-class _Started:
-    """What proxy_setup.wire needs of a gateway: its URL."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-
 async def test_json_access_lines_parse_and_carry_the_fields(
-    fake: FakeProviders, receiver: OtlpReceiver
+    fake: FakeProviders, receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUIT_", "OTEL_"))}
-    env.update(
-        CONDUIT_MASTER_KEY=MASTER_KEY,
-        CONDUIT_STORE="memory",
-        CONDUIT_LOG_FORMAT="json",
-        CONDUIT_OTEL_ENDPOINT=receiver.url,
-    )
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "conduit_tornado",
-        "serve",
-        "--port",
-        str(port),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    lines: list[str] = []
+    env = {
+        "CONDUIT_STORE": "memory",
+        "CONDUIT_LOG_FORMAT": "json",
+        "CONDUIT_OTEL_ENDPOINT": receiver.url,
+    }
+    served = await Served.start(tmp_path, env=env)
+    url = served.url
     try:
-        assert proc.stderr is not None
-        while b"listening on" not in (line := await asyncio.wait_for(proc.stderr.readline(), 60)):
-            assert line, "serve exited before listening"
-            lines.append(line.decode())
-        lines.append(line.decode())
-        url = f"http://127.0.0.1:{port}"
         trace_id = secrets.token_hex(16)
         async with AdminClient(url, MASTER_KEY) as admin:
-            w = await wire(_Started(url), fake, admin)  # type: ignore[arg-type]
+            w = await wire(served, fake, admin)  # type: ignore[arg-type]
             prefix = (await admin.get_key(w.key_id))["prefix"]
             async with httpx2.AsyncClient(base_url=url) as http:
                 ok = await http.post(
@@ -92,10 +53,8 @@ async def test_json_access_lines_parse_and_carry_the_fields(
                 refused = await http.get("/v1/models", headers={"Authorization": "Bearer nope"})
         assert ok.status_code == 200 and refused.status_code == 401
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, rest = await asyncio.wait_for(proc.communicate(), 30)
-    lines.extend(rest.decode().splitlines())
-    records = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
+        await served.stop()
+    records = [json.loads(line) for line in served.lines if line.strip()]  # every line is JSON
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     access = [r for r in records if r["logger"] == "conduit.access"]
     (line,) = [r for r in access if r.get("request_id") == ok.headers["x-request-id"]]

@@ -7,20 +7,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
 import pytest
 from playwright.async_api import async_playwright
 
 from conduit_tornado.store import MongoStore
 from tests.conftest import free_port
+from tests.lab import jupyterlab
 
 pytestmark = pytest.mark.asyncio
 CHROMIUM = "/usr/bin/chromium"
@@ -54,51 +50,14 @@ def lab(tmp_path: Path, mongo_uri: str) -> Iterator[Lab]:
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     it = Lab(free_port(), "browser-test-token", "t_browser_" + os.urandom(4).hex())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(
-        {
-            "CONDUIT_MONGODB_URI": mongo_uri,
-            "CONDUIT_MONGODB_DATABASE": it.database,
-            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-            "HOME": str(tmp_path),
-        }
-    )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            f"--port={it.port}",
-            "--ip=127.0.0.1",
-            f"--IdentityProvider.token={it.token}",
-            f"--ServerApp.root_dir={root}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            try:
-                if (
-                    httpx2.get(
-                        f"http://127.0.0.1:{it.port}/api/status?token={it.token}"
-                    ).status_code
-                    == 200
-                ):
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.1)
+    env = {
+        "CONDUIT_MONGODB_URI": mongo_uri,
+        "CONDUIT_MONGODB_DATABASE": it.database,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "HOME": str(tmp_path),
+    }
+    with jupyterlab(it.port, it.token, root, env):
         yield it
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.timeout(300)

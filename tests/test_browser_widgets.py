@@ -6,21 +6,16 @@ screenshots/jupyter/ (kept out of git by .gitignore) for a person to look at."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import nbformat
 import pytest
 from playwright.async_api import Locator, Page, async_playwright
 
 from tests.conftest import free_port
+from tests.lab import jupyterlab
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.asyncio
@@ -111,46 +106,13 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
         (settings / folder).mkdir(parents=True, exist_ok=True)
         (settings / folder / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(
-        {
-            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
-            "HOME": str(tmp_path),
-        }
-    )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            f"--port={port}",
-            "--ip=127.0.0.1",
-            f"--IdentityProvider.token={TOKEN}",
-            f"--ServerApp.root_dir={root}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(600):
-            try:
-                url = f"http://127.0.0.1:{port}/api/status?token={TOKEN}"
-                if httpx2.get(url).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.1)
+    env = {
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+        "HOME": str(tmp_path),
+    }
+    with jupyterlab(port, TOKEN, root, env):
         yield port
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def text_input(page: Page, label: str) -> Locator:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +13,8 @@ import pytest
 
 from conduit_tornado import Gateway, Settings
 from conduit_tornado.cli import main
-from tests.conftest import MASTER_KEY, GatewayFactory, free_port
+from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.served import Served, serve_fails
 
 pytestmark = pytest.mark.asyncio
 
@@ -74,21 +71,16 @@ async def test_cli_errors_are_clear(
     assert "cannot reach" in capsys.readouterr()[1]
 
 
-async def test_serve_without_its_store_exits_with_a_clear_error() -> None:
+async def test_serve_without_its_store_exits_with_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # nothing listens here once this socket is closed
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(CONDUIT_MONGODB_URI=f"mongodb://127.0.0.1:{closed}/", CONDUIT_MONGODB_TIMEOUT="0.5")
+    env = {
+        "CONDUIT_MONGODB_URI": f"mongodb://127.0.0.1:{closed}/",
+        "CONDUIT_MONGODB_TIMEOUT": "0.5",
+    }
     started = time.monotonic()
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "conduit_tornado", "serve", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = await serve_fails(tmp_path, env=env)
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot reach the store at start-up: MongoDB:")
     assert "Traceback" not in done.stderr
@@ -125,30 +117,10 @@ async def test_admin_reset_master_key_replaces_the_stored_one(
 
 
 async def test_serve_says_which_store_it_uses(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(CONDUIT_DATA_DIR=str(tmp_path), CONDUIT_MASTER_KEY=MASTER_KEY)
     for extra, expected in (
         ((), f"(store: local file {tmp_path / 'conduit.sqlite3'})"),
         (("--store", "memory"), "(store: memory (not persisted))"),
     ):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "conduit_tornado",
-            "serve",
-            "--port",
-            str(free_port()),
-            *extra,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stderr is not None
-        seen: list[str] = []
-        while not any("listening on" in line for line in seen):
-            line = await asyncio.wait_for(proc.stderr.readline(), 60)
-            assert line, "serve exited before listening"
-            seen.append(line.decode())
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
-        assert expected in seen[-1]
+        served = await Served.start(tmp_path, *extra, env={"CONDUIT_DATA_DIR": str(tmp_path)})
+        await served.stop()
+        assert expected in next(line for line in served.lines if "listening on" in line)

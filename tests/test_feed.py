@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -26,41 +23,14 @@ from conduit_tornado.core.schemas import GroupCreate, GroupUpdate
 from conduit_tornado.gateway import reset_master_key
 from conduit_tornado.store import SETTLED, SQLiteStore, Store
 from conduit_tornado.store.changes import CATALOG, GROUPS, KEYS, ChangeFeed
-from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory, free_port
+from tests.conftest import MASTER_KEY, FakeClock, GatewayFactory
+from tests.served import Served, mock_config
 from tests.store_faults import AnswersLost
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
 APPLIED = "conduit_config_changes_applied_total"
 CONVERGE = 2.0  # seconds: the issue's bound for an admin change to reach every instance
-
-
-async def _serve(port: int, env: dict[str, str], config: Path) -> asyncio.subprocess.Process:
-    """`conduit-tornado serve` in a process of its own, once it answers /health/ready."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "conduit_tornado",
-        "serve",
-        "--port",
-        str(port),
-        "--config",
-        str(config),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    async with httpx2.AsyncClient() as http:
-        for _ in range(400):
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200:
-                    return proc
-            except httpx2.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    proc.kill()
-    await proc.wait()
-    raise AssertionError("gateway process did not start")
 
 
 async def _until(check: Callable[[], Awaitable[bool]], deadline: float) -> bool:
@@ -77,24 +47,17 @@ async def _until(check: Callable[[], Awaitable[bool]], deadline: float) -> bool:
 async def test_two_processes_converge_after_admin_changes(
     shared: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    config = tmp_path / "gw.yaml"
-    config.write_text(
-        "providers: [{name: mock, type: mock}]\n"
-        "models: [{name: m, deployments: [{provider: mock, model: first}]}]\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update({"CONDUIT_MASTER_KEY": MASTER_KEY, "CONDUIT_SECRET_KEY": "test-secret"})
+    config = mock_config("first")
+    env = {"CONDUIT_SECRET_KEY": "test-secret"}
     # The caches' own expiry is far beyond the bound: only the feed can meet it.
     env.update({"CONDUIT_KEY_CACHE_TTL": "60", "CONDUIT_CATALOG_REFRESH": "60"})
     if shared == "mongodb":
         env["CONDUIT_MONGODB_URI"] = request.getfixturevalue("mongo_uri")
         env["CONDUIT_MONGODB_DATABASE"] = "t_feed_" + os.urandom(4).hex()
-    else:  # one file, as the workers of `serve --workers N` share it
+    else:  # one file (both in tmp_path's data directory), as `serve --workers N` share it
         env["CONDUIT_STORE"] = "local"
-        env["CONDUIT_DATA_DIR"] = str(tmp_path / "shared")
-    ports = [free_port(), free_port()]
-    procs = [await _serve(port, env, config) for port in ports]
-    one, other = (f"http://127.0.0.1:{port}" for port in ports)
+    served = [await Served.start(tmp_path, config=config, env=env) for _ in range(2)]
+    one, other = (instance.url for instance in served)
     admin_headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     try:
         async with AdminClient(one, MASTER_KEY) as admin, httpx2.AsyncClient(timeout=30) as http:
@@ -138,10 +101,8 @@ async def test_two_processes_converge_after_admin_changes(
             answer = await ask()
             assert answer.json()["error"]["code"] == "invalid_api_key"
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await asyncio.wait_for(proc.wait(), 30)
+        for instance in served:
+            await instance.stop()
 
 
 async def test_the_feed_drops_one_entry_or_everything(store: Store, store_kind: str) -> None:

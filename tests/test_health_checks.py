@@ -5,6 +5,7 @@ API, the UI's health data and the Prometheus gauges, with no secret in the error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -59,26 +60,34 @@ class Setup:
         )
 
 
+PREFERRED = [
+    {"provider": "pa", "model": "x", "priority": 0},  # preferred while it is healthy
+    {"provider": "pb", "model": "y", "priority": 1},
+]
+
+
+@contextlib.asynccontextmanager
 async def _setup(
-    start_gateway: GatewayFactory, sick: FakeProviders, well: FakeProviders, **settings: Any
-) -> tuple[Setup, AdminClient]:
+    start_gateway: GatewayFactory,
+    sick: FakeProviders,
+    well: FakeProviders,
+    deployments: list[dict[str, Any]] = PREFERRED,
+    **settings: Any,
+) -> AsyncIterator[Setup]:
+    """Model "m" on deployment x of provider "pa" (the sick fake) and y of "pb" (the well
+    one), and a key."""
     gw = await start_gateway(retry_backoff=0.01, **settings)
-    admin = AdminClient(gw.url, MASTER_KEY)
-    await admin.create_provider(
-        name="pa", type="openai", base_url=sick.url + "/v1", api_key=API_KEY
-    )
-    await admin.create_provider(
-        name="pb", type="openai", base_url=well.url + "/v1", api_key=API_KEY
-    )
-    await admin.create_model(
-        name="m",
-        deployments=[
-            {"provider": "pa", "model": "x", "priority": 0},  # preferred while it is healthy
-            {"provider": "pb", "model": "y", "priority": 1},
-        ],
-    )
-    key = (await admin.create_key(name="health"))["key"]
-    return Setup(gw, key, httpx2.AsyncClient(base_url=gw.url, timeout=30)), admin
+    async with (
+        AdminClient(gw.url, MASTER_KEY) as admin,
+        httpx2.AsyncClient(base_url=gw.url, timeout=30) as http,
+    ):
+        for name, fake in (("pa", sick), ("pb", well)):
+            await admin.create_provider(
+                name=name, type="openai", base_url=fake.url + "/v1", api_key=API_KEY
+            )
+        await admin.create_model(name="m", deployments=deployments)
+        key = (await admin.create_key(name="health"))["key"]
+        yield Setup(gw, key, http)
 
 
 def _gauge(name: str, provider: str, deployment: str) -> float | None:
@@ -89,8 +98,7 @@ async def test_an_unhealthy_deployment_is_tried_last_until_it_recovers(
     start_gateway: GatewayFactory, fakes: tuple[FakeProviders, FakeProviders]
 ) -> None:
     sick, well = fakes
-    s, admin = await _setup(start_gateway, sick, well, health_check_interval=0.2)
-    try:
+    async with _setup(start_gateway, sick, well, health_check_interval=0.2) as s:
 
         async def checked_healthy() -> bool:
             d = (await s.deployments())["pa/x"]
@@ -129,17 +137,13 @@ async def test_an_unhealthy_deployment_is_tried_last_until_it_recovers(
         await _until(checked_healthy)
         assert (await s.chat()).headers["x-conduit-provider"] == "pa"
         assert _gauge("conduit_deployment_healthy", "pa", "x") == 1
-    finally:
-        await s.http.aclose()
-        await admin.aclose()
 
 
 async def test_an_unhealthy_deployment_still_serves_when_it_is_the_only_one(
     start_gateway: GatewayFactory, fakes: tuple[FakeProviders, FakeProviders]
 ) -> None:
     sick, well = fakes
-    s, admin = await _setup(start_gateway, sick, well, health_check_interval=0.2)
-    try:
+    async with _setup(start_gateway, sick, well, health_check_interval=0.2) as s:
         for _ in range(200):
             sick.then(status=503, for_model=LIST)
 
@@ -152,17 +156,13 @@ async def test_an_unhealthy_deployment_still_serves_when_it_is_the_only_one(
         assert changed.status_code == 200
         answer = await s.chat()  # tried last, but it is all there is
         assert answer.status_code == 200 and answer.headers["x-conduit-provider"] == "pa"
-    finally:
-        await s.http.aclose()
-        await admin.aclose()
 
 
 async def test_cooldowns_and_opt_outs_are_shown(
     start_gateway: GatewayFactory, fakes: tuple[FakeProviders, FakeProviders]
 ) -> None:
     sick, well = fakes
-    s, admin = await _setup(start_gateway, sick, well, cooldown_failures=1, cooldown_seconds=60)
-    try:
+    async with _setup(start_gateway, sick, well, cooldown_failures=1, cooldown_seconds=60) as s:
         shown = await s.deployments()
         assert shown["pa/x"]["health_check"] is False  # checks are off by default
         assert shown["pa/x"]["healthy"] is None and shown["pa/x"]["cooldown"] is False
@@ -191,41 +191,23 @@ async def test_cooldowns_and_opt_outs_are_shown(
 
         await _until(gauge_gone)
         assert "pa/x" not in await s.deployments()
-    finally:
-        await s.http.aclose()
-        await admin.aclose()
 
 
 async def test_a_deployment_can_opt_out_of_checks(
     start_gateway: GatewayFactory, fakes: tuple[FakeProviders, FakeProviders]
 ) -> None:
     sick, well = fakes
-    gw = await start_gateway(health_check_interval=0.2)
-    async with (
-        AdminClient(gw.url, MASTER_KEY) as admin,
-        httpx2.AsyncClient(base_url=gw.url) as http,
-    ):
-        await admin.create_provider(
-            name="pa", type="openai", base_url=sick.url + "/v1", api_key=API_KEY
-        )
-        await admin.create_provider(
-            name="pb", type="openai", base_url=well.url + "/v1", api_key=API_KEY
-        )
-        await admin.create_model(
-            name="m",
-            deployments=[
-                {"provider": "pa", "model": "x", "health_check": False},
-                {"provider": "pb", "model": "y"},
-            ],
-        )
+    opted_out = [
+        {"provider": "pa", "model": "x", "health_check": False},
+        {"provider": "pb", "model": "y"},
+    ]
+    async with _setup(start_gateway, sick, well, opted_out, health_check_interval=0.2) as s:
 
         async def well_checked() -> bool:
-            data = (await http.get("/admin/v1/health/deployments", headers=ADMIN)).json()["data"]
-            return any(d["provider"] == "pb" and d["healthy"] is True for d in data)
+            return (await s.deployments())["pb/y"]["healthy"] is True
 
         await _until(well_checked)
-        data = (await http.get("/admin/v1/health/deployments", headers=ADMIN)).json()["data"]
-        pa = next(d for d in data if d["provider"] == "pa")
+        pa = (await s.deployments())["pa/x"]
         assert pa["health_check"] is False and pa["healthy"] is None
         assert not [r for r in sick.requests if r.path == "/v1/models"]
 

@@ -34,9 +34,10 @@ from conduit_tornado.core.settings import Settings
 from conduit_tornado.hub import enabled
 from conduit_tornado.hub.policy import PolicyError, load_policy
 from conduit_tornado.server.application import GatewayApplication
-from tests.chp import ProvisionError, chp_command
+from tests.chp import chp_command
 from tests.conftest import MASTER_KEY, GatewayFactory, free_port
 from tests.fakes.providers import API_KEY, FakeProviders
+from tests.npm_pinned import ProvisionError
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,11 +7,7 @@ import hashlib
 import hmac
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -21,88 +17,32 @@ import pytest
 import tornado.httpserver
 import tornado.web
 
-from conduit_tornado import AdminClient, Settings
+from conduit_tornado import Settings
 from conduit_tornado.admission.budgets import Budget, Charge
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.metering.alerts import Alerts
 from conduit_tornado.store import Store
 from tests.conftest import MASTER_KEY, free_port
 from tests.proxy_setup import WiredFactory
+from tests.served import Served, mock_config, rpm_is_exact_across
 from tests.store_faults import Down
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Say hello"}]
 
 
-async def _serve(port: int, env: dict[str, str], config: Path) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "conduit_tornado",
-        "serve",
-        "--port",
-        str(port),
-        "--config",
-        str(config),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    async with httpx2.AsyncClient() as http:
-        for _ in range(300):
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200:
-                    return proc
-            except httpx2.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("gateway process did not start")
-
-
 async def test_rpm_is_exact_across_two_processes(mongo_uri: str, tmp_path: Path) -> None:
-    config = tmp_path / "gw.yaml"
-    config.write_text(
-        "providers: [{name: mock, type: mock}]\nmodels: [{name: m, deployments: [{provider: mock, model: x}]}]\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(
-        {
-            "CONDUIT_MONGODB_URI": mongo_uri,
-            "CONDUIT_MONGODB_DATABASE": "t_multi_" + os.urandom(4).hex(),
-            "CONDUIT_MASTER_KEY": MASTER_KEY,
-            "CONDUIT_SECRET_KEY": "test-secret",
-        }
-    )
-    ports = [free_port(), free_port()]
-    procs = [await _serve(port, env, config) for port in ports]
+    env = {
+        "CONDUIT_MONGODB_URI": mongo_uri,
+        "CONDUIT_MONGODB_DATABASE": "t_multi_" + os.urandom(4).hex(),
+        "CONDUIT_SECRET_KEY": "test-secret",
+    }
+    served = [await Served.start(tmp_path, config=mock_config(), env=env) for _ in range(2)]
     try:
-        async with AdminClient(f"http://127.0.0.1:{ports[0]}", MASTER_KEY) as admin:
-            key = (await admin.create_key(name="shared", rpm=50))["key"]
-        limits = httpx2.Limits(max_connections=200)
-        now = datetime.now(UTC)
-        second = now.second + now.microsecond / 1e6
-        if second > 45:  # these processes keep real time: a burst must not span two minutes
-            await asyncio.sleep(60.5 - second)
-        async with httpx2.AsyncClient(timeout=60, limits=limits) as http:
-            responses = await asyncio.gather(
-                *(
-                    http.post(
-                        f"http://127.0.0.1:{ports[i % 2]}/v1/chat/completions",
-                        json={"model": "m", "messages": HI},
-                        headers={"Authorization": f"Bearer {key}"},
-                    )
-                    for i in range(200)
-                )
-            )
-        by_instance = Counter((i % 2, r.status_code) for i, r in enumerate(responses))
-        assert Counter(r.status_code for r in responses) == {200: 50, 429: 150}
-        assert by_instance[(0, 200)] > 0 and by_instance[(1, 200)] > 0  # both served some
+        await rpm_is_exact_across(served)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await asyncio.wait_for(proc.communicate(), 30)
+        for one in served:
+            await one.stop()
 
 
 class Receiver(tornado.web.RequestHandler):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import pytest_asyncio
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,11 +26,10 @@ from conduit_tornado.core import meters
 from conduit_tornado.store import MemoryStore
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import PROMPT_TOKENS
-from tests.fakes.realtime import FakeRealtime
 from tests.gateway_process import MODEL, GatewayProcess
 from tests.proxy_setup import Wired, WiredFactory
+from tests.realtime_setup import RT, recv
 from tests.store_faults import Down
-from tests.test_realtime import RT, _setup, recv
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,16 +235,6 @@ async def test_a_stream_in_flight_and_a_failure_mid_stream(wired: Wired) -> None
         "conduit_upstream_errors_total", provider="oai"
     )
     assert errors == 1  # after the first byte: nothing can be retried, but it is counted
-
-
-@pytest_asyncio.fixture
-async def rt(start_gateway: GatewayFactory) -> AsyncIterator[RT]:
-    upstream = FakeRealtime()
-    await upstream.start()
-    env, admin = await _setup(start_gateway, upstream)
-    yield env
-    await admin.aclose()
-    await upstream.stop()
 
 
 async def test_realtime_sessions_and_their_tokens(rt: RT) -> None:

@@ -5,90 +5,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import httpx2
 import openai
 import pytest
-import pytest_asyncio
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conduit_tornado import AdminClient, Gateway
 from conduit_tornado.store import MemoryStore, Store
-from tests.conftest import MASTER_KEY, GatewayFactory, settled
+from tests.conftest import GatewayFactory, settled
 from tests.fakes.providers import API_KEY
 from tests.fakes.realtime import FakeRealtime
+from tests.realtime_setup import RT, recv, setup_realtime
 from tests.store_faults import Down
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def upstream() -> AsyncIterator[FakeRealtime]:
-    fake = FakeRealtime()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-class RT:
-    def __init__(
-        self, gw: Gateway, admin: AdminClient, key: str, key_id: str, fake: FakeRealtime
-    ) -> None:
-        self.gw, self.admin, self.key, self.key_id, self.fake = gw, admin, key, key_id, fake
-
-    def connect(self, key: str | None = None) -> Any:
-        """The realtime socket of model "rt", opened with a key (this one by default)."""
-        return connect(
-            f"ws://127.0.0.1:{self.gw.port}/v1/realtime?model=rt",
-            additional_headers={"Authorization": f"Bearer {key or self.key}"},
-        )
-
-    async def session(self, key: str | None = None, **config: Any) -> dict[str, Any]:
-        async with httpx2.AsyncClient(base_url=self.gw.url) as http:
-            r = await http.post(
-                "/v1/realtime/sessions",
-                json={"model": "rt", **config},
-                headers={"Authorization": f"Bearer {key or self.key}"},
-            )
-        assert r.status_code == 200, r.text
-        data: dict[str, Any] = r.json()
-        return data
-
-
-async def _setup(
-    start_gateway: GatewayFactory, fake: FakeRealtime, **settings: Any
-) -> tuple[RT, AdminClient]:
-    gw = await start_gateway(**settings)
-    admin = AdminClient(gw.url, MASTER_KEY)
-    await admin.create_provider(
-        name="oai", type="openai", base_url=fake.url + "/v1", api_key=API_KEY
-    )
-    await admin.create_provider(name="az", type="azure", base_url=fake.url, api_key=API_KEY)
-    await admin.create_model(name="rt", deployments=[{"provider": "oai", "model": "gpt-realtime"}])
-    await admin.create_model(
-        name="rt-azure", deployments=[{"provider": "az", "model": "my-realtime"}]
-    )
-    created = await admin.create_key(name="rt-key")
-    return RT(gw, admin, created["key"], created["id"], fake), admin
-
-
-@pytest_asyncio.fixture
-async def rt(start_gateway: GatewayFactory, upstream: FakeRealtime) -> AsyncIterator[RT]:
-    env, admin = await _setup(start_gateway, upstream)
-    yield env
-    await admin.aclose()
-
-
-async def recv(ws: ClientConnection, until: str) -> list[dict[str, Any]]:
-    events = []
-    while True:
-        event = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        events.append(event)
-        if event["type"] == until:
-            return events
 
 
 async def test_session_create_and_relay_with_the_client_secret(rt: RT) -> None:
@@ -170,7 +102,7 @@ async def test_session_create_and_relay_with_the_client_secret(rt: RT) -> None:
 
 
 async def test_secrets_and_keys_at_the_handshake(
-    rt: RT, start_gateway: GatewayFactory, upstream: FakeRealtime
+    rt: RT, start_gateway: GatewayFactory, fake_realtime: FakeRealtime
 ) -> None:
     session = await rt.session()
     url, secret = session["websocket_url"], session["client_secret"]["value"]
@@ -223,7 +155,7 @@ async def test_secrets_and_keys_at_the_handshake(
             assert r.status_code == code, body
 
     # An expired secret is refused.
-    short, admin = await _setup(start_gateway, upstream, realtime_secret_ttl=0.1)
+    short, admin = await setup_realtime(start_gateway, fake_realtime, realtime_secret_ttl=0.1)
     s2 = await short.session()
     await asyncio.sleep(0.2)
     assert (
@@ -334,9 +266,9 @@ async def test_concurrent_session_limit(rt: RT) -> None:
 
 
 async def test_idle_sessions_are_closed(
-    start_gateway: GatewayFactory, upstream: FakeRealtime
+    start_gateway: GatewayFactory, fake_realtime: FakeRealtime
 ) -> None:
-    env, admin = await _setup(start_gateway, upstream, realtime_idle_timeout=0.3)
+    env, admin = await setup_realtime(start_gateway, fake_realtime, realtime_idle_timeout=0.3)
     async with connect(
         f"ws://127.0.0.1:{env.gw.port}/v1/realtime?model=rt",
         additional_headers={"Authorization": f"Bearer {env.key}"},
@@ -370,11 +302,11 @@ async def test_twenty_sessions_without_cross_talk(rt: RT) -> None:
 
 
 async def test_a_store_outage_mid_session_neither_stops_it_nor_loses_a_charge(
-    start_gateway: GatewayFactory, upstream: FakeRealtime
+    start_gateway: GatewayFactory, fake_realtime: FakeRealtime
 ) -> None:
     store = MemoryStore()
     flaky = Down(store)
-    env, admin = await _setup(start_gateway, upstream, store=cast(Store, flaky))
+    env, admin = await setup_realtime(start_gateway, fake_realtime, store=cast(Store, flaky))
     try:
         budgeted = await admin.create_key(name="budgeted", max_budget=100)
         flaky.only = budgeted["id"]  # once down: the key's document, where its spend is

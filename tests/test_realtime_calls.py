@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 from conduit_tornado import Gateway
 from tests.conftest import GatewayFactory, settled
 from tests.fakes.realtime import ANSWER, FakeRealtime
-from tests.test_realtime import RT, _setup
+from tests.realtime_setup import RT, setup_realtime
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,15 +33,12 @@ COST = (40 * 4 + 60 * 32 + 10 * 16 + 40 * 64) / 1e6
 
 
 @pytest_asyncio.fixture
-async def calls(start_gateway: GatewayFactory) -> AsyncIterator[RT]:
-    fake = FakeRealtime()
-    await fake.start()
-    env, admin = await _setup(start_gateway, fake)
+async def calls(start_gateway: GatewayFactory, fake_realtime: FakeRealtime) -> AsyncIterator[RT]:
+    env, admin = await setup_realtime(start_gateway, fake_realtime)
     await admin.create_provider(name="mock", type="mock")
     await admin.create_model(name="rt-mock", deployments=[{"provider": "mock", "model": "m"}])
     yield env
     await admin.aclose()
-    await fake.stop()
 
 
 def _client(env: RT, key: str) -> openai.AsyncOpenAI:

@@ -3,49 +3,36 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import openai
 import pytest
-import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import GatewayFactory, settled
-from tests.fakes.realtime import FakeRealtime
-from tests.test_realtime import RT, _setup, recv
+from tests.conftest import settled
+from tests.realtime_setup import RT, recv
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def ga(start_gateway: GatewayFactory) -> AsyncIterator[RT]:
-    fake = FakeRealtime()
-    await fake.start()
-    env, admin = await _setup(start_gateway, fake)
-    yield env
-    await admin.aclose()
-    await fake.stop()
 
 
 def _client(env: RT, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=env.gw.url + "/v1", api_key=key, max_retries=0)
 
 
-async def test_a_client_secret_opens_one_session_and_is_charged_to_its_key(ga: RT) -> None:
-    async with _client(ga, ga.key) as client:
+async def test_a_client_secret_opens_one_session_and_is_charged_to_its_key(rt: RT) -> None:
+    async with _client(rt, rt.key) as client:
         minted = await client.realtime.client_secrets.create(
             session={"type": "realtime", "model": "rt", "instructions": "Be a fox."},
             expires_after={"anchor": "created_at", "seconds": 120},
         )
     assert minted.value.startswith("ek_") and minted.session.type == "realtime"
     assert minted.session.model == "rt" and minted.session.instructions == "Be a fox."  # type: ignore[union-attr]
-    stored = await ga.gw.ctx.store.get("realtime_sessions", minted.session.id)  # type: ignore[union-attr]
+    stored = await rt.gw.ctx.store.get("realtime_sessions", minted.session.id)  # type: ignore[union-attr]
     assert stored is not None and minted.value not in json.dumps(stored, default=str)
 
     # The SDK's own connect, with the secret where a key would go.
     async with (
-        _client(ga, minted.value) as browser,
+        _client(rt, minted.value) as browser,
         browser.realtime.connect(model="rt") as conn,
     ):
         created = await conn.recv()
@@ -57,24 +44,24 @@ async def test_a_client_secret_opens_one_session_and_is_charged_to_its_key(ga: R
         async for event in conn:
             if event.type == "response.done":
                 break
-    sent = ga.fake.conns[-1].events[0]
+    sent = rt.fake.conns[-1].events[0]
     assert sent["type"] == "session.update" and sent["session"]["type"] == "realtime"
 
     # Single use: the same secret cannot open a second session.
     with pytest.raises(InvalidStatus) as again:
         async with connect(
-            f"ws://127.0.0.1:{ga.gw.port}/v1/realtime?model=rt",
+            f"ws://127.0.0.1:{rt.gw.port}/v1/realtime?model=rt",
             additional_headers={"Authorization": f"Bearer {minted.value}"},
         ):
             pass
     assert again.value.response.status_code == 401
-    await settled(ga.gw)
-    logs = (await ga.admin.logs())["data"]
-    assert any(entry["key_id"] == ga.key_id and entry["endpoint"] == "realtime" for entry in logs)
+    await settled(rt.gw)
+    logs = (await rt.admin.logs())["data"]
+    assert any(entry["key_id"] == rt.key_id and entry["endpoint"] == "realtime" for entry in logs)
 
 
-async def test_a_secret_is_bound_to_its_model_and_expires(ga: RT) -> None:
-    async with _client(ga, ga.key) as client:
+async def test_a_secret_is_bound_to_its_model_and_expires(rt: RT) -> None:
+    async with _client(rt, rt.key) as client:
         minted = await client.realtime.client_secrets.create(
             session={"type": "realtime", "model": "rt"}
         )
@@ -91,7 +78,7 @@ async def test_a_secret_is_bound_to_its_model_and_expires(ga: RT) -> None:
         assert kind.value.body["param"] == "session.type"  # type: ignore[index]
     with pytest.raises(InvalidStatus) as other_model:
         async with connect(
-            f"ws://127.0.0.1:{ga.gw.port}/v1/realtime?model=rt-azure",
+            f"ws://127.0.0.1:{rt.gw.port}/v1/realtime?model=rt-azure",
             additional_headers={"Authorization": f"Bearer {minted.value}"},
         ):
             pass
@@ -99,13 +86,13 @@ async def test_a_secret_is_bound_to_its_model_and_expires(ga: RT) -> None:
     forged = minted.value[:-4] + "AAAA"
     with pytest.raises(InvalidStatus) as bad:
         async with connect(
-            f"ws://127.0.0.1:{ga.gw.port}/v1/realtime?model=rt",
+            f"ws://127.0.0.1:{rt.gw.port}/v1/realtime?model=rt",
             additional_headers={"Authorization": f"Bearer {forged}"},
         ):
             pass
     assert bad.value.response.status_code == 401
     async with connect(  # from a browser: the secret in the subprotocol, as OpenAI's docs show
-        f"ws://127.0.0.1:{ga.gw.port}/v1/realtime?model=rt",
+        f"ws://127.0.0.1:{rt.gw.port}/v1/realtime?model=rt",
         subprotocols=["realtime", f"openai-insecure-api-key.{minted.value}"],  # type: ignore[list-item]
     ) as ws:
         events = await recv(ws, "session.created")

@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 from conduit_tornado import Gateway
 from tests.conftest import GatewayFactory
 from tests.fakes.realtime import FakeRealtime
-from tests.test_realtime import RT, _setup, recv
+from tests.realtime_setup import RT, recv, setup_realtime
 
 pytestmark = pytest.mark.asyncio
 platform.platform()  # read by the SDK's connect() on the loop: warm its cache at import
@@ -39,10 +39,8 @@ def _transcription(model: str, **more: Any) -> dict[str, Any]:
 
 
 @pytest_asyncio.fixture
-async def env(start_gateway: GatewayFactory) -> AsyncIterator[RT]:
-    fake = FakeRealtime()
-    await fake.start()
-    rt, admin = await _setup(start_gateway, fake)
+async def env(start_gateway: GatewayFactory, fake_realtime: FakeRealtime) -> AsyncIterator[RT]:
+    rt, admin = await setup_realtime(start_gateway, fake_realtime)
     await admin.create_provider(name="mock", type="mock")
     for name, provider, model in [
         ("transcribe", "oai", "gpt-4o-transcribe"),
@@ -52,7 +50,6 @@ async def env(start_gateway: GatewayFactory) -> AsyncIterator[RT]:
         await admin.create_model(name=name, deployments=[{"provider": provider, "model": model}])
     yield rt
     await admin.aclose()
-    await fake.stop()
 
 
 def _client(env: RT, key: str) -> openai.AsyncOpenAI:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from conduit_tornado.config_file import ConfigError, load_config
 from conduit_tornado.store import MongoStore
 from tests.conftest import MASTER_KEY, GatewayFactory, free_port, new_mongo_store
 from tests.mongo_server import JongoServer, jongodb_binary
+from tests.served import Served
 
 pytestmark = pytest.mark.asyncio
 
@@ -133,45 +131,29 @@ async def test_bad_config_files_fail_clearly(
         await start_gateway(config=path)
 
 
-async def test_serve_command_prints_key_once_and_stops_gracefully(mongo_uri: str) -> None:
-    port = free_port()
+async def test_serve_command_prints_key_once_and_stops_gracefully(
+    mongo_uri: str, tmp_path: Path
+) -> None:
     database = "t_serve_" + os.urandom(4).hex()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update({"CONDUIT_MONGODB_URI": mongo_uri, "CONDUIT_MONGODB_DATABASE": database})
+    env = {
+        "CONDUIT_MONGODB_URI": mongo_uri,
+        "CONDUIT_MONGODB_DATABASE": database,
+        "CONDUIT_MASTER_KEY": None,
+    }
 
-    async def run_once() -> tuple[str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "conduit_tornado",
-            "serve",
-            "--port",
-            str(port),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                for _ in range(200):
-                    try:
-                        if (await http.get("/health/ready")).status_code == 200:
-                            break
-                    except httpx2.TransportError:
-                        await asyncio.sleep(0.05)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0, err.decode()
-        return out.decode(), err.decode()
+    async def run_once() -> str:
+        """Its stderr, once started and stopped (SIGTERM) cleanly."""
+        served = await Served.start(tmp_path, env=env)
+        assert await served.stop() == 0, served.log()
+        return served.log()
 
-    _, first_err = await run_once()
+    first_err = await run_once()
     assert "Generated admin master key" in first_err
     key = next(
         line.strip() for line in first_err.splitlines() if line.strip().startswith("condt_master_")
     )
     assert first_err.count(key) == 1  # printed once, never logged again
-    _, second_err = await run_once()
+    second_err = await run_once()
     assert "Generated admin master key" not in second_err and key not in second_err
     assert "shutting down" in second_err
 

@@ -6,13 +6,9 @@ The behaviour every store shares is in test_store_contract.py (parametrized with
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +19,8 @@ from conduit_tornado import AdminClient, Gateway, Settings
 from conduit_tornado.gateway import describe_store, open_store
 from conduit_tornado.store import MemoryStore, MongoStore, SQLiteStore
 from conduit_tornado.store.sqlite import FILE_NAME, dumps, loads
-from tests.conftest import MASTER_KEY, free_port
+from tests.conftest import MASTER_KEY
+from tests.served import Served, mock_config, rpm_is_exact_across, serve_fails
 
 pytestmark = pytest.mark.asyncio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -141,42 +138,10 @@ async def test_gateway_restart_keeps_keys_providers_usage_and_master_key(
     assert (tmp_path / FILE_NAME).stat().st_mode & 0o777 == 0o600
 
 
-async def _serve(port: int, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "conduit_tornado",
-        "serve",
-        "--port",
-        str(port),
-        *args,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    async with httpx2.AsyncClient() as http:
-        for _ in range(400):
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200:
-                    return proc
-            except httpx2.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("gateway process did not start")
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(CONDUIT_DATA_DIR=str(data_dir), CONDUIT_MASTER_KEY=MASTER_KEY, **extra)
-    return env
-
-
 async def test_serve_killed_with_sigkill_keeps_what_it_had_written(tmp_path: Path) -> None:
-    env = _env(tmp_path / "data", CONDUIT_LOG_FLUSH_INTERVAL="0.1")
-    port = free_port()
-    proc = await _serve(port, env)
-    url = f"http://127.0.0.1:{port}"
+    env = {"CONDUIT_LOG_FLUSH_INTERVAL": "0.1"}
+    served = await Served.start(tmp_path, env=env)
+    url = served.url
     try:
         async with AdminClient(url, MASTER_KEY) as admin:
             await admin.create_provider(name="up", type="mock", api_key="sk-survives")
@@ -194,13 +159,11 @@ async def test_serve_killed_with_sigkill_keeps_what_it_had_written(tmp_path: Pat
                     break
                 await asyncio.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGKILL)  # no shutdown: nothing flushed on the way out
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+        status = await served.kill()  # no shutdown: nothing flushed on the way out
+    assert status == -signal.SIGKILL
 
-    port = free_port()
-    proc = await _serve(port, env)
-    url = f"http://127.0.0.1:{port}"
+    served = await Served.start(tmp_path, env=env)  # the same data directory
+    url = served.url
     try:
         async with AdminClient(url, MASTER_KEY) as admin:
             assert (await admin.get_key(created["id"]))["name"] == "durable"
@@ -213,48 +176,18 @@ async def test_serve_killed_with_sigkill_keeps_what_it_had_written(tmp_path: Pat
             )
         assert r.status_code == 200  # the provider's credentials still decrypt
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
+        await served.stop()
 
 
 async def test_rpm_is_exact_for_two_processes_on_one_file(tmp_path: Path) -> None:
     """Two `serve` processes on one file: SQLite's locking makes each counter update
     atomic across them, so a shared rpm limit holds exactly."""
-    config = tmp_path / "gw.yaml"
-    config.write_text(
-        "providers: [{name: mock, type: mock}]\n"
-        "models: [{name: m, deployments: [{provider: mock, model: x}]}]\n"
-    )
-    env = _env(tmp_path / "data")
-    ports = [free_port(), free_port()]
-    procs = [await _serve(port, env, "--config", str(config)) for port in ports]
+    served = [await Served.start(tmp_path, config=mock_config()) for _ in range(2)]
     try:
-        async with AdminClient(f"http://127.0.0.1:{ports[0]}", MASTER_KEY) as admin:
-            key = (await admin.create_key(name="shared", rpm=50))["key"]
-        now = datetime.now(UTC)
-        second = now.second + now.microsecond / 1e6
-        if second > 45:  # these processes keep real time: a burst must not span two minutes
-            await asyncio.sleep(60.5 - second)
-        limits = httpx2.Limits(max_connections=200)
-        async with httpx2.AsyncClient(timeout=60, limits=limits) as http:
-            responses = await asyncio.gather(
-                *(
-                    http.post(
-                        f"http://127.0.0.1:{ports[i % 2]}/v1/chat/completions",
-                        json={"model": "m", "messages": HI},
-                        headers={"Authorization": f"Bearer {key}"},
-                    )
-                    for i in range(200)
-                )
-            )
-        by_instance = Counter((i % 2, r.status_code) for i, r in enumerate(responses))
-        assert Counter(r.status_code for r in responses) == {200: 50, 429: 150}
-        assert by_instance[(0, 200)] > 0 and by_instance[(1, 200)] > 0  # both served some
+        await rpm_is_exact_across(served)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            await asyncio.wait_for(proc.communicate(), 30)
+        for one in served:
+            await one.stop()
 
 
 async def test_log_retention_and_the_count_bound(tmp_path: Path) -> None:
@@ -332,14 +265,7 @@ async def test_the_file_stays_bounded_under_a_long_run(tmp_path: Path) -> None:
 async def test_serve_with_an_unusable_data_dir_exits_with_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the data directory should be")
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "conduit_tornado", "serve", "--port", str(free_port())],
-        env=_env(blocker / "data"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = await serve_fails(tmp_path, env={"CONDUIT_DATA_DIR": str(blocker / "data")})
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot reach the store at start-up: local store:")
     assert str(blocker / "data") in done.stderr and "Traceback" not in done.stderr

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +21,7 @@ from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.fakes.providers import API_KEY, FakeProviders
 from tests.fakes.realtime import FakeRealtime
 from tests.fakes.tls import Pki, make_pki
-from tests.served import ROOT, Served
+from tests.served import Served, serve_fails
 
 pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "hi"}]
@@ -38,22 +34,6 @@ def pki(tmp_path: Path) -> Pki:
 
 def trusting(pki: Pki) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(pki.ca))
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeProviders]:
-    provider = FakeProviders()
-    await provider.start()
-    yield provider
-    await provider.stop()
-
-
-@pytest_asyncio.fixture
-async def realtime() -> AsyncIterator[FakeRealtime]:
-    peer = FakeRealtime()
-    await peer.start()
-    yield peer
-    await peer.stop()
 
 
 @dataclass
@@ -69,7 +49,7 @@ async def env(
     start_gateway: GatewayFactory,
     pki: Pki,
     fake: FakeProviders,
-    realtime: FakeRealtime,
+    fake_realtime: FakeRealtime,
 ) -> Env:
     gw = await start_gateway(
         tls_cert=pki.server_cert, tls_key=pki.server_key, http_server=request.param
@@ -94,7 +74,7 @@ async def env(
             "/providers",
             name="rt-up",
             type="openai",
-            base_url=realtime.url + "/v1",
+            base_url=fake_realtime.url + "/v1",
             api_key=API_KEY,
         )
         await post("/models", name="m", deployments=[{"provider": "up", "model": "gpt-4o-mini"}])
@@ -126,7 +106,7 @@ async def test_chat_completions_over_https_with_the_openai_sdk(env: Env) -> None
             await untrusting.chat.completions.create(model="m", messages=HI)
 
 
-async def test_realtime_websocket_over_wss(env: Env, realtime: FakeRealtime) -> None:
+async def test_realtime_websocket_over_wss(env: Env, fake_realtime: FakeRealtime) -> None:
     async with httpx.AsyncClient(base_url=env.gw.url, verify=env.ca) as http:
         r = await http.post(
             "/v1/realtime/sessions",
@@ -158,8 +138,10 @@ async def test_realtime_websocket_over_wss(env: Env, realtime: FakeRealtime) -> 
         await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
         await ws.send(json.dumps({"type": "response.create"}))
         assert (await until("response.done"))[-1] == "response.done"
-    assert realtime.conns[0].query["model"] == "gpt-realtime"
-    appended = [e for e in realtime.conns[0].events if e["type"] == "input_audio_buffer.append"]
+    assert fake_realtime.conns[0].query["model"] == "gpt-realtime"
+    appended = [
+        e for e in fake_realtime.conns[0].events if e["type"] == "input_audio_buffer.append"
+    ]
     assert appended[0]["audio"] == audio
 
 
@@ -173,16 +155,8 @@ async def test_tls_settings_must_be_complete_and_usable(pki: Pki, tmp_path: Path
         with pytest.raises(TlsSettingsError, match=message):
             server_context(Settings(**fields))
     assert server_context(Settings()) is None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env["CONDUIT_STORE"] = "memory"
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "conduit_tornado", "serve", "--tls-cert", str(pki.server_cert)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = await serve_fails(
+        tmp_path, "--tls-cert", str(pki.server_cert), env={"CONDUIT_STORE": "memory"}
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: CONDUIT_TLS_CERT is set without CONDUIT_TLS_KEY")
@@ -192,13 +166,13 @@ async def test_tls_settings_must_be_complete_and_usable(pki: Pki, tmp_path: Path
 async def test_https_served_by_two_workers(tmp_path: Path, pki: Pki, fake: FakeProviders) -> None:
     served = await Served.start(
         tmp_path,
-        fake.url,
         "--workers",
         "2",
         "--tls-cert",
         str(pki.server_cert),
         "--tls-key",
         str(pki.server_key),
+        fake_url=fake.url,
     )
     try:
         assert served.url.startswith("https://")

@@ -8,33 +8,21 @@ runs `conduit-tornado serve` as a process, configured by the standard OTEL_* var
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx2
 import pytest
-import pytest_asyncio
 
 from conduit_tornado import AdminClient
-from tests.conftest import MASTER_KEY, free_port
+from tests.conftest import MASTER_KEY
 from tests.fakes.base import PROMPT_TOKENS
 from tests.fakes.otlp import CLIENT, SERVER, OtlpReceiver, ReceivedSpan
 from tests.fakes.providers import API_KEY, FakeProviders
 from tests.proxy_setup import Wired, WiredFactory, wire
+from tests.served import Served
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[OtlpReceiver]:
-    r = OtlpReceiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 def traceparent() -> tuple[str, str, str]:
@@ -196,51 +184,26 @@ async def test_tracing_off_sends_nothing_and_adds_no_header_upstream(
 
 
 async def test_serve_traces_to_the_standard_otlp_endpoint(
-    receiver: OtlpReceiver, fake: FakeProviders
+    receiver: OtlpReceiver, fake: FakeProviders, tmp_path: Path
 ) -> None:
     """A real `serve` process: OTEL_EXPORTER_OTLP_ENDPOINT switches tracing on, and
     OTEL_SERVICE_NAME names the service (the standard variables an operator sets)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUIT_", "OTEL_"))}
-    env.update(
-        CONDUIT_MASTER_KEY=MASTER_KEY,
-        CONDUIT_STORE="memory",
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_SERVICE_NAME="gateway-under-test",
-        OTEL_BSP_SCHEDULE_DELAY="100",  # export every 0.1 s, not every 5 s
-    )
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "conduit_tornado",
-        "serve",
-        "--port",
-        str(port),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env = {
+        "CONDUIT_STORE": "memory",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_SERVICE_NAME": "gateway-under-test",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # export every 0.1 s, not every 5 s
+    }
+    served = await Served.start(tmp_path, env=env)
     try:
-        assert proc.stderr is not None
-        while b"listening on" not in (line := await asyncio.wait_for(proc.stderr.readline(), 60)):
-            assert line, "serve exited before listening"
-        url = f"http://127.0.0.1:{port}"
-        async with AdminClient(url, MASTER_KEY) as admin:
-            w = await wire(_Started(url), fake, admin)  # type: ignore[arg-type]
+        async with AdminClient(served.url, MASTER_KEY) as admin:
+            w = await wire(served, fake, admin)  # type: ignore[arg-type]
             header, trace_id, _ = traceparent()
             assert (await chat(w, {"traceparent": header})).status_code == 200
         await asyncio.wait_for(receiver.trace_arrives(trace_id), 20)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
+        await served.stop()
     span = server_span(receiver, trace_id)
     assert span.name == "chat gpt" and span.resource["service.name"] == "gateway-under-test"
     assert fake.requests[-1].headers["traceparent"].split("-")[1] == trace_id
     assert API_KEY not in receiver.everything()
-
-
-class _Started:
-    """What proxy_setup.wire needs of a gateway: its URL."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url

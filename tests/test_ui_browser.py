@@ -29,8 +29,9 @@ from playwright.async_api import (
 
 from conduit_tornado import Gateway
 from conduit_tornado.store import MongoStore
-from tests.axe_core import ProvisionError, axe_script
+from tests.axe_core import axe_script
 from tests.conftest import MASTER_KEY, GatewayFactory
+from tests.npm_pinned import ProvisionError
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.asyncio

@@ -5,19 +5,15 @@ read its secret; and a logged-in Jupyter user is admitted without the master key
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
 from playwright.async_api import async_playwright, expect
 
 from conduit_tornado.store import MongoStore
 from tests.conftest import MASTER_KEY, free_port
+from tests.lab import jupyterlab
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, Lab
 
 pytestmark = pytest.mark.asyncio
@@ -29,52 +25,18 @@ REPO = Path(__file__).resolve().parent.parent  # a base_url other than "/", as o
 def ui_lab(tmp_path: Path, mongo_uri: str) -> Iterator[Lab]:
     assert Path(CHROMIUM).exists(), "the browser tests need Debian's chromium (scripts/test)"
     it = Lab(free_port(), "ui-test-token", "t_ui_lab_" + os.urandom(4).hex())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(
-        {
-            "CONDUIT_MONGODB_URI": mongo_uri,
-            "CONDUIT_MONGODB_DATABASE": it.database,
-            "CONDUIT_MASTER_KEY": MASTER_KEY,
-            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-            "HOME": str(tmp_path),
-            # This checkout's package and extension, whatever the editable install points at.
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "jupyter_ext")]),
-        }
-    )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            f"--port={it.port}",
-            "--ip=127.0.0.1",
-            f"--ServerApp.base_url={BASE}",
-            f"--IdentityProvider.token={it.token}",
-            f"--ServerApp.root_dir={tmp_path}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        status = f"http://127.0.0.1:{it.port}{BASE}conduit/health/ready"
-        for _ in range(300):
-            try:
-                if httpx2.get(status).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.1)
+    env = {
+        "CONDUIT_MONGODB_URI": mongo_uri,
+        "CONDUIT_MONGODB_DATABASE": it.database,
+        "CONDUIT_MASTER_KEY": MASTER_KEY,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "HOME": str(tmp_path),
+        # This checkout's package and extension, whatever the editable install points at.
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "jupyter_ext")]),
+    }
+    health = f"{BASE}conduit/health/ready"
+    with jupyterlab(it.port, it.token, tmp_path, env, f"--ServerApp.base_url={BASE}", ready=health):
         yield it
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.timeout(180)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -23,22 +22,14 @@ from conduit_tornado.core.errors import ApiError
 from conduit_tornado.store import Store
 from tests.conftest import MASTER_KEY, FakeClock, clear_of_minute_end
 from tests.fakes.providers import FakeProviders
-from tests.served import ROOT, Served
+from tests.served import ROOT, Served, serve_fails
 
 pytestmark = pytest.mark.asyncio
 
 
 @pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeProviders]:
-    provider = FakeProviders()
-    await provider.start()
-    yield provider
-    await provider.stop()
-
-
-@pytest_asyncio.fixture
 async def two(tmp_path: Path, fake: FakeProviders) -> AsyncIterator[Served]:
-    served = await Served.start(tmp_path, fake.url, "--workers", "2")
+    served = await Served.start(tmp_path, "--workers", "2", fake_url=fake.url)
     yield served
     await served.stop()  # SIGTERM (killed, the supervisor would leave its metrics directory)
 
@@ -150,16 +141,7 @@ async def test_rate_limits_and_parallel_slots_are_exact_across_workers(
 
 
 async def test_workers_need_a_shared_store(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "conduit_tornado", "serve", "--workers", "2", "--store", "memory"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = await serve_fails(tmp_path, "--workers", "2", "--store", "memory")
     assert done.returncode == 2
     assert done.stderr.startswith("error: the in-process store (CONDUIT_STORE=memory) is per")
 
@@ -168,7 +150,7 @@ async def test_one_master_key_is_generated_and_printed_for_all_workers(
     tmp_path: Path, fake: FakeProviders
 ) -> None:
     served = await Served.start(
-        tmp_path, fake.url, "--workers", "3", env={"CONDUIT_MASTER_KEY": ""}
+        tmp_path, "--workers", "3", fake_url=fake.url, env={"CONDUIT_MASTER_KEY": ""}
     )
     try:
         await served.wait_for_line(r"condt_master_")
@@ -276,7 +258,7 @@ async def test_workers_stop_when_their_supervisor_is_killed(
 ) -> None:
     # A directory of the test's: the killed supervisor cannot remove one of its own.
     metrics = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    served = await Served.start(tmp_path, fake.url, "--workers", "2", env=metrics)
+    served = await Served.start(tmp_path, "--workers", "2", fake_url=fake.url, env=metrics)
     served.process.kill()
     await served.process.wait()
     # Their stderr is the supervisor's: it ends when the last of them has.
