@@ -25,7 +25,7 @@ each answer before sending the next. Other instances' charges may add to it with
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from conduit_tornado.core.clock import Clock
@@ -55,6 +55,11 @@ class Budget:
     anchor: datetime
     max_budget: float | None
     upsert: bool = False  # user accounts are created on first spend
+    #: (collection, id): what caches and pending charges are keyed by, made once.
+    account: tuple[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "account", (self.collection, self.id))
 
 
 @dataclass(slots=True)
@@ -136,16 +141,13 @@ class Budgets:
         for account in accounts:
             if account.gate is not None:
                 budget = account.budget
-                spent = self._cached_spent(budget.collection, budget.id)
-                if spent is None:
+                hit = self._spent.get(budget.account)
+                if hit is not None and hit[0] > self._clock.monotonic():
+                    spent = hit[1]  # read within spend_ttl
+                else:
                     spent = await self._read_spent(budget.collection, budget.id)
-                owed = self.owed((budget.collection, budget.id))
+                owed = self.owed(budget.account)
                 self._gate(account.gate, spent, owed, account.label, account.code, now)
-
-    def _cached_spent(self, collection: str, id: str) -> Doc | None:
-        """An account's spend as read within ``spend_ttl`` (None: read it again)."""
-        hit = self._spent.get((collection, id))
-        return hit[1] if hit is not None and hit[0] > self._clock.monotonic() else None
 
     async def _read_spent(self, collection: str, id: str) -> Doc:
         """An account's current spend (its SPENT fields) from the store, kept for

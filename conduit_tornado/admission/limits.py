@@ -469,7 +469,7 @@ class Limiter:
             self._sending[account] = left
 
     def _charge(self, budget: Budget, cost: float) -> None:
-        account = (budget.collection, budget.id)  # cheaper to hash than the Budget
+        account = budget.account  # cheaper to hash than the Budget
         charged = self._charges.get(account)
         self._charges[account] = (budget, cost + charged[1] if charged else cost)
 
