@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx2
+import openai
 import pytest
 
 from conduit_tornado import Gateway
@@ -168,6 +169,32 @@ async def test_own_charge_refuses_the_next_request_before_the_batch_is_written(
     # Once written, the charge counts once: the store's spend, not it plus what was owed.
     refused = await _chat(w.gateway, created["key"])
     assert f"spent ${cost:.4f}" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ["chat", "responses"])
+async def test_a_streamed_answers_charge_counts_before_the_next_request(
+    wired: Wired, route: str
+) -> None:
+    created = await wired.admin.create_key(name="tight", max_budget=0.00001)
+    client = openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=created["key"], max_retries=0
+    )
+    statuses = []
+    async with client:
+        for _ in range(3):  # each the moment the previous stream's last event is read
+            try:
+                if route == "chat":
+                    stream: Any = await client.chat.completions.create(
+                        model="gpt", messages=HI, stream=True
+                    )
+                else:
+                    stream = await client.responses.create(model="gpt", input="hi", stream=True)
+                async for _ in stream:
+                    pass
+                statuses.append(200)
+            except openai.APIStatusError as exc:
+                statuses.append(exc.status_code)
+    assert statuses == [200, 429, 429]
 
 
 @pytest.mark.parametrize("spend_ttl", [1.0, 0.0])
