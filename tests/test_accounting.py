@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import httpx2
+import openai
 import pytest
 
 from conduit_tornado import Settings
@@ -108,6 +109,45 @@ async def test_admin_logs_and_usage_endpoints(wired_store: Wired) -> None:
         assert by_day["data"][0]["day"] == today and by_day["data"][0]["requests"] == 5
         assert by_day["totals"]["cost"] == pytest.approx(sum(r["cost"] for r in by_model["data"]))
         assert (await http.get("/admin/v1/usage", params={"group_by": "planet"})).status_code == 400
+
+
+async def test_admin_counts_are_integers_and_spend_is_rounded(wired_store: Wired) -> None:
+    w = wired_store
+    for name, out_per_mtok in (("tenth", 25_000), ("fifth", 50_000)):  # 4 tokens out each
+        await w.admin.create_model(
+            name=name,
+            deployments=[{"provider": "oai", "model": "some-unknown-model"}],
+            pricing={"input_per_mtok": 0, "output_per_mtok": out_per_mtok},
+        )
+    spender = await w.admin.create_key(name="spender")
+    idle = await w.admin.create_key(name="idle")
+    assert spender["total_spend"] == 0 and spender["spend"] == 0
+    client = openai.AsyncOpenAI(base_url=w.gateway.url + "/v1", api_key=spender["key"])
+    async with client:
+        for model in ("tenth", "fifth"):  # $0.1 + $0.2: 0.30000000000000004 as floats
+            await client.chat.completions.create(model=model, messages=HI)  # type: ignore[arg-type]
+    await settled(w.gateway)
+    async with httpx2.AsyncClient(
+        base_url=w.gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    ) as http:
+        raw = (await http.get(f"/admin/v1/keys/{spender['id']}")).text
+        assert '"spend":0.3,' in raw.replace(" ", "") and '"total_spend":0.3' in raw.replace(
+            " ", ""
+        )
+        never = (await http.get(f"/admin/v1/keys/{idle['id']}")).json()
+        assert never["total_spend"] == 0 and never["spend"] == 0
+        listed = {k["id"]: k for k in (await http.get("/admin/v1/keys")).json()["data"]}
+        assert listed[idle["id"]]["total_spend"] == 0
+        params: dict[str, str] = {"key_id": spender["id"]}
+        for group_by in (None, "day", "model", "key", "user"):
+            if group_by:
+                params["group_by"] = group_by
+            usage = (await http.get("/admin/v1/usage", params=params)).json()
+            for row in [usage["totals"], *usage["data"]]:
+                for count in ("requests", "errors", "prompt_tokens", "total_tokens"):
+                    assert type(row[count]) is int, (group_by, count, row)
+            assert usage["totals"]["requests"] == 2
+            assert repr(usage["totals"]["cost"]) == "0.3", usage["totals"]
 
 
 async def test_unpriced_models_are_visible_not_free(wired_store: Wired) -> None:

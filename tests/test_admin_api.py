@@ -20,7 +20,7 @@ def hdr(token: str = MASTER_KEY) -> dict[str, str]:
 async def test_key_crud_round_trip(admin: AdminClient) -> None:
     created = await admin.create_key(
         name="team-a",
-        allowed_models=["gpt-*", "claude"],
+        allowed_models=["gpt-*", "claude-*"],
         allowed_ips=["10.0.0.0/8", "127.0.0.1"],
         rpm=60,
         rpd=1000,
@@ -101,6 +101,90 @@ async def test_key_validation_errors(gateway: Gateway, body: dict[str, object], 
         assert "bogus" in err["message"]
     async with AdminClient(gateway.url, MASTER_KEY) as admin:
         assert (await admin.list_keys())["total"] == 0  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param", "message"),
+    [
+        (
+            "/admin/v1/keys",
+            {"name": "x", "allowed_ips": ["notanip"]},
+            "allowed_ips",
+            "allowed_ips: 'notanip' is not an IP address or CIDR network",
+        ),
+        ("/admin/v1/keys", {"name": "x", "rpm": 0}, "rpm", "rpm: must be at least 1"),
+        ("/admin/v1/keys", {"name": "x", "rpm": 1.5}, "rpm", "rpm: must be a whole number"),
+        (
+            "/admin/v1/keys",
+            {"name": "x", "budget_duration": "2w"},
+            "budget_duration",
+            "budget_duration: must be one of '1d', '7d', '30d', 'monthly' or 'total'",
+        ),
+        (
+            "/admin/v1/keys",
+            {"name": "x", "expires_at": "soon"},
+            "expires_at",
+            "expires_at: must be an ISO 8601 date-time, such as 2030-01-31T00:00:00Z",
+        ),
+        ("/admin/v1/keys", {"name": ""}, "name", "name: must not be empty"),
+        (
+            "/admin/v1/models",
+            {"name": "m", "deployments": []},
+            "deployments",
+            "deployments: must list at least one deployment",
+        ),
+        (
+            "/admin/v1/models",
+            {"name": "m", "deployments": [{"provider": "p"}]},
+            "deployments.0.model",
+            "deployments[0].model: is required",
+        ),
+        (
+            "/admin/v1/providers",
+            {"name": "p", "type": "azure"},
+            "base_url",
+            "base_url is required for azure providers",
+        ),
+        (
+            "/admin/v1/providers",
+            {"name": "p", "type": "openai", "base_url": "ftp://host"},
+            "base_url",
+            "base_url must be an http(s) URL with a host",
+        ),
+    ],
+)
+async def test_validation_messages_are_sentences_on_their_field(
+    gateway: Gateway, path: str, body: dict[str, object], param: str, message: str
+) -> None:
+    async with httpx2.AsyncClient(base_url=gateway.url) as http:
+        r = await http.post(path, json=body, headers=hdr())
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert (err["param"], err["message"]) == (param, message)
+    assert "pydantic" not in r.text and "Value error" not in r.text
+
+
+async def test_doubtful_keys_are_refused_naming_the_field(gateway: Gateway) -> None:
+    async with AdminClient(gateway.url, MASTER_KEY) as admin:
+        await admin.create_provider(name="p", type="mock")
+        await admin.create_model(name="gpt-4o", deployments=[{"provider": "p", "model": "m"}])
+        with pytest.raises(AdminError) as past:
+            await admin.create_key(name="k", expires_at="2020-01-01T00:00:00Z")
+        assert past.value.status == 400 and past.value.param == "expires_at"
+        assert "2020-01-01T00:00:00+00:00 is in the past" in str(past.value)
+        with pytest.raises(AdminError) as unknown:
+            await admin.create_key(name="k", allowed_models=["gpt-4o", "gtp-4o", "nope", "x-*"])
+        assert unknown.value.status == 400 and unknown.value.param == "allowed_models"
+        assert "no model is named 'gtp-4o', 'nope' (the models are: gpt-4o)" in str(unknown.value)
+        assert (await admin.list_keys())["total"] == 0  # nothing half-written
+        # Known names and patterns (which may match models added later) are taken.
+        made = await admin.create_key(name="k", allowed_models=["gpt-4o", "claude-*"])
+        with pytest.raises(AdminError) as patched:
+            await admin.update_key(made["id"], allowed_models=["gtp-4o"])
+        assert patched.value.param == "allowed_models"
+        # A past expiry on update is how a key is made to expire now: allowed.
+        expired = await admin.update_key(made["id"], expires_at="2020-01-01T00:00:00Z")
+        assert expired["expires_at"].startswith("2020-01-01")
 
 
 async def test_malformed_json_and_non_object(gateway: Gateway) -> None:

@@ -74,6 +74,40 @@ async def test_rerank_in_the_shared_shape(wired: Wired) -> None:
     assert entry["endpoint"] == "rerank" and entry["media"]["search_units"] == 1
 
 
+async def test_models_list_what_their_upstream_models_can_do(wired: Wired) -> None:
+    await wired.admin.create_model(
+        name="reranker", deployments=[{"provider": "oai", "model": "jina-reranker-v2"}]
+    )
+    await wired.admin.create_model(  # two deployments: what either can do
+        name="both",
+        deployments=[
+            {"provider": "oai", "model": "gpt-4o-2024-08-06"},
+            {"provider": "oai", "model": "text-embedding-3-large"},
+        ],
+    )
+    await wired.admin.create_model(  # an embedding model a provider cannot serve: nothing
+        name="odd", deployments=[{"provider": "ant", "model": "text-embedding-3-small"}]
+    )
+    async with httpx2.AsyncClient(
+        base_url=wired.gateway.url, headers={"Authorization": f"Bearer {wired.key}"}
+    ) as http:
+        listed = {m["id"]: m["capabilities"] for m in (await http.get("/v1/models")).json()["data"]}
+        one = (await http.get("/v1/models/emb")).json()
+    chat = ["chat", "completions", "responses"]
+    assert listed["gpt"] == chat  # gpt-4o: not embeddings, images, audio, realtime, rerank
+    assert listed["claude"] == chat and listed["gem"] == chat
+    assert listed["emb"] == ["embeddings"] and one["capabilities"] == ["embeddings"]
+    assert listed["gem-emb"] == ["embeddings"]
+    assert listed["dalle"] == ["images"] and listed["azure-dalle"] == ["images"]
+    assert listed["whisper"] == ["audio"] and listed["tts"] == ["audio"]
+    assert listed["reranker"] == ["rerank"]
+    assert listed["both"] == ["chat", "completions", "embeddings", "responses"]
+    assert listed["odd"] == []
+    # Names the tables and words do not know: the provider type's capabilities.
+    assert "embeddings" in listed["azure-gpt"] and "images" in listed["azure-gpt"]
+    assert "realtime" in listed["mock"]
+
+
 async def test_models_list_what_they_can_do_and_declared_limits_hold(wired: Wired) -> None:
     await wired.admin.create_model(
         name="chat-only",
@@ -83,7 +117,7 @@ async def test_models_list_what_they_can_do_and_declared_limits_hold(wired: Wire
     async with wired.client() as client:
         listed = {m.id: m for m in (await client.models.list()).data}
         assert listed["chat-only"].capabilities == ["chat", "responses"]  # type: ignore[attr-defined]
-        assert "rerank" in listed["gpt"].capabilities  # type: ignore[attr-defined]
+        assert listed["gpt"].capabilities == ["chat", "completions", "responses"]  # type: ignore[attr-defined]
         assert "embeddings" not in listed["claude"].capabilities  # type: ignore[attr-defined]
         assert (
             await client.chat.completions.create(

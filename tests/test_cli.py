@@ -31,13 +31,13 @@ async def test_keys_create_list_revoke(
     common = ("keys", "--url", gw.url, "--master-key", MASTER_KEY)
     assert (
         await _cli(
-            *common, "create", "--name", "cli-key", "--models", "gpt-*, claude", "--rpm", "30"
+            *common, "create", "--name", "cli-key", "--models", "gpt-*, claude-*", "--rpm", "30"
         )
         == 0
     )
     out, err = capsys.readouterr()
     created = json.loads(out)
-    assert created["name"] == "cli-key" and created["allowed_models"] == ["gpt-*", "claude"]
+    assert created["name"] == "cli-key" and created["allowed_models"] == ["gpt-*", "claude-*"]
     assert created["rpm"] == 30 and created["key"].startswith("condt_")
     assert "not shown again" in err
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx2
+import openai
 import pytest
 
 from conduit_tornado import Gateway
@@ -148,6 +149,130 @@ async def test_budget_exhausted_mid_stream_finishes_and_bills(wired_store: Wired
         bad = await http.post(f"/admin/v1/keys/{created['id']}/spend", json={"spend": 1, "add": 1})
         assert bad.status_code == 400
     assert (await _chat(w.gateway, key)).status_code == 200
+
+
+async def test_own_charge_refuses_the_next_request_before_the_batch_is_written(
+    wired_store: Wired,
+) -> None:
+    # The trial's overshoot: back-to-back sequential requests each costing more than the
+    # budget. The first answer's cost counts at once, not after the settlement batch.
+    w = wired_store
+    created = await w.admin.create_key(name="tight", max_budget=0.00001)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        answers = [await _chat(w.gateway, created["key"], http) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 429, 429, 429]
+    assert answers[1].json()["error"]["code"] == "budget_exceeded"
+    cost = float(answers[0].headers["x-conduit-cost-usd"])
+    assert cost > 0.00001
+    await settled(w.gateway)
+    assert (await w.admin.get_key(created["id"]))["spend"] == pytest.approx(cost)
+    # Once written, the charge counts once: the store's spend, not it plus what was owed.
+    refused = await _chat(w.gateway, created["key"])
+    assert f"spent ${cost:.4f}" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ["chat", "responses"])
+async def test_a_streamed_answers_charge_counts_before_the_next_request(
+    wired: Wired, route: str
+) -> None:
+    created = await wired.admin.create_key(name="tight", max_budget=0.00001)
+    client = openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=created["key"], max_retries=0
+    )
+    statuses = []
+    async with client:
+        for _ in range(3):  # each the moment the previous stream's last event is read
+            try:
+                if route == "chat":
+                    stream: Any = await client.chat.completions.create(
+                        model="gpt", messages=HI, stream=True
+                    )
+                else:
+                    stream = await client.responses.create(model="gpt", input="hi", stream=True)
+                async for _ in stream:
+                    pass
+                statuses.append(200)
+            except openai.APIStatusError as exc:
+                statuses.append(exc.status_code)
+    assert statuses == [200, 429, 429]
+
+
+@pytest.mark.parametrize("spend_ttl", [1.0, 0.0])
+async def test_own_charges_count_once_whatever_their_write_is_doing(
+    store: Store, spend_ttl: float
+) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    key = {"_id": "key_o", "name": "o", "created_at": clock.now(), "max_budget": 1.0}
+    await store.insert("keys", key)
+    lossy = AnswersLost(store)
+    limiter = Limiter(cast(Store, lossy), clock, "inst_o", spend_ttl=spend_ttl)
+    budget = limiter.budgets
+
+    async def spent() -> float:
+        """The spend a refusal reports (what admission counts)."""
+        try:
+            await limiter.release(await limiter.admit(key, "gpt", None, 0))
+        except ApiError as exc:
+            return float(exc.message.split("spent $")[1].split(" ")[0])
+        return -1.0  # admitted: under the budget
+
+    limiter.settle(await limiter.admit(key, "gpt", None, 0), None, 0.6)
+    assert await spent() == -1.0  # 0.6 of 1.0
+    limiter.settle(await limiter.admit(key, "gpt", None, 0), None, 0.6)
+    assert await spent() == pytest.approx(1.2)  # settled, not written: counted
+    lossy.losing = {"increment"}  # written, its answer lost: unsure, still counted once
+    await limiter.flush()
+    assert lossy.lost == 1 and await spent() == pytest.approx(1.2)
+    lossy.losing = set()
+    await limiter.flush()  # sent again, taken once: the store's spend, nothing owed
+    assert (await store.get("keys", "key_o") or {})["spend"] == pytest.approx(1.2)
+    assert limiter._owed(("keys", "key_o")) == 0.0
+    assert await spent() == pytest.approx(1.2)
+    await budget.adjust_spend("keys", key, spend=0.0, add=None)
+    assert await spent() == -1.0
+
+
+class HeldReads:
+    """A store whose ``get`` answers (with what it read at once) only when ``hold`` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.hold: asyncio.Event | None = None
+        self.read_done = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        doc = await self._store.get(*args, **kwargs)
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            self.read_done.set()
+            await hold.wait()
+        return doc
+
+
+async def test_a_spend_read_overtaken_by_a_charges_answer_is_not_kept(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    key = {"_id": "key_r", "name": "r", "created_at": clock.now(), "max_budget": 1.0}
+    await store.insert("keys", key)
+    held = HeldReads(store)
+    limiter = Limiter(cast(Store, held), clock, "inst_r", spend_ttl=60.0)
+    limiter.settle(await limiter.admit(key, "gpt", None, 0), None, 0.7)
+    limiter.budgets.forget_spent("keys", "key_r")
+    # A check reads the spend (0: the charge is not written yet) and its answer comes
+    # after the charge's write was answered and left what is owed: the old read must not
+    # hide the charge for the TTL.
+    held.hold = release = asyncio.Event()
+    read = asyncio.ensure_future(limiter.budgets._read_spent("keys", "key_r"))
+    await held.read_done.wait()  # the read reached the store before the write
+    await limiter.flush()
+    release.set()
+    assert (await read)["spend"] == pytest.approx(0.7)  # the write's answer, not the read's
+    limiter.settle(await limiter.admit(key, "gpt", None, 0), None, 0.4)
+    with pytest.raises(ApiError) as refused:
+        await limiter.admit(key, "gpt", None, 0)
+    assert "spent $1.1000" in refused.value.message
 
 
 @pytest.mark.parametrize("spend_ttl", [1.0, 0.0])

@@ -131,6 +131,39 @@ async def test_bad_config_files_fail_clearly(
         await start_gateway(config=path)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "models:\n  - {name: ok, deployments: [{provider: p, model: m}]}\n"
+            "  - {name: bad, deployments: []}\n",
+            "models[1].deployments: must list at least one deployment (the entry named 'bad')",
+        ),
+        (
+            "providers:\n  - {name: p, type: mock}\n  - {name: q, type: azure}\n",
+            "providers[1].base_url is required for azure providers (the entry named 'q')",
+        ),
+        (
+            "providers:\n  - {name: p, type: mock, base_ur: x}\n",
+            "providers[0].base_ur: is not a field this section takes (a misspelling?)",
+        ),
+        (
+            "providers:\n  - {name: p, type: openai, api_key: '${UNSET_VAR_FOR_TEST}'}\n",
+            "providers[0].api_key: the environment variable UNSET_VAR_FOR_TEST is not set",
+        ),
+    ],
+)
+async def test_config_file_problems_name_the_file_and_the_entry(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "providers.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+    assert "pydantic" not in str(info.value)
+
+
 async def test_serve_command_prints_key_once_and_stops_gracefully(
     mongo_uri: str, tmp_path: Path
 ) -> None:

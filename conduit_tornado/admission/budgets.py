@@ -4,15 +4,28 @@ and charged after it.
 The current period's spend lives on the key / group document (and per end user in
 ``user_budgets``). A request starts only if the spend is under budget, and its cost is
 added atomically when it ends, resetting at the period boundary. The spend a check reads
-is cached per instance for ``spend_ttl`` seconds: this instance's own charges update the
-cache when written, other instances' show within the TTL. (A check before the request and
-a charge after it are never exact across concurrent requests anyway; the TTL bounds how
-much later another instance's spend is seen, and saves a store round trip per request.)
+is cached per instance for ``spend_ttl`` seconds, and other instances' charges show
+within the TTL; the TTL saves a store round trip per request.
+
+This instance's own charges count at once: a check adds what this instance has charged
+and the store has not yet confirmed (``owed``: the settlement batch, limits.py, writes
+charges behind). When a charge's write is answered, the answer (the spend including it)
+replaces the cached spend in the same step as the charge leaves ``owed``, so it is never
+counted twice nor missed. A store read that races a charge's write may count it twice
+until that write is answered (refusing early, never late), and a read that a write's
+answer overtook is not kept (``_seq``).
+
+What is promised: a request is admitted only while the spend (with this instance's own
+charges) is under the budget. Requests already admitted when the budget is crossed finish
+and are charged in full (their cost is known only at the end), so the overshoot is at most
+the cost of the requests in flight at that moment: one request for a client that waits for
+each answer before sending the next. Other instances' charges may add to it within the TTL.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from conduit_tornado.core.clock import Clock
@@ -42,6 +55,11 @@ class Budget:
     anchor: datetime
     max_budget: float | None
     upsert: bool = False  # user accounts are created on first spend
+    #: (collection, id): what caches and pending charges are keyed by, made once.
+    account: tuple[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "account", (self.collection, self.id))
 
 
 @dataclass(slots=True)
@@ -83,7 +101,12 @@ class Budgets:
         self._store = store
         self._clock = clock
         self.spend_ttl = spend_ttl
-        self._spent: dict[tuple[str, str], tuple[float, Doc]] = {}
+        # (collection, id) -> (monotonic expiry, SPENT fields, _seq when learnt)
+        self._spent: dict[tuple[str, str], tuple[float, Doc, int]] = {}
+        self._seq = 0  # counts the charge answers noted, to tell a read they overtook
+        #: What this instance charged to an account and the store has not confirmed
+        #: (the limiter's settlement batches set it): counted by every check.
+        self.owed: Callable[[tuple[str, str]], float] = lambda account: 0.0
 
     def accounts(self, key: Doc, group: Doc | None, user: str | None) -> list[Account]:
         """The accounts a request of ``key`` (for ``user``) is charged to: its own, its
@@ -118,40 +141,52 @@ class Budgets:
         for account in accounts:
             if account.gate is not None:
                 budget = account.budget
-                spent = self._cached_spent(budget.collection, budget.id)
-                if spent is None:
+                hit = self._spent.get(budget.account)
+                if hit is not None and hit[0] > self._clock.monotonic():
+                    spent = hit[1]  # read within spend_ttl
+                else:
                     spent = await self._read_spent(budget.collection, budget.id)
-                self._gate(account.gate, spent, account.label, account.code, now)
-
-    def _cached_spent(self, collection: str, id: str) -> Doc | None:
-        """An account's spend as read within ``spend_ttl`` (None: read it again)."""
-        hit = self._spent.get((collection, id))
-        return hit[1] if hit is not None and hit[0] > self._clock.monotonic() else None
+                owed = self.owed(budget.account)
+                self._gate(account.gate, spent, owed, account.label, account.code, now)
 
     async def _read_spent(self, collection: str, id: str) -> Doc:
         """An account's current spend (its SPENT fields) from the store, kept for
         ``spend_ttl``."""
-        now = self._clock.monotonic()
+        seq = self._seq
         doc = await self._store.get(collection, id, SPENT) or {}
-        if self.spend_ttl > 0:
-            if len(self._spent) >= _SPENT_CACHE_MAX:
-                self._spent = {k: v for k, v in self._spent.items() if v[0] > now}
-            self._spent[(collection, id)] = (now + self.spend_ttl, doc)
+        hit = self._spent.get((collection, id))
+        if hit is not None and hit[2] > seq:
+            # A charge of this instance was answered while this read was out: its answer
+            # is the newer spend (the read may predate the charge, which left ``owed``).
+            return hit[1]
+        self._keep(collection, id, doc, seq)
         return doc
 
+    def _keep(self, collection: str, id: str, doc: Doc, seq: int) -> None:
+        now = self._clock.monotonic()
+        if len(self._spent) >= _SPENT_CACHE_MAX:
+            self._spent = {k: v for k, v in self._spent.items() if v[0] > now}
+        # Kept even with a TTL of 0 (expired at once): a read it overtook must see it.
+        self._spent[(collection, id)] = (now + self.spend_ttl, doc, seq)
+
     def _note_spent(self, collection: str, id: str, spend: float, start: datetime) -> None:
-        """This instance's own charge, as written: a cached spend reflects it."""
-        hit = self._spent.get((collection, id))
-        if hit is not None:
-            hit[1].update(spend=spend, period_start=start)
+        """This instance's own charge, as written: the spend the store answered (which
+        includes it) is the account's spend from now on."""
+        self._seq += 1
+        self._keep(collection, id, {"spend": spend, "period_start": start}, self._seq)
 
     def forget_spent(self, collection: str, id: str) -> None:
         self._spent.pop((collection, id), None)
 
-    def _gate(self, account: Doc, spent: Doc, label: str, code: str, now: datetime) -> None:
-        """429 if ``account``'s budget is used up by ``spent`` in the current period."""
+    def _gate(
+        self, account: Doc, spent: Doc, owed: float, label: str, code: str, now: datetime
+    ) -> None:
+        """429 if ``account``'s budget is used up by ``spent`` in the current period and
+        ``owed`` (this instance's charges not yet written, which go to the current period
+        when they are: add_spend works the period out at the write)."""
         start, end = budget_period(account.get("budget_duration"), account["created_at"], now)
         spend = (spent.get("spend") or 0.0) if spent.get("period_start") == start else 0.0
+        spend += owed
         limit = float(account["max_budget"])
         if spend >= limit:
             wait = seconds_until(now, end)
@@ -195,6 +230,7 @@ class Budgets:
                 current = await store.get(coll, doc_id, (*SPEND, SETTLED))
                 if current is not None:
                     if once and (current.get(SETTLED) or {}).get(once[0]) == once[1]:
+                        self.forget_spent(coll, doc_id)  # a cached spend may predate it
                         return None  # added before, by a try whose answer was lost
                 elif not budget.upsert:
                     return None  # deleted meanwhile

@@ -6,6 +6,7 @@ from typing import Any
 
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, not_found
+from conduit_tornado.core.money import money
 from conduit_tornado.core.schemas import GroupCreate, GroupUpdate
 from conduit_tornado.store import SETTLED, Doc, DuplicateError, Store
 from conduit_tornado.store.changes import GROUPS, note
@@ -14,7 +15,10 @@ COLLECTION = "groups"
 
 
 def group_view(doc: Doc) -> dict[str, Any]:
-    return {"name": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", SETTLED)}}
+    view = {"name": doc["_id"], **{k: v for k, v in doc.items() if k not in ("_id", SETTLED)}}
+    view["spend"] = money(doc.get("spend"))  # sums of costs carry float noise
+    view["total_spend"] = money(doc.get("total_spend"))
+    return view
 
 
 class GroupService:

@@ -13,6 +13,7 @@ from typing import Any
 from conduit_tornado.core import meters
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.errors import ApiError, invalid_api_key, not_found, reject_nulls
+from conduit_tornado.core.money import money
 from conduit_tornado.core.schemas import KeyCreate, KeyFields, KeyUpdate
 from conduit_tornado.core.security import KEY_PREFIX, hash_key, new_virtual_key, visible_prefix
 from conduit_tornado.store import SETTLED, Doc, Store, StoreUnavailable
@@ -104,6 +105,10 @@ def key_view(doc: Doc) -> dict[str, Any]:
     """The admin API's view of a key: never the hash, never the key itself."""
     out = {"id": doc["_id"]}
     out.update({k: v for k, v in doc.items() if k not in _HIDDEN})
+    # Present on every key (0 until it is used: keys created before it was stored lack
+    # it), and rounded: sums of costs carry float noise.
+    out["spend"] = money(doc.get("spend"))
+    out["total_spend"] = money(doc.get("total_spend"))
     return out
 
 
@@ -209,6 +214,7 @@ class KeyService:
             "max_budget": body.max_budget,
             "budget_duration": body.budget_duration or ("total" if body.max_budget else None),
             "spend": 0.0,
+            "total_spend": 0.0,
             "period_start": now,
             "group": body.group,
             "metadata": body.metadata or {},

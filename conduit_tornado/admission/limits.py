@@ -163,6 +163,12 @@ class Limiter:
             log,
             lambda _, charge: f"charging {charge[0].kind} {charge[0].name}",
         )
+        # Charges taken from _charges by a batch and not yet answered: with _charges and
+        # the unsure writes, all this instance charged that the store has not confirmed,
+        # which budget checks count (_owed). Added to and taken from, never set: batches
+        # may overlap (flush()).
+        self._sending: dict[tuple[str, str], float] = {}
+        self.budgets.owed = self._owed
         self._plans: dict[tuple[str, str, str | None], _Plan] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settling: asyncio.Task[None] | None = None
@@ -444,8 +450,26 @@ class Limiter:
         """Documents and budget accounts with settled changes not yet written."""
         return sum(len(changes) for changes in self._deferred.values()) + len(self._charges)
 
+    def _owed(self, account: tuple[str, str]) -> float:
+        """What this instance charged ``account`` that the store has not confirmed."""
+        owed = self._sending.get(account, 0.0)
+        charged = self._charges.get(account)
+        if charged is not None:
+            owed += charged[1]
+        unsure = self._spends.unsure.get(account)
+        if unsure is not None:
+            owed += unsure[1][1]
+        return owed
+
+    def _send_count(self, account: tuple[str, str], amount: float) -> None:
+        left = self._sending.get(account, 0.0) + amount
+        if abs(left) < 1e-12:  # float sums of the same costs: nothing out
+            self._sending.pop(account, None)
+        else:
+            self._sending[account] = left
+
     def _charge(self, budget: Budget, cost: float) -> None:
-        account = (budget.collection, budget.id)  # cheaper to hash than the Budget
+        account = budget.account  # cheaper to hash than the Budget
         charged = self._charges.get(account)
         self._charges[account] = (budget, cost + charged[1] if charged else cost)
 
@@ -502,6 +526,8 @@ class Limiter:
             counters = deferred.setdefault(PARALLEL, {}).setdefault(doc_id, {})
             counters[path] = counters.get(path, 0) - count
         charges, self._charges = self._charges, {}
+        for account, (_, cost) in charges.items():
+            self._send_count(account, cost)
         for collection in {**deferred, **self._counters.unsure}:
             changes = deferred.get(collection, {})
             live = {id: inc for id, inc in changes.items() if any(inc.values())}
@@ -514,7 +540,15 @@ class Limiter:
         self._spends.store_down = self._counters.store_down  # one round for both kinds
         for account in {**charges, **self._spends.unsure}:
             charge = charges.get(account)
-            had_turn, written = await self._spends.send(account, charge)
+            unsure = self._spends.unsure.get(account)
+            out = (charge[1] if charge else 0.0) + (unsure[1][1] if unsure else 0.0)
+            self._send_count(account, out - (charge[1] if charge else 0.0))  # send() takes it
+            try:
+                had_turn, written = await self._spends.send(account, charge)
+            finally:
+                # Taken off in the step the answer arrives (add_spend made the spend it
+                # returned the cached one), or back in _charges or unsure for later.
+                self._send_count(account, -out)
             made += [c for c in written if c is not None]
             if not had_turn and charge is not None:
                 self._charge(*charge)  # waits its turn

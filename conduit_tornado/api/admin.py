@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from conduit_tornado.admission.keys import key_view
+from conduit_tornado.context import Context
+from conduit_tornado.core.errors import ApiError
 from conduit_tornado.core.schemas import (
     KeyCreate,
     KeyUpdate,
@@ -36,6 +38,27 @@ class PagedHandler(AdminHandler):
         )
 
 
+async def check_allowed_models(ctx: Context, allowed: list[str] | None) -> None:
+    """400 naming each entry of a key's allowed_models that is no model's name (a typo
+    would leave the key unable to use the model meant). Patterns (with ``*``) may match
+    models added later, so they are not checked."""
+    names = [m for m in allowed or [] if "*" not in m]
+    if not names:
+        return
+    await ctx.catalog.refresh()  # the newest models, as model creation checks providers
+    unknown = [m for m in names if m not in ctx.catalog.models]
+    if unknown:
+        known = sorted(ctx.catalog.models)
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        raise ApiError(
+            400,
+            f"allowed_models: no model is named {', '.join(repr(m) for m in unknown)} "
+            + (f"(the models are: {listed})" if known else "(no models are configured yet)"),
+            param="allowed_models",
+            code="invalid_value",
+        )
+
+
 def _with_secret(doc: Doc, secret: str) -> dict[str, Any]:
     return {**key_view(doc), "key": secret}
 
@@ -53,7 +76,17 @@ class KeysHandler(PagedHandler):
         self.send_page([key_view(d) for d in docs], total, offset, limit)
 
     async def post(self) -> None:
-        secret, doc = await self.ctx.keys.create(self.parse(KeyCreate))
+        body = self.parse(KeyCreate)
+        if body.expires_at is not None and body.expires_at <= self.ctx.clock.now():
+            raise ApiError(
+                400,
+                f"expires_at: {body.expires_at.isoformat()} is in the past; give a future "
+                "date-time, or none for a key that does not expire",
+                param="expires_at",
+                code="invalid_value",
+            )
+        await check_allowed_models(self.ctx, body.allowed_models)
+        secret, doc = await self.ctx.keys.create(body)
         self.send_json(_with_secret(doc, secret), 201)
 
 
@@ -62,7 +95,10 @@ class KeyHandler(AdminHandler):
         self.send_json(key_view(await self.ctx.keys.get(key_id)))
 
     async def patch(self, key_id: str) -> None:
-        self.send_json(key_view(await self.ctx.keys.update(key_id, self.parse(KeyUpdate))))
+        # (A past expires_at is allowed here: it is how a key is made to expire now.)
+        body = self.parse(KeyUpdate)
+        await check_allowed_models(self.ctx, body.allowed_models)
+        self.send_json(key_view(await self.ctx.keys.update(key_id, body)))
 
     async def delete(self, key_id: str) -> None:
         await self.ctx.keys.delete(key_id)

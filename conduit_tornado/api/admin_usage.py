@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from conduit_tornado.core.errors import ApiError
+from conduit_tornado.core.money import usage_numbers
 from conduit_tornado.metering.alerts import ALERTS
 from conduit_tornado.metering.recorder import LOGS, USAGE
 from conduit_tornado.store import SETTLED
@@ -26,6 +27,10 @@ _USAGE_FIELDS = (
     "estimated_requests",
 )
 _GROUPS = {"day": "day", "key": "key_id", "model": "model", "user": "user"}
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+    return usage_numbers(row, _USAGE_FIELDS)
 
 
 def _log_view(doc: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +99,7 @@ class UsageHandler(PagedHandler):
         await self.ctx.recorder.flush()
         store = self.ctx.store
         sums = await store.sum_by(USAGE, where, "day", _USAGE_FIELDS)
-        totals = {f: sum(row.get(f, 0) for row in sums.values()) for f in _USAGE_FIELDS}
+        totals = _numbers({f: sum(row.get(f, 0) for row in sums.values()) for f in _USAGE_FIELDS})
         alert_filter = {"subject.id": where["key_id"]} if "key_id" in where else {}
         alerts = [
             {k: v for k, v in a.items() if k != "_id"}
@@ -104,7 +109,8 @@ class UsageHandler(PagedHandler):
         ]
         if group is not None:
             grouped = await store.sum_by(USAGE, where, _GROUPS[group], _USAGE_FIELDS)
-            rows = [{group: k, **v} for k, v in sorted(grouped.items(), key=lambda kv: str(kv[0]))]
+            ordered = sorted(grouped.items(), key=lambda kv: str(kv[0]))
+            rows = [_numbers({group: k, **v}) for k, v in ordered]
             self.send_json(
                 {
                     "object": "usage",
@@ -119,7 +125,7 @@ class UsageHandler(PagedHandler):
         docs = await store.find(
             USAGE, where, sort="day", descending=True, offset=offset, limit=limit
         )
-        rows = [{k: v for k, v in d.items() if k not in ("_id", SETTLED)} for d in docs]
+        rows = [_numbers({k: v for k, v in d.items() if k not in ("_id", SETTLED)}) for d in docs]
         self.send_json(
             {
                 "object": "usage",

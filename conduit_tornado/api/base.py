@@ -35,6 +35,7 @@ from conduit_tornado.core.errors import (
 from conduit_tornado.core.ids import IdSequence
 from conduit_tornado.core.schemas import MAX_STORED_DEPTH, unstorable
 from conduit_tornado.core.settings import MIB
+from conduit_tornado.core.validation import first_problem
 from conduit_tornado.routing.catalog import ModelRoute
 from conduit_tornado.server import tornado_private
 from conduit_tornado.server.http import Exchange
@@ -485,12 +486,12 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        if first["type"] == "extra_forbidden":
+        problem = first_problem(exc, model)  # in words (core/validation.py)
+        param = problem.param
+        if problem.unknown_field:
             message = f"Unrecognized request argument supplied: {param}"
         else:
-            message = f"Invalid value for {param}: {first['msg']}" if param else first["msg"]
+            message = problem.message
         raise ApiError(400, message, param=param, code="invalid_value") from None
 
 

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from .validation import first_problem
+
 BudgetDuration = Literal["1d", "7d", "30d", "monthly", "total"]
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "ollama", "mock"]
 Strategy = Literal["weighted", "round_robin", "least_busy", "lowest_latency"]
@@ -321,11 +323,12 @@ def check_options(provider_type: str, options: dict[str, Any]) -> dict[str, Any]
     try:
         model = PROVIDER_OPTIONS[provider_type].model_validate(options)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        if first["type"] == "extra_forbidden":
-            raise ValueError(f"{provider_type} providers take no option {where!r}") from None
-        raise ValueError(f"{where}: {first['msg']}" if where else first["msg"]) from None
+        problem = first_problem(exc, PROVIDER_OPTIONS[provider_type])
+        if problem.unknown_field:
+            raise ValueError(
+                f"{provider_type} providers take no option {problem.param!r}"
+            ) from None
+        raise ValueError(problem.message) from None
     return model.model_dump(exclude_unset=True)
 
 

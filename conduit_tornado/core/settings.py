@@ -109,8 +109,9 @@ class Settings(BaseSettings):
         1.0,
         ge=0,
         description="Seconds a key's, group's or end user's current spend is cached per "
-        "instance for budget checks. This instance's own charges count at once; other "
-        "instances' within this time. 0 reads the spend from the store on every request.",
+        "instance for budget checks. This instance's own charges count at once (as soon as "
+        "a response's cost is known, before the batched write); other instances' within "
+        "this time. 0 reads the spend from the store on every request.",
     )
     catalog_refresh: float = Field(
         10.0,

@@ -29,6 +29,7 @@ from conduit_tornado.api.base import (
     bearer_token,
 )
 from conduit_tornado.core.errors import ApiError, invalid_api_key
+from conduit_tornado.core.money import usage_numbers
 from conduit_tornado.metering.recorder import USAGE
 
 from .identity import Hub, HubUser
@@ -242,8 +243,11 @@ class MeUsageHandler(HubSessionHandler):
             where["day"] = {**({"$gte": start} if start else {}), **({"$lte": end} if end else {})}
         await self.ctx.recorder.flush()  # so a caller sees its own requests at once
         sums = await self.ctx.store.sum_by(USAGE, where, group, _USAGE_FIELDS)
-        rows = [{group: k, **v} for k, v in sorted(sums.items(), key=lambda kv: str(kv[0]))]
-        totals = {f: sum(row.get(f, 0) for row in rows) for f in _USAGE_FIELDS}
+        ordered = sorted(sums.items(), key=lambda kv: str(kv[0]))
+        rows = [usage_numbers({group: k, **v}, _USAGE_FIELDS) for k, v in ordered]
+        totals = usage_numbers(
+            {f: sum(row[f] for row in rows) for f in _USAGE_FIELDS}, _USAGE_FIELDS
+        )
         self.send_json(
             {
                 "object": "usage",

@@ -25,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from conduit_tornado.core.schemas import BudgetDuration, PositiveInt, Strict, Usd
+from conduit_tornado.core.validation import Problem, first_problem
 
 KEY_PREFIX = "hub:"  # key and key group names: "hub:<user>", "hub:<group>"
 
@@ -81,4 +82,6 @@ def load_policy(path: Path | None) -> HubPolicy:
     try:
         return HubPolicy.model_validate(section or {})
     except ValidationError as exc:
-        raise PolicyError(f"{path}: jupyterhub: {exc}") from exc
+        problem = first_problem(exc, HubPolicy)
+        where = ".".join(p for p in ("jupyterhub", problem.param) if p)
+        raise PolicyError(f"{path}: {Problem(where, problem.text, False).message}") from None

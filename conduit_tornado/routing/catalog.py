@@ -28,6 +28,7 @@ from conduit_tornado.store import Doc, DuplicateError, Store
 from conduit_tornado.store.changes import CATALOG, note
 
 from .clients import ClientConfigError, client_identity
+from .model_kinds import model_kinds
 
 log = logging.getLogger("conduit.catalog")
 PROVIDERS = "providers"
@@ -89,14 +90,18 @@ PROVIDER_CAPABILITIES: dict[str, frozenset[str]] = {
 
 
 def capabilities(route: ModelRoute, providers: dict[str, Provider]) -> list[str]:
-    """What a virtual model can do: as declared, else what its providers can."""
+    """What a virtual model can do: as declared, else what its deployments' upstream
+    models can do through their providers (model_kinds.py), or, for an upstream model
+    not known by name, what its provider type can."""
     if route.declared is not None:
         return sorted(route.declared)
     found: set[str] = set()
     for dep in route.deployments:
         provider = providers.get(dep["provider"])
         if provider is not None:
-            found |= PROVIDER_CAPABILITIES.get(provider.type, frozenset())
+            serves = PROVIDER_CAPABILITIES.get(provider.type, frozenset())
+            kinds = model_kinds(dep["model"])
+            found |= serves if kinds is None else serves & kinds
     return sorted(found)
 
 
@@ -147,9 +152,7 @@ def _check_identity(options: dict[str, Any]) -> None:
     try:
         client_identity(options)
     except ClientConfigError as exc:
-        raise ApiError(
-            400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
-        ) from None
+        raise ApiError(400, f"options: {exc}", param="options", code="invalid_value") from None
 
 
 def model_view(doc: Doc) -> dict[str, Any]:
@@ -302,7 +305,7 @@ class Catalog:
                 fields["options"] = check_options(kind, dict(options or {}))
             except ValueError as exc:
                 raise ApiError(
-                    400, f"Invalid value for options: {exc}", param="options", code="invalid_value"
+                    400, f"options: {exc}", param="options", code="invalid_value"
                 ) from None
             _check_identity(fields["options"])
         sealed = ("api_key", "headers", "options")
