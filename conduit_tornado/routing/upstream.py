@@ -151,7 +151,7 @@ class ProviderError(Exception):
             return ApiError(
                 502,
                 f"{_upper(who)} does not know the model{named} its deployment names "
-                f"(it said: {self.message}). Check the deployment's model.",
+                f"(it said: {self.message.rstrip('. ')}). Check the deployment's model.",
                 code="upstream_model_not_found",
                 type="upstream_error",
             )
