@@ -85,6 +85,10 @@ async def test_openai_base_url_without_v1_is_a_gateway_error(
     line = _access(caplog, request_id)
     assert line["error_code"] == "upstream_not_found" and line["provider"] == "no-v1"
     assert line["deployment"] == "x" and line["attempts"] == 1
+    # A stream fails before its first event: the same error, as JSON.
+    streamed = await _oneshot(wired, "lost", stream=True)
+    assert streamed.status_code == 502 and streamed.headers["x-conduit-provider"] == "no-v1"
+    assert streamed.json()["error"]["code"] == "upstream_not_found"
 
 
 async def test_anthropic_base_url_with_v1_in_both_envelopes(wired: Wired) -> None:
