@@ -17,6 +17,7 @@ from conduit_tornado.admission.keys import KeyService
 from conduit_tornado.admission.limits import Limiter
 from conduit_tornado.admission.realtime import RealtimeSessions
 from conduit_tornado.api.routes import make_app, make_metrics_app, mount_prefix
+from conduit_tornado.core import scrub
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox, hash_key, new_master_key
 from conduit_tornado.core.settings import Settings
@@ -113,6 +114,8 @@ def resolve_secret_key(settings: Settings, store: Store) -> str | None:
 async def resolve_master_key(settings: Settings, store: Store) -> tuple[str, str | None]:
     """Return (hash of the master key, the key itself if it was generated just now)."""
     if settings.master_key is not None:
+        # A chosen master key may be shorter than the key pattern scrub.py redacts.
+        scrub.remember([settings.master_key.get_secret_value()])
         return hash_key(settings.master_key.get_secret_value()), None
     if store.persistent:
         stored = await store.get("meta", _MASTER_META)

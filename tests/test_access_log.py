@@ -15,6 +15,7 @@ import pytest
 
 from conduit_tornado import AdminClient
 from conduit_tornado.core.scrub import remember, scrub
+from conduit_tornado.core.security import new_master_key, new_virtual_key, visible_prefix
 from conduit_tornado.metering.access_log import JsonFormatter, TextFormatter
 from tests.conftest import MASTER_KEY
 from tests.fakes.base import PROMPT_TOKENS
@@ -87,6 +88,9 @@ async def test_text_access_line_and_switching_it_off(
     assert record.getMessage().startswith("GET /v1/models?limit=5 200 ")
     text = TextFormatter().format(record)
     assert f"request_id={r.headers['x-request-id']}" in text and f"key_id={on.key_id}" in text
+    # The documented 12-character prefix is shown; the key itself never is.
+    prefix = (await on.admin.get_key(on.key_id))["prefix"]
+    assert len(prefix) == 12 and f"key_prefix={prefix}" in text.split() and on.key not in text
     caplog.clear()
     off = await wired_with(access_log=False)
     async with httpx2.AsyncClient(base_url=off.gateway.url) as http:
@@ -191,3 +195,10 @@ async def test_scrubbing_text_and_urls() -> None:
         "https://[redacted]@h.test/v1?api_key=[redacted]&x=1"
     )
     assert scrub("the monkey=banana keyboard: qwerty") == "the monkey=banana keyboard: qwerty"
+    # Whole keys (virtual and master), and a key cut short, are redacted; the visible
+    # prefix the logs, admin API and UI show is not.
+    for key in (new_virtual_key(), new_master_key()):
+        shown = visible_prefix(key)
+        assert scrub(f"key_prefix={shown} status=200") == f"key_prefix={shown} status=200"
+        assert scrub(f"got {key}!") == "got [redacted]!"
+        assert scrub(f"got {key[:24]}") == "got [redacted]"

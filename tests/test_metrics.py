@@ -211,7 +211,9 @@ async def test_upstream_errors_retries_and_refusals(wired_with: WiredFactory) ->
     refusals = "conduit_rate_limit_refusals_total"
     assert moved(before, after, refusals, code="rate_limit_exceeded") == 1
     assert moved(before, after, "conduit_requests_total", **request_labels("429")) == 1
-    assert moved(before, after, "conduit_requests_total", **request_labels("400")) == 1
+    # A provider's refusal is counted against the provider that was tried.
+    tried = {**request_labels("400"), "provider": "oai"}
+    assert moved(before, after, "conduit_requests_total", **tried) == 1
 
 
 async def test_a_stream_in_flight_and_a_failure_mid_stream(wired: Wired) -> None:

@@ -56,7 +56,13 @@ async def test_retries_are_bounded_and_429_keeps_retry_after(wired: Wired) -> No
             400,
             None,
         ),
-        ({"status": 404, "body": {"error": {"message": "no such model"}}}, 404, None),
+        # A model the provider does not know is the deployment's mistake (502), and the
+        # same deployment is not asked again (tests/test_upstream_errors.py).
+        (
+            {"status": 404, "body": {"error": {"message": "no such model"}}},
+            502,
+            "upstream_model_not_found",
+        ),
         ({"status": 422, "body": {"error": {"message": "unprocessable"}}}, 400, None),
     ],
 )
@@ -66,6 +72,7 @@ async def test_client_errors_are_not_retried(
     wired.fake.then(**directive)
     r = await _post(wired, {"model": "gpt", "messages": HI})
     assert r.status_code == status and len(wired.fake.requests) == 1
+    assert r.json()["error"]["code"] == code
 
 
 async def test_upstream_auth_failure_is_a_gateway_error(

@@ -125,6 +125,18 @@ class _Plan:
     parallel: list[tuple[str, int, str]]  # (slot document, limit, label)
 
 
+def with_limit_headers(
+    error: ApiError, unit: str, limit: int, left: int | None, wait: float
+) -> ApiError:
+    """A refusal with OpenAI's x-ratelimit-* headers for the limit that refused it (the
+    key's, its group's, an end user's ...): what the openai SDK's users read to back off."""
+    error.headers[f"x-ratelimit-limit-{unit}"] = str(limit)
+    if left is not None:
+        error.headers[f"x-ratelimit-remaining-{unit}"] = str(left)
+    error.headers[f"x-ratelimit-reset-{unit}"] = openai_duration(wait)
+    return error
+
+
 class Limiter:
     def __init__(
         self,
@@ -331,12 +343,19 @@ class Limiter:
         if lease is None:  # the server refused atomically; read why, only now
             current = await self._store.get(WINDOWS, doc_id) or {}
             if s.rpm and current.get("r", 0) + 1 > s.rpm:
-                raise refusal(
-                    f"{s.code_prefix}rate_limit_exceeded",
-                    f"Rate limit reached for {s.label}: {s.rpm} requests per minute.",
+                raise with_limit_headers(
+                    refusal(
+                        f"{s.code_prefix}rate_limit_exceeded",
+                        f"Rate limit reached for {s.label}: {s.rpm} requests per minute.",
+                        wait,
+                    ),
+                    "requests",
+                    s.rpm,
+                    0,
                     wait,
                 )
-            raise self._tokens_refusal(s, tokens, wait)
+            left = max(0, int(s.tpm or 0) - int(current.get("t", 0)))
+            raise self._tokens_refusal(s, tokens, wait, left)
         if s.rpm:
             grant.held.append(Held(WINDOWS, doc_id, "r", 1))
         if s.tpm:
@@ -361,10 +380,17 @@ class Limiter:
         doc_id = f"{s.id}|d|{start.date().isoformat()}"
         lease = await self._holdings.take(doc_id, end, {"r": s.rpd}, {"r": 1})
         if lease is None:
-            raise refusal(
-                f"{s.code_prefix}rate_limit_exceeded",
-                f"Rate limit reached for {s.label}: {s.rpd} requests per day.",
-                seconds_until(now, end) or 1,
+            wait = seconds_until(now, end) or 1
+            raise with_limit_headers(
+                refusal(
+                    f"{s.code_prefix}rate_limit_exceeded",
+                    f"Rate limit reached for {s.label}: {s.rpd} requests per day.",
+                    wait,
+                ),
+                "requests",
+                s.rpd,
+                0,
+                wait,
             )
         grant.held.append(Held(WINDOWS, doc_id, "r", 1))
         if key_level and not s.rpm:
@@ -386,13 +412,15 @@ class Limiter:
         return cached
 
     @staticmethod
-    def _tokens_refusal(s: Subject, tokens: int, wait: int) -> ApiError:
-        return refusal(
+    def _tokens_refusal(s: Subject, tokens: int, wait: int, left: int | None = None) -> ApiError:
+        assert s.tpm
+        error = refusal(
             f"{s.code_prefix}tokens_rate_limit_exceeded",
             f"Token rate limit reached for {s.label}: {s.tpm} tokens per minute "
             f"(this request needs about {tokens}).",
             wait,
         )
+        return with_limit_headers(error, "tokens", s.tpm, left, wait)
 
     async def hold(self, grant: Grant, doc_id: str, limit: int, label: str) -> None:
         """Hold one of ``limit`` concurrent slots (e.g. realtime sessions) until settled."""

@@ -154,8 +154,7 @@ class ApiResponses(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
+            self.error_headers(exc)
             body = exc.envelope()
         elif status_code >= 500:
             body = error_envelope(
@@ -167,6 +166,13 @@ class ApiResponses(tornado.web.RequestHandler):
             body = error_envelope(message, default_type(status_code))
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(body))
+
+    def error_headers(self, exc: ApiError) -> None:
+        """An error's own headers, spelt as given (x-conduit-*, x-ratelimit-* lowercase,
+        as on answers): beside Tornado's headers, which would capitalise them."""
+        self._own_headers.update(exc.headers)
+        if self.merges_own_headers:
+            self._merge_own_headers()
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         if isinstance(kwargs.get("exc_info", (None, None, None))[1], StoreUnavailable):
@@ -306,13 +312,17 @@ class BaseHandler(ApiResponses):
         if declared is not None and declared.isdigit() and int(declared) > hard_cap:
             raise ApiError(
                 413,
-                f"Request body too large: the limit is {self.body_limit} bytes.",
+                self.too_large_message(),
                 code="request_too_large",
             )
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection | Exchange):
             connection.set_max_body_size(hard_cap)
         await self.authenticate()
+
+    def too_large_message(self, what: str = "Request body") -> str:
+        setting = "CONDUIT_" + self.max_body_setting.upper()
+        return f"{what} too large: the limit is {self.body_limit} bytes (set by {setting})."
 
     async def authenticate(self) -> None:
         raise NotImplementedError  # every route must choose; see the subclasses below
@@ -331,7 +341,7 @@ class BaseHandler(ApiResponses):
         if self._received > self.body_limit:
             raise ApiError(
                 413,
-                f"Request body too large: the limit is {self.body_limit} bytes.",
+                self.too_large_message(),
                 code="request_too_large",
             )
         if len(self._chunks) > 1:

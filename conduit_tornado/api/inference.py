@@ -187,9 +187,9 @@ class ChatCompletionsHandler(ProxyHandler):
         another provider, so the last one's list stands)."""
         names = adapter.dropped(body)
         if names:
-            self.set_header("x-conduit-dropped-params", ",".join(names))
+            self.put_headers({"x-conduit-dropped-params": ",".join(names)})
         else:
-            self.clear_header("x-conduit-dropped-params")
+            self._own_headers.pop("x-conduit-dropped-params", None)
 
 
 class CompletionsHandler(ProxyHandler):

@@ -138,7 +138,7 @@ class UploadHandler(ProxyHandler):
         if self._received > self.body_limit:
             raise ApiError(
                 413,
-                f"The upload is too large: the limit is {self.body_limit} bytes.",
+                self.too_large_message("The upload is"),
                 code="request_too_large",
             )
         if self.upload_error is not None:

@@ -44,8 +44,7 @@ class AnthropicShapes(ClientHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
+            self.error_headers(exc)
             message = exc.message
         elif status_code >= 500:
             message = (

@@ -27,7 +27,7 @@ from conduit_tornado.routing.providers.base import (
     estimate_tokens,
     prompt_text,
 )
-from conduit_tornado.routing.router import Outcome
+from conduit_tornado.routing.router import Outcome, RoutingFailed
 from conduit_tornado.routing.upstream import ProviderError
 
 from .base import ClientHandler, dumps, model_name, resolve_model
@@ -399,10 +399,15 @@ class ProxyHandler(ClientHandler):
         try:
             await pump
         except ProviderError as exc:
-            error = exc.to_api_error()
+            target = self.outcome.target if self.outcome is not None else None
+            error = (
+                exc.to_api_error(target.provider.name, target.model, target.adapter.base_url_hint)
+                if target is not None
+                else exc.to_api_error()
+            )
             self.entry.update(status=error.status, error_code=error.code, error_type=error.type)
-            if self.outcome is not None:  # after the first byte: the router never saw it
-                meters.upstream_error(self.outcome.target.provider.name, exc.kind)
+            if target is not None:  # after the first byte: the router never saw it
+                meters.upstream_error(target.provider.name, exc.kind)
             if error_event is not None:
                 with contextlib.suppress(StreamClosedError):
                     self.write(error_event(error))
@@ -477,6 +482,14 @@ class ProxyHandler(ClientHandler):
                 self.entry.update(error_code=exc.code, error_type=exc.type)
             else:
                 self.entry.update(error_code=None, error_type="server_error")
+            if isinstance(exc, RoutingFailed):  # what was tried, for the log and access line
+                self.outcome = outcome = exc.outcome
+                self.entry.update(
+                    provider=outcome.target.provider.name,
+                    deployment=outcome.target.model,
+                    attempts=outcome.attempts,
+                    upstream_ms=round(outcome.upstream_seconds * 1000, 3),
+                )
 
     def on_finish(self) -> None:
         self.done()

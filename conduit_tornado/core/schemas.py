@@ -335,7 +335,18 @@ def check_options(provider_type: str, options: dict[str, Any]) -> dict[str, Any]
 class ProviderFields(Strict):
     name: str | None = None
     type: ProviderType | None = None
-    base_url: str | None = None
+    base_url: str | None = Field(
+        None,
+        description="Where the provider's API is: the gateway appends each call's path to "
+        "it. openai (and OpenAI-compatible servers): up to and including the version path, "
+        "e.g. https://api.openai.com/v1 (the default); /chat/completions, /embeddings ... "
+        "are appended. ollama: ending in /v1, e.g. http://127.0.0.1:11434/v1 (required). "
+        "azure: the resource's endpoint without a path, e.g. https://NAME.openai.azure.com "
+        "(required); /openai/deployments/{deployment}/... is appended. anthropic: without "
+        "/v1, e.g. https://api.anthropic.com (the default); /v1/messages is appended. "
+        "gemini: without a version, e.g. https://generativelanguage.googleapis.com (the "
+        "default); /v1beta/models/{model}:generateContent is appended. mock: not used.",
+    )
     api_key: SecretStr | None = None
     headers: dict[str, str] | None = None
     options: dict[str, Any] | None = None

@@ -41,8 +41,13 @@ SECRET_NAMES = (
 )
 _NAMES = "|".join(re.escape(n) for n in sorted(SECRET_NAMES, key=len, reverse=True))
 #: Replaced whole: our own keys (virtual and master), common provider key shapes
-#: (OpenAI / Anthropic style, Google API keys).
-_WHOLE = re.compile(r"condt_[A-Za-z0-9_\-]{6,}|\bsk-[A-Za-z0-9_\-]{12,}|\bAIza[0-9A-Za-z_\-]{20,}")
+#: (OpenAI / Anthropic style, Google API keys). Our keys are ``condt_`` and 43 random
+#: characters (``condt_master_`` and 43 for master keys; core/security.py), and the
+#: prefix the logs, the admin API and the UI show to tell keys apart is ``condt_`` and 6
+#: (VISIBLE_CHARS): from 16 on, the run is mostly key material, so a key cut short in a
+#: copy is still redacted while the prefix is not. A master key of the operator's choosing
+#: (any length) is scrubbed by value (gateway.resolve_master_key remembers it).
+_WHOLE = re.compile(r"condt_[A-Za-z0-9_\-]{16,}|\bsk-[A-Za-z0-9_\-]{12,}|\bAIza[0-9A-Za-z_\-]{20,}")
 #: The value after a name that says what it is: ``Bearer <token>``, ``name=value`` (query
 #: strings, forms), ``"name": "value"`` (JSON) and ``name: value`` (headers).
 _AFTER_NAME = re.compile(

@@ -10,8 +10,9 @@ as the request fans out into there (``calls``: prompts x n on providers without 
 most ``max_fanout``). Every target in the plan gets one try; beyond that, retries may
 spend ``max_retries`` calls more, for the whole request. So a request makes at most
 ``max(k x D, k + max_retries)`` upstream calls, k its largest fan-out and D the targets
-in its plan. A target that refuses the gateway's credentials (401/403) is not tried again
-within the request: the same key would be refused again.
+in its plan. A target that refuses the gateway's credentials (401/403), or says it has no
+such path or model (404/405), is not tried again within the request: it would answer the
+same again.
 """
 
 from __future__ import annotations
@@ -74,6 +75,29 @@ class Outcome:
     attempts: int
     upstream_seconds: float
     waited_seconds: float
+
+
+class RoutingFailed(ApiError):
+    """A request no target answered: the client's error, naming the provider (by its
+    configured name) of the last try, with what was tried for the headers and the log."""
+
+    def __init__(self, exc: ProviderError, outcome: Outcome) -> None:
+        target = outcome.target
+        error = exc.to_api_error(target.provider.name, target.model, target.adapter.base_url_hint)
+        super().__init__(
+            error.status,
+            error.message,
+            code=error.code,
+            param=error.param,
+            type=error.type,
+            headers={
+                **error.headers,
+                "x-conduit-provider": target.provider.name,
+                "x-conduit-model": target.model,
+                "x-conduit-attempts": str(outcome.attempts),
+            },
+        )
+        self.outcome = outcome
 
 
 def credentials(provider: Provider) -> list[str | None]:
@@ -265,13 +289,13 @@ class Router:
                 break
             target = plan[at]
             spent += cost
-            outcome.target, outcome.attempts = target, outcome.attempts + 1
             if attempt >= len(plan):  # second pass over the plan: back off first
                 wait = self._backoff(attempt - len(plan), last)
                 if time.monotonic() + wait >= deadline:
-                    break
+                    break  # not tried: the outcome keeps naming the last try
                 outcome.waited_seconds += wait
                 await asyncio.sleep(wait)
+            outcome.target, outcome.attempts = target, outcome.attempts + 1
             if last is not None:  # every try after the first follows a failed one
                 meters.retried(failed_provider, last.kind)
             started = time.monotonic()
@@ -292,8 +316,8 @@ class Router:
                 meters.attempt_failed(failed_provider, exc.kind)
                 self._failed(target, exc)
                 if not exc.retryable:
-                    raise exc.to_api_error() from None
-                if exc.kind == "auth":
+                    raise RoutingFailed(exc, outcome) from None
+                if exc.kind in exc.SETTLED:
                     refused.add(at)
                 last = exc
                 if time.monotonic() >= deadline:
@@ -307,7 +331,7 @@ class Router:
             meters.attempt_succeeded(target.provider.name)
             return result, outcome
         assert last is not None
-        raise last.to_api_error()
+        raise RoutingFailed(last, outcome)
 
     def _backoff(self, retry: int, last: ProviderError | None) -> float:
         s = self._settings

@@ -62,8 +62,21 @@ class ProviderError(Exception):
     #: break) is retryable: nothing was sent, and another deployment may work. An answer
     #: over the size caps ("too_large") is not: asking again costs as much again.
     RETRYABLE = frozenset(
-        {"rate_limit", "server", "timeout", "connect", "auth", "bad_response", "config"}
+        {
+            "rate_limit",
+            "server",
+            "timeout",
+            "connect",
+            "auth",
+            "bad_response",
+            "config",
+            "no_route",
+            "no_model",
+        }
     )
+    #: Kinds where asking the same deployment again gets the same answer: its settings
+    #: (credentials, base_url, model) are wrong. Routing tries each such target once.
+    SETTLED = frozenset({"auth", "no_route", "no_model"})
 
     def __init__(
         self,
@@ -90,7 +103,11 @@ class ProviderError(Exception):
     def retryable(self) -> bool:
         return self.kind in self.RETRYABLE
 
-    def to_api_error(self) -> ApiError:
+    def to_api_error(self, provider: str = "", model: str = "", hint: str = "") -> ApiError:
+        """The client's error. ``provider`` is the provider's configured name (never its
+        key), ``model`` the deployment's upstream model and ``hint`` what the provider's
+        type expects of its base_url: an operator reading the message knows what to fix."""
+        who = f"the provider {provider!r}" if provider else "the upstream provider"
         if self.kind == "client":
             status = (
                 400
@@ -113,13 +130,30 @@ class ProviderError(Exception):
         if self.kind == "auth":
             return ApiError(
                 502,
-                "The gateway's credentials were refused by the upstream provider.",
+                f"The gateway's credentials were refused by {who}: check its API key.",
                 code="upstream_auth_error",
                 type="upstream_error",
             )
         if self.kind == "connect":
             return ApiError(
-                502, "The upstream provider could not be reached.", code="upstream_unreachable"
+                502, f"{_upper(who)} could not be reached.", code="upstream_unreachable"
+            )
+        if self.kind == "no_route":
+            return ApiError(
+                502,
+                f"{_upper(who)} has no such API path (it answered HTTP {self.status}): its "
+                f"base_url is likely wrong. {hint}".rstrip(),
+                code="upstream_not_found",
+                type="upstream_error",
+            )
+        if self.kind == "no_model":
+            named = f" {model!r}" if model else ""
+            return ApiError(
+                502,
+                f"{_upper(who)} does not know the model{named} its deployment names "
+                f"(it said: {self.message.rstrip('. ')}). Check the deployment's model.",
+                code="upstream_model_not_found",
+                type="upstream_error",
             )
         if self.kind == "unsupported":
             return ApiError(400, self.message, code="unsupported_for_model", param=self.param)
@@ -137,11 +171,30 @@ class ProviderError(Exception):
         if self.kind == "config":
             return ApiError(
                 502,
-                f"The gateway cannot call this provider: {self.message}",
+                f"The gateway cannot call {who}: {self.message}",
                 code="upstream_misconfigured",
                 type="upstream_error",
             )
         return ApiError(502, f"The upstream provider failed: {self.message}", code="upstream_error")
+
+
+def _upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+#: A 404 whose error is about a model (OpenAI's and Azure's codes, or a message naming the
+#: model or deployment, as Anthropic, Gemini, Ollama and vLLM word it). Any other 404 or
+#: 405 means the provider has no such path: its base_url is wrong, since every call the
+#: gateway makes goes to a fixed path under it.
+_MODEL_CODES = frozenset({"model_not_found", "DeploymentNotFound"})
+_MODEL_WORDS = re.compile(r"(?i)\b(?:models?\b|deployment)")
+
+
+def _not_found_kind(status: int, message: str, code: str | None, explained: bool) -> str:
+    about_model = code in _MODEL_CODES or _MODEL_WORDS.search(message) is not None
+    if status == 404 and explained and about_model and not message.startswith("Invalid URL"):
+        return "no_model"
+    return "no_route"
 
 
 def classify_status(
@@ -152,11 +205,17 @@ def classify_status(
     code: str | None = None,
     param: str | None = None,
     reason: str | None = None,
+    explained: bool = False,
 ) -> ProviderError:
     """An error answer as a ProviderError. ``code`` and ``param`` are the provider's own
     (OpenAI and Azure name context_length_exceeded, content_filter ...): clients branch on
     them, so a client error keeps them. Gemini says a bad key with a 400 whose reason is
-    API_KEY_INVALID: that is the gateway's credential, not the client's request."""
+    API_KEY_INVALID: that is the gateway's credential, not the client's request.
+    ``explained``: the message is the provider's own (a JSON error), not just the status.
+
+    A 404 or 405 is never the client's: every call goes to a fixed path for a model the
+    gateway chose, so it means the deployment's model or the provider's base_url is wrong
+    (kinds "no_model" and "no_route"), and another deployment may serve the request."""
     if status in (401, 403) or reason in _KEY_REASONS:
         return ProviderError("auth", message, status=status)
     if status == 508:  # a gateway on the way saw the request come back: asking again loops
@@ -167,6 +226,9 @@ def classify_status(
         return ProviderError("timeout", message, status=status)
     if status >= 500 or status == 409:
         return ProviderError("server", message, status=status, retry_after=retry_after)
+    if status in (404, 405):
+        kind = _not_found_kind(status, message, code, explained)
+        return ProviderError(kind, message, status=status, code=code)
     return ProviderError("client", message, status=status, code=code, param=param)
 
 
@@ -533,7 +595,8 @@ class Upstream:
                 parsed: Any = orjson.loads(raw_body)
             except orjson.JSONDecodeError:
                 parsed = None
-            message = error_message(parsed, f"HTTP {response.status}")
+            fallback = f"HTTP {response.status}"
+            message = error_message(parsed, fallback)
             code, param, reason = error_details(parsed)
             raise classify_status(
                 response.status,
@@ -542,6 +605,7 @@ class Upstream:
                 code=code,
                 param=param,
                 reason=reason,
+                explained=message is not fallback,
             )
         return response
 

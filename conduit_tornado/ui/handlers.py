@@ -282,9 +282,13 @@ class ProviderTestHandler(AdminHandler):
             "max_tokens": 1,
         }
         started = time.perf_counter()
+        adapter = self.ctx.router.adapter(provider)
         try:
-            await self.ctx.router.adapter(provider).chat(request, model, timeouts)
+            await adapter.chat(request, model, timeouts)
         except ProviderError as exc:
+            # What a client would be told, which names the fix (a wrong base_url or model),
+            # unless the provider refused the request itself: then its own words.
+            error = exc.to_api_error(provider.name, model, adapter.base_url_hint)
             self.send_json(
                 {
                     "object": "ui.provider_test",
@@ -292,7 +296,8 @@ class ProviderTestHandler(AdminHandler):
                     "model": model,
                     "kind": exc.kind,
                     "status": exc.status or None,
-                    "message": exc.message,
+                    "code": error.code,
+                    "message": exc.message if exc.kind == "client" else error.message,
                 }
             )
             return

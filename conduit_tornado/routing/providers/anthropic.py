@@ -308,6 +308,10 @@ def from_anthropic(data: Json, model: str) -> Json:
 class AnthropicAdapter(Adapter):
     supports_n = False
     default_base = "https://api.anthropic.com"
+    base_url_hint = (
+        "An anthropic provider's base_url has no /v1, as in https://api.anthropic.com: the "
+        "gateway appends /v1/messages to it."
+    )
 
     def _url(self) -> str:
         return f"{self.provider.base_url or self.default_base}/v1/messages"

@@ -390,6 +390,9 @@ class Adapter:
     supports_n = True  # the provider honours n > 1 itself
     free = False  # answers cost nothing whatever the price tables say (the mock)
     native_completions = False  # has a legacy /completions endpoint
+    #: What this type's base_url must be, said when the provider answers that a path does
+    #: not exist (upstream_not_found): the one mistake that looks like the client's.
+    base_url_hint = ""
 
     def __init__(self, provider: Provider, upstream: Upstream) -> None:
         self.provider = provider

@@ -289,6 +289,11 @@ def from_gemini(data: Json, model: str) -> Json:
 
 class GeminiAdapter(Adapter):
     default_base = "https://generativelanguage.googleapis.com"
+    base_url_hint = (
+        "A gemini provider's base_url has no version path, as in "
+        "https://generativelanguage.googleapis.com: the gateway appends "
+        "/v1beta/models/{model}:generateContent ... to it."
+    )
 
     @staticmethod
     def dropped(body: Json) -> list[str]:

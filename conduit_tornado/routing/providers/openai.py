@@ -37,6 +37,11 @@ DONE = b"[DONE]"
 class OpenAIAdapter(Adapter):
     native_completions = True
     default_base = "https://api.openai.com/v1"
+    base_url_hint = (
+        "An openai provider's base_url includes the API's version path, as in "
+        "https://api.openai.com/v1: the gateway appends /chat/completions, /embeddings, "
+        "/responses ... to it."
+    )
 
     def url(self, path: str, model: str) -> str:
         return f"{self.provider.base_url or self.default_base}{path}"
@@ -275,6 +280,10 @@ class OllamaAdapter(OpenAIAdapter):
     """Ollama through its OpenAI-compatible /v1 endpoint."""
 
     default_base = "http://127.0.0.1:11434/v1"
+    base_url_hint = (
+        "An ollama provider's base_url ends in /v1, as in http://127.0.0.1:11434/v1: the "
+        "gateway appends /chat/completions, /embeddings ... to it."
+    )
 
 
 class AzureAdapter(OpenAIAdapter):
@@ -286,6 +295,11 @@ class AzureAdapter(OpenAIAdapter):
     native_responses = False
 
     default_api_version = "2024-10-21"
+    base_url_hint = (
+        "An azure provider's base_url is the resource's endpoint without a path, as in "
+        "https://NAME.openai.azure.com: the gateway appends "
+        "/openai/deployments/{deployment}/chat/completions ... to it."
+    )
 
     def url(self, path: str, model: str) -> str:
         return f"{self.provider.base_url}/openai/deployments/{model}{path}"
