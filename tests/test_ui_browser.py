@@ -383,7 +383,9 @@ async def _check_sorting(page: Page, url: str) -> None:
     header = page.locator("th", has=page.get_by_role("button", name="Spend / budget"))
     await expect(header).to_have_attribute("aria-sort", "descending")
     await page.get_by_role("button", name="Name", exact=True).click()
-    await expect(names).to_have_text(["alice-notebook", "service-0", "service-1", "service-2", LONG])
+    await expect(names).to_have_text(
+        ["alice-notebook", "service-0", "service-1", "service-2", LONG]
+    )
 
 
 async def _axe(page: Page, script: str) -> list[dict[str, Any]]:
@@ -465,7 +467,7 @@ async def test_every_page_accessible_and_pictured(
             page.on("pageerror", errors_into(errors))
             for event in ("console", "response", "requestfailed"):
                 page.on(event, failures_into(failed))
-            page.on("request", lambda r: asked.append(r.url))
+            page.on("request", lambda r, asked=asked: asked.append(r.url))
             await sign_in(page, url)
             if (scheme, width) == ("light", 1280):
                 await _check_sorting(page, url)
