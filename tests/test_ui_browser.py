@@ -163,6 +163,15 @@ async def test_key_lifecycle_in_the_browser(
     )
     await expect(rpm).to_have_attribute("aria-invalid", "true")
     await dialog.get_by_label("Requests per minute").fill("100")
+    # The gateway's own checks: the message stands under the field it names.
+    await dialog.get_by_label("Allowed addresses").fill("notanip")
+    await dialog.get_by_role("button", name="Create key").click()
+    ips_error = dialog.locator(".field:has(input[name='allowed_ips']) .error")
+    await expect(ips_error).to_contain_text("notanip")
+    assert not re.match(r"Invalid value|Value error", await ips_error.inner_text())
+    await expect(dialog.get_by_label("Allowed addresses")).to_be_focused()
+    await page.screenshot(path=str(screenshots / "dialog-key-errors-light-1280.png"))
+    await dialog.get_by_label("Allowed addresses").fill("")
     await page.screenshot(path=str(screenshots / "dialog-create-key-light-1280.png"))
     await dialog.get_by_role("button", name="Create key").click()
     secret = await page.locator("dialog[open] code[data-secret]").inner_text()
@@ -536,7 +545,7 @@ async def _check_nits(page: Page, url: str) -> None:
 
 @pytest.mark.timeout(120)
 async def test_providers_models_and_groups_in_the_browser(
-    ui_gateway: Gateway, browser: Browser
+    ui_gateway: Gateway, browser: Browser, screenshots: Path
 ) -> None:
     url = ui_gateway.url + "/ui/"
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
@@ -549,6 +558,25 @@ async def test_providers_models_and_groups_in_the_browser(
     await page.get_by_role("button", name="Add provider").click()
     dialog = page.locator("dialog[open]")
     await dialog.get_by_label("Name").fill("backup")
+    # The base URL's hint follows the type: whether it ends in /v1 differs between them.
+    base_url = dialog.get_by_label("Base URL")
+    base_help = dialog.locator(".field:has(input[name='base_url']) .help")
+    await expect(base_help).to_contain_text("Ends in /v1")
+    await dialog.get_by_label("Type").select_option("anthropic")
+    await expect(base_help).to_contain_text("Without /v1")
+    # The API's errors stand under the field they concern, in the form's words.
+    await dialog.get_by_label("Type").select_option("azure")
+    await dialog.get_by_role("button", name="Add provider").click()
+    base_error = dialog.locator(".field:has(input[name='base_url']) .error")
+    await expect(base_error).to_have_text("Base URL is required for azure providers")
+    await expect(base_url).to_be_focused()
+    await base_url.fill("not a url")
+    await dialog.get_by_role("button", name="Add provider").click()
+    await expect(base_error).to_contain_text("URL")
+    assert not re.match(r"Invalid value|Value error", await base_error.inner_text())
+    await page.screenshot(path=str(screenshots / "dialog-provider-errors-light-1280.png"))
+    await expect(dialog.locator(".form-error")).to_be_hidden()  # not above the buttons too
+    await base_url.fill("")
     await dialog.get_by_label("Type").select_option("mock")
     await dialog.get_by_label("API key").fill("sk-very-secret-value")
     await dialog.get_by_role("button", name="Add provider").click()

@@ -120,7 +120,7 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
   function showError(err) {
     // A check across fields names none as `param`, but its message may start with one
     // ("base_url is required for azure providers"): that field is the one to fix.
-    const named = Object.keys(fields).find((name) => String(err.message || "").startsWith(`${name} `));
+    const named = Object.keys(fields).find((name) => plain(err.message).startsWith(`${name} `));
     const param = (err.param || named || "").split(".")[0];
     if (param && fields[param]) {
       fields[param].setError(fieldMessage(err.message, err.param || named, fields[param].spec.label));
@@ -134,23 +134,29 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
   return { element: h("div", {}, grid, formError), fields, collect, showError, clearErrors, creating };
 }
 
+// Pydantic's prefix for a validator's own message, which older gateways passed on.
+const plain = (message) => String(message || "").replace(/^Value error, /, "");
+
 /**
  * An API error's message as shown under the field it concerns. The admin API names fields
  * by their JSON names ("allowed_ips must be ..."), for API users; beside a field labelled
  * "Allowed addresses" the label reads better. Otherwise the message is the API's own.
  */
 export function fieldMessage(message, param, label) {
-  const text = String(message || "");
+  let text = plain(message);
   const parts = String(param || "").split(".");
-  for (const name of [param, parts[0], parts[parts.length - 1]].filter(Boolean)) {
+  const names = [param, parts[0], parts[parts.length - 1]].filter(Boolean);
+  for (const name of names) {
     const legacy = `Invalid value for ${name}: `; // older gateways' wording
     if (text.startsWith(legacy)) {
-      const rest = text.slice(legacy.length);
-      return rest.charAt(0).toUpperCase() + rest.slice(1);
+      text = plain(text.slice(legacy.length));
+      break;
     }
+  }
+  for (const name of names) {
     if (text.startsWith(`${name} `) || text.startsWith(`${name}:`)) return label + text.slice(name.length);
   }
-  return text;
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /** A form in a dialog: submit calls `save(body)`; errors stay in the form. */
