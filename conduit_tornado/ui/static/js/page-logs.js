@@ -86,7 +86,8 @@ export async function render(root) {
     { label: "Endpoint", cls: "hide-sm hide-md", cell: (l) => l.endpoint },
     { label: "Provider", cls: "hide-sm hide-md", cell: (l) => (l.provider ? trunc(l.provider, { cls: "narrow" }) : "—") },
     { label: "Tokens", num: true, cell: (l) => tokens(l, l.total_tokens) },
-    { label: "Cost", num: true, cell: (l) => (refused(l) ? "—" : money(l.cost)) },
+    { label: "Cost", num: true, cell: (l) => (refused(l) ? "—"
+      : l.unpriced ? h("span", { class: "muted", title: "No price is known for this model" }, "unpriced") : money(l.cost)) },
     { label: "Latency", num: true, cell: (l) => ms(l.latency_ms) },
   ], page.data, { caption: "Request logs" }),
   h("div", { class: "pager" },
