@@ -245,6 +245,7 @@ async def test_key_lifecycle_in_the_browser(
     await page.locator("[data-page='playground'][data-ready]").wait_for()
     await expect(page.locator("dialog")).to_have_count(0)
     await expect(page.locator("#main")).to_be_focused()
+    await page.screenshot(path=str(screenshots / "dialog-closed-on-back-light-1280.png"))
     await page.go_forward()
     await page.locator("[data-page='logs'][data-ready]").wait_for()
     await page.locator("tbody tr").first.get_by_role("button").click()
