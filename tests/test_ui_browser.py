@@ -590,6 +590,23 @@ async def test_providers_models_and_groups_in_the_browser(
     await page.locator("dialog[open]").get_by_role("button", name="Close").click()
     assert "sk-very-secret-value" not in await page.content()
 
+    # An openai-type provider whose base URL lacks /v1 gets 404s: the test says where to look.
+    await page.get_by_role("button", name="Add provider").click()
+    dialog = page.locator("dialog[open]")
+    await dialog.get_by_label("Name").fill("no-v1")
+    await dialog.get_by_label("Base URL").fill(ui_gateway.url)  # this gateway, without /v1
+    await dialog.get_by_role("button", name="Add provider").click()
+    await expect(page.locator("tbody tr", has_text="no-v1")).to_contain_text(ui_gateway.url)
+    await page.get_by_role("button", name="Test provider no-v1").click()
+    await page.locator("dialog[open]").get_by_label("Provider's model").fill("gpt-4o-mini")
+    await page.locator("dialog[open]").get_by_role("button", name="Run test").click()
+    outcome = page.locator("dialog[open] .provider-test")
+    await expect(outcome).to_contain_text("Failed")
+    await expect(outcome).to_contain_text("wrong base URL")
+    await expect(outcome).to_contain_text("Ends in /v1")
+    await page.screenshot(path=str(screenshots / "dialog-provider-test-404-light-1280.png"))
+    await page.locator("dialog[open]").get_by_role("button", name="Close").click()
+
     # A model on it: a wrong pricing JSON is named under its field, then fixed.
     await show(page, url, "models")
     await page.get_by_role("button", name="Map a model").click()
