@@ -536,6 +536,8 @@ async def _check_nits(page: Page, url: str) -> None:
     await expect(page.locator("tbody tr", has_text="mock")).to_contain_text("Built in")
     await show(page, url, "usage")
     legend = page.locator(".legend > span")
+    await expect(legend).to_have_text(["gpt-4o-mini"])  # the models that cost nothing: no bars
+    await page.get_by_label("Show").select_option("Requests")
     await expect(legend.last).to_have_text(re.compile(r"^All others \(\d+\)$"))
     assert "Other" not in await legend.all_inner_texts()
     await show(page, url, "keys")

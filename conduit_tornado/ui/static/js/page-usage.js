@@ -59,7 +59,10 @@ function series(rows, allDays, labelOf, metric) {
   }
   const ranked = [...byLabel.entries()].map(([name, perDay]) => ({
     name, values: allDays.map((d) => perDay.get(d) || 0),
-  })).map((sr) => ({ ...sr, total: sr.values.reduce((a, b) => a + b, 0) })).sort((a, b) => b.total - a.total);
+  })).map((sr) => ({ ...sr, total: sr.values.reduce((a, b) => a + b, 0) }))
+    // A series with nothing to draw (no spend this period) would only crowd the legend.
+    .filter((sr, _, all) => sr.total > 0 || all.every((o) => !(o.total > 0)))
+    .sort((a, b) => b.total - a.total);
   if (ranked.length <= 7) return ranked;
   const other = { name: `All others (${count(ranked.length - 6)})`, values: allDays.map((_, i) => ranked.slice(6).reduce((sum, sr) => sum + sr.values[i], 0)) };
   return [...ranked.slice(0, 6), other];
