@@ -264,7 +264,7 @@ async function renderKey(root, keyId) {
       h("div", { class: "stat" }, h("div", { class: "label" }, "Status"), h("div", { class: "value" }, status(key))),
       h("div", { class: "stat" }, h("div", { class: "label" }, "Spend this period"), h("div", { class: "value" }, money(key.spend)),
         h("div", { class: "sub" }, budgetText(key))),
-      h("div", { class: "stat" }, h("div", { class: "label" }, "Last used"), h("div", { class: "value" }, key.last_used_at ? relative(key.last_used_at) : "Never")),
+      h("div", { class: "stat" }, h("div", { class: "label" }, "Last used"), h("div", { class: "value", title: key.last_used_at ? dateTime(key.last_used_at) : null }, key.last_used_at ? relative(key.last_used_at) : "Never")),
       h("div", { class: "stat" }, h("div", { class: "label" }, "Expires"), h("div", { class: "value" }, key.expires_at ? date(key.expires_at) : "Never"),
         key.expires_at ? h("div", { class: "sub" }, `at ${time(key.expires_at)}`) : null)),
     h("div", { class: "card" }, h("h2", {}, "Settings"), h("dl", { class: "details" },
