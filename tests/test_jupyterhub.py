@@ -385,7 +385,9 @@ async def two_users(hub: Hub) -> None:
             assert root_me["admin"] is True and root_me["csrf"]
             keys = (await root.get(f"{PREFIX}/admin/v1/keys")).json()["data"]
             assert {"hub:ana", "hub:bob", "hub:root"} <= {k["name"] for k in keys}
-            assert (await root.get(f"{PREFIX}/ui/api/session")).json()["via"] == "host"
+            ui_session = (await root.get(f"{PREFIX}/ui/api/session")).json()
+            # A hub service: the page asks the hub who this browser is.
+            assert ui_session["via"] == "host" and ui_session["hub"] is True
             reset = f"{PREFIX}/admin/v1/keys/{me['ana']['key']['id']}/spend"
             assert (await root.post(reset, json={"spend": 0})).status_code == 401  # no token
             csrf = {root_me["csrf_header"]: root_me["csrf"]}

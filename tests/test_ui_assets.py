@@ -36,12 +36,33 @@ def test_every_import_and_reference_is_shipped() -> None:
     assert checked >= 20  # app.js alone imports a dozen modules
 
 
+# Where an address would be loaded from: an attribute or property that loads (src, href,
+# action), a CSS url() or @import, a module import, a fetch. Addresses shown as text (the
+# providers' default base URLs) load nothing; the page's Content-Security-Policy
+# (test_ui_security) refuses anything from elsewhere at run time as well.
+_LOADS_ELSEWHERE = re.compile(
+    r"""(?:src|href|action)\s*[=:]\s*[\[({]?\s*["'`](?:https?:)?//"""
+    r"""|url\(\s*["']?(?:https?:)?//|@import"""
+    r"""|(?:import|from)\s*\(?\s*["'`](?:https?:)?//"""
+    r"""|(?:fetch|new\s+URL|new\s+(?:Event)?Source|new\s+WebSocket)\(\s*["'`](?:https?:|wss?:)?//"""
+)
+
+
 def test_nothing_loads_from_another_origin() -> None:
     for name, asset in ASSETS.items():
         text = asset.body.decode("utf-8", "replace")
-        # Namespace URIs name XML vocabularies; they are never fetched.
-        text = text.replace("http://www.w3.org/2000/svg", "")
-        assert not re.search(r"https?://|//cdn|@import", text), name
+        assert not _LOADS_ELSEWHERE.search(text), name
+    # The check finds what it is for.
+    for loading in (
+        '<script src="https://cdn.example/x.js">',
+        'h("img", { src: "https://x.example/a.png" })',
+        "background: url(//x.example/a.png)",
+        'import { x } from "https://x.example/m.js";',
+        'await fetch("https://x.example/api")',
+        '@import "x.css";',
+    ):
+        assert _LOADS_ELSEWHERE.search(loading), loading
+    assert not _LOADS_ELSEWHERE.search('{ help: "Empty: https://api.openai.com/v1." }')
 
 
 def test_package_data_covers_every_asset() -> None:

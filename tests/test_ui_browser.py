@@ -8,6 +8,7 @@ under tests/screenshots/ (kept out of git)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import date, timedelta
@@ -163,6 +164,15 @@ async def test_key_lifecycle_in_the_browser(
     )
     await expect(rpm).to_have_attribute("aria-invalid", "true")
     await dialog.get_by_label("Requests per minute").fill("100")
+    # The gateway's own checks: the message stands under the field it names.
+    await dialog.get_by_label("Allowed addresses").fill("notanip")
+    await dialog.get_by_role("button", name="Create key").click()
+    ips_error = dialog.locator(".field:has(input[name='allowed_ips']) .error")
+    await expect(ips_error).to_contain_text("notanip")
+    assert not re.match(r"Invalid value|Value error", await ips_error.inner_text())
+    await expect(dialog.get_by_label("Allowed addresses")).to_be_focused()
+    await page.screenshot(path=str(screenshots / "dialog-key-errors-light-1280.png"))
+    await dialog.get_by_label("Allowed addresses").fill("")
     await page.screenshot(path=str(screenshots / "dialog-create-key-light-1280.png"))
     await dialog.get_by_role("button", name="Create key").click()
     secret = await page.locator("dialog[open] code[data-secret]").inner_text()
@@ -172,12 +182,14 @@ async def test_key_lifecycle_in_the_browser(
     row = page.locator("tbody tr", has_text="e2e-app")
     await expect(row).to_contain_text("100 req/min")
     await expect(row).to_contain_text("$5.00")
+    # The expiry is a day in UTC, the UI's one time zone, shown under the status.
+    await expect(row).to_contain_text(f"Expires {(date.today() + timedelta(days=10)):%b} ")
     await page.get_by_label("Expiring within 30 days").check()
     await expect(row).to_be_visible()
     await page.get_by_label("Expiring within 30 days").uncheck()
     # Saving the form unchanged changes nothing (the expiry is not shifted by a zone).
     before = await _key(ui_gateway, "e2e-app")
-    assert before["expires_at"].startswith(expiry)
+    assert before["expires_at"].startswith(f"{expiry}T23:59:59")  # the end of that day, UTC
     await page.get_by_role("button", name="Edit e2e-app").click()
     await page.locator("dialog[open]").get_by_role("button", name="Save changes").click()
     await expect(page.locator("dialog[open]")).to_have_count(0)
@@ -208,14 +220,41 @@ async def test_key_lifecycle_in_the_browser(
 
     await show(page, url, "logs")
     await expect(page.locator("tbody tr").first).to_contain_text("e2e-app")
-    await page.locator("tbody tr").first.get_by_role("button").click()
+    # Times with seconds, in UTC, said once in the column header and in full in the detail.
+    await expect(page.locator("th").first).to_have_text("Time (UTC)")
+    await expect(page.locator("tbody tr").first.locator("td").first).to_have_text(
+        re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{2}:\d{2}:\d{2}$")
+    )
+    opener = page.locator("tbody tr").first.get_by_role("button")
+    await opener.click()
     details = page.locator("dialog[open]")
     await expect(details).to_contain_text("Gateway overhead")
     await expect(details).to_contain_text("mock / mock-1")
+    await expect(details.locator("dd").first).to_have_text(
+        re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{2}:\d{2}:\d{2} UTC$")
+    )
     await page.screenshot(path=str(screenshots / "dialog-log-detail-light-1280.png"))
     assert secret not in await page.content()
     assert secret[6:] not in await page.content()
     await details.get_by_role("button", name="Close").click()
+    await expect(opener).to_be_focused()  # focus goes back to what opened the dialog
+    # A dialog does not outlive its page: Back, or any change of the address, closes it and
+    # the page that follows takes clicks and has the focus.
+    await opener.click()
+    await expect(details).to_have_count(1)
+    await page.go_back()
+    await page.locator("[data-page='playground'][data-ready]").wait_for()
+    await expect(page.locator("dialog")).to_have_count(0)
+    await expect(page.locator("#main")).to_be_focused()
+    await page.screenshot(path=str(screenshots / "dialog-closed-on-back-light-1280.png"))
+    await page.go_forward()
+    await page.locator("[data-page='logs'][data-ready]").wait_for()
+    await page.locator("tbody tr").first.get_by_role("button").click()
+    await page.evaluate("location.hash = '#/providers'")
+    await page.locator("[data-page='providers'][data-ready]").wait_for()
+    await expect(page.locator("dialog")).to_have_count(0)
+    await page.get_by_role("link", name="Models").click()  # nothing covers the page
+    await page.locator("[data-page='models'][data-ready]").wait_for()
     await show(page, url, "usage")
     requests_stat = page.locator(".stat:has(.label:text-is('Requests')) .value")
     await expect(requests_stat).to_have_text("3")  # the SDK's, the playground's chat and Responses
@@ -274,15 +313,22 @@ async def test_key_lifecycle_in_the_browser(
     await context.close()
 
 
+LONG = "zoe-notebook-with-a-rather-long-descriptive-name-for-the-team"
+LONG_GROUP = "research-and-development-platform"
+EXTRA_MODELS = ["other", *(f"model-{i}" for i in range(1, 8))]
+
+
 async def _seed(gw: Gateway) -> None:
-    """Enough data that every page has something to show."""
+    """Enough data that every page has something to show, and what made the trial's tables
+    too wide: a long key name, a long group name, model lists and limits."""
     async with httpx2.AsyncClient(
         base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
     ) as admin:
-        await admin.post(
-            "/admin/v1/groups",
-            json={"name": "research", "max_budget": 0.05, "budget_duration": "monthly", "rpm": 600},
-        )
+        for name in ("research", LONG_GROUP):
+            await admin.post(
+                "/admin/v1/groups",
+                json={"name": name, "max_budget": 0.05, "budget_duration": "monthly", "rpm": 600},
+            )
         made = await admin.post(
             "/admin/v1/keys",
             json={
@@ -297,15 +343,39 @@ async def _seed(gw: Gateway) -> None:
         )
         for i in range(3):
             await admin.post("/admin/v1/keys", json={"name": f"service-{i}", "enabled": i != 1})
-        secret = made.json()["key"]
-        for i in range(6):
+        wide = await admin.post(
+            "/admin/v1/keys",
+            json={
+                "name": LONG,
+                "group": LONG_GROUP,
+                "max_budget": 5,
+                "budget_duration": "30d",
+                "rpm": 60,
+                "tpm": 100_000,
+                "max_parallel": 4,
+                "allowed_models": [MODEL, *EXTRA_MODELS],
+                "expires_at": (date.today() + timedelta(days=20)).isoformat() + "T23:59:59Z",
+            },
+        )
+        # More models than the usage chart has colours: the rest share one series, and
+        # one model is named "other".
+        for name in EXTRA_MODELS:
+            await admin.post(
+                "/admin/v1/models",
+                json={"name": name, "deployments": [{"provider": "mock", "model": name}]},
+            )
+        for key, model, user in [
+            *((made.json()["key"], MODEL, f"user-{i % 2}") for i in range(6)),
+            *((wide.json()["key"], name, None) for name in EXTRA_MODELS),
+            (wide.json()["key"], "no-such-model", None),  # refused: no tokens, no cost
+        ]:
             await admin.post(
                 "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {secret}"},
+                headers={"Authorization": f"Bearer {key}"},
                 json={
-                    "model": MODEL,
+                    "model": model,
                     "messages": [{"role": "user", "content": "hi " * 40}],
-                    "user": f"user-{i % 2}",
+                    **({"user": user} if user else {}),
                 },
             )
 
@@ -318,13 +388,15 @@ async def _check_sorting(page: Page, url: str) -> None:
     """The keys table sorts by a column header: newest first by default, then by spend."""
     await show(page, url, "keys")
     names = page.locator("tbody tr td:first-child a")
-    await expect(names.first).to_have_text("service-2")
+    await expect(names.first).to_have_text(LONG)
     await page.get_by_role("button", name="Spend / budget").click()
     await expect(names.first).to_have_text("alice-notebook")
     header = page.locator("th", has=page.get_by_role("button", name="Spend / budget"))
     await expect(header).to_have_attribute("aria-sort", "descending")
-    await page.get_by_role("button", name="Name").click()
-    await expect(names).to_have_text(["alice-notebook", "service-0", "service-1", "service-2"])
+    await page.get_by_role("button", name="Name", exact=True).click()
+    await expect(names).to_have_text(
+        ["alice-notebook", "service-0", "service-1", "service-2", LONG]
+    )
 
 
 async def _axe(page: Page, script: str) -> list[dict[str, Any]]:
@@ -343,16 +415,56 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
-@pytest.mark.timeout(180)
+# Whether a page fits its window: nothing wider than the window, no table wider than its
+# box (at 1024 px and up every column shows), and every row's actions on screen.
+_LAYOUT = """() => {
+  const out = [];
+  const page = document.documentElement.scrollWidth;
+  if (page > innerWidth + 1) out.push(`page ${page} px wide in a ${innerWidth} px window`);
+  for (const wrap of document.querySelectorAll(".table-wrap")) {
+    if (wrap.scrollWidth > wrap.clientWidth + 1 && innerWidth >= 1024) {
+      const cut = [...wrap.querySelectorAll("th")].filter((th) =>
+        th.getBoundingClientRect().right > wrap.getBoundingClientRect().right + 1);
+      out.push([...wrap.querySelectorAll("th")].map((th) => `${th.textContent}=${Math.round(th.getBoundingClientRect().width)}`).join(" "));
+      out.push(`table ${wrap.scrollWidth} px in ${wrap.clientWidth} px: `
+        + cut.map((th) => th.textContent).join(", ") + " off-screen");
+    }
+  }
+  for (const cell of document.querySelectorAll("td.col-actions button")) {
+    const box = cell.getBoundingClientRect();
+    if (box.right > innerWidth + 1 || box.left < 0) out.push(`${cell.textContent} off-screen`);
+  }
+  return out;
+}"""
+
+
+def failures_into(failed: list[str]) -> Callable[[Any], None]:
+    """Collects what a page load should never show: console errors (a failed request is
+    one), responses of 400 and up, and requests that never got an answer."""
+
+    def record(event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "ConsoleMessage" and event.type == "error":
+            failed.append(f"console: {event.text}")
+        elif kind == "Response" and event.status >= 400:
+            failed.append(f"{event.status} {event.url}")
+        elif kind == "Request":
+            failed.append(f"failed {event.url}: {event.failure}")
+
+    return record
+
+
+@pytest.mark.timeout(300)
 async def test_every_page_accessible_and_pictured(
     ui_gateway: Gateway, browser: Browser, axe: str, screenshots: Path
 ) -> None:
     await _seed(ui_gateway)
     url = ui_gateway.url + "/ui/"
     problems: dict[str, Any] = {}
+    layout: dict[str, list[str]] = {}
     taken: list[str] = []
     for scheme in ("light", "dark"):
-        for width in (1280, 390):
+        for width in (1280, 1024, 390):
             context: BrowserContext = await browser.new_context(
                 viewport={"width": width, "height": 800},
                 color_scheme=scheme,
@@ -361,10 +473,16 @@ async def test_every_page_accessible_and_pictured(
             page = await context.new_page()
             page.set_default_timeout(15_000)
             errors: list[str] = []
+            failed: list[str] = []
+            asked: list[str] = []
             page.on("pageerror", errors_into(errors))
+            for event in ("console", "response", "requestfailed"):
+                page.on(event, failures_into(failed))
+            page.on("request", lambda r, asked=asked: asked.append(r.url))
             await sign_in(page, url)
             if (scheme, width) == ("light", 1280):
                 await _check_sorting(page, url)
+                await _check_nits(page, url)
             for name in [*PAGES, "key-detail"]:
                 if name == "key-detail":  # one key's own page, with its usage chart
                     await show(page, url, "keys")
@@ -375,6 +493,9 @@ async def test_every_page_accessible_and_pictured(
                 shot = f"{name}-{scheme}-{width}"
                 await page.screenshot(path=str(screenshots / f"{shot}.png"), full_page=True)
                 taken.append(shot)
+                found_layout = await page.evaluate(_LAYOUT)
+                if found_layout:
+                    layout[shot] = found_layout
                 if width == 1280:
                     found = await _axe(page, axe)
                     if found:
@@ -386,17 +507,49 @@ async def test_every_page_accessible_and_pictured(
             await page.get_by_role("button", name="Sign in").wait_for()
             await page.screenshot(path=str(screenshots / f"login-{scheme}-{width}.png"))
             taken.append(f"login-{scheme}-{width}")
+            # A fresh load of the sign-in page, signed out, is as quiet.
+            await page.reload()
+            await page.get_by_role("button", name="Sign in").wait_for()
             assert errors == [], errors
+            assert failed == [], failed
+            # A plain gateway is no JupyterHub service: the page never asks a hub.
+            assert not [u for u in asked if "/hub/" in u], asked
             await context.close()
     assert problems == {}, json.dumps(problems, indent=1)
+    assert layout == {}, json.dumps(layout, indent=1)
     for shot in taken:  # each written, and not a blank page
         assert (screenshots / f"{shot}.png").stat().st_size > 8_000, shot
-    assert len(taken) == 2 * 2 * (len(PAGES) + 2)
+    assert len(taken) == 2 * 3 * (len(PAGES) + 2)
+
+
+async def _check_nits(page: Page, url: str) -> None:
+    """A refused request used no tokens and cost nothing ("—", not "0" and "$0.00"); the
+    mock provider's base URL says it has none; the usage legend's bucket of the smaller
+    series cannot be mistaken for a model named "other"; long names are cut, whole in a
+    tooltip."""
+    await show(page, url, "logs")
+    refused = page.locator("tbody tr", has_text="no-such-model")
+    await expect(refused.locator("td[data-label='Tokens']")).to_have_text("—")
+    await expect(refused.locator("td[data-label='Cost']")).to_have_text("—")
+    served = page.locator("tbody tr", has_text="alice-notebook").first
+    await expect(served.locator("td[data-label='Cost']")).to_have_text(re.compile(r"^\$0\.0\d+"))
+    await show(page, url, "providers")
+    await expect(page.locator("tbody tr", has_text="mock")).to_contain_text("Built in")
+    await show(page, url, "usage")
+    legend = page.locator(".legend > span")
+    await expect(legend).to_have_text(["gpt-4o-mini"])  # the models that cost nothing: no bars
+    await page.get_by_label("Show").select_option("Requests")
+    await expect(legend.last).to_have_text(re.compile(r"^All others \(\d+\)$"))
+    assert "Other" not in await legend.all_inner_texts()
+    await show(page, url, "keys")
+    name = page.locator("tbody tr td:first-child a", has_text=LONG)
+    await expect(name).to_have_attribute("title", LONG)
+    assert await name.evaluate("a => a.scrollWidth > a.clientWidth")  # cut with an ellipsis
 
 
 @pytest.mark.timeout(120)
 async def test_providers_models_and_groups_in_the_browser(
-    ui_gateway: Gateway, browser: Browser
+    ui_gateway: Gateway, browser: Browser, screenshots: Path
 ) -> None:
     url = ui_gateway.url + "/ui/"
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
@@ -409,6 +562,25 @@ async def test_providers_models_and_groups_in_the_browser(
     await page.get_by_role("button", name="Add provider").click()
     dialog = page.locator("dialog[open]")
     await dialog.get_by_label("Name").fill("backup")
+    # The base URL's hint follows the type: whether it ends in /v1 differs between them.
+    base_url = dialog.get_by_label("Base URL")
+    base_help = dialog.locator(".field:has(input[name='base_url']) .help")
+    await expect(base_help).to_contain_text("Ends in /v1")
+    await dialog.get_by_label("Type").select_option("anthropic")
+    await expect(base_help).to_contain_text("Without /v1")
+    # The API's errors stand under the field they concern, in the form's words.
+    await dialog.get_by_label("Type").select_option("azure")
+    await dialog.get_by_role("button", name="Add provider").click()
+    base_error = dialog.locator(".field:has(input[name='base_url']) .error")
+    await expect(base_error).to_have_text("Base URL is required for azure providers")
+    await expect(base_url).to_be_focused()
+    await base_url.fill("not a url")
+    await dialog.get_by_role("button", name="Add provider").click()
+    await expect(base_error).to_contain_text("URL")
+    assert not re.match(r"Invalid value|Value error", await base_error.inner_text())
+    await page.screenshot(path=str(screenshots / "dialog-provider-errors-light-1280.png"))
+    await expect(dialog.locator(".form-error")).to_be_hidden()  # not above the buttons too
+    await base_url.fill("")
     await dialog.get_by_label("Type").select_option("mock")
     await dialog.get_by_label("API key").fill("sk-very-secret-value")
     await dialog.get_by_role("button", name="Add provider").click()
@@ -420,6 +592,23 @@ async def test_providers_models_and_groups_in_the_browser(
     await expect(page.locator("dialog[open] .provider-test")).to_contain_text("Connected")
     await page.locator("dialog[open]").get_by_role("button", name="Close").click()
     assert "sk-very-secret-value" not in await page.content()
+
+    # An openai-type provider whose base URL lacks /v1 gets 404s: the test says where to look.
+    await page.get_by_role("button", name="Add provider").click()
+    dialog = page.locator("dialog[open]")
+    await dialog.get_by_label("Name").fill("no-v1")
+    await dialog.get_by_label("Base URL").fill(ui_gateway.url)  # this gateway, without /v1
+    await dialog.get_by_role("button", name="Add provider").click()
+    await expect(page.locator("tbody tr", has_text="no-v1")).to_contain_text(ui_gateway.url)
+    await page.get_by_role("button", name="Test provider no-v1").click()
+    await page.locator("dialog[open]").get_by_label("Provider's model").fill("gpt-4o-mini")
+    await page.locator("dialog[open]").get_by_role("button", name="Run test").click()
+    outcome = page.locator("dialog[open] .provider-test")
+    await expect(outcome).to_contain_text("Failed")
+    await expect(outcome).to_contain_text("wrong base URL")
+    await expect(outcome).to_contain_text("Ends in /v1")
+    await page.screenshot(path=str(screenshots / "dialog-provider-test-404-light-1280.png"))
+    await page.locator("dialog[open]").get_by_role("button", name="Close").click()
 
     # A model on it: a wrong pricing JSON is named under its field, then fixed.
     await show(page, url, "models")

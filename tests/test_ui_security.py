@@ -55,9 +55,27 @@ async def test_pages_load_without_a_session_but_nothing_else(
         assert again.status_code == 304 and again.content == b""
         assert (await client.get("/ui/../pyproject.toml")).status_code == 404
         assert (await client.get("/ui/nothing-here.js")).status_code == 404
-        for path in ("/ui/api/session", "/ui/api/health", "/admin/v1/keys"):
+        for path in ("/ui/api/health", "/admin/v1/keys"):
             assert (await client.get(path)).status_code == 401, path
         assert (await client.post("/ui/api/logout", json={})).status_code == 401
+        # The page's first question is answered without a session (no failed request on
+        # every visit to the sign-in page), and answers nothing more than "not signed in".
+        anonymous = await client.get("/ui/api/session")
+        assert anonymous.status_code == 200
+        assert anonymous.json() == {
+            "object": "ui.session",
+            "via": None,
+            "csrf": None,
+            "csrf_header": CSRF_HEADER,
+            "expires_at": None,
+            "hub": False,
+        }
+        # Credentials that are given and wrong are still refused.
+        for token in ("condt_not_the_master_key", MASTER_KEY + "x"):
+            wrong = await client.get(
+                "/ui/api/session", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert wrong.status_code == 401
 
 
 @pytest.mark.asyncio
@@ -97,6 +115,7 @@ async def test_cookie_flags_and_csrf(start_gateway: GatewayFactory) -> None:
         assert (await client.get("/admin/v1/keys", headers=cookies)).status_code == 200
         session = (await client.get("/ui/api/session", headers=cookies)).json()
         assert session["via"] == "session" and session["csrf"] == csrf
+        assert session["hub"] is False  # a plain gateway: the page never asks a hub
         body = {"name": "from-the-browser"}
         missing = await client.post("/admin/v1/keys", json=body, headers=cookies)
         wrong = await client.post(
@@ -140,7 +159,9 @@ async def test_sessions_expire(start_gateway: GatewayFactory) -> None:
         clock.advance(2 * 3600 - 60)
         assert (await client.get("/ui/api/session", headers=cookies)).status_code == 200
         clock.advance(120)
-        assert (await client.get("/ui/api/session", headers=cookies)).status_code == 401
+        assert (await client.get("/admin/v1/keys", headers=cookies)).status_code == 401
+        ended = await client.get("/ui/api/session", headers=cookies)
+        assert ended.status_code == 200 and ended.json()["via"] is None
 
 
 @pytest.mark.asyncio
@@ -230,7 +251,8 @@ async def test_sessions_on_every_store(start_gateway: GatewayFactory, store: Sto
         second = _cookie(await _login(client))
         assert await store.get(COLLECTION, hash_key(first)) is None  # swept at sign-in
         assert (await client.get("/ui/api/session", headers=_with(second))).status_code == 200
-        assert (await client.get("/ui/api/session", headers=_with(first))).status_code == 401
+        assert (await client.get("/admin/v1/keys", headers=_with(first))).status_code == 401
+        assert (await client.get("/ui/api/session", headers=_with(first))).json()["via"] is None
 
 
 @pytest.mark.asyncio

@@ -14,6 +14,7 @@ from conduit_jupyter.formatting import (
     nice_ticks,
     parse_expiry,
     relative,
+    time_text,
 )
 
 NOW = datetime(2026, 12, 6, 13, 0, tzinfo=UTC)
@@ -46,6 +47,13 @@ def test_relative_times() -> None:
     assert relative(NOW - timedelta(minutes=3), now=NOW) == "3 minutes ago"
     assert relative(NOW + timedelta(days=30), now=NOW) == "in 30 days"
     assert relative("2026-12-06T12:00:00Z", now=NOW) == "1 hour ago"
+
+
+def test_times_in_utc_with_seconds_like_the_web_ui() -> None:
+    assert time_text(None) == "—"
+    assert time_text("2026-12-06T17:35:04.25Z") == "Dec 6, 2026, 17:35:04 UTC"
+    # Whatever zone the value is written in, it is shown in UTC.
+    assert time_text("2026-12-07T01:35:04+08:00") == "Dec 6, 2026, 17:35:04 UTC"
 
 
 def test_expiry_as_a_duration_or_a_date() -> None:

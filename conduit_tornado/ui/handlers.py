@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conduit_tornado.api.base import AdminHandler, PublicHandler
+from conduit_tornado.api.base import AdminHandler, PublicHandler, bearer_token
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.routing.upstream import ProviderError, Timeouts
 
@@ -177,11 +177,41 @@ class LogoutHandler(AdminHandler):
 
 class SessionHandler(AdminHandler):
     """GET /ui/api/session: who this browser is signed in as, and the CSRF token the page
-    must send on state-changing calls (readable by our own page only)."""
+    must send on state-changing calls (readable by our own page only).
+
+    A browser that is not signed in (no cookie, or an ended session) is answered too, with
+    ``"via": null``: the page asks this on every load, and a 401 there would be a failed
+    request in the console of everyone who opens the sign-in page. ``hub`` says whether the
+    gateway is a JupyterHub service, so that the page asks the hub only then. Credentials
+    that are given and wrong (a bearer token that is not the master key) still get 401."""
+
+    signed_in = False
+
+    async def authenticate(self) -> None:
+        try:
+            await super().authenticate()
+        except ApiError as exc:
+            if exc.status != 401 or bearer_token(self) is not None:
+                raise
+            return
+        self.signed_in = True
 
     async def get(self) -> None:
-        session = await ui_sessions(self).of_request(self)
         self.set_header("Cache-Control", "no-store")
+        hub = self.settings.get("conduit_hub") is not None
+        if not self.signed_in:
+            self.send_json(
+                {
+                    "object": "ui.session",
+                    "via": None,
+                    "csrf": None,
+                    "csrf_header": CSRF_HEADER,
+                    "expires_at": None,
+                    "hub": hub,
+                }
+            )
+            return
+        session = await ui_sessions(self).of_request(self)
         self.send_json(
             {
                 "object": "ui.session",
@@ -190,6 +220,7 @@ class SessionHandler(AdminHandler):
                 "csrf_header": CSRF_HEADER,
                 "expires_at": session.expires_at if session else None,
                 "store": self.ctx.store.kind,
+                "hub": hub,
             }
         )
 

@@ -156,13 +156,15 @@ def day_text(moment: date | datetime) -> str:
     return f"{moment.strftime('%b')} {moment.day}, {moment.year}"
 
 
-def local_time(value: object) -> str:
-    """Local to the kernel: "Dec 6, 2026, 14:05 CET"."""
+def time_text(value: object) -> str:
+    """ "Dec 6, 2026, 17:35:04 UTC": the web UI's one way of writing an instant (UTC, with
+    seconds, the zone said), so a widget and a page agree with each other, the usage days
+    (UTC) and the gateway's log lines whatever zone the kernel or browser is in."""
     moment = parse_time(value)
     if moment is None:
         return "—"
-    local = moment.astimezone()
-    return f"{day_text(local)}, {local.strftime('%H:%M')} {local.tzname() or ''}".rstrip()
+    utc = moment.astimezone(UTC)
+    return f"{day_text(utc)}, {utc.strftime('%H:%M:%S')} UTC"
 
 
 def relative(value: object, now: datetime | None = None) -> str:

@@ -37,11 +37,11 @@ from .formatting import (
     count,
     day_text,
     limits_text,
-    local_time,
     money,
     parse_expiry,
     parse_time,
     relative,
+    time_text,
 )
 
 LIMIT_FIELDS = ("rpm", "rpd", "tpm", "max_parallel")
@@ -287,7 +287,7 @@ def _spend_cell(key: dict[str, Any]) -> str:
 def _time_cell(value: object, never: str) -> str:
     if not value:
         return f'<span class="cd-sub">{never}</span>'
-    return f'<span title="{html.escape(local_time(value))}">{html.escape(relative(value))}</span>'
+    return f'<span title="{html.escape(time_text(value))}">{html.escape(relative(value))}</span>'
 
 
 COLUMNS = [
@@ -972,7 +972,7 @@ class Playground(_Panel):
             self._temp = (created["key"], expires)
         self.key.value = self._temp[0]
         self.key_note.value = (
-            f'<span class="cd-sub">Temporary key: expires {html.escape(local_time(self._temp[1]))}'
+            f'<span class="cd-sub">Temporary key: expires {html.escape(time_text(self._temp[1]))}'
             f" ({relative(self._temp[1])}), budget {money(TEMP_KEY_BUDGET)}.</span>"
         )
 

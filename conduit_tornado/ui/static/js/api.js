@@ -68,7 +68,7 @@ export async function api(route, { method = "GET", body, query, quiet401 = false
     // Signed in again in another tab: this page holds the old session's token. Ask for
     // the current one and try once more; a real sign-out still ends here.
     const fresh = await api("ui/api/session", { quiet401: true }).catch(() => null);
-    if (fresh && fresh.csrf !== csrf) {
+    if (fresh && fresh.csrf && fresh.csrf !== csrf) {
       setSession(fresh);
       return api(route, { method, body, query, quiet401, retried: true });
     }

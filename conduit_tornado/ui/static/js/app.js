@@ -1,6 +1,6 @@
 // The shell: theme, sign-in, navigation between pages (#/keys, #/logs, ...).
 import { api, setSession, whenSignedOut, PREFIX } from "./api.js";
-import { h, field, toast } from "./dom.js";
+import { h, field, toast, closeDialogs } from "./dom.js";
 import * as keys from "./page-keys.js";
 import * as logs from "./page-logs.js";
 import * as usage from "./page-usage.js";
@@ -48,6 +48,7 @@ applyTheme();
 
 // -- sign-in ----------------------------------------------------------------------------
 function showLogin(message) {
+  closeDialogs();
   session = null;
   hubUser = null;
   setSession(null);
@@ -132,8 +133,8 @@ addEventListener("hashchange", () => {
   main.focus({ preventScroll: true });
 });
 
-/** Who JupyterHub says this browser is: the user, { signedOut } when the gateway is a hub
- * service but this browser has not signed in through the hub, or null (not a hub service). */
+/** Who JupyterHub says this browser is (asked only when the gateway is a hub service): the
+ * user, or { signedOut } when this browser has not signed in through the hub. */
 async function askHub() {
   try {
     return await api("hub/api/me", { quiet401: true });
@@ -144,6 +145,9 @@ async function askHub() {
 
 async function start() {
   try {
+    // Answers a browser that is not signed in too ({"via": null}), and says whether the
+    // gateway is a JupyterHub service: only then is the hub asked (a plain gateway has no
+    // hub routes, and a request to one would fail on every load).
     session = await api("ui/api/session", { quiet401: true });
   } catch (err) {
     if (err.status !== 401) {
@@ -152,9 +156,11 @@ async function start() {
     }
     session = null;
   }
-  if (!session || session.via === "host") {
+  const hubMode = Boolean(session && session.hub);
+  if (session && !session.via) session = null;
+  hubLogin = hubMode;
+  if (hubMode && (!session || session.via === "host")) {
     const hub = await askHub();
-    hubLogin = Boolean(hub);
     if (hub && hub.via === "hub") {
       hubUser = hub;
       setSession({ csrf: hub.csrf, csrf_header: hub.csrf_header });

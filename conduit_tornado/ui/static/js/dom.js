@@ -86,10 +86,20 @@ export function select(options, value) {
   return el;
 }
 
-/** A modal dialog. `build(close)` returns the body; resolves with what close() is given. */
+/** Every open dialog closes (resolving as if dismissed): on navigation and at sign-out,
+ * so none is left over a page it does not belong to. */
+export function closeDialogs() {
+  for (const dlg of document.querySelectorAll("dialog[open]")) dlg.close();
+}
+addEventListener("hashchange", closeDialogs);
+addEventListener("popstate", closeDialogs);
+
+/** A modal dialog. `build(close)` returns the body; resolves with what close() is given.
+ * Focus returns to what opened it, or to the page when that is gone (the page changed). */
 export function dialog(title, build, { narrow = false } = {}) {
   return new Promise((resolve) => {
     const titleId = newId("dlg");
+    const opener = document.activeElement;
     const dlg = h("dialog", { class: narrow ? "narrow" : "", "aria-labelledby": titleId });
     let result;
     const close = (value) => {
@@ -98,6 +108,10 @@ export function dialog(title, build, { narrow = false } = {}) {
     };
     dlg.addEventListener("close", () => {
       dlg.remove();
+      if (!document.querySelector("dialog[open]")) {
+        if (opener && opener !== document.body && opener.isConnected) opener.focus();
+        else document.getElementById("main")?.focus({ preventScroll: true });
+      }
       resolve(result);
     });
     dlg.append(
@@ -132,7 +146,26 @@ export function pageHead(title, subtitle, ...actions) {
     h("div", { class: "actions", style: "margin:0" }, actions));
 }
 
-/** Columns with a `sortKey` get a sort button when `sort` ({key, dir}) and `onSort` are given. */
+/** Long text cut with an ellipsis; the whole of it in a tooltip (and to screen readers). */
+export function trunc(text, { cls = "", tag = "span", ...attrs } = {}) {
+  return h(tag, { class: `trunc ${cls}`.trim(), title: text, ...attrs }, text);
+}
+
+// Tables that are wider than their box scroll sideways; the box then says so with a shadow
+// at the edge where more is hidden (overlay scrollbars show nothing until a scroll), and the
+// actions column stays in view.
+function markOverflow(wrap) {
+  const more = wrap.scrollWidth - wrap.clientWidth;
+  wrap.classList.toggle("overflows", more > 1);
+  wrap.classList.toggle("more-right", more > 1 && wrap.scrollLeft < more - 1);
+  wrap.classList.toggle("more-left", wrap.scrollLeft > 1);
+}
+
+/**
+ * columns: [{label, cell(row), num, cls, sortKey}]. Columns with a `sortKey` get a sort
+ * button when `sort` ({key, dir}) and `onSort` are given. A column with cls "col-actions" stays
+ * at the right edge; "hide-md" columns give way below 1100 px, "hide-sm" ones on phones.
+ */
 export function table(columns, rows, { caption, sort, onSort } = {}) {
   const headCell = (c) => {
     if (!c.sortKey || !onSort) return c.label;
@@ -141,11 +174,17 @@ export function table(columns, rows, { caption, sort, onSort } = {}) {
       c.label, h("span", { "aria-hidden": "true" }, active ? (sort.dir === "asc" ? " ▲" : " ▼") : ""));
   };
   const ariaSort = (c) => (c.sortKey && sort && sort.key === c.sortKey ? (sort.dir === "asc" ? "ascending" : "descending") : null);
-  const head = h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : c.cls || "", "aria-sort": ariaSort(c) }, headCell(c))));
+  const cls = (c) => [c.num ? "num" : "", c.cls || ""].join(" ").trim() || null;
+  const head = h("tr", {}, columns.map((c) => h("th", { scope: "col", class: cls(c), "aria-sort": ariaSort(c) }, headCell(c))));
   const body = h("tbody", {}, rows.map((row) =>
-    h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : c.cls || "", "data-label": c.label }, h("div", {}, c.cell(row)))))));
-  return h("div", { class: "table-wrap" },
+    h("tr", {}, columns.map((c) => h("td", { class: cls(c), "data-label": c.label }, h("div", {}, c.cell(row)))))));
+  const wrap = h("div", { class: "table-wrap", on: { scroll: () => markOverflow(wrap) } },
     h("table", {}, caption ? h("caption", { class: "skip" }, caption) : null, h("thead", {}, head), body));
+  // One observer per table (a shared one would keep every replaced table alive).
+  const watch = new ResizeObserver(() => markOverflow(wrap));
+  watch.observe(wrap);
+  watch.observe(wrap.firstChild);
+  return wrap;
 }
 
 export async function copyText(text) {

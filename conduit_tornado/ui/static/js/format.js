@@ -4,8 +4,16 @@ const usd2 = new Intl.NumberFormat(undefined, { style: "currency", currency: "US
 const usd4 = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", maximumFractionDigits: 4 });
 const whole = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
-const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+// Every time is shown in UTC, with seconds, the zone said: request logs line up with the
+// gateway's own log lines, the usage days (UTC rollups) and budget resets (UTC midnights),
+// whatever zone the browser is in. The Jupyter widgets (conduit_jupyter/formatting.py) write
+// times the same way.
+const TIME = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZone: "UTC" };
+const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeZone: "UTC" });
+const timeFmt = new Intl.DateTimeFormat(undefined, TIME);
+const stampFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", ...TIME });
+const stampYearFmt = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric", ...TIME });
+const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeZone: "UTC" });
 const dayFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
 const rel = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
 
@@ -18,9 +26,21 @@ export const short = (v) => compact.format(Number(v || 0));
 /** "1 model", "3 models". */
 export const plural = (n, one, many = `${one}s`) => `${count(n)} ${Number(n) === 1 ? one : many}`;
 
+/** "Dec 6, 2026, 17:35:04 UTC": an instant, wherever it stands alone. */
 export function dateTime(iso) {
-  return iso ? dateTimeFmt.format(new Date(iso)) : "—";
+  return iso ? `${dateTimeFmt.format(new Date(iso))}, ${timeFmt.format(new Date(iso))} UTC` : "—";
 }
+/** "Dec 6, 17:35:04" (the year only when not this one): table cells under a "(UTC)" header. */
+export function stamp(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return (d.getUTCFullYear() === new Date().getUTCFullYear() ? stampFmt : stampYearFmt).format(d);
+}
+/** "17:35:04 UTC". */
+export function time(iso) {
+  return iso ? `${timeFmt.format(new Date(iso))} UTC` : "—";
+}
+/** "Dec 6, 2026": the UTC day of an instant. */
 export function date(iso) {
   return iso ? dateFmt.format(new Date(iso)) : "—";
 }

@@ -2,11 +2,9 @@
 // each error shown as a sentence under the field it concerns.
 import { h, field, select } from "./dom.js";
 
-/** YYYY-MM-DD of an instant in the browser's time zone (what a date input shows). */
-function localDay(iso) {
-  const d = new Date(iso);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+/** YYYY-MM-DD of an instant in UTC (the UI's one time zone; what a date input shows). */
+function utcDay(iso) {
+  return new Date(iso).toISOString().slice(0, 10);
 }
 
 /**
@@ -34,7 +32,7 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
       input.value = (value || []).join(", ");
     } else if (f.type === "date") {
       input = h("input", { type: "date" });
-      input.value = value ? localDay(value) : "";
+      input.value = value ? utcDay(value) : "";
     } else {
       const numeric = f.type === "number" || f.type === "money";
       input = h("input", {
@@ -109,19 +107,23 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
           continue;
         }
       } else if (f.type === "date") {
-        if (!creating && before && localDay(before) === raw) continue; // unchanged
-        value = new Date(`${raw}T23:59:59`).toISOString();
+        if (!creating && before && utcDay(before) === raw) continue; // unchanged
+        value = new Date(`${raw}T23:59:59Z`).toISOString();
       }
       if (creating || JSON.stringify(value) !== JSON.stringify(before)) body[name] = value;
     }
     return ok ? body : null;
   }
 
-  /** Put an API error under its field (its `param`), else above the buttons. */
+  /** Put an API error under its field (its `param`: "allowed_ips.1" is the allowed_ips
+   * field), else above the buttons. */
   function showError(err) {
-    const param = (err.param || "").split(".")[0];
+    // A check across fields names none as `param`, but its message may start with one
+    // ("base_url is required for azure providers"): that field is the one to fix.
+    const named = Object.keys(fields).find((name) => plain(err.message).startsWith(`${name} `));
+    const param = (err.param || named || "").split(".")[0];
     if (param && fields[param]) {
-      fields[param].setError(err.message);
+      fields[param].setError(fieldMessage(err.message, err.param || named, fields[param].spec.label));
       fields[param].input.focus();
     } else {
       formError.textContent = err.message;
@@ -130,6 +132,31 @@ export function buildForm(spec, initial = {}, { creating = true } = {}) {
   }
 
   return { element: h("div", {}, grid, formError), fields, collect, showError, clearErrors, creating };
+}
+
+// Pydantic's prefix for a validator's own message, which older gateways passed on.
+const plain = (message) => String(message || "").replace(/^Value error, /, "");
+
+/**
+ * An API error's message as shown under the field it concerns. The admin API names fields
+ * by their JSON names ("allowed_ips must be ..."), for API users; beside a field labelled
+ * "Allowed addresses" the label reads better. Otherwise the message is the API's own.
+ */
+export function fieldMessage(message, param, label) {
+  let text = plain(message);
+  const parts = String(param || "").split(".");
+  const names = [param, parts[0], parts[parts.length - 1]].filter(Boolean);
+  for (const name of names) {
+    const legacy = `Invalid value for ${name}: `; // older gateways' wording
+    if (text.startsWith(legacy)) {
+      text = plain(text.slice(legacy.length));
+      break;
+    }
+  }
+  for (const name of names) {
+    if (text.startsWith(`${name} `) || text.startsWith(`${name}:`)) return label + text.slice(name.length);
+  }
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /** A form in a dialog: submit calls `save(body)`; errors stay in the form. */

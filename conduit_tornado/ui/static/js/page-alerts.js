@@ -1,7 +1,7 @@
 // Alerts: budget thresholds crossed by keys and groups.
 import { api } from "./api.js";
-import { h, empty, pageHead, table } from "./dom.js";
-import { money, dateTime } from "./format.js";
+import { h, empty, pageHead, table, trunc } from "./dom.js";
+import { money, dateTime, stamp } from "./format.js";
 
 export async function render(root) {
   const page = await api("admin/v1/alerts", { query: { limit: 200 } });
@@ -11,11 +11,12 @@ export async function render(root) {
     return;
   }
   root.append(table([
-    { label: "Time", cell: (a) => dateTime(a.created_at) },
-    { label: "Subject", cell: (a) => `${a.subject?.type === "groups" || a.subject?.type === "group" ? "Group" : "Key"} ${a.subject?.name || a.subject?.id || ""}` },
+    { label: "Time (UTC)", cell: (a) => h("span", { title: dateTime(a.created_at) }, stamp(a.created_at)) },
+    { label: "Subject", cell: (a) => [`${a.subject?.type === "groups" || a.subject?.type === "group" ? "Group" : "Key"} `,
+      trunc(a.subject?.name || a.subject?.id || "")] },
     { label: "Threshold", num: true, cell: (a) => h("span", { class: `badge ${a.threshold >= 1 ? "bad" : "warn"}` }, `${Math.round(a.threshold * 100)}%`) },
     { label: "Spend", num: true, cell: (a) => money(a.spend) },
     { label: "Budget", num: true, cell: (a) => money(a.max_budget) },
-    { label: "Period from", cls: "hide-sm", cell: (a) => dateTime(a.period_start) },
+    { label: "Period from (UTC)", cls: "hide-sm", cell: (a) => h("span", { title: dateTime(a.period_start) }, stamp(a.period_start)) },
   ], page.data, { caption: "Budget alerts" }));
 }

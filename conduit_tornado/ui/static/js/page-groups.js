@@ -1,8 +1,8 @@
 // Groups: teams whose keys share a budget and limits.
 import { api, all } from "./api.js";
-import { h, dialog, confirmDialog, empty, pageHead, table, toast } from "./dom.js";
+import { h, dialog, confirmDialog, empty, pageHead, table, toast, trunc } from "./dom.js";
 import { buildForm, formBody, DURATIONS } from "./forms.js";
-import { limitsText, dateTime, count } from "./format.js";
+import { limitsText, dateTime, date, count } from "./format.js";
 import { spendCell } from "./page-keys.js";
 
 const SPEC = [
@@ -39,7 +39,7 @@ export async function render(root) {
   }
   const members = (g) => keys.filter((k) => k.group === g.name);
   root.append(table([
-    { label: "Name", cell: (g) => h("strong", {}, g.name) },
+    { label: "Name", cell: (g) => trunc(g.name, { tag: "strong" }) },
     { label: "Members", cls: "wrap", cell: (g) => {
       const m = members(g);
       return m.length ? h("div", {}, `${count(m.length)} ${m.length === 1 ? "key" : "keys"}`,
@@ -47,8 +47,8 @@ export async function render(root) {
     } },
     { label: "Spend / budget", cell: spendCell },
     { label: "Limits", cls: "wrap", cell: limitsText },
-    { label: "Created", cls: "hide-sm", cell: (g) => dateTime(g.created_at) },
-    { label: "Actions", cell: (g) => h("div", { class: "chips row-actions" },
+    { label: "Created", cls: "hide-sm hide-md", cell: (g) => h("span", { title: dateTime(g.created_at) }, date(g.created_at)) },
+    { label: "Actions", cls: "col-actions", cell: (g) => h("div", { class: "chips row-actions" },
       h("button", { type: "button", class: "btn small", "aria-label": `Edit group ${g.name}`, on: { click: guard(async () => { if (await edit(g)) refresh(); }) } }, "Edit"),
       h("button", { type: "button", class: "btn small danger", "aria-label": `Delete group ${g.name}`, on: { click: guard(async () => {
         if (!(await confirmDialog(`Delete group ${g.name}?`, `Its ${count(members(g).length)} keys keep working, without the group's budget and limits.`, "Delete group"))) return;

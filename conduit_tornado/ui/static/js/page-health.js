@@ -1,7 +1,7 @@
 // Health at a glance: the store, deployments in cooldown, the request-log queue.
 import { api } from "./api.js";
-import { h, empty, pageHead, table } from "./dom.js";
-import { count, plural } from "./format.js";
+import { h, empty, pageHead, table, trunc } from "./dom.js";
+import { count, plural, dateTime } from "./format.js";
 
 export async function render(root) {
   const data = await api("ui/api/health");
@@ -24,8 +24,8 @@ export async function render(root) {
     return;
   }
   root.append(table([
-    { label: "Model", cell: (d) => d.model },
-    { label: "Deployment", cell: (d) => h("span", { class: "mono" }, `${d.provider}/${d.upstream_model}`) },
+    { label: "Model", cell: (d) => trunc(d.model) },
+    { label: "Deployment", cell: (d) => trunc(`${d.provider}/${d.upstream_model}`, { cls: "mono" }) },
     { label: "State", cell: (d) => d.credential_error ? h("span", { class: "badge bad" }, "Credential error")
       : !d.provider_enabled ? h("span", { class: "badge neutral" }, "Disabled")
       : d.cooldown_seconds > 0 ? h("span", { class: "badge warn" }, `Cooling down ${Math.ceil(d.cooldown_seconds)} s`)
@@ -41,7 +41,7 @@ export async function render(root) {
 // The last active health check: passed, failed (with the scrubbed reason), or not run.
 function checkCell(d) {
   if (d.healthy === null || d.healthy === undefined) return h("span", { class: "muted" }, "Not checked");
-  const when = new Date(d.checked_at * 1000).toLocaleTimeString();
+  const when = dateTime(new Date(d.checked_at * 1000).toISOString());
   if (d.healthy) return h("span", { class: "badge ok", title: `Checked at ${when}` }, "Passed");
   return h("span", {},
     h("span", { class: "badge bad", title: `Checked at ${when}` }, "Failed"), " ",

@@ -1,8 +1,8 @@
 // Keys: the table a platform engineer scans, and every action on a key.
 import { api, all, PREFIX } from "./api.js";
-import { h, field, select, dialog, confirmDialog, empty, pageHead, table, toast, copyText } from "./dom.js";
+import { h, field, select, dialog, confirmDialog, empty, pageHead, table, toast, copyText, trunc } from "./dom.js";
 import { buildForm, formBody, DURATIONS } from "./forms.js";
-import { money, budgetText, limitsText, relative, dateTime, date, count } from "./format.js";
+import { money, budgetText, limitsText, relative, dateTime, date, time, count } from "./format.js";
 import { usageChart } from "./page-usage.js";
 
 const PAGE_SIZE = 25;
@@ -21,7 +21,7 @@ export function keySpec(groups, models) {
       help: "Keys in a group share its budget and limits." },
     { name: "allowed_models", label: "Allowed models", type: "list", placeholder: "all models", datalist: "model-names",
       help: "Comma-separated names or patterns such as gpt-4o*. Empty allows every model." },
-    { name: "expires_at", label: "Expires on", type: "date", help: "The key stops working at the end of this day. Empty: never." },
+    { name: "expires_at", label: "Expires on", type: "date", help: "The key stops working at the end of this day, UTC. Empty: never." },
     { name: "enabled", label: "Enabled", type: "check", default: true },
     { type: "section", label: "Budget" },
     { name: "max_budget", label: "Budget (USD)", type: "money", help: "Requests are refused once spend reaches it." },
@@ -87,6 +87,22 @@ function status(key) {
   if (key.expires_at && new Date(key.expires_at) < new Date()) return h("span", { class: "badge bad" }, "Expired");
   if (key.max_budget !== null && key.max_budget !== undefined && key.spend >= key.max_budget) return h("span", { class: "badge bad" }, "Over budget");
   return h("span", { class: "badge ok" }, "Active");
+}
+
+/** "Expires Jan 5, 2027" under the status, when the key has an expiry. */
+function expiryLine(k) {
+  if (!k.expires_at) return null;
+  const past = new Date(k.expires_at) < new Date();
+  return h("div", { class: "sub", title: dateTime(k.expires_at) }, `${past ? "Expired" : "Expires"} ${date(k.expires_at)}`);
+}
+
+/** Which models the key may call (names in the tooltip), and its own limits. */
+function accessCell(k) {
+  const names = k.allowed_models;
+  const models = !names.length ? "All models"
+    : names.length <= 2 ? names.join(", ") : `${names.slice(0, 2).join(", ")} +${names.length - 2} more`;
+  return [h("div", { title: names.length ? `Models: ${names.join(", ")}` : null }, models),
+    h("div", { class: "sub" }, limitsText(k))];
 }
 
 export function spendCell(o) {
@@ -168,9 +184,11 @@ export async function render(root, [keyId]) {
     const shown = keys.filter((k) =>
       (!q || [k.name, k.prefix, k.id].some((v) => String(v).toLowerCase().includes(q))) &&
       (!state.expiring || (k.expires_at && new Date(k.expires_at).getTime() < soon)));
-    if (state.sort) {
-      const value = SORTS[state.sort.key];
-      const sign = state.sort.dir === "asc" ? 1 : -1;
+    // Keys about to expire: the soonest first, unless a column says otherwise.
+    const sort = state.sort || (state.expiring ? { key: "expires", dir: "asc" } : null);
+    if (sort) {
+      const value = SORTS[sort.key];
+      const sign = sort.dir === "asc" ? 1 : -1;
       shown.sort((a, b) => (value(a) < value(b) ? -sign : value(a) > value(b) ? sign : 0));
     }
     const pages = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
@@ -186,19 +204,20 @@ export async function render(root, [keyId]) {
       results.replaceChildren(h("div", { class: "card" }, empty("No key matches", "Clear the search or the filters to see every key.")));
       return;
     }
+    // Six columns fit 1024 px and up: what the key is, whether it works (expiry included),
+    // spend, what it may do, when it was used, and the actions (kept in view). Every setting
+    // is on the key's own page.
     const columns = [
-      { label: "Name", sortKey: "name", cell: (k) => [h("a", { class: "linklike", href: `#/keys/${encodeURIComponent(k.id)}` }, k.name),
-        h("div", { class: "sub mono" }, `${k.prefix}…`)] },
-      { label: "Status", cell: status },
-      { label: "Group", cell: (k) => k.group || h("span", { class: "muted" }, "—") },
-      { label: "Models", cls: "wrap", cell: (k) => k.allowed_models.length
-        ? h("div", { class: "chips" }, k.allowed_models.map((m) => h("span", { class: "chip" }, m)))
-        : h("span", { class: "muted" }, "All models") },
+      { label: "Name", sortKey: "name", cell: (k) => [
+        trunc(k.name, { tag: "a", cls: "linklike", href: `#/keys/${encodeURIComponent(k.id)}` }),
+        h("div", { class: "sub line-trunc", title: k.group ? `Group ${k.group}` : null }, h("span", { class: "mono" }, `${k.prefix}…`),
+          k.group ? ` · ${k.group}` : null)] },
+      { label: "Status / expiry", sortKey: "expires", cell: (k) => [status(k), expiryLine(k)] },
       { label: "Spend / budget", sortKey: "spend", cls: "wrap spend", cell: spendCell },
-      { label: "Limits", cls: "wrap", cell: (k) => limitsText(k) },
-      { label: "Last used", sortKey: "last_used", cell: (k) => h("span", { title: dateTime(k.last_used_at) }, k.last_used_at ? relative(k.last_used_at) : "Never") },
-      { label: "Expires", sortKey: "expires", cell: (k) => k.expires_at ? h("span", { title: dateTime(k.expires_at) }, date(k.expires_at)) : h("span", { class: "muted" }, "Never") },
-      { label: "Actions", cell: (k) => h("div", { class: "chips row-actions" },
+      { label: "Access", cls: "wrap hide-md", cell: accessCell },
+      { label: "Last used", sortKey: "last_used", cell: (k) => k.last_used_at
+        ? h("span", { title: dateTime(k.last_used_at) }, relative(k.last_used_at)) : h("span", { class: "muted" }, "Never") },
+      { label: "Actions", cls: "col-actions", cell: (k) => h("div", { class: "chips row-actions" },
         h("button", { type: "button", class: "btn small", on: { click: run(async () => {
           if (await editKey(k, groups, models)) { toast(`${k.name} saved.`); refresh(); }
         }) }, "aria-label": `Edit ${k.name}` }, "Edit"),
@@ -245,8 +264,9 @@ async function renderKey(root, keyId) {
       h("div", { class: "stat" }, h("div", { class: "label" }, "Status"), h("div", { class: "value" }, status(key))),
       h("div", { class: "stat" }, h("div", { class: "label" }, "Spend this period"), h("div", { class: "value" }, money(key.spend)),
         h("div", { class: "sub" }, budgetText(key))),
-      h("div", { class: "stat" }, h("div", { class: "label" }, "Last used"), h("div", { class: "value" }, key.last_used_at ? relative(key.last_used_at) : "Never")),
-      h("div", { class: "stat" }, h("div", { class: "label" }, "Expires"), h("div", { class: "value" }, key.expires_at ? date(key.expires_at) : "Never"))),
+      h("div", { class: "stat" }, h("div", { class: "label" }, "Last used"), h("div", { class: "value", title: key.last_used_at ? dateTime(key.last_used_at) : null }, key.last_used_at ? relative(key.last_used_at) : "Never")),
+      h("div", { class: "stat" }, h("div", { class: "label" }, "Expires"), h("div", { class: "value" }, key.expires_at ? date(key.expires_at) : "Never"),
+        key.expires_at ? h("div", { class: "sub" }, `at ${time(key.expires_at)}`) : null)),
     h("div", { class: "card" }, h("h2", {}, "Settings"), h("dl", { class: "details" },
       detail("Id", h("span", { class: "mono" }, key.id)),
       detail("Group", key.group || "—"),

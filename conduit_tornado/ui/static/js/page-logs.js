@@ -1,7 +1,7 @@
 // Request logs: filters, a table, and a detail view. Logs never hold a secret.
 import { api, all } from "./api.js";
-import { h, field, select, dialog, empty, pageHead, table } from "./dom.js";
-import { money, count, dateTime } from "./format.js";
+import { h, field, select, dialog, empty, pageHead, table, trunc } from "./dom.js";
+import { money, count, dateTime, stamp } from "./format.js";
 
 const PAGE = 50;
 const state = { key_id: "", model: "", status: "", since: "", until: "", offset: 0 };
@@ -10,6 +10,10 @@ function statusBadge(code) {
   const kind = code < 300 ? "ok" : code === 499 ? "neutral" : code < 500 ? "warn" : "bad";
   return h("span", { class: `badge ${kind}` }, String(code));
 }
+// A request refused before any model answered (an error, no tokens, nothing charged) used
+// no tokens and cost nothing: "—" says so, where "0" and "$0.00" read as a measured zero.
+const refused = (log) => log.status >= 400 && !log.total_tokens && !log.prompt_tokens && !log.completion_tokens && !log.cost;
+const tokens = (log, v) => (refused(log) ? "—" : count(v));
 const ms = (v) => (v === null || v === undefined ? "—" : `${Number(v).toLocaleString(undefined, { maximumFractionDigits: 1 })} ms`);
 
 function detail(log) {
@@ -21,8 +25,9 @@ function detail(log) {
     ["Provider", `${log.provider || "—"}${log.deployment ? ` / ${log.deployment}` : ""}`],
     ["Fallback model", log.fallback_model || "—"], ["Attempts", count(log.attempts)],
     ["Total latency", ms(log.latency_ms)], ["Upstream time", ms(log.upstream_ms)], ["Gateway overhead", ms(log.overhead_ms)],
-    ["Prompt tokens", count(log.prompt_tokens)], ["Completion tokens", count(log.completion_tokens)],
-    ["Cached tokens", count(log.cached_tokens)], ["Cost", `${money(log.cost)}${log.unpriced ? " (no price known)" : ""}${log.estimated ? " (tokens estimated)" : ""}`],
+    ["Prompt tokens", tokens(log, log.prompt_tokens)], ["Completion tokens", tokens(log, log.completion_tokens)],
+    ["Cached tokens", tokens(log, log.cached_tokens)],
+    ["Cost", refused(log) ? "— (nothing charged)" : `${money(log.cost)}${log.unpriced ? " (no price known)" : ""}${log.estimated ? " (tokens estimated)" : ""}`],
     ["Client address", log.client_ip || "—"],
   ];
   const error = [log.error_type, log.error_code].filter(Boolean).join(" · ");
@@ -32,7 +37,8 @@ function detail(log) {
 }
 
 export async function render(root) {
-  const toIso = (local) => (local ? new Date(local).toISOString() : undefined);
+  // The filters are in UTC like every time on the page ("2026-12-06T17:35" is 17:35 UTC).
+  const toIso = (value) => (value ? new Date(`${value}Z`).toISOString() : undefined);
   const [{ items: keys }, { items: models }, page] = await Promise.all([
     all("admin/v1/keys"), all("admin/v1/models"),
     api("admin/v1/logs", { query: { key_id: state.key_id, model: state.model, status: state.status,
@@ -41,8 +47,8 @@ export async function render(root) {
   const key = field("Key", select([["", "All keys"], ...keys.map((k) => [k.id, `${k.name} (${k.prefix}…)`])], state.key_id));
   const model = field("Model", select([["", "All models"], ...models.map((m) => [m.name, m.name])], state.model));
   const status = field("Status code", h("input", { type: "text", inputmode: "numeric", placeholder: "any", value: state.status, size: 6 }));
-  const since = field("From", h("input", { type: "datetime-local", value: state.since }));
-  const until = field("Until", h("input", { type: "datetime-local", value: state.until }));
+  const since = field("From (UTC)", h("input", { type: "datetime-local", value: state.since }));
+  const until = field("Until (UTC)", h("input", { type: "datetime-local", value: state.until }));
   const apply = () => {
     if (status.input.value && !/^\d{3}$/.test(status.input.value.trim())) {
       status.setError("Enter a three-digit HTTP status, such as 429.");
@@ -72,15 +78,16 @@ export async function render(root) {
     return;
   }
   root.append(table([
-    { label: "Time", cell: (l) => h("button", { type: "button", class: "linklike", on: { click: () => detail(l) },
-      "aria-label": `Details of request ${l.request_id}` }, dateTime(l.created_at)) },
+    { label: "Time (UTC)", cell: (l) => h("button", { type: "button", class: "linklike", on: { click: () => detail(l) },
+      "aria-label": `Details of request ${l.request_id}`, title: dateTime(l.created_at) }, stamp(l.created_at)) },
     { label: "Status", cell: (l) => statusBadge(l.status) },
-    { label: "Key", cell: (l) => l.key_name || "—" },
-    { label: "Model", cell: (l) => l.model },
-    { label: "Endpoint", cls: "hide-sm", cell: (l) => l.endpoint },
-    { label: "Provider", cls: "hide-sm", cell: (l) => l.provider || "—" },
-    { label: "Tokens", num: true, cell: (l) => count(l.total_tokens) },
-    { label: "Cost", num: true, cell: (l) => money(l.cost) },
+    { label: "Key", cell: (l) => (l.key_name ? trunc(l.key_name, { cls: "narrow" }) : "—") },
+    { label: "Model", cell: (l) => trunc(l.model || "—", { cls: "narrow" }) },
+    { label: "Endpoint", cls: "hide-sm hide-md", cell: (l) => l.endpoint },
+    { label: "Provider", cls: "hide-sm hide-md", cell: (l) => (l.provider ? trunc(l.provider, { cls: "narrow" }) : "—") },
+    { label: "Tokens", num: true, cell: (l) => tokens(l, l.total_tokens) },
+    { label: "Cost", num: true, cell: (l) => (refused(l) ? "—"
+      : l.unpriced ? h("span", { class: "muted", title: "No price is known for this model" }, "unpriced") : money(l.cost)) },
     { label: "Latency", num: true, cell: (l) => ms(l.latency_ms) },
   ], page.data, { caption: "Request logs" }),
   h("div", { class: "pager" },

@@ -1,7 +1,7 @@
 // Models: the names clients ask for, mapped to deployments on providers.
 import { api, all } from "./api.js";
-import { h, field, select, dialog, confirmDialog, empty, pageHead, table, toast } from "./dom.js";
-import { buildForm } from "./forms.js";
+import { h, field, select, dialog, confirmDialog, empty, pageHead, table, toast, trunc } from "./dom.js";
+import { buildForm, fieldMessage } from "./forms.js";
 import { money } from "./format.js";
 
 const STRATEGIES = [["weighted", "Weighted"], ["round_robin", "Round robin"], ["least_busy", "Least busy"], ["lowest_latency", "Lowest latency"]];
@@ -14,11 +14,18 @@ function deploymentRow(providers, d = {}) {
   const remove = h("button", { type: "button", class: "btn small danger" }, "Remove");
   const wrap = h("fieldset", {}, h("legend", {}, "Deployment"), h("div", { class: "form-grid" }, provider.wrap, model.wrap, weight.wrap, priority.wrap), h("div", { class: "actions", style: "margin-top:8px" }, remove));
   const read = () => {
-    model.setError("");
+    for (const f of [provider, model, weight, priority]) f.setError("");
     if (!model.input.value.trim()) { model.setError("Enter the model name the provider uses, e.g. gpt-4o-mini."); return null; }
     return { ...d, provider: provider.input.value, model: model.input.value.trim(), weight: Number(weight.input.value) || 1, priority: Number(priority.input.value) || 0 };
   };
-  return { wrap, read, remove };
+  const inputs = { provider, model, weight, priority };
+  /** An API error about this deployment ("deployments.0.model"), under its field. */
+  const showError = (name, message, param) => {
+    const target = inputs[name] || model;
+    target.setError(fieldMessage(message, param, target.input.labels?.[0]?.textContent || name));
+    target.input.focus();
+  };
+  return { wrap, read, remove, showError };
 }
 
 function edit(model, providers, names) {
@@ -61,7 +68,9 @@ function edit(model, providers, names) {
         close(creating ? await api("admin/v1/models", { method: "POST", body })
           : await api(`admin/v1/models/${encodeURIComponent(model.name)}`, { method: "PATCH", body }));
       } catch (err) {
-        if ((err.param || "").startsWith("deployments")) { error.textContent = err.message; error.hidden = false; } else form.showError(err);
+        const [head, index, name] = (err.param || "").split(".");
+        if (head === "deployments" && rows[Number(index)] && name) rows[Number(index)].showError(name, err.message, err.param);
+        else if (head === "deployments") { error.textContent = err.message; error.hidden = false; } else form.showError(err);
       } finally {
         submit.disabled = false;
       }
@@ -86,14 +95,14 @@ export async function render(root) {
   }
   const price = (p) => (p ? `${money(p.input_per_mtok)} in / ${money(p.output_per_mtok)} out per 1M tokens` : "Bundled price table");
   root.append(table([
-    { label: "Model", cell: (m) => [h("strong", {}, m.name), m.description ? h("div", { class: "sub" }, m.description) : null] },
+    { label: "Model", cell: (m) => [trunc(m.name, { tag: "strong" }), m.description ? trunc(m.description, { tag: "div", cls: "sub" }) : null] },
     { label: "Deployments", cls: "wrap", cell: (m) => h("div", {}, m.deployments.map((d) =>
       h("div", {}, h("span", { class: "mono" }, `${d.provider}/${d.model}`), h("span", { class: "sub" }, ` weight ${d.weight}, priority ${d.priority}`)))) },
     { label: "Strategy", cell: (m) => (STRATEGIES.find(([k]) => k === m.strategy) || [0, m.strategy])[1] },
     { label: "Fallbacks", cell: (m) => m.fallbacks.length ? m.fallbacks.join(" → ") : h("span", { class: "muted" }, "None") },
     { label: "Pricing", cls: "wrap", cell: (m) => price(m.pricing) },
     { label: "Status", cell: (m) => h("span", { class: `badge ${m.enabled ? "ok" : "neutral"}` }, m.enabled ? "Enabled" : "Disabled") },
-    { label: "Actions", cell: (m) => h("div", { class: "chips row-actions" },
+    { label: "Actions", cls: "col-actions", cell: (m) => h("div", { class: "chips row-actions" },
       h("button", { type: "button", class: "btn small", "aria-label": `Edit model ${m.name}`, on: { click: guard(async () => { if (await edit(m, providers, names)) refresh(); }) } }, "Edit"),
       h("button", { type: "button", class: "btn small danger", "aria-label": `Delete model ${m.name}`, on: { click: guard(async () => {
         if (!(await confirmDialog(`Delete model ${m.name}?`, "Clients asking for it get 404 at once.", "Delete model"))) return;

@@ -1,8 +1,8 @@
 // Usage: spend and tokens over time by key, model, group or end user; CSV export.
 import { api, all } from "./api.js";
-import { h, field, select, empty, pageHead, table, download } from "./dom.js";
+import { h, field, select, empty, pageHead, table, download, trunc } from "./dom.js";
 import { stackedBars } from "./chart.js";
-import { money, count, short, day, date, csvCell } from "./format.js";
+import { money, count, short, day, date, csvCell, plural } from "./format.js";
 
 const METRICS = {
   cost: { label: "Spend", title: "Spend (USD)", format: money, tick: (v) => money(v) },
@@ -46,7 +46,9 @@ function labeller(keys) {
   };
 }
 
-/** Series per label (the 6 largest, the rest as "Other") for one metric over days. */
+/** Series per label (the 6 largest, the rest as one "All others (n)" series) for one metric
+ * over days. The bucket's name says how many it holds, so it cannot be mistaken for a key or
+ * model named "other". */
 function series(rows, allDays, labelOf, metric) {
   const byLabel = new Map();
   for (const r of rows) {
@@ -57,9 +59,12 @@ function series(rows, allDays, labelOf, metric) {
   }
   const ranked = [...byLabel.entries()].map(([name, perDay]) => ({
     name, values: allDays.map((d) => perDay.get(d) || 0),
-  })).map((sr) => ({ ...sr, total: sr.values.reduce((a, b) => a + b, 0) })).sort((a, b) => b.total - a.total);
+  })).map((sr) => ({ ...sr, total: sr.values.reduce((a, b) => a + b, 0) }))
+    // A series with nothing to draw (no spend this period) would only crowd the legend.
+    .filter((sr, _, all) => sr.total > 0 || all.every((o) => !(o.total > 0)))
+    .sort((a, b) => b.total - a.total);
   if (ranked.length <= 7) return ranked;
-  const other = { name: "Other", values: allDays.map((_, i) => ranked.slice(6).reduce((sum, sr) => sum + sr.values[i], 0)) };
+  const other = { name: `All others (${count(ranked.length - 6)})`, values: allDays.map((_, i) => ranked.slice(6).reduce((sum, sr) => sum + sr.values[i], 0)) };
   return [...ranked.slice(0, 6), other];
 }
 
@@ -119,7 +124,7 @@ export async function render(root) {
     pageHead("Usage", `Spend and tokens per day (UTC), ${named}.`, exportCsv),
     h("div", { class: "toolbar" }, period.wrap, custom, by.wrap, metric.wrap),
     h("div", { class: "stats" },
-      stat("Spend", money(t.cost), named), stat("Requests", count(t.requests), `${count(t.errors)} errors`),
+      stat("Spend", money(t.cost), named), stat("Requests", count(t.requests), plural(t.errors, "error")),
       stat("Tokens", count(t.total_tokens), `${count(t.prompt_tokens)} prompt, ${count(t.completion_tokens)} completion`),
       stat("Unpriced requests", count(t.unpriced_requests), "no price known for the model")));
   if (!rows.length) {
@@ -142,7 +147,7 @@ export async function render(root) {
     sums.set(label, acc);
   }
   root.append(table([
-    { label: DIMENSIONS[state.by], cell: (r) => r.label },
+    { label: DIMENSIONS[state.by], cell: (r) => trunc(r.label) },
     { label: "Requests", num: true, cell: (r) => count(r.requests) },
     { label: "Errors", num: true, cell: (r) => count(r.errors) },
     { label: "Tokens", num: true, cell: (r) => count(r.total_tokens) },
