@@ -48,7 +48,7 @@ from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
 from conduit_tornado.store import Doc, Store, StoreUnavailable
 
-from .base import ClientHandler
+from .base import ClientHandler, dumps
 from .conversations import (
     append_items,
     checked_metadata,
@@ -56,7 +56,7 @@ from .conversations import (
     conversation_items,
     owned_conversation,
 )
-from .proxy import ProxyHandler, named_events, note_chunk
+from .proxy import ProxyHandler, named_events
 
 RESPONSES = "responses"
 UNFINISHED = ("queued", "in_progress")
@@ -323,8 +323,9 @@ class ResponsesHandler(ProxyHandler):
             response, upstream, cost = await self._complete(turn)
             assert self.outcome is not None
             self.answer_headers(self.outcome, cost)
-            await self._save(turn, response, upstream)
-            self.send_json(response)
+            encoded = dumps(response)  # once, for the answer and the store
+            await self._save(turn, response, upstream, encoded)
+            self.finish(encoded)
 
     async def _complete(self, turn: Turn) -> tuple[Json, Json | None, float | None]:
         """Call the backend for the whole answer: the Response, where it was made (for a
@@ -456,9 +457,12 @@ class ResponsesHandler(ProxyHandler):
                 self, conversation_id(turn.body["conversation"]), turn.items + response["output"]
             )
 
-    async def _save(self, turn: Turn, response: Json, upstream: Json | None) -> None:
+    async def _save(
+        self, turn: Turn, response: Json, upstream: Json | None, encoded: bytes | None = None
+    ) -> None:
         """Keep a response for retrieval and follow-ups, unless the client said not to,
-        and add the turn to its conversation."""
+        and add the turn to its conversation. ``encoded``: the response as JSON text, when
+        the caller has it already."""
         if response["status"] == "failed":
             return
         await self._record(turn, response)
@@ -470,7 +474,7 @@ class ResponsesHandler(ProxyHandler):
                 "_id": turn.response_id,
                 "key": self.key.id,
                 "created_at": self.ctx.clock.now(),
-                "response": packed(response),
+                "response": encoded.decode() if encoded is not None else packed(response),
                 "items": packed(turn.items),
                 "messages": packed(turn.messages(response["output"])),
                 "upstream": upstream,
@@ -517,34 +521,54 @@ class ResponsesHandler(ProxyHandler):
                     seen["chars"] += len(str(event.get("delta") or ""))
             return batch
 
-        def translated(batch: list[Json]) -> list[Json]:
-            out: list[Json] = []
+        def translated(batch: list[Json]) -> bytes:
+            # What note_chunk notes, but the streamed characters, which the EventStream
+            # counts as it translates.
+            frames = []
             for chunk in batch:
-                note_chunk(seen, chunk)
-                out += events.feed(chunk)
-            return out
+                if seen["reported"] is None:
+                    reported = chunk.get("model")
+                    if isinstance(reported, str) and reported:
+                        seen["reported"] = reported
+                usage = chunk.get("usage")
+                if usage:
+                    seen["usage"] = Usage.from_openai(usage)
+                frames.append(events.feed_frames(chunk))
+            return b"".join(frames)
+
+        async def write(frames: bytes) -> None:
+            behind = self._write_frames(frames)
+            if behind is not None:
+                await behind
 
         async def pump() -> None:
             if upstream is None:
-                await self.send_named(events.start())
+                await write(events.start_frames())
             while (batch := await stream.next_batch()) is not None:
-                out = relayed(batch) if upstream is not None else translated(batch)
-                if out:
-                    await self.send_named(out)
+                if upstream is not None:
+                    out = relayed(batch)
+                    if out:
+                        await self.send_named(out)
+                else:
+                    frames = translated(batch)
+                    if frames:
+                        await write(frames)
+            last = b""
             if upstream is None:
-                last = events.finish(seen["usage"] or self._estimate(chat, seen["chars"]))
+                seen["chars"] = events.chars
+                last = events.finish_frames(seen["usage"] or self._estimate(chat, events.chars))
                 seen["final"] = events.final
-            else:
-                last = []
             if seen["final"] is not None:
-                await self._save(turn, seen["final"], upstream)
+                await self._save(turn, seen["final"], upstream, events.final_encoded)
             if last:
-                await self.send_named(last)
+                await write(last)
 
         def failed(error: ApiError) -> bytes:
             return named_events([events.fail(error.code or error.type, error.message)])
 
         await self.pump_events(stream, pump(), failed)
+        if upstream is None:
+            seen["chars"] = events.chars  # the client may have left before the end
         usage = seen["usage"] or self._estimate(chat, seen["chars"])
         self.account(usage, outcome, seen["reported"])
         self.end_events()

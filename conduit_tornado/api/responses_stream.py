@@ -101,7 +101,9 @@ class BackgroundStreamRun(ResponsesHandler):
                 await self.ctx.store.delete(RESPONSES, turn.response_id)
             raise
 
-    async def _save(self, turn: Turn, response: Any, upstream: Any) -> None:
+    async def _save(
+        self, turn: Turn, response: Any, upstream: Any, encoded: bytes | None = None
+    ) -> None:
         if response["status"] != "failed":
             await self._record(turn, response)
         await self.ctx.store.update(
@@ -109,7 +111,7 @@ class BackgroundStreamRun(ResponsesHandler):
             turn.response_id,
             {
                 "status": response["status"],
-                "response": packed(response),
+                "response": encoded.decode() if encoded is not None else packed(response),
                 "messages": packed(turn.messages(response["output"])),
                 "upstream": upstream,
             },
