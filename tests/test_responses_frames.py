@@ -120,7 +120,7 @@ def _plain_text(count: int) -> list[Any]:
 @FRAMES
 @given(st.lists(chunk, max_size=12))
 @example(_plain_text(20))
-@example(_plain_text(3) + [{"choices": [{"delta": {"refusal": "no"}}]}] + _plain_text(2))
+@example([*_plain_text(3), {"choices": [{"delta": {"refusal": "no"}}]}, *_plain_text(2)])
 def test_frames_are_the_events_encoded(chunks: list[Any]) -> None:
     usage = Usage(12, 20)
     with pytest.MonkeyPatch.context() as patch:

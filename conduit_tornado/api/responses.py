@@ -243,10 +243,7 @@ def _native_usage(answer: Json) -> Usage | None:
 
 class ResponsesHandler(ProxyHandler):
     endpoint = "responses"
-
-    def initialize(self) -> None:
-        super().initialize()
-        self._detached = False  # a background run owns the log entry and the grant
+    _detached = False  # a background run owns the log entry and the grant
 
     @staticmethod
     def upgrade_handler() -> type[tornado.web.RequestHandler]:
@@ -283,7 +280,10 @@ class ResponsesHandler(ProxyHandler):
         self._check(body)
         if body.get("background") and body.get("stream") and await self.stream_in_background(body):
             return
-        before = await prior(self, body)
+        if body.get("conversation") is None and body.get("previous_response_id") is None:
+            before = Prior()  # nothing to read (prior would find the same)
+        else:
+            before = await prior(self, body)
         user = body.get("user") or body.get("safety_identifier")
         route = self.resolve(
             {"model": body.get("model"), "user": user, "stream": body.get("stream")}
@@ -465,7 +465,8 @@ class ResponsesHandler(ProxyHandler):
         the caller has it already."""
         if response["status"] == "failed":
             return
-        await self._record(turn, response)
+        if turn.body.get("conversation") is not None:
+            await self._record(turn, response)
         if turn.body.get("store") is False:
             return
         await self.ctx.store.insert(
