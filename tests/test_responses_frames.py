@@ -112,7 +112,7 @@ def _by_frames(chunks: list[Any], usage: Usage) -> tuple[bytes, EventStream]:
 
 def _plain_text(count: int) -> list[Any]:
     return [
-        {"choices": [{"index": 0, "delta": {"content": f"tok{i} \"é\n"}, "finish_reason": None}]}
+        {"choices": [{"index": 0, "delta": {"content": f'tok{i} "é\n'}, "finish_reason": None}]}
         for i in range(count)
     ]
 

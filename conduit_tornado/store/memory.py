@@ -106,9 +106,7 @@ class MemoryStore:
         # The bounded collections drop their oldest document per insert once full: an
         # OrderedDict does that in constant time, where a dict's first live entry is found
         # by walking past the ones deleted before it (bench/MEASUREMENTS.md).
-        self._bounded: dict[str, OrderedDict[str, Doc]] = {
-            name: OrderedDict() for name in _BOUNDED
-        }
+        self._bounded: dict[str, OrderedDict[str, Doc]] = {name: OrderedDict() for name in _BOUNDED}
         self._data: dict[str, dict[str, Doc]] = dict(self._bounded)
         self._max_logs = max_logs
 
