@@ -537,14 +537,9 @@ class ResponsesHandler(ProxyHandler):
                 frames.append(events.feed_frames(chunk))
             return b"".join(frames)
 
-        async def write(frames: bytes) -> None:
-            behind = self._write_frames(frames)
-            if behind is not None:
-                await behind
-
         async def pump() -> None:
             if upstream is None:
-                await write(events.start_frames())
+                await self._send_frames(events.start_frames())
             while (batch := await stream.next_batch()) is not None:
                 if upstream is not None:
                     out = relayed(batch)
@@ -553,16 +548,13 @@ class ResponsesHandler(ProxyHandler):
                 else:
                     frames = translated(batch)
                     if frames:
-                        await write(frames)
+                        await self._send_frames(frames)
             last = b""
             if upstream is None:
                 seen["chars"] = events.chars
                 last = events.finish_frames(seen["usage"] or self._estimate(chat, events.chars))
                 seen["final"] = events.final
-            if seen["final"] is not None:
-                await self._save(turn, seen["final"], upstream, events.final_encoded)
-            if last:
-                await write(last)
+            await self._end_stream(turn, seen["final"], upstream, events.final_encoded, last)
 
         def failed(error: ApiError) -> bytes:
             return named_events([events.fail(error.code or error.type, error.message)])
@@ -573,6 +565,26 @@ class ResponsesHandler(ProxyHandler):
         usage = seen["usage"] or self._estimate(chat, seen["chars"])
         self.account(usage, outcome, seen["reported"])
         self.end_events()
+
+    async def _send_frames(self, frames: bytes) -> None:
+        behind = self._write_frames(frames)
+        if behind is not None:
+            await behind
+
+    async def _end_stream(
+        self,
+        turn: Turn,
+        final: Json | None,
+        upstream: Json | None,
+        encoded: bytes | None,
+        last: bytes,
+    ) -> None:
+        """Store the Response, then send the stream's last events: a client that has
+        read response.completed can read the Response back at once."""
+        if final is not None:
+            await self._save(turn, final, upstream, encoded)
+        if last:
+            await self._send_frames(last)
 
     @staticmethod
     def _estimate(chat: Json, chars: int) -> Usage:
