@@ -124,18 +124,14 @@ def paths(mods: dict[str, ModuleType], pieces: list[Piece]) -> dict[str, Callabl
 
     def responses_streams(count: int) -> None:
         # As api/responses.py translates: encoded frames where the tree has them.
-        framed = hasattr(responses.EventStream, "feed_frames")
+        framed = hasattr(responses.EventStream, "batch_frames")
         for _ in range(count):
             events = responses.EventStream(body, "resp_bench", "bench", 1700000000)
             seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "final": None}
             if framed:
                 events.start_frames()
                 for chunk in chat_chunks:
-                    if seen["reported"] is None and chunk.get("model"):
-                        seen["reported"] = chunk["model"]
-                    if chunk.get("usage"):
-                        seen["usage"] = usage
-                    events.feed_frames(chunk)
+                    events.batch_frames([chunk])  # one event per read, as upstream sends
                 events.finish_frames(usage)
                 continue
             proxy.named_events(events.start())

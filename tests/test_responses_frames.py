@@ -101,12 +101,19 @@ def _by_dicts(chunks: list[Any], usage: Usage) -> tuple[bytes, EventStream]:
     return out + named_events(events.finish(usage)), events
 
 
-def _by_frames(chunks: list[Any], usage: Usage) -> tuple[bytes, EventStream]:
+def _by_frames(
+    chunks: list[Any], usage: Usage, sizes: list[int] | None = None
+) -> tuple[bytes, EventStream]:
+    """The frames, the chunks fed in batches of ``sizes`` (one by one without)."""
     _restart()
     events = EventStream(BODY, "resp_1", "m", 1700000000)
     out = events.start_frames()
-    for piece in chunks:
-        out += events.feed_frames(piece)
+    at = 0
+    for size in itertools.chain(sizes or (), itertools.repeat(1)):
+        if at >= len(chunks):
+            break
+        out += events.batch_frames(chunks[at : at + size])
+        at += size
     return out + events.finish_frames(usage), events
 
 
@@ -118,20 +125,25 @@ def _plain_text(count: int) -> list[Any]:
 
 
 @FRAMES
-@given(st.lists(chunk, max_size=12))
-@example(_plain_text(20))
-@example([*_plain_text(3), {"choices": [{"delta": {"refusal": "no"}}]}, *_plain_text(2)])
-def test_frames_are_the_events_encoded(chunks: list[Any]) -> None:
+@given(st.lists(chunk, max_size=12), st.lists(st.integers(1, 4), max_size=12))
+@example(_plain_text(20), [])
+@example([*_plain_text(3), {"choices": [{"delta": {"refusal": "no"}}]}, *_plain_text(2)], [2, 3])
+def test_frames_are_the_events_encoded(chunks: list[Any], sizes: list[int]) -> None:
     usage = Usage(12, 20)
     with pytest.MonkeyPatch.context() as patch:
         # completed_at is the clock's second: the same one for both streams.
         patch.setattr(responses, "time", SimpleNamespace(time=lambda: 1700000100.5))
         expected, by_dicts = _by_dicts(orjson.loads(orjson.dumps(chunks)), usage)
-        got, by_frames = _by_frames(orjson.loads(orjson.dumps(chunks)), usage)
+        got, by_frames = _by_frames(orjson.loads(orjson.dumps(chunks)), usage, sizes)
     assert got == expected
     assert by_frames.final == by_dicts.final
     assert by_frames.final_encoded == orjson.dumps(by_dicts.final)
     assert by_frames.sequence == by_dicts.sequence
+    # What the route notes (as note_chunk does): the first model named, the last usage.
+    models = [c.get("model") for c in chunks if isinstance(c.get("model"), str) and c["model"]]
+    usages = [Usage.from_openai(c["usage"]) for c in chunks if c.get("usage")]
+    assert by_frames.reported == (models[0] if models else None)
+    assert by_frames.usage == (usages[-1] if usages else None)
 
 
 def test_streamed_characters_are_counted_for_estimates() -> None:

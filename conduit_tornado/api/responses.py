@@ -522,38 +522,27 @@ class ResponsesHandler(ProxyHandler):
                     seen["chars"] += len(str(event.get("delta") or ""))
             return batch
 
-        def translated(batch: list[Json]) -> bytes:
-            # What note_chunk notes, but the streamed characters, which the EventStream
-            # counts as it translates.
-            frames = []
-            for chunk in batch:
-                if seen["reported"] is None:
-                    reported = chunk.get("model")
-                    if isinstance(reported, str) and reported:
-                        seen["reported"] = reported
-                usage = chunk.get("usage")
-                if usage:
-                    seen["usage"] = Usage.from_openai(usage)
-                frames.append(events.feed_frames(chunk))
-            return b"".join(frames)
-
         async def pump() -> None:
             if upstream is None:
                 await self._send_frames(events.start_frames())
-            while (batch := await stream.next_batch()) is not None:
-                if upstream is not None:
+                # What note_chunk notes of each chunk, the EventStream notes as it
+                # translates; and a write awaited only when the client is behind.
+                write = self._write_frames
+                while (batch := await stream.next_batch()) is not None:
+                    frames = events.batch_frames(batch)
+                    if frames:
+                        behind = write(frames)
+                        if behind is not None:
+                            await behind
+                _noted(seen, events)
+                last = events.finish_frames(seen["usage"] or self._estimate(chat, events.chars))
+                seen["final"] = events.final
+            else:
+                while (batch := await stream.next_batch()) is not None:
                     out = relayed(batch)
                     if out:
                         await self.send_named(out)
-                else:
-                    frames = translated(batch)
-                    if frames:
-                        await self._send_frames(frames)
-            last = b""
-            if upstream is None:
-                seen["chars"] = events.chars
-                last = events.finish_frames(seen["usage"] or self._estimate(chat, events.chars))
-                seen["final"] = events.final
+                last = b""
             await self._end_stream(turn, seen["final"], upstream, events.final_encoded, last)
 
         def failed(error: ApiError) -> bytes:
@@ -561,7 +550,7 @@ class ResponsesHandler(ProxyHandler):
 
         await self.pump_events(stream, pump(), failed)
         if upstream is None:
-            seen["chars"] = events.chars  # the client may have left before the end
+            _noted(seen, events)  # the client may have left before the end
         usage = seen["usage"] or self._estimate(chat, seen["chars"])
         self.account(usage, outcome, seen["reported"])
         self.end_events()
@@ -592,6 +581,11 @@ class ResponsesHandler(ProxyHandler):
 
 
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _noted(seen: dict[str, Any], events: EventStream) -> None:
+    """What a translated stream's EventStream noted, where a relayed stream's is kept."""
+    seen.update(chars=events.chars, reported=events.reported, usage=events.usage)
 
 
 class ResponseHandler(Owned):

@@ -616,10 +616,15 @@ def _more_text(chunk: Json) -> str | None:
     if type(choice) is not dict or choice.get("index", 0) != 0 or choice.get("finish_reason"):
         return None
     delta = choice.get("delta")
-    if type(delta) is not dict or delta.get("refusal") or delta.get("tool_calls"):
+    if type(delta) is not dict:
         return None
     text = delta.get("content")
-    return text if type(text) is str and text else None
+    if type(text) is not str or not text:
+        return None
+    # A delta of text alone (the usual one) needs no look for a refusal or tool calls.
+    if len(delta) > 1 and (delta.get("refusal") or delta.get("tool_calls")):
+        return None
+    return text
 
 
 def _delta_middle(item_id: str, index: int) -> bytes:
@@ -653,6 +658,9 @@ class EventStream:
         self.final_encoded: bytes | None = None
         #: Characters of output text streamed (for an estimate without usage).
         self.chars = 0
+        #: What batch_frames noted: the model the provider says answered, and usage.
+        self.reported: str | None = None
+        self.usage: Usage | None = None
         self._echo: Echo | None = None  # the request's part of each Response, made once
 
     def _event(self, kind: str, **fields: Any) -> Json:
@@ -690,25 +698,44 @@ class EventStream:
             "response.in_progress", snapshot
         )
 
-    def feed_frames(self, chunk: Json) -> bytes:
-        current = self._message
-        if current is not None and current.delta_middle:  # a text message is open
-            text = _more_text(chunk)
-            if text is not None:
-                # Only more text for the open message: what _text does for it.
-                current.text.append(text)
-                self.chars += len(text)
-                sequence = self.sequence
-                self.sequence = sequence + 1
-                return b"%s%d%s%s%s" % (
-                    _DELTA_HEAD,
-                    sequence,
-                    current.delta_middle,
-                    orjson.dumps(text),
-                    _DELTA_TAIL,
-                )
-        events = self.feed(chunk)
-        return named_events(events) if events else b""
+    def batch_frames(self, batch: list[Json]) -> bytes:
+        """The frames of feed's events for each chunk of a batch (what one read from
+        upstream held), and what the route notes of them: the model the provider says
+        answered and the usage, in ``reported`` and ``usage``. Most chunks are more text
+        for the open message, one a read: that case is a template."""
+        frames = []
+        for chunk in batch:
+            if self.reported is None:
+                reported = chunk.get("model")
+                if isinstance(reported, str) and reported:
+                    self.reported = reported
+            usage = chunk.get("usage")
+            if usage:
+                self.usage = Usage.from_openai(usage)
+            current = self._message
+            if current is not None and current.delta_middle:
+                text = _more_text(chunk)
+                if text is not None:
+                    frames.append(self._delta_frame(current, text))
+                    continue
+            events = self.feed(chunk)
+            if events:
+                frames.append(named_events(events))
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def _delta_frame(self, current: _Open, text: str) -> bytes:
+        # Only more text for the open message: what _text does for it.
+        current.text.append(text)
+        self.chars += len(text)
+        sequence = self.sequence
+        self.sequence = sequence + 1
+        return b"%s%d%s%s%s" % (
+            _DELTA_HEAD,
+            sequence,
+            current.delta_middle,
+            orjson.dumps(text),
+            _DELTA_TAIL,
+        )
 
     def finish_frames(self, usage: Usage) -> bytes:
         """finish's events as frames; ``final_encoded`` is then the Response encoded."""
