@@ -498,48 +498,6 @@ def _echoed_tool(tool: Json) -> Json:
     }
 
 
-@dataclass(slots=True)
-class Echo:
-    """What a Response repeats of its request, in the Response's field order: before
-    ``model``, after ``output``, and after ``usage``."""
-
-    head: Json
-    tail: Json
-    extras: Json
-
-
-def echo_of(body: Json) -> Echo:
-    get = body.get
-    extras = {
-        name: body[name]
-        for name in ("user", "safety_identifier", "prompt_cache_key", "service_tier")
-        if isinstance(get(name), str)
-    }
-    conversation = get("conversation")
-    if isinstance(conversation, dict):
-        conversation = conversation.get("id")
-    if isinstance(conversation, str):
-        extras["conversation"] = {"id": conversation}
-    return Echo(
-        {"instructions": get("instructions"), "max_output_tokens": get("max_output_tokens")},
-        {
-            "parallel_tool_calls": get("parallel_tool_calls", True),
-            "previous_response_id": get("previous_response_id"),
-            "reasoning": get("reasoning") or {"effort": None, "summary": None},
-            "store": get("store", True),
-            "temperature": get("temperature", 1.0),
-            "text": get("text") or {"format": {"type": "text"}},
-            "tool_choice": get("tool_choice", "auto"),
-            "tools": [_echoed_tool(tool) for tool in get("tools") or ()],
-            "top_p": get("top_p", 1.0),
-            "truncation": get("truncation", "disabled"),
-            "metadata": get("metadata") or {},
-            "background": bool(get("background", False)),
-        },
-        extras,
-    )
-
-
 def response_object(
     body: Json,
     *,
@@ -551,12 +509,8 @@ def response_object(
     usage: Usage | None = None,
     incomplete: Json | None = None,
     error: Json | None = None,
-    echo: Echo | None = None,
 ) -> Json:
-    """The Response object, echoing the request's parameters as OpenAI does (``echo``:
-    what echo_of(body) gave, for a caller that makes several Responses of one request)."""
-    if echo is None:
-        echo = echo_of(body)
+    """The Response object, echoing the request's parameters as OpenAI does."""
     obj: Json = {
         "id": response_id,
         "object": "response",
@@ -565,15 +519,33 @@ def response_object(
         "completed_at": int(time.time()) if status == "completed" else None,
         "error": error,
         "incomplete_details": incomplete,
-        **echo.head,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
         "model": model,
         "output": output or [],
-        **echo.tail,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": [_echoed_tool(tool) for tool in body.get("tools") or ()],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "metadata": body.get("metadata") or {},
+        "background": bool(body.get("background", False)),
     }
     if usage is not None:
         obj["usage"] = usage_object(usage)
-    if echo.extras:
-        obj.update(echo.extras)
+    for name in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
+        if isinstance(body.get(name), str):
+            obj[name] = body[name]
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str):
+        obj["conversation"] = {"id": conversation}
     return obj
 
 
@@ -661,7 +633,6 @@ class EventStream:
         #: What batch_frames noted: the model the provider says answered, and usage.
         self.reported: str | None = None
         self.usage: Usage | None = None
-        self._echo: Echo | None = None  # the request's part of each Response, made once
 
     def _event(self, kind: str, **fields: Any) -> Json:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -669,15 +640,12 @@ class EventStream:
         return event
 
     def response(self, status: str, **kwargs: Any) -> Json:
-        if self._echo is None:
-            self._echo = echo_of(self.body)
         return response_object(
             self.body,
             response_id=self.response_id,
             model=self.model,
             created_at=self.created_at,
             status=status,
-            echo=self._echo,
             **kwargs,
         )
 
