@@ -11,6 +11,7 @@ with a 400 naming the parameter rather than dropped.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,16 +37,19 @@ class _RandomPool:
     def __init__(self) -> None:
         self._bytes = b""
         self._at = 0
+        self._lock = threading.Lock()  # the loop's thread, and any other (notebooks)
 
     def take(self) -> bytes:
-        at = self._at
-        if at + _ID_BYTES > len(self._bytes):
-            self._bytes, at = os.urandom(_ID_BYTES * _POOL_IDS), 0
-        self._at = at + _ID_BYTES
-        return self._bytes[at : at + _ID_BYTES]
+        with self._lock:
+            at = self._at
+            if at + _ID_BYTES > len(self._bytes):
+                self._bytes, at = os.urandom(_ID_BYTES * _POOL_IDS), 0
+            self._at = at + _ID_BYTES
+            return self._bytes[at : at + _ID_BYTES]
 
     def clear(self) -> None:
         self._bytes, self._at = b"", 0
+        self._lock = threading.Lock()  # a forked child's: free whatever the parent held
 
 
 _POOL = _RandomPool()
