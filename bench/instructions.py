@@ -2,7 +2,7 @@
 same count run after run (within ~0.5%), whatever else the machine does, so a change of a
 few percent shows in one run, where timed runs on this machine drift by up to 40%.
 
-    .venv/bin/python bench/instructions.py [--stream] [--plain] [--requests 300]
+    .venv/bin/python bench/instructions.py [--stream] [--responses] [--plain] [--requests 300]
 
 The bench stack (bench/run.py's Stack) with the gateway under callgrind, instrumentation
 off until 50 warm-up requests are done; then sequential requests on one connection. Only
@@ -29,25 +29,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stream", action="store_true", help="20-chunk streams, not chat")
     parser.add_argument("--plain", action="store_true", help="the key without limits")
+    parser.add_argument(
+        "--responses", action="store_true", help="POST /v1/responses (translated to chat)"
+    )
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind is not on PATH (apt-get install valgrind)", file=sys.stderr)
         return 2
     sys.path.insert(0, os.path.dirname(__file__))
-    from run import CHAT, STREAM, Stack
+    from run import CHAT, RESPONSES, RESPONSES_STREAM, STREAM, Stack
 
     out = Path(tempfile.mkdtemp()) / "callgrind.out"
     wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    body = STREAM if args.stream else CHAT
+    if args.responses:
+        body = RESPONSES_STREAM if args.stream else RESPONSES
+    else:
+        body = STREAM if args.stream else CHAT
     with Stack(wrapper=wrapper) as stack:
+        url = stack.url + "/v1/responses" if args.responses else stack.through
         key = stack.plain if args.plain else stack.limited
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         with httpx2.Client(timeout=stack.timeout) as http:
 
             def send(count: int) -> None:
                 for _ in range(count):
-                    answer = http.post(stack.through, content=body, headers=headers)
+                    answer = http.post(url, content=body, headers=headers)
                     assert answer.status_code == 200, answer.text
 
             send(50)
@@ -60,7 +67,8 @@ def main() -> int:
     total = next(
         int(line.split()[1]) for line in out.read_text().splitlines() if line.startswith("totals:")
     )
-    kind = "stream" if args.stream else "chat request"
+    kind = "stream" if args.stream else "request"
+    kind = ("Responses " if args.responses else "chat ") + kind
     print(f"{total / args.requests:,.0f} instructions per {kind} ({args.requests} measured)")
     return 0
 

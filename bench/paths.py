@@ -61,6 +61,13 @@ def load_tree(tree: Path) -> dict[str, ModuleType]:
     """The modules these paths use, imported from ``tree`` (and only from it)."""
     for name in [m for m in sys.modules if m.split(".")[0] == "conduit_tornado"]:
         del sys.modules[name]
+    # Each tree's core/meters.py registers its metrics with prometheus_client's global
+    # registry on import: a second tree's would be refused as duplicates.
+    import prometheus_client
+
+    registry = prometheus_client.REGISTRY
+    for collector in list(registry._collector_to_names):  # no public listing
+        registry.unregister(collector)
     sys.path.insert(0, str(tree))
     try:
         names = {
@@ -116,9 +123,17 @@ def paths(mods: dict[str, ModuleType], pieces: list[Piece]) -> dict[str, Callabl
     chat_chunks = [orjson.loads(piece[6:-2]) for piece in pieces if piece.startswith(b"data: {")]
 
     def responses_streams(count: int) -> None:
+        # As api/responses.py translates: encoded frames where the tree has them.
+        framed = hasattr(responses.EventStream, "batch_frames")
         for _ in range(count):
             events = responses.EventStream(body, "resp_bench", "bench", 1700000000)
-            seen = {"usage": None, "reported": None, "chars": 0, "final": None}
+            seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "final": None}
+            if framed:
+                events.start_frames()
+                for chunk in chat_chunks:
+                    events.batch_frames([chunk])  # one event per read, as upstream sends
+                events.finish_frames(usage)
+                continue
             proxy.named_events(events.start())
             for chunk in chat_chunks:
                 proxy.note_chunk(seen, chunk)
@@ -126,6 +141,29 @@ def paths(mods: dict[str, ModuleType], pieces: list[Piece]) -> dict[str, Callabl
                 if out:
                     proxy.named_events(out)
             proxy.named_events(events.finish(usage))
+
+    chat_answer = orjson.loads(_bench_upstream().ANSWER)
+    whole = {"model": "bench", "input": "Say hello to the benchmark.", "max_output_tokens": 16}
+
+    def responses_whole(count: int) -> None:
+        # A non-streamed Response's own work: the request to chat, the answer to a
+        # Response, and the parts a stored Response keeps, encoded.
+        for _ in range(count):
+            turn = responses.to_chat(whole, [])
+            output, status, incomplete = responses.output_of(chat_answer)
+            response = responses.response_object(
+                whole,
+                response_id=responses.new_id("resp"),
+                model="bench",
+                created_at=1700000000,
+                status=status,
+                output=output,
+                usage=usage,
+                incomplete=incomplete,
+            )
+            orjson.dumps(response)
+            orjson.dumps(turn.items)
+            orjson.dumps(turn.messages + responses.as_messages(output))
 
     settings = mods["settings"].Settings()
     client = mods["clients"].ClientFactory(settings).client(connect_timeout=5.0)
@@ -152,6 +190,7 @@ def paths(mods: dict[str, ModuleType], pieces: list[Piece]) -> dict[str, Callabl
     return {
         "chat stream, parsed (22 events)": lambda n: asyncio.run(chat_streams(n)),
         "Responses stream, translated (20 chunks)": responses_streams,
+        "Responses, whole (translated and encoded)": responses_whole,
         "request built (before sending)": requests,
     }
 

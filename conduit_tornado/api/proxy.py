@@ -17,6 +17,7 @@ from tornado.iostream import StreamClosedError
 from conduit_tornado.admission.limits import Grant
 from conduit_tornado.core import meters
 from conduit_tornado.core.errors import ApiError
+from conduit_tornado.formats.sse import named_events as named_events  # routes import it here
 from conduit_tornado.metering.pricing import Price
 from conduit_tornado.metering.recorder import new_log_entry
 from conduit_tornado.routing.catalog import ModelRoute
@@ -64,28 +65,6 @@ def note_chunk(seen: dict[str, Any], chunk: Json) -> None:
         text = (choice.get("delta") or {}).get("content")
         if text:
             seen["chars"] += len(text)
-
-
-def named_events(events: list[Json]) -> bytes:
-    """Events as named SSE frames: clients that dispatch on the event name and clients
-    that read the data's ``type`` both work."""
-    heads = _EVENT_HEADS
-    return b"".join(
-        [
-            (heads.get(e["type"]) or _event_head(e["type"])) + orjson.dumps(e) + b"\n\n"
-            for e in events
-        ]
-    )
-
-
-def _event_head(kind: str) -> bytes:
-    head = b"event: " + kind.encode() + b"\ndata: "
-    if len(_EVENT_HEADS) < 256:  # the APIs' own event names: a few dozen
-        _EVENT_HEADS[kind] = head
-    return head
-
-
-_EVENT_HEADS: dict[str, bytes] = {}
 
 
 def _usd(cost: float) -> str:

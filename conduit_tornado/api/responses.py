@@ -48,7 +48,7 @@ from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
 from conduit_tornado.store import Doc, Store, StoreUnavailable
 
-from .base import ClientHandler
+from .base import ClientHandler, dumps
 from .conversations import (
     append_items,
     checked_metadata,
@@ -56,7 +56,7 @@ from .conversations import (
     conversation_items,
     owned_conversation,
 )
-from .proxy import ProxyHandler, named_events, note_chunk
+from .proxy import ProxyHandler, named_events
 
 RESPONSES = "responses"
 UNFINISHED = ("queued", "in_progress")
@@ -243,10 +243,7 @@ def _native_usage(answer: Json) -> Usage | None:
 
 class ResponsesHandler(ProxyHandler):
     endpoint = "responses"
-
-    def initialize(self) -> None:
-        super().initialize()
-        self._detached = False  # a background run owns the log entry and the grant
+    _detached = False  # a background run owns the log entry and the grant
 
     @staticmethod
     def upgrade_handler() -> type[tornado.web.RequestHandler]:
@@ -283,7 +280,10 @@ class ResponsesHandler(ProxyHandler):
         self._check(body)
         if body.get("background") and body.get("stream") and await self.stream_in_background(body):
             return
-        before = await prior(self, body)
+        if body.get("conversation") is None and body.get("previous_response_id") is None:
+            before = Prior()  # nothing to read (prior would find the same)
+        else:
+            before = await prior(self, body)
         user = body.get("user") or body.get("safety_identifier")
         route = self.resolve(
             {"model": body.get("model"), "user": user, "stream": body.get("stream")}
@@ -323,8 +323,9 @@ class ResponsesHandler(ProxyHandler):
             response, upstream, cost = await self._complete(turn)
             assert self.outcome is not None
             self.answer_headers(self.outcome, cost)
-            await self._save(turn, response, upstream)
-            self.send_json(response)
+            encoded = dumps(response)  # once, for the answer and the store
+            await self._save(turn, response, upstream, encoded)
+            self.finish(encoded)
 
     async def _complete(self, turn: Turn) -> tuple[Json, Json | None, float | None]:
         """Call the backend for the whole answer: the Response, where it was made (for a
@@ -456,12 +457,16 @@ class ResponsesHandler(ProxyHandler):
                 self, conversation_id(turn.body["conversation"]), turn.items + response["output"]
             )
 
-    async def _save(self, turn: Turn, response: Json, upstream: Json | None) -> None:
+    async def _save(
+        self, turn: Turn, response: Json, upstream: Json | None, encoded: bytes | None = None
+    ) -> None:
         """Keep a response for retrieval and follow-ups, unless the client said not to,
-        and add the turn to its conversation."""
+        and add the turn to its conversation. ``encoded``: the response as JSON text, when
+        the caller has it already."""
         if response["status"] == "failed":
             return
-        await self._record(turn, response)
+        if turn.body.get("conversation") is not None:
+            await self._record(turn, response)
         if turn.body.get("store") is False:
             return
         await self.ctx.store.insert(
@@ -470,7 +475,7 @@ class ResponsesHandler(ProxyHandler):
                 "_id": turn.response_id,
                 "key": self.key.id,
                 "created_at": self.ctx.clock.now(),
-                "response": packed(response),
+                "response": encoded.decode() if encoded is not None else packed(response),
                 "items": packed(turn.items),
                 "messages": packed(turn.messages(response["output"])),
                 "upstream": upstream,
@@ -517,37 +522,58 @@ class ResponsesHandler(ProxyHandler):
                     seen["chars"] += len(str(event.get("delta") or ""))
             return batch
 
-        def translated(batch: list[Json]) -> list[Json]:
-            out: list[Json] = []
-            for chunk in batch:
-                note_chunk(seen, chunk)
-                out += events.feed(chunk)
-            return out
-
         async def pump() -> None:
             if upstream is None:
-                await self.send_named(events.start())
-            while (batch := await stream.next_batch()) is not None:
-                out = relayed(batch) if upstream is not None else translated(batch)
-                if out:
-                    await self.send_named(out)
-            if upstream is None:
-                last = events.finish(seen["usage"] or self._estimate(chat, seen["chars"]))
+                await self._send_frames(events.start_frames())
+                # What note_chunk notes of each chunk, the EventStream notes as it
+                # translates; and a write awaited only when the client is behind.
+                write = self._write_frames
+                while (batch := await stream.next_batch()) is not None:
+                    frames = events.batch_frames(batch)
+                    if frames:
+                        behind = write(frames)
+                        if behind is not None:
+                            await behind
+                _noted(seen, events)
+                last = events.finish_frames(seen["usage"] or self._estimate(chat, events.chars))
                 seen["final"] = events.final
             else:
-                last = []
-            if seen["final"] is not None:
-                await self._save(turn, seen["final"], upstream)
-            if last:
-                await self.send_named(last)
+                while (batch := await stream.next_batch()) is not None:
+                    out = relayed(batch)
+                    if out:
+                        await self.send_named(out)
+                last = b""
+            await self._end_stream(turn, seen["final"], upstream, events.final_encoded, last)
 
         def failed(error: ApiError) -> bytes:
             return named_events([events.fail(error.code or error.type, error.message)])
 
         await self.pump_events(stream, pump(), failed)
+        if upstream is None:
+            _noted(seen, events)  # the client may have left before the end
         usage = seen["usage"] or self._estimate(chat, seen["chars"])
         self.account(usage, outcome, seen["reported"])
         self.end_events()
+
+    async def _send_frames(self, frames: bytes) -> None:
+        behind = self._write_frames(frames)
+        if behind is not None:
+            await behind
+
+    async def _end_stream(
+        self,
+        turn: Turn,
+        final: Json | None,
+        upstream: Json | None,
+        encoded: bytes | None,
+        last: bytes,
+    ) -> None:
+        """Store the Response, then send the stream's last events: a client that has
+        read response.completed can read the Response back at once."""
+        if final is not None:
+            await self._save(turn, final, upstream, encoded)
+        if last:
+            await self._send_frames(last)
 
     @staticmethod
     def _estimate(chat: Json, chars: int) -> Usage:
@@ -555,6 +581,11 @@ class ResponsesHandler(ProxyHandler):
 
 
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _noted(seen: dict[str, Any], events: EventStream) -> None:
+    """What a translated stream's EventStream noted, where a relayed stream's is kept."""
+    seen.update(chars=events.chars, reported=events.reported, usage=events.usage)
 
 
 class ResponseHandler(Owned):

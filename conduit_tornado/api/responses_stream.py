@@ -101,7 +101,25 @@ class BackgroundStreamRun(ResponsesHandler):
                 await self.ctx.store.delete(RESPONSES, turn.response_id)
             raise
 
-    async def _save(self, turn: Turn, response: Any, upstream: Any) -> None:
+    async def _end_stream(
+        self,
+        turn: Turn,
+        final: Any,
+        upstream: Any,
+        encoded: bytes | None,
+        last: bytes,
+    ) -> None:
+        # The other order: followers read the event log until the stored Response has
+        # ended, so its last events are stored first (or a follower could see it ended
+        # before they were, and stop without them).
+        if last:
+            await self._send_frames(last)
+        if final is not None:
+            await self._save(turn, final, upstream, encoded)
+
+    async def _save(
+        self, turn: Turn, response: Any, upstream: Any, encoded: bytes | None = None
+    ) -> None:
         if response["status"] != "failed":
             await self._record(turn, response)
         await self.ctx.store.update(
@@ -109,7 +127,7 @@ class BackgroundStreamRun(ResponsesHandler):
             turn.response_id,
             {
                 "status": response["status"],
-                "response": packed(response),
+                "response": encoded.decode() if encoded is not None else packed(response),
                 "messages": packed(turn.messages(response["output"])),
                 "upstream": upstream,
             },

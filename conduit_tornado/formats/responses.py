@@ -10,19 +10,54 @@ with a 400 naming the parameter rather than dropped.
 
 from __future__ import annotations
 
-import secrets
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.routing.providers.base import Json, Usage
 
+from .sse import named_events
+
 ROLES = ("user", "assistant", "system", "developer")
+_ID_BYTES = 24
+_POOL_IDS = 128  # ids drawn from one getrandom(2) call
+
+
+class _RandomPool:
+    """Random bytes from the OS drawn for many ids at once: a Response makes several ids
+    (its own, each input and output item's), and one system call each showed in profiles.
+    The bytes are the same ``os.urandom`` ``secrets`` uses; each is handed out once, and a
+    forked child starts with an empty pool (it must not repeat its parent's ids)."""
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._at = 0
+        self._lock = threading.Lock()  # the loop's thread, and any other (notebooks)
+
+    def take(self) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + _ID_BYTES > len(self._bytes):
+                self._bytes, at = os.urandom(_ID_BYTES * _POOL_IDS), 0
+            self._at = at + _ID_BYTES
+            return self._bytes[at : at + _ID_BYTES]
+
+    def clear(self) -> None:
+        self._bytes, self._at = b"", 0
+        self._lock = threading.Lock()  # a forked child's: free whatever the parent held
+
+
+_POOL = _RandomPool()
+os.register_at_fork(after_in_child=_POOL.clear)
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(24)}"
+    return f"{prefix}_{_POOL.take().hex()}"
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> ApiError:
@@ -533,6 +568,46 @@ class _Open:
     item: Json
     text: list[str] = field(default_factory=list)
     refusal: bool = False  # a message whose one part is a refusal, not output_text
+    #: A text message's delta frame from its item_id to its delta, encoded once.
+    delta_middle: bytes = b""
+
+
+# A text delta's named SSE frame around its sequence number, ids and text: the bytes
+# named_events makes of the event _text builds (tests/test_responses_frames.py holds them
+# equal), without a dict and an encoding of every field per streamed token.
+_DELTA_HEAD = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+    b'"sequence_number":'
+)
+_DELTA_TAIL = b',"logprobs":[]}\n\n'
+
+
+def _more_text(chunk: Json) -> str | None:
+    """The text of a chunk that holds only text for the first choice, which most chunks
+    of a streamed answer are (None for any other chunk)."""
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("index", 0) != 0 or choice.get("finish_reason"):
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict:
+        return None
+    text = delta.get("content")
+    if type(text) is not str or not text:
+        return None
+    # A delta of text alone (the usual one) needs no look for a refusal or tool calls.
+    if len(delta) > 1 and (delta.get("refusal") or delta.get("tool_calls")):
+        return None
+    return text
+
+
+def _delta_middle(item_id: str, index: int) -> bytes:
+    return b',"item_id":%s,"output_index":%d,"content_index":0,"delta":' % (
+        orjson.dumps(item_id),
+        index,
+    )
 
 
 class EventStream:
@@ -555,6 +630,13 @@ class EventStream:
         self._calls: dict[int, _Open] = {}
         #: The whole Response, once the stream has ended.
         self.final: Json | None = None
+        #: The whole Response as JSON, when finish_frames encoded it.
+        self.final_encoded: bytes | None = None
+        #: Characters of output text streamed (for an estimate without usage).
+        self.chars = 0
+        #: What batch_frames noted: the model the provider says answered, and usage.
+        self.reported: str | None = None
+        self.usage: Usage | None = None
 
     def _event(self, kind: str, **fields: Any) -> Json:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -577,6 +659,76 @@ class EventStream:
             self._event("response.created", response=snapshot),
             self._event("response.in_progress", response=snapshot),
         ]
+
+    # The same events as named SSE frames (what start, feed and finish return, through
+    # sse.named_events), encoded with less work: the Response in the first two and the
+    # last event is encoded once, and a text delta from a template.
+
+    def start_frames(self) -> bytes:
+        snapshot = orjson.dumps(self.response("in_progress"))
+        return self._response_frame("response.created", snapshot) + self._response_frame(
+            "response.in_progress", snapshot
+        )
+
+    def batch_frames(self, batch: list[Json]) -> bytes:
+        """The frames of feed's events for each chunk of a batch (what one read from
+        upstream held), and what the route notes of them: the model the provider says
+        answered and the usage, in ``reported`` and ``usage``. Most chunks are more text
+        for the open message, one a read: that case is a template."""
+        frames = []
+        for chunk in batch:
+            if self.reported is None:
+                reported = chunk.get("model")
+                if isinstance(reported, str) and reported:
+                    self.reported = reported
+            usage = chunk.get("usage")
+            if usage:
+                self.usage = Usage.from_openai(usage)
+            current = self._message
+            if current is not None and current.delta_middle:
+                text = _more_text(chunk)
+                if text is not None:
+                    frames.append(self._delta_frame(current, text))
+                    continue
+            events = self.feed(chunk)
+            if events:
+                frames.append(named_events(events))
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def _delta_frame(self, current: _Open, text: str) -> bytes:
+        # Only more text for the open message: what _text does for it.
+        current.text.append(text)
+        self.chars += len(text)
+        sequence = self.sequence
+        self.sequence = sequence + 1
+        return b"%s%d%s%s%s" % (
+            _DELTA_HEAD,
+            sequence,
+            current.delta_middle,
+            orjson.dumps(text),
+            _DELTA_TAIL,
+        )
+
+    def finish_frames(self, usage: Usage) -> bytes:
+        """finish's events as frames; ``final_encoded`` is then the Response encoded."""
+        events = self._close_message() + self._close_calls()
+        final, kind = self._final(usage)
+        encoded = orjson.dumps(final)
+        self.final_encoded = encoded
+        return named_events(events) + self._response_frame(kind, encoded)
+
+    def _response_frame(self, kind: str, response: bytes) -> bytes:
+        # orjson.dumps of {"type", "sequence_number", "response"} with the Response
+        # already encoded.
+        sequence = self.sequence
+        self.sequence = sequence + 1
+        name = kind.encode()
+        return b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n' % (
+            name,
+            name,
+            sequence,
+            response,
+        )
 
     def feed(self, chunk: Json) -> list[Json]:
         events: list[Json] = []
@@ -603,6 +755,8 @@ class EventStream:
             # Every chunk after the first: one delta event, built in one go (this runs per
             # streamed token; the fields and their order are _event's).
             current.text.append(text)
+            if isinstance(text, str):
+                self.chars += len(text)
             sequence = self.sequence
             self.sequence = sequence + 1
             return [
@@ -621,14 +775,17 @@ class EventStream:
             events += self._close_message()  # text after a refusal (or before): a new item
         if self._message is None:
             events += self._close_calls()
+            item_id = new_id("msg")
             item = {
-                "id": new_id("msg"),
+                "id": item_id,
                 "type": "message",
                 "status": "in_progress",
                 "role": "assistant",
                 "content": [],
             }
-            self._message = _Open(len(self.output) + len(self._calls), item, refusal=refusal)
+            index = len(self.output) + len(self._calls)
+            middle = b"" if refusal else _delta_middle(item_id, index)
+            self._message = _Open(index, item, refusal=refusal, delta_middle=middle)
             events.append(
                 self._event(
                     "response.output_item.added", output_index=self._message.index, item=item
@@ -644,6 +801,8 @@ class EventStream:
                 )
             )
         self._message.text.append(text)
+        if not refusal and isinstance(text, str):
+            self.chars += len(text)
         ids = {"item_id": self._message.item["id"], "output_index": self._message.index}
         if refusal:
             events.append(self._event("response.refusal.delta", **ids, content_index=0, delta=text))
@@ -738,12 +897,15 @@ class EventStream:
     def finish(self, usage: Usage) -> list[Json]:
         """Close what is open and end with the whole Response."""
         events = self._close_message() + self._close_calls()
+        final, kind = self._final(usage)
+        events.append(self._event(kind, response=final))
+        return events
+
+    def _final(self, usage: Usage) -> tuple[Json, str]:
         status, incomplete = status_of(self.finish_reason)
         final = self.response(status, output=self.output, usage=usage, incomplete=incomplete)
         self.final = final
-        kind = "response.completed" if status == "completed" else "response.incomplete"
-        events.append(self._event(kind, response=final))
-        return events
+        return final, "response.completed" if status == "completed" else "response.incomplete"
 
     def fail(self, code: str, message: str) -> Json:
         """The event that ends a stream whose provider failed after it started."""

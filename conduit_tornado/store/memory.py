@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -102,7 +103,11 @@ class MemoryStore:
     persistent = False
 
     def __init__(self, *, max_logs: int = 10_000) -> None:
-        self._data: dict[str, dict[str, Doc]] = {}
+        # The bounded collections drop their oldest document per insert once full: an
+        # OrderedDict does that in constant time, where a dict's first live entry is found
+        # by walking past the ones deleted before it (bench/MEASUREMENTS.md).
+        self._bounded: dict[str, OrderedDict[str, Doc]] = {name: OrderedDict() for name in _BOUNDED}
+        self._data: dict[str, dict[str, Doc]] = dict(self._bounded)
         self._max_logs = max_logs
 
     async def start(self) -> None:
@@ -142,8 +147,10 @@ class MemoryStore:
         if collection in UNIQUE_FIELDS:
             self._check_unique(collection, doc)
         coll[doc["_id"]] = _copy(doc)
-        if collection in _BOUNDED and len(coll) > self._max_logs:
-            del coll[next(iter(coll))]  # dicts keep insertion order: this is the oldest
+        if len(coll) > self._max_logs:
+            bounded = self._bounded.get(collection)
+            if bounded is not None:
+                bounded.popitem(last=False)  # the oldest
 
     async def get(
         self, collection: str, id: str, fields: Sequence[str] | None = None
