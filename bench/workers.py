@@ -71,6 +71,7 @@ ONE = "1 worker, core 0"
 TWO = "2 workers"
 TOOLS_PINNED = "tools core 1"
 TOOLS_FREE = "tools free"
+TOOLS_SHARED = "tools core 0 too"
 ALL_FREE = "all free"
 HELD = "2 workers held one per core"
 
@@ -96,6 +97,14 @@ def pin(cpus: set[int] | None) -> Callable[[], None] | None:
     if cpus is None or not hasattr(os, "sched_setaffinity"):
         return None
     return lambda: os.sched_setaffinity(0, cpus)
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of a running process on these cores."""
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cpus)
 
 
 @dataclass
@@ -335,6 +344,9 @@ class Variant:
 
     def measure(self, seconds: float) -> Sample:
         supervisor, serving = self.gateway.pids()
+        every_core = os.sched_getaffinity(0)
+        for pid in self.tools.upstream_pids():  # the driver is placed as it starts
+            set_affinity(pid, self.tool_cpus or every_core)
         return self._measure(supervisor, serving, seconds)
 
     def _measure(self, supervisor: list[int], serving: list[int], seconds: float) -> Sample:
@@ -432,6 +444,7 @@ def workers_row(args: argparse.Namespace) -> int:
                 variants += [
                     Variant(f"{ONE}, {TOOLS_PINNED}", one, t, {1}),
                     Variant(f"{ONE}, {TOOLS_FREE}", one, t, None),
+                    Variant(f"{ONE}, {TOOLS_SHARED}", one, t, {0}),
                     Variant(f"{TWO}, {ALL_FREE}", two, t, None),
                     Variant(f"{HELD}, {TOOLS_FREE}", held, t, None),
                 ]
@@ -475,7 +488,10 @@ def _report(
         "Variants: `1 worker, core 0` is `serve --workers 1` pinned to core 0; `2 workers` is "
         "`serve --workers 2` (a supervisor and two workers sharing the port with "
         "SO_REUSEPORT) free on both cores; `tools core 1` pins the upstream and the driver "
-        "to core 1, `tools free` / `all free` leave them free on both cores.",
+        "to core 1, `tools core 0 too` to the gateway's core (what sharing a core with "
+        "them costs the gateway), `tools free` / `all free` leave them free on both cores. "
+        "`2 workers held one per core` is `serve --workers 2` with CONDUIT_WORKER_AFFINITY "
+        "on.",
         "",
         "CPU columns are ms of CPU per request, read from /proc for each group; `others` is "
         "the rest of the machine's busy time over the same wall time (other sessions, the "
