@@ -14,11 +14,14 @@ set of variants in the same interleaved run, so the change of setup is visible.
 
 Variants, interleaved A B C A B C ...:
 
-* ``1 worker, core 0 | tools core 1``: one gateway process (``--workers 1``) pinned to
+* ``1 worker, core 0, tools core 1``: one gateway process (``--workers 1``) pinned to
   core 0, the upstream and the driver pinned to core 1: one worker on one core.
-* ``1 worker, core 0 | tools free``: the same gateway with the upstream and the driver free
-  on both cores (the setup before 2026-12-06 18:00).
-* ``2 workers | all free``: ``serve --workers 2`` with everything free on both cores.
+* ``1 worker, core 0, tools free``: the same gateway with the upstream and the driver free
+  on both cores (the baseline before 2026-12-06 18:00).
+* ``1 worker, core 0, tools core 0 too``: the tools on the gateway's core: what sharing a
+  core with them costs the gateway.
+* ``2 workers, all free``: ``serve --workers 2`` with everything free on both cores.
+* ``2 workers held one per core, tools free``: the same with CONDUIT_WORKER_AFFINITY on.
 
 CPU per request is read from /proc for each group of processes (supervisor, workers,
 upstream, driver), and the machine's own counters (/proc/stat) give the CPU everything
