@@ -13,8 +13,8 @@ asyncio driver. With --mongodb-uri the report names the server's version; the jo
 test server is refused (see DESIGN.md). With --store local a second gateway process, on
 the local store (a SQLite file in a temporary directory), runs the same gateway variants
 interleaved with the first one's, so its rows sit beside the memory (or MongoDB) rows.
-With --workers only the workers row runs (`_workers_row`): chat at 64 connections through
-`serve --workers 2` against one worker held to one core, on the local store.
+With --workers only the workers row runs (bench/workers.py, which says how): chat at 64
+connections through `serve --workers 2` against one worker held to one core, local store.
 With --baseline DIR a third gateway process runs the code of another source tree (e.g.
 ``git archive <commit> | tar -x -C DIR``) on the same store, interleaved with this one:
 on a shared, noisy machine a before/after comparison taken in one run is the one to
@@ -469,9 +469,12 @@ def main() -> int:
         action="store_true",
         help="run only the workers row: serve --workers 2 on 2 cores vs 1 worker on 1 core",
     )
+    from workers import add_arguments, workers_row
+
+    add_arguments(parser)
     args = parser.parse_args()
     if args.workers:
-        return _workers_row(args)
+        return workers_row(args)
 
     from floor import floor
 
@@ -791,154 +794,6 @@ def _report(
             "RSS during the soak (s, MB): " + ", ".join(f"{t:.0f}: {m:.1f}" for t, m in soak)
         )
     return "\n".join(lines) + "\n"
-
-
-def _family(pid: int) -> list[int]:
-    """A process and its children (a supervisor's workers)."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(stat.parent.name))
-    return [pid, *kids]
-
-
-def _workers_row(args: argparse.Namespace) -> int:
-    """Chat at 64 connections, every limit on, local store: one gateway process held to
-    core 0 (CONDUIT_WORKERS=1) against `serve --workers 2` free on both cores. The
-    upstream and the load driver are free on both cores in both variants, so with two
-    workers everything shares the two cores. Interleaved A B A B; CPU per request is
-    measured for the gateway (supervisor and workers) and for upstream plus driver, whose
-    share bounds what a second worker can add on this machine."""
-    conns = 64
-    up_port = free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench/upstream.py"), str(up_port)], stdout=subprocess.DEVNULL
-    )
-    tmp = Path(tempfile.mkdtemp())
-    config = tmp / "bench.yaml"
-    config.write_text(
-        f"providers: [{{name: up, type: openai, base_url: 'http://127.0.0.1:{up_port}/v1', api_key: sk-bench}}]\n"
-        "models: [{name: bench, deployments: [{provider: up, model: gpt-4o-mini}]}]\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
-    env.update(
-        {
-            "CONDUIT_MASTER_KEY": MASTER,
-            "CONDUIT_LOG_LEVEL": "WARNING",
-            "CONDUIT_SECRET_KEY": "bench",
-            "CONDUIT_EVENT_LOOP": args.event_loop,
-            "CONDUIT_STORE": "local",
-        }
-    )
-    admin = {"Authorization": f"Bearer {MASTER}"}
-    gateways: dict[str, tuple[subprocess.Popen[bytes], str, str]] = {}
-    for label, workers, pin in (("1 worker, core 0", "1", pinned(0)), ("2 workers", "2", None)):
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                *[sys.executable, "-m", "conduit_tornado", "serve"],
-                *["--port", str(port), "--config", str(config), "--workers", workers],
-            ],
-            env={**env, "CONDUIT_DATA_DIR": str(tmp / f"data-{workers}")},
-            preexec_fn=pin,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(1200):
-            try:
-                if httpx2.get(url + "/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.05)
-        key = httpx2.post(
-            url + "/admin/v1/keys",
-            headers=admin,
-            timeout=30,
-            json={
-                "name": "bench-limited",
-                "rpm": 100_000_000,
-                "tpm": 10**12,
-                "max_parallel": 100_000,
-                "max_budget": 10**9,
-            },
-        ).json()["key"]
-        time.sleep(2)  # the other workers too: a request on each
-        gateways[label] = (proc, url + "/v1/chat/completions", key)
-    # (run, gateway CPU ms/request, upstream + driver CPU ms/request, cores busy)
-    runs: dict[str, list[tuple[Run, float, float, float]]] = {label: [] for label in gateways}
-    try:
-        for _, url, key in gateways.values():
-            load(url, CHAT, key, conns, 2)  # warm up
-        for _ in range(args.rounds):
-            for label, (proc, url, key) in gateways.items():
-                family = _family(proc.pid)
-                gw0 = sum(cpu_seconds(p) for p in family)
-                up0 = cpu_seconds(upstream.pid) + time.process_time()
-                wall = time.monotonic()
-                run = load(url, CHAT, key, conns, args.duration)
-                wall = time.monotonic() - wall
-                gw = sum(cpu_seconds(p) for p in family) - gw0
-                up = cpu_seconds(upstream.pid) + time.process_time() - up0
-                n = max(1, run.requests)
-                runs[label].append((run, gw * 1000 / n, up * 1000 / n, (gw + up) / wall))
-    finally:
-        for proc, _, _ in gateways.values():
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        upstream.send_signal(signal.SIGTERM)
-        upstream.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    def med(label: str, i: int, attr: str = "") -> float:
-        """Median of a Run field (attr), else of the i-th CPU figure."""
-        return statistics.median(
-            float(getattr(run, attr)) if attr else (0.0, gw, up, busy)[i]
-            for run, gw, up, busy in runs[label]
-        )
-
-    one, two = list(gateways)
-    lines = [
-        f"# conduit-tornado workers row, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {versions()}. Load average at the end: {os.getloadavg()[0]:.1f}.",
-        f"Store: local (SQLite). Event loop: {args.event_loop}. Chat, {conns} connections, every "
-        f"limit on. Runs: {args.rounds} x {args.duration:g} s per variant, interleaved; medians. "
-        "One worker is pinned to core 0; two workers run free on both cores. The upstream "
-        "(bench/upstream.py) and the load driver run free on both cores in both variants.",
-        "",
-        "| variant | req/s | p50 ms | p99 ms | gateway CPU ms/req | upstream + driver CPU ms/req "
-        "| cores busy (all three) | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label in gateways:
-        lines.append(
-            f"| {label} | {med(label, 0, 'rps'):,.0f} | {med(label, 0, 'p50'):.2f} | "
-            f"{med(label, 0, 'p99'):.2f} | {med(label, 1):.3f} | {med(label, 2):.3f} | "
-            f"{med(label, 3):.2f} | {sum(r[0].errors for r in runs[label])} |"
-        )
-    gw, rest = med(one, 1), med(one, 2)
-    lines += [
-        "",
-        f"Two workers: {med(two, 0, 'rps') / med(one, 0, 'rps'):.2f}x the requests per second "
-        f"of one. With the upstream and the driver on the same two cores, two workers can "
-        f"reach at most 2 x G / (G + U) = {2 * gw / (gw + rest):.2f}x one worker held to a "
-        f"core (G the gateway's CPU per request, U the upstream's and driver's, as measured "
-        f"with one worker); CPU per request with two workers is "
-        f"{med(two, 1) / gw:.2f}x that with one. Cores busy is the CPU time of gateway, "
-        "upstream and driver over the run's wall time: when it stays well under 2 with two "
-        "workers, the run was held back by other load on the machine (CPU shares: Linux "
-        "autogroup gives each session one share however many processes it runs), not by "
-        "the gateway.",
-    ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-workers.md"
-    target.write_text(report)
-    print(f"saved {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
-    return 0
 
 
 if __name__ == "__main__":

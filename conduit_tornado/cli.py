@@ -349,7 +349,9 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         if generated:
             announce_master_key(generated, True)
 
-    supervisor = workers.Supervisor(command, sets, env, settings.shutdown_timeout)
+    supervisor = workers.Supervisor(
+        command, sets, env, settings.shutdown_timeout, affinity=settings.worker_affinity
+    )
     return supervisor.run(ready)
 
 

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
         "supervisor starts them, restarts one that dies and drains them all on SIGTERM; "
         "the store must be shared (local or MongoDB).",
     )
+    worker_affinity: bool = Field(
+        False,
+        description="With workers above 1 on Linux, hold each worker (all its threads) to "
+        "one of the cores this process may run on, in turn: fewer migrations and "
+        "cross-core wake-ups. Leave off when other busy processes share those cores, as a "
+        "held worker cannot move away from them.",
+    )
     tls_cert: Path | None = Field(
         None,
         description="PEM certificate chain to serve HTTPS and WSS directly (with "

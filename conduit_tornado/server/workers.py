@@ -25,6 +25,13 @@ of the sockets and passes SIGTERM to every worker, which stops accepting and let
 requests and streams finish (CONDUIT_SHUTDOWN_TIMEOUT); the supervisor exits once they
 all have, killing any still there after that timeout and a grace period. A second signal
 kills them at once.
+
+Cores. With ``affinity`` (CONDUIT_WORKER_AFFINITY) each worker slot is held to one of the
+cores the supervisor may run on, in turn, with every thread of the worker (its event
+loop, the provider client's runtime thread, the local store's thread): the threads of a
+worker then hand work to each other on one core instead of waking another, and no worker
+migrates. A held worker cannot move away from another busy process on its core, though,
+so it is off by default.
 """
 
 from __future__ import annotations
@@ -97,6 +104,27 @@ def bind_workers(bind: Bind, host: str, port: int, count: int) -> list[list[sock
     return sets
 
 
+def allowed_cores() -> list[int]:
+    """The cores this process may run on, in order (none where that cannot be set)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    return sorted(os.sched_getaffinity(0))
+
+
+def hold_to_core(pid: int, core: int) -> None:
+    """Hold a process just started to one core, every thread it has so far (threads it
+    starts later inherit it). Called right after the start, while the new interpreter is
+    still importing, before the worker has started threads of its own; a thread that
+    escaped is only slower, not wrong."""
+    try:
+        threads = [int(task) for task in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        threads = [pid]
+    for thread in threads:
+        with contextlib.suppress(OSError):  # gone already: the exit is handled as usual
+            os.sched_setaffinity(thread, {core})
+
+
 def inherited_sockets(fds: str) -> list[socket.socket]:
     """A worker's listening sockets, from the descriptors its supervisor passed down."""
     return [socket.socket(fileno=int(fd)) for fd in fds.split(",") if fd]
@@ -163,8 +191,10 @@ class Supervisor:
         socket_sets: list[list[socket.socket]],
         env: Mapping[str, str],
         drain_seconds: float,
+        affinity: bool = False,
     ) -> None:
         self.command = command
+        self.cores = allowed_cores() if affinity else []
         self.slots = [_Slot(i, sockets) for i, sockets in enumerate(socket_sets)]
         self.env = dict(env)
         self.drain_seconds = drain_seconds
@@ -285,6 +315,8 @@ class Supervisor:
             raise
         finally:
             theirs.close()
+        if self.cores:
+            hold_to_core(slot.process.pid, self.cores[slot.index % len(self.cores)])
         ours.setblocking(False)
         slot.channel = ours
         slot.started = time.monotonic()
