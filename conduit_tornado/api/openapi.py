@@ -541,6 +541,21 @@ _OPS: dict[str, dict[str, Op]] = {
     },
     "health.LiveHandler": {"get": Op("Liveness: the process answers.", _ref("Health"))},
     "health.ReadyHandler": {"get": Op("Readiness: the store answers.", _ref("Health"))},
+    "root.RootHandler": {
+        "get": Op(
+            "The bare address: a browser (Accept: text/html) is redirected to the web UI "
+            "(302 to /ui/); other clients get the gateway's name, version and links.",
+            {
+                "type": "object",
+                "required": ["name", "version", "links"],
+                "properties": {
+                    "name": STRING,
+                    "version": STRING,
+                    "links": {"type": "object", "additionalProperties": STRING},
+                },
+            },
+        )
+    },
     "models.ModelListHandler": {"get": Op("The models this key may use.", _ref("ModelList"))},
     "models.ModelHandler": {"get": Op("One model this key may use.", _ref("Model"))},
     "media.ImagesHandler": {"post": Op("Generate images.", _ref("ImageList"), body="ImageRequest")},
