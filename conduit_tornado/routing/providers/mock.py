@@ -3,7 +3,9 @@
 Options (provider ``options``, checked when written: core/schemas.py MockOptions):
 ``latency_ms`` before the answer, ``chunk_ms`` between streamed chunks, ``words`` (reply
 length; default: echo the last user message), ``dimensions`` (embedding size by default).
-Work per call is linear in what it returns, and what it returns is bounded.
+Work per call is linear in what it returns, and what it returns is bounded. A request for
+JSON, a JSON schema or a function call gets one (mock_shapes.py); the fields it ignores
+are named in x-conduit-dropped-params.
 """
 
 from __future__ import annotations

@@ -42,7 +42,6 @@ HONOURED = frozenset(
         "stream",
         "stream_options",  # the gateway reports usage as asked
         "n",  # the gateway asks n times (supports_n is False)
-        "user",  # per-user limits and logs: the gateway's
         "response_format",
         "tools",
         "tool_choice",
