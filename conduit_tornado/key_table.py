@@ -31,7 +31,11 @@ def _when(value: Any) -> datetime | None:
 
 
 def _money(value: Any) -> str:
-    return f"${float(value):.4f}" if isinstance(value, int | float) else "-"
+    """Dollars to the cent, or to 1/100 of a cent when the cents hide something (a
+    request costs fractions of a cent)."""
+    if not isinstance(value, int | float):
+        return "-"
+    return f"${value:.2f}" if round(value, 2) == value else f"${value:.4f}"
 
 
 def spend(key: dict[str, Any], now: datetime) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conduit_tornado import Gateway
+from conduit_tornado import Gateway, key_table
 from conduit_tornado.cli import _parser, main
 from conduit_tornado.core.settings import DEFAULT_URL
 from tests.conftest import MASTER_KEY, GatewayFactory
@@ -129,7 +129,7 @@ async def test_keys_list_shows_status_spend_and_expiry(
         assert all(row[at - 1] == " " and row[at] != " " for row in rows.values()), column
     long_row = rows["a-key-with-a-rather-long-name"].split()
     assert long_row[2:7] == ["active", "$0.1250", "none", "2031-01-02", "03:04"]
-    assert rows["short"].split()[2:6] == ["disabled", "$0.0000", "$2.5000", "monthly"]
+    assert rows["short"].split()[2:6] == ["disabled", "$0.00", "$2.50", "monthly"]
     assert rows["soon"].split()[2] == "expired"
     assert rows["short"].split()[-2] == "never"  # expires column, before the name
 
@@ -137,3 +137,20 @@ async def test_keys_list_shows_status_spend_and_expiry(
 def test_settings_doc_names_the_cli_variables() -> None:
     doc = (ROOT / "docs" / "settings.md").read_text()
     assert f"| `CONDUIT_URL` | `{DEFAULT_URL}` |" in doc
+
+
+def test_a_budget_period_that_has_ended_shows_nothing_spent() -> None:
+    created = datetime(2026, 1, 15, 9, 30, 0, 123456, tzinfo=UTC)
+    key = {
+        "enabled": True,
+        "created_at": created.isoformat(),
+        "period_start": (created + timedelta(days=1)).isoformat(timespec="milliseconds"),
+        "budget_duration": "1d",
+        "max_budget": 1.0,
+        "spend": 0.75,
+    }
+    in_that_period = created + timedelta(days=1, hours=5)
+    assert key_table.spend(key, in_that_period) == 0.75
+    assert key_table.spend(key, created + timedelta(days=2, hours=1)) == 0.0
+    total = {**key, "budget_duration": "total", "period_start": key["created_at"]}
+    assert key_table.spend(total, created + timedelta(days=400)) == 0.75

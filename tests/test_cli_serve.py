@@ -109,7 +109,10 @@ async def test_a_host_not_of_this_machine_is_one_clear_line(
     assert not (tmp_path / "data").exists()
 
 
-async def test_serve_names_the_web_ui_and_says_when_it_stopped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_serve_names_the_web_ui_and_says_when_it_stopped(
+    tmp_path: Path, workers: str
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -117,6 +120,8 @@ async def test_serve_names_the_web_ui_and_says_when_it_stopped(tmp_path: Path) -
         "serve",
         "--port",
         "0",
+        "--workers",
+        workers,
         cwd=ROOT,
         env=_env(tmp_path, CONDUIT_MASTER_KEY=MASTER_KEY, CONDUIT_BASE_PATH="/gw"),
         stdout=subprocess.DEVNULL,
@@ -142,7 +147,12 @@ async def test_serve_names_the_web_ui_and_says_when_it_stopped(tmp_path: Path) -
         rest = (await asyncio.wait_for(proc.stderr.read(), 60)).decode()
         await proc.wait()
     assert proc.returncode == 0
-    assert rest.splitlines()[-1].endswith("conduit-tornado stopped"), rest
+    last = rest.splitlines()[-1]
+    if workers == "1":
+        assert last.endswith("conduit-tornado stopped"), rest
+    else:  # the supervisor's, after its workers' own
+        assert last.endswith("conduit-tornado stopped (exit status 0)"), rest
+        assert rest.count("worker stopped") == 2, rest
 
 
 async def test_the_bare_address_answers_browsers_and_api_clients(
