@@ -14,14 +14,17 @@ import jsonschema
 import openai
 import pytest
 import pytest_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 from websockets.asyncio.client import connect
 
 from conduit_tornado import AdminClient, Gateway
+from conduit_tornado.routing.providers import mock_shapes
 from tests.conftest import MASTER_KEY, GatewayFactory
 
-pytestmark = pytest.mark.asyncio
 HI = [{"role": "user", "content": "Plan a trip"}]
+FORMATS = jsonschema.FormatChecker()  # formats are checked too, not only annotations
 
 
 class Colour(StrEnum):
@@ -72,6 +75,7 @@ async def env(start_gateway: GatewayFactory) -> Env:
         return Env(gw, (await admin.create_key(name="shapes"))["key"])
 
 
+@pytest.mark.asyncio
 async def test_chat_completions_parse_on_the_mock(env: Env) -> None:
     async with env.client() as client:
         done = await client.chat.completions.parse(model="m", messages=HI, response_format=Trip)
@@ -81,6 +85,7 @@ async def test_chat_completions_parse_on_the_mock(env: Env) -> None:
     assert trip.colour is Colour.RED and trip.mode == "train"
 
 
+@pytest.mark.asyncio
 async def test_responses_parse_on_the_mock(env: Env) -> None:
     async with env.client() as client:
         done = await client.responses.parse(model="m", input="Plan a trip", text_format=Trip)
@@ -126,14 +131,17 @@ STOP = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": 
         },
     ],
 )
+@pytest.mark.asyncio
 async def test_json_schema_answers_are_valid_instances(env: Env, schema: dict[str, Any]) -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     r = await env.chat(response_format=fmt)
     assert r.status_code == 200, r.text
-    jsonschema.validate(json.loads(r.json()["choices"][0]["message"]["content"]), schema)
+    content = r.json()["choices"][0]["message"]["content"]
+    jsonschema.validate(json.loads(content), schema, format_checker=FORMATS)
     assert "x-conduit-dropped-params" not in r.headers
 
 
+@pytest.mark.asyncio
 async def test_json_mode_and_what_the_mock_ignores(env: Env) -> None:
     r = await env.chat(response_format={"type": "json_object"}, temperature=0.2, seed=3)
     assert r.status_code == 200
@@ -158,10 +166,15 @@ async def test_json_mode_and_what_the_mock_ignores(env: Env) -> None:
             "deeper than 32",
         ),
         ({"type": "array", "items": {"type": "string"}, "minItems": 10**9}, "more than 10000"),
+        (
+            {"type": "array", "items": {"type": "string", "minLength": 50}, "minItems": 5000},
+            "more than 100000 characters",
+        ),
         ({"$ref": "#/$defs/Missing"}, "points nowhere"),
         ({"$ref": "https://example.com/schema.json"}, "only local $ref"),
     ],
 )
+@pytest.mark.asyncio
 async def test_schemas_without_a_small_instance_are_refused(
     env: Env, schema: dict[str, Any], why: str
 ) -> None:
@@ -188,6 +201,7 @@ TOOLS = [
 ]
 
 
+@pytest.mark.asyncio
 async def test_tools_are_called_with_valid_arguments(env: Env) -> None:
     r = await env.chat(tools=TOOLS)  # auto: the first tool
     choice = r.json()["choices"][0]
@@ -219,6 +233,7 @@ async def test_tools_are_called_with_valid_arguments(env: Env) -> None:
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "tool_choice"
 
 
+@pytest.mark.asyncio
 async def test_a_streamed_tool_call_adds_up_to_the_whole(env: Env) -> None:
     async with env.client() as client:
         stream = await client.chat.completions.create(
@@ -240,6 +255,7 @@ async def test_a_streamed_tool_call_adds_up_to_the_whole(env: Env) -> None:
     jsonschema.validate(json.loads(arguments), WEATHER)
 
 
+@pytest.mark.asyncio
 async def test_responses_tools_on_the_mock(env: Env) -> None:
     async with env.client() as client:
         done = await client.responses.create(
@@ -253,6 +269,7 @@ async def test_responses_tools_on_the_mock(env: Env) -> None:
 
 
 @pytest.mark.parametrize("where", ["session", "response"])
+@pytest.mark.asyncio
 async def test_realtime_text_only_responses_carry_no_audio(
     start_gateway: GatewayFactory, where: str
 ) -> None:
@@ -291,3 +308,66 @@ async def test_realtime_text_only_responses_carry_no_audio(
         while not kinds or kinds[-1] != "response.done":
             kinds.append(json.loads(await ws.recv())["type"])
         assert "response.output_audio.delta" in kinds
+
+
+def _schemas() -> st.SearchStrategy[dict[str, Any]]:
+    """Satisfiable schemas of every kind the mock builds, nested."""
+    ints = st.integers(-50, 50)
+    step = st.integers(1, 7)
+    leaves = st.one_of(
+        st.builds(
+            lambda n, k: {"type": "integer", "minimum": n, "maximum": n + 2 * k, "multipleOf": k},
+            ints,
+            step,
+        ),
+        st.builds(lambda n: {"type": "integer", "exclusiveMaximum": n}, ints),
+        st.builds(
+            lambda a, b: {
+                "type": "number",
+                "exclusiveMinimum": min(a, b),
+                "maximum": max(a, b) + 1,
+            },
+            ints,
+            ints,
+        ),
+        st.builds(
+            lambda a, b: {"type": "string", "minLength": min(a, b), "maxLength": max(a, b)},
+            st.integers(0, 20),
+            st.integers(0, 20),
+        ),
+        st.sampled_from([{"type": "string", "format": f} for f in ("date-time", "email", "uuid")]),
+        st.builds(lambda v: {"enum": v}, st.lists(st.integers() | st.text(), min_size=1)),
+        st.just({"type": "boolean"}),
+        st.just({"type": "null"}),
+        st.just({}),
+    )
+
+    def nest(inner: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+        props = st.dictionaries(st.text("abcxyz", min_size=1, max_size=4), inner, max_size=4)
+        return st.one_of(
+            st.builds(
+                lambda p, some: {
+                    "type": "object",
+                    "properties": p,
+                    "required": sorted(p)[: len(p) if some else 0],
+                },
+                props,
+                st.booleans(),
+            ),
+            st.builds(
+                lambda i, n: {"type": "array", "items": i, "minItems": n}, inner, st.integers(0, 3)
+            ),
+            st.builds(lambda a, b: {"anyOf": [{"type": "null"}, a, b]}, inner, inner),
+            st.builds(
+                lambda t: {**t, "type": [t["type"], "null"]},
+                inner.filter(lambda t: isinstance(t.get("type"), str) and t["type"] != "null"),
+            ),
+        )
+
+    return st.recursive(leaves, nest, max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_schemas())
+def test_every_instance_is_valid_against_its_schema(schema: dict[str, Any]) -> None:
+    jsonschema.validate(mock_shapes.instance(schema, "x"), schema, format_checker=FORMATS)

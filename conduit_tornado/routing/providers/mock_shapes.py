@@ -14,8 +14,10 @@ is a tool's result, so an agent loop gets one call, then a text answer; ``none``
 in text. One call per answer (``parallel_tool_calls`` allows more, never requires them).
 
 The schema comes from the client, so the work is bounded: at most MAX_DEPTH levels of
-nesting ($ref included, so a recursive schema with a required self-reference ends) and
-MAX_VALUES values in all; past either the request is refused (400) naming the field.
+nesting ($ref included: a schema whose self-reference is required is refused, not
+followed forever) and
+MAX_VALUES values and MAX_CHARS characters in all; past any of them the request is refused
+(400) naming the field.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .base import Json, function_tools
 
 MAX_DEPTH = 32
 MAX_VALUES = 10_000
+MAX_CHARS = 100_000  # in all the strings built (minLength can ask for any length)
 
 #: Chat fields the mock acts on; any other a client sets is named in
 #: x-conduit-dropped-params (temperature, seed, stop, max_tokens... change nothing here).
@@ -76,6 +79,7 @@ class _Builder:
         self.root = root
         self.param = param
         self.values = 0
+        self.chars = 0
 
     def refuse(self, why: str) -> ProviderError:
         return ProviderError(
@@ -144,7 +148,11 @@ class _Builder:
             return True
         if kind == "null":
             return None
-        return _string(schema)
+        text = _string(schema)
+        self.chars += len(text)
+        if self.chars > MAX_CHARS:
+            raise self.refuse(f"its strings need more than {MAX_CHARS} characters")
+        return text
 
     def merged(self, schema: Json, depth: int) -> Json:
         """allOf as one schema: the parts' properties and required lists joined."""
@@ -235,7 +243,7 @@ def _string(schema: Json) -> str:
     shortest = schema.get("minLength")
     longest = schema.get("maxLength")
     if isinstance(shortest, int) and len(text) < shortest:
-        text = text + "m" * min(shortest - len(text), MAX_VALUES)
+        text = text + "m" * min(shortest - len(text), MAX_CHARS + 1)
     if isinstance(longest, int) and longest >= 0 and len(text) > longest:
         text = text[:longest]
     return text
