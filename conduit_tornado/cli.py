@@ -247,11 +247,7 @@ async def _serve(
     """Serve until SIGTERM or SIGINT: alone, or as a worker of a supervisor (which passes
     the listening sockets and its channel's descriptor)."""
     gateway = Gateway(settings)
-    try:
-        await gateway.start(workers.inherited_sockets(listen_fds) if listen_fds else None)
-    except BaseException:
-        await gateway.stop()  # what started before the failure (the store, tasks) ends
-        raise
+    await gateway.start(workers.inherited_sockets(listen_fds) if listen_fds else None)
     tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

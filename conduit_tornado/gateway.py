@@ -265,14 +265,34 @@ class Gateway:
         s = self.settings
         worker = sockets is not None
         server_context(s)  # incomplete TLS settings fail here, before anything starts
-        # Listening first: a port in use fails before the store is opened or written to.
+        # Bound first: a port in use fails before the store is opened or written to (and
+        # before a master key is generated that would then never be shown).
         sockets = sockets or bind(s.host, s.port)
+        metrics_sockets: list[socket.socket] = []
         try:
+            if s.metrics_port is not None:
+                # A worker among several (its sockets came from the supervisor) shares the
+                # metrics port with its siblings; any of them answers for all (multiprocess).
+                metrics_sockets = bind(
+                    s.host, s.metrics_port, reuse_port=worker, port_setting="CONDUIT_METRICS_PORT"
+                )
             ctx = await self.build()
         except BaseException:
-            for sock in sockets:
+            for sock in sockets + metrics_sockets:
                 sock.close()
             raise
+        try:
+            await self._listen(ctx, sockets, metrics_sockets)
+        except BaseException:
+            await self.stop()  # what started (the store, the tasks, a listener) ends
+            for sock in sockets + metrics_sockets:
+                sock.close()
+            raise
+
+    async def _listen(
+        self, ctx: Context, sockets: list[socket.socket], metrics_sockets: list[socket.socket]
+    ) -> None:
+        s = self.settings
         hub = hub_for(ctx, mount_prefix(s))  # None unless a JupyterHub service
         if hub is not None:
             self._tasks.append(asyncio.create_task(hub.run()))
@@ -281,13 +301,8 @@ class Gateway:
         self.server = HttpServer.for_settings(app, s)
         await self.server.start(sockets)
         self.port = sockets[0].getsockname()[1]
-        if s.metrics_port is not None:  # /metrics on a port of its own
+        if metrics_sockets:  # /metrics on a port of its own (CONDUIT_METRICS_PORT)
             self.metrics_server = HttpServer.for_settings(make_metrics_app(ctx), s)
-            # A worker among several (its sockets came from the supervisor) shares the
-            # metrics port with its siblings; any of them answers for all (multiprocess).
-            metrics_sockets = bind(
-                s.host, s.metrics_port, reuse_port=worker, port_setting="CONDUIT_METRICS_PORT"
-            )
             await self.metrics_server.start(metrics_sockets)
             self.metrics_port = metrics_sockets[0].getsockname()[1]
         log.info(

@@ -67,6 +67,30 @@ async def test_a_port_in_use_is_one_clear_line(tmp_path: Path, workers: str) -> 
     )
 
 
+async def test_a_metrics_port_in_use_names_its_setting(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        argv = [sys.executable, "-m", "conduit_tornado", "serve", "--port", "0"]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            argv,
+            cwd=ROOT,
+            env=_env(tmp_path, CONDUIT_METRICS_PORT=str(port)),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    # Bound before the store is opened: no master key generated and never shown.
+    _refused(
+        done,
+        tmp_path,
+        f"port {port} on 127.0.0.1 is already in use; choose another with "
+        "CONDUIT_METRICS_PORT (or stop the program holding it)",
+    )
+
+
 async def test_a_privileged_port_is_one_clear_line(tmp_path: Path) -> None:
     prefix: list[str] = []
     if os.geteuid() == 0:  # root may bind port 80: run without that capability

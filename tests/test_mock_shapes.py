@@ -147,6 +147,9 @@ async def test_json_mode_and_what_the_mock_ignores(env: Env) -> None:
     assert r.status_code == 200
     assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"]), dict)
     assert r.headers["x-conduit-dropped-params"] == "seed,temperature"
+    # Keys that are no parameter's name are left out: a header holds no control characters.
+    odd = await env.chat(**{"\x19\U00105989": 1, "a b": 2, "x" * 65: 3, "top_k": 4})
+    assert odd.status_code == 200 and odd.headers["x-conduit-dropped-params"] == "top_k"
 
 
 @pytest.mark.parametrize(

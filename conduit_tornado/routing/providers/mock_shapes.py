@@ -23,6 +23,7 @@ MAX_VALUES values and MAX_CHARS characters in all; past any of them the request 
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from typing import Any
 
@@ -70,8 +71,15 @@ _FORMATS = {
 }
 
 
+#: What a parameter's name looks like. Other keys a body holds are no parameter of any
+#: API, and would not be safe in a header (control characters, any length, any number).
+_PARAMETER = re.compile(r"[A-Za-z0-9_]{1,64}")
+MAX_NAMED = 32
+
+
 def dropped(body: Json) -> list[str]:
-    return sorted(k for k, v in body.items() if k not in HONOURED and v is not None)
+    names = (k for k, v in body.items() if k not in HONOURED and v is not None)
+    return sorted(k for k in names if _PARAMETER.fullmatch(k))[:MAX_NAMED]
 
 
 class _Builder:
