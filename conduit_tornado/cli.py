@@ -21,11 +21,13 @@ from pydantic import ValidationError
 
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox
-from conduit_tornado.core.settings import Settings, settings_markdown
+from conduit_tornado.core.settings import DEFAULT_URL, Settings, settings_markdown
 from conduit_tornado.metering.access_log import configure_logging
 
-from . import transfer
+from . import key_table, transfer
 from .admin_client import AdminClient, AdminError
+from .api.root import VERSION
+from .api.routes import mount_prefix
 from .config_file import ConfigError, load_config
 from .gateway import (
     Gateway,
@@ -39,6 +41,7 @@ from .gateway import (
 )
 from .routing.catalog import Catalog
 from .server import workers
+from .server.listen import ListenError
 from .server.tls import server_context
 from .store import StoreUnavailable
 from .transfer import TransferError
@@ -47,19 +50,45 @@ STORES = ("auto", "local", "memory", "mongodb")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conduit-tornado", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", help="listen address (CONDUIT_HOST)")
-    serve.add_argument("--port", type=int, help="listen port (CONDUIT_PORT, default 5000)")
-    serve.add_argument("--config", type=Path, help="providers/models file (CONDUIT_CONFIG)")
-    serve.add_argument("--store", choices=STORES, help="which store (CONDUIT_STORE, default auto)")
-    serve.add_argument(
-        "--workers", help="worker processes: a number or auto, one per core (CONDUIT_WORKERS)"
+    parser = argparse.ArgumentParser(
+        prog="conduit-tornado",
+        description=__doc__,
+        epilog="Every serve option has a CONDUIT_* variable; `conduit-tornado settings` "
+        "lists them all. An option given here wins over its variable.",
     )
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (CONDUIT_TLS_CERT)")
-    serve.add_argument("--tls-key", type=Path, help="its private key (CONDUIT_TLS_KEY)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    serve = sub.add_parser("serve", help="run the gateway", description="Run the gateway.")
+    serve.add_argument(
+        "--host", help="address to listen on (CONDUIT_HOST; default 127.0.0.1, 0.0.0.0 for all)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="TCP port to listen on (CONDUIT_PORT; default 5000)"
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        help="YAML or TOML file declaring providers and models (CONDUIT_CONFIG; default none)",
+    )
+    serve.add_argument(
+        "--store",
+        choices=STORES,
+        help="where keys, usage and logs live (CONDUIT_STORE; default auto: MongoDB when "
+        "CONDUIT_MONGODB_URI is set, else a local SQLite file)",
+    )
+    serve.add_argument(
+        "--workers",
+        help="worker processes: a number, or auto for one per core (CONDUIT_WORKERS; default 1)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        help="PEM certificate chain, to serve HTTPS (CONDUIT_TLS_CERT; default none: HTTP)",
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, help="the certificate's PEM private key (CONDUIT_TLS_KEY)"
+    )
     # Given by the supervisor to the workers it starts (server/workers.py).
     serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
     serve.add_argument("--worker-channel", type=int, help=argparse.SUPPRESS)
@@ -67,41 +96,105 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("settings", help="print every CONDUIT_* setting as Markdown")
 
     admin = sub.add_parser("admin", help="administer the store directly (on its machine)")
-    asub = admin.add_subparsers(dest="action", required=True)
+    asub = admin.add_subparsers(dest="action", required=True, metavar="action")
     reset = asub.add_parser(
         "reset-master-key", help="generate a new admin master key, keep its hash, print it"
     )
-    reset.add_argument("--store", choices=STORES, help="which store (CONDUIT_STORE)")
+    reset.add_argument("--store", choices=STORES, help="which store (CONDUIT_STORE; default auto)")
 
     export = sub.add_parser("export", help="write keys, providers, models, usage... to a file")
     export.add_argument("file", type=Path, help="JSON lines file to write")
     export.add_argument("--logs", action="store_true", help="include request logs")
-    export.add_argument("--store", choices=STORES, help="source store (CONDUIT_STORE)")
+    export.add_argument(
+        "--store", choices=STORES, help="source store (CONDUIT_STORE; default auto)"
+    )
     imp = sub.add_parser("import", help="copy an export file into the store")
     imp.add_argument("file", type=Path, help="a file written by `conduit-tornado export`")
-    imp.add_argument("--store", choices=STORES, help="target store (CONDUIT_STORE)")
+    imp.add_argument("--store", choices=STORES, help="target store (CONDUIT_STORE; default auto)")
 
-    keys = sub.add_parser("keys", help="manage virtual keys through the admin API")
-    keys.add_argument("--url", default=os.environ.get("CONDUIT_URL", "http://127.0.0.1:5000"))
-    keys.add_argument("--master-key", default=os.environ.get("CONDUIT_MASTER_KEY"))
-    ksub = keys.add_subparsers(dest="action", required=True)
-    create = ksub.add_parser("create", help="create a key; its secret is printed once")
-    create.add_argument("--name", required=True)
-    create.add_argument("--models", help="comma-separated allowed models or patterns")
-    create.add_argument("--ips", help="comma-separated allowed addresses or CIDRs")
-    for flag in ("rpm", "rpd", "tpm", "max-parallel"):
-        create.add_argument(f"--{flag}", type=int)
-    create.add_argument("--max-budget", type=float)
-    create.add_argument("--budget-duration", choices=["1d", "7d", "30d", "monthly", "total"])
-    create.add_argument("--expires-at", help="ISO 8601 date-time")
-    create.add_argument("--group")
-    lst = ksub.add_parser("list", help="list keys")
-    lst.add_argument("--name")
-    lst.add_argument("--group")
-    lst.add_argument("--json", action="store_true", help="print JSON")
+    keys = sub.add_parser(
+        "keys",
+        help="manage virtual keys through a running gateway's admin API",
+        description="Manage virtual keys through a running gateway's admin API. "
+        "--url and --master-key go before the action: keys --url URL list.",
+    )
+    keys.add_argument(
+        "--url",
+        default=os.environ.get("CONDUIT_URL", DEFAULT_URL),
+        help=f"the gateway's URL (CONDUIT_URL; default {DEFAULT_URL})",
+    )
+    keys.add_argument(
+        "--master-key",
+        # Never shown in help: the default is the secret itself.
+        default=os.environ.get("CONDUIT_MASTER_KEY"),
+        help="the admin master key (CONDUIT_MASTER_KEY; required)",
+    )
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="action")
+    create = ksub.add_parser(
+        "create",
+        help="create a key; its secret is printed once",
+        description="Create a virtual key; its secret is printed once. Limits left out "
+        "are unlimited.",
+    )
+    create.add_argument("--name", required=True, help="a name for people to recognise it by")
+    create.add_argument(
+        "--models",
+        metavar="LIST",
+        help="comma-separated models it may use, names or patterns such as gpt-* "
+        "(default: every model)",
+    )
+    create.add_argument(
+        "--ips",
+        metavar="LIST",
+        help="comma-separated client addresses or CIDRs it may be used from (default: any)",
+    )
+    create.add_argument("--rpm", type=int, metavar="N", help="most requests per minute")
+    create.add_argument("--rpd", type=int, metavar="N", help="most requests per day")
+    create.add_argument(
+        "--tpm", type=int, metavar="N", help="most tokens (prompt + completion) per minute"
+    )
+    create.add_argument(
+        "--max-parallel",
+        type=int,
+        metavar="N",
+        help="most requests in flight at once (streams included)",
+    )
+    create.add_argument(
+        "--max-budget",
+        type=float,
+        metavar="USD",
+        help="most it may spend, in US dollars, per --budget-duration period",
+    )
+    create.add_argument(
+        "--budget-duration",
+        choices=["1d", "7d", "30d", "monthly", "total"],
+        metavar="PERIOD",
+        help="the period --max-budget covers before it starts again: 1d, 7d, 30d, monthly "
+        "(calendar month, UTC) or total (default: never starts again)",
+    )
+    create.add_argument(
+        "--expires-at",
+        metavar="WHEN",
+        help="when it stops working: ISO 8601 date-time, UTC unless it names a zone "
+        "(default: never)",
+    )
+    create.add_argument("--group", help="a group (team) whose limits and budget it shares too")
+    lst = ksub.add_parser(
+        "list",
+        help="list keys: status, spend, expiry",
+        description="List keys with their status (active, disabled or expired), this "
+        "period's spend against the budget, and expiry.",
+    )
+    lst.add_argument("--name", help="only keys of this name")
+    lst.add_argument("--group", help="only keys of this group")
+    lst.add_argument("--json", action="store_true", help="print the admin API's JSON instead")
     revoke = ksub.add_parser("revoke", help="disable a key (or delete it with --delete)")
-    revoke.add_argument("id")
-    revoke.add_argument("--delete", action="store_true")
+    revoke.add_argument("id", help="the key's id (from keys list), not its secret")
+    revoke.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete it (its usage and logs stay) instead of disabling it",
+    )
     return parser
 
 
@@ -136,9 +229,9 @@ async def _keys(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(page["data"], indent=2))
             else:
-                print(f"{'id':<30} {'prefix':<14} {'enabled':<8} name")
-                for k in page["data"]:
-                    print(f"{k['id']:<30} {k['prefix']:<14} {k['enabled']!s:<8} {k['name']}")
+                print(key_table.render(page["data"]))
+                if page.get("total", 0) > len(page["data"]):
+                    print(f"(the first {len(page['data'])} of {page['total']})", file=sys.stderr)
         elif args.delete:
             await client.delete_key(args.id)
             print(f"deleted {args.id}")
@@ -167,8 +260,11 @@ async def _serve(
         supervisor.watch(stop.set)
         supervisor.ready()
     await stop.wait()
-    logging.getLogger("conduit").info("shutting down: finishing in-flight requests")
+    log = logging.getLogger("conduit")
+    log.info("shutting down: finishing in-flight requests")
     await gateway.stop()
+    # The last line: the logs, the usage and the store were all written and closed.
+    log.info("conduit-tornado stopped" if channel is None else "worker stopped")
     return 0
 
 
@@ -235,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker_channel is None and workers.worker_count(settings.workers) > 1:
             return _supervise(args, settings)
         return run_loop(_serve(settings, args.listen_fds, args.worker_channel), settings.event_loop)
+    except ListenError as exc:  # a port in use, a privileged port, a host not of this machine
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -307,16 +406,19 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
             "share keys, limits or usage. Use the local store or MongoDB with --workers"
         )
     server_context(settings)  # incomplete TLS settings: said once, before anything starts
-    generated, secret, where = asyncio.run(_prepare(settings))
+    # Listening first (ListenError): a port in use fails before the store is touched.
+    sets = workers.bind_workers(bind, settings.host, settings.port, count)
     try:
-        sets = workers.bind_workers(bind, settings.host, settings.port, count)
-    except OSError as exc:  # a port in use, an address not of this machine
-        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
-        return 1
+        generated, secret, where = asyncio.run(_prepare(settings))
+    except BaseException:
+        for sock in {s for socks in sets for s in socks}:
+            sock.close()
+        raise
     port = sets[0][0].getsockname()[1]
     scheme = "https" if settings.tls_cert is not None else "http"
     wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (a comparison)
-    url = f"{scheme}://{'127.0.0.1' if wildcard else settings.host}:{port}"
+    prefix = mount_prefix(settings).rstrip("/")  # CONDUIT_BASE_PATH: as Gateway.url has it
+    url = f"{scheme}://{'127.0.0.1' if wildcard else settings.host}:{port}{prefix}"
     # The config file was applied above, once; workers that applied it too would race to
     # create the same providers.
     env = {k: v for k, v in os.environ.items() if k != "CONDUIT_CONFIG"}
@@ -340,11 +442,13 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
 
     def ready(pids: list[int]) -> None:
         logging.getLogger("conduit").info(
-            "conduit-tornado listening on %s with %d workers, pids %s (store: %s)",
+            "conduit-tornado listening on %s with %d workers, pids %s (store: %s); "
+            "web UI at %s/ui/",
             url,
             count,
             " ".join(map(str, pids)),
             where,
+            url,
         )
         if generated:
             announce_master_key(generated, True)
@@ -352,7 +456,9 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     supervisor = workers.Supervisor(
         command, sets, env, settings.shutdown_timeout, affinity=settings.worker_affinity
     )
-    return supervisor.run(ready)
+    status = supervisor.run(ready)
+    logging.getLogger("conduit").info("conduit-tornado stopped (exit status %d)", status)
+    return status
 
 
 async def _prepare(settings: Settings) -> tuple[str | None, str | None, str]:

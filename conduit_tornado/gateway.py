@@ -31,6 +31,7 @@ from conduit_tornado.routing.catalog import Catalog
 from conduit_tornado.routing.router import Router
 from conduit_tornado.routing.upstream import Upstream
 from conduit_tornado.server.http import HttpServer
+from conduit_tornado.server.listen import PORT_SETTING, ListenError
 from conduit_tornado.server.tls import server_context
 
 from .background import tasks, wire_feed
@@ -267,24 +268,52 @@ class Gateway:
         s = self.settings
         worker = sockets is not None
         server_context(s)  # incomplete TLS settings fail here, before anything starts
-        ctx = await self.build()
+        # Bound first: a port in use fails before the store is opened or written to (and
+        # before a master key is generated that would then never be shown).
+        sockets = sockets or bind(s.host, s.port)
+        metrics_sockets: list[socket.socket] = []
+        try:
+            if s.metrics_port is not None:
+                # A worker among several (its sockets came from the supervisor) shares the
+                # metrics port with its siblings; any of them answers for all (multiprocess).
+                metrics_sockets = bind(
+                    s.host, s.metrics_port, reuse_port=worker, port_setting="CONDUIT_METRICS_PORT"
+                )
+            ctx = await self.build()
+        except BaseException:
+            for sock in sockets + metrics_sockets:
+                sock.close()
+            raise
+        try:
+            await self._listen(ctx, sockets, metrics_sockets)
+        except BaseException:
+            await self.stop()  # what started (the store, the tasks, a listener) ends
+            for sock in sockets + metrics_sockets:
+                sock.close()
+            raise
+
+    async def _listen(
+        self, ctx: Context, sockets: list[socket.socket], metrics_sockets: list[socket.socket]
+    ) -> None:
+        s = self.settings
         hub = hub_for(ctx, mount_prefix(s))  # None unless a JupyterHub service
         if hub is not None:
             self._tasks.append(asyncio.create_task(hub.run()))
         app = make_app(ctx, hub=hub)
         # Ours or Tornado's (CONDUIT_HTTP_SERVER), held to the settings' connection limits.
         self.server = HttpServer.for_settings(app, s)
-        sockets = sockets or bind(s.host, s.port)
         await self.server.start(sockets)
         self.port = sockets[0].getsockname()[1]
-        if s.metrics_port is not None:  # /metrics on a port of its own
+        if metrics_sockets:  # /metrics on a port of its own (CONDUIT_METRICS_PORT)
             self.metrics_server = HttpServer.for_settings(make_metrics_app(ctx), s)
-            # A worker among several (its sockets came from the supervisor) shares the
-            # metrics port with its siblings; any of them answers for all (multiprocess).
-            metrics_sockets = bind(s.host, s.metrics_port, reuse_port=worker)
             await self.metrics_server.start(metrics_sockets)
             self.metrics_port = metrics_sockets[0].getsockname()[1]
-        log.info("conduit-tornado listening on %s (store: %s)", self.url, describe_store(ctx.store))
+        log.info(
+            "conduit-tornado listening on %s (store: %s); web UI at %s/ui/",
+            self.url,
+            describe_store(ctx.store),
+            self.url,
+        )
         if self.generated_master_key:
             announce_master_key(self.generated_master_key, ctx.store.persistent)
 
@@ -332,10 +361,21 @@ class Gateway:
             self.ctx = None
 
 
-def bind(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
+def bind(
+    host: str, port: int, reuse_port: bool = False, *, port_setting: str = PORT_SETTING
+) -> list[socket.socket]:
     """Listening sockets for every address of host (tornado.netutil.bind_sockets leaks the
     socket when bind fails, e.g. on a port in use; this closes it). ``reuse_port``: others
-    may bind the same port with it too (SO_REUSEPORT; server/workers.py)."""
+    may bind the same port with it too (SO_REUSEPORT; server/workers.py). Failures raise
+    ListenError, whose message names the setting to change (``port_setting`` for the
+    port)."""
+    try:
+        return _bind(host, port, reuse_port)
+    except OSError as exc:
+        raise ListenError(exc, host, port, port_setting) from exc
+
+
+def _bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
     bound: list[socket.socket] = []
     infos = socket.getaddrinfo(
         host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE

@@ -29,7 +29,7 @@ async def test_unknown_paths_and_methods(start_gateway: GatewayFactory) -> None:
     async with httpx2.AsyncClient(base_url=gw.url) as http:
         for method in ("GET", "POST", "DELETE", "PATCH"):
             _envelope(await http.request(method, "/v1/nowhere"), 404)
-        _envelope(await http.get("/"), 404)
+        _envelope(await http.get("/nowhere"), 404)  # "/" answers: api/root.py
         err = _envelope(await http.delete("/v1/models"), 405)
         assert "DELETE" in err["message"]
         _envelope(await http.request("PUT", "/health/live"), 405)

@@ -32,6 +32,7 @@ from . import (
     openapi,
     realtime,
     responses,
+    root,
 )
 from .base import BaseHandler, NotFoundHandler
 
@@ -99,6 +100,7 @@ def routes(prefix: str = "/", *, catch_all: bool = False) -> list[Route]:
         (p + r"/admin/v1/metrics", admin_usage.MetricsHandler),
         (p + r"/admin/v1/health/deployments", admin_health.DeploymentHealthHandler),
         (p + r"/metrics", metrics.PrometheusHandler),
+        (p + r"/", root.RootHandler),  # a browser to /ui/, an API client to a JSON map
     ]
     table += ui_routes(p)  # the web UI (conduit_tornado/ui/)
     if catch_all:

@@ -385,6 +385,23 @@ class Settings(BaseSettings):
     )
 
 
+#: The gateway the `conduit-tornado keys` commands call unless CONDUIT_URL or --url says.
+DEFAULT_URL = "http://127.0.0.1:5000"
+#: Variables read by the commands that call a running gateway, not by the gateway itself.
+CLIENT_VARIABLES = {
+    "CONDUIT_URL": (
+        DEFAULT_URL,
+        "The gateway `conduit-tornado keys` calls (its --url): scheme, host, port and any "
+        "CONDUIT_BASE_PATH.",
+    ),
+    "CONDUIT_MASTER_KEY": (
+        None,
+        "The admin master key `conduit-tornado keys` sends (its --master-key): the "
+        "variable the gateway itself reads its master key from, above.",
+    ),
+}
+
+
 def settings_markdown() -> str:
     """The settings table, for docs/settings.md and `conduit-tornado settings`."""
     lines = [
@@ -399,4 +416,8 @@ def settings_markdown() -> str:
         default = field.default
         shown = "unset" if default is None else f"`{default}`"
         lines.append(f"| `CONDUIT_{name.upper()}` | {shown} | {field.description} |")
+    lines += ["", "## Read by `conduit-tornado keys`", "", *lines[4:6]]
+    for name, (value, description) in CLIENT_VARIABLES.items():
+        shown = "unset" if value is None else f"`{value}`"
+        lines.append(f"| `{name}` | {shown} | {description} |")
     return "\n".join(lines) + "\n"

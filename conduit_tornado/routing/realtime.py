@@ -99,9 +99,21 @@ async def connect_ws(
     return AiohttpSocket(ws)
 
 
+def _modalities(response: dict[str, Any], session: dict[str, Any]) -> list[Any]:
+    """What a response is to hold: its own output_modalities (GA) or modalities (beta),
+    else the session's; audio (with its transcript) when neither says."""
+    for source in (response, session):
+        for key in ("output_modalities", "modalities"):
+            value = source.get(key)
+            if isinstance(value, list) and value:
+                return value
+    return ["audio"]
+
+
 class MockRealtimeSocket:
     """A realtime peer in process: echoes session updates, answers response.create with a
-    little audio and transcript, and reports usage in response.done."""
+    little audio and its transcript (text alone when the response or the session asks for
+    output_modalities ["text"]), and reports usage in response.done."""
 
     def __init__(self, model: str, *, transcription: bool = False) -> None:
         self._model = model
@@ -153,19 +165,24 @@ class MockRealtimeSocket:
             )
         elif kind == "response.create":
             rid = "resp_" + secrets.token_hex(6)
+            asked = event.get("response")
+            audio = "audio" in _modalities(asked if isinstance(asked, dict) else {}, self._session)
             self._emit(
                 {"type": "response.created", "response": {"id": rid, "status": "in_progress"}}
             )
+            if audio:
+                self._emit(
+                    {
+                        "type": "response.output_audio.delta",
+                        "response_id": rid,
+                        "delta": base64.b64encode(b"mock-audio").decode(),
+                    }
+                )
             self._emit(
                 {
-                    "type": "response.output_audio.delta",
-                    "response_id": rid,
-                    "delta": base64.b64encode(b"mock-audio").decode(),
-                }
-            )
-            self._emit(
-                {
-                    "type": "response.output_audio_transcript.delta",
+                    "type": "response.output_audio_transcript.delta"
+                    if audio
+                    else "response.output_text.delta",
                     "response_id": rid,
                     "delta": "Mock reply.",
                 }
@@ -181,7 +198,11 @@ class MockRealtimeSocket:
                     "audio_tokens": audio_in,
                     "cached_tokens": 0,
                 },
-                "output_token_details": {"text_tokens": 5, "audio_tokens": 15},
+                "output_token_details": (
+                    {"text_tokens": 5, "audio_tokens": 15}
+                    if audio
+                    else {"text_tokens": 20, "audio_tokens": 0}
+                ),
             }
             self._emit(
                 {

@@ -16,6 +16,21 @@ SCHEMAS: dict[str, Json] = {
 OPS: dict[str, dict[str, Op]] = {
     "health.LiveHandler": {"get": Op("Liveness: the process answers.", ref("Health"))},
     "health.ReadyHandler": {"get": Op("Readiness: the store answers.", ref("Health"))},
+    "root.RootHandler": {
+        "get": Op(
+            "The bare address: a browser (Accept: text/html) is redirected to the web UI "
+            "(302 to /ui/); other clients get the gateway's name, version and links.",
+            {
+                "type": "object",
+                "required": ["name", "version", "links"],
+                "properties": {
+                    "name": STRING,
+                    "version": STRING,
+                    "links": {"type": "object", "additionalProperties": STRING},
+                },
+            },
+        )
+    },
     "openapi.OpenApiHandler": {"get": Op("This document.", ANY_OBJECT)},
     "metrics.PrometheusHandler": {
         "get": Op(

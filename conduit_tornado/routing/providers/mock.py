@@ -3,7 +3,9 @@
 Options (provider ``options``, checked when written: core/schemas.py MockOptions):
 ``latency_ms`` before the answer, ``chunk_ms`` between streamed chunks, ``words`` (reply
 length; default: echo the last user message), ``dimensions`` (embedding size by default).
-Work per call is linear in what it returns, and what it returns is bounded.
+Work per call is linear in what it returns, and what it returns is bounded. A request for
+JSON, a JSON schema or a function call gets one (mock_shapes.py); the fields it ignores
+are named in x-conduit-dropped-params.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from conduit_tornado.routing.catalog import Provider
 from conduit_tornado.routing.realtime import MOCK_ANSWER, MockRealtimeSocket, RealtimeSocket
 from conduit_tornado.routing.upstream import ProviderError, Timeouts, Upstream
 
+from . import mock_shapes
 from .base import (
     Adapter,
     ByteStream,
@@ -91,9 +94,22 @@ class MockAdapter(Adapter):
         self._latency = self.options.latency_ms / 1000
         self._chunk_delay = self.options.chunk_ms / 1000
 
+    @staticmethod
+    def dropped(body: Json) -> list[str]:
+        return mock_shapes.dropped(body)
+
     async def chat(self, body: Json, model: str, t: Timeouts) -> Json:
         await asyncio.sleep(self._latency)
         text = _reply(body, self.options.words)
+        # Tools and response_format shape the answer (mock_shapes.py says how).
+        call = mock_shapes.tool_call(body)
+        message: Json = {"role": "assistant", "content": text, "refusal": None}
+        if call is not None:
+            message.update(content=None, tool_calls=[call])
+            text = call["function"]["arguments"]
+        else:
+            text = mock_shapes.structured_text(body, text) or text
+            message["content"] = text
         prompt = estimate_tokens(prompt_text(body))
         completion = len(text.split())
         return {
@@ -104,9 +120,9 @@ class MockAdapter(Adapter):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "stop" if call is None else "tool_calls",
                 }
             ],
             "usage": {
@@ -125,28 +141,39 @@ class MockAdapter(Adapter):
             "created": whole["created"],
             "model": model,
         }
-        words = whole["choices"][0]["message"]["content"].split(" ")
+        message = whole["choices"][0]["message"]
+        finish = whole["choices"][0]["finish_reason"]
+        calls = message.get("tool_calls") or []
+        # A call's arguments stream in pieces as a provider's do; text word by word.
+        words = (calls[0]["function"]["arguments"] if calls else message["content"]).split(" ")
+
+        def piece(i: int, word: str) -> Json:
+            text = word if i == 0 else " " + word
+            if not calls:
+                return {"content": text}
+            return {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
 
         async def events() -> AsyncIterator[Json]:
-            yield {
-                **base,
-                "choices": [
+            first: Json = {"role": "assistant", "content": None if calls else ""}
+            if calls:
+                call = calls[0]
+                first["tool_calls"] = [
                     {
                         "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "finish_reason": None,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["function"]["name"], "arguments": ""},
                     }
-                ],
-            }
+                ]
+            yield {**base, "choices": [{"index": 0, "delta": first, "finish_reason": None}]}
             for i, word in enumerate(words):
                 if delay:
                     await asyncio.sleep(delay)
-                piece = word if i == 0 else " " + word
                 yield {
                     **base,
-                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                    "choices": [{"index": 0, "delta": piece(i, word), "finish_reason": None}],
                 }
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
             yield {**base, "choices": [], "usage": whole["usage"]}
 
         async def close() -> None:
