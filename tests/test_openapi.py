@@ -44,7 +44,7 @@ def test_every_route_is_described_with_its_methods_and_auth() -> None:
     for (pattern, handler), (path, item) in zip(table, DOCUMENT["paths"].items(), strict=True):
         assert set(item) == _methods(handler), pattern
         for op in item.values():
-            assert op["summary"] != UNDESCRIBED, f"describe {pattern} in api/openapi.py"
+            assert op["summary"] != UNDESCRIBED, f"describe {pattern} in api/openapi/"
             schemes = {name for s in op["security"] for name in s}
             if issubclass(handler, AdminHandler):
                 assert schemes == {"masterKey"}, path

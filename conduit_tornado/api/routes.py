@@ -163,16 +163,25 @@ def mount_prefix(settings: Any, env: Mapping[str, str] = os.environ) -> str:
     return "/" + path.strip("/") if path.strip("/") else "/"
 
 
+def app_routes(escaped: str = "", *, hub: bool = False) -> list[tuple[str, type[Any]]]:
+    """The table as mounted: in hub mode the hub's routes first, and the hub's home page
+    takes the bare address (our root, a redirect to /ui/, steps aside: literal patterns are
+    dispatched before regexes, so both mounted would hide the hub's)."""
+    table = routes(escaped)
+    if not hub:
+        return table
+    from conduit_tornado.hub.handlers import hub_routes
+
+    return hub_routes(escaped.rstrip("/")) + [r for r in table if r[1] is not root.RootHandler]
+
+
 def make_app(ctx: Context, *, hub: Hub | None = None, **extra: Any) -> tornado.web.Application:
     prefix = mount_prefix(ctx.settings)
     # Patterns are regexes: a prefix such as /a.b must match only itself.
     escaped = re.escape(prefix) if prefix != "/" else prefix
-    table = routes(escaped)
+    table = app_routes(escaped, hub=hub is not None)
     settings = app_settings(ctx)
     if hub is not None:
-        from conduit_tornado.hub.handlers import hub_routes
-
-        table = hub_routes(escaped.rstrip("/")) + table
         settings.update(hub.app_settings())
     return GatewayApplication(
         table,

@@ -47,14 +47,9 @@ _served: dict[tuple[str, bool], bytes] = {}
 
 
 def _serialized(prefix: str, hub: bool = False) -> bytes:
-    from conduit_tornado.api.routes import routes  # the table imports this module's handler
+    from conduit_tornado.api.routes import app_routes  # the table imports this module's handler
 
-    table = routes()
-    if hub:
-        from conduit_tornado.hub.handlers import hub_routes  # needs jupyterhub: hub mode only
-
-        table = hub_routes("") + table
-    doc = build(table)
+    doc = build(app_routes(hub=hub))
     if prefix:
         doc["servers"] = [{"url": prefix}]
     return dumps(doc)

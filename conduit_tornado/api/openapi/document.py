@@ -159,6 +159,7 @@ def build(table: Sequence[Route]) -> Json:
     mode with ``hub_routes("")`` before it, as ``make_app`` mounts them)."""
     paths: Json = {}
     used: set[str] = set()
+    taken: set[str] = set()
     for pattern, handler in table:
         name = handler_name(handler)
         ops = _ALL_OPS.get(name) or _undescribed(handler)
@@ -167,6 +168,9 @@ def build(table: Sequence[Route]) -> Json:
         if len(names) != groups:
             raise ValueError(f"{pattern}: name its path parameters in api/openapi/")
         path = _template(pattern, names)
+        if path in taken:
+            continue  # the router dispatches to the first match (the hub's "/" before ours)
+        taken.add(path)
         item = paths.setdefault(path, {})
         for method, op in ops.items():
             op_id = method + "_" + re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
