@@ -285,7 +285,7 @@ class Gateway:
                 sock.close()
             raise
         try:
-            await self._listen(ctx, sockets, metrics_sockets)
+            await self._listen(ctx, sockets, metrics_sockets, worker)
         except BaseException:
             await self.stop()  # what started (the store, the tasks, a listener) ends
             for sock in sockets + metrics_sockets:
@@ -293,7 +293,11 @@ class Gateway:
             raise
 
     async def _listen(
-        self, ctx: Context, sockets: list[socket.socket], metrics_sockets: list[socket.socket]
+        self,
+        ctx: Context,
+        sockets: list[socket.socket],
+        metrics_sockets: list[socket.socket],
+        worker: bool,
     ) -> None:
         s = self.settings
         hub = hub_for(ctx, mount_prefix(s))  # None unless a JupyterHub service
@@ -308,12 +312,16 @@ class Gateway:
             self.metrics_server = HttpServer.for_settings(make_metrics_app(ctx), s)
             await self.metrics_server.start(metrics_sockets)
             self.metrics_port = metrics_sockets[0].getsockname()[1]
-        log.info(
-            "conduit-tornado listening on %s (store: %s); web UI at %s/ui/",
-            self.url,
-            describe_store(ctx.store),
-            self.url,
-        )
+        if worker:  # "conduit-tornado listening on" is the supervisor's, once all workers are
+            where = describe_store(ctx.store)
+            log.info("worker %d listening on %s (store: %s)", os.getpid(), self.url, where)
+        else:
+            log.info(
+                "conduit-tornado listening on %s (store: %s); web UI at %s/ui/",
+                self.url,
+                describe_store(ctx.store),
+                self.url,
+            )
         if self.generated_master_key:
             announce_master_key(self.generated_master_key, ctx.store.persistent)
 

@@ -65,7 +65,7 @@ async def test_each_worker_and_all_its_threads_are_held_to_one_core(
 ) -> None:
     allowed = sorted(os.sched_getaffinity(0))
     served = await Served.start(
-        tmp_path, fake.url, "--workers", "2", env={"CONDUIT_WORKER_AFFINITY": "true"}
+        tmp_path, "--workers", "2", fake_url=fake.url, env={"CONDUIT_WORKER_AFFINITY": "true"}
     )
     try:
         await _chat_on_every_worker(served, served.pids)
@@ -94,7 +94,7 @@ async def test_each_worker_and_all_its_threads_are_held_to_one_core(
 
 async def test_workers_are_not_held_unless_asked(tmp_path: Path, fake: FakeProviders) -> None:
     allowed = os.sched_getaffinity(0)
-    served = await Served.start(tmp_path, fake.url, "--workers", "2")
+    served = await Served.start(tmp_path, "--workers", "2", fake_url=fake.url)
     try:
         await _chat_on_every_worker(served, served.pids)
         for pid in served.pids:
