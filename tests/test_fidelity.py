@@ -247,6 +247,14 @@ async def test_anthropic_gets_only_what_it_takes(wired: Wired) -> None:
             parallel_tool_calls=False,
         )
         assert none.choices[0].message.content == "Hello from the fake"
+        # A client's own field names reach a header only when they look like parameters.
+        odd = await client.chat.completions.with_raw_response.create(
+            model="claude",
+            messages=HI,  # type: ignore[arg-type]
+            seed=1,
+            extra_body={"bad\r\nname": 1, "x" * 65: 2},
+        )
+        assert odd.headers["x-conduit-dropped-params"] == "seed"
 
 
 async def test_anthropic_stop_reasons_and_argumentless_calls(wired: Wired) -> None:
