@@ -26,7 +26,14 @@ OPS: dict[str, dict[str, Op]] = {
         "post": Op("Web UI: sign in with the master key.", ANY_OBJECT, also=(400, 401, 413, 429))
     },
     "handlers.LogoutHandler": {"post": Op("Web UI: sign out.", ANY_OBJECT)},
-    "handlers.SessionHandler": {"get": Op("Web UI: this browser's session.", ANY_OBJECT)},
+    "handlers.SessionHandler": {
+        "get": Op(
+            "Web UI: this browser's session (open: `via` is null when not signed in; `hub` says whether "
+            "the gateway runs as a JupyterHub service). A bearer token other than the master "
+            "key is refused.",
+            ANY_OBJECT,
+        )
+    },
     "handlers.HealthHandler": {"get": Op("Web UI: the gateway at a glance.", ANY_OBJECT)},
     "handlers.ProviderTestHandler": {
         "post": Op("Web UI: one cheap call to a provider.", ANY_OBJECT)
