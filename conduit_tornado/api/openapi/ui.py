@@ -28,9 +28,9 @@ OPS: dict[str, dict[str, Op]] = {
     "handlers.LogoutHandler": {"post": Op("Web UI: sign out.", ANY_OBJECT)},
     "handlers.SessionHandler": {
         "get": Op(
-            "Web UI: this browser's session (open: `via` is null when not signed in; `hub` says whether "
-            "the gateway runs as a JupyterHub service). A bearer token other than the master "
-            "key is refused.",
+            "Web UI: this browser's session (open: `via` is null when not signed in; `hub` "
+            "says whether the gateway runs as a JupyterHub service). A bearer token other "
+            "than the master key is refused.",
             ANY_OBJECT,
         )
     },
