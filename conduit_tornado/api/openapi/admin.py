@@ -12,16 +12,35 @@ from conduit_tornado.core import schemas
 
 from .common import ANY_OBJECT, BOOL, PAGE, STRING, TEXT, Json, Op, nullable, page, q, ref
 
+#: Dollars, rounded to 1e-10 (core/money.py) so sums print without float noise.
+MONEY: Json = {"type": "number"}
+_COUNTS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "unpriced_requests",
+    "estimated_requests",
+)
+#: One row of a usage report (or its totals): counts are whole numbers.
+USAGE_ROW: Json = {
+    "type": "object",
+    "properties": {**{name: {"type": "integer"} for name in _COUNTS}, "cost": MONEY},
+}
+
 VIEWS: dict[str, Json] = {
     "Key": {
         "type": "object",
-        "required": ["id", "name", "prefix", "enabled"],
+        "required": ["id", "name", "prefix", "enabled", "spend", "total_spend"],
         "properties": {
             "id": STRING,
             "name": STRING,
             "prefix": STRING,
             "enabled": {"type": "boolean"},
-            "spend": {"type": "number"},
+            "spend": MONEY,
+            "total_spend": MONEY,
         },
         "not": {"required": ["hash"]},
     },
@@ -56,8 +75,8 @@ VIEWS: dict[str, Json] = {
     },
     "Group": {
         "type": "object",
-        "required": ["name"],
-        "properties": {"name": STRING, "spend": {"type": "number"}},
+        "required": ["name", "spend", "total_spend"],
+        "properties": {"name": STRING, "spend": MONEY, "total_spend": MONEY},
     },
     "Deleted": {
         "type": "object",
@@ -70,8 +89,8 @@ VIEWS: dict[str, Json] = {
         "properties": {
             "object": {"const": "usage"},
             "group_by": {"enum": ["day", "key", "model", "user"]},
-            "data": {"type": "array", "items": ANY_OBJECT},
-            "totals": ANY_OBJECT,
+            "data": {"type": "array", "items": USAGE_ROW},
+            "totals": USAGE_ROW,
             "alerts": {"type": "array", "items": ANY_OBJECT},
         },
     },
