@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from conduit_tornado.core.clock import Clock
 from conduit_tornado.core.security import SecretBox
 from conduit_tornado.core.settings import DEFAULT_URL, Settings, settings_markdown
+from conduit_tornado.core.validation import first_problem
 from conduit_tornado.metering.access_log import configure_logging
 
 from . import key_table, transfer
@@ -315,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        problem = first_problem(exc, Settings)
+        field = problem.param.split(".", 1)[0] if problem.param else None
+        # Named as the user set it: the CONDUIT_ variable (or the flag of the same name).
+        where = f"CONDUIT_{field.upper()}" if field else "the settings"
+        print(f"error: {where}: {problem.text}", file=sys.stderr)
         return 2
     if args.command in ("admin", "export", "import"):
         try:

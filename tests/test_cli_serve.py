@@ -31,11 +31,17 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 async def _serve(
-    tmp: Path, *args: str, prefix: list[str] | None = None
+    tmp: Path, *args: str, prefix: list[str] | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     argv = [*(prefix or []), sys.executable, "-m", "conduit_tornado", "serve", *args]
     return await asyncio.to_thread(
-        subprocess.run, argv, cwd=ROOT, env=_env(tmp), capture_output=True, text=True, timeout=90
+        subprocess.run,
+        argv,
+        cwd=ROOT,
+        env=_env(tmp, **env),
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
 
 
@@ -65,6 +71,22 @@ async def test_a_port_in_use_is_one_clear_line(tmp_path: Path, workers: str) -> 
         f"port {port} on 127.0.0.1 is already in use; choose another with --port or "
         "CONDUIT_PORT (or stop the program holding it)",
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"CONDUIT_PORT": "http"}, "CONDUIT_PORT: must be a whole number"),
+        ({"CONDUIT_WORKERS": "-3"}, "CONDUIT_WORKERS: must be at least 1"),
+    ],
+)
+async def test_a_bad_setting_is_one_line_naming_its_variable(
+    tmp_path: Path, env: dict[str, str], line: str
+) -> None:
+    done = await _serve(tmp_path, **env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: {line}\n"
+    assert not (tmp_path / "data").exists()
 
 
 async def test_a_metrics_port_in_use_names_its_setting(tmp_path: Path) -> None:
