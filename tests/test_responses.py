@@ -203,6 +203,21 @@ async def test_parse_with_a_pydantic_model(wired: Wired) -> None:
     assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "City"
 
 
+async def test_a_chat_answer_of_the_wrong_shape_is_a_bad_response(wired: Wired) -> None:
+    odd = {"role": "assistant", "content": 123}  # content must be text or parts
+    body = {"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": odd}]}
+    for _ in range(5):  # a bad response is asked again, within the retry cap
+        wired.fake.then(status=200, body=body)
+    before = len(wired.fake.requests)
+    async with wired.client() as client:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.responses.create(model="gpt", input="hi")
+    assert info.value.status_code == 502
+    assert "unexpected shape" in str(info.value.message)
+    assert 1 < len(wired.fake.requests) - before < 5
+    wired.fake.script.clear()
+
+
 async def test_a_response_belongs_to_its_key(wired: Wired) -> None:
     other = (await wired.admin.create_key(name="other"))["key"]
     async with wired.client() as client:

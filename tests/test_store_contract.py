@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import warnings
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from conduit_tornado.store import DuplicateError, MongoStore, Store, StoreUnavailable
-from tests.conftest import free_port
+from tests.conftest import collect_dropped_sockets, free_port
 
 pytestmark = pytest.mark.asyncio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,11 +152,8 @@ async def test_ping(store: Store, store_kind: str) -> None:
             await dead.ping()
     finally:
         await dead.close()
-    # PyMongo leaves the socket of a refused connection to the garbage collector: collect
-    # it here, so its ResourceWarning does not land on whichever test runs next.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    # PyMongo leaves the socket of a refused connection to the garbage collector.
+    collect_dropped_sockets()
 
 
 async def test_increment_with_condition_set_and_dotted_paths(store: Store) -> None:

@@ -29,6 +29,7 @@ from conduit_tornado.formats.responses import (
     EventStream,
     Translation,
     as_messages,
+    chat_shape_ok,
     messages_of,
     new_id,
     output_of,
@@ -45,7 +46,7 @@ from conduit_tornado.routing.providers.base import (
     prompt_text,
 )
 from conduit_tornado.routing.router import Target
-from conduit_tornado.routing.upstream import Timeouts
+from conduit_tornado.routing.upstream import ProviderError, Timeouts
 from conduit_tornado.store import Doc, Store, StoreUnavailable
 
 from .base import ClientHandler, dumps
@@ -341,7 +342,12 @@ class ResponsesHandler(ProxyHandler):
                     "stored": payload.get("store", True) is not False,
                 }
                 return answer, made
-            return await target.adapter.chat(turn.chat(), target.model, t), None
+            answer = await target.adapter.chat(turn.chat(), target.model, t)
+            if not chat_shape_ok(answer):
+                raise ProviderError(
+                    "bad_response", "the provider answered with an unexpected shape"
+                )
+            return answer, None
 
         (result, upstream), self.outcome = await self.ctx.router.run(turn.route, call)
         reported = result.get("model")

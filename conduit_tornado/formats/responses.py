@@ -439,6 +439,31 @@ def output_text_part(text: str) -> Json:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
+def chat_shape_ok(result: Json) -> bool:
+    """Whether a chat completion has the shape ``output_of`` reads (a provider answering
+    otherwise is a bad response, not a crash)."""
+    choices = result.get("choices")
+    if choices is None:
+        return True
+    if not isinstance(choices, list) or (choices and not isinstance(choices[0], dict)):
+        return False
+    message = choices[0].get("message") if choices else None
+    if message is None:
+        return True
+    if not isinstance(message, dict):
+        return False
+    if not isinstance(message.get("content"), str | list | None):
+        return False
+    if not isinstance(message.get("refusal"), str | None):
+        return False
+    calls = message.get("tool_calls")
+    if calls is None:
+        return True
+    return isinstance(calls, list) and all(
+        isinstance(c, dict) and isinstance(c.get("function") or {}, dict) for c in calls
+    )
+
+
 def output_of(result: Json) -> tuple[list[Json], str, Json | None]:
     """The output items, status and incomplete_details of a chat completion."""
     choices = result.get("choices") or [{}]
