@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +35,13 @@ def unreachable(url: str, exc: Exception) -> AdminError:
     )
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: building one reads the whole CA bundle, long
+    enough to stall the event loop that makes a client (a notebook's, a server's)."""
+    return httpx2.create_ssl_context()
+
+
 class AdminClient:
     def __init__(self, url: str, master_key: str, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
@@ -40,6 +49,7 @@ class AdminClient:
             base_url=url.rstrip("/") + "/admin/v1",
             headers={"Authorization": f"Bearer {master_key}"},
             timeout=timeout,
+            verify=_tls(),
         )
 
     async def __aenter__(self) -> AdminClient:

@@ -343,6 +343,13 @@ async def _seed(gw: Gateway) -> None:
         )
         for i in range(3):
             await admin.post("/admin/v1/keys", json={"name": f"service-{i}", "enabled": i != 1})
+        # Models first (a key may list only models that exist). More models than the usage
+        # chart has colours: the rest share one series, and one model is named "other".
+        for name in EXTRA_MODELS:
+            await admin.post(
+                "/admin/v1/models",
+                json={"name": name, "deployments": [{"provider": "mock", "model": name}]},
+            )
         wide = await admin.post(
             "/admin/v1/keys",
             json={
@@ -357,13 +364,7 @@ async def _seed(gw: Gateway) -> None:
                 "expires_at": (date.today() + timedelta(days=20)).isoformat() + "T23:59:59Z",
             },
         )
-        # More models than the usage chart has colours: the rest share one series, and
-        # one model is named "other".
-        for name in EXTRA_MODELS:
-            await admin.post(
-                "/admin/v1/models",
-                json={"name": name, "deployments": [{"provider": "mock", "model": name}]},
-            )
+        assert wide.status_code == 201, wide.text
         for key, model, user in [
             *((made.json()["key"], MODEL, f"user-{i % 2}") for i in range(6)),
             *((wide.json()["key"], name, None) for name in EXTRA_MODELS),

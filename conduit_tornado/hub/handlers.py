@@ -242,6 +242,7 @@ class MeUsageHandler(HubSessionHandler):
         if start or end:
             where["day"] = {**({"$gte": start} if start else {}), **({"$lte": end} if end else {})}
         await self.ctx.recorder.flush()  # so a caller sees its own requests at once
+        await self.ctx.limiter.flush()  # and its own spend (charges are written behind)
         sums = await self.ctx.store.sum_by(USAGE, where, group, _USAGE_FIELDS)
         ordered = sorted(sums.items(), key=lambda kv: str(kv[0]))
         rows = [usage_numbers({group: k, **v}, _USAGE_FIELDS) for k, v in ordered]
