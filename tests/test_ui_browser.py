@@ -532,7 +532,12 @@ async def _check_nits(page: Page, url: str) -> None:
     refused = page.locator("tbody tr", has_text="no-such-model")
     await expect(refused.locator("td[data-label='Tokens']")).to_have_text("—")
     await expect(refused.locator("td[data-label='Cost']")).to_have_text("—")
-    served = page.locator("tbody tr", has_text="alice-notebook").first
+    # alice-notebook's group budget refuses its last requests: a served one (status 200).
+    served = (
+        page.locator("tbody tr", has_text="alice-notebook")
+        .filter(has=page.locator("td[data-label='Status']", has_text="200"))
+        .first
+    )
     await expect(served.locator("td[data-label='Cost']")).to_have_text(re.compile(r"^\$0\.0\d+"))
     await show(page, url, "providers")
     await expect(page.locator("tbody tr", has_text="mock")).to_contain_text("Built in")
