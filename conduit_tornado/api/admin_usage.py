@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+import tornado.web
+
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.core.money import usage_numbers
 from conduit_tornado.metering.alerts import ALERTS
@@ -74,9 +76,12 @@ class LogsHandler(PagedHandler):
         self.send_page([_log_view(d) for d in docs], await store.count(LOGS, where), offset, limit)
 
 
-class UsageHandler(PagedHandler):
-    def _day(self, name: str) -> str | None:
-        raw = self.get_query_argument(name, None)
+def days_between(handler: tornado.web.RequestHandler) -> dict[str, Any]:
+    """The usage filter for the ``start`` and ``end`` query dates (YYYY-MM-DD, inclusive):
+    ``{"day": {...}}``, or nothing when neither is given."""
+
+    def day(name: str) -> str | None:
+        raw = handler.get_query_argument(name, None)
         if raw is None:
             return None
         try:
@@ -84,15 +89,20 @@ class UsageHandler(PagedHandler):
         except ValueError:
             raise ApiError(400, f"{name} must be a date (YYYY-MM-DD).", param=name) from None
 
+    start, end = day("start"), day("end")
+    if not (start or end):
+        return {}
+    return {"day": {**({"$gte": start} if start else {}), **({"$lte": end} if end else {})}}
+
+
+class UsageHandler(PagedHandler):
     async def get(self) -> None:
         where: dict[str, Any] = {}
         for name in ("key_id", "model", "user"):
             value = self.get_query_argument(name, None)
             if value is not None:
                 where[name] = value
-        start, end = self._day("start"), self._day("end")
-        if start or end:
-            where["day"] = {**({"$gte": start} if start else {}), **({"$lte": end} if end else {})}
+        where.update(days_between(self))
         group = self.get_query_argument("group_by", None)
         if group is not None and group not in _GROUPS:
             raise ApiError(400, f"group_by must be one of {', '.join(_GROUPS)}.", param="group_by")

@@ -15,13 +15,13 @@ only (``Hub.admits_admin``), and the /v1 routes want the virtual key.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from jupyterhub.utils import get_browser_protocol
 from tornado.httputil import url_concat
 
 from conduit_tornado.admission.keys import VirtualKey, key_view
+from conduit_tornado.api.admin_usage import days_between
 from conduit_tornado.api.base import (
     AdminHandler,
     BaseHandler,
@@ -223,24 +223,13 @@ class MeUsageHandler(HubSessionHandler):
 
     admits_keys = True
 
-    def _day(self, name: str) -> str | None:
-        raw = self.get_query_argument(name, None)
-        if raw is None:
-            return None
-        try:
-            return date.fromisoformat(raw).isoformat()
-        except ValueError:
-            raise ApiError(400, f"{name} must be a date (YYYY-MM-DD).", param=name) from None
-
     async def get(self) -> None:
         group = self.get_query_argument("group_by", "day")
         if group not in ("day", "model"):
             raise ApiError(400, "group_by must be day or model.", param="group_by")
-        start, end = self._day("start"), self._day("end")
+        days = days_between(self)
         doc, _ = await self.own_key()
-        where: dict[str, Any] = {"key_id": doc["_id"]}
-        if start or end:
-            where["day"] = {**({"$gte": start} if start else {}), **({"$lte": end} if end else {})}
+        where: dict[str, Any] = {"key_id": doc["_id"], **days}
         await self.ctx.recorder.flush()  # so a caller sees its own requests at once
         await self.ctx.limiter.flush()  # and its own spend (charges are written behind)
         sums = await self.ctx.store.sum_by(USAGE, where, group, _USAGE_FIELDS)
