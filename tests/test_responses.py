@@ -556,3 +556,45 @@ async def test_native_failure_fails_over_to_a_translated_backend(wired: Wired) -
         raw = await client.responses.with_raw_response.create(model="either", input="hi")
     assert raw.headers["x-conduit-provider"] == "ant"
     assert raw.parse().output_text == "Hello from the fake"
+
+
+async def test_what_a_translation_leaves_out_is_named(wired: Wired) -> None:
+    """x-conduit-dropped-params names, as the request named them, the fields chat has no
+    place for and those the provider behind chat drops (Anthropic: temperature)."""
+    body: dict[str, Any] = {
+        "input": "hi",
+        "temperature": 0.3,
+        "max_output_tokens": 64,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "agent-7",
+        "truncation": "auto",
+        "reasoning": {"effort": "low", "summary": "auto"},
+    }
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http:
+        auth = {"Authorization": f"Bearer {wired.key}"}
+        for stream in (False, True):
+            r = await http.post(
+                "/v1/responses",
+                json={"model": "claude", **body, "stream": stream},
+                headers=auth,
+            )
+            assert r.status_code == 200, r.text
+            named = r.headers["x-conduit-dropped-params"].split(",")
+            assert named[:4] == ["include", "prompt_cache_key", "truncation", "reasoning.summary"]
+            assert "temperature" in named[4:] and "max_output_tokens" not in named
+        sent = wired.fake.requests[-1].body
+        assert "temperature" not in sent and sent["max_tokens"] == 64
+        # A request that chat carries whole names nothing, and a native relay drops nothing.
+        plain = await http.post(
+            "/v1/responses", json={"model": "gpt", "input": "hi", "top_p": 0.5}, headers=auth
+        )
+        assert plain.status_code == 200 and "x-conduit-dropped-params" not in plain.headers
+        await _native(wired)
+        native = await http.post(
+            "/v1/responses",
+            json={"model": "gpt-native", **body},
+            headers=auth,
+        )
+        assert native.status_code == 200, native.text
+        assert "x-conduit-dropped-params" not in native.headers
+        assert wired.fake.requests[-1].body["include"] == ["reasoning.encrypted_content"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 import struct
 from typing import Any
 
@@ -34,9 +33,6 @@ MAX_N = 128
 #: Largest embedding size asked for: OpenAI's largest model has 3072; common open models
 #: served through OpenAI-compatible APIs go to 4096.
 MAX_DIMENSIONS = 4096
-
-_PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-MAX_NAMED = 32
 
 
 def _n(body: Json) -> int:
@@ -187,15 +183,8 @@ class ChatCompletionsHandler(ProxyHandler):
         self.send_answer(result, self.usage_of(result, body), self.outcome)
 
     def _name_dropped(self, adapter: Adapter, body: Json) -> None:
-        """Say which fields the deployment answering could not take (each attempt may go to
-        another provider, so the last one's list stands)."""
-        # Names come from the client's own field names: only parameter-like ones go into a
-        # header (a name with control characters would make the answer unsendable).
-        names = [n for n in adapter.dropped(body) if _PARAM_NAME.fullmatch(n)][:MAX_NAMED]
-        if names:
-            self.put_headers({"x-conduit-dropped-params": ",".join(names)})
-        else:
-            self._own_headers.pop("x-conduit-dropped-params", None)
+        # Each attempt may go to another provider: the last one's list stands.
+        self.name_dropped(adapter.dropped(body))
 
 
 class CompletionsHandler(ProxyHandler):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from conduit_tornado.routing.upstream import ProviderError
 from .base import ClientHandler, dumps, model_name, resolve_model
 
 FREE = Price(0.0, 0.0)
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+MAX_NAMED = 32  # names in x-conduit-dropped-params
 MAX_USER = 256
 #: The capabilities (any one of) a model needs for each route's requests.
 NEEDS: dict[str, frozenset[str]] = {
@@ -239,6 +242,17 @@ class ProxyHandler(ClientHandler):
             self.trace.model_answer(result)
         result["model"] = self.entry["model"] if self.entry else result.get("model")
         self.send_json(result)
+
+    def name_dropped(self, names: list[str]) -> None:
+        """Say in x-conduit-dropped-params which fields the deployment answering could not
+        take (an attempt that drops none clears what an earlier one said)."""
+        # Names come from the client's own field names: only parameter-like ones go into a
+        # header (a name with control characters would make the answer unsendable).
+        named = [n for n in names if _PARAM_NAME.fullmatch(n)][:MAX_NAMED] if names else None
+        if named:
+            self.put_headers({"x-conduit-dropped-params": ",".join(named)})
+        else:
+            self._own_headers.pop("x-conduit-dropped-params", None)
 
     def usage_of(self, result: Json, body: Json) -> Usage:
         usage = Usage.from_openai(result.get("usage"))

@@ -34,6 +34,7 @@ from conduit_tornado.formats.responses import (
     new_id,
     output_of,
     relayed_items,
+    replayed,
     response_object,
     to_chat,
 )
@@ -77,7 +78,7 @@ def unpacked(doc: Json) -> Json:
         **doc,
         **{
             name: orjson.loads(doc[name])
-            for name in ("response", "items", "messages")
+            for name in ("response", "items", "messages", "history")
             if isinstance(doc.get(name), str)
         },
     }
@@ -133,8 +134,18 @@ async def prior(handler: ClientHandler, body: Json) -> Prior:
         return Prior()
     if not isinstance(previous, str):
         raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
-    doc = await owned_response(handler, previous, "previous_response_id")
-    return Prior(list(unpacked(doc).get("messages") or []), doc.get("upstream"))
+    doc = unpacked(await owned_response(handler, previous, "previous_response_id"))
+    return Prior(conversation_after(doc), doc.get("upstream"))
+
+
+def conversation_after(doc: Json) -> list[Json]:
+    """The conversation after a stored response, as chat messages: kept whole (a
+    background run's, a natively relayed one's), or rebuilt from the history it continued,
+    its input items and its output (most responses, which are never continued, then
+    store no copy of their input as chat)."""
+    if "messages" in doc:
+        return list(doc["messages"] or [])
+    return replayed(doc.get("history") or [], doc.get("items") or [], doc["response"]["output"])
 
 
 class Owned(ClientHandler):
@@ -192,6 +203,12 @@ class Turn:
                 return None
             payload["previous_response_id"] = upstream["id"]
         return payload
+
+    def dropped(self, target: Target, native: Json | None) -> list[str]:
+        """What this attempt leaves out of the request: nothing when relayed as sent."""
+        if native is not None or self.translation is None:
+            return []
+        return self.translation.dropped_by(target.adapter.dropped(self.translation.chat))
 
     def chat(self) -> Json:
         """The chat body for a backend without the Responses API, or why there is none."""
@@ -334,6 +351,7 @@ class ResponsesHandler(ProxyHandler):
 
         async def call(target: Target, t: Timeouts) -> tuple[Json, Json | None]:
             payload = turn.native_body(target)
+            self.name_dropped(turn.dropped(target, payload))
             if payload is not None:
                 answer = await target.adapter.responses(payload, target.model, t)
                 made = {
@@ -475,24 +493,27 @@ class ResponsesHandler(ProxyHandler):
             await self._record(turn, response)
         if turn.body.get("store") is False:
             return
-        await self.ctx.store.insert(
-            RESPONSES,
-            {
-                "_id": turn.response_id,
-                "key": self.key.id,
-                "created_at": self.ctx.clock.now(),
-                "response": encoded.decode() if encoded is not None else packed(response),
-                "items": packed(turn.items),
-                "messages": packed(turn.messages(response["output"])),
-                "upstream": upstream,
-            },
-        )
+        doc: Json = {
+            "_id": turn.response_id,
+            "key": self.key.id,
+            "created_at": self.ctx.clock.now(),
+            "response": encoded.decode() if encoded is not None else packed(response),
+            "items": packed(turn.items),
+            "upstream": upstream,
+        }
+        if turn.translation is None:
+            # Relayed as sent: the items may hold what the translation cannot replay.
+            doc["messages"] = packed(turn.messages(response["output"]))
+        elif turn.prior.messages:
+            doc["history"] = packed(turn.prior.messages)  # conversation_after replays it
+        await self.ctx.store.insert(RESPONSES, doc)
 
     # -- streaming ------------------------------------------------------------------------
 
     async def _stream(self, turn: Turn) -> None:
         async def open_stream(target: Target, t: Timeouts) -> tuple[ChunkStream, Json | None]:
             payload = turn.native_body(target)
+            self.name_dropped(turn.dropped(target, payload))
             if payload is not None:
                 opened = await target.adapter.responses_stream(payload, target.model, t)
                 made = {

@@ -11,7 +11,6 @@ with a 400 naming the parameter rather than dropped.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,36 +27,30 @@ _ID_BYTES = 24
 _POOL_IDS = 128  # ids drawn from one getrandom(2) call
 
 
-class _RandomPool:
-    """Random bytes from the OS drawn for many ids at once: a Response makes several ids
-    (its own, each input and output item's), and one system call each showed in profiles.
-    The bytes are the same ``os.urandom`` ``secrets`` uses; each is handed out once, and a
-    forked child starts with an empty pool (it must not repeat its parent's ids)."""
-
-    def __init__(self) -> None:
-        self._bytes = b""
-        self._at = 0
-        self._lock = threading.Lock()  # the loop's thread, and any other (notebooks)
-
-    def take(self) -> bytes:
-        with self._lock:
-            at = self._at
-            if at + _ID_BYTES > len(self._bytes):
-                self._bytes, at = os.urandom(_ID_BYTES * _POOL_IDS), 0
-            self._at = at + _ID_BYTES
-            return self._bytes[at : at + _ID_BYTES]
-
-    def clear(self) -> None:
-        self._bytes, self._at = b"", 0
-        self._lock = threading.Lock()  # a forked child's: free whatever the parent held
+_ids: list[str] = []
 
 
-_POOL = _RandomPool()
-os.register_at_fork(after_in_child=_POOL.clear)
+def _more_ids() -> None:
+    # One system call for many ids: a Response makes several (its own, each input and
+    # output item's), and one call each showed in profiles. The bytes are the same
+    # os.urandom that secrets uses. Two threads may both refill: each id is still
+    # handed out once, since list.pop is atomic.
+    block = os.urandom(_ID_BYTES * _POOL_IDS).hex()
+    width = 2 * _ID_BYTES
+    _ids.extend([block[at : at + width] for at in range(0, len(block), width)])
+
+
+# A forked child must not hand out its parent's ids.
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{_POOL.take().hex()}"
+    """A fresh id such as ``resp_`` and 48 hex digits, from the OS's random bytes."""
+    while True:
+        try:
+            return prefix + "_" + _ids.pop()
+        except IndexError:
+            _more_ids()
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> ApiError:
@@ -77,21 +70,64 @@ class Translation:
     #: The conversation as chat messages, history first, without the instructions (a
     #: follow-up does not inherit them).
     messages: list[Json]
+    #: The request's fields that chat has no place for, left out.
+    dropped: list[str] = field(default_factory=list)
+    #: Which of the request's fields gave chat its ``user``.
+    user_param: str = "user"
+
+    def dropped_by(self, chat_dropped: list[str]) -> list[str]:
+        """What a backend answering left out, as the request named it: the fields the
+        translation left out, then those the provider's adapter left out of the chat
+        body (its ``dropped``) under their Responses names."""
+        if not chat_dropped:
+            return self.dropped
+        names = list(self.dropped)
+        for name in chat_dropped:
+            name = self.user_param if name == "user" else _RESPONSES_NAMES.get(name, name)
+            if name not in names:
+                names.append(name)
+        return names
 
 
 def to_chat(body: Json, history: list[Json] | None = None) -> Translation:
     """Translate a Responses request; raise ApiError(400) on what cannot be translated."""
     model = body.get("model")
-    items = input_items(body.get("input"))
-    messages = list(history or [])
-    calls = _call_ids(messages)
-    for index, item in enumerate(items):
-        _append(messages, item, calls, f"input[{index}]")
-    if not messages:
-        raise _invalid("input must not be empty.", "input")
+    source = body.get("input")
+    if type(source) is str and not history:
+        # The usual first turn: one user message (what the loop below makes of it).
+        items = [_message_item("user", [{"type": "input_text", "text": source}])]
+        messages: list[Json] = [{"role": "user", "content": source}]
+    else:
+        items = input_items(source)
+        messages = list(history or [])
+        calls = _call_ids(messages)
+        for index, item in enumerate(items):
+            _append(messages, item, calls, f"input[{index}]")
+        if not messages:
+            raise _invalid("input must not be empty.", "input")
     chat: Json = {"model": model, "messages": _with_instructions(body, messages)}
     _copy_options(body, chat)
-    return Translation(chat, items, messages)
+    if _CARRIED_WHOLE.issuperset(body):
+        return Translation(chat, items, messages)  # most requests: nothing left out
+    return Translation(
+        chat,
+        items,
+        messages,
+        _left_out(body),
+        "user" if body.get("user") is not None else "safety_identifier",
+    )
+
+
+def _left_out(body: Json) -> list[str]:
+    """The request's fields the translation to chat does not carry."""
+    names = sorted(body.keys() - _CARRIED)
+    if body.get("truncation", "disabled") not in ("disabled", None):
+        names.append("truncation")  # chat never truncates: "disabled" is what it does
+    for outer, inner in (("reasoning", "summary"), ("text", "verbosity")):
+        value = body.get(outer)
+        if isinstance(value, dict) and value.get(inner) is not None:
+            names.append(f"{outer}.{inner}")
+    return names
 
 
 def input_items(value: Any, param: str = "input") -> list[Json]:
@@ -316,14 +352,40 @@ def _with_instructions(body: Json, messages: list[Json]) -> list[Json]:
     raise _invalid("instructions must be a string or an array of messages.", "instructions")
 
 
+_PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "top_logprobs")
+#: Options other than max_output_tokens that _copy_options reads.
+_OPTIONS = frozenset({*_PASSED, "safety_identifier", "reasoning", "tools", "tool_choice", "text"})
+#: Request fields translated to chat, or that the gateway acts on itself; others are left
+#: out and named in x-conduit-dropped-params. (Of reasoning and text, only effort and
+#: format are carried; truncation only as "disabled", chat's own behaviour.)
+_CARRIED = frozenset(
+    {
+        *_OPTIONS,
+        "model",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "stream",
+        "store",
+        "background",
+        "conversation",
+        "previous_response_id",
+        "metadata",
+        "truncation",
+    }
+)
+#: Of those, the ones carried whatever their value.
+_CARRIED_WHOLE = _CARRIED - {"reasoning", "text", "truncation"}
+#: Chat fields an adapter may leave out, under the Responses names they came from.
+_RESPONSES_NAMES = {
+    "max_completion_tokens": "max_output_tokens",
+    "response_format": "text.format",
+    "reasoning_effort": "reasoning.effort",
+    "logprobs": "top_logprobs",
+}
+
+
 def _copy_options(body: Json, chat: Json) -> None:
-    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "top_logprobs"):
-        if body.get(name) is not None:
-            chat[name] = body[name]
-    if chat.get("top_logprobs") is not None:
-        chat["logprobs"] = True
-    if body.get("safety_identifier") is not None and "user" not in chat:
-        chat["user"] = body["safety_identifier"]
     most = body.get("max_output_tokens")
     if most is not None:
         if not isinstance(most, int) or isinstance(most, bool) or most < 16:
@@ -331,6 +393,15 @@ def _copy_options(body: Json, chat: Json) -> None:
                 "max_output_tokens must be an integer of at least 16.", "max_output_tokens"
             )
         chat["max_completion_tokens"] = most
+    if _OPTIONS.isdisjoint(body):
+        return  # most requests: nothing more to read
+    for name in _PASSED:
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    if chat.get("top_logprobs") is not None:
+        chat["logprobs"] = True
+    if body.get("safety_identifier") is not None and "user" not in chat:
+        chat["user"] = body["safety_identifier"]
     effort = (
         (body.get("reasoning") or {}).get("effort")
         if isinstance(body.get("reasoning"), dict)
@@ -503,6 +574,16 @@ def output_of(result: Json) -> tuple[list[Json], str, Json | None]:
     return output, status, incomplete
 
 
+def replayed(history: list[Json], items: list[Json], output: list[Json]) -> list[Json]:
+    """The conversation after a turn, as chat: the history it continued, its input items
+    and its output, as to_chat and as_messages made them when it ran."""
+    messages = list(history)
+    calls = _call_ids(messages)
+    for item in items:
+        _append(messages, item, calls, "previous_response_id")
+    return messages + as_messages(output)
+
+
 def as_messages(output: list[Json]) -> list[Json]:
     """Output items as chat messages, for the history of a follow-up."""
     messages: list[Json] = []
@@ -540,42 +621,97 @@ def response_object(
     error: Json | None = None,
 ) -> Json:
     """The Response object, echoing the request's parameters as OpenAI does."""
-    obj: Json = {
-        "id": response_id,
-        "object": "response",
-        "created_at": created_at,
-        "status": status,
-        "completed_at": int(time.time()) if status == "completed" else None,
-        "error": error,
-        "incomplete_details": incomplete,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "model": model,
-        "output": output or [],
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
-        "store": body.get("store", True),
-        "temperature": body.get("temperature", 1.0),
-        "text": body.get("text") or {"format": {"type": "text"}},
-        "tool_choice": body.get("tool_choice", "auto"),
-        "tools": [_echoed_tool(tool) for tool in body.get("tools") or ()],
-        "top_p": body.get("top_p", 1.0),
-        "truncation": body.get("truncation", "disabled"),
-        "metadata": body.get("metadata") or {},
-        "background": bool(body.get("background", False)),
-    }
+    # A copy of the template, then what varies: a third of the work of a 23-key literal.
+    obj = _RESPONSE.copy()
+    obj["id"] = response_id
+    obj["created_at"] = created_at
+    obj["status"] = status
+    if status == "completed":
+        obj["completed_at"] = int(time.time())
+    if error is not None:
+        obj["error"] = error
+    if incomplete is not None:
+        obj["incomplete_details"] = incomplete
+    obj["model"] = model
+    obj["output"] = output or []
+    # Fresh containers: a Response may be changed by whoever holds it.
+    obj["reasoning"] = {"effort": None, "summary": None}
+    obj["text"] = {"format": {"type": "text"}}
+    obj["tools"] = []
+    obj["metadata"] = {}
     if usage is not None:
         obj["usage"] = usage_object(usage)
-    for name in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
-        if isinstance(body.get(name), str):
-            obj[name] = body[name]
-    conversation = body.get("conversation")
-    if isinstance(conversation, dict):
-        conversation = conversation.get("id")
-    if isinstance(conversation, str):
-        obj["conversation"] = {"id": conversation}
+    # Only the parameters the request names (a few, where a Response has some 20).
+    for name in _ECHOED.intersection(body):
+        value = body[name]
+        if name in _SET_OR_DEFAULT:
+            if value:
+                obj[name] = value
+        elif name in _STRINGS_ONLY:
+            if isinstance(value, str):
+                obj[name] = value
+        elif name == "tools":
+            obj["tools"] = [_echoed_tool(tool) for tool in value or ()]
+        elif name == "background":
+            obj["background"] = bool(value)
+        elif name == "conversation":
+            if isinstance(value, dict):
+                value = value.get("id")
+            if isinstance(value, str):
+                obj["conversation"] = {"id": value}
+        else:
+            obj[name] = value
     return obj
+
+
+#: A Response's fields in OpenAI's order, with the defaults of those a request leaves out.
+_RESPONSE: Json = {
+    "id": None,
+    "object": "response",
+    "created_at": None,
+    "status": None,
+    "completed_at": None,
+    "error": None,
+    "incomplete_details": None,
+    "instructions": None,
+    "max_output_tokens": None,
+    "model": None,
+    "output": None,
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": None,
+    "store": True,
+    "temperature": 1.0,
+    "text": None,
+    "tool_choice": "auto",
+    "tools": None,
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "metadata": None,
+    "background": False,
+}
+#: Echoed when empty or null as their default.
+_SET_OR_DEFAULT = frozenset({"reasoning", "text", "metadata"})
+#: Echoed only when set, and only as strings.
+_STRINGS_ONLY = frozenset({"user", "safety_identifier", "prompt_cache_key", "service_tier"})
+_ECHOED = frozenset(
+    {
+        *_SET_OR_DEFAULT,
+        *_STRINGS_ONLY,
+        "instructions",
+        "max_output_tokens",
+        "parallel_tool_calls",
+        "previous_response_id",
+        "store",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_p",
+        "truncation",
+        "background",
+        "conversation",
+    }
+)
 
 
 # -- streams -------------------------------------------------------------------------------
@@ -628,11 +764,37 @@ def _more_text(chunk: Json) -> str | None:
     return text
 
 
-def _delta_middle(item_id: str, index: int) -> bytes:
-    return b',"item_id":%s,"output_index":%d,"content_index":0,"delta":' % (
-        orjson.dumps(item_id),
-        index,
-    )
+def _delta_middle(quoted_id: bytes, index: int) -> bytes:
+    return b',"item_id":%s,"output_index":%d,"content_index":0,"delta":' % (quoted_id, index)
+
+
+# The output_item.added and content_part.added frames of a text message (sequence
+# numbers, output index and quoted item id filled in), as named_events encodes _text's
+# events: held equal by tests/test_responses_frames.py.
+_OPENED = (
+    b"event: response.output_item.added\n"
+    b'data: {"type":"response.output_item.added","sequence_number":%d,"output_index":%d,'
+    b'"item":{"id":%s,"type":"message","status":"in_progress","role":"assistant",'
+    b'"content":[]}}\n\n'
+    b"event: response.content_part.added\n"
+    b'data: {"type":"response.content_part.added","sequence_number":%d,"item_id":%s,'
+    b'"output_index":%d,"content_index":0,"part":{"type":"output_text","text":"",'
+    b'"annotations":[],"logprobs":[]}}\n\n'
+)
+# And its three closing frames (_close_message's events), the text filled in thrice.
+_CLOSED = (
+    b"event: response.output_text.done\n"
+    b'data: {"type":"response.output_text.done","sequence_number":%d,"item_id":%s,'
+    b'"output_index":%d,"content_index":0,"text":%s,"logprobs":[]}\n\n'
+    b"event: response.content_part.done\n"
+    b'data: {"type":"response.content_part.done","sequence_number":%d,"item_id":%s,'
+    b'"output_index":%d,"content_index":0,"part":{"type":"output_text","text":%s,'
+    b'"annotations":[],"logprobs":[]}}\n\n'
+    b"event: response.output_item.done\n"
+    b'data: {"type":"response.output_item.done","sequence_number":%d,"output_index":%d,'
+    b'"item":{"id":%s,"type":"message","status":"completed","role":"assistant",'
+    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}}\n\n'
+)
 
 
 class EventStream:
@@ -699,7 +861,8 @@ class EventStream:
         """The frames of feed's events for each chunk of a batch (what one read from
         upstream held), and what the route notes of them: the model the provider says
         answered and the usage, in ``reported`` and ``usage``. Most chunks are more text
-        for the open message, one a read: that case is a template."""
+        for the open message, one a read: that case, and the text that opens a message,
+        are templates."""
         frames = []
         for chunk in batch:
             if self.reported is None:
@@ -710,11 +873,35 @@ class EventStream:
             if usage:
                 self.usage = Usage.from_openai(usage)
             current = self._message
-            if current is not None and current.delta_middle:
-                text = _more_text(chunk)
-                if text is not None:
-                    frames.append(self._delta_frame(current, text))
-                    continue
+            if current is None:
+                if not self._calls:
+                    text = _more_text(chunk)
+                    if text is not None:
+                        frames.append(self._open_frames(text))
+                        continue
+            elif current.delta_middle:
+                # _more_text, inline: this runs for every streamed token.
+                choices = chunk.get("choices")
+                if type(choices) is list and len(choices) == 1:
+                    choice = choices[0]
+                    if (
+                        type(choice) is dict
+                        and not choice.get("finish_reason")
+                        and choice.get("index", 0) == 0
+                    ):
+                        delta = choice.get("delta")
+                        if type(delta) is dict:
+                            text = delta.get("content")
+                            if (
+                                type(text) is str
+                                and text
+                                and (
+                                    len(delta) == 1
+                                    or not (delta.get("refusal") or delta.get("tool_calls"))
+                                )
+                            ):
+                                frames.append(self._delta_frame(current, text))
+                                continue
             events = self.feed(chunk)
             if events:
                 frames.append(named_events(events))
@@ -734,13 +921,66 @@ class EventStream:
             _DELTA_TAIL,
         )
 
+    def _open_frames(self, text: str) -> bytes:
+        """What _text's events for the text that opens a message (nothing being open)
+        encode to: the item and its part announced, then the first delta."""
+        index = len(self.output)
+        item_id = new_id("msg")
+        item = {
+            "id": item_id,
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        quoted = orjson.dumps(item_id)
+        current = _Open(index, item, delta_middle=_delta_middle(quoted, index))
+        self._message = current
+        sequence = self.sequence
+        self.sequence = sequence + 2
+        return _OPENED % (sequence, index, quoted, sequence + 1, quoted, index) + self._delta_frame(
+            current, text
+        )
+
+    def _close_frames(self, current: _Open) -> bytes:
+        """What _close_message's events for an open text message encode to."""
+        self._message = None
+        text = "".join(current.text)
+        part = output_text_part(text)
+        item = {**current.item, "status": "completed", "content": [part]}
+        self.output.append(item)
+        sequence = self.sequence
+        self.sequence = sequence + 3
+        quoted, index = orjson.dumps(current.item["id"]), current.index
+        encoded = orjson.dumps(text)
+        return _CLOSED % (
+            sequence,
+            quoted,
+            index,
+            encoded,
+            sequence + 1,
+            quoted,
+            index,
+            encoded,
+            sequence + 2,
+            index,
+            quoted,
+            encoded,
+        )
+
     def finish_frames(self, usage: Usage) -> bytes:
         """finish's events as frames; ``final_encoded`` is then the Response encoded."""
-        events = self._close_message() + self._close_calls()
+        current = self._message
+        if current is not None and not current.refusal:
+            closed = self._close_frames(current)
+        else:
+            closed = named_events(self._close_message())
+        if self._calls:
+            closed += named_events(self._close_calls())
         final, kind = self._final(usage)
         encoded = orjson.dumps(final)
         self.final_encoded = encoded
-        return named_events(events) + self._response_frame(kind, encoded)
+        return closed + self._response_frame(kind, encoded)
 
     def _response_frame(self, kind: str, response: bytes) -> bytes:
         # orjson.dumps of {"type", "sequence_number", "response"} with the Response
@@ -809,7 +1049,7 @@ class EventStream:
                 "content": [],
             }
             index = len(self.output) + len(self._calls)
-            middle = b"" if refusal else _delta_middle(item_id, index)
+            middle = b"" if refusal else _delta_middle(orjson.dumps(item_id), index)
             self._message = _Open(index, item, refusal=refusal, delta_middle=middle)
             events.append(
                 self._event(

@@ -7,6 +7,7 @@ Requests pass through unchanged except ``model`` (the deployment's) and, for str
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import quote, urlencode
 
 from orjson import JSONDecodeError, loads
@@ -109,10 +110,12 @@ class OpenAIAdapter(Adapter):
         # vLLM, Jina and Cohere (base_url .../v2) share this path and shape.
         return await self._post("/rerank", body, model, t)
 
-    @property
+    @functools.cached_property
     def native_responses(self) -> bool:  # type: ignore[override]
         """OpenAI itself serves /responses; an OpenAI-compatible server may not, so others
-        are translated to chat unless the provider's ``options.responses`` says native."""
+        are translated to chat unless the provider's ``options.responses`` says native.
+        Read per Responses request, of a provider that never changes (a changed provider
+        gets a new adapter)."""
         choice = self.provider.options.get("responses")
         if choice in ("native", "translate"):
             return bool(choice == "native")
