@@ -496,7 +496,8 @@ class ResponsesHandler(ProxyHandler):
         doc: Json = {
             "_id": turn.response_id,
             "key": self.key.id,
-            "created_at": self.ctx.clock.now(),
+            # The request's start, as its log entry has it (retention reads this).
+            "created_at": self.entry["created_at"] if self.entry else self.ctx.clock.now(),
             "response": encoded.decode() if encoded is not None else packed(response),
             "items": packed(turn.items),
             "upstream": upstream,
