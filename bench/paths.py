@@ -79,7 +79,12 @@ def load_tree(tree: Path) -> dict[str, ModuleType]:
             "settings": "conduit_tornado.core.settings",
             "clients": "conduit_tornado.routing.clients",
         }
-        return {key: importlib.import_module(name) for key, name in names.items()}
+        mods = {key: importlib.import_module(name) for key, name in names.items()}
+        # Trees since session 9 keep the Response and its stream in modules of their own.
+        for key in ("responses_output", "responses_events"):
+            if importlib.util.find_spec(f"conduit_tornado.formats.{key}") is not None:
+                mods[key] = importlib.import_module(f"conduit_tornado.formats.{key}")
+        return mods
     finally:
         sys.path.remove(str(tree))
 
@@ -121,12 +126,14 @@ def paths(mods: dict[str, ModuleType], pieces: list[Piece]) -> dict[str, Callabl
     body = {"model": "bench", "input": "Stream twenty tokens.", "max_output_tokens": 32}
     usage = mods["base"].Usage(12, 20)
     chat_chunks = [orjson.loads(piece[6:-2]) for piece in pieces if piece.startswith(b"data: {")]
+    output = mods.get("responses_output", responses)
+    streamed = mods.get("responses_events", responses)
 
     def responses_streams(count: int) -> None:
         # As api/responses.py translates: encoded frames where the tree has them.
-        framed = hasattr(responses.EventStream, "batch_frames")
+        framed = hasattr(streamed.EventStream, "batch_frames")
         for _ in range(count):
-            events = responses.EventStream(body, "resp_bench", "bench", 1700000000)
+            events = streamed.EventStream(body, "resp_bench", "bench", 1700000000)
             seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "final": None}
             if framed:
                 events.start_frames()
@@ -150,20 +157,21 @@ def paths(mods: dict[str, ModuleType], pieces: list[Piece]) -> dict[str, Callabl
         # Response, and the parts a stored Response keeps, encoded.
         for _ in range(count):
             turn = responses.to_chat(whole, [])
-            output, status, incomplete = responses.output_of(chat_answer)
-            response = responses.response_object(
+            items, status, incomplete = output.output_of(chat_answer)
+            response = output.response_object(
                 whole,
                 response_id=responses.new_id("resp"),
                 model="bench",
                 created_at=1700000000,
                 status=status,
-                output=output,
+                output=items,
                 usage=usage,
                 incomplete=incomplete,
             )
             orjson.dumps(response)
             orjson.dumps(turn.items)
-            orjson.dumps(turn.messages + responses.as_messages(output))
+            if not hasattr(output, "replayed"):  # earlier trees kept the chat copy too
+                orjson.dumps(turn.messages + output.as_messages(items))
 
     settings = mods["settings"].Settings()
     client = mods["clients"].ClientFactory(settings).client(connect_timeout=5.0)

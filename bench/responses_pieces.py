@@ -47,6 +47,8 @@ def main() -> int:
     from conduit_tornado.api.base import dumps
     from conduit_tornado.core.clock import Clock
     from conduit_tornado.formats import responses as fr
+    from conduit_tornado.formats import responses_events as fe
+    from conduit_tornado.formats import responses_output as fo
     from conduit_tornado.routing.providers.base import Usage
     from conduit_tornado.store.memory import MemoryStore
     from conduit_tornado.store.metered import metered
@@ -60,8 +62,8 @@ def main() -> int:
     clock = Clock()
     store = metered(MemoryStore())
     turn = fr.to_chat(body, [])
-    output, status, incomplete = fr.output_of(answer)
-    response = fr.response_object(
+    output, status, incomplete = fo.output_of(answer)
+    response = fo.response_object(
         body,
         response_id="resp_x",
         model="bench",
@@ -82,7 +84,7 @@ def main() -> int:
             coroutine.send(None)
 
     def translated_stream() -> None:
-        events = fr.EventStream(streamed, "resp_x", "bench", 1)
+        events = fe.EventStream(streamed, "resp_x", "bench", 1)
         events.start_frames()
         for chunk in chunks:
             events.batch_frames([chunk])
@@ -110,10 +112,10 @@ def main() -> int:
             20_000,
         ),
         ("to_chat (input items, chat body)", lambda: fr.to_chat(body, []), 20_000),
-        ("output_of (chat answer to output items)", lambda: fr.output_of(answer), 20_000),
+        ("output_of (chat answer to output items)", lambda: fo.output_of(answer), 20_000),
         (
             "response_object",
-            lambda: fr.response_object(
+            lambda: fo.response_object(
                 body,
                 response_id="resp_x",
                 model="bench",
@@ -129,12 +131,11 @@ def main() -> int:
         ("encoding the Response", lambda: dumps(response), 20_000),
         ("  chat: encoding its answer", lambda: dumps(answer), 20_000),
         (
-            "stored document (items, messages, clock)",
+            "stored document (the Response, its items)",
             lambda: {
                 "created_at": clock.now(),
                 "response": encoded.decode(),
                 "items": route.packed(turn.items),
-                "messages": route.packed(turn.messages + fr.as_messages(output)),
             },
             20_000,
         ),

@@ -1,5 +1,5 @@
 """The encoded Responses stream (EventStream.start_frames, feed_frames, finish_frames in
-formats/responses.py) is byte for byte what the event dicts (start, feed, finish) give
+formats/responses_events.py) is byte for byte what the event dicts (start, feed, finish) give
 through named_events: the frames take shortcuts (a text delta from a template, the
 Response encoded once), and a client must not be able to tell. Chunk sequences come from
 hypothesis, mixing text, refusals, tool calls, finish reasons, usage-only chunks, other
@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conduit_tornado.formats import responses
-from conduit_tornado.formats.responses import EventStream, new_id
+from conduit_tornado.formats import responses_events, responses_output
+from conduit_tornado.formats.responses import new_id
+from conduit_tornado.formats.responses_events import EventStream
 from conduit_tornado.formats.sse import named_events
 from conduit_tornado.routing.providers.base import Usage
 
@@ -77,7 +78,7 @@ FRAMES = settings(
 def counted_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids from a counter that each stream restarts, so two streams fed alike name their
     items alike (only the ids are random otherwise)."""
-    monkeypatch.setattr(responses, "new_id", _counted)
+    monkeypatch.setattr(responses_events, "new_id", _counted)
 
 
 _counter = itertools.count()
@@ -132,7 +133,7 @@ def test_frames_are_the_events_encoded(chunks: list[Any], sizes: list[int]) -> N
     usage = Usage(12, 20)
     with pytest.MonkeyPatch.context() as patch:
         # completed_at is the clock's second: the same one for both streams.
-        patch.setattr(responses, "time", SimpleNamespace(time=lambda: 1700000100.5))
+        patch.setattr(responses_output, "time", SimpleNamespace(time=lambda: 1700000100.5))
         expected, by_dicts = _by_dicts(orjson.loads(orjson.dumps(chunks)), usage)
         got, by_frames = _by_frames(orjson.loads(orjson.dumps(chunks)), usage, sizes)
     assert got == expected

@@ -2,7 +2,7 @@
 /v1/responses/{id}, GET /v1/responses/{id}/input_items, POST /v1/responses/input_tokens
 and POST /v1/responses/{id}/cancel.
 
-Every backend is reached through its chat adapter (formats/responses.py translates both
+Every backend is reached through its chat adapter (formats/responses*.py translate both
 ways), with the same keys, limits, routing, usage, cost and request log as chat. A stored
 response (``store`` is true unless the client says otherwise) is kept under its
 ``resp_`` id with the conversation that led to it, owned by the key that made it, so a
@@ -26,17 +26,19 @@ import tornado.web
 from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.responses import (
-    EventStream,
     Translation,
-    as_messages,
-    chat_shape_ok,
     messages_of,
     new_id,
-    output_of,
     relayed_items,
+    to_chat,
+)
+from conduit_tornado.formats.responses_events import EventStream
+from conduit_tornado.formats.responses_output import (
+    as_messages,
+    chat_shape_ok,
+    output_of,
     replayed,
     response_object,
-    to_chat,
 )
 from conduit_tornado.routing.catalog import ModelRoute
 from conduit_tornado.routing.providers.base import (
