@@ -246,6 +246,9 @@ async def test_request_too_large_names_its_setting(start_gateway: GatewayFactory
     assert "2048" in r.json()["error"]["message"]
 
 
+RESET = r"(\d+h)?(\d+m)?\d+s"
+
+
 async def test_rate_limit_refusals_carry_openai_headers(wired: Wired) -> None:
     limited = await wired.admin.create_key(name="slow", rpm=1)
     tokens = await wired.admin.create_key(name="thrifty", tpm=10)
@@ -265,12 +268,13 @@ async def test_rate_limit_refusals_carry_openai_headers(wired: Wired) -> None:
     assert second.json()["error"]["code"] == "rate_limit_exceeded"
     assert second.headers["x-ratelimit-limit-requests"] == "1"
     assert second.headers["x-ratelimit-remaining-requests"] == "0"
-    assert re.fullmatch(r"\d+s", second.headers["x-ratelimit-reset-requests"])
+    # OpenAI's duration format: a reset a whole minute away reads "1m0s".
+    assert re.fullmatch(RESET, second.headers["x-ratelimit-reset-requests"])
     assert "x-ratelimit-limit-requests" in _raw_names(second)  # lowercase, as on answers
     assert refused_tokens.status_code == 429
     assert refused_tokens.json()["error"]["code"] == "tokens_rate_limit_exceeded"
     assert refused_tokens.headers["x-ratelimit-limit-tokens"] == "10"
-    assert re.fullmatch(r"\d+s", refused_tokens.headers["x-ratelimit-reset-tokens"])
+    assert re.fullmatch(RESET, refused_tokens.headers["x-ratelimit-reset-tokens"])
 
 
 async def test_dropped_params_header_is_lowercase(wired: Wired) -> None:
