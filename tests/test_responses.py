@@ -336,6 +336,33 @@ async def test_background_runs_after_the_answer_and_is_read_back(wired: Wired) -
     assert entry["endpoint"] == "responses" and entry["completion_tokens"] == 4
 
 
+async def test_a_follow_up_of_a_response_still_running_is_refused(wired: Wired) -> None:
+    wired.fake.then(delay=30)
+    async with wired.client() as client:
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(model="gpt", input="next", previous_response_id=queued.id)
+        error: Any = caught.value.body  # the SDK's: the envelope's error
+        validate({"error": error}, "ErrorResponse")
+        assert error["param"] == "previous_response_id"
+        assert error["code"] == "previous_response_in_progress"
+        assert "in progress" in error["message"]
+        # Over the WebSocket mode too (the same prior()).
+        async with client.responses.connect() as conn:
+            await conn.response.create(model="gpt", input="next", previous_response_id=queued.id)
+            async for event in conn:
+                assert event.type == "error" and event.status == 400
+                assert event.error.code == "previous_response_in_progress"
+                break
+        await client.responses.cancel(queued.id)
+    await settled(wired.gateway)
+    assert wired.gateway.ctx is not None
+    await wired.gateway.ctx.recorder.flush()
+    logs = await wired.gateway.ctx.store.find("request_logs", {"endpoint": "responses"})
+    assert len(logs) == 1  # the background run's: the refused follow-ups cost nothing
+    assert not any("next" in json.dumps(request.body) for request in wired.fake.requests)
+
+
 async def test_cancel_stops_a_run_and_frees_its_parallel_slot(wired: Wired) -> None:
     key = (await wired.admin.create_key(name="one-at-a-time", max_parallel=1))["key"]
     wired.fake.then(delay=30)

@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from conduit_tornado import Gateway
+from conduit_tornado.api.responses import KEPT
 from tests.conftest import settled
 from tests.fakes.providers import PROMPT_TOKENS
 from tests.openai_schemas import validate
@@ -99,6 +100,9 @@ async def test_lanes_errors_and_the_http_fallback(wired: Wired) -> None:
         assert (await recv())["error"]["code"] == "unsupported_value"
         await ws.send("{not json")
         assert (await recv())["status"] == 400
+        await send({"type": "response.create", "model": "mock", "input": "x", "generate": "no"})
+        refused = await recv()
+        assert refused["status"] == 400 and refused["error"]["param"] == "generate"
         # Each event of a lane carries its stream_id; the socket goes on after errors.
         await send({"type": "response.create", "model": "mock", "input": "hi", "stream_id": "a"})
         events = []
@@ -154,3 +158,120 @@ async def test_key_limits_apply_per_turn(wired: Wired) -> None:
         assert error.type == "error" and error.status == 403
         await conn.response.create(model="mock", input="x")
         assert (await _until_done(conn))[-1].type == "response.completed"
+
+
+def _said_in_order(body: dict[str, Any], *texts: str) -> bool:
+    said = json.dumps(body)
+    places = [said.find(text) for text in texts]
+    return -1 not in places and places == sorted(places)
+
+
+@pytest.mark.parametrize("model", ["claude", "gpt-native"])
+async def test_store_false_responses_chain_on_their_own_socket(wired: Wired, model: str) -> None:
+    await _native(wired)
+    async with wired.client() as client:
+        async with client.responses.connect() as conn:
+            await conn.response.create(model=model, input="My name is Ada.", store=False)
+            first = (await _until_done(conn))[-1].response
+            await conn.response.create(
+                model=model, input="What is my name?", previous_response_id=first.id, store=False
+            )
+            second = await _until_done(conn)
+            assert second[-1].type == "response.completed", second[-1]
+            assert second[-1].response.previous_response_id == first.id
+            # The upstream got the whole conversation, from the socket's memory.
+            upstream = wired.fake.requests[-1].body
+            assert _said_in_order(upstream, "My name is Ada.", "Hello", "What is my name?")
+            assert upstream.get("previous_response_id") is None  # nothing stored upstream
+        with pytest.raises(openai.NotFoundError):  # nothing was stored
+            await client.responses.retrieve(first.id)
+        # Another socket of the same key, or HTTP, has no such response.
+        async with client.responses.connect() as other:
+            await other.response.create(model=model, input="x", previous_response_id=first.id)
+            (error,) = await _until_done(other)
+            assert error.type == "error" and error.status == 404
+            assert error.error.code == "previous_response_not_found"
+            assert error.error.param == "previous_response_id"
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.create(model=model, input="x", previous_response_id=first.id)
+
+
+async def test_a_socket_keeps_only_its_last_responses_and_only_for_its_key(wired: Wired) -> None:
+    async with wired.client() as client, client.responses.connect() as conn:
+        made = []
+        for n in range(KEPT + 1):
+            await conn.response.create(model="mock", input=f"turn {n}", store=False)
+            made.append((await _until_done(conn))[-1].response.id)
+        await conn.response.create(model="mock", input="x", previous_response_id=made[1])
+        assert (await _until_done(conn))[-1].type == "response.completed"
+        await conn.response.create(model="mock", input="x", previous_response_id=made[0])
+        (error,) = await _until_done(conn)
+        assert error.type == "error" and error.error.code == "previous_response_not_found"
+    # A stored response of another key is no more reachable over a socket than over HTTP.
+    other = (await wired.admin.create_key(name="other"))["key"]
+    async with (
+        openai.AsyncOpenAI(base_url=wired.gateway.url + "/v1", api_key=other) as theirs,
+        theirs.responses.connect() as conn,
+    ):
+        await conn.response.create(model="mock", input="mine")
+        theirs_id = (await _until_done(conn))[-1].response.id
+    async with wired.client() as client, client.responses.connect() as conn:
+        await conn.response.create(model="mock", input="x", previous_response_id=theirs_id)
+        (error,) = await _until_done(conn)
+        assert error.type == "error" and error.status == 404
+
+
+async def test_generate_false_prepares_a_response_without_a_model_call(wired: Wired) -> None:
+    before = len(wired.fake.requests)
+    async with wired.client() as client:
+        async with client.responses.connect() as conn:
+            await conn.response.create(
+                model="claude",
+                input="My name is Ada.",
+                instructions="Be brief.",
+                generate=False,
+                store=False,
+            )
+            events = await _until_done(conn)
+            assert [e.type for e in events] == ["response.created", "response.completed"]
+            for event in events:
+                validate(event.model_dump(mode="json", exclude_unset=True), "ResponseStreamEvent")
+            warm = events[-1].response
+            assert warm.status == "completed" and warm.output == []
+            assert warm.instructions == "Be brief."
+            assert warm.usage is not None and warm.usage.total_tokens == 0
+            assert warm.usage.input_tokens == 0 and warm.usage.output_tokens == 0
+            assert len(wired.fake.requests) == before  # no model call
+            # The warm-up is what the next turn continues.
+            await conn.response.create(
+                model="claude", input="What is my name?", previous_response_id=warm.id
+            )
+            answered = await _until_done(conn)
+            assert answered[-1].type == "response.completed"
+            assert _said_in_order(wired.fake.requests[-1].body, "My name is Ada.", "What is my")
+            # As for any follow-up, instructions are not inherited (the Response echoes them).
+            assert "Be brief." not in json.dumps(wired.fake.requests[-1].body)
+            # Stored (store true): read back with its input items; and with no input at all.
+            await conn.response.create(model="claude", input="Kept", generate=False)
+            kept = (await _until_done(conn))[-1].response
+            await conn.response.create(model="claude", instructions="Tools only.", generate=False)
+            bare = await _until_done(conn)
+            assert bare[-1].type == "response.completed" and bare[-1].response.output == []
+        assert len(wired.fake.requests) == before + 1
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(warm.id)
+        again = await client.responses.retrieve(kept.id)
+        assert again.status == "completed" and again.output == []
+        items = await client.responses.input_items.list(kept.id)
+        assert [item.type for item in items.data] == ["message"]
+        follow = await client.responses.create(
+            model="claude", input="And now?", previous_response_id=kept.id
+        )
+        assert follow.status == "completed"
+    assert _said_in_order(wired.fake.requests[-1].body, "Kept", "And now?")
+    await settled(wired.gateway)
+    logs = await _logs(wired.gateway)
+    warmups = [entry for entry in logs if not entry.get("provider")]
+    assert len(logs) == 5 and len(warmups) == 3
+    for entry in warmups:  # logged, billed nothing
+        assert entry["status"] == 200 and entry["total_tokens"] == 0 and entry["cost"] == 0

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,9 @@ from .proxy import ProxyHandler, named_events
 
 RESPONSES = "responses"
 UNFINISHED = ("queued", "in_progress")
+#: Responses a WebSocket keeps for follow-ups on it: as many as it has lanes
+#: (responses_socket.MAX_LANES), so each lane's last one is there.
+KEPT = 8
 log = logging.getLogger("conduit.responses")
 
 
@@ -116,6 +120,32 @@ class Prior:
     upstream: Json | None = None
 
 
+class Kept:
+    """What one WebSocket (api/responses_socket.py) keeps of the responses it made, so
+    that a follow-up on the same socket can continue one that was never stored (store
+    false: the agent loops of Zero Data Retention), as OpenAI's connection-local cache
+    does: the last KEPT, each what prior() reads of a stored one (conversation_after's
+    parts, the upstream) and the key that made it. Nothing outlives the socket: this is
+    its memory, not the store's."""
+
+    def __init__(self) -> None:
+        self._docs: OrderedDict[str, Json] = OrderedDict()
+
+    def keep(self, response_id: str, doc: Json) -> None:
+        self._docs[response_id] = doc
+        self._docs.move_to_end(response_id)
+        if len(self._docs) > KEPT:
+            self._docs.popitem(last=False)
+
+    def get(self, response_id: str, key_id: str) -> Json | None:
+        """The kept response, if the calling key made it."""
+        doc = self._docs.get(response_id)
+        return doc if doc is not None and doc["key"] == key_id else None
+
+    def clear(self) -> None:
+        self._docs.clear()
+
+
 async def owned_response(handler: ClientHandler, response_id: str, param: str | None = None) -> Doc:
     """A stored response of the calling key, as stored; another key's is reported missing."""
     doc = await handler.ctx.store.get(RESPONSES, response_id)
@@ -124,9 +154,32 @@ async def owned_response(handler: ClientHandler, response_id: str, param: str | 
     return doc
 
 
-async def prior(handler: ClientHandler, body: Json) -> Prior:
+async def current(handler: ClientHandler, doc: Json) -> Json:
+    """A stored response (parts decoded) as it stands: one left unfinished by a gateway
+    that stopped without recording the end (killed, or the store was down then) is
+    recorded failed, rather than left in progress for ever."""
+    if doc.get("status") in UNFINISHED and not await _running(handler, doc):
+        await _end(
+            handler.ctx.store,
+            doc["response"],
+            "The gateway running this response stopped before it finished; send the request again.",
+        )
+        doc = unpacked(await handler.ctx.store.get(RESPONSES, doc["_id"]) or doc)
+    return doc
+
+
+async def _running(handler: ClientHandler, doc: Json) -> bool:
+    runner = doc.get("runner")
+    if runner == handler.ctx.limiter.instance:
+        return doc["_id"] in handler.ctx.in_flight.runs
+    seen = await handler.ctx.store.get(INSTANCES, str(runner))
+    return seen is not None and seen["seen"] >= handler.ctx.clock.now() - INSTANCE_TTL
+
+
+async def prior(handler: ClientHandler, body: Json, kept: Kept | None = None) -> Prior:
     """The history a request continues: its conversation's items, or the conversation
-    that led to its previous_response_id."""
+    that led to its previous_response_id (``kept``: a WebSocket's own responses, looked
+    at before the store)."""
     if body.get("conversation") is not None:
         conv_id = conversation_id(body["conversation"])
         await owned_conversation(handler, conv_id, "conversation")
@@ -136,7 +189,19 @@ async def prior(handler: ClientHandler, body: Json) -> Prior:
         return Prior()
     if not isinstance(previous, str):
         raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
-    doc = unpacked(await owned_response(handler, previous, "previous_response_id"))
+    doc = kept.get(previous, handler.key.id) if kept is not None else None
+    if doc is None:
+        stored = unpacked(await owned_response(handler, previous, "previous_response_id"))
+        doc = await current(handler, stored)
+        if doc.get("status") in UNFINISHED:
+            # Its output is not there yet: a follow-up now would continue without it.
+            raise ApiError(
+                400,
+                f"Previous response with id '{previous}' is still in progress; wait until "
+                "it has finished (GET /v1/responses/{id}) before continuing from it.",
+                param="previous_response_id",
+                code="previous_response_in_progress",
+            )
     return Prior(conversation_after(doc), doc.get("upstream"))
 
 
@@ -155,25 +220,7 @@ class Owned(ClientHandler):
 
     async def owned(self, response_id: str) -> Json:
         """The response with its parts decoded."""
-        doc = unpacked(await owned_response(self, response_id))
-        if doc.get("status") in UNFINISHED and not await self._running(doc):
-            # Its gateway stopped without recording the end (killed, or the store was
-            # down then): say so, rather than leave it in progress for ever.
-            await _end(
-                self.ctx.store,
-                doc["response"],
-                "The gateway running this response stopped before it finished; send the "
-                "request again.",
-            )
-            doc = unpacked(await self.ctx.store.get(RESPONSES, response_id) or doc)
-        return doc
-
-    async def _running(self, doc: Json) -> bool:
-        runner = doc.get("runner")
-        if runner == self.ctx.limiter.instance:
-            return doc["_id"] in self.ctx.in_flight.runs
-        seen = await self.ctx.store.get(INSTANCES, str(runner))
-        return seen is not None and seen["seen"] >= self.ctx.clock.now() - INSTANCE_TTL
+        return await current(self, unpacked(await owned_response(self, response_id)))
 
 
 @dataclass
@@ -244,6 +291,16 @@ class Turn:
         before = self.translation.messages if self.translation is not None else []
         return before + as_messages(output)
 
+    def replay(self, output: list[Json]) -> tuple[str, list[Json]] | None:
+        """What conversation_after needs of this turn besides its items and output, under
+        its name: the whole conversation when relayed as sent (the items may hold what the
+        translation cannot replay), else the history it continued, if any."""
+        if self.translation is None:
+            return "messages", self.messages(output)
+        if self.prior.messages:
+            return "history", self.prior.messages
+        return None
+
 
 #: Parameters the gateway acts on itself and never passes to a provider.
 _GATEWAY_ONLY = frozenset({"model", "background", "conversation", "previous_response_id", "stream"})
@@ -264,6 +321,10 @@ def _native_usage(answer: Json) -> Usage | None:
 class ResponsesHandler(ProxyHandler):
     endpoint = "responses"
     _detached = False  # a background run owns the log entry and the grant
+    #: Set on a WebSocket's turns (api/responses_socket.py): the socket's own responses,
+    #: and whether this one generates (``generate`` false: a warm-up).
+    kept: Kept | None = None
+    generate = True
 
     @staticmethod
     def upgrade_handler() -> type[tornado.web.RequestHandler]:
@@ -303,16 +364,19 @@ class ResponsesHandler(ProxyHandler):
         if body.get("conversation") is None and body.get("previous_response_id") is None:
             before = Prior()  # nothing to read (prior would find the same)
         else:
-            before = await prior(self, body)
+            before = await prior(self, body, self.kept)
         user = body.get("user") or body.get("safety_identifier")
         route = self.resolve(
             {"model": body.get("model"), "user": user, "stream": body.get("stream")}
         )
         try:
-            translated = to_chat(body, before.messages)
-            translation: Translation | None = translated
-            problem = None
-            items = translated.items
+            if self.generate or body.get("input") or before.messages:
+                translated = to_chat(body, before.messages)
+                translation: Translation | None = translated
+                problem = None
+                items = translated.items
+            else:  # a warm-up may bring only instructions and tools: nothing to translate
+                translation, problem, items = None, None, []
         except ApiError as exc:
             # Hosted tools, file inputs and other items only OpenAI's own API takes: fine
             # when a provider in this model's plan relays Responses natively.
@@ -331,6 +395,9 @@ class ResponsesHandler(ProxyHandler):
             translation,
             problem,
         )
+        if not self.generate:
+            await self._prepare(turn)
+            return
         if translation is not None:
             await self.admit(translation.chat)
         else:
@@ -381,6 +448,23 @@ class ResponsesHandler(ProxyHandler):
             response = turn.response(status, output=output, usage=usage, incomplete=incomplete)
         cost = self.account(usage, self.outcome, reported if isinstance(reported, str) else None)
         return response, upstream, cost
+
+    async def _prepare(self, turn: Turn) -> None:
+        """``generate`` false (the WebSocket mode's warm-up): no model call, nothing billed
+        or counted against the key's limits; a completed Response with no output and zero
+        usage, kept (stored, or in the socket) with its input items so that a follow-up
+        can continue from it. Its log entry says so: no provider, zero tokens, no cost."""
+        assert self.entry is not None
+        self.entry.update(
+            prompt_tokens=0, completion_tokens=0, total_tokens=0, cost=0.0, unpriced=False
+        )
+        events = EventStream(turn.body, turn.response_id, turn.model, turn.created_at)
+        frames = events.prepared_frames()
+        assert events.final is not None
+        await self._save(turn, events.final, None, events.final_encoded)
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(frames)
 
     # -- background -----------------------------------------------------------------------
 
@@ -493,6 +577,18 @@ class ResponsesHandler(ProxyHandler):
             return
         if turn.body.get("conversation") is not None:
             await self._record(turn, response)
+        replay = turn.replay(response["output"])
+        if self.kept is not None:
+            # The socket's own copy, read before the store (the only one with store false).
+            kept: Json = {
+                "key": self.key.id,
+                "items": turn.items,
+                "response": {"output": response["output"]},
+                "upstream": upstream,
+            }
+            if replay is not None:
+                kept[replay[0]] = replay[1]
+            self.kept.keep(turn.response_id, kept)
         if turn.body.get("store") is False:
             return
         doc: Json = {
@@ -504,11 +600,8 @@ class ResponsesHandler(ProxyHandler):
             "items": packed(turn.items),
             "upstream": upstream,
         }
-        if turn.translation is None:
-            # Relayed as sent: the items may hold what the translation cannot replay.
-            doc["messages"] = packed(turn.messages(response["output"]))
-        elif turn.prior.messages:
-            doc["history"] = packed(turn.prior.messages)  # conversation_after replays it
+        if replay is not None:
+            doc[replay[0]] = packed(replay[1])  # what conversation_after replays
         await self.ctx.store.insert(RESPONSES, doc)
 
     # -- streaming ------------------------------------------------------------------------

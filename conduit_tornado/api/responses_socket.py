@@ -12,6 +12,11 @@ events carrying the HTTP status.
 Requests with the same ``stream_id`` (a lane) are answered in order; lanes run side by
 side, at most MAX_LANES per socket. ``background`` is refused (as OpenAI does on this
 transport), and so is ``response.steer`` (not supported by this gateway yet).
+
+As OpenAI's connection-local cache does, the socket keeps its last few responses in
+memory (responses.Kept), so a follow-up naming one continues it even when it was not
+stored (``store`` false); they go with the socket. ``generate`` false is a warm-up: a
+response with no output and no model call, to continue from (ResponsesHandler._prepare).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from conduit_tornado.server.http import RequestContext
 from conduit_tornado.server.tornado_private import body_complete, start_streaming_handler
 
 from .base import ApiResponses, bearer_token
-from .responses import ResponsesHandler
+from .responses import Kept, ResponsesHandler
 
 log = logging.getLogger("conduit.responses")
 MAX_LANES = 8  # lanes answered side by side on one socket
@@ -51,6 +56,11 @@ def _done() -> asyncio.Future[None]:
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     future.set_result(None)
     return future
+
+
+#: Fields of a response.create event that are not its POST body: the event's own, and
+#: ``generate`` (WebSocket-only: the handler is told it on its own, see _turn).
+_NOT_THE_BODY = frozenset({"type", "stream_id", "generate"})
 
 
 class Turn(HTTPConnection):
@@ -135,11 +145,12 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
     def initialize(self) -> None:
         self.ctx: Context = self.application.settings["conduit"]
         self.key: VirtualKey | None = None
-        self._lanes: dict[str | None, asyncio.Queue[bytes]] = {}
+        self._lanes: dict[str | None, asyncio.Queue[tuple[bytes, bool]]] = {}
         self._workers: dict[str | None, asyncio.Task[None]] = {}
         self._turns: set[Turn] = set()
         self._queued = 0
         self._closed = False
+        self._kept = Kept()  # this socket's last responses, for its follow-ups
 
     async def prepare(self) -> None:
         self.refuse_loops()
@@ -206,6 +217,10 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                 "background",
             )
             return
+        generate = event.get("generate", True)
+        if generate is not True and generate is not False:
+            self.send_error_event(400, "generate must be a boolean.", lane, "generate")
+            return
         if self._queued >= MAX_QUEUED or (
             lane not in self._lanes and len(self._lanes) >= MAX_LANES
         ):
@@ -217,21 +232,21 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                 code="too_many_requests",
             )
             return
-        body = {k: v for k, v in event.items() if k not in ("type", "stream_id")}
+        body = {k: v for k, v in event.items() if k not in _NOT_THE_BODY}
         body["stream"] = True
         queue = self._lanes.get(lane)
         if queue is None:
             queue = self._lanes[lane] = asyncio.Queue()
             self._workers[lane] = asyncio.ensure_future(self._lane(lane, queue))
         self._queued += 1
-        queue.put_nowait(orjson.dumps(body))
+        queue.put_nowait((orjson.dumps(body), generate))
 
-    async def _lane(self, lane: str | None, queue: asyncio.Queue[bytes]) -> None:
+    async def _lane(self, lane: str | None, queue: asyncio.Queue[tuple[bytes, bool]]) -> None:
         while not self._closed:
-            body = await queue.get()
+            body, generate = await queue.get()
             self._queued -= 1
             try:
-                await self._turn(body, lane)
+                await self._turn(body, lane, generate)
             except Exception:  # a bug in the relay: this turn is lost, the socket goes on
                 log.exception("responses websocket turn failed")
                 self.send_error_event(500, "The gateway failed while answering.", lane)
@@ -240,7 +255,7 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                 self._workers.pop(lane, None)
                 return
 
-    async def _turn(self, body: bytes, lane: str | None) -> None:
+    async def _turn(self, body: bytes, lane: str | None, generate: bool) -> None:
         """One POST /v1/responses, served in process by ResponsesHandler."""
         turn = Turn(self, lane)
         headers = HTTPHeaders(
@@ -260,6 +275,8 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             headers=headers,
         )
         handler = ResponsesHandler(self.application, request)
+        handler.kept = self._kept
+        handler.generate = generate
         self._turns.add(turn)
         try:
             await start_streaming_handler(handler, request, [])
@@ -317,3 +334,4 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             worker.cancel()
         self._lanes.clear()
         self._workers.clear()
+        self._kept.clear()  # what the socket kept goes with it

@@ -157,6 +157,17 @@ class EventStream:
             "response.in_progress", snapshot
         )
 
+    def prepared_frames(self) -> bytes:
+        """The events of a response that generates nothing (``generate`` false, the
+        WebSocket mode's warm-up): created, then completed with no output and zero usage;
+        ``final`` and ``final_encoded`` are then that Response."""
+        created = self._response_frame(
+            "response.created", orjson.dumps(self.response("in_progress"))
+        )
+        self.final = self.response("completed", usage=Usage())
+        self.final_encoded = orjson.dumps(self.final)
+        return created + self._response_frame("response.completed", self.final_encoded)
+
     def batch_frames(self, batch: list[Json]) -> bytes:
         """The frames of feed's events for each chunk of a batch (what one read from
         upstream held), and what the route notes of them: the model the provider says
