@@ -487,6 +487,59 @@ async def test_responses_in_a_conversation_carry_and_grow_it(wired: Wired) -> No
     assert roles == ["user", "user", "assistant", "user", "assistant"]
 
 
+async def test_a_conversation_refuses_an_output_without_its_call(wired: Wired) -> None:
+    """Stored, an orphan function_call_output would make every response continuing the
+    conversation fail: it is refused where it is added, naming the item."""
+    orphan = {"type": "function_call_output", "call_id": "zz", "output": "x"}
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+    assert wired.gateway.ctx is not None
+    store = wired.gateway.ctx.store
+    auth = {"Authorization": f"Bearer {wired.key}"}
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, headers=auth) as http:
+        refused = await http.post(
+            "/v1/conversations", json={"items": [{"role": "user", "content": "hi"}, orphan]}
+        )
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["param"] == "items[1]"
+        assert error["message"] == "No tool call found for function call output with call_id zz."
+        assert await store.count("conversations", {}) == 0
+        # A call earlier in the same request answers it.
+        made = await http.post(
+            "/v1/conversations", json={"items": [call, {**orphan, "call_id": "c1"}]}
+        )
+        assert made.status_code == 200
+        conv_id = made.json()["id"]
+        held = await store.count("conversation_items", {})
+        refused = await http.post(f"/v1/conversations/{conv_id}/items", json={"items": [orphan]})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "items[0]"
+        assert await store.count("conversation_items", {}) == held
+        # A call the conversation holds answers it, one stored before items carried the
+        # call id outside their text too.
+        added = await http.post(
+            f"/v1/conversations/{conv_id}/items", json={"items": [{**orphan, "call_id": "c1"}]}
+        )
+        assert added.status_code == 200
+        legacy = {**call, "id": "fc_legacy", "call_id": "old", "status": "completed"}
+        await store.insert(
+            "conversation_items",
+            {
+                "_id": f"{conv_id}:fc_legacy",
+                "conversation": conv_id,
+                "seq": 1,
+                "created_at": wired.gateway.ctx.clock.now(),
+                "item": json.dumps(legacy),
+            },
+        )
+        added = await http.post(
+            f"/v1/conversations/{conv_id}/items", json={"items": [{**orphan, "call_id": "old"}]}
+        )
+        assert added.status_code == 200
+    async with wired.client() as client:
+        answer = await client.responses.create(model="gpt", input="go on", conversation=conv_id)
+        assert answer.status == "completed"
+
+
 async def test_a_conversation_belongs_to_its_key(wired: Wired) -> None:
     other = (await wired.admin.create_key(name="other"))["key"]
     async with wired.client() as client:

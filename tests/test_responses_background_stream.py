@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import settled
 from tests.openai_schemas import validate
 from tests.proxy_setup import Wired
+from tests.test_responses import _native
 
 pytestmark = pytest.mark.asyncio
 LONG = "one two three four five six seven eight nine ten"
@@ -141,3 +142,71 @@ async def test_the_event_log_on_every_store(wired_store: Wired) -> None:
             response_id, stream=True, starting_after=len(events) - 1
         )
         assert [e async for e in last] == []
+
+
+@pytest.mark.parametrize("model", ["gpt", "gpt-native"])
+async def test_a_background_stream_starts_queued(wired: Wired, model: str) -> None:
+    """As the POST without stream answers, and as OpenAI streams it: created queued, then
+    response.queued, then response.in_progress when it runs, numbered for replay."""
+    await _native(wired)
+    async with wired.client() as client:
+        queued = await client.responses.create(model=model, input="Say hello", background=True)
+        assert queued.status == "queued"
+        stream = await client.responses.create(
+            model=model, input="Say hello", background=True, stream=True
+        )
+        events = [event async for event in stream]
+        for event in events:
+            validate(_data(event), "ResponseStreamEvent")
+        kinds = [(e.type, getattr(getattr(e, "response", None), "status", None)) for e in events]
+        assert kinds[:3] == [
+            ("response.created", "queued"),
+            ("response.queued", "queued"),
+            ("response.in_progress", "in_progress"),
+        ]
+        assert kinds[-1] == ("response.completed", "completed")
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        replay = await client.responses.retrieve(
+            events[0].response.id, stream=True, starting_after=0
+        )
+        assert [_data(e) async for e in replay] == [_data(e) for e in events[1:]]
+
+
+async def test_a_cancelled_stream_ends_with_what_was_made(wired: Wired) -> None:
+    """A cancel mid-stream: the stream ends with the Response, cancelled, through the
+    SDK's stream state; retrieved, it holds the text made so far and the billed usage."""
+    wired.fake.then(chunk_delay=0.2, text=LONG)
+    async with (
+        wired.client() as client,
+        client.responses.stream(model="gpt", input="Count", background=True) as stream,
+    ):
+        seen = []
+        async for event in stream:
+            seen.append(event)
+            if event.type == "response.output_text.delta":
+                cancelled = await client.responses.cancel(seen[0].response.id)
+                break
+        async with asyncio.timeout(10):
+            rest = [event async for event in stream]
+        events = [*seen, *rest]
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        last = events[-1]
+        assert last.type == "response.completed" and last.response.status == "cancelled"
+        done = [e for e in events if e.type == "response.output_item.done"]
+        assert len(done) == 1 and done[0].item.status == "incomplete"
+        made = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert made and LONG.startswith(made) and made != LONG
+        assert last.response.output_text == made
+        # The cancel answers what is stored: the same Response.
+        assert cancelled.status == "cancelled" and cancelled.output_text == made
+        stored = await client.responses.retrieve(last.response.id)
+        assert stored.status == "cancelled" and stored.output_text == made
+        assert stored.usage is not None and stored.usage.output_tokens > 0
+        replay = await client.responses.retrieve(last.response.id, stream=True)
+        end = [e async for e in replay][-1]
+        assert end.type == "response.completed" and end.sequence_number == last.sequence_number
+        assert end.response.status == "cancelled" and end.response.output_text == made
+    await settled(wired.gateway)
+    entry = (await wired.admin.logs())["data"][0]
+    assert entry["status"] == 499
+    assert entry["completion_tokens"] == stored.usage.output_tokens  # as billed

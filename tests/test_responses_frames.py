@@ -168,3 +168,16 @@ def test_ids_are_unique_random_and_new_in_a_forked_child() -> None:
     os.close(read)
     assert child not in ids
     assert child != new_id("msg")  # the parent's next one: not what the child took
+
+
+def test_a_background_stream_starts_queued_in_frames_as_in_events() -> None:
+    body = {**BODY, "background": True}
+    frames = EventStream(body, "resp_1", "m", 1700000000).start_frames()
+    events = EventStream(body, "resp_1", "m", 1700000000).start()
+    assert frames == named_events(events)
+    kinds = [(e["type"], e["response"]["status"]) for e in events]
+    assert kinds == [
+        ("response.created", "queued"),
+        ("response.queued", "queued"),
+        ("response.in_progress", "in_progress"),
+    ]

@@ -16,6 +16,7 @@ import orjson
 
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.responses import (
+    append_item,
     input_items,
     new_id,
 )
@@ -114,19 +115,47 @@ async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) 
             code="conversation_full",
         )
     base = time.time_ns()
-    await handler.ctx.store.insert_many(
-        ITEMS,
-        [
-            {
-                "_id": f"{conv_id}:{item['id']}",
-                "conversation": conv_id,
-                "seq": base + i,
-                "created_at": handler.ctx.clock.now(),
-                "item": orjson.dumps(item).decode(),  # read whole, by id: kept as text
+    docs = []
+    for i, item in enumerate(items):
+        doc: Json = {
+            "_id": f"{conv_id}:{item['id']}",
+            "conversation": conv_id,
+            "seq": base + i,
+            "created_at": handler.ctx.clock.now(),
+            "item": orjson.dumps(item).decode(),  # read whole, by id: kept as text
+        }
+        if item.get("type") == "function_call":
+            # Outside the text, so that an output added later finds its call by one query
+            # (_check_outputs) rather than by reading the whole conversation.
+            doc["call"] = item.get("call_id")
+        docs.append(doc)
+    await handler.ctx.store.insert_many(ITEMS, docs)
+
+
+async def _check_outputs(handler: ClientHandler, conv_id: str | None, items: list[Json]) -> None:
+    """Refuse a function_call_output whose call is neither in the conversation nor earlier
+    in ``items`` (400 naming ``items[i]``, as POST /v1/responses names its input): stored,
+    it would make every response continuing the conversation fail. Only the calls those
+    outputs answer are read."""
+    wanted = {item["call_id"] for item in items if item["type"] == "function_call_output"}
+    if not wanted:
+        return
+    calls: set[str] = set()
+    if conv_id is not None:
+        docs = await handler.ctx.store.find(
+            ITEMS, {"conversation": conv_id, "call": {"$in": sorted(wanted)}}, limit=MAX_ITEMS
+        )
+        calls = {doc["call"] for doc in docs}
+        if not wanted <= calls:
+            # Calls stored before items carried "call" are found only in the items' text.
+            calls |= {
+                item["call_id"]
+                for item in await conversation_items(handler, conv_id)
+                if item.get("type") == "function_call"
             }
-            for i, item in enumerate(items)
-        ],
-    )
+    messages: list[Json] = []  # append_item's check (and message) is the one to give
+    for index, item in enumerate(items):
+        append_item(messages, item, calls, f"items[{index}]")
 
 
 def _items_body(body: Json) -> list[Json]:
@@ -147,6 +176,7 @@ class ConversationsHandler(ClientHandler):
         body = self.json_body()
         metadata = checked_metadata(body.get("metadata"))
         items = _items_body(body)
+        await _check_outputs(self, None, items)
         conv_id = new_id("conv")
         doc: Json = {
             "_id": conv_id,
@@ -220,6 +250,7 @@ class ConversationItemsHandler(ClientHandler):
         items = _items_body(self.json_body())
         if not items:
             raise ApiError(400, "items must not be empty.", param="items")
+        await _check_outputs(self, conv_id, items)
         await append_items(self, conv_id, items)
         self.send_json(
             {

@@ -68,6 +68,9 @@ UNFINISHED = ("queued", "in_progress")
 #: Responses a WebSocket keeps for follow-ups on it: as many as it has lanes
 #: (responses_socket.MAX_LANES), so each lane's last one is there.
 KEPT = 8
+#: A turn that ended so is not added to its conversation: a cancelled one stopped part
+#: way, at its client's word.
+_UNRECORDED = ("failed", "cancelled")
 log = logging.getLogger("conduit.responses")
 
 
@@ -562,7 +565,7 @@ class ResponsesHandler(ProxyHandler):
 
     async def _record(self, turn: Turn, response: Json) -> None:
         """Add the turn to its conversation, if it has one."""
-        if turn.body.get("conversation") is not None and response["status"] != "failed":
+        if turn.body.get("conversation") is not None and response["status"] not in _UNRECORDED:
             await append_items(
                 self, conversation_id(turn.body["conversation"]), turn.items + response["output"]
             )
@@ -643,7 +646,9 @@ class ResponsesHandler(ProxyHandler):
                         seen["usage"] = _native_usage(answer)
                 elif event.get("type") == "response.output_text.delta":
                     seen["chars"] += len(str(event.get("delta") or ""))
-            return batch
+            return _as_background(batch, seen) if background else batch
+
+        background = bool(turn.body.get("background"))
 
         async def pump() -> None:
             if upstream is None:
@@ -676,7 +681,15 @@ class ResponsesHandler(ProxyHandler):
             _noted(seen, events)  # the client may have left before the end
         usage = seen["usage"] or self._estimate(chat, seen["chars"])
         self.account(usage, outcome, seen["reported"])
+        if seen["final"] is None:  # the client left, or the provider failed part way
+            await self._cut_short(turn, events, seen, upstream, usage)
         self.end_events()
+
+    async def _cut_short(
+        self, turn: Turn, events: EventStream, seen: Json, upstream: Json | None, usage: Usage
+    ) -> None:
+        """A stream that ended before its Response: nothing to keep here (a failed
+        response is not stored, and a client that left reads nothing more)."""
 
     async def _send_frames(self, frames: bytes) -> None:
         behind = self._write_frames(frames)
@@ -704,6 +717,36 @@ class ResponsesHandler(ProxyHandler):
 
 
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _as_background(batch: list[Json], seen: Json) -> list[Json]:
+    """A native provider's events for a background run (the provider runs it in the
+    foreground): created queued and said queued, as the translated stream's are, the
+    numbers after response.created one up; and what a cancel's end needs noted in
+    ``seen``: the last number, the latest Response and the finished output items."""
+    out = []
+    for event in batch:
+        seq = event.get("sequence_number")
+        if isinstance(seq, int) and event.get("type") != "response.created":
+            event["sequence_number"] = seen["seq"] = seq + 1
+        answer = event.get("response")
+        if isinstance(answer, dict):
+            seen["latest"] = answer
+            if event.get("type") == "response.created":
+                queued = {**answer, "status": "queued"}
+                out.append({**event, "response": queued})
+                seen["seq"] = (seq if isinstance(seq, int) else 0) + 1
+                event = {
+                    "type": "response.queued",
+                    "sequence_number": seen["seq"],
+                    "response": queued,
+                }
+        elif event.get("type") == "response.output_item.done" and isinstance(
+            event.get("item"), dict
+        ):
+            seen.setdefault("items", []).append(event["item"])
+        out.append(event)
+    return out
 
 
 def _noted(seen: dict[str, Any], events: EventStream) -> None:
@@ -738,6 +781,14 @@ class ResponseCancelHandler(Owned):
                 param="response_id",
                 code="invalid_request",
             )
+        run = self.ctx.in_flight.runs.get(response_id)
+        if doc["status"] in UNFINISHED and doc.get("events") and run is not None:
+            from .responses_stream import cancel_streamed  # it imports this module
+
+            # A streamed run here ends its stream and stores the Response, cancelled,
+            # with what it made: what this answers.
+            if await cancel_streamed(response_id, run):
+                doc = unpacked(await self.ctx.store.get(RESPONSES, response_id) or doc)
         if doc["status"] in UNFINISHED:
             cancelled = {**doc["response"], "status": "cancelled"}
             done = await self.ctx.store.update(
@@ -746,7 +797,6 @@ class ResponseCancelHandler(Owned):
                 {"status": "cancelled", "response": packed(cancelled)},
                 where={"status": {"$in": list(UNFINISHED)}},
             )
-            run = self.ctx.in_flight.runs.get(response_id)
             if run is not None:
                 run.cancel()  # it stops reading upstream; what it used is still billed
             # A run on another gateway sees 'cancelled' when it ends and keeps it.

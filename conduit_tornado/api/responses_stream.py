@@ -32,6 +32,10 @@ from tornado.iostream import StreamClosedError
 
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.responses import new_id
+from conduit_tornado.formats.responses_events import EventStream
+from conduit_tornado.formats.responses_output import usage_object
+from conduit_tornado.formats.sse import named_events
+from conduit_tornado.routing.providers.base import Usage
 from conduit_tornado.server.http import RequestContext
 from conduit_tornado.server.tornado_private import body_complete, start_streaming_handler
 from conduit_tornado.store import StoreUnavailable
@@ -50,9 +54,12 @@ log = logging.getLogger("conduit.responses")
 EVENTS = "response_events"
 POLL = 0.1  # seconds between store reads when the run is in another process
 PAGE = 500  # events read from the store at a time
+#: Seconds a stopped run is given to write its last events and its Response.
+ENDING = 5.0
 
-#: In-process runs, by response id: followers here wait on its wake-up instead of polling.
-_LIVE: dict[str, asyncio.Event] = {}
+#: In-process runs' event logs, by response id: followers here wait on a log's wake-up
+#: instead of polling, and a cancel here marks it.
+_LIVE: dict[str, EventLog] = {}
 
 
 def _event_id(response_id: str, seq: int) -> str:
@@ -100,6 +107,39 @@ class BackgroundStreamRun(ResponsesHandler):
             with contextlib.suppress(StoreUnavailable):
                 await self.ctx.store.delete(RESPONSES, turn.response_id)
             raise
+
+    async def _cut_short(
+        self, turn: Turn, events: EventStream, seen: Any, upstream: Any, usage: Usage
+    ) -> None:
+        """Stopped before its Response. Cancelled: the stream ends with the Response,
+        cancelled, holding what was made and its (billed) usage, which is what is stored.
+        Failed upstream: the failure's event is out, the failed Response is stored. The
+        gateway stopping: _run records that."""
+        log = self.request.connection
+        assert isinstance(log, EventLog)
+        if log.cancelled:
+            if upstream is None:
+                last = named_events(events.cancel(usage))
+                final = events.final
+            else:
+                # Relayed: the finished items (_as_background noted them); one being
+                # streamed is left out, its text being the provider's events only.
+                final = {
+                    **(seen.get("latest") or turn.response("in_progress")),
+                    "status": "cancelled",
+                    "output": seen.get("items", []),
+                    "usage": usage_object(usage),
+                }
+                end = {"type": "response.completed", "response": final}
+                last = named_events([{**end, "sequence_number": seen.get("seq", 0) + 1}])
+            await self._end_stream(turn, final, upstream, None, last)
+        elif events.final is not None and not self._client_gone:
+            await self._save(turn, events.final, upstream)
+
+    def end_events(self) -> None:
+        # The connection is the event log, open whoever left: finishing it tells _run
+        # that the run's last events and its Response are stored.
+        self.finish()
 
     async def _end_stream(
         self,
@@ -150,10 +190,13 @@ class EventLog(HTTPConnection):
         self.error_body = bytearray()
         self._pending = b""
         self._close_callback: Callable[[], None] | None = None
+        #: Stopped by a client's cancel (not by the gateway stopping).
+        self.cancelled = False
         loop = asyncio.get_running_loop()
         self.head: asyncio.Future[None] = loop.create_future()
         self.finished: asyncio.Future[None] = loop.create_future()
-        self.wake = _LIVE.setdefault(response_id, asyncio.Event())
+        self.wake = asyncio.Event()
+        _LIVE[response_id] = self
 
     def set_close_callback(self, callback: Callable[[], None] | None) -> None:
         self._close_callback = callback
@@ -236,9 +279,15 @@ async def _run(handler: ClientHandler, events: EventLog, body: bytes) -> None:
         await start_streaming_handler(run, request, [])
         run.data_received(body)
         body_complete(request)
-        await events.finished
+        # Shielded: a cancel must leave it to be awaited below, while the run ends.
+        await asyncio.shield(events.finished)
     except asyncio.CancelledError:
-        events.stop()  # a cancel, or the gateway stopping: say why if no cancel did
+        # A cancel, or the gateway stopping: the run stops reading upstream, bills what
+        # was made and ends its stream (_cut_short); if it did not record the end, say why.
+        events.stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ENDING):
+                await events.finished
         doc = await handler.ctx.store.get(RESPONSES, events.response_id)
         if doc is not None and doc.get("status") in UNFINISHED:
             await _end(
@@ -284,6 +333,18 @@ async def background_stream(handler: ClientHandler, body: dict[str, Any]) -> Non
     await follow(handler, response_id, -1)
 
 
+async def cancel_streamed(response_id: str, run: asyncio.Task[None]) -> bool:
+    """Cancel a streamed run of this process and wait for it to end: its stream ends
+    with the Response, cancelled, stored with what it made. False: not one of those."""
+    log = _LIVE.get(response_id)
+    if log is None:
+        return False
+    log.cancelled = True
+    run.cancel()
+    await asyncio.wait([run])
+    return True
+
+
 async def follow(handler: tornado.web.RequestHandler, response_id: str, after: int) -> None:
     """Write a response's stored events after sequence number ``after`` as SSE, and the
     ones still to come, until the response has ended."""
@@ -293,8 +354,8 @@ async def follow(handler: tornado.web.RequestHandler, response_id: str, after: i
     handler.set_header("X-Accel-Buffering", "no")
     try:
         while True:
-            wake = _LIVE.get(response_id)
-            waiter = asyncio.ensure_future(wake.wait()) if wake is not None else None
+            live = _LIVE.get(response_id)
+            waiter = asyncio.ensure_future(live.wake.wait()) if live is not None else None
             page = await ctx.store.find(
                 EVENTS,
                 {"response": response_id, "_id": {"$gt": _event_id(response_id, after)}},

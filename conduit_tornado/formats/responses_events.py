@@ -141,9 +141,18 @@ class EventStream:
         )
 
     def start(self) -> list[Json]:
+        """The stream's first events. A background response is created queued (as its
+        POST without stream answers), said queued, then in progress as OpenAI's are."""
         snapshot = self.response("in_progress")
+        if not self.body.get("background"):
+            return [
+                self._event("response.created", response=snapshot),
+                self._event("response.in_progress", response=snapshot),
+            ]
+        queued = self.response("queued")
         return [
-            self._event("response.created", response=snapshot),
+            self._event("response.created", response=queued),
+            self._event("response.queued", response=queued),
             self._event("response.in_progress", response=snapshot),
         ]
 
@@ -153,8 +162,15 @@ class EventStream:
 
     def start_frames(self) -> bytes:
         snapshot = orjson.dumps(self.response("in_progress"))
-        return self._response_frame("response.created", snapshot) + self._response_frame(
-            "response.in_progress", snapshot
+        if not self.body.get("background"):
+            return self._response_frame("response.created", snapshot) + self._response_frame(
+                "response.in_progress", snapshot
+            )
+        queued = orjson.dumps(self.response("queued"))
+        return (
+            self._response_frame("response.created", queued)
+            + self._response_frame("response.queued", queued)
+            + self._response_frame("response.in_progress", snapshot)
         )
 
     def prepared_frames(self) -> bytes:
@@ -427,13 +443,13 @@ class EventStream:
             )
         return events
 
-    def _close_message(self) -> list[Json]:
+    def _close_message(self, status: str = "completed") -> list[Json]:
         current, self._message = self._message, None
         if current is None:
             return []
         text = "".join(current.text)
         part = _refusal_part(text) if current.refusal else output_text_part(text)
-        item = {**current.item, "status": "completed", "content": [part]}
+        item = {**current.item, "status": status, "content": [part]}
         self.output.append(item)
         ids = {"item_id": item["id"], "output_index": current.index}
         done = (
@@ -449,11 +465,11 @@ class EventStream:
             self._event("response.output_item.done", output_index=current.index, item=item),
         ]
 
-    def _close_calls(self) -> list[Json]:
+    def _close_calls(self, status: str = "completed") -> list[Json]:
         events: list[Json] = []
         for current in sorted(self._calls.values(), key=lambda c: c.index):
             arguments = "".join(current.text) or "{}"
-            item = {**current.item, "status": "completed", "arguments": arguments}
+            item = {**current.item, "status": status, "arguments": arguments}
             self.output.append(item)
             events.append(
                 self._event(
@@ -482,6 +498,17 @@ class EventStream:
         final = self.response(status, output=self.output, usage=usage, incomplete=incomplete)
         self.final = final
         return final, "response.completed" if status == "completed" else "response.incomplete"
+
+    def cancel(self, usage: Usage) -> list[Json]:
+        """The end of a stream cancelled part way (a background response's cancel): what
+        is open closed as incomplete, then the Response, cancelled, with what was made
+        and its usage. OpenAI's stream has no event of its own for a cancel (its runs
+        even go on to response.completed); that is the one ending every client waits for,
+        and the SDK's stream state accepts it once each item has its ``done``."""
+        events = self._close_message("incomplete") + self._close_calls("incomplete")
+        self.final = self.response("cancelled", output=self.output, usage=usage)
+        events.append(self._event("response.completed", response=self.final))
+        return events
 
     def fail(self, code: str, message: str) -> Json:
         """The event that ends a stream whose provider failed after it started."""
