@@ -261,6 +261,57 @@ async def test_store_false_keeps_nothing(wired: Wired) -> None:
         ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({"input": "hi", "max_output_tokens": "many"}, "max_output_tokens"),
         ({"input": []}, "input"),
+        # Booleans are booleans: "false" would otherwise stream or run in the background.
+        ({"input": "hi", "stream": "false"}, "stream"),
+        ({"input": "hi", "stream": "yes"}, "stream"),
+        ({"input": "hi", "background": "false"}, "background"),
+        ({"input": "hi", "parallel_tool_calls": "no"}, "parallel_tool_calls"),
+        ({"input": "hi", "store": 0}, "store"),
+        # Values OpenAI's spec refuses, several of them echoed in the Response otherwise.
+        ({"input": "hi", "temperature": "hot"}, "temperature"),
+        ({"input": "hi", "temperature": 2.5}, "temperature"),
+        ({"input": "hi", "top_p": 1.5}, "top_p"),
+        ({"input": "hi", "top_logprobs": 21}, "top_logprobs"),
+        ({"input": "hi", "top_logprobs": 2.5}, "top_logprobs"),
+        ({"input": "hi", "text": "json"}, "text"),
+        ({"input": "hi", "text": {"verbosity": "loud"}}, "text.verbosity"),
+        ({"input": "hi", "reasoning": "high"}, "reasoning"),
+        ({"input": "hi", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"input": "hi", "reasoning": {"summary": "brief"}}, "reasoning.summary"),
+        ({"input": "hi", "truncation": "sometimes"}, "truncation"),
+        ({"input": "hi", "service_tier": "gold"}, "service_tier"),
+        ({"input": "hi", "user": 42}, "user"),
+        ({"input": "hi", "safety_identifier": ["u1"]}, "safety_identifier"),
+        ({"input": "hi", "prompt_cache_key": {"k": 1}}, "prompt_cache_key"),
+        ({"input": "hi", "prompt_cache_retention": "1w"}, "prompt_cache_retention"),
+        ({"input": "hi", "include": "reasoning.encrypted_content"}, "include"),
+        ({"input": "hi", "include": ["everything"]}, "include[0]"),
+        ({"input": "hi", "max_tool_calls": 0}, "max_tool_calls"),
+        ({"input": "hi", "tool_choice": "required"}, "tool_choice"),
+        ({"input": "hi", "tool_choice": {"type": "function", "name": "f"}}, "tool_choice"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]},
+            "input[0].content[0].type",
+        ),
+        (
+            {
+                "input": "hi",
+                "instructions": [
+                    {"role": "system", "content": [{"type": "refusal", "refusal": "no"}]}
+                ],
+            },
+            "instructions[0].content[0].type",
+        ),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": "Weather?"},
+                    {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                    {"role": "user", "content": "Well?"},
+                ]
+            },
+            "input",
+        ),
     ],
 )
 async def test_bad_input_is_a_400_naming_the_param_and_costs_nothing(
@@ -283,6 +334,150 @@ async def test_bad_input_is_a_400_naming_the_param_and_costs_nothing(
     assert len(wired.fake.requests) == before  # nothing reached the provider
     assert wired.gateway.ctx is not None
     assert await wired.gateway.ctx.store.count("responses", {}) == 0
+
+
+async def _post(wired: Wired, body: dict[str, Any]) -> httpx2.Response:
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http:
+        return await http.post(
+            "/v1/responses", json=body, headers={"Authorization": f"Bearer {wired.key}"}
+        )
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (
+            {"stream": "false"},
+            "invalid_type",
+            "Invalid type for 'stream': expected a boolean, but got a string instead.",
+        ),
+        (
+            {"reasoning": {"effort": "extreme"}},
+            "invalid_value",
+            "Invalid value for 'reasoning.effort': 'extreme'. Supported values are: 'none', "
+            "'minimal', 'low', 'medium', 'high', 'xhigh', 'max'.",
+        ),
+        (
+            {"tool_choice": "required"},
+            "invalid_value",
+            "Tool choice 'required' must be specified with 'tools' parameter.",
+        ),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": "hi"},
+                    {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                    {"role": "user", "content": "and?"},
+                ]
+            },
+            "invalid_value",
+            "No tool output found for function call c1.",
+        ),
+    ],
+)
+async def test_refusals_say_what_openai_says(
+    wired: Wired, body: dict[str, Any], code: str, message: str
+) -> None:
+    r = await _post(wired, {"model": "gpt", "input": "hi", **body})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"] == message
+
+
+async def test_echoed_params_are_what_the_sdk_reads(wired: Wired) -> None:
+    """Valid values of the checked parameters, nulls among them, pass, and the Response
+    echoing them is one the SDK validates strictly (its parse does not)."""
+    async with wired.client() as client:
+        raw = await client.responses.with_raw_response.create(
+            model="gpt",
+            input="hi",
+            temperature=0.5,
+            top_p=0.9,
+            top_logprobs=2,
+            service_tier="flex",
+            prompt_cache_key="agent-7",
+            prompt_cache_retention="24h",
+            reasoning={"effort": "low", "summary": "auto"},
+            text={"verbosity": "low"},
+            include=[],
+            truncation="disabled",
+            max_tool_calls=3,
+            safety_identifier="u1",
+            parallel_tool_calls=None,
+            store=None,
+            stream=None,
+            background=None,
+        )
+    data = json.loads(raw.text)
+    response = openai.types.responses.Response.model_validate(data)
+    validate(data, "Response")
+    assert response.status == "completed" and response.temperature == 0.5
+    assert response.prompt_cache_retention == "24h" and response.service_tier == "flex"
+    assert response.parallel_tool_calls is True and response.store is True
+    assert response.reasoning is not None and response.reasoning.effort == "low"
+    sent = wired.fake.requests[-1].body
+    assert sent["reasoning_effort"] == "low" and sent["user"] == "u1" and sent["logprobs"]
+    named = raw.headers["x-conduit-dropped-params"].split(",")
+    assert "prompt_cache_retention" in named and "service_tier" in named
+    assert "include" not in named and "max_tool_calls" in named
+    async with wired.client() as client:  # stored, store null being the default
+        assert (await client.responses.retrieve(response.id)).id == response.id
+
+
+async def test_dropped_params_name_what_the_request_sent(wired: Wired) -> None:
+    """Gemini has no user: the header names the field the request gave it as; a null or
+    empty field asks for nothing, so nothing is named for it."""
+    for name in ("safety_identifier", "user"):
+        r = await _post(wired, {"model": "gem", "input": "hi", name: "u1"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-conduit-dropped-params"] == name
+    for empty in ({"include": []}, {"include": None}, {"prompt_cache_key": None, "tools": []}):
+        r = await _post(wired, {"model": "gpt", "input": "hi", **empty})
+        assert r.status_code == 200, r.text
+        assert "x-conduit-dropped-params" not in r.headers, empty
+
+
+async def test_every_function_call_needs_its_output(wired: Wired) -> None:
+    call = {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}
+    answer = {"type": "function_call_output", "call_id": "c1", "output": "21"}
+    asking = {"role": "user", "content": "Weather?"}
+    ok = await _post(wired, {"model": "gpt", "input": [asking, call, answer], "tools": [WEATHER]})
+    assert ok.status_code == 200, ok.text
+    sent = wired.fake.requests[-1].body["messages"]
+    assert sent[-1] == {"role": "tool", "tool_call_id": "c1", "content": "21"}
+    # A previous response that ended with a call: its output must come next.
+    async with wired.client() as client:
+        asked = await client.responses.create(
+            model="gpt", input="Weather in Paris?", tools=[WEATHER], tool_choice="required"
+        )
+    call_id = asked.output[-1].call_id  # type: ignore[union-attr]
+    before = len(wired.fake.requests)
+    r = await _post(
+        wired, {"model": "gpt", "input": "Never mind.", "previous_response_id": asked.id}
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "input"
+    assert error["message"] == f"No tool output found for function call {call_id}."
+    assert len(wired.fake.requests) == before
+
+
+@pytest.mark.parametrize(
+    ("tool", "says"),
+    [
+        ({"type": "web_search"}, "run inside OpenAI's platform"),
+        ({"type": "code_interpreter", "container": {"type": "auto"}}, "run inside OpenAI's"),
+        ({"type": "custom", "name": "grep"}, "are not translated to chat completions"),
+        ({"type": "local_shell"}, "are not translated to chat completions"),
+    ],
+)
+async def test_tools_chat_cannot_carry_are_refused_truthfully(
+    wired: Wired, tool: dict[str, Any], says: str
+) -> None:
+    r = await _post(wired, {"model": "claude", "input": "hi", "tools": [tool]})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "tools[0].type" and says in error["message"]
+    assert "function tools" in error["message"]
 
 
 async def test_usage_and_logs_as_for_chat(wired: Wired) -> None:

@@ -27,7 +27,9 @@ import tornado.web
 from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.formats.responses import (
+    CHECKED_PARAMS,
     Translation,
+    check_params,
     messages_of,
     new_id,
     relayed_items,
@@ -305,6 +307,8 @@ class Turn:
         return None
 
 
+#: The parameters ResponsesHandler._check reads.
+_CHECKED = CHECKED_PARAMS | {"conversation", "metadata"}
 #: Parameters the gateway acts on itself and never passes to a provider.
 _GATEWAY_ONLY = frozenset({"model", "background", "conversation", "previous_response_id", "stream"})
 
@@ -545,6 +549,9 @@ class ResponsesHandler(ProxyHandler):
     @staticmethod
     def _check(body: Json) -> None:
         """Refuse what this gateway does not do, before anything is spent."""
+        if _CHECKED.isdisjoint(body):
+            return  # a plain request: one set test
+        check_params(body)  # first: what follows reads booleans
         if body.get("background") and body.get("store") is False:
             raise ApiError(
                 400,
@@ -559,8 +566,6 @@ class ResponsesHandler(ProxyHandler):
                 "conversation already carries its history.",
                 param="conversation",
             )
-        if body.get("store", True) is not True and body.get("store") is not False:
-            raise ApiError(400, "store must be a boolean.", param="store")
         checked_metadata(body.get("metadata"))
 
     async def _record(self, turn: Turn, response: Json) -> None:
@@ -840,6 +845,7 @@ class InputTokensHandler(ClientHandler):
 
     async def post(self) -> None:
         body = self.json_body()
+        check_params(body)
         history = (await prior(self, body)).messages
         if body.get("model") is None:
             body["model"] = ""

@@ -2,15 +2,17 @@
 
 ``to_chat`` turns a ``POST /v1/responses`` body (plus the history a ``previous_response_id``
 rebuilt) into a chat completions body that every adapter understands, keeping the input
-items it read so they can be listed and replayed. What a chat backend cannot do (hosted
-tools, file inputs) is refused with a 400 naming the parameter rather than dropped; what
-chat has no place for is named (``Translation.dropped_by``). The answers are
+items it read so they can be listed and replayed. What a chat backend cannot do (tools
+other than function tools, file inputs) is refused with a 400 naming the parameter rather
+than dropped; what chat has no place for is named (``Translation.dropped_by``). Values
+OpenAI's API refuses are refused whatever the backend (``check_params``). The answers are
 responses_output.py's (the Response object) and responses_events.py's (its stream).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,22 +102,32 @@ def to_chat(body: Json, history: list[Json] | None = None) -> Translation:
             append_item(messages, item, calls, f"input[{index}]")
         if not messages:
             raise _invalid("input must not be empty.", "input")
+        if calls:
+            _all_answered(messages, calls)
     chat: Json = {"model": model, "messages": _with_instructions(body, messages)}
-    _copy_options(body, chat)
+    user_param = _copy_options(body, chat)
     if _CARRIED_WHOLE.issuperset(body):
-        return Translation(chat, items, messages)  # most requests: nothing left out
-    return Translation(
-        chat,
-        items,
-        messages,
-        _left_out(body),
-        "user" if body.get("user") is not None else "safety_identifier",
-    )
+        return Translation(chat, items, messages, [], user_param)  # most: nothing left out
+    return Translation(chat, items, messages, _left_out(body), user_param)
+
+
+def _all_answered(messages: list[Json], calls: set[str]) -> None:
+    """400 for a function call with no output after it: OpenAI refuses such input, and a
+    chat backend refuses an assistant tool call that no tool message answers. (An output
+    before its call is refused by append_item already.)"""
+    answered = {m["tool_call_id"] for m in messages if m["role"] == "tool"}
+    if answered.issuperset(calls):
+        return
+    for message in messages:  # the first unanswered one, in conversation order
+        for call in message.get("tool_calls") or ():
+            if call.get("id") in calls and call["id"] not in answered:
+                raise _invalid(f"No tool output found for function call {call['id']}.", "input")
 
 
 def _left_out(body: Json) -> list[str]:
     """The request's fields the translation to chat does not carry."""
-    names = sorted(body.keys() - _CARRIED)
+    # A null or empty value asks for nothing, so nothing of it is left out.
+    names = sorted(name for name in body.keys() - _CARRIED if not _empty(body[name]))
     if body.get("truncation", "disabled") not in ("disabled", None):
         names.append("truncation")  # chat never truncates: "disabled" is what it does
     for outer, inner in (("reasoning", "summary"), ("text", "verbosity")):
@@ -123,6 +135,10 @@ def _left_out(body: Json) -> list[str]:
         if isinstance(value, dict) and value.get(inner) is not None:
             names.append(f"{outer}.{inner}")
     return names
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and not value)
 
 
 def input_items(value: Any, param: str = "input") -> list[Json]:
@@ -191,7 +207,8 @@ def _normalized(raw: Json, param: str) -> Json:
         if isinstance(content, str):
             parts: list[Json] = [{"type": part_kind, "text": content}]
         elif isinstance(content, list):
-            parts = [_part(p, f"{param}.content[{i}]") for i, p in enumerate(content)]
+            said = role == "assistant"  # only the model's own messages hold output text
+            parts = [_part(p, f"{param}.content[{i}]", said) for i, p in enumerate(content)]
         else:
             raise _invalid(
                 f"{param}.content must be a string or an array of content parts.",
@@ -217,7 +234,7 @@ def _normalized(raw: Json, param: str) -> Json:
         output = raw.get("output")
         if isinstance(output, list):
             output = "".join(
-                _part(p, f"{param}.output[{i}]").get("text", "") for i, p in enumerate(output)
+                _part(p, f"{param}.output[{i}]", True).get("text", "") for i, p in enumerate(output)
             )
         if not isinstance(output, str):
             raise _invalid(f"{param}.output must be a string.", f"{param}.output")
@@ -240,10 +257,18 @@ def _normalized(raw: Json, param: str) -> Json:
     )
 
 
-def _part(raw: Any, param: str) -> Json:
+def _part(raw: Any, param: str, said: bool) -> Json:
+    """A content part as the API lists it; ``said``: whether it may be output text (an
+    assistant message's)."""
     if not isinstance(raw, dict):
         raise _invalid(f"{param} must be an object.", param)
     kind = raw.get("type")
+    if kind in ("output_text", "refusal") and not said:
+        raise _invalid(
+            f"Invalid value: {kind!r}. Content parts of type {kind!r} belong to assistant "
+            "messages; use 'input_text' in user, system and developer messages.",
+            f"{param}.type",
+        )
     if kind in ("input_text", "output_text", "text", "refusal"):
         text = raw.get("refusal") if kind == "refusal" else raw.get("text")
         if not isinstance(text, str):
@@ -380,7 +405,8 @@ _RESPONSES_NAMES = {
 }
 
 
-def _copy_options(body: Json, chat: Json) -> None:
+def _copy_options(body: Json, chat: Json) -> str:
+    """Copy the options chat carries; return which field gave chat its ``user``."""
     most = body.get("max_output_tokens")
     if most is not None:
         if not isinstance(most, int) or isinstance(most, bool) or most < 16:
@@ -389,14 +415,16 @@ def _copy_options(body: Json, chat: Json) -> None:
             )
         chat["max_completion_tokens"] = most
     if _OPTIONS.isdisjoint(body):
-        return  # most requests: nothing more to read
+        return "user"  # most requests: nothing more to read
     for name in _PASSED:
         if body.get(name) is not None:
             chat[name] = body[name]
     if chat.get("top_logprobs") is not None:
         chat["logprobs"] = True
+    user_param = "user"
     if body.get("safety_identifier") is not None and "user" not in chat:
         chat["user"] = body["safety_identifier"]
+        user_param = "safety_identifier"
     effort = (
         (body.get("reasoning") or {}).get("effort")
         if isinstance(body.get("reasoning"), dict)
@@ -415,6 +443,24 @@ def _copy_options(body: Json, chat: Json) -> None:
         response_format = _format(fmt)
         if response_format is not None:
             chat["response_format"] = response_format
+    return user_param
+
+
+#: Tools OpenAI runs itself, during the response. The others a client runs (custom,
+#: computer use, local shell, apply_patch ...) have call and output items of their own
+#: type, which chat has no place for.
+_HOSTED_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_2025_08_26",
+        "web_search_preview",
+        "web_search_preview_2025_03_11",
+        "file_search",
+        "code_interpreter",
+        "image_generation",
+        "mcp",
+    }
+)
 
 
 def _tools(tools: Any) -> list[Json]:
@@ -424,10 +470,14 @@ def _tools(tools: Any) -> list[Json]:
     for index, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise _invalid(f"tools[{index}] must be an object.", f"tools[{index}]")
-        if tool.get("type") != "function":
+        kind = tool.get("type")
+        if kind != "function":
             raise _invalid(
-                f"Tools of type {tool.get('type')!r} run inside OpenAI's platform; this "
-                "model's backend can only call function tools.",
+                f"Tools of type {kind!r} run inside OpenAI's platform; this model's backend "
+                "can only call function tools."
+                if kind in _HOSTED_TOOLS
+                else f"Tools of type {kind!r} are not translated to chat completions, which "
+                "this model's backend speaks; use function tools.",
                 f"tools[{index}].type",
                 "unsupported_value",
             )
@@ -472,3 +522,163 @@ def _format(fmt: Any) -> Json | None:
                 schema[name] = fmt[name]
         return {"type": "json_schema", "json_schema": schema}
     raise _invalid("text.format.type must be text, json_object or json_schema.", "text.format.type")
+
+
+# -- parameter checks ----------------------------------------------------------------------
+
+#: A check of one parameter's (non-null) value, given the name to report it by.
+_Check = Callable[[Any, str], None]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _wrong_type(value: Any, param: str, expected: str) -> ApiError:
+    return _invalid(
+        f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
+        param,
+        "invalid_type",
+    )
+
+
+def _boolean(value: Any, param: str) -> None:
+    # Read by truthiness otherwise: "false" would stream, or run in the background.
+    if not isinstance(value, bool):
+        raise _wrong_type(value, param, "a boolean")
+
+
+def _string(most: int | None = None) -> _Check:
+    def check(value: Any, param: str) -> None:
+        if not isinstance(value, str):
+            raise _wrong_type(value, param, "a string")
+        if most is not None and len(value) > most:
+            raise _invalid(
+                f"Invalid '{param}': string too long. Expected a string with maximum length "
+                f"{most}, but got a string with length {len(value)} instead.",
+                param,
+                "string_above_max_length",
+            )
+
+    return check
+
+
+def _number(low: float, high: float | None, integer: bool = False) -> _Check:
+    expected = "an integer" if integer else "a number"
+    span = f"at least {low}" if high is None else f"from {low} to {high}"
+
+    def check(value: Any, param: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+            raise _wrong_type(value, param, expected)
+        if value < low or (high is not None and value > high):
+            raise _invalid(
+                f"Invalid '{param}': expected {expected} {span}, but got {value} instead.",
+                param,
+            )
+
+    return check
+
+
+def _one_of(*values: str) -> _Check:
+    supported = ", ".join(repr(v) for v in values)
+
+    def check(value: Any, param: str) -> None:
+        if not isinstance(value, str):
+            raise _wrong_type(value, param, f"one of {supported}")
+        if value not in values:
+            raise _invalid(
+                f"Invalid value for '{param}': {value!r}. Supported values are: {supported}.",
+                param,
+            )
+
+    return check
+
+
+def _array_of(each: _Check) -> _Check:
+    def check(value: Any, param: str) -> None:
+        if not isinstance(value, list):
+            raise _wrong_type(value, param, "an array")
+        for index, item in enumerate(value):
+            each(item, f"{param}[{index}]")
+
+    return check
+
+
+def _object_with(**fields: _Check) -> _Check:
+    """An object whose named fields, when set, pass their checks (others are not read)."""
+
+    def check(value: Any, param: str) -> None:
+        if not isinstance(value, dict):
+            raise _wrong_type(value, param, "an object")
+        for name, field_check in fields.items():
+            if value.get(name) is not None:
+                field_check(value[name], f"{param}.{name}")
+
+    return check
+
+
+_SUMMARY = _one_of("auto", "concise", "detailed")
+#: The request parameters OpenAI's API refuses some values of, with the values it takes
+#: (its OpenAPI spec: CreateResponse and what it is made of). They are checked whatever
+#: the backend, as most are echoed in the Response, where the SDK reads them by the spec.
+_CHECKS: dict[str, _Check] = {
+    "stream": _boolean,
+    "background": _boolean,
+    "store": _boolean,
+    "parallel_tool_calls": _boolean,
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "top_logprobs": _number(0, 20, integer=True),
+    "max_tool_calls": _number(1, None, integer=True),
+    "user": _string(),
+    "safety_identifier": _string(64),
+    "prompt_cache_key": _string(),
+    "prompt_cache_retention": _one_of("in_memory", "24h"),
+    "truncation": _one_of("auto", "disabled"),
+    "service_tier": _one_of("auto", "default", "flex", "scale", "priority", "fast", "ultrafast"),
+    "include": _array_of(
+        _one_of(
+            "file_search_call.results",
+            "web_search_call.results",
+            "web_search_call.action.sources",
+            "message.input_image.image_url",
+            "computer_call_output.output.image_url",
+            "code_interpreter_call.outputs",
+            "reasoning.encrypted_content",
+            "message.output_text.logprobs",
+        )
+    ),
+    "text": _object_with(verbosity=_one_of("low", "medium", "high")),
+    "reasoning": _object_with(
+        effort=_one_of("none", "minimal", "low", "medium", "high", "xhigh", "max"),
+        summary=_SUMMARY,
+        generate_summary=_SUMMARY,
+        context=_one_of("auto", "current_turn", "all_turns"),
+    ),
+}
+#: The parameters check_params reads: a body holding none of them needs no call.
+CHECKED_PARAMS = frozenset({*_CHECKS, "tool_choice"})
+
+
+def check_params(body: Json) -> None:
+    """400 naming the parameter for a value OpenAI's API refuses; only the parameters the
+    body holds are read."""
+    for name, value in body.items():
+        check = _CHECKS.get(name)
+        if check is not None and value is not None:
+            check(value, name)
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = choice.get("type")
+    if choice in ("required", "function") and not body.get("tools"):
+        raise _invalid(
+            f"Tool choice {choice!r} must be specified with 'tools' parameter.", "tool_choice"
+        )

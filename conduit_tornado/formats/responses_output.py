@@ -174,6 +174,8 @@ def response_object(
     # Only the parameters the request names (a few, where a Response has some 20).
     for name in _ECHOED.intersection(body):
         value = body[name]
+        if value is None:
+            continue  # null is the default, which the template holds
         if name in _SET_OR_DEFAULT:
             if value:
                 obj[name] = value
@@ -223,7 +225,9 @@ _RESPONSE: Json = {
 #: Echoed when empty or null as their default.
 _SET_OR_DEFAULT = frozenset({"reasoning", "text", "metadata"})
 #: Echoed only when set, and only as strings.
-_STRINGS_ONLY = frozenset({"user", "safety_identifier", "prompt_cache_key", "service_tier"})
+_STRINGS_ONLY = frozenset(
+    {"user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention", "service_tier"}
+)
 _ECHOED = frozenset(
     {
         *_SET_OR_DEFAULT,
