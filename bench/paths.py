@@ -80,7 +80,7 @@ def load_tree(tree: Path) -> dict[str, ModuleType]:
             "clients": "conduit_tornado.routing.clients",
         }
         mods = {key: importlib.import_module(name) for key, name in names.items()}
-        # Trees since session 9 keep the Response and its stream in modules of their own.
+        # A tree may keep the Response and its stream in modules of their own (or not).
         for key in ("responses_output", "responses_events"):
             if importlib.util.find_spec(f"conduit_tornado.formats.{key}") is not None:
                 mods[key] = importlib.import_module(f"conduit_tornado.formats.{key}")

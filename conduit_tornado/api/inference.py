@@ -168,7 +168,7 @@ class ChatCompletionsHandler(ProxyHandler):
         if body.get("stream"):
 
             async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
-                self._name_dropped(target.adapter, body)
+                self.name_dropped(target.adapter.dropped(body))
                 return await chat_stream_call(target.adapter, body, target.model, t, n)
 
             stream, self.outcome = await router.run(route, open_stream, calls)
@@ -176,16 +176,11 @@ class ChatCompletionsHandler(ProxyHandler):
             return
 
         async def call(target: Target, t: Timeouts) -> Json:
-            self._name_dropped(target.adapter, body)
+            self.name_dropped(target.adapter.dropped(body))
             return await chat_call(target.adapter, body, target.model, t, n)
 
         result, self.outcome = await router.run(route, call, calls)
         self.send_answer(result, self.usage_of(result, body), self.outcome)
-
-    def _name_dropped(self, adapter: Adapter, body: Json) -> None:
-        # Each attempt may go to another provider: the last one's list stands.
-        self.name_dropped(adapter.dropped(body))
-
 
 class CompletionsHandler(ProxyHandler):
     """Legacy text completions. Chat-only providers get the prompt as a user message and the
