@@ -6,7 +6,7 @@ Starts our fast upstream (bench/upstream.py) and the gateway (`conduit-tornado s
 real process with the key check, rate limits, budget, routing, usage accounting and
 request logging all on), pins the gateway to core 0 and the upstream and load driver to
 core 1, then runs each scenario as A (direct to upstream) and B (through the gateway)
-interleaved A B A B ..., reporting throughput, latency percentiles, added latency, and the
+interleaved A B A B ..., round by round over all the scenarios, reporting throughput, latency percentiles, added latency, and the
 gateway's CPU time per request from its own /proc counters. Results go to stdout and to
 bench/results/<date>-<store>.md. Load comes from wrk when installed, else a built-in
 asyncio driver. With --mongodb-uri the report names the server's version; the jongodb
@@ -527,6 +527,7 @@ def main() -> int:
                 for i, sc in enumerate(scenarios)
                 if i == 0 or any(part in sc.name for part in args.only)
             ]
+        plan = []
         for sc in scenarios:
             routed = stack.url + sc.path
             body = sc.gateway_body or sc.body
@@ -561,13 +562,18 @@ def main() -> int:
                             body,
                         )
                     )
-            with awake_cores() if sc.awake else contextlib.nullcontext():
-                for round_ in range(args.rounds):
-                    order = list(variants)
-                    if round_ % 2:
-                        # The gateways take turns going first: a slot's own bias (what
-                        # ran just before it) falls on each of them alike.
-                        order = [order[0], *reversed(order[1:])]
+            plan.append((sc, variants))
+        # Round by round over every scenario, not scenario by scenario: this machine's
+        # speed drifts over minutes, and the ratios the report draws between scenarios
+        # (Responses against chat) are then taken from runs a few seconds apart.
+        for round_ in range(args.rounds):
+            for sc, variants in plan:
+                order = list(variants)
+                if round_ % 2:
+                    # The gateways take turns going first: a slot's own bias (what ran
+                    # just before it) falls on each of them alike.
+                    order = [order[0], *reversed(order[1:])]
+                with awake_cores() if sc.awake else contextlib.nullcontext():
                     for label, url, key, gw_pid, sent in order:
                         cpu0 = cpu_seconds(gw_pid)
                         run = load(url, sent, key, sc.connections, args.duration)
@@ -693,14 +699,24 @@ def _baseline_report(scenarios: list[Scenario], tree: Path) -> str:
     ):
         if route in by_name and chat in by_name and "gateway, baseline" in by_name[route]:
             ratios = [
-                _med(by_name[route][label], "cpu_ms_per_req")
-                / _med(by_name[chat][label], "cpu_ms_per_req")
+                _paired(by_name[route][label], by_name[chat][label])
                 for label in ("gateway, baseline", "gateway")
             ]
             parts.append(f"{route} / {chat}: {ratios[0]:.2f}x -> {ratios[1]:.2f}x")
     return (
         f"Against the baseline tree ({tree.name}), gateway CPU per request, every limit on "
         "(medians, baseline -> this tree): " + "; ".join(parts) + ".\n"
+    )
+
+
+def _paired(runs: list[Run], against: list[Run]) -> float:
+    """The median of each round's ratio of gateway CPU per request: each pair ran seconds
+    apart, where the medians of two rows may come from rounds minutes apart."""
+    pairs = zip(runs, against, strict=True)
+    return statistics.median(
+        a.cpu_ms_per_req / b.cpu_ms_per_req
+        for a, b in pairs
+        if a.cpu_ms_per_req is not None and b.cpu_ms_per_req
     )
 
 
@@ -772,12 +788,11 @@ def _report(
         ("responses stream (20 chunks), 32 connections", "stream (20 chunks), 32 connections"),
     ):
         if route in by_name and chat in by_name:
-            ratio = _med(by_name[route].runs["gateway"], "cpu_ms_per_req") / _med(
-                by_name[chat].runs["gateway"], "cpu_ms_per_req"
-            )
+            ratio = _paired(by_name[route].runs["gateway"], by_name[chat].runs["gateway"])
             lines.append(
                 f"{route.capitalize()}: gateway CPU per request {ratio:.2f}x the {chat} row "
-                "(the same upstream work, translated to and from chat)."
+                "(the same upstream work, translated to and from chat; the median of each "
+                "round's ratio)."
             )
     awake = next((sc for sc in scenarios if sc.awake), None)
     if awake is not None:
