@@ -4,8 +4,10 @@ every provider type, metered and stored like POST /v1/responses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import platform
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -15,8 +17,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from conduit_tornado import Gateway
-from conduit_tornado.api.responses import KEPT
-from tests.conftest import settled
+from conduit_tornado.api.responses_socket import MAX_LANES
+from tests.conftest import clear_of_minute_end, settled
 from tests.fakes.providers import PROMPT_TOKENS
 from tests.openai_schemas import validate
 from tests.proxy_setup import CHAT_MODELS, Wired
@@ -32,6 +34,48 @@ async def _logs(gw: Gateway) -> list[dict[str, Any]]:
     assert gw.ctx is not None
     await gw.ctx.recorder.flush()
     return await gw.ctx.store.find("request_logs", {"endpoint": "responses"})
+
+
+_FINAL = ("response.completed", "response.failed", "response.incomplete", "error")
+
+
+class _Socket:
+    """A raw WebSocket at /v1/responses (the SDK's connect() sends no stream_id): events
+    sent as JSON, and read per lane, those of other lanes set aside for their reader."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.aside: dict[str | None, list[dict[str, Any]]] = {}
+
+    async def send(self, lane: str | None = None, **event: Any) -> None:
+        event = {"type": "response.create", "model": "mock", **event}
+        if lane is not None:
+            event["stream_id"] = lane
+        await self.ws.send(json.dumps(event))
+
+    async def until(self, lane: str | None, kinds: tuple[str, ...] = _FINAL) -> dict[str, Any]:
+        """The next event of ``lane`` of one of ``kinds`` (the lane's others are dropped)."""
+        waiting = self.aside.setdefault(lane, [])
+        while True:
+            while waiting:
+                event = waiting.pop(0)
+                if event["type"] in kinds:
+                    return event
+            event = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            self.aside.setdefault(event.get("stream_id"), []).append(event)
+
+    async def turn(self, lane: str | None = None, **event: Any) -> dict[str, Any]:
+        """Send a response.create and read its last event: the Response's end, or an error."""
+        await self.send(lane, **event)
+        return await self.until(lane)
+
+
+@contextlib.asynccontextmanager
+async def _socket(wired: Wired, key: str | None = None) -> AsyncIterator[_Socket]:
+    url = f"ws://127.0.0.1:{wired.gateway.port}/v1/responses"
+    auth = {"Authorization": f"Bearer {key or wired.key}"}
+    async with connect(url, additional_headers=auth) as ws:
+        yield _Socket(ws)
 
 
 async def _until_done(conn: Any) -> list[Any]:
@@ -96,6 +140,14 @@ async def test_lanes_errors_and_the_http_fallback(wired: Wired) -> None:
         assert error["error"]["code"] == "model_not_found"
         await send({"type": "response.create", "model": "gpt", "background": True})
         assert (await recv())["error"]["param"] == "background"
+        # Not a boolean: refused as POST refuses it, not as unsupported.
+        await send({"type": "response.create", "model": "mock", "background": "false"})
+        wrong = await recv()
+        assert wrong["status"] == 400 and wrong["error"]["param"] == "background"
+        assert wrong["error"]["code"] == "invalid_type" and "boolean" in wrong["error"]["message"]
+        await send({"type": "response.create", "model": "mock", "input": "x", "background": False})
+        while (event := await recv())["type"] != "response.completed":
+            assert event["type"] != "error", event
         await send({"type": "response.steer", "input": [], "previous_response_id": "resp_x"})
         assert (await recv())["error"]["code"] == "unsupported_value"
         await ws.send("{not json")
@@ -196,29 +248,91 @@ async def test_store_false_responses_chain_on_their_own_socket(wired: Wired, mod
             await client.responses.create(model=model, input="x", previous_response_id=first.id)
 
 
-async def test_a_socket_keeps_only_its_last_responses_and_only_for_its_key(wired: Wired) -> None:
-    async with wired.client() as client, client.responses.connect() as conn:
-        made = []
-        for n in range(KEPT + 1):
-            await conn.response.create(model="mock", input=f"turn {n}", store=False)
-            made.append((await _until_done(conn))[-1].response.id)
-        await conn.response.create(model="mock", input="x", previous_response_id=made[1])
-        assert (await _until_done(conn))[-1].type == "response.completed"
-        await conn.response.create(model="mock", input="x", previous_response_id=made[0])
-        (error,) = await _until_done(conn)
-        assert error.type == "error" and error.error.code == "previous_response_not_found"
+async def test_each_lane_keeps_its_last_response_however_busy_the_others(wired: Wired) -> None:
+    async with _socket(wired) as sock:
+        said = await sock.turn("idle", model="gpt", input="My name is Ada.", store=False)
+        idle = said["response"]["id"]
+        busy: list[str] = []
+        for n in range(MAX_LANES + 1):  # more turns than the socket has lanes
+            previous = {"previous_response_id": busy[-1]} if busy else {}
+            done = await sock.turn("busy", input=f"turn {n}", store=False, **previous)
+            assert done["type"] == "response.completed", done
+            busy.append(done["response"]["id"])
+        # The idle lane's only response is still there to continue, with what it said.
+        follow = await sock.turn(
+            "idle", model="gpt", input="What is my name?", previous_response_id=idle, store=False
+        )
+        assert follow["type"] == "response.completed", follow
+        assert _said_in_order(wired.fake.requests[-1].body, "My name is Ada.", "What is my")
+        # A lane keeps its last only (the stored ones are in the store).
+        gone = await sock.turn("busy", input="x", previous_response_id=busy[-2])
+        assert gone["status"] == 404 and gone["error"]["code"] == "previous_response_not_found"
+        # At most MAX_LANES lanes are kept: new lanes let go the one that kept longest ago.
+        for n in range(MAX_LANES - 1):
+            await sock.turn(f"new {n}", input="x", store=False)
+        oldest = await sock.turn("busy", input="x", previous_response_id=busy[-1])
+        assert oldest["status"] == 404
+        kept = follow["response"]["id"]
+        # Another lane may continue a lane's response (a fork).
+        fork = await sock.turn("fork", input="x", previous_response_id=kept, store=False)
+        assert fork["type"] == "response.completed", fork
+
+
+async def test_a_socket_keeps_responses_only_for_its_key(wired: Wired) -> None:
     # A stored response of another key is no more reachable over a socket than over HTTP.
     other = (await wired.admin.create_key(name="other"))["key"]
-    async with (
-        openai.AsyncOpenAI(base_url=wired.gateway.url + "/v1", api_key=other) as theirs,
-        theirs.responses.connect() as conn,
-    ):
-        await conn.response.create(model="mock", input="mine")
-        theirs_id = (await _until_done(conn))[-1].response.id
-    async with wired.client() as client, client.responses.connect() as conn:
-        await conn.response.create(model="mock", input="x", previous_response_id=theirs_id)
-        (error,) = await _until_done(conn)
-        assert error.type == "error" and error.status == 404
+    async with _socket(wired, other) as sock:
+        theirs = (await sock.turn(input="mine"))["response"]["id"]
+    async with _socket(wired) as sock:
+        error = await sock.turn(input="x", previous_response_id=theirs)
+        assert error["status"] == 404 and error["error"]["code"] == "previous_response_not_found"
+
+
+@pytest.mark.parametrize("store", [True, False])
+async def test_a_follow_up_of_a_turn_still_running_on_the_socket_is_told_so(
+    wired: Wired, store: bool
+) -> None:
+    wired.fake.then(chunk_delay=0.2, text="one two three four five six")
+    async with _socket(wired) as sock:
+        await sock.send("a", model="gpt", input="Count", store=store)
+        running = (await sock.until("a", ("response.created",)))["response"]["id"]
+        early = await sock.turn("b", input="x", previous_response_id=running)
+        assert early["type"] == "error" and early["status"] == 400, early
+        assert early["error"]["param"] == "previous_response_id"
+        assert early["error"]["code"] == "previous_response_in_progress"
+        assert (await sock.until("a"))["type"] == "response.completed"
+        later = await sock.turn("b", input="x", previous_response_id=running)
+        assert later["type"] == "response.completed", later
+
+
+async def test_warm_ups_are_admitted_by_the_keys_request_limits_and_budget(wired: Wired) -> None:
+    await clear_of_minute_end()
+    limited = await wired.admin.create_key(name="one a minute", rpm=1)
+    async with openai.AsyncOpenAI(
+        base_url=wired.gateway.url + "/v1", api_key=limited["key"], max_retries=0
+    ) as client:
+        conversation = (await client.conversations.create()).id
+        async with _socket(wired, limited["key"]) as sock:
+            warm = await sock.turn(input="one", generate=False, conversation=conversation)
+            assert warm["type"] == "response.completed", warm
+            refused = await sock.turn(input="two", generate=False, conversation=conversation)
+            assert refused["status"] == 429 and refused["error"]["code"] == "rate_limit_exceeded"
+        items = await client.conversations.items.list(conversation)
+    assert [item.content[0].text for item in items.data] == ["one"]  # type: ignore[union-attr]
+    assert wired.gateway.ctx is not None
+    stored = await wired.gateway.ctx.store.find("responses", {"key": limited["id"]})
+    assert [doc["_id"] for doc in stored] == [warm["response"]["id"]]
+    # A key over its budget is refused a warm-up too; one within it pays nothing for it.
+    tight = await wired.admin.create_key(name="tight", max_budget=0.00001)
+    async with _socket(wired, tight["key"]) as sock:
+        warm = await sock.turn(model="gpt", input="x", generate=False)
+        assert warm["type"] == "response.completed", warm
+        await settled(wired.gateway)
+        assert (await wired.admin.get_key(tight["id"]))["spend"] == 0
+        paid = await sock.turn(model="gpt", input="x")
+        assert paid["type"] == "response.completed", paid
+        broke = await sock.turn(model="gpt", input="x", generate=False)
+        assert broke["status"] == 429 and broke["error"]["code"] == "budget_exceeded"
 
 
 async def test_generate_false_prepares_a_response_without_a_model_call(wired: Wired) -> None:

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +68,6 @@ from .proxy import ProxyHandler, named_events
 
 RESPONSES = "responses"
 UNFINISHED = ("queued", "in_progress")
-#: Responses a WebSocket keeps for follow-ups on it: as many as it has lanes
-#: (responses_socket.MAX_LANES), so each lane's last one is there.
-KEPT = 8
 #: A turn that ended so is not added to its conversation: a cancelled one stopped part
 #: way, at its client's word.
 _UNRECORDED = ("failed", "cancelled")
@@ -129,26 +127,46 @@ class Kept:
     """What one WebSocket (api/responses_socket.py) keeps of the responses it made, so
     that a follow-up on the same socket can continue one that was never stored (store
     false: the agent loops of Zero Data Retention), as OpenAI's connection-local cache
-    does: the last KEPT, each what prior() reads of a stored one (conversation_after's
-    parts, the upstream) and the key that made it. Nothing outlives the socket: this is
-    its memory, not the store's."""
+    does: each lane's (``stream_id``) last response, what prior() reads of a stored one
+    (conversation_after's parts, the upstream) and the key that made it. A lane keeps only
+    its own last, so a busy lane never pushes out an idle one's; at most ``lanes`` lanes
+    are kept (the socket's MAX_LANES), the one that kept longest ago let go first. And the
+    ids of the turns running on the socket: a follow-up naming one is told to wait, not
+    that it is missing. Nothing outlives the socket: this is its memory, not the store's."""
 
-    def __init__(self) -> None:
-        self._docs: OrderedDict[str, Json] = OrderedDict()
+    def __init__(self, lanes: int) -> None:
+        self._lanes = lanes
+        self._last: OrderedDict[str | None, tuple[str, Json]] = OrderedDict()
+        self._running: dict[str, str] = {}  # response id: the key running it
 
-    def keep(self, response_id: str, doc: Json) -> None:
-        self._docs[response_id] = doc
-        self._docs.move_to_end(response_id)
-        if len(self._docs) > KEPT:
-            self._docs.popitem(last=False)
+    def keep(self, lane: str | None, response_id: str, doc: Json) -> None:
+        self._last[lane] = (response_id, doc)
+        self._last.move_to_end(lane)
+        if len(self._last) > self._lanes:
+            self._last.popitem(last=False)
 
     def get(self, response_id: str, key_id: str) -> Json | None:
         """The kept response, if the calling key made it."""
-        doc = self._docs.get(response_id)
-        return doc if doc is not None and doc["key"] == key_id else None
+        for kept_id, doc in self._last.values():  # one per lane: a handful
+            if kept_id == response_id:
+                return doc if doc["key"] == key_id else None
+        return None
+
+    @contextlib.contextmanager
+    def running(self, response_id: str, key_id: str) -> Iterator[None]:
+        """While a turn runs: its id, for is_running."""
+        self._running[response_id] = key_id
+        try:
+            yield
+        finally:
+            self._running.pop(response_id, None)  # gone already if the socket closed
+
+    def is_running(self, response_id: str, key_id: str) -> bool:
+        return self._running.get(response_id) == key_id
 
     def clear(self) -> None:
-        self._docs.clear()
+        self._last.clear()
+        self._running.clear()
 
 
 async def owned_response(handler: ClientHandler, response_id: str, param: str | None = None) -> Doc:
@@ -196,18 +214,25 @@ async def prior(handler: ClientHandler, body: Json, kept: Kept | None = None) ->
         raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
     doc = kept.get(previous, handler.key.id) if kept is not None else None
     if doc is None:
+        if kept is not None and kept.is_running(previous, handler.key.id):
+            # Another lane's turn: neither kept nor stored before it ends.
+            raise _in_progress(previous, "its lane's response.completed")
         stored = unpacked(await owned_response(handler, previous, "previous_response_id"))
         doc = await current(handler, stored)
         if doc.get("status") in UNFINISHED:
-            # Its output is not there yet: a follow-up now would continue without it.
-            raise ApiError(
-                400,
-                f"Previous response with id '{previous}' is still in progress; wait until "
-                "it has finished (GET /v1/responses/{id}) before continuing from it.",
-                param="previous_response_id",
-                code="previous_response_in_progress",
-            )
+            raise _in_progress(previous, "GET /v1/responses/{id}")
     return Prior(conversation_after(doc), doc.get("upstream"))
+
+
+def _in_progress(previous: str, until: str) -> ApiError:
+    # Its output is not there yet: a follow-up now would continue without it.
+    return ApiError(
+        400,
+        f"Previous response with id '{previous}' is still in progress; wait until it has "
+        f"finished ({until}) before continuing from it.",
+        param="previous_response_id",
+        code="previous_response_in_progress",
+    )
 
 
 def conversation_after(doc: Json) -> list[Json]:
@@ -329,8 +354,9 @@ class ResponsesHandler(ProxyHandler):
     endpoint = "responses"
     _detached = False  # a background run owns the log entry and the grant
     #: Set on a WebSocket's turns (api/responses_socket.py): the socket's own responses,
-    #: and whether this one generates (``generate`` false: a warm-up).
+    #: the turn's lane (``stream_id``) and whether it generates (false: a warm-up).
     kept: Kept | None = None
+    lane: str | None = None
     generate = True
 
     @staticmethod
@@ -412,7 +438,11 @@ class ResponsesHandler(ProxyHandler):
         if body.get("background"):
             await self._start(turn)
         elif body.get("stream"):
-            await self._stream(turn)
+            if self.kept is None:
+                await self._stream(turn)
+            else:  # a WebSocket's turn (always streamed): its id is known from the start
+                with self.kept.running(turn.response_id, self.key.id):
+                    await self._stream(turn)
         else:
             response, upstream, cost = await self._complete(turn)
             assert self.outcome is not None
@@ -457,11 +487,14 @@ class ResponsesHandler(ProxyHandler):
         return response, upstream, cost
 
     async def _prepare(self, turn: Turn) -> None:
-        """``generate`` false (the WebSocket mode's warm-up): no model call, nothing billed
-        or counted against the key's limits; a completed Response with no output and zero
-        usage, kept (stored, or in the socket) with its input items so that a follow-up
-        can continue from it. Its log entry says so: no provider, zero tokens, no cost."""
+        """``generate`` false (the WebSocket mode's warm-up): no model call and nothing
+        billed; a completed Response with no output and zero usage, kept (stored, or in the
+        socket) with its input items so that a follow-up can continue from it. Its log
+        entry says so: no provider, zero tokens, no cost."""
         assert self.entry is not None
+        # It still writes (the store, a conversation's items): the key's request limits
+        # and budgets admit it as any request, reserving no tokens.
+        await self.admit({}, prompt_tokens=0, completion_reserve=False)
         self.entry.update(
             prompt_tokens=0, completion_tokens=0, total_tokens=0, cost=0.0, unpriced=False
         )
@@ -596,7 +629,7 @@ class ResponsesHandler(ProxyHandler):
             }
             if replay is not None:
                 kept[replay[0]] = replay[1]
-            self.kept.keep(turn.response_id, kept)
+            self.kept.keep(self.lane, turn.response_id, kept)
         if turn.body.get("store") is False:
             return
         doc: Json = {

@@ -10,13 +10,15 @@ that turns its server-sent events into WebSocket messages, and its errors into `
 events carrying the HTTP status.
 
 Requests with the same ``stream_id`` (a lane) are answered in order; lanes run side by
-side, at most MAX_LANES per socket. ``background`` is refused (as OpenAI does on this
-transport), and so is ``response.steer`` (not supported by this gateway yet).
+side, at most MAX_LANES per socket. ``background`` true is refused (as OpenAI does on
+this transport), and so is ``response.steer`` (not supported by this gateway yet).
 
-As OpenAI's connection-local cache does, the socket keeps its last few responses in
+As OpenAI's connection-local cache does, the socket keeps each lane's last response in
 memory (responses.Kept), so a follow-up naming one continues it even when it was not
-stored (``store`` false); they go with the socket. ``generate`` false is a warm-up: a
-response with no output and no model call, to continue from (ResponsesHandler._prepare).
+stored (``store`` false); they go with the socket. A follow-up naming a turn still
+running on the socket is told it is in progress. ``generate`` false is a warm-up: a
+response with no output and no model call, to continue from (ResponsesHandler._prepare),
+admitted by the key's request limits and budgets like any request.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         self._turns: set[Turn] = set()
         self._queued = 0
         self._closed = False
-        self._kept = Kept()  # this socket's last responses, for its follow-ups
+        self._kept = Kept(MAX_LANES)  # each lane's last response, for follow-ups
 
     async def prepare(self) -> None:
         self.refuse_loops()
@@ -209,7 +211,9 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
                 "unsupported_value" if kind == "response.steer" else "invalid_value",
             )
             return
-        if event.get("background"):
+        # Only true is refused here: a non-boolean goes on to the turn, whose check_params
+        # refuses it as POST would (invalid_type, not "not supported").
+        if event.get("background") is True:
             self.send_error_event(
                 400,
                 "background is not supported over WebSocket; use POST /v1/responses.",
@@ -276,6 +280,7 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
         )
         handler = ResponsesHandler(self.application, request)
         handler.kept = self._kept
+        handler.lane = lane
         handler.generate = generate
         self._turns.add(turn)
         try:
