@@ -27,6 +27,7 @@ from conduit_tornado.metering.access_log import configure_logging
 
 from . import key_table, transfer
 from .admin_client import AdminClient, AdminError
+from .api.conversations import backfill_lookups
 from .api.root import VERSION
 from .api.routes import mount_prefix
 from .config_file import ConfigError, load_config
@@ -473,6 +474,7 @@ async def _prepare(settings: Settings) -> tuple[str | None, str | None, str]:
     store = open_store(settings)
     await store.start()
     try:
+        await backfill_lookups(store)  # once here, rather than by every worker at once
         secret = resolve_secret_key(settings, store)
         ephemeral = None
         if secret is None:

@@ -16,6 +16,7 @@ from conduit_tornado.admission.groups import GroupService
 from conduit_tornado.admission.keys import KeyService
 from conduit_tornado.admission.limits import Limiter
 from conduit_tornado.admission.realtime import RealtimeSessions
+from conduit_tornado.api.conversations import backfill_lookups
 from conduit_tornado.api.routes import make_app, make_metrics_app, mount_prefix
 from conduit_tornado.core import scrub
 from conduit_tornado.core.clock import Clock
@@ -182,6 +183,7 @@ class Gateway:
         store = self._store or open_store(s)
         try:
             await store.start()
+            await backfill_lookups(store)  # before any request reads conversation items
         except BaseException:
             if self._store is None:
                 await store.close()  # ours: its client's background tasks end with it

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 from conduit_tornado.api.responses import packed, unpacked
-from conduit_tornado.store import MemoryStore
+from conduit_tornado.store import MemoryStore, Store
 from tests.conftest import GatewayFactory, settled
 from tests.fakes.providers import API_KEY, PROMPT_TOKENS
 from tests.openai_schemas import validate
@@ -709,30 +709,85 @@ async def test_a_conversation_refuses_an_output_without_its_call(wired: Wired) -
         refused = await http.post(f"/v1/conversations/{conv_id}/items", json={"items": [orphan]})
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "items[0]"
         assert await store.count("conversation_items", {}) == held
-        # A call the conversation holds answers it, one stored before items carried the
-        # call id outside their text too.
+        # A call the conversation holds answers it.
         added = await http.post(
             f"/v1/conversations/{conv_id}/items", json={"items": [{**orphan, "call_id": "c1"}]}
-        )
-        assert added.status_code == 200
-        legacy = {**call, "id": "fc_legacy", "call_id": "old", "status": "completed"}
-        await store.insert(
-            "conversation_items",
-            {
-                "_id": f"{conv_id}:fc_legacy",
-                "conversation": conv_id,
-                "seq": 1,
-                "created_at": wired.gateway.ctx.clock.now(),
-                "item": json.dumps(legacy),
-            },
-        )
-        added = await http.post(
-            f"/v1/conversations/{conv_id}/items", json={"items": [{**orphan, "call_id": "old"}]}
         )
         assert added.status_code == 200
     async with wired.client() as client:
         answer = await client.responses.create(model="gpt", input="go on", conversation=conv_id)
         assert answer.status == "completed"
+
+
+async def test_a_function_call_goes_only_after_its_output(wired: Wired) -> None:
+    """Deleting a call whose output stays would leave that output orphaned, and every
+    response continuing the conversation failing: refused, naming item_id. The output
+    first, then the call, is fine."""
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "x"}
+    async with wired.client() as client:
+        conv = await client.conversations.create()
+        added = await client.conversations.items.create(
+            conv.id, items=[call, output, {"type": "message", "role": "user", "content": "hi"}]
+        )
+        call_item, output_item = added.data[0].id, added.data[1].id
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.conversations.items.delete(call_item, conversation_id=conv.id)
+        error: Any = caught.value.body
+        assert error["param"] == "item_id"
+        assert error["message"] == (
+            f"Item '{call_item}' is a function call whose output ('{output_item}') is still "
+            "in the conversation; delete the output first."
+        )
+        assert len((await client.conversations.items.list(conv.id)).data) == 3
+        answer = await client.responses.create(model="gpt", input="go on", conversation=conv.id)
+        assert answer.status == "completed"
+        await client.conversations.items.delete(output_item, conversation_id=conv.id)
+        await client.conversations.items.delete(call_item, conversation_id=conv.id)
+        listed = await client.conversations.items.list(conv.id)
+        assert {call_item, output_item}.isdisjoint(item.id for item in listed.data)
+        answer = await client.responses.create(model="gpt", input="go on", conversation=conv.id)
+        assert answer.status == "completed"
+
+
+async def test_calls_stored_before_they_carried_their_id_get_it_at_start(
+    wired_store: Wired, store: Store, start_gateway: GatewayFactory
+) -> None:
+    """Function calls and outputs stored before items carried their call id beside the
+    text ("call", "output_of") are given it once, when a gateway starts on the store; no
+    request reads a conversation's item texts to find a call or an output."""
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "x"}
+    auth = {"Authorization": f"Bearer {wired_store.key}"}
+    async with httpx2.AsyncClient(base_url=wired_store.gateway.url, headers=auth) as http:
+        conv_id = (await http.post("/v1/conversations", json={})).json()["id"]
+        items = {"items": [call, output, {"role": "user", "content": "hi"}]}
+        made = await http.post(f"/v1/conversations/{conv_id}/items", json=items)
+        call_item = made.json()["data"][0]["id"]
+    # As a store written before: no lookup fields, and the backfill never run on it.
+    docs = await store.find("conversation_items", {"conversation": conv_id})
+    assert [bool(d.get("call") or d.get("output_of")) for d in docs].count(True) == 2
+    for doc in docs:
+        await store.update("conversation_items", doc["_id"], unset=["call", "output_of"])
+    assert await store.delete("migrations", "conversation_item_lookups")
+    more = {"items": [output]}
+    async with httpx2.AsyncClient(base_url=wired_store.gateway.url, headers=auth) as http:
+        refused = await http.post(f"/v1/conversations/{conv_id}/items", json=more)
+        assert refused.status_code == 400  # the item texts are not read for the call
+    other = await start_gateway(store=store)
+    async with httpx2.AsyncClient(base_url=other.url, headers=auth) as http:
+        added = await http.post(f"/v1/conversations/{conv_id}/items", json=more)
+        assert added.status_code == 200, added.text
+        kept = await http.delete(f"/v1/conversations/{conv_id}/items/{call_item}")
+        assert kept.status_code == 400 and kept.json()["error"]["param"] == "item_id"
+    docs = await store.find("conversation_items", {"conversation": conv_id}, sort="seq")
+    assert [(d.get("call"), d.get("output_of")) for d in docs] == [
+        ("c1", None),
+        (None, "c1"),
+        (None, None),
+        (None, "c1"),
+    ]
+    assert await store.get("migrations", "conversation_item_lookups") is not None
 
 
 async def test_a_conversation_belongs_to_its_key(wired: Wired) -> None:

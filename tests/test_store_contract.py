@@ -221,6 +221,30 @@ async def test_ttl_indexes_on_a_real_mongod(mongo_uri: str) -> None:
         await store.close()
 
 
+async def test_mongodb_indexes_the_conversation_lookups(mongo_uri: str) -> None:
+    """A page of a conversation's items (sorted by seq, then _id), the calls an output
+    answers, the outputs of a call (api/conversations.py): each has its index. (jongodb
+    lists indexes but cannot explain a query; the SQLite store's plans are checked in
+    test_store_sqlite.py.)"""
+    from pymongo import AsyncMongoClient
+
+    from tests.conftest import new_mongo_store
+
+    store = new_mongo_store(mongo_uri)
+    await store.start()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_uri)
+    try:
+        indexes = await client[store.database]["conversation_items"].index_information()
+        keys = [[field for field, _ in ix["key"]] for ix in indexes.values()]
+        assert ["conversation", "seq", "_id"] in keys
+        assert ["conversation", "call"] in keys
+        assert ["conversation", "output_of"] in keys
+    finally:
+        await client.close()
+        await store.close()
+        collect_dropped_sockets()
+
+
 async def test_the_memory_store_stays_bounded() -> None:
     from conduit_tornado.store import MemoryStore
 

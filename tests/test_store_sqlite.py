@@ -6,6 +6,7 @@ The behaviour every store shares is in test_store_contract.py (parametrized with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 import threading
@@ -18,7 +19,7 @@ import pytest
 from conduit_tornado import AdminClient, Gateway, Settings
 from conduit_tornado.gateway import describe_store, open_store
 from conduit_tornado.store import MemoryStore, MongoStore, SQLiteStore
-from conduit_tornado.store.sqlite import FILE_NAME, dumps, loads
+from conduit_tornado.store.sqlite import FILE_NAME, dumps, loads, select
 from tests.conftest import MASTER_KEY
 from tests.served import Served, mock_config, rpm_is_exact_across, serve_fails
 
@@ -292,3 +293,32 @@ async def test_a_notebook_gateway_keeps_its_keys_across_kernel_restarts() -> Non
         assert (await memory.admin.list_keys())["data"] == []
     finally:
         await memory.stop()
+
+
+async def test_the_conversation_lookups_are_answered_by_indexes(tmp_path: Path) -> None:
+    """What api/conversations.py asks of a conversation's items (a page of them in either
+    order, the calls an output answers, the outputs of a call) reads an index, not the
+    whole collection."""
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    await store.start()
+    try:
+        await store.insert("conversation_items", {"_id": "c:1", "conversation": "c", "seq": 1})
+        pages = [({"conversation": "c"}, False), ({"conversation": "c", "seq": {"$lt": 5}}, True)]
+        for where, descending in pages:  # ordered by the index: a page reads only itself
+            plan = _plan(store, *select("conversation_items", where, "seq", descending))
+            assert "USING INDEX i_conversation_items_" in plan, (where, plan)
+            assert "TEMP B-TREE" not in plan, (where, plan)
+        # Only the few matches are sorted here.
+        for where in [
+            {"conversation": "c", "call": {"$in": ["a", "b"]}},
+            {"conversation": "c", "output_of": "a"},
+        ]:
+            plan = _plan(store, *select("conversation_items", where))
+            assert "USING INDEX i_conversation_items_" in plan, (where, plan)
+    finally:
+        await store.close()
+
+
+def _plan(store: SQLiteStore, query: str, params: list[object]) -> str:
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        return " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params))

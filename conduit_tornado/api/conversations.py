@@ -4,11 +4,15 @@ A conversation is a list of items (messages, function calls and their outputs) o
 the key that made it. ``POST /v1/responses`` with ``conversation`` reads it as the
 history and appends the turn's input and output to it, on any backend. Items are one
 document each (ordered by ``seq``), so a long conversation never makes one large
-document and a page of items is one indexed read.
+document and a page of items is one indexed read. A function call item carries its
+call id outside the item text (``call``), and so does an output (``output_of``), so that
+the calls an output answers, and the outputs a call has, are each one indexed read too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from typing import Any
 
@@ -21,6 +25,7 @@ from conduit_tornado.formats.responses import (
     new_id,
 )
 from conduit_tornado.routing.providers.base import Json
+from conduit_tornado.store import MIGRATIONS, DuplicateError, Store
 
 from .base import ClientHandler
 
@@ -29,11 +34,27 @@ ITEMS = "conversation_items"
 #: Items one conversation may hold; a follow-up reads them all as its history.
 MAX_ITEMS = 10_000
 MAX_ITEMS_PER_CALL = 20
+#: The MIGRATIONS document saying that backfill_lookups has run on a store.
+_BACKFILLED = "conversation_item_lookups"
+_BACKFILL_PAGE = 500
+
+log = logging.getLogger("conduit.conversations")
 
 
 def _item(doc: Json) -> Json:
     item: Json = orjson.loads(doc["item"])
     return item
+
+
+def _lookups(item: Json) -> Json:
+    """The fields an item's document carries beside its text, for the indexed lookups of a
+    call's outputs and an output's call."""
+    kind = item.get("type")
+    if kind == "function_call":
+        return {"call": item.get("call_id")}
+    if kind == "function_call_output":
+        return {"output_of": item.get("call_id")}
+    return {}
 
 
 def _not_found(conversation_id: str, param: str | None = None) -> ApiError:
@@ -123,11 +144,8 @@ async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) 
             "seq": base + i,
             "created_at": handler.ctx.clock.now(),
             "item": orjson.dumps(item).decode(),  # read whole, by id: kept as text
+            **_lookups(item),
         }
-        if item.get("type") == "function_call":
-            # Outside the text, so that an output added later finds its call by one query
-            # (_check_outputs) rather than by reading the whole conversation.
-            doc["call"] = item.get("call_id")
         docs.append(doc)
     await handler.ctx.store.insert_many(ITEMS, docs)
 
@@ -146,16 +164,38 @@ async def _check_outputs(handler: ClientHandler, conv_id: str | None, items: lis
             ITEMS, {"conversation": conv_id, "call": {"$in": sorted(wanted)}}, limit=MAX_ITEMS
         )
         calls = {doc["call"] for doc in docs}
-        if not wanted <= calls:
-            # Calls stored before items carried "call" are found only in the items' text.
-            calls |= {
-                item["call_id"]
-                for item in await conversation_items(handler, conv_id)
-                if item.get("type") == "function_call"
-            }
     messages: list[Json] = []  # append_item's check (and message) is the one to give
     for index, item in enumerate(items):
         append_item(messages, item, calls, f"items[{index}]")
+
+
+async def backfill_lookups(store: Store) -> None:
+    """Give the function calls and outputs stored before items carried ``call`` and
+    ``output_of`` those fields, once per store, at start-up: before any request looks for
+    them, so the lookups never need to read a conversation's item texts.
+
+    Store-agnostic, in one place, rather than a step of each store's own schema upgrade:
+    the fields are this module's, and MongoDB keeps no schema version. A run cut short, or
+    two instances starting together, only do the same idempotent writes again; once done,
+    a start-up costs one read."""
+    if await store.get(MIGRATIONS, _BACKFILLED) is not None:
+        return
+    filled = 0
+    after = ""
+    # Every item lacking both fields, by _id (the primary key) a page at a time; only the
+    # calls and outputs among them are written.
+    where: Json = {"call": None, "output_of": None}
+    while docs := await store.find(ITEMS, {**where, "_id": {"$gt": after}}, limit=_BACKFILL_PAGE):
+        for doc in docs:
+            fields = _lookups(_item(doc))
+            if fields:
+                await store.update(ITEMS, doc["_id"], fields)
+                filled += 1
+        after = docs[-1]["_id"]
+    if filled:
+        log.info("conversation items: %d function calls and outputs given their call id", filled)
+    with contextlib.suppress(DuplicateError):  # another instance finished it too
+        await store.insert(MIGRATIONS, {"_id": _BACKFILLED, "filled": filled})
 
 
 def _items_body(body: Json) -> list[Json]:
@@ -210,8 +250,10 @@ class ConversationHandler(ClientHandler):
         await owned_conversation(self, conv_id)
         await self.ctx.store.delete(CONVERSATIONS, conv_id)
         # Its items go too, a page at a time; an item left by a failure here is
-        # unreachable, since every read goes through the conversation.
-        while docs := await self.ctx.store.find(ITEMS, {"conversation": conv_id}, limit=500):
+        # unreachable, since every read goes through the conversation. By seq: the index.
+        while docs := await self.ctx.store.find(
+            ITEMS, {"conversation": conv_id}, sort="seq", limit=500
+        ):
             for doc in docs:
                 await self.ctx.store.delete(ITEMS, doc["_id"])
         self.send_json({"id": conv_id, "object": "conversation.deleted", "deleted": True})
@@ -278,5 +320,19 @@ class ConversationItemHandler(ClientHandler):
 
     async def delete(self, conv_id: str, item_id: str) -> None:
         doc = await self._item(conv_id, item_id)
+        if doc.get("call") is not None:
+            # Without its call, an output left in the conversation would make every
+            # response continuing it fail (what _check_outputs refuses to store).
+            output = await self.ctx.store.find_one(
+                ITEMS, {"conversation": conv_id, "output_of": doc["call"]}
+            )
+            if output is not None:
+                raise ApiError(
+                    400,
+                    f"Item '{item_id}' is a function call whose output "
+                    f"('{_item(output)['id']}') is still in the conversation; delete the "
+                    "output first.",
+                    param="item_id",
+                )
         await self.ctx.store.delete(ITEMS, doc["_id"])
         self.send_json(conversation_object(await owned_conversation(self, conv_id)))

@@ -27,6 +27,9 @@ RETAINED = ("request_logs", "responses", "response_events")
 FILTER_OPERATORS = frozenset({"$gte", "$gt", "$lte", "$lt", "$in", "$ne"})
 #: Where documents keep each writer's last batch (``increment_many``'s ``once``).
 SETTLED = "settled"
+#: Data migrations done on this store, one document each (by name). Not exported with the
+#: state (transfer.py): they describe this store's documents, not another's.
+MIGRATIONS = "migrations"
 #: The change counters: one document per kind of admin data ({_id: kind, n, at, id}),
 #: bumped by every admin write so that other instances drop what they cached of it.
 CHANGES = "changes"

@@ -35,6 +35,13 @@ _INDEXES: dict[str, list[list[tuple[str, int]]]] = {
         [("model", ASCENDING), ("created_at", DESCENDING)],
     ],
     "usage": [[("key_id", ASCENDING), ("day", ASCENDING)], [("day", ASCENDING)]],
+    # A conversation's items in order (find sorts by seq, then _id); the calls an output
+    # answers, the outputs of a call (api/conversations.py).
+    "conversation_items": [
+        [("conversation", ASCENDING), ("seq", ASCENDING), ("_id", ASCENDING)],
+        [("conversation", ASCENDING), ("call", ASCENDING)],
+        [("conversation", ASCENDING), ("output_of", ASCENDING)],
+    ],
 }
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import re
@@ -78,6 +79,13 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "request_logs": [("key_id", "created_at"), ("model", "created_at"), ("created_at",)],
     "usage": [("key_id", "day"), ("day",)],
     "limit_windows": [("expires_at",)],
+    # A conversation's items in order; the calls an output answers, the outputs of a call
+    # (api/conversations.py).
+    "conversation_items": [
+        ("conversation", "seq"),
+        ("conversation", "call"),
+        ("conversation", "output_of"),
+    ],
 }
 _UNAVAILABLE = frozenset(
     {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN"}
@@ -269,6 +277,27 @@ def _sort_key(sort: str) -> Callable[[Doc], tuple[bool, Any, Any]]:
     return key
 
 
+@functools.cache  # a handful of collections, named on every call
+def _table_name(collection: str) -> str:
+    if not _NAME.match(collection):
+        raise ValueError(f"invalid collection name {collection!r}")
+    return f'"c_{collection}"'
+
+
+def select(
+    collection: str, where: Where, sort: str = "_id", descending: bool = False
+) -> tuple[str, list[Any]]:
+    """The query ``find`` runs, less its LIMIT and OFFSET, and its parameters (what
+    EXPLAIN QUERY PLAN is asked of, to see that an index answers it). Raises _NoSQL for a
+    filter or sort SQL cannot express."""
+    condition, params = _where(where)
+    order = "DESC" if descending else "ASC"
+    by = _field(sort)
+    ordering = f"{by} {order}" + (f", id {order}" if by != "id" else "")
+    table = _table_name(collection)
+    return f"SELECT doc FROM {table} WHERE {condition} ORDER BY {ordering}", params
+
+
 def default_data_dir() -> Path:
     """Where a user's application data goes on this platform."""
     home = Path.home()
@@ -408,9 +437,7 @@ class SQLiteStore:
 
     def _table(self, collection: str) -> str:
         """The table of a collection, created (with its indexes) on first use."""
-        if not _NAME.match(collection):
-            raise ValueError(f"invalid collection name {collection!r}")
-        table = f'"c_{collection}"'
+        table = _table_name(collection)
         if collection in self._tables:
             return table
         db = self._conn
@@ -551,18 +578,12 @@ class SQLiteStore:
     ) -> list[Doc]:
         table = self._table(collection)
         try:
-            condition, params = _where(where)
-            order = "DESC" if descending else "ASC"
-            by = _field(sort)
-            ordering = f"{by} {order}" + (f", id {order}" if by != "id" else "")
+            query, params = select(collection, where, sort, descending)
         except _NoSQL:
             found = self._scan(table, where)
             found.sort(key=_sort_key(sort), reverse=descending)
             return found[offset : offset + limit]
-        rows = self._conn.execute(
-            f"SELECT doc FROM {table} WHERE {condition} ORDER BY {ordering} LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
+        rows = self._conn.execute(f"{query} LIMIT ? OFFSET ?", (*params, limit, offset))
         return [loads(text) for (text,) in rows]
 
     def _scan(self, table: str, where: Where) -> list[Doc]:
