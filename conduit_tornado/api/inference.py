@@ -182,6 +182,7 @@ class ChatCompletionsHandler(ProxyHandler):
         result, self.outcome = await router.run(route, call, calls)
         self.send_answer(result, self.usage_of(result, body), self.outcome)
 
+
 class CompletionsHandler(ProxyHandler):
     """Legacy text completions. Chat-only providers get the prompt as a user message and the
     answer is translated back; the response says so in ``x-conduit-translated``."""
