@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -63,9 +64,11 @@ async def test_create_answers_a_response_object(wired: Wired, model: str) -> Non
     assert response.instructions == "Be brief."
 
 
-async def _raw_events(wired: Wired, body: dict[str, object]) -> list[dict[str, Any]]:
+async def _raw_events(
+    wired: Wired, body: dict[str, object], schema: bool = True
+) -> list[dict[str, Any]]:
     """POST /v1/responses with stream, its SSE read as sent: each data validated against
-    OpenAI's schema and named by its event line."""
+    OpenAI's schema (unless ``schema`` is false) and named by its event line."""
     events = []
     async with (
         httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http,
@@ -84,7 +87,8 @@ async def _raw_events(wired: Wired, body: dict[str, object]) -> list[dict[str, A
                 name = line[len("event: ") :]
             elif line.startswith("data: "):
                 event = json.loads(line[len("data: ") :])
-                validate(event, "ResponseStreamEvent")
+                if schema:
+                    validate(event, "ResponseStreamEvent")
                 assert event["type"] == name
                 events.append(event)
     return events
@@ -506,6 +510,27 @@ async def test_input_tokens_counts_without_a_call(wired: Wired) -> None:
     assert len(wired.fake.requests) == before
 
 
+async def test_input_tokens_refuses_what_a_response_would(wired: Wired) -> None:
+    """The same body checks as POST /v1/responses, before anything is counted."""
+    auth = {"Authorization": f"Bearer {wired.key}"}
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, headers=auth) as http:
+        conversation = (await http.post("/v1/conversations", json={})).json()["id"]
+        previous = (await http.post("/v1/responses", json={"model": "gpt", "input": "x"})).json()
+        for body, param in (
+            (
+                {"conversation": conversation, "previous_response_id": previous["id"]},
+                "conversation",
+            ),
+            ({"metadata": {"turn": 1}}, "metadata"),
+        ):
+            r = await http.post(
+                "/v1/responses/input_tokens", json={"model": "gpt", "input": "hi", **body}
+            )
+            assert r.status_code == 400, r.text
+            validate(r.json(), "ErrorResponse")
+            assert r.json()["error"]["param"] == param
+
+
 async def _until_done(client: openai.AsyncOpenAI, response_id: str) -> Any:
     for _ in range(200):
         response = await client.responses.retrieve(response_id)
@@ -870,6 +895,41 @@ async def test_native_stream_relayed_under_the_gateway_id(wired: Wired) -> None:
     async with wired.client() as client:
         stored = await client.responses.retrieve(final["response"]["id"])
     assert stored.output_text == deltas and stored.usage is not None
+
+
+async def test_a_native_stream_cut_part_way_ends_with_the_next_number(wired: Wired) -> None:
+    """The failure that ends a relayed stream comes after the provider's last event."""
+    await _native(wired)
+    wired.fake.then(drop_after=5)
+    # Not against the schema: the failure's error code (upstream_error) is the gateway's,
+    # which OpenAI's enum of its own codes does not list.
+    events = await _raw_events(wired, {"model": "gpt-native", "input": "Say hello"}, False)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert len(events) == 6 and events[-1]["type"] == "response.failed"
+
+
+async def test_a_client_leaving_before_the_first_token_stops_the_call(wired: Wired) -> None:
+    """A streamed request whose client leaves while the provider is silent ends at once,
+    logged as abandoned, rather than when the provider answers."""
+    wired.fake.then(delay=30)
+    ctx = wired.gateway.ctx
+    assert ctx is not None
+    leaving = asyncio.ensure_future(_raw_events(wired, {"model": "gpt", "input": "hi"}))
+    for _ in range(100):
+        if wired.fake.requests:
+            break
+        await asyncio.sleep(0.02)
+    leaving.cancel()  # the client leaves (its connection closes) before any event
+    with contextlib.suppress(asyncio.CancelledError):
+        await leaving
+    for _ in range(100):
+        if ctx.in_flight.requests == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert ctx.in_flight.requests == 0
+    await ctx.recorder.flush()
+    logs = await ctx.store.find("request_logs", {"endpoint": "responses"})
+    assert [(e["status"], e["error_code"]) for e in logs] == [(499, "client_disconnected")]
 
 
 async def test_native_failure_fails_over_to_a_translated_backend(wired: Wired) -> None:

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
 import pytest
 
+from conduit_tornado.api.responses import packed, unpacked
+from conduit_tornado.api.responses_stream import ENDING
+from conduit_tornado.core.clock import Clock
+from conduit_tornado.store import Doc, MemoryStore
 from tests.conftest import settled
 from tests.openai_schemas import validate
-from tests.proxy_setup import Wired
+from tests.proxy_setup import Wired, WiredFactory
 from tests.test_responses import _native
 
 pytestmark = pytest.mark.asyncio
@@ -94,6 +101,7 @@ async def test_cancel_stops_a_streamed_run(wired: Wired) -> None:
     await settled(wired.gateway)
     entry = (await wired.admin.logs())["data"][0]
     assert entry["status"] == 499  # stopped mid-stream; what was made is billed
+    assert entry["error_code"] == "cancelled"  # as a background run without stream logs it
 
 
 async def test_refusals_come_back_as_http_errors_and_store_nothing(wired: Wired) -> None:
@@ -210,3 +218,182 @@ async def test_a_cancelled_stream_ends_with_what_was_made(wired: Wired) -> None:
     entry = (await wired.admin.logs())["data"][0]
     assert entry["status"] == 499
     assert entry["completion_tokens"] == stored.usage.output_tokens  # as billed
+
+
+async def _stored_run(wired: Wired) -> str:
+    """The id of the streamed background run just started: no event carries it before
+    the provider answers, but its document is stored as the run starts."""
+    assert wired.gateway.ctx is not None
+    for _ in range(250):
+        docs = [d for d in await wired.gateway.ctx.store.find("responses", {}) if d.get("events")]
+        if docs and wired.fake.requests:  # and the provider has been called
+            return str(docs[0]["_id"])
+        await asyncio.sleep(0.02)
+    raise AssertionError("the run never started")
+
+
+async def test_a_cancel_before_the_first_token_stops_the_run(wired: Wired) -> None:
+    """A cancel while the provider is still being reached (connect, time to first token)
+    stops the run at once: nothing streamed or billed, the stream is its start and the
+    Response cancelled, and that is what is stored."""
+    wired.fake.then(delay=30)  # the provider is slow to answer
+    async with wired.client() as client:
+        created = asyncio.ensure_future(
+            client.responses.create(model="gpt", input="Count", background=True, stream=True)
+        )
+        response_id = await _stored_run(wired)
+        started = time.monotonic()
+        cancelled = await client.responses.cancel(response_id)
+        assert time.monotonic() - started < ENDING  # stopped, not given up on
+        assert cancelled.status == "cancelled" and cancelled.output == []
+        async with asyncio.timeout(10):
+            events = [event async for event in await created]
+        for event in events:
+            validate(_data(event), "ResponseStreamEvent")
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert [e.type for e in events] == [
+            "response.created",
+            "response.queued",
+            "response.in_progress",
+            "response.completed",
+        ]
+        assert events[-1].response.status == "cancelled" and events[-1].response.id == response_id
+        assert (await client.responses.retrieve(response_id)).status == "cancelled"
+    await settled(wired.gateway)
+    entry = (await wired.admin.logs())["data"][0]
+    assert entry["status"] == 499 and entry["error_code"] == "cancelled"
+    assert not entry.get("completion_tokens") and not entry.get("cost")  # nothing made or billed
+
+
+class _RemoteEvents(MemoryStore):
+    """A store whose event log writes take as long as a remote database's can."""
+
+    async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
+        if collection == "response_events":
+            await asyncio.sleep(0.3)
+        await super().insert_many(collection, docs)
+
+
+async def test_a_second_cancel_leaves_the_first_to_end_the_run(wired_with: WiredFactory) -> None:
+    """Two cancels: each answers the Response as the run ended it, with what it made (the
+    second does not cut short the first one's ending, which writes its last events)."""
+    wired = await wired_with(store=_RemoteEvents(), retry_backoff=0.01)
+    wired.fake.then(chunk_delay=0.2, text=LONG)
+    async with wired.client() as client:
+        stream = await client.responses.create(
+            model="gpt", input="Count", background=True, stream=True
+        )
+        seen = []
+        async for event in stream:
+            seen.append(event)
+            if event.type == "response.output_text.delta":
+                break
+        response_id = seen[0].response.id
+        first = asyncio.ensure_future(client.responses.cancel(response_id))
+        await asyncio.sleep(0.1)  # the second comes while the first one's run is ending
+        answers = [await client.responses.cancel(response_id), await first]
+        async with asyncio.timeout(10):
+            rest = [event async for event in stream]
+        last = [*seen, *rest][-1]
+        assert last.type == "response.completed" and last.response.status == "cancelled"
+        made = last.response.output_text
+        assert made and LONG.startswith(made)
+        assert [(a.status, a.output_text) for a in answers] == [("cancelled", made)] * 2
+        stored = await client.responses.retrieve(response_id)
+        assert stored.status == "cancelled" and stored.output_text == made
+
+
+@pytest.mark.parametrize("drop_after", [1, 5])
+async def test_a_relayed_stream_that_fails_part_way_ends_failed(
+    wired: Wired, drop_after: int
+) -> None:
+    """A native provider's stream cut part way (after its first event, or mid-text): the
+    failure is numbered after the last relayed event, stored, billed, and followers end."""
+    await _native(wired)
+    wired.fake.then(drop_after=drop_after)
+    async with wired.client() as client:
+        stream = await client.responses.create(
+            model="gpt-native", input="Say hello", background=True, stream=True
+        )
+        async with asyncio.timeout(10):
+            events = [_data(event) async for event in stream]
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert events[-1]["type"] == "response.failed"
+        response_id = events[0]["response"]["id"]
+        stored = await client.responses.retrieve(response_id)
+        assert stored.status == "failed" and stored.error is not None
+        async with asyncio.timeout(10):
+            replay = await client.responses.retrieve(response_id, stream=True)
+            assert [_data(e) async for e in replay] == events
+    await settled(wired.gateway)
+    entry = (await wired.admin.logs())["data"][0]
+    assert entry["status"] >= 500 and entry["provider"] == "oai-native"  # accounted
+
+
+async def test_a_follower_stops_when_the_run_s_gateway_is_gone(wired: Wired) -> None:
+    """A run in another gateway that dies without recording its end: its followers see
+    it failed (as GET would), rather than wait for its events for ever."""
+    assert wired.gateway.ctx is not None
+    store = wired.gateway.ctx.store
+    async with wired.client() as client:
+        stream = await client.responses.create(
+            model="gpt", input="Say hello", background=True, stream=True
+        )
+        events = [event async for event in stream]
+        response_id = events[0].response.id
+        # Made again in progress, by a gateway that is alive when the follower starts.
+        doc = unpacked(await store.get("responses", response_id) or {})
+        running = {**doc["response"], "status": "in_progress", "output": [], "usage": None}
+        await store.insert("instances", {"_id": "inst_other", "seen": datetime.now(UTC)})
+        await store.update(
+            "responses",
+            response_id,
+            {"status": "in_progress", "runner": "inst_other", "response": packed(running)},
+        )
+        for event in await store.find("response_events", {"response": response_id}):
+            if event["seq"] >= 3:  # its events from the text on are still to come
+                await store.delete("response_events", event["_id"])
+        follower = await client.responses.retrieve(response_id, stream=True, starting_after=1)
+        assert (await follower.__anext__()).type == "response.in_progress"
+        await store.delete("instances", "inst_other")  # that gateway is gone
+        async with asyncio.timeout(10):
+            assert [e async for e in follower] == []
+        stored = await client.responses.retrieve(response_id)
+        assert stored.status == "failed" and stored.error is not None
+
+
+class _Ticking(Clock):
+    """A millisecond on at every reading: no two readings are the same time."""
+
+    def __init__(self) -> None:
+        self._now = datetime.now(UTC)
+
+    def now(self) -> datetime:
+        self._now += timedelta(milliseconds=1)
+        return self._now
+
+
+async def test_stored_responses_date_from_their_request(wired_with: WiredFactory) -> None:
+    """Whole, background and streamed background: each stored response's created_at is
+    its request's, as the request log has it (retention reads it)."""
+    wired = await wired_with(clock=_Ticking(), retry_backoff=0.01)
+    async with wired.client() as client:
+        await client.responses.create(model="gpt", input="hi")
+        queued = await client.responses.create(model="gpt", input="hi", background=True)
+        stream = await client.responses.create(
+            model="gpt", input="hi", background=True, stream=True
+        )
+        [event async for event in stream]
+        for _ in range(200):
+            if (await client.responses.retrieve(queued.id)).status == "completed":
+                break
+            await asyncio.sleep(0.02)
+    await settled(wired.gateway)
+    ctx = wired.gateway.ctx
+    assert ctx is not None
+    await ctx.recorder.flush()
+    logged = {
+        e["created_at"] for e in await ctx.store.find("request_logs", {"endpoint": "responses"})
+    }
+    stored = await ctx.store.find("responses", {})
+    assert len(stored) == 3 and all(doc["created_at"] in logged for doc in stored)

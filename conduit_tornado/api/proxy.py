@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from tornado.iostream import StreamClosedError
@@ -34,6 +34,7 @@ from conduit_tornado.routing.upstream import ProviderError
 
 from .base import ClientHandler, dumps, model_name, resolve_model
 
+T = TypeVar("T")
 FREE = Price(0.0, 0.0)
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MAX_NAMED = 32  # names in x-conduit-dropped-params
@@ -85,6 +86,8 @@ class _Seen:
 
 class ProxyHandler(ClientHandler):
     endpoint = ""
+    #: The request log's error code (and type) of a stream stopped because its client left.
+    GONE = "client_disconnected"
     _first_event: float | None = None  # streams: when the provider's first event was here
     _metered = False
 
@@ -340,6 +343,11 @@ class ProxyHandler(ClientHandler):
         """The head of a server-sent event stream."""
         self._first_event = time.perf_counter()  # opening the stream awaited its first event
         meters.STREAMS_OPEN.n += 1
+        self.sse_headers()
+        self.routing_headers(outcome)
+
+    def sse_headers(self) -> None:
+        """A server-sent event stream's own headers (start_events adds routing's)."""
         self._headers["Content-Type"] = "text/event-stream; charset=utf-8"
         self.put_headers(
             {
@@ -347,7 +355,6 @@ class ProxyHandler(ClientHandler):
                 "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer
             }
         )
-        self.routing_headers(outcome)
 
     async def pump_events(
         self,
@@ -385,12 +392,8 @@ class ProxyHandler(ClientHandler):
         disconnect is logged as 499, and a provider failure after the first byte (nothing
         can be retried then) is logged and told to the client as ``error_event``."""
         assert self.entry is not None
-        # The pump runs in this handler's own task (a task of its own would cost a
-        # scheduling round and a write more per stream); a client that leaves cancels
-        # this task while it pumps, and the cancellation is taken back once handled.
-        self._relay = asyncio.current_task()
         try:
-            await pump
+            await self.unless_gone(pump)
         except ProviderError as exc:
             target = self.outcome.target if self.outcome is not None else None
             error = (
@@ -405,18 +408,37 @@ class ProxyHandler(ClientHandler):
                 with contextlib.suppress(StreamClosedError):
                     self.write(error_event(error))
                     await self.flush()
-        except (asyncio.CancelledError, StreamClosedError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                if not self._client_gone:
-                    raise  # cancelled for another reason (shutdown): not ours to handle
-                assert self._relay is not None
-                self._relay.uncancel()
-            self._client_gone = True
-            self.entry.update(
-                status=499, error_code="client_disconnected", error_type="client_disconnected"
-            )
+        except StreamClosedError:
+            self.gone()
+
+    async def unless_gone(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """Await ``work`` so that the client leaving stops it at once: None then (also
+        when it had left before), and the request is logged as abandoned."""
+        if self._client_gone:
+            work.close()
+            self.gone()
+            return None
+        # It runs in this handler's own task (a task of its own would cost a scheduling
+        # round and a write more per stream): a client that leaves cancels this task while
+        # it is here, and the cancellation is taken back once handled.
+        task = self._relay = asyncio.current_task()
+        assert task is not None
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise  # cancelled for another reason (shutdown): not ours to handle
+            task.uncancel()
+            self.gone()
+            return None
         finally:
             self._relay = None
+
+    def gone(self) -> None:
+        """The client left mid-request: logged as a 499, with the route's GONE code."""
+        self._client_gone = True
+        assert self.entry is not None
+        self.entry.update(status=499, error_code=self.GONE, error_type=self.GONE)
 
     def _events(self, payloads: list[bytes]) -> asyncio.Future[None] | None:
         """Write SSE events, in one write. Returns a future to await only when the client
@@ -458,7 +480,7 @@ class ProxyHandler(ClientHandler):
     def on_connection_close(self) -> None:
         self._client_gone = True
         if self._relay is not None:
-            self._relay.cancel()  # stop reading upstream at once; relay() bills what was made
+            self._relay.cancel()  # stop at once (unless_gone); the route bills what was made
         super().on_connection_close()
 
     # -- logging --------------------------------------------------------------------------

@@ -511,19 +511,7 @@ class ResponsesHandler(ProxyHandler):
     async def _start(self, turn: Turn) -> None:
         """Answer 'queued' at once and run the request after the response has gone."""
         queued = turn.response("queued")
-        await self.ctx.store.insert(
-            RESPONSES,
-            {
-                "_id": turn.response_id,
-                "key": self.key.id,
-                "created_at": self.ctx.clock.now(),
-                "status": "queued",
-                "runner": self.ctx.limiter.instance,
-                "response": packed(queued),
-                "items": packed(turn.items),
-                "messages": packed(turn.messages([])),
-            },
-        )
+        await self.ctx.store.insert(RESPONSES, self._running_doc(turn, queued))
         self._detached = True
         self.ctx.in_flight.start_run(turn.response_id, self._run(turn))
         self.send_json(queued)
@@ -601,6 +589,29 @@ class ResponsesHandler(ProxyHandler):
             )
         checked_metadata(body.get("metadata"))
 
+    def _stored(self, turn: Turn, response: Json, encoded: bytes | None = None) -> Json:
+        """The stored document of a response (``encoded``: the response as JSON text,
+        when the caller has it already)."""
+        return {
+            "_id": turn.response_id,
+            "key": self.key.id,
+            # The request's start, as its log entry has it (retention reads this).
+            "created_at": self.entry["created_at"] if self.entry else self.ctx.clock.now(),
+            "status": response["status"],
+            "response": encoded.decode() if encoded is not None else packed(response),
+            "items": packed(turn.items),
+        }
+
+    def _running_doc(self, turn: Turn, response: Json) -> Json:
+        """The stored document of a background response as its run starts: what runs it
+        (current() asks whether that still runs) and the conversation so far, which its
+        end completes."""
+        return {
+            **self._stored(turn, response),
+            "runner": self.ctx.limiter.instance,
+            "messages": packed(turn.messages([])),
+        }
+
     async def _record(self, turn: Turn, response: Json) -> None:
         """Add the turn to its conversation, if it has one."""
         if turn.body.get("conversation") is not None and response["status"] not in _UNRECORDED:
@@ -616,8 +627,7 @@ class ResponsesHandler(ProxyHandler):
         the caller has it already."""
         if response["status"] == "failed":
             return
-        if turn.body.get("conversation") is not None:
-            await self._record(turn, response)
+        await self._record(turn, response)
         replay = turn.replay(response["output"])
         if self.kept is not None:
             # The socket's own copy, read before the store (the only one with store false).
@@ -632,15 +642,8 @@ class ResponsesHandler(ProxyHandler):
             self.kept.keep(self.lane, turn.response_id, kept)
         if turn.body.get("store") is False:
             return
-        doc: Json = {
-            "_id": turn.response_id,
-            "key": self.key.id,
-            # The request's start, as its log entry has it (retention reads this).
-            "created_at": self.entry["created_at"] if self.entry else self.ctx.clock.now(),
-            "response": encoded.decode() if encoded is not None else packed(response),
-            "items": packed(turn.items),
-            "upstream": upstream,
-        }
+        doc = self._stored(turn, response, encoded)
+        doc["upstream"] = upstream
         if replay is not None:
             doc[replay[0]] = packed(replay[1])  # what conversation_after replays
         await self.ctx.store.insert(RESPONSES, doc)
@@ -661,12 +664,26 @@ class ResponsesHandler(ProxyHandler):
                 return opened, made
             return await target.adapter.chat_stream(turn.chat(), target.model, t), None
 
-        (stream, upstream), self.outcome = await self.ctx.router.run(turn.route, open_stream)
-        outcome = self.outcome
-        self.start_events(outcome)
         events = EventStream(turn.body, turn.response_id, turn.model, turn.created_at)
         seen: dict[str, Any] = {"usage": None, "reported": None, "chars": 0, "final": None}
         chat = turn.translation.chat if turn.translation is not None else {}
+        # The client leaving (a background run: its cancel) while the provider is reached
+        # stops that too: nothing is streamed then.
+        opened = await self.unless_gone(self.ctx.router.run(turn.route, open_stream))
+        if opened is None or self._client_gone:
+            usage = Usage()  # nothing was made
+            if opened is not None:  # the provider answered as the client left: unread
+                (stream, _), self.outcome = opened
+                await stream.aclose()
+                usage = self._estimate(chat, 0)
+                self.account(usage, self.outcome)
+                self.gone()
+            await self._cut_short(turn, events, seen, None, usage)
+            self.end_events()
+            return
+        (stream, upstream), self.outcome = opened
+        outcome = self.outcome
+        self.start_events(outcome)
 
         def relayed(batch: list[Json]) -> list[Json]:
             """A native provider's events, under the gateway's id and model name."""
@@ -684,6 +701,8 @@ class ResponsesHandler(ProxyHandler):
                         seen["usage"] = _native_usage(answer)
                 elif event.get("type") == "response.output_text.delta":
                     seen["chars"] += len(str(event.get("delta") or ""))
+            if batch and isinstance(last := batch[-1].get("sequence_number"), int):
+                seen["seq"] = last  # a failure goes next (_as_background notes its renumbering)
             return _as_background(batch, seen) if background else batch
 
         background = bool(turn.body.get("background"))
@@ -712,6 +731,9 @@ class ResponsesHandler(ProxyHandler):
             await self._end_stream(turn, seen["final"], upstream, events.final_encoded, last)
 
         def failed(error: ApiError) -> bytes:
+            if upstream is not None:
+                # The relayed events were numbered by the provider: the failure goes next.
+                events.sequence = seen.get("seq", -1) + 1
             return named_events([events.fail(error.code or error.type, error.message)])
 
         await self.pump_events(stream, pump(), failed)
@@ -878,7 +900,7 @@ class InputTokensHandler(ClientHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        check_params(body)
+        ResponsesHandler._check(body)  # what POST /v1/responses would refuse
         history = (await prior(self, body)).messages
         if body.get("model") is None:
             body["model"] = ""

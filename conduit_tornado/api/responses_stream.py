@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-import tornado.web
 from tornado.httputil import (
     HTTPConnection,
     HTTPHeaders,
@@ -35,7 +35,7 @@ from conduit_tornado.formats.responses import new_id
 from conduit_tornado.formats.responses_events import EventStream
 from conduit_tornado.formats.responses_output import usage_object
 from conduit_tornado.formats.sse import named_events
-from conduit_tornado.routing.providers.base import Usage
+from conduit_tornado.routing.providers.base import Json, Usage
 from conduit_tornado.server.http import RequestContext
 from conduit_tornado.server.tornado_private import body_complete, start_streaming_handler
 from conduit_tornado.store import StoreUnavailable
@@ -47,12 +47,15 @@ from .responses import (
     ResponsesHandler,
     Turn,
     _end,
+    current,
     packed,
+    unpacked,
 )
 
 log = logging.getLogger("conduit.responses")
 EVENTS = "response_events"
 POLL = 0.1  # seconds between store reads when the run is in another process
+LIVENESS = 1.0  # seconds between a follower's checks that such a run still runs
 PAGE = 500  # events read from the store at a time
 #: Seconds a stopped run is given to write its last events and its Response.
 ENDING = 5.0
@@ -73,6 +76,9 @@ class BackgroundStreamRun(ResponsesHandler):
     completed at its end, instead of written once at the end."""
 
     preset_id = ""
+    #: Its connection, the event log, never leaves: only a cancel (or the gateway
+    #: stopping) stops it, and a background run without stream logs those so.
+    GONE = "cancelled"
 
     def initialize(self, response_id: str = "") -> None:
         super().initialize()
@@ -85,21 +91,9 @@ class BackgroundStreamRun(ResponsesHandler):
         return self.preset_id
 
     async def _start(self, turn: Turn) -> None:
-        running = turn.response("in_progress")
-        await self.ctx.store.insert(
-            RESPONSES,
-            {
-                "_id": turn.response_id,
-                "key": self.key.id,
-                "created_at": self.ctx.clock.now(),
-                "status": "in_progress",
-                "runner": self.ctx.limiter.instance,
-                "events": True,  # its events are in response_events
-                "response": packed(running),
-                "items": packed(turn.items),
-                "messages": packed(turn.messages([])),
-            },
-        )
+        running = self._running_doc(turn, turn.response("in_progress"))
+        # Its events are in response_events.
+        await self.ctx.store.insert(RESPONSES, {**running, "events": True})
         try:
             await self._stream(turn)
         except ApiError:
@@ -109,16 +103,22 @@ class BackgroundStreamRun(ResponsesHandler):
             raise
 
     async def _cut_short(
-        self, turn: Turn, events: EventStream, seen: Any, upstream: Any, usage: Usage
+        self, turn: Turn, events: EventStream, seen: Json, upstream: Json | None, usage: Usage
     ) -> None:
         """Stopped before its Response. Cancelled: the stream ends with the Response,
         cancelled, holding what was made and its (billed) usage, which is what is stored.
         Failed upstream: the failure's event is out, the failed Response is stored. The
         gateway stopping: _run records that."""
-        log = self.request.connection
-        assert isinstance(log, EventLog)
-        if log.cancelled:
-            if upstream is None:
+        event_log = self.request.connection
+        assert isinstance(event_log, EventLog)
+        if event_log.cancelled:
+            if not self._streaming:
+                # Cancelled before the provider's first event: the stream is its start
+                # and its end, the translated stream's whatever the provider.
+                self.sse_headers()
+                last = events.start_frames() + named_events(events.cancel(usage))
+                final = events.final
+            elif upstream is None:
                 last = named_events(events.cancel(usage))
                 final = events.final
             else:
@@ -144,8 +144,8 @@ class BackgroundStreamRun(ResponsesHandler):
     async def _end_stream(
         self,
         turn: Turn,
-        final: Any,
-        upstream: Any,
+        final: Json | None,
+        upstream: Json | None,
         encoded: bytes | None,
         last: bytes,
     ) -> None:
@@ -158,10 +158,9 @@ class BackgroundStreamRun(ResponsesHandler):
             await self._save(turn, final, upstream, encoded)
 
     async def _save(
-        self, turn: Turn, response: Any, upstream: Any, encoded: bytes | None = None
+        self, turn: Turn, response: Json, upstream: Json | None, encoded: bytes | None = None
     ) -> None:
-        if response["status"] != "failed":
-            await self._record(turn, response)
+        await self._record(turn, response)  # neither failed nor cancelled ones
         await self.ctx.store.update(
             RESPONSES,
             turn.response_id,
@@ -275,6 +274,7 @@ async def _run(handler: ClientHandler, events: EventLog, body: bytes) -> None:
         headers=_headers(handler, len(body)),
     )
     run = BackgroundStreamRun(handler.application, request, response_id=events.response_id)
+    why = "The gateway failed while running this response."
     try:
         await start_streaming_handler(run, request, [])
         run.data_received(body)
@@ -283,20 +283,20 @@ async def _run(handler: ClientHandler, events: EventLog, body: bytes) -> None:
         await asyncio.shield(events.finished)
     except asyncio.CancelledError:
         # A cancel, or the gateway stopping: the run stops reading upstream, bills what
-        # was made and ends its stream (_cut_short); if it did not record the end, say why.
+        # was made and ends its stream (_cut_short).
+        why = "The gateway stopped before this response finished."
         events.stop()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ENDING):
                 await events.finished
-        doc = await handler.ctx.store.get(RESPONSES, events.response_id)
-        if doc is not None and doc.get("status") in UNFINISHED:
-            await _end(
-                handler.ctx.store,
-                orjson.loads(doc["response"]),
-                "The gateway stopped before this response finished.",
-            )
         raise
     finally:
+        # However it ended, its Response is not left in progress (followers would wait
+        # for it for ever): if the run did not record its end, say why.
+        with contextlib.suppress(StoreUnavailable):  # current() records it on a read
+            doc = await handler.ctx.store.get(RESPONSES, events.response_id)
+            if doc is not None and doc.get("status") in UNFINISHED:
+                await _end(handler.ctx.store, orjson.loads(doc["response"]), why)
         events.finish()  # whoever waits for its head or end stops waiting
         events.wake.set()  # followers look once more, and see the end
         _LIVE.pop(events.response_id, None)
@@ -336,22 +336,25 @@ async def background_stream(handler: ClientHandler, body: dict[str, Any]) -> Non
 async def cancel_streamed(response_id: str, run: asyncio.Task[None]) -> bool:
     """Cancel a streamed run of this process and wait for it to end: its stream ends
     with the Response, cancelled, stored with what it made. False: not one of those."""
-    log = _LIVE.get(response_id)
-    if log is None:
+    event_log = _LIVE.get(response_id)
+    if event_log is None:
         return False
-    log.cancelled = True
-    run.cancel()
+    if not event_log.cancelled:  # another cancel's is ending it: cancelling again would
+        event_log.cancelled = True  # cut that ending short
+        run.cancel()
     await asyncio.wait([run])
     return True
 
 
-async def follow(handler: tornado.web.RequestHandler, response_id: str, after: int) -> None:
+async def follow(handler: ClientHandler, response_id: str, after: int) -> None:
     """Write a response's stored events after sequence number ``after`` as SSE, and the
-    ones still to come, until the response has ended."""
-    ctx = handler.application.settings["conduit"]
+    ones still to come, until the response has ended (or its runner has, without
+    recording the end: current() records it)."""
+    ctx = handler.ctx
     handler.set_header("Content-Type", "text/event-stream; charset=utf-8")
     handler.set_header("Cache-Control", "no-cache")
     handler.set_header("X-Accel-Buffering", "no")
+    checked = time.monotonic()
     try:
         while True:
             live = _LIVE.get(response_id)
@@ -372,8 +375,16 @@ async def follow(handler: tornado.web.RequestHandler, response_id: str, after: i
                     after = doc["seq"]
                 await handler.flush()
                 continue
-            doc = await ctx.store.get(RESPONSES, response_id)
-            if doc is None or doc.get("status") not in UNFINISHED:
+            stored = await ctx.store.get(RESPONSES, response_id)
+            if (
+                live is None  # an in-process run is live until its end is recorded
+                and stored is not None
+                and stored.get("status") in UNFINISHED
+                and time.monotonic() - checked >= LIVENESS
+            ):
+                checked = time.monotonic()
+                stored = await current(handler, unpacked(stored))
+            if stored is None or stored.get("status") not in UNFINISHED:
                 if waiter is not None:
                     waiter.cancel()
                 # One more read: events written between the page and the status.
