@@ -390,6 +390,8 @@ class BaseHandler(ApiResponses):
             ) from exc
         if not isinstance(data, dict):
             raise ApiError(400, "The request body must be a JSON object.")
+        if too_deep(raw, data):
+            raise ApiError(400, TOO_DEEP)
         return data
 
     def parse(self, model: type[M]) -> M:
@@ -444,6 +446,33 @@ class ClientHandler(BaseHandler):
                 "Requests from this address are not allowed for this key.",
                 code="ip_not_allowed",
             )
+
+
+#: Deepest nesting of objects and arrays in a request body. The body is encoded again
+#: after it is read (to the provider, and into the stored Response that echoes it a few
+#: levels down), and orjson encodes at most 255 levels: a deeper body would fail there,
+#: after the provider was paid, where orjson reads up to 1,024.
+MAX_BODY_DEPTH = 240
+TOO_DEEP = (
+    f"The request body is nested too deeply: at most {MAX_BODY_DEPTH} levels of objects and arrays."
+)
+
+
+def too_deep(raw: str | bytes, data: Any) -> bool:
+    """Whether parsed JSON nests deeper than MAX_BODY_DEPTH."""
+    if isinstance(raw, str):
+        brackets = raw.count("{") + raw.count("[")
+    else:
+        brackets = raw.count(b"{") + raw.count(b"[")
+    if brackets <= MAX_BODY_DEPTH:
+        return False  # most bodies: two counts
+    for _ in range(255 - MAX_BODY_DEPTH):
+        data = [data]  # orjson's own limit, MAX_BODY_DEPTH levels down
+    try:
+        orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 class AdminHandler(BaseHandler):
