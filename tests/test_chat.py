@@ -379,3 +379,43 @@ async def test_a_stream_with_no_events_is_a_failure_not_an_empty_answer(wired: W
     assert r.status_code == 502, body
     assert json.loads(body)["error"]["code"] == "upstream_error"
     assert len(wired.fake.requests) - before == 3  # asked again, within the request's budget
+
+
+async def test_stream_must_be_a_boolean_and_stream_options_need_a_stream(wired: Wired) -> None:
+    # Read by truthiness, "false" streamed; OpenAI refuses it, and stream_options without
+    # a stream, as these 400s.
+    async with httpx2.AsyncClient(
+        base_url=wired.gateway.url, headers={"Authorization": f"Bearer {wired.key}"}
+    ) as http:
+        for path, body in (
+            ("/v1/chat/completions", {"messages": HI}),
+            ("/v1/completions", {"prompt": "Say hello"}),
+        ):
+            for model in ("gpt", "claude", "mock"):
+                cases: list[tuple[dict[str, object], str]] = [
+                    ({"stream": "false"}, "stream"),
+                    ({"stream": "yes"}, "stream"),
+                    ({"stream": 0}, "stream"),
+                    ({"stream_options": {"include_usage": True}}, "stream_options"),
+                    ({"stream": False, "stream_options": {}}, "stream_options"),
+                ]
+                for extra, param in cases:
+                    r = await http.post(path, json={**body, "model": model, **extra})
+                    assert r.status_code == 400, (path, extra, r.text)
+                    error = r.json()["error"]
+                    assert error["param"] == param and error["type"] == "invalid_request_error"
+                    assert param in error["message"], error
+    assert wired.fake.requests == []
+    async with wired.client() as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="gpt", messages=HI, stream_options={"include_usage": True}
+            )
+        assert refused.value.param == "stream_options"
+        # Explicit false and null are what OpenAI takes.
+        answer = await client.chat.completions.create(
+            model="gpt", messages=HI, stream=False, stream_options=None
+        )
+        assert answer.choices[0].message.content == "Hello from the fake"
+        text = await client.completions.create(model="gpt", prompt="Say hello", stream=False)
+        assert text.choices[0].text

@@ -217,3 +217,76 @@ async def test_native_relay_keeps_what_only_anthropic_does(wired: Wired) -> None
                 messages=[{"role": "user", "content": [document]}],  # type: ignore[list-item]
             )
         assert "document" in refused.value.message
+
+
+BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
+    ({"stream": "false"}, "stream"),
+    ({"stream": "yes"}, "stream"),
+    ({"stream": 1}, "stream"),
+    ({"temperature": 5}, "temperature"),
+    ({"temperature": -0.1}, "temperature"),
+    ({"temperature": "0.5"}, "temperature"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"top_p": -1}, "top_p"),
+    ({"top_k": -1}, "top_k"),
+    ({"top_k": 2.5}, "top_k"),
+    ({"top_k": True}, "top_k"),
+    ({"tool_choice": {"type": "any"}}, "tool_choice"),
+    ({"tool_choice": {"type": "tool", "name": "get_weather"}}, "tool_choice"),
+    ({"tool_choice": {"type": "tool", "name": "nope"}, "tools": [WEATHER]}, "tool_choice.name"),
+    ({"tool_choice": {"type": "tool"}, "tools": [WEATHER]}, "tool_choice.name"),
+    ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
+    ({"metadata": {"user_id": 5}}, "metadata.user_id"),
+    ({"metadata": "u"}, "metadata"),
+]
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])  # translated through chat, relayed as sent
+async def test_bad_fields_are_refused_before_anything_is_sent(wired: Wired, model: str) -> None:
+    async with httpx2.AsyncClient(
+        base_url=wired.gateway.url, headers={"x-api-key": wired.key}
+    ) as http:
+        for extra, field in BAD_FIELDS:
+            body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+            r = await http.post("/v1/messages", json={**body, **extra})
+            assert r.status_code == 400, (extra, r.text)
+            assert r.headers["content-type"].startswith("application/json")
+            error = r.json()
+            assert error["type"] == "error", error
+            assert error["error"]["type"] == "invalid_request_error", error
+            assert error["error"]["message"].startswith(field), (extra, error)
+    assert wired.fake.requests == []
+    await settled(wired.gateway)
+    assert wired.gateway.ctx is not None
+    await wired.gateway.ctx.recorder.flush()
+    logs = (await wired.admin.logs())["data"]
+    assert len(logs) == len(BAD_FIELDS)  # refusals are logged, as a stream of none of them
+    assert all(e["status"] == 400 and not e.get("cost") and not e["stream"] for e in logs)
+    assert (await wired.admin.get_key(wired.key_id))["spend"] == 0
+
+
+async def test_good_edge_values_still_go_through(wired: Wired) -> None:
+    body = {
+        "model": "gpt",
+        "max_tokens": 10,
+        "stream": False,
+        "temperature": 1,
+        "top_p": 0,
+        "top_k": 0,
+        "metadata": {"user_id": "u-1"},
+        "tools": [WEATHER],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    async with httpx2.AsyncClient(
+        base_url=wired.gateway.url, headers={"x-api-key": wired.key}
+    ) as http:
+        r = await http.post("/v1/messages", json=body)
+        assert r.status_code == 200 and r.json()["type"] == "message", r.text
+        sent = wired.fake.requests[-1].body
+        assert sent["temperature"] == 1 and sent["top_p"] == 0
+        assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+        # null is as good as not given
+        plain = {"model": "gpt", "max_tokens": 5, "messages": body["messages"]}
+        r = await http.post("/v1/messages", json={**plain, "stream": None, "temperature": None})
+    assert r.status_code == 200 and r.json()["type"] == "message", r.text

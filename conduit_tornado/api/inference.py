@@ -7,6 +7,7 @@ import struct
 from typing import Any
 
 from conduit_tornado.core.errors import ApiError
+from conduit_tornado.formats.responses import wrong_type
 from conduit_tornado.routing.fanout import (
     chat_chunk_to_completion,
     chat_to_completion,
@@ -46,15 +47,28 @@ def _n(body: Json) -> int:
     return n
 
 
-def _stream_options(body: Json) -> None:
+def _stream(body: Json) -> bool:
+    """Whether to stream, refused as OpenAI refuses it: ``stream`` a boolean (a string
+    such as "false" is truthy), ``stream_options`` an object and only with a stream."""
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:
+        raise wrong_type(stream, "stream", "a boolean")
     options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise ApiError(
-            400,
-            "stream_options must be an object.",
-            param="stream_options",
-            code="invalid_type",
-        )
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ApiError(
+                400,
+                "stream_options must be an object.",
+                param="stream_options",
+                code="invalid_type",
+            )
+        if not stream:
+            raise ApiError(
+                400,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+            )
+    return stream is True
 
 
 def _chat_text(messages: list[Any]) -> str:
@@ -155,7 +169,7 @@ class ChatCompletionsHandler(ProxyHandler):
             )
         text = _chat_text(messages)
         n = _n(body)
-        _stream_options(body)
+        streamed = _stream(body)
         router = self.ctx.router
         calls = None
         if n > 1:
@@ -165,7 +179,7 @@ class ChatCompletionsHandler(ProxyHandler):
 
             _check_fanout(router.adapters(route), n, None, self.ctx.settings.max_fanout)
         await self.admit(body, prompt_tokens=estimate_tokens(text))
-        if body.get("stream"):
+        if streamed:
 
             async def open_stream(target: Target, t: Timeouts) -> ChunkStream:
                 self.name_dropped(target.adapter.dropped(body))
@@ -205,11 +219,10 @@ class CompletionsHandler(ProxyHandler):
                 code="invalid_value",
             )
         n = _n(body)
-        _stream_options(body)
+        stream = _stream(body)
         count = len(prompts)
         _check_fanout(self.ctx.router.adapters(route), n, count, self.ctx.settings.max_fanout)
         await self.admit(body)
-        stream = bool(body.get("stream"))
 
         def calls(target: Target) -> int:
             return _upstream_calls(target.adapter, n, count)

@@ -14,7 +14,13 @@ import math
 from typing import Any
 
 from conduit_tornado.core.errors import ApiError
-from conduit_tornado.formats.messages import EventStream, error_body, message_of, to_chat
+from conduit_tornado.formats.messages import (
+    EventStream,
+    check_params,
+    error_body,
+    message_of,
+    to_chat,
+)
 from conduit_tornado.routing.catalog import ModelRoute
 from conduit_tornado.routing.providers.anthropic import cache_write_1h
 from conduit_tornado.routing.providers.base import (
@@ -85,6 +91,7 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
         route = self.resolve(
             {"model": body.get("model"), "user": _user(body), "stream": body.get("stream")}
         )
+        check_params(body)  # for native providers too, whose bodies go upstream as sent
         native = any(a.native_messages for a in self.ctx.router.adapters(route))
         try:
             chat: Json | None = to_chat(body)

@@ -124,7 +124,7 @@ class ProxyHandler(ClientHandler):
             self.key,
             self.endpoint,
             model,
-            stream=bool(body.get("stream")),
+            stream=body.get("stream") is True,  # "false" is refused, not a stream
             user=user if isinstance(user, str) else None,
         )
         if self.trace is not None:

@@ -60,6 +60,52 @@ def _invalid(message: str) -> ApiError:
 
 # -- request -------------------------------------------------------------------------------
 
+#: Fields Anthropic checks whatever the backend: refused here before routing, since a
+#: native relay would otherwise take them upstream unchecked. The guard keeps a body
+#: with none of them at one set operation.
+CHECKED = frozenset({"stream", "temperature", "top_p", "top_k", "tool_choice", "metadata"})
+TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_params(body: Json) -> None:
+    """Anthropic's own 400s for the sampling and control fields, each only when present."""
+    if CHECKED.isdisjoint(body):
+        return
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:
+        raise _invalid("stream: Input should be a valid boolean")
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and not (_number(value) and 0 <= value <= 1):
+            raise _invalid(f"{name}: Input should be a number from 0 to 1")
+    top_k = body.get("top_k")
+    if top_k is not None and not (type(top_k) is int and top_k >= 0):
+        raise _invalid("top_k: Input should be a non-negative integer")
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise _invalid("metadata: Input should be a valid dictionary")
+        user = metadata.get("user_id")
+        if user is not None and not isinstance(user, str):
+            raise _invalid("metadata.user_id: Input should be a valid string")
+    choice = body.get("tool_choice")
+    if choice is not None and _choice_kind(choice) in ("any", "tool"):
+        # Forcing a tool use needs a tool to use: Anthropic refuses it, a chat backend
+        # would answer an error of its own or ignore the choice.
+        tools = body.get("tools")
+        if not tools:
+            raise _invalid("tool_choice: may only be specified while providing tools")
+        if (
+            choice["type"] == "tool"
+            and isinstance(tools, list)
+            and not any(isinstance(t, dict) and t.get("name") == choice["name"] for t in tools)
+        ):
+            raise _invalid(f"tool_choice.name: no tool named {choice['name']!r} in tools")
+
 
 def to_chat(body: Json) -> Json:
     """Translate a Messages request; raise ApiError(400) on what cannot be translated."""
@@ -236,18 +282,25 @@ def _tools(tools: Any) -> list[Json]:
     return out
 
 
-def _tool_choice(choice: Any, chat: Json) -> None:
+def _choice_kind(choice: Any) -> str:
     kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind not in TOOL_CHOICES:
+        raise _invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    if kind == "tool" and not isinstance(choice.get("name"), str):
+        raise _invalid("tool_choice.name: Field required")
+    return str(kind)
+
+
+def _tool_choice(choice: Any, chat: Json) -> None:
+    kind = _choice_kind(choice)
     if kind == "auto":
         chat["tool_choice"] = "auto"
     elif kind == "any":
         chat["tool_choice"] = "required"
     elif kind == "none":
         chat["tool_choice"] = "none"
-    elif kind == "tool" and isinstance(choice.get("name"), str):
-        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
-        raise _invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     if choice.get("disable_parallel_tool_use") and kind != "none":
         chat["parallel_tool_calls"] = False
 

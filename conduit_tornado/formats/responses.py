@@ -542,7 +542,7 @@ def _kind(value: Any) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
-def _wrong_type(value: Any, param: str, expected: str) -> ApiError:
+def wrong_type(value: Any, param: str, expected: str) -> ApiError:
     return _invalid(
         f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
         param,
@@ -553,13 +553,13 @@ def _wrong_type(value: Any, param: str, expected: str) -> ApiError:
 def _boolean(value: Any, param: str) -> None:
     # Read by truthiness otherwise: "false" would stream, or run in the background.
     if not isinstance(value, bool):
-        raise _wrong_type(value, param, "a boolean")
+        raise wrong_type(value, param, "a boolean")
 
 
 def _string(most: int | None = None) -> _Check:
     def check(value: Any, param: str) -> None:
         if not isinstance(value, str):
-            raise _wrong_type(value, param, "a string")
+            raise wrong_type(value, param, "a string")
         if most is not None and len(value) > most:
             raise _invalid(
                 f"Invalid '{param}': string too long. Expected a string with maximum length "
@@ -577,7 +577,7 @@ def _number(low: float, high: float | None, integer: bool = False) -> _Check:
 
     def check(value: Any, param: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-            raise _wrong_type(value, param, expected)
+            raise wrong_type(value, param, expected)
         if value < low or (high is not None and value > high):
             raise _invalid(
                 f"Invalid '{param}': expected {expected} {span}, but got {value} instead.",
@@ -592,7 +592,7 @@ def _one_of(*values: str) -> _Check:
 
     def check(value: Any, param: str) -> None:
         if not isinstance(value, str):
-            raise _wrong_type(value, param, f"one of {supported}")
+            raise wrong_type(value, param, f"one of {supported}")
         if value not in values:
             raise _invalid(
                 f"Invalid value for '{param}': {value!r}. Supported values are: {supported}.",
@@ -605,7 +605,7 @@ def _one_of(*values: str) -> _Check:
 def _array_of(each: _Check) -> _Check:
     def check(value: Any, param: str) -> None:
         if not isinstance(value, list):
-            raise _wrong_type(value, param, "an array")
+            raise wrong_type(value, param, "an array")
         for index, item in enumerate(value):
             each(item, f"{param}[{index}]")
 
@@ -617,7 +617,7 @@ def _object_with(**fields: _Check) -> _Check:
 
     def check(value: Any, param: str) -> None:
         if not isinstance(value, dict):
-            raise _wrong_type(value, param, "an object")
+            raise wrong_type(value, param, "an object")
         for name, field_check in fields.items():
             if value.get(name) is not None:
                 field_check(value[name], f"{param}.{name}")
