@@ -579,7 +579,11 @@ async def test_a_follow_up_of_a_response_still_running_is_refused(wired: Wired) 
     assert wired.gateway.ctx is not None
     await wired.gateway.ctx.recorder.flush()
     logs = await wired.gateway.ctx.store.find("request_logs", {"endpoint": "responses"})
-    assert len(logs) == 1  # the background run's: the refused follow-ups cost nothing
+    # The background run's, and the refused follow-ups (HTTP, WebSocket): logged, at no cost.
+    refused = [e for e in logs if e["status"] == 400]
+    assert len(logs) == 3 and len(refused) == 2
+    assert all(e["error_code"] == "previous_response_in_progress" for e in refused)
+    assert not any(e.get("total_tokens") or e.get("cost") for e in refused)
     assert not any("next" in json.dumps(request.body) for request in wired.fake.requests)
 
 
@@ -988,3 +992,144 @@ async def test_what_a_translation_leaves_out_is_named(wired: Wired) -> None:
         assert native.status_code == 200, native.text
         assert "x-conduit-dropped-params" not in native.headers
         assert wired.fake.requests[-1].body["include"] == ["reasoning.encrypted_content"]
+
+
+@pytest.mark.parametrize(
+    "bad", ["\x00msg", "msg\u202etxt", "../../x", "x" * 65, "x" * 5000, "", 7, ["msg_1"]]
+)
+async def test_item_ids_are_checked_where_items_are_read(wired: Wired, bad: object) -> None:
+    """A client's item id is part of the key its conversation stores the item under, and
+    comes back in URLs and listings: anything but 1 to 64 of [A-Za-z0-9_-] is a 400 naming
+    it, on every route that reads items, and nothing is stored or sent."""
+    assert wired.gateway.ctx is not None
+    store = wired.gateway.ctx.store
+    before = len(wired.fake.requests)
+    good = {"type": "message", "role": "user", "content": "hi", "id": "msg_ok-1"}
+    item = {**good, "id": bad}
+    auth = {"Authorization": f"Bearer {wired.key}"}
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, headers=auth) as http:
+        conv_id = (await http.post("/v1/conversations", json={})).json()["id"]
+        for path, body, param in (
+            ("/v1/responses", {"model": "gpt", "input": [good, item]}, "input[1].id"),
+            (
+                "/v1/responses",
+                {"model": "gpt", "input": [item], "conversation": conv_id},
+                "input[0].id",
+            ),
+            ("/v1/conversations", {"items": [good, item]}, "items[1].id"),
+            (f"/v1/conversations/{conv_id}/items", {"items": [item]}, "items[0].id"),
+        ):
+            r = await http.post(path, json=body)
+            assert r.status_code == 400, (path, r.text)
+            validate(r.json(), "ErrorResponse")
+            assert r.json()["error"]["param"] == param
+    assert len(wired.fake.requests) == before
+    assert await store.count("conversation_items", {}) == 0
+    assert await store.count("conversations", {}) == 1
+    assert await store.count("responses", {}) == 0
+
+
+async def test_an_item_id_is_new_or_refused_before_anything_is_written(wired: Wired) -> None:
+    """Ids are unique within a conversation: one it holds already, or two alike in one
+    request, is a 400 naming the item, found before any write or model call, so nothing
+    is half-written or billed. Another conversation may hold the same id."""
+    assert wired.gateway.ctx is not None
+    store = wired.gateway.ctx.store
+
+    def msg(item_id: str, text: str = "x") -> dict[str, str]:
+        return {"type": "message", "role": "user", "content": text, "id": item_id}
+
+    auth = {"Authorization": f"Bearer {wired.key}"}
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, headers=auth) as http:
+        made = await http.post("/v1/conversations", json={"items": [msg("msg_dup")]})
+        conv_id = made.json()["id"]
+        items_url = f"/v1/conversations/{conv_id}/items"
+        held = await store.count("conversation_items", {})
+        before = len(wired.fake.requests)
+        for path, body, param in (
+            (items_url, {"items": [msg("msg_dup")]}, "items[0].id"),
+            (items_url, {"items": [msg("msg_new"), msg("msg_dup")]}, "items[1].id"),
+            (items_url, {"items": [msg("msg_two"), msg("msg_two")]}, "items[1].id"),
+            ("/v1/conversations", {"items": [msg("msg_a"), msg("msg_a")]}, "items[1].id"),
+            (
+                "/v1/responses",
+                {"model": "gpt", "conversation": conv_id, "input": [msg("msg_dup")]},
+                "input[0].id",
+            ),
+            (
+                "/v1/responses",
+                {"model": "gpt", "input": [msg("msg_b"), msg("msg_b", "y")]},
+                "input[1].id",
+            ),
+        ):
+            for stream in (False, True):  # a stream refuses before its first event too
+                if stream and path != "/v1/responses":
+                    continue
+                r = await http.post(path, json={**body, **({"stream": True} if stream else {})})
+                assert r.status_code == 400, (body, r.text)
+                validate(r.json(), "ErrorResponse")
+                assert r.json()["error"]["param"] == param, body
+        assert len(wired.fake.requests) == before  # no model was called
+        assert await store.count("conversation_items", {}) == held
+        assert await store.count("conversations", {}) == 1
+        assert await store.count("responses", {}) == 0
+        listed = (await http.get(items_url)).json()["data"]
+        assert [item["id"] for item in listed] == ["msg_dup"]
+        # Fresh ids go in, the user's message with the reply; another conversation may
+        # use an id this one holds.
+        answered = await http.post(
+            "/v1/responses",
+            json={"model": "gpt", "conversation": conv_id, "input": [msg("msg_next")]},
+        )
+        assert answered.status_code == 200, answered.text
+        listed = (await http.get(items_url, params={"order": "asc"})).json()["data"]
+        assert [item["id"] for item in listed][:2] == ["msg_dup", "msg_next"]
+        assert [item["role"] for item in listed] == ["user", "user", "assistant"]
+        other = await http.post("/v1/conversations", json={"items": [msg("msg_dup")]})
+        assert other.status_code == 200, other.text
+
+
+async def test_refusals_are_in_the_request_log(wired: Wired) -> None:
+    """A refused POST /v1/responses is logged with its status and code, as chat's are:
+    bad parameters, and what is continued being missing. A bad model name is still its
+    own 404."""
+    assert wired.gateway.ctx is not None
+    auth = {"Authorization": f"Bearer {wired.key}"}
+    refusals: list[tuple[dict[str, Any], int, str | None]] = [
+        ({"temperature": 3}, 400, "invalid_value"),
+        ({"store": "yes"}, 400, "invalid_type"),
+        ({"metadata": {"turn": 1}}, 400, None),
+        ({"previous_response_id": "resp_missing"}, 404, "previous_response_not_found"),
+        ({"conversation": "conv_missing"}, 404, "conversation_not_found"),
+        ({"model": "no-such-model", "temperature": 3}, 404, "model_not_found"),
+        # Its in-process run refuses it, and is what logs it: once.
+        ({"background": True, "stream": True, "temperature": 3}, 400, "invalid_value"),
+    ]
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, headers=auth) as http:
+        for body, status, code in refusals:
+            r = await http.post("/v1/responses", json={"model": "gpt", "input": "hi", **body})
+            assert r.status_code == status, r.text
+            assert r.json()["error"]["code"] == code
+    await settled(wired.gateway)
+    await wired.gateway.ctx.recorder.flush()
+    logs = await wired.gateway.ctx.store.find("request_logs", {"endpoint": "responses"})
+    logged = sorted((e["status"], e["error_code"] or "") for e in logs)
+    assert logged == sorted((status, code or "") for _, status, code in refusals)
+    assert not any(e.get("total_tokens") or e.get("cost") for e in logs)
+
+
+async def test_items_relayed_as_sent_have_their_ids_checked_too(wired: Wired) -> None:
+    """Items only a native provider takes are kept as sent, but not a bad or repeated id:
+    the same 400 as for the items the gateway reads, before the provider is called."""
+    await _native(wired)
+    before = len(wired.fake.requests)
+    hosted = {"type": "web_search_call", "status": "completed", "action": {"type": "search"}}
+    for items, param in (
+        ([{**hosted, "id": "../ws"}], "input[0].id"),
+        ([{**hosted, "id": "ws_1"}, {**hosted, "id": "ws_1"}], "input[1].id"),
+        ([{**hosted, "id": "ws_1"}, {"role": "user", "content": "x", "id": "ws_1"}], "input[1].id"),
+    ):
+        r = await _post(wired, {"model": "gpt-native", "input": items})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+    assert len(wired.fake.requests) == before

@@ -124,10 +124,44 @@ async def conversation_items(handler: ClientHandler, conv_id: str) -> list[Json]
     return [_item(doc) for doc in docs]
 
 
-async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) -> None:
+def _key(conv_id: str, item_id: str) -> str:
+    """An item's document id: its id is unique within its conversation, not beyond (two
+    conversations may each hold a ``msg_1``, as a client's own ids would have it)."""
+    return f"{conv_id}:{item_id}"
+
+
+def _taken(item_id: str, param: str) -> ApiError:
+    return ApiError(
+        400,
+        f"An item with id '{item_id}' is already in this conversation; give each item a new "
+        "id, or none.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+async def check_new_items(
+    handler: ClientHandler, conv_id: str, items: list[Json], param: str
+) -> None:
+    """400 naming ``{param}[i].id`` for the first item whose id the conversation holds
+    already: checked before anything is written (or a model called), since the write would
+    fail on it. One indexed read, of those ids (ids repeated within ``items`` were refused
+    as they were read)."""
+    keys = {_key(conv_id, item["id"]): index for index, item in enumerate(items)}
+    held = await handler.ctx.store.find(ITEMS, {"_id": {"$in": list(keys)}}, limit=len(keys))
+    if held:
+        index = min(keys[doc["_id"]] for doc in held)
+        raise _taken(items[index]["id"], f"{param}[{index}].id")
+
+
+async def append_items(
+    handler: ClientHandler, conv_id: str, items: list[Json], param: str = "conversation"
+) -> None:
+    """Add items to a conversation: all of them, or (400 naming ``param``) none."""
     if not items:
         return
-    held = await handler.ctx.store.count(ITEMS, {"conversation": conv_id})
+    store = handler.ctx.store
+    held = await store.count(ITEMS, {"conversation": conv_id})
     if held + len(items) > MAX_ITEMS:
         raise ApiError(
             400,
@@ -139,7 +173,7 @@ async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) 
     docs = []
     for i, item in enumerate(items):
         doc: Json = {
-            "_id": f"{conv_id}:{item['id']}",
+            "_id": _key(conv_id, item["id"]),
             "conversation": conv_id,
             "seq": base + i,
             "created_at": handler.ctx.clock.now(),
@@ -147,7 +181,24 @@ async def append_items(handler: ClientHandler, conv_id: str, items: list[Json]) 
             **_lookups(item),
         }
         docs.append(doc)
-    await handler.ctx.store.insert_many(ITEMS, docs)
+    try:
+        await store.insert_many(ITEMS, docs)
+    except DuplicateError:
+        # Another request added one of these ids since check_new_items read them. A
+        # store's batch may have written some of the rest: taken back (by their seq, this
+        # batch's own, so the other request's item stays), leaving none of the batch.
+        seqs = [doc["seq"] for doc in docs]
+        for doc in await store.find(
+            ITEMS, {"conversation": conv_id, "seq": {"$in": seqs}}, limit=len(docs)
+        ):
+            await store.delete(ITEMS, doc["_id"])
+        raise ApiError(
+            400,
+            "Another request added items with the same ids to this conversation at the same "
+            "time; nothing was added.",
+            param=param,
+            code="invalid_value",
+        ) from None
 
 
 async def _check_outputs(handler: ClientHandler, conv_id: str | None, items: list[Json]) -> None:
@@ -226,7 +277,7 @@ class ConversationsHandler(ClientHandler):
             "metadata": metadata,
         }
         await self.ctx.store.insert(CONVERSATIONS, doc)
-        await append_items(self, conv_id, items)
+        await append_items(self, conv_id, items, "items")
         self.send_json(conversation_object(doc))
 
 
@@ -269,7 +320,7 @@ class ConversationItemsHandler(ClientHandler):
         where: Json = {"conversation": conv_id}
         after = self.get_query_argument("after", None)
         if after is not None:
-            cursor = await self.ctx.store.get(ITEMS, f"{conv_id}:{after}")
+            cursor = await self.ctx.store.get(ITEMS, _key(conv_id, after))
             if cursor is None:
                 raise ApiError(400, f"No item with id '{after}'.", param="after")
             where["seq"] = {"$lt" if order == "desc" else "$gt": cursor["seq"]}
@@ -293,7 +344,8 @@ class ConversationItemsHandler(ClientHandler):
         if not items:
             raise ApiError(400, "items must not be empty.", param="items")
         await _check_outputs(self, conv_id, items)
-        await append_items(self, conv_id, items)
+        await check_new_items(self, conv_id, items, "items")
+        await append_items(self, conv_id, items, "items")
         self.send_json(
             {
                 "object": "list",
@@ -308,7 +360,7 @@ class ConversationItemsHandler(ClientHandler):
 class ConversationItemHandler(ClientHandler):
     async def _item(self, conv_id: str, item_id: str) -> Json:
         await owned_conversation(self, conv_id)
-        doc = await self.ctx.store.get(ITEMS, f"{conv_id}:{item_id}")
+        doc = await self.ctx.store.get(ITEMS, _key(conv_id, item_id))
         if doc is None:
             raise ApiError(
                 404, f"Item with id '{item_id}' not found.", param="item_id", code="not_found"

@@ -59,6 +59,7 @@ from conduit_tornado.store import Doc, Store, StoreUnavailable
 from .base import ClientHandler, dumps
 from .conversations import (
     append_items,
+    check_new_items,
     checked_metadata,
     conversation_id,
     conversation_items,
@@ -391,17 +392,18 @@ class ResponsesHandler(ProxyHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        self._check(body)
         if body.get("background") and body.get("stream") and await self.stream_in_background(body):
-            return
+            return  # its run is this same POST, which checks (and logs) what follows
+        user = body.get("user") or body.get("safety_identifier")
+        # First: the log entry, so that the refusals below are logged, as chat's are.
+        route = self.resolve(
+            {"model": body.get("model"), "user": user, "stream": body.get("stream")}
+        )
+        self._check(body)
         if body.get("conversation") is None and body.get("previous_response_id") is None:
             before = Prior()  # nothing to read (prior would find the same)
         else:
             before = await prior(self, body, self.kept)
-        user = body.get("user") or body.get("safety_identifier")
-        route = self.resolve(
-            {"model": body.get("model"), "user": user, "stream": body.get("stream")}
-        )
         try:
             if self.generate or body.get("input") or before.messages:
                 translated = to_chat(body, before.messages)
@@ -416,6 +418,10 @@ class ResponsesHandler(ProxyHandler):
             if not any(a.native_responses for a in self.ctx.router.adapters(route)):
                 raise
             translation, problem, items = None, exc, relayed_items(body.get("input"))
+        if type(body.get("input")) is list and body.get("conversation") is not None:
+            # The turn's items are added to the conversation after the call: an id it
+            # holds already is refused now, before anything is billed or written.
+            await check_new_items(self, conversation_id(body["conversation"]), items, "input")
         assert self.entry is not None
         turn = Turn(
             body,

@@ -12,6 +12,7 @@ responses_output.py's (the Response object) and responses_events.py's (its strea
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,41 @@ def new_id(prefix: str) -> str:
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+#: What a client may name an input item: the id is part of the key a conversation stores
+#: the item under, and comes back in listings, URLs (items/{item_id}) and logs. OpenAI's
+#: own ids (``msg_`` and hex) and the gateway's fit.
+_ITEM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _item_id(raw: Json, param: str, prefix: str) -> str:
+    """The id a client gave an input item, checked; a fresh one if it gave none."""
+    given = raw.get("id")
+    if given is None:
+        return new_id(prefix)
+    if type(given) is not str or _ITEM_ID.fullmatch(given) is None:
+        raise _invalid(
+            f"Invalid '{param}.id': expected a string of 1 to 64 letters, digits, '_' or '-'.",
+            f"{param}.id",
+        )
+    return given
+
+
+def _unique(items: list[Json], param: str) -> list[Json]:
+    """The items, if no two share an id (400 naming the second): one request's items are
+    stored under their ids."""
+    if len(items) > 1:
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            if item["id"] in seen:
+                raise _invalid(
+                    f"Duplicate item found with id '{item['id']}'. Remove duplicate items from "
+                    "your input and try again.",
+                    f"{param}[{index}].id",
+                )
+            seen.add(item["id"])
+    return items
 
 
 # -- request -------------------------------------------------------------------------------
@@ -155,7 +191,7 @@ def input_items(value: Any, param: str = "input") -> list[Json]:
         if not isinstance(raw, dict):
             raise _invalid(f"{param}[{index}] must be an object.", f"{param}[{index}]")
         items.append(_normalized(raw, f"{param}[{index}]"))
-    return items
+    return _unique(items, param)
 
 
 def relayed_items(value: Any) -> list[Json]:
@@ -168,12 +204,14 @@ def relayed_items(value: Any) -> list[Json]:
         try:
             items += input_items([raw], f"input[{index}]")
         except ApiError:
+            # Kept as sent, but under an id that passes the same check (a bad id is
+            # refused here, not relayed).
             items.append(
-                {**raw, "id": raw.get("id") or new_id("item")}
+                {**raw, "id": _item_id(raw, f"input[{index}]", "item")}
                 if isinstance(raw, dict)
                 else {"id": new_id("item"), "value": raw}
             )
-    return items
+    return _unique(items, "input")
 
 
 def messages_of(items: list[Json], param: str = "conversation") -> list[Json]:
@@ -214,15 +252,14 @@ def _normalized(raw: Json, param: str) -> Json:
                 f"{param}.content must be a string or an array of content parts.",
                 f"{param}.content",
             )
-        item_id = raw.get("id") if isinstance(raw.get("id"), str) else None
-        return _message_item(str(role), parts, item_id)
+        return _message_item(str(role), parts, _item_id(raw, param, "msg"))
     if kind == "function_call":
         for name in ("call_id", "name", "arguments"):
             if not isinstance(raw.get(name), str):
                 raise _invalid(f"{param}.{name} must be a string.", f"{param}.{name}")
         return {
             "type": "function_call",
-            "id": raw.get("id") if isinstance(raw.get("id"), str) else new_id("fc"),
+            "id": _item_id(raw, param, "fc"),
             "call_id": raw["call_id"],
             "name": raw["name"],
             "arguments": raw["arguments"],
@@ -240,7 +277,7 @@ def _normalized(raw: Json, param: str) -> Json:
             raise _invalid(f"{param}.output must be a string.", f"{param}.output")
         return {
             "type": "function_call_output",
-            "id": raw.get("id") if isinstance(raw.get("id"), str) else new_id("fco"),
+            "id": _item_id(raw, param, "fco"),
             "call_id": raw["call_id"],
             "output": output,
             "status": "completed",
@@ -248,7 +285,7 @@ def _normalized(raw: Json, param: str) -> Json:
     if kind == "reasoning":
         # Reasoning a previous answer carried: a chat backend cannot take it back, and
         # the answer it led to is in the history anyway.
-        return {"type": "reasoning", "id": raw.get("id") or new_id("rs"), "summary": []}
+        return {"type": "reasoning", "id": _item_id(raw, param, "rs"), "summary": []}
     raise _invalid(
         f"Input items of type {kind!r} are not supported by this gateway's translation to "
         "chat completions.",
