@@ -275,3 +275,33 @@ async def test_logs_and_usage_whose_answers_were_lost_count_once(store: Store) -
     (rollup,) = await store.find("usage", {})
     assert rollup["requests"] == 3 and rollup["prompt_tokens"] == 15
     assert rollup["cost"] == pytest.approx(1.5)
+
+
+PACED = "one two three four five six seven eight nine ten"  # a frame a word, and more
+STREAMS = {
+    "chat": ("/v1/chat/completions", {"model": "gpt", "messages": HI}),
+    "responses": ("/v1/responses", {"model": "gpt", "input": "Say hello"}),
+    "messages": ("/v1/messages", {"model": "claude", "max_tokens": 50, "messages": HI}),
+    "messages-translated": ("/v1/messages", {"model": "gpt", "max_tokens": 50, "messages": HI}),
+}
+
+
+@pytest.mark.parametrize("route", list(STREAMS))
+async def test_a_stream_s_overhead_leaves_out_the_provider_s_pace(wired: Wired, route: str) -> None:
+    """A provider that sends its events slowly: the time spent waiting for them is the
+    stream's upstream time, and its overhead only the gateway's own."""
+    delay = 0.03
+    wired.fake.then(chunk_delay=delay, text=PACED)
+    path, body = STREAMS[route]
+    async with httpx2.AsyncClient(base_url=wired.gateway.url, timeout=30) as http:
+        r = await http.post(
+            path, json={**body, "stream": True}, headers={"Authorization": f"Bearer {wired.key}"}
+        )
+        assert r.status_code == 200 and r.text.count("data:") >= 10
+    await settled(wired.gateway)
+    entry = (await wired.admin.logs())["data"][0]
+    paced = 10 * delay * 1000  # at least a delay after each of ten words' frames
+    assert entry["status"] == 200 and entry["latency_ms"] >= paced
+    assert entry["upstream_ms"] >= paced
+    assert entry["overhead_ms"] < paced / 4  # was the pacing and more
+    assert entry["upstream_ms"] + entry["overhead_ms"] == pytest.approx(entry["latency_ms"], abs=1)

@@ -218,6 +218,9 @@ async def test_a_cancelled_stream_ends_with_what_was_made(wired: Wired) -> None:
     entry = (await wired.admin.logs())["data"][0]
     assert entry["status"] == 499
     assert entry["completion_tokens"] == stored.usage.output_tokens  # as billed
+    # Its time went on waiting for the provider's events (one cut short by the cancel):
+    # upstream time, not the gateway's overhead.
+    assert entry["upstream_ms"] >= 200 and entry["overhead_ms"] < 100
 
 
 async def _stored_run(wired: Wired) -> str:
@@ -357,9 +360,62 @@ async def test_a_follower_stops_when_the_run_s_gateway_is_gone(wired: Wired) -> 
         assert (await follower.__anext__()).type == "response.in_progress"
         await store.delete("instances", "inst_other")  # that gateway is gone
         async with asyncio.timeout(10):
-            assert [e async for e in follower] == []
+            rest = [_data(e) async for e in follower]
         stored = await client.responses.retrieve(response_id)
         assert stored.status == "failed" and stored.error is not None
+        # The stream ends as the run's would have, numbered after the last stored event.
+        assert [(e["type"], e["sequence_number"]) for e in rest] == [("response.failed", 3)]
+        assert rest[0]["response"] == _data(stored)
+
+
+async def test_a_replay_of_a_run_whose_gateway_died_ends_failed(wired: Wired) -> None:
+    """A gateway killed mid-run, read again after: GET records the run failed, and its
+    replay, from any point, is the stored events then response.failed with the stored
+    Response, numbered after them, so a client's loop ends with the error."""
+    assert wired.gateway.ctx is not None
+    store = wired.gateway.ctx.store
+    wired.fake.then(text=LONG)
+    async with wired.client() as client:
+        stream = await client.responses.create(
+            model="gpt", input="Count", background=True, stream=True
+        )
+        events = [_data(event) async for event in stream]
+        response_id = events[0]["response"]["id"]
+        cut = next(i for i, e in enumerate(events) if e["type"] == "response.output_text.delta")
+        cut += 2  # two deltas stored, then the gateway was killed
+        # As the killed gateway left it: in progress (as its run stored it when it
+        # started), run by an instance no longer seen.
+        doc = unpacked(await store.get("responses", response_id) or {})
+        ended = ("usage", "completed_at")
+        running = {k: v for k, v in doc["response"].items() if k not in ended}
+        running.update(status="in_progress", output=[])
+        await store.update(
+            "responses",
+            response_id,
+            {"status": "in_progress", "runner": "inst_killed", "response": packed(running)},
+        )
+        for event in await store.find("response_events", {"response": response_id}):
+            if event["seq"] >= cut:
+                await store.delete("response_events", event["_id"])
+        async with asyncio.timeout(10):
+            replay = await client.responses.retrieve(response_id, stream=True, starting_after=3)
+            again = [_data(e) async for e in replay]
+        stored = await client.responses.retrieve(response_id)
+        assert stored.status == "failed" and stored.error is not None
+        assert "stopped before it finished" in stored.error.message
+        validate(again[-1], "ResponseStreamEvent")
+        assert again[:-1] == events[4:cut]
+        assert again[-1] == {
+            "type": "response.failed",
+            "sequence_number": cut,
+            "response": _data(stored),
+        }
+        # From the last stored event on: only the end; from after the end: nothing.
+        async with asyncio.timeout(10):
+            tail = await client.responses.retrieve(response_id, stream=True, starting_after=cut - 1)
+            assert [_data(e) async for e in tail] == again[-1:]
+            past = await client.responses.retrieve(response_id, stream=True, starting_after=cut)
+            assert [_data(e) async for e in past] == []
 
 
 class _Ticking(Clock):

@@ -204,7 +204,7 @@ class MessagesHandler(ProxyHandler, AnthropicShapes):
         def failed(error: ApiError) -> bytes:
             return named_events([{"type": "error", **error_body(error.status, error.message)}])
 
-        await self.pump_events(stream, pump(), failed)
+        await self.pump_events(stream, outcome, pump(), failed)
         self.account(usage(), outcome, seen["reported"])
         self.end_events()
 

@@ -327,7 +327,7 @@ class ProxyHandler(ClientHandler):
                 await behind
 
         await self.pump_events(
-            stream, pump(), lambda error: b"data: " + dumps(error.envelope()) + b"\n\n"
+            stream, outcome, pump(), lambda error: b"data: " + dumps(error.envelope()) + b"\n\n"
         )
         usage = seen.usage
         if usage is None:  # no usage chunk (the client left, or a terse provider): estimate
@@ -359,10 +359,12 @@ class ProxyHandler(ClientHandler):
     async def pump_events(
         self,
         stream: ChunkStream,
+        outcome: Outcome,
         pump: Coroutine[Any, Any, None],
         error_event: Callable[[ApiError], bytes],
     ) -> None:
-        """Run a stream's pump with keepalives; the upstream is closed however it ends."""
+        """Run a stream's pump with keepalives; the upstream is closed however it ends,
+        and the time spent awaiting it is the outcome's upstream time (not overhead)."""
         self._last_write = time.monotonic()
         self._keepalive_tick()
         try:
@@ -370,6 +372,7 @@ class ProxyHandler(ClientHandler):
         finally:
             if self._keepalive is not None:
                 self._keepalive.cancel()
+            outcome.upstream_seconds += stream.waited  # before account() logs it
             await stream.aclose()  # closes the upstream connection if it is still open
 
     def end_events(self) -> None:

@@ -742,7 +742,7 @@ class ResponsesHandler(ProxyHandler):
                 events.sequence = seen.get("seq", -1) + 1
             return named_events([events.fail(error.code or error.type, error.message)])
 
-        await self.pump_events(stream, pump(), failed)
+        await self.pump_events(stream, outcome, pump(), failed)
         if upstream is None:
             _noted(seen, events)  # the client may have left before the end
         usage = seen["usage"] or self._estimate(chat, seen["chars"])

@@ -42,6 +42,7 @@ from conduit_tornado.store import StoreUnavailable
 
 from .base import ClientHandler
 from .responses import (
+    _FINAL,
     RESPONSES,
     UNFINISHED,
     ResponsesHandler,
@@ -349,12 +350,14 @@ async def cancel_streamed(response_id: str, run: asyncio.Task[None]) -> bool:
 async def follow(handler: ClientHandler, response_id: str, after: int) -> None:
     """Write a response's stored events after sequence number ``after`` as SSE, and the
     ones still to come, until the response has ended (or its runner has, without
-    recording the end: current() records it)."""
+    recording the end: current() records it), then with its end if the log has none."""
     ctx = handler.ctx
     handler.set_header("Content-Type", "text/event-stream; charset=utf-8")
     handler.set_header("Cache-Control", "no-cache")
     handler.set_header("X-Accel-Buffering", "no")
     checked = time.monotonic()
+    start = after
+    kind: str | None = None  # the type of the last event written here
     try:
         while True:
             live = _LIVE.get(response_id)
@@ -370,7 +373,7 @@ async def follow(handler: ClientHandler, response_id: str, after: int) -> None:
                     waiter.cancel()
                 for doc in page:
                     event = doc["event"]
-                    kind = orjson.loads(event)["type"]
+                    kind = str(orjson.loads(event)["type"])
                     handler.write(f"event: {kind}\ndata: {event}\n\n".encode())
                     after = doc["seq"]
                 await handler.flush()
@@ -393,6 +396,8 @@ async def follow(handler: ClientHandler, response_id: str, after: int) -> None:
                     {"response": response_id, "_id": {"$gt": _event_id(response_id, after)}},
                 ):
                     continue
+                if stored is not None:
+                    handler.write(await _untold_end(handler, stored, start, after, kind))
                 break
             if waiter is None:
                 await asyncio.sleep(POLL)
@@ -404,6 +409,37 @@ async def follow(handler: ClientHandler, response_id: str, after: int) -> None:
         handler.finish()
     except StreamClosedError:
         return  # the client left; the run goes on
+
+
+async def _untold_end(
+    handler: ClientHandler, stored: Json, start: int, last: int, kind: str | None
+) -> bytes:
+    """The event ending a followed response whose log has no end (its gateway died
+    mid-run and current() recorded it failed, or the run ended without writing one): the
+    stored Response under the event its status ends a stream with, numbered after the
+    log's last event, as the run would have sent it; without it a client's stream just
+    stops, with neither Response nor error. Not stored: a reader writes nothing, and the
+    stored Response, ended, makes it the same on every replay. ``last``, ``kind``: the
+    number and type of the last event this follower wrote (``kind`` None: none), and
+    ``start`` where it started (b"" if the end comes before that)."""
+    if kind is None:  # none written here: the log's last event, if any, is before start
+        tail = await handler.ctx.store.find(
+            EVENTS, {"response": stored["_id"]}, sort="_id", descending=True, limit=1
+        )
+        if tail:
+            last, kind = tail[0]["seq"], orjson.loads(tail[0]["event"])["type"]
+        else:
+            last = -1
+    if kind in _FINAL or last + 1 <= start:
+        return b""
+    response = unpacked(stored)["response"]
+    ending = _ENDINGS.get(response.get("status"), "response.completed")  # cancelled too
+    return named_events([{"type": ending, "sequence_number": last + 1, "response": response}])
+
+
+#: The event a stream ends with, by its Response's status (a cancelled one's is
+#: response.completed, as EventStream.cancel says).
+_ENDINGS = {"failed": "response.failed", "incomplete": "response.incomplete"}
 
 
 async def follow_stored(handler: ClientHandler, doc: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -214,13 +215,18 @@ class ChunkStream:
     relay takes a batch at a time (one await and one client write per read, not per
     chunk); ``async for`` still gives one chunk at a time. ``rest`` is a coroutine
     function giving the next batch (None at the end): no generator is left suspended
-    when a stream ends early, which asyncio would close later with a task of its own."""
+    when a stream ends early, which asyncio would close later with a task of its own.
+
+    ``waited``: the seconds spent awaiting the provider after opening (which the router
+    timed), so that a stream's upstream time is all of it and its overhead the gateway's
+    own (ProxyHandler.pump_events adds it to the Outcome)."""
 
     def __init__(self, first: list[Json] | None, rest: NextBatch, close: Any) -> None:
         self._pending: list[Json] = first or []
         self._rest = rest
         self._ended = False
         self._close = close
+        self.waited = 0.0
 
     def __aiter__(self) -> ChunkStream:
         return self
@@ -239,7 +245,12 @@ class ChunkStream:
             return pending
         if self._ended:
             return None
-        batch = await self._rest()
+        # Timed a batch (what one network read brought) at a time: no clock read a chunk.
+        started = time.monotonic()
+        try:
+            batch = await self._rest()
+        finally:  # a wait cut short (the client left, a cancel) was spent upstream too
+            self.waited += time.monotonic() - started
         if batch is None:
             self._ended = True
         return batch
