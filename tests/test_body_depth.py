@@ -55,6 +55,9 @@ async def test_a_body_nested_too_deep_is_refused_before_the_provider(
         deep = await post(300)  # deeper than orjson writes (255), shallower than it reads
         assert deep.status_code == 400, deep.text
         assert str(MAX_BODY_DEPTH) in deep.json()["error"]["message"]
+        assert deep.json()["error"]["param"] == (
+            "text" if route == "responses" else "response_format"
+        )
         assert len(wired.fake.requests) == before  # no provider call
         fine = await post(MAX_BODY_DEPTH - 20)
         assert fine.status_code == 200, fine.text
@@ -72,5 +75,6 @@ async def test_the_socket_refuses_a_deep_event_and_goes_on(wired: Wired) -> None
         )
         error = await socket.until(None, ("error",))
         assert error["status"] == 400 and str(MAX_BODY_DEPTH) in error["error"]["message"]
+        assert error["error"]["param"] == "text"
         done = await socket.turn(input="still here?")
         assert done["type"] == "response.completed"

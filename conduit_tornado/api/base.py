@@ -391,7 +391,7 @@ class BaseHandler(ApiResponses):
         if not isinstance(data, dict):
             raise ApiError(400, "The request body must be a JSON object.")
         if too_deep(raw, data):
-            raise ApiError(400, TOO_DEEP)
+            raise ApiError(400, TOO_DEEP, param=too_deep_field(data))
         return data
 
     def parse(self, model: type[M]) -> M:
@@ -464,15 +464,23 @@ def too_deep(raw: str | bytes, data: Any) -> bool:
         brackets = raw.count("{") + raw.count("[")
     else:
         brackets = raw.count(b"{") + raw.count(b"[")
-    if brackets <= MAX_BODY_DEPTH:
-        return False  # most bodies: two counts
-    for _ in range(255 - MAX_BODY_DEPTH):
-        data = [data]  # orjson's own limit, MAX_BODY_DEPTH levels down
+    # Most bodies: two counts. The others: one encode, orjson's own limit moved up.
+    return brackets > MAX_BODY_DEPTH and not _within(data, MAX_BODY_DEPTH)
+
+
+def too_deep_field(data: dict[str, Any]) -> str | None:
+    """The first field of a body too deep (too_deep) that holds the deepest part."""
+    return next((k for k, v in data.items() if not _within(v, MAX_BODY_DEPTH - 1)), None)
+
+
+def _within(value: Any, depth: int) -> bool:
+    for _ in range(255 - depth):
+        value = [value]  # orjson writes at most 255 levels: these leave ``depth`` of them
     try:
-        orjson.dumps(data)
+        orjson.dumps(value)
     except orjson.JSONEncodeError:
-        return True
-    return False
+        return False
+    return True
 
 
 class AdminHandler(BaseHandler):

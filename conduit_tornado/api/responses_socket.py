@@ -46,7 +46,7 @@ from conduit_tornado.core.errors import ApiError
 from conduit_tornado.server.http import RequestContext
 from conduit_tornado.server.tornado_private import body_complete, start_streaming_handler
 
-from .base import TOO_DEEP, ApiResponses, bearer_token, too_deep
+from .base import TOO_DEEP, ApiResponses, bearer_token, too_deep, too_deep_field
 from .responses import Kept, ResponsesHandler
 
 log = logging.getLogger("conduit.responses")
@@ -196,7 +196,7 @@ class ResponsesSocketHandler(ApiResponses, tornado.websocket.WebSocketHandler):
             self.send_error_event(400, "Each message must be a JSON object.", None)
             return
         if too_deep(message, event):
-            self.send_error_event(400, TOO_DEEP, None)
+            self.send_error_event(400, TOO_DEEP, None, too_deep_field(event))
             return
         lane = event.get("stream_id")
         if lane is not None and (not isinstance(lane, str) or not 0 < len(lane) <= 256):
