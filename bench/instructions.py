@@ -1,6 +1,8 @@
-"""Instructions the gateway executes per request, counted by valgrind's callgrind: the
-same count run after run (within ~0.5%), whatever else the machine does, so a change of a
-few percent shows in one run, where timed runs on this machine drift by up to 40%.
+"""Instructions the gateway executes per request, counted by valgrind's callgrind: nearly
+the same count run after run, where timed runs on this machine drift by up to 40%. Not
+wholly load independent: the gateway's timers that fire during the measured seconds are
+counted too, and the slower the machine, the more of them fall on each request (1-3% with
+other work running): compare trees in alternating runs minutes apart at most.
 
     .venv/bin/python bench/instructions.py [--stream] [--responses] [--plain] [--requests 300]
 
