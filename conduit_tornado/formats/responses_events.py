@@ -97,6 +97,17 @@ _CLOSED = (
 )
 
 
+def _opened_message(item_id: str) -> Json:
+    """An assistant message item as output_item.added announces it."""
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": "in_progress",
+        "role": "assistant",
+        "content": [],
+    }
+
+
 class EventStream:
     """Chat chunks in, Responses stream events out, numbered in order.
 
@@ -253,13 +264,7 @@ class EventStream:
         encode to: the item and its part announced, then the first delta."""
         index = len(self.output)
         item_id = new_id("msg")
-        item = {
-            "id": item_id,
-            "type": "message",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        }
+        item = _opened_message(item_id)
         quoted = orjson.dumps(item_id)
         current = _Open(index, item, delta_middle=_delta_middle(quoted, index))
         self._message = current
@@ -368,13 +373,7 @@ class EventStream:
         if self._message is None:
             events += self._close_calls()
             item_id = new_id("msg")
-            item = {
-                "id": item_id,
-                "type": "message",
-                "status": "in_progress",
-                "role": "assistant",
-                "content": [],
-            }
+            item = _opened_message(item_id)
             index = len(self.output) + len(self._calls)
             middle = b"" if refusal else _delta_middle(orjson.dumps(item_id), index)
             self._message = _Open(index, item, refusal=refusal, delta_middle=middle)
