@@ -170,6 +170,23 @@ async def test_errors_in_anthropic_envelope(wired: Wired) -> None:
     assert len(wired.fake.requests) == before  # nothing reached a provider
 
 
+async def test_count_tokens_needs_a_model_the_key_may_use(wired: Wired) -> None:
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+        for body, status in (
+            ({}, 400),  # Anthropic's API requires model
+            ({"model": "no-such-model"}, 404),
+            ({"model": "gpt"}, 200),
+        ):
+            r = await http.post(
+                "/v1/messages/count_tokens",
+                json={"messages": [{"role": "user", "content": "hi"}], **body},
+                headers={"x-api-key": wired.key},
+            )
+            assert r.status_code == status, r.text
+            if status != 200:
+                assert r.json()["type"] == "error"  # Anthropic's envelope
+
+
 async def test_count_tokens_and_the_request_log(wired: Wired) -> None:
     async with client(wired) as c:
         counted = await c.messages.count_tokens(

@@ -531,6 +531,47 @@ async def test_input_tokens_refuses_what_a_response_would(wired: Wired) -> None:
             assert r.json()["error"]["param"] == param
 
 
+async def test_input_tokens_counts_only_for_a_model_the_key_may_use(wired: Wired) -> None:
+    narrow = await wired.admin.create_key(name="narrow", allowed_models=["claude"])
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+
+        async def count(key: str, **body: Any) -> httpx2.Response:
+            return await http.post(
+                "/v1/responses/input_tokens",
+                json={"input": "hi", **body},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+
+        missing = await count(wired.key, model="no-such-model")
+        assert missing.status_code == 404 and missing.json()["error"]["param"] == "model"
+        barred = await count(narrow["key"], model="gpt")
+        assert barred.status_code == 403 and barred.json()["error"]["code"] == "model_not_allowed"
+        # model is optional here (OpenAI's TokenCountsBody): the estimate needs none.
+        assert (await count(wired.key)).status_code == 200
+        assert (await count(narrow["key"], model="claude")).status_code == 200
+
+
+async def test_ids_of_another_kind_are_named_and_long_ones_cut_short(wired: Wired) -> None:
+    async with httpx2.AsyncClient(base_url=wired.gateway.url) as http:
+
+        async def create(**body: Any) -> dict[str, Any]:
+            r = await http.post(
+                "/v1/responses",
+                json={"model": "gpt", "input": "hi", **body},
+                headers={"Authorization": f"Bearer {wired.key}"},
+            )
+            assert r.status_code in (400, 404), r.text
+            error: dict[str, Any] = r.json()["error"]
+            return error
+
+        wrong = await create(previous_response_id="msg_abc")
+        assert wrong["param"] == "previous_response_id" and "begins with 'resp'" in wrong["message"]
+        other = await create(conversation="abc")
+        assert other["param"] == "conversation" and "begins with 'conv'" in other["message"]
+        long = await create(previous_response_id="resp_" + "x" * 5000)
+        assert long["code"] == "previous_response_not_found" and len(long["message"]) < 200
+
+
 async def _until_done(client: openai.AsyncOpenAI, response_id: str) -> Any:
     for _ in range(200):
         response = await client.responses.retrieve(response_id)

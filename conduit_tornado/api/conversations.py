@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from conduit_tornado.core.errors import ApiError
+from conduit_tornado.core.errors import ApiError, quoted, wrong_prefix
 from conduit_tornado.formats.responses import (
     append_item,
     input_items,
@@ -60,7 +60,7 @@ def _lookups(item: Json) -> Json:
 def _not_found(conversation_id: str, param: str | None = None) -> ApiError:
     return ApiError(
         404,
-        f"Conversation with id '{conversation_id}' not found.",
+        f"Conversation with id {quoted(conversation_id)} not found.",
         param=param,
         code="conversation_not_found",
     )
@@ -104,6 +104,8 @@ def conversation_id(value: Any) -> str:
         raise ApiError(
             400, "conversation must be an id or an object with an id.", param="conversation"
         )
+    if not value.startswith("conv_"):
+        raise wrong_prefix("conversation", value, "conv")
     return value
 
 

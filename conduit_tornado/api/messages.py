@@ -33,7 +33,7 @@ from conduit_tornado.routing.providers.base import (
 from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import Timeouts
 
-from .base import ClientHandler, dumps, reason_phrase
+from .base import ClientHandler, dumps, model_name, reason_phrase, resolve_model
 from .proxy import ProxyHandler, named_events, note_chunk
 
 
@@ -220,5 +220,8 @@ class CountTokensHandler(AnthropicShapes):
     chat backends have no counting endpoint."""
 
     async def post(self) -> None:
-        chat = to_chat({"max_tokens": 1, **self.json_body()})
+        body = self.json_body()
+        # Counted for a model this key may use, as Anthropic counts for a model it serves.
+        resolve_model(self.ctx, self.key, model_name(body.get("model")))
+        chat = to_chat({"max_tokens": 1, **body})
         self.send_json({"input_tokens": estimate_tokens(prompt_text(chat))})

@@ -26,7 +26,7 @@ import orjson
 import tornado.web
 
 from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
-from conduit_tornado.core.errors import ApiError
+from conduit_tornado.core.errors import ApiError, quoted, wrong_prefix
 from conduit_tornado.formats.responses import (
     CHECKED_PARAMS,
     Translation,
@@ -56,7 +56,7 @@ from conduit_tornado.routing.router import Target
 from conduit_tornado.routing.upstream import ProviderError, Timeouts
 from conduit_tornado.store import Doc, Store, StoreUnavailable
 
-from .base import ClientHandler, dumps
+from .base import ClientHandler, dumps, model_name, resolve_model
 from .conversations import (
     append_items,
     check_new_items,
@@ -109,7 +109,7 @@ async def _end(store: Store, running: Json, message: str, code: str = "server_er
 def _not_found(response_id: str, param: str | None = None) -> ApiError:
     return ApiError(
         404,
-        f"Response with id '{response_id}' not found.",
+        f"Response with id {quoted(response_id)} not found.",
         param=param,
         code="response_not_found" if param is None else "previous_response_not_found",
     )
@@ -213,6 +213,8 @@ async def prior(handler: ClientHandler, body: Json, kept: Kept | None = None) ->
         return Prior()
     if not isinstance(previous, str):
         raise ApiError(400, "previous_response_id must be a string.", param="previous_response_id")
+    if not previous.startswith("resp_"):
+        raise wrong_prefix("previous_response_id", previous, "resp")
     doc = kept.get(previous, handler.key.id) if kept is not None else None
     if doc is None:
         if kept is not None and kept.is_running(previous, handler.key.id):
@@ -907,9 +909,11 @@ class InputTokensHandler(ClientHandler):
     async def post(self) -> None:
         body = self.json_body()
         ResponsesHandler._check(body)  # what POST /v1/responses would refuse
-        history = (await prior(self, body)).messages
         if body.get("model") is None:
-            body["model"] = ""
+            body["model"] = ""  # optional here: the estimate is the same for every model
+        else:
+            resolve_model(self.ctx, self.key, model_name(body["model"]))
+        history = (await prior(self, body)).messages
         chat = to_chat(body, history).chat
         self.send_json(
             {"object": "response.input_tokens", "input_tokens": estimate_tokens(prompt_text(chat))}

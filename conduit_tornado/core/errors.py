@@ -69,6 +69,22 @@ def reject_nulls(fields: dict[str, Any], *required: str) -> None:
             raise ApiError(400, f"{name} cannot be null.", param=name)
 
 
+def quoted(value: str) -> str:
+    """A client's value (an id) quoted in an error message, cut short: it may be anything
+    long, and an error is logged and shown whole."""
+    return repr(value if len(value) <= 64 else value[:64] + "...")
+
+
+def wrong_prefix(param: str, value: str, prefix: str) -> ApiError:
+    """OpenAI's 400 for an id of another kind than the parameter takes."""
+    return ApiError(
+        400,
+        f"Invalid '{param}': {quoted(value)}. Expected an ID that begins with '{prefix}'.",
+        param=param,
+        code="invalid_value",
+    )
+
+
 def invalid_api_key(message: str = "Invalid API key provided.") -> ApiError:
     return ApiError(401, message, code="invalid_api_key")
 
