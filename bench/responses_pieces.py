@@ -63,16 +63,20 @@ def main() -> int:
     store = metered(MemoryStore())
     turn = fr.to_chat(body, [])
     output, status, incomplete = fo.output_of(answer)
-    response = fo.response_object(
-        body,
-        response_id="resp_x",
-        model="bench",
-        created_at=1,
-        status=status,
-        output=output,
-        usage=usage,
-        incomplete=incomplete,
-    )
+
+    def respond() -> dict[str, Any]:
+        return fo.response_object(
+            body,
+            response_id="resp_x",
+            model="bench",
+            created_at=1,
+            status=status,
+            output=output,
+            usage=usage,
+            incomplete=incomplete,
+        )
+
+    response = respond()
     encoded = dumps(response)
     ids = itertools.count()
 
@@ -113,20 +117,7 @@ def main() -> int:
         ),
         ("to_chat (input items, chat body)", lambda: fr.to_chat(body, []), 20_000),
         ("output_of (chat answer to output items)", lambda: fo.output_of(answer), 20_000),
-        (
-            "response_object",
-            lambda: fo.response_object(
-                body,
-                response_id="resp_x",
-                model="bench",
-                created_at=1,
-                status=status,
-                output=output,
-                usage=usage,
-                incomplete=incomplete,
-            ),
-            20_000,
-        ),
+        ("response_object", respond, 20_000),
         ("new_id", lambda: fr.new_id("resp"), 20_000),
         ("encoding the Response", lambda: dumps(response), 20_000),
         ("  chat: encoding its answer", lambda: dumps(answer), 20_000),

@@ -31,6 +31,17 @@ def _data(event: Any) -> dict[str, Any]:
     return data
 
 
+async def _to_first_delta(client: Any) -> tuple[Any, list[Any]]:
+    """A background stream started, and its events read up to the first text delta."""
+    stream = await client.responses.create(model="gpt", input="Count", background=True, stream=True)
+    seen = []
+    async for event in stream:
+        seen.append(event)
+        if event.type == "response.output_text.delta":
+            break
+    return stream, seen
+
+
 @pytest.mark.parametrize("model", ["gpt", "claude", "mock"])
 async def test_a_background_stream_is_followed_and_replayed(wired: Wired, model: str) -> None:
     async with wired.client() as client:
@@ -60,14 +71,7 @@ async def test_a_background_stream_is_followed_and_replayed(wired: Wired, model:
 async def test_the_run_goes_on_when_the_client_leaves(wired: Wired) -> None:
     wired.fake.then(chunk_delay=0.1, text=LONG)
     async with wired.client() as client:
-        stream = await client.responses.create(
-            model="gpt", input="Count", background=True, stream=True
-        )
-        seen = []
-        async for event in stream:
-            seen.append(event)
-            if event.type == "response.output_text.delta":
-                break
+        stream, seen = await _to_first_delta(client)
         await stream.close()  # the client leaves mid-stream
         response_id = seen[0].response.id
         assert (await client.responses.retrieve(response_id)).status == "in_progress"
@@ -283,14 +287,7 @@ async def test_a_second_cancel_leaves_the_first_to_end_the_run(wired_with: Wired
     wired = await wired_with(store=_RemoteEvents(), retry_backoff=0.01)
     wired.fake.then(chunk_delay=0.2, text=LONG)
     async with wired.client() as client:
-        stream = await client.responses.create(
-            model="gpt", input="Count", background=True, stream=True
-        )
-        seen = []
-        async for event in stream:
-            seen.append(event)
-            if event.type == "response.output_text.delta":
-                break
+        stream, seen = await _to_first_delta(client)
         response_id = seen[0].response.id
         first = asyncio.ensure_future(client.responses.cancel(response_id))
         await asyncio.sleep(0.1)  # the second comes while the first one's run is ending

@@ -7,7 +7,7 @@ import struct
 from typing import Any
 
 from conduit_tornado.core.errors import ApiError
-from conduit_tornado.formats.responses import wrong_type
+from conduit_tornado.formats.responses_params import wrong_type
 from conduit_tornado.routing.fanout import (
     chat_chunk_to_completion,
     chat_to_completion,

@@ -28,9 +28,7 @@ import tornado.web
 from conduit_tornado.admission.limits import INSTANCE_TTL, INSTANCES
 from conduit_tornado.core.errors import ApiError, quoted, wrong_prefix
 from conduit_tornado.formats.responses import (
-    CHECKED_PARAMS,
     Translation,
-    check_params,
     messages_of,
     new_id,
     relayed_items,
@@ -44,6 +42,7 @@ from conduit_tornado.formats.responses_output import (
     replayed,
     response_object,
 )
+from conduit_tornado.formats.responses_params import CHECKED_PARAMS, check_params
 from conduit_tornado.routing.catalog import ModelRoute
 from conduit_tornado.routing.providers.base import (
     ChunkStream,

@@ -5,7 +5,7 @@ rebuilt) into a chat completions body that every adapter understands, keeping th
 items it read so they can be listed and replayed. What a chat backend cannot do (tools
 other than function tools, file inputs) is refused with a 400 naming the parameter rather
 than dropped; what chat has no place for is named (``Translation.dropped_by``). Values
-OpenAI's API refuses are refused whatever the backend (``check_params``). The answers are
+OpenAI's API refuses are refused whatever the backend (responses_params.py). The answers are
 responses_output.py's (the Response object) and responses_events.py's (its stream).
 """
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from conduit_tornado.core.errors import ApiError
 from conduit_tornado.routing.providers.base import Json
+
+from .responses_params import invalid
 
 ROLES = ("user", "assistant", "system", "developer")
 _ID_BYTES = 24
@@ -51,10 +52,6 @@ def new_id(prefix: str) -> str:
             _more_ids()
 
 
-def _invalid(message: str, param: str, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, message, param=param, code=code)
-
-
 #: What a client may name an input item: the id is part of the key a conversation stores
 #: the item under, and comes back in listings, URLs (items/{item_id}) and logs. OpenAI's
 #: own ids (``msg_`` and hex) and the gateway's fit.
@@ -67,7 +64,7 @@ def _item_id(raw: Json, param: str, prefix: str) -> str:
     if given is None:
         return new_id(prefix)
     if type(given) is not str or _ITEM_ID.fullmatch(given) is None:
-        raise _invalid(
+        raise invalid(
             f"Invalid '{param}.id': expected a string of 1 to 64 letters, digits, '_' or '-'.",
             f"{param}.id",
         )
@@ -81,7 +78,7 @@ def _unique(items: list[Json], param: str) -> list[Json]:
         seen: set[str] = set()
         for index, item in enumerate(items):
             if item["id"] in seen:
-                raise _invalid(
+                raise invalid(
                     f"Duplicate item found with id '{item['id']}'. Remove duplicate items from "
                     "your input and try again.",
                     f"{param}[{index}].id",
@@ -137,7 +134,7 @@ def to_chat(body: Json, history: list[Json] | None = None) -> Translation:
         for index, item in enumerate(items):
             append_item(messages, item, calls, f"input[{index}]")
         if not messages:
-            raise _invalid("input must not be empty.", "input")
+            raise invalid("input must not be empty.", "input")
         if calls:
             _all_answered(messages, calls)
     chat: Json = {"model": model, "messages": _with_instructions(body, messages)}
@@ -157,7 +154,7 @@ def _all_answered(messages: list[Json], calls: set[str]) -> None:
     for message in messages:  # the first unanswered one, in conversation order
         for call in message.get("tool_calls") or ():
             if call.get("id") in calls and call["id"] not in answered:
-                raise _invalid(f"No tool output found for function call {call['id']}.", "input")
+                raise invalid(f"No tool output found for function call {call['id']}.", "input")
 
 
 def _left_out(body: Json) -> list[str]:
@@ -185,11 +182,11 @@ def input_items(value: Any, param: str = "input") -> list[Json]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _invalid(f"{param} must be a string or an array of input items.", param)
+        raise invalid(f"{param} must be a string or an array of input items.", param)
     items = []
     for index, raw in enumerate(value):
         if not isinstance(raw, dict):
-            raise _invalid(f"{param}[{index}] must be an object.", f"{param}[{index}]")
+            raise invalid(f"{param}[{index}] must be an object.", f"{param}[{index}]")
         items.append(_normalized(raw, f"{param}[{index}]"))
     return _unique(items, param)
 
@@ -239,7 +236,7 @@ def _normalized(raw: Json, param: str) -> Json:
     if kind == "message":
         role = raw.get("role")
         if role not in ROLES:
-            raise _invalid(f"{param}.role must be one of {', '.join(ROLES)}.", f"{param}.role")
+            raise invalid(f"{param}.role must be one of {', '.join(ROLES)}.", f"{param}.role")
         content = raw.get("content")
         part_kind = "output_text" if role == "assistant" else "input_text"
         if isinstance(content, str):
@@ -248,7 +245,7 @@ def _normalized(raw: Json, param: str) -> Json:
             said = role == "assistant"  # only the model's own messages hold output text
             parts = [_part(p, f"{param}.content[{i}]", said) for i, p in enumerate(content)]
         else:
-            raise _invalid(
+            raise invalid(
                 f"{param}.content must be a string or an array of content parts.",
                 f"{param}.content",
             )
@@ -256,7 +253,7 @@ def _normalized(raw: Json, param: str) -> Json:
     if kind == "function_call":
         for name in ("call_id", "name", "arguments"):
             if not isinstance(raw.get(name), str):
-                raise _invalid(f"{param}.{name} must be a string.", f"{param}.{name}")
+                raise invalid(f"{param}.{name} must be a string.", f"{param}.{name}")
         return {
             "type": "function_call",
             "id": _item_id(raw, param, "fc"),
@@ -267,14 +264,14 @@ def _normalized(raw: Json, param: str) -> Json:
         }
     if kind == "function_call_output":
         if not isinstance(raw.get("call_id"), str):
-            raise _invalid(f"{param}.call_id must be a string.", f"{param}.call_id")
+            raise invalid(f"{param}.call_id must be a string.", f"{param}.call_id")
         output = raw.get("output")
         if isinstance(output, list):
             output = "".join(
                 _part(p, f"{param}.output[{i}]", True).get("text", "") for i, p in enumerate(output)
             )
         if not isinstance(output, str):
-            raise _invalid(f"{param}.output must be a string.", f"{param}.output")
+            raise invalid(f"{param}.output must be a string.", f"{param}.output")
         return {
             "type": "function_call_output",
             "id": _item_id(raw, param, "fco"),
@@ -286,7 +283,7 @@ def _normalized(raw: Json, param: str) -> Json:
         # Reasoning a previous answer carried: a chat backend cannot take it back, and
         # the answer it led to is in the history anyway.
         return {"type": "reasoning", "id": _item_id(raw, param, "rs"), "summary": []}
-    raise _invalid(
+    raise invalid(
         f"Input items of type {kind!r} are not supported by this gateway's translation to "
         "chat completions.",
         f"{param}.type",
@@ -298,10 +295,10 @@ def _part(raw: Any, param: str, said: bool) -> Json:
     """A content part as the API lists it; ``said``: whether it may be output text (an
     assistant message's)."""
     if not isinstance(raw, dict):
-        raise _invalid(f"{param} must be an object.", param)
+        raise invalid(f"{param} must be an object.", param)
     kind = raw.get("type")
     if kind in ("output_text", "refusal") and not said:
-        raise _invalid(
+        raise invalid(
             f"Invalid value: {kind!r}. Content parts of type {kind!r} belong to assistant "
             "messages; use 'input_text' in user, system and developer messages.",
             f"{param}.type",
@@ -309,7 +306,7 @@ def _part(raw: Any, param: str, said: bool) -> Json:
     if kind in ("input_text", "output_text", "text", "refusal"):
         text = raw.get("refusal") if kind == "refusal" else raw.get("text")
         if not isinstance(text, str):
-            raise _invalid(f"{param}.text must be a string.", f"{param}.text")
+            raise invalid(f"{param}.text must be a string.", f"{param}.text")
         return {
             "type": "output_text" if kind in ("output_text", "refusal") else "input_text",
             "text": text,
@@ -318,14 +315,14 @@ def _part(raw: Any, param: str, said: bool) -> Json:
     if kind == "input_image":
         url = raw.get("image_url")
         if not isinstance(url, str) or not url:
-            raise _invalid(
+            raise invalid(
                 f"{param}.image_url must be a URL or a data URL; file_id images need the "
                 "Files API, which chat backends do not share.",
                 f"{param}.image_url",
             )
         detail = raw.get("detail", "auto")
         return {"type": "input_image", "image_url": url, "detail": detail}
-    raise _invalid(
+    raise invalid(
         f"Content parts of type {kind!r} are not supported by this gateway's translation to "
         "chat completions.",
         f"{param}.type",
@@ -363,7 +360,7 @@ def append_item(messages: list[Json], item: Json, calls: set[str], param: str) -
         calls.add(item["call_id"])
     elif kind == "function_call_output":
         if item["call_id"] not in calls:
-            raise _invalid(
+            raise invalid(
                 f"No tool call found for function call output with call_id {item['call_id']}.",
                 param,
             )
@@ -400,13 +397,13 @@ def _with_instructions(body: Json, messages: list[Json]) -> list[Json]:
         prefix: list[Json] = []
         for index, raw in enumerate(instructions):
             if not isinstance(raw, dict):
-                raise _invalid(f"instructions[{index}] must be an object.", "instructions")
+                raise invalid(f"instructions[{index}] must be an object.", "instructions")
             item = _normalized(raw, f"instructions[{index}]")
             if item["type"] != "message":
-                raise _invalid("instructions may hold messages only.", "instructions")
+                raise invalid("instructions may hold messages only.", "instructions")
             prefix.append(_chat_message(item["role"], item["content"]))
         return [*prefix, *messages]
-    raise _invalid("instructions must be a string or an array of messages.", "instructions")
+    raise invalid("instructions must be a string or an array of messages.", "instructions")
 
 
 _PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "top_logprobs")
@@ -447,7 +444,7 @@ def _copy_options(body: Json, chat: Json) -> str:
     most = body.get("max_output_tokens")
     if most is not None:
         if not isinstance(most, int) or isinstance(most, bool) or most < 16:
-            raise _invalid(
+            raise invalid(
                 "max_output_tokens must be an integer of at least 16.", "max_output_tokens"
             )
         chat["max_completion_tokens"] = most
@@ -502,14 +499,14 @@ _HOSTED_TOOLS = frozenset(
 
 def _tools(tools: Any) -> list[Json]:
     if not isinstance(tools, list):
-        raise _invalid("tools must be an array.", "tools")
+        raise invalid("tools must be an array.", "tools")
     out = []
     for index, tool in enumerate(tools):
         if not isinstance(tool, dict):
-            raise _invalid(f"tools[{index}] must be an object.", f"tools[{index}]")
+            raise invalid(f"tools[{index}] must be an object.", f"tools[{index}]")
         kind = tool.get("type")
         if kind != "function":
-            raise _invalid(
+            raise invalid(
                 f"Tools of type {kind!r} run inside OpenAI's platform; this model's backend "
                 "can only call function tools."
                 if kind in _HOSTED_TOOLS
@@ -519,7 +516,7 @@ def _tools(tools: Any) -> list[Json]:
                 "unsupported_value",
             )
         if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise _invalid(f"tools[{index}].name must be a string.", f"tools[{index}].name")
+            raise invalid(f"tools[{index}].name must be a string.", f"tools[{index}].name")
         function: Json = {"name": tool["name"]}
         for name in ("description", "parameters", "strict"):
             if tool.get(name) is not None:
@@ -533,9 +530,9 @@ def _tool_choice(choice: Any) -> Any:
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function":
         if not isinstance(choice.get("name"), str):
-            raise _invalid("tool_choice.name must be a string.", "tool_choice.name")
+            raise invalid("tool_choice.name must be a string.", "tool_choice.name")
         return {"type": "function", "function": {"name": choice["name"]}}
-    raise _invalid(
+    raise invalid(
         "tool_choice must be 'auto', 'none', 'required' or a function tool choice.",
         "tool_choice",
         "unsupported_value",
@@ -544,7 +541,7 @@ def _tool_choice(choice: Any) -> Any:
 
 def _format(fmt: Any) -> Json | None:
     if not isinstance(fmt, dict):
-        raise _invalid("text.format must be an object.", "text.format")
+        raise invalid("text.format must be an object.", "text.format")
     kind = fmt.get("type")
     if kind == "text":
         return None
@@ -552,170 +549,10 @@ def _format(fmt: Any) -> Json | None:
         return {"type": "json_object"}
     if kind == "json_schema":
         if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
-            raise _invalid("text.format needs a name and a schema object.", "text.format")
+            raise invalid("text.format needs a name and a schema object.", "text.format")
         schema: Json = {"name": fmt["name"], "schema": fmt["schema"]}
         for name in ("strict", "description"):
             if fmt.get(name) is not None:
                 schema[name] = fmt[name]
         return {"type": "json_schema", "json_schema": schema}
-    raise _invalid("text.format.type must be text, json_object or json_schema.", "text.format.type")
-
-
-# -- parameter checks ----------------------------------------------------------------------
-
-#: A check of one parameter's (non-null) value, given the name to report it by.
-_Check = Callable[[Any, str], None]
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-def wrong_type(value: Any, param: str, expected: str) -> ApiError:
-    return _invalid(
-        f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
-        param,
-        "invalid_type",
-    )
-
-
-def _boolean(value: Any, param: str) -> None:
-    # Read by truthiness otherwise: "false" would stream, or run in the background.
-    if not isinstance(value, bool):
-        raise wrong_type(value, param, "a boolean")
-
-
-def _string(most: int | None = None) -> _Check:
-    def check(value: Any, param: str) -> None:
-        if not isinstance(value, str):
-            raise wrong_type(value, param, "a string")
-        if most is not None and len(value) > most:
-            raise _invalid(
-                f"Invalid '{param}': string too long. Expected a string with maximum length "
-                f"{most}, but got a string with length {len(value)} instead.",
-                param,
-                "string_above_max_length",
-            )
-
-    return check
-
-
-def _number(low: float, high: float | None, integer: bool = False) -> _Check:
-    expected = "an integer" if integer else "a number"
-    span = f"at least {low}" if high is None else f"from {low} to {high}"
-
-    def check(value: Any, param: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-            raise wrong_type(value, param, expected)
-        if value < low or (high is not None and value > high):
-            raise _invalid(
-                f"Invalid '{param}': expected {expected} {span}, but got {value} instead.",
-                param,
-            )
-
-    return check
-
-
-def _one_of(*values: str) -> _Check:
-    supported = ", ".join(repr(v) for v in values)
-
-    def check(value: Any, param: str) -> None:
-        if not isinstance(value, str):
-            raise wrong_type(value, param, f"one of {supported}")
-        if value not in values:
-            raise _invalid(
-                f"Invalid value for '{param}': {value!r}. Supported values are: {supported}.",
-                param,
-            )
-
-    return check
-
-
-def _array_of(each: _Check) -> _Check:
-    def check(value: Any, param: str) -> None:
-        if not isinstance(value, list):
-            raise wrong_type(value, param, "an array")
-        for index, item in enumerate(value):
-            each(item, f"{param}[{index}]")
-
-    return check
-
-
-def _object_with(**fields: _Check) -> _Check:
-    """An object whose named fields, when set, pass their checks (others are not read)."""
-
-    def check(value: Any, param: str) -> None:
-        if not isinstance(value, dict):
-            raise wrong_type(value, param, "an object")
-        for name, field_check in fields.items():
-            if value.get(name) is not None:
-                field_check(value[name], f"{param}.{name}")
-
-    return check
-
-
-_SUMMARY = _one_of("auto", "concise", "detailed")
-#: The request parameters OpenAI's API refuses some values of, with the values it takes
-#: (its OpenAPI spec: CreateResponse and what it is made of). They are checked whatever
-#: the backend, as most are echoed in the Response, where the SDK reads them by the spec.
-_CHECKS: dict[str, _Check] = {
-    "stream": _boolean,
-    "background": _boolean,
-    "store": _boolean,
-    "parallel_tool_calls": _boolean,
-    "temperature": _number(0, 2),
-    "top_p": _number(0, 1),
-    "top_logprobs": _number(0, 20, integer=True),
-    "max_tool_calls": _number(1, None, integer=True),
-    "user": _string(),
-    "safety_identifier": _string(64),
-    "prompt_cache_key": _string(),
-    "prompt_cache_retention": _one_of("in_memory", "24h"),
-    "truncation": _one_of("auto", "disabled"),
-    "service_tier": _one_of("auto", "default", "flex", "scale", "priority", "fast", "ultrafast"),
-    "include": _array_of(
-        _one_of(
-            "file_search_call.results",
-            "web_search_call.results",
-            "web_search_call.action.sources",
-            "message.input_image.image_url",
-            "computer_call_output.output.image_url",
-            "code_interpreter_call.outputs",
-            "reasoning.encrypted_content",
-            "message.output_text.logprobs",
-        )
-    ),
-    "text": _object_with(verbosity=_one_of("low", "medium", "high")),
-    "reasoning": _object_with(
-        effort=_one_of("none", "minimal", "low", "medium", "high", "xhigh", "max"),
-        summary=_SUMMARY,
-        generate_summary=_SUMMARY,
-        context=_one_of("auto", "current_turn", "all_turns"),
-    ),
-}
-#: The parameters check_params reads: a body holding none of them needs no call.
-CHECKED_PARAMS = frozenset({*_CHECKS, "tool_choice"})
-
-
-def check_params(body: Json) -> None:
-    """400 naming the parameter for a value OpenAI's API refuses; only the parameters the
-    body holds are read."""
-    for name, value in body.items():
-        check = _CHECKS.get(name)
-        if check is not None and value is not None:
-            check(value, name)
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        choice = choice.get("type")
-    if choice in ("required", "function") and not body.get("tools"):
-        raise _invalid(
-            f"Tool choice {choice!r} must be specified with 'tools' parameter.", "tool_choice"
-        )
+    raise invalid("text.format.type must be text, json_object or json_schema.", "text.format.type")
