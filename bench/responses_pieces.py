@@ -44,6 +44,7 @@ def cpu(fn: Callable[[], Any], count: int) -> float:
 
 def main() -> int:
     from conduit_tornado.api import responses as route
+    from conduit_tornado.api import responses_stored as stored
     from conduit_tornado.api.base import dumps
     from conduit_tornado.core.clock import Clock
     from conduit_tornado.formats import responses as fr
@@ -112,7 +113,7 @@ def main() -> int:
     pieces: list[tuple[str, Callable[[], Any], int]] = [
         (
             "checks, no history to read",
-            lambda: (route.ResponsesHandler._check(body), route.Prior()),
+            lambda: (route.ResponsesHandler._check(body), stored.Prior()),
             20_000,
         ),
         ("to_chat (input items, chat body)", lambda: fr.to_chat(body, []), 20_000),
@@ -126,7 +127,7 @@ def main() -> int:
             lambda: {
                 "created_at": clock.now(),
                 "response": encoded.decode(),
-                "items": route.packed(turn.items),
+                "items": stored.packed(turn.items),
             },
             20_000,
         ),

@@ -12,7 +12,7 @@ import openai
 import pydantic
 import pytest
 
-from conduit_tornado.api.responses import packed, unpacked
+from conduit_tornado.api.responses_stored import packed, unpacked
 from conduit_tornado.store import MemoryStore, Store
 from tests.conftest import GatewayFactory, settled
 from tests.fakes.providers import API_KEY, PROMPT_TOKENS

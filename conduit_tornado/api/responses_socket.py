@@ -47,7 +47,8 @@ from conduit_tornado.server.http import RequestContext
 from conduit_tornado.server.tornado_private import body_complete, start_streaming_handler
 
 from .base import TOO_DEEP, ApiResponses, bearer_token, too_deep, too_deep_field
-from .responses import Kept, ResponsesHandler
+from .responses import ResponsesHandler
+from .responses_stored import Kept
 
 log = logging.getLogger("conduit.responses")
 MAX_LANES = 8  # lanes answered side by side on one socket

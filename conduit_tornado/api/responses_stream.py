@@ -41,17 +41,8 @@ from conduit_tornado.server.tornado_private import body_complete, start_streamin
 from conduit_tornado.store import StoreUnavailable
 
 from .base import ClientHandler
-from .responses import (
-    _FINAL,
-    RESPONSES,
-    UNFINISHED,
-    ResponsesHandler,
-    Turn,
-    _end,
-    current,
-    packed,
-    unpacked,
-)
+from .responses import _FINAL, ResponsesHandler, Turn
+from .responses_stored import RESPONSES, UNFINISHED, current, end_unfinished, packed, unpacked
 
 log = logging.getLogger("conduit.responses")
 EVENTS = "response_events"
@@ -297,7 +288,7 @@ async def _run(handler: ClientHandler, events: EventLog, body: bytes) -> None:
         with contextlib.suppress(StoreUnavailable):  # current() records it on a read
             doc = await handler.ctx.store.get(RESPONSES, events.response_id)
             if doc is not None and doc.get("status") in UNFINISHED:
-                await _end(handler.ctx.store, orjson.loads(doc["response"]), why)
+                await end_unfinished(handler.ctx.store, orjson.loads(doc["response"]), why)
         events.finish()  # whoever waits for its head or end stops waiting
         events.wake.set()  # followers look once more, and see the end
         _LIVE.pop(events.response_id, None)
